@@ -1,0 +1,269 @@
+"""``tunebench``: the workbench (no arguments or ``ui``), and the headless ``run``, ``predict`` and ``runs``.
+
+Exit codes: 0 success, 1 internal failure, 2 user error (bad config, data, model or text), 130 stopped by
+Ctrl+C (the run is saved and marked stopped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from engine.errors import UserError
+
+DEFAULT_CONFIG = "sample_configs/quickstart-classify.yaml"
+EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_STOPPED = 0, 1, 2, 130
+
+
+def _fmt_duration(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds or seconds == float("inf"):
+        return "-"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def _error(message: str) -> None:
+    print(f"tunebench: error: {message}", file=sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tunebench", description="Fine-tune Hugging Face models from the terminal.")
+    sub = parser.add_subparsers(dest="command")
+
+    ui = sub.add_parser("ui", help="open the workbench on a config")
+    ui.add_argument("config", nargs="?", default=None, help=f"YAML config (default: {DEFAULT_CONFIG})")
+
+    run = sub.add_parser("run", help="train headless from a YAML config")
+    run.add_argument("config", help="YAML config, e.g. sample_configs/quickstart-classify.yaml")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set train.learning_rate=3e-5 (repeatable)",
+    )
+    run.add_argument("--runs-dir", default=None, help="folder for run folders (default: output.runs_dir)")
+
+    predict = sub.add_parser("predict", help="fill masks, classify or generate with a model")
+    predict.add_argument("--model", required=True, help="run folder, model folder, hub id, or minilm")
+    predict.add_argument("--top-k", type=int, default=5, help="how many tokens or labels to show")
+    predict.add_argument("--max-new-tokens", type=int, default=40, help="generation length (causal LMs)")
+    predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    predict.add_argument("text", help='e.g. "This is a [MASK] movie!"')
+
+    runs = sub.add_parser("runs", help="list runs")
+    runs.add_argument("--runs-dir", default="runs")
+    return parser
+
+
+# ----------------------------------------------------------------------------------------------------------
+# run
+
+
+class _Console:
+    """Renders a run's events with rich: a progress bar and a table row per epoch."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.console = Console(stderr=False, highlight=False)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("step {task.completed}/{task.total}"),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("{task.fields[speed]} samples/s"),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self.task_id: Any = None
+        self.header_done = False
+        self.train_loss: dict[int, float] = {}
+        self.epoch_time: dict[int, float] = {}
+        self.eta = 0.0
+
+    def __call__(self, event: Any) -> None:
+        from engine import events as ev
+
+        c = self.progress.console
+        if isinstance(event, ev.Status):
+            if self.task_id is None:
+                c.print(f"[dim]{event.stage}[/dim] {event.detail}")
+        elif isinstance(event, ev.LogMessage):
+            c.print(f"[yellow]{event.level}:[/yellow] {event.message.splitlines()[0] if event.message else ''}")
+        elif isinstance(event, ev.RunStarted):
+            c.print(
+                f"[bold]{event.run_name}[/bold]: {event.task} with {event.engine} "
+                f"on {event.device} ({event.precision}), "
+                f"{event.num_parameters / 1e6:.1f}M parameters, {event.num_train_samples} train / "
+                f"{event.num_eval_samples} eval samples, {event.total_steps} steps"
+            )
+            self.progress.start()
+            self.task_id = self.progress.add_task(
+                "epoch 1", total=event.total_steps, completed=event.start_step, loss="-", speed="-"
+            )
+        elif isinstance(event, ev.StepLogged) and self.task_id is not None:
+            self.progress.update(
+                self.task_id,
+                completed=event.step,
+                description=f"epoch {max(1, math.ceil(event.epoch))}",
+                loss=f"{event.loss:.4f}",
+                speed=f"{event.samples_per_second:.1f}",
+            )
+        elif isinstance(event, ev.EpochEnded):
+            self.train_loss[event.epoch] = event.train_loss
+            self.epoch_time[event.epoch] = event.duration_seconds
+        elif isinstance(event, ev.Evaluated):
+            self._row(event)
+        elif isinstance(event, ev.Paused):
+            c.print(f"[yellow]paused at step {event.step}[/yellow]")
+        elif isinstance(event, ev.StopRequested):
+            c.print(f"[yellow]stopping at step {event.step}; saving what the run has[/yellow]")
+        elif isinstance(event, ev.CheckpointSaved):
+            c.print(f"[dim]checkpoint saved: {event.path}[/dim]")
+
+    def _row(self, e: Any) -> None:
+        c = self.progress.console
+        third, third_value = ("macro-F1", e.macro_f1) if e.perplexity is None else ("perplexity", e.perplexity)
+        if not self.header_done:
+            c.print(
+                f"[bold]{'epoch':>5}  {'train loss':>10}  {'eval loss':>9}  {'accuracy':>8}  {third:>10}  {'time':>6}"
+            )
+            self.header_done = True
+        train = self.train_loss.get(e.epoch)
+        c.print(
+            f"{e.epoch:>5}  {'-' if train is None else format(train, '10.4f'):>10}  {e.eval_loss:9.4f}  "
+            f"{'-' if e.accuracy is None else format(e.accuracy, '8.3f'):>8}  "
+            f"{'-' if third_value is None else format(third_value, '10.4f'):>10}  "
+            f"{_fmt_duration(self.epoch_time.get(e.epoch, 0) + e.duration_seconds):>6}"
+        )
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from engine.config import load_config
+    from engine.events import RunFailed
+    from engine.runner import Runner
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except UserError as exc:
+        _error(str(exc))
+        return EXIT_USER
+    view = _Console()
+    runner = Runner(cfg, subscribers=[view], runs_dir=args.runs_dir)
+    stops = 0
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        nonlocal stops
+        stops += 1
+        if stops > 1:  # a second Ctrl+C means "now"
+            view.close()
+            os._exit(EXIT_STOPPED)
+        view.progress.console.print("[yellow]stop requested; saving (Ctrl+C again to abort at once)[/yellow]")
+        runner.stop()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        runner.start()
+        while runner.is_alive():  # the main thread stays free to receive signals
+            runner.join(0.2)
+    finally:
+        view.close()
+        for s, h in old.items():
+            signal.signal(s, h)
+    result = runner.result
+    assert result is not None
+    if result.status == "failed":
+        _error(result.error or "the run failed")
+        if not result.user_error:
+            failed = [e for e in (runner.run_dir.events() if runner.run_dir else []) if isinstance(e, RunFailed)]
+            if failed and failed[-1].traceback:
+                print(failed[-1].traceback, file=sys.stderr)
+        if result.run_dir:
+            print(f"run folder: {result.run_dir}", file=sys.stderr)
+        return EXIT_USER if result.user_error else EXIT_INTERNAL
+    print(f"{result.status}: {result.run_dir}")
+    return EXIT_STOPPED if result.status == "stopped" and stops else EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------------------------
+# runs, ui, predict
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from engine.runs import list_runs
+
+    table = Table("run", "status", "task", "model", "best", "started", "duration")
+    for r in list_runs(args.runs_dir):
+        best = f"{r.best_metric} {r.best_value:.4f}" if r.best_metric and r.best_value is not None else "-"
+        table.add_row(
+            r.name,
+            r.status,
+            r.task,
+            r.model,
+            best,
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started)),
+            _fmt_duration(r.duration_seconds),
+        )
+    Console().print(table)
+    return EXIT_OK
+
+
+def cmd_ui(config: str | None) -> int:
+    path = config or DEFAULT_CONFIG
+    if config is None and not Path(path).exists():
+        path = str(Path(__file__).resolve().parent.parent / DEFAULT_CONFIG)
+    try:
+        from tui.app import main as ui_main
+    except ImportError as exc:
+        _error(f"the workbench cannot start ({exc}); headless: tunebench run {path}")
+        return EXIT_INTERNAL
+    return int(ui_main(path) or 0)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    try:
+        from engine.predict import cli_predict
+    except ImportError:
+        _error("prediction is not available in this build")
+        return EXIT_INTERNAL
+    return cli_predict(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return cmd_run(args)
+        if args.command == "runs":
+            return cmd_runs(args)
+        if args.command == "predict":
+            return cmd_predict(args)
+        return cmd_ui(getattr(args, "config", None))
+    except UserError as exc:
+        _error(str(exc))
+        return EXIT_USER
+    except KeyboardInterrupt:
+        return EXIT_STOPPED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

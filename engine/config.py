@@ -1,0 +1,387 @@
+"""Run configuration: typed dataclasses, YAML load/save, validation with key paths, ``--set`` overrides.
+
+Every field carries its own check in ``metadata["check"]``; one generic walker applies them, so the CLI,
+the TUI's inline validation and the YAML loader all give the same message for the same mistake.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from engine.errors import ConfigError
+
+Task = Literal["classification", "masked-lm", "causal-lm"]
+EngineName = Literal["loop", "sft"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+SaveStrategy = Literal["epoch", "steps", "no"]
+SchedulerType = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"]
+
+#: Which engines implement which tasks.
+SUPPORTED: dict[str, tuple[str, ...]] = {
+    "loop": ("classification", "masked-lm", "causal-lm"),
+    "sft": ("masked-lm", "causal-lm"),
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    """Range rules for one field; the type comes from the annotation."""
+
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    le: float | None = None
+
+    def describe(self, kind: str) -> str:
+        a = "an" if kind[0] in "aeiou" else "a"
+        if self.gt == 0 and self.lt is None and self.le is None:
+            return f"a positive {kind}"
+        lo = f"({self.gt:g}" if self.gt is not None else f"[{self.ge:g}" if self.ge is not None else "(-inf"
+        hi = f"{self.lt:g})" if self.lt is not None else f"{self.le:g}]" if self.le is not None else "inf)"
+        if self.ge is not None and self.lt is None and self.le is None:
+            return f"{a} {kind} >= {self.ge:g}"
+        return f"{a} {kind} in {lo}, {hi}"
+
+    def ok(self, v: float) -> bool:
+        return (
+            (self.gt is None or v > self.gt)
+            and (self.ge is None or v >= self.ge)
+            and (self.lt is None or v < self.lt)
+            and (self.le is None or v <= self.le)
+        )
+
+
+def _f(default: Any, doc: str, check: Check | None = None) -> Any:
+    return field(default=default, metadata={"doc": doc, "check": check})
+
+
+POSITIVE = Check(gt=0)
+NON_NEGATIVE = Check(ge=0)
+AT_LEAST_ONE = Check(ge=1)
+FRACTION = Check(gt=0, lt=1)
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = _f("minilm", 'Hub id, local folder, or the bundled alias "minilm".')
+    num_labels: int | None = _f(None, "Classifier size; null takes it from the data.", AT_LEAST_ONE)
+    trust_remote_code: bool = _f(False, "Run code shipped with a hub model. Only for models you trust.")
+
+
+@dataclass
+class DataConfig:
+    source: str = _f("reviews-sample", "Hub id, local file or folder, or a bundled sample name.")
+    text_field: str = _f("text", "Column that holds the text.")
+    label_field: str | None = _f("label", "Column that holds the label (classification).")
+    train_split: str = _f("train", "Split to train on.")
+    eval_split: str | None = _f("test", "Split to evaluate on; null to carve eval_fraction from train.")
+    eval_fraction: float | None = _f(None, "Share of train held out for eval when eval_split is null.", FRACTION)
+    train_size: int | None = _f(None, "Subsample of train after a seeded shuffle; null = all.", AT_LEAST_ONE)
+    eval_size: int | None = _f(None, "Subsample of eval after a seeded shuffle; null = all.", AT_LEAST_ONE)
+    max_length: int = _f(128, "Tokens per sample; longer texts are truncated.", Check(ge=8))
+    shuffle_seed: int = _f(42, "Seed of the shuffle before subsampling.", NON_NEGATIVE)
+
+
+@dataclass
+class TrainConfig:
+    learning_rate: float = _f(5.0e-5, "Peak learning rate of AdamW.", POSITIVE)
+    num_train_epochs: int = _f(3, "Passes over the training data.", AT_LEAST_ONE)
+    per_device_train_batch_size: int = _f(16, "Samples per training step on each device.", AT_LEAST_ONE)
+    per_device_eval_batch_size: int = _f(32, "Samples per eval step on each device.", AT_LEAST_ONE)
+    weight_decay: float = _f(0.0, "AdamW weight decay.", NON_NEGATIVE)
+    warmup_ratio: float = _f(0.0, "Share of steps spent warming the learning rate up.", Check(ge=0, lt=1))
+    lr_scheduler_type: SchedulerType = _f("linear", "Learning-rate schedule (transformers.get_scheduler).")
+    gradient_accumulation_steps: int = _f(1, "Batches whose gradients add up to one step.", AT_LEAST_ONE)
+    max_grad_norm: float = _f(1.0, "Gradient clipping norm; 0 turns clipping off.", NON_NEGATIVE)
+    seed: int = _f(42, "Seed for weights init, dropout and data order.", NON_NEGATIVE)
+    precision: Precision = _f("auto", "auto = bf16 on GPUs that support it, fp32 on CPU.")
+    device: str = _f("auto", "auto | cpu | cuda | cuda:N | mps")
+    logging_steps: int = _f(10, "Optimizer steps between loss events.", AT_LEAST_ONE)
+    mlm_probability: float = _f(0.15, "Share of tokens masked for masked-LM training.", FRACTION)
+    save_strategy: SaveStrategy = _f("epoch", "When to write a checkpoint: epoch | steps | no.")
+    save_steps: int = _f(500, "Optimizer steps between checkpoints when save_strategy is steps.", AT_LEAST_ONE)
+    save_total_limit: int | None = _f(2, "Checkpoints kept; older ones are deleted. null keeps all.", AT_LEAST_ONE)
+    torch_threads: int | None = _f(None, "CPU threads for torch; null leaves one core for the UI.", AT_LEAST_ONE)
+
+
+@dataclass
+class OutputConfig:
+    runs_dir: str = _f("runs", "Folder that holds one subfolder per run.")
+    run_name: str | None = _f(None, "Suffix of the run folder name; null = task and model.")
+
+
+@dataclass
+class RunConfig:
+    task: Task = _f("classification", "classification | masked-lm | causal-lm")
+    engine: EngineName = _f("loop", "loop (plain PyTorch) | sft (TRL SFTTrainer)")
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "train": TrainConfig,
+    "output": OutputConfig,
+}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Field-level coercion
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, str):
+        return f'"{v}"'
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, dict | list):
+        return "a mapping" if isinstance(v, dict) else "a list"
+    return repr(v)
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    if get_origin(tp) in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(get_args(tp)) == 2:
+            return args[0], True
+    return tp, False
+
+
+def _expected(tp: Any, check: Check | None) -> str:
+    if get_origin(tp) is Literal:
+        return "one of " + ", ".join(str(a) for a in get_args(tp))
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        return check.describe("integer") if check else "an integer"
+    if tp is float:
+        return check.describe("number") if check else "a number"
+    return "a string"
+
+
+def coerce_value(path: str, tp: Any, check: Check | None, value: Any) -> Any:
+    """Return ``value`` as the field's type, or raise ConfigError naming ``path``."""
+    inner, optional = _unwrap_optional(tp)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(path, f"expected {_expected(inner, check)}, got null")
+    want = _expected(inner, check)
+    bad = ConfigError(path, f"expected {want}, got {_show(value)}")
+    if get_origin(inner) is Literal:
+        choices = get_args(inner)
+        if value in choices:
+            return value
+        hint = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+        extra = f' (did you mean "{hint[0]}"?)' if hint else ""
+        raise ConfigError(path, f"expected {want}, got {_show(value)}{extra}")
+    if inner is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if inner is int:
+        if isinstance(value, bool):
+            raise bad
+        if (isinstance(value, float) and value.is_integer()) or (
+            isinstance(value, str) and value.strip().lstrip("+-").isdigit()
+        ):
+            value = int(value)
+        if not isinstance(value, int) or (check and not check.ok(value)):
+            raise bad
+        return value
+    if inner is float:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, str):
+            # YAML 1.1 reads "5e-5" (no dot) as a string; accept what people actually write.
+            try:
+                value = float(value)
+            except ValueError:
+                raise bad from None
+        if not isinstance(value, int | float) or not math.isfinite(value):
+            raise bad
+        if check and not check.ok(value):
+            raise bad
+        return float(value)
+    if inner is str:
+        if isinstance(value, str) and value.strip():
+            return value
+        if isinstance(value, str):
+            raise ConfigError(path, "expected a non-empty string")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        raise bad
+    raise TypeError(f"unsupported field type {tp!r} at {path}")  # a bug in this module, not the user's
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
+def _unknown_key(path: str, key: Any, known: list[str]) -> ConfigError:
+    hint = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+    where = f"{path}.{key}" if path else str(key)
+    extra = f' (did you mean "{hint[0]}"?)' if hint else f" (known keys: {', '.join(known)})"
+    return ConfigError(where, f"unknown key{extra}")
+
+
+def _build_section(cls: type, path: str, raw: Any) -> Any:
+    if raw is None:
+        return cls()
+    if not isinstance(raw, Mapping):
+        raise ConfigError(path, f"expected a mapping of keys, got {_show(raw)}")
+    hints = _hints(cls)
+    known = [f.name for f in fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in hints:
+            raise _unknown_key(path, key, known)
+        f = next(f for f in fields(cls) if f.name == key)
+        kwargs[key] = coerce_value(f"{path}.{key}", hints[key], f.metadata.get("check"), value)
+    return cls(**kwargs)
+
+
+def from_dict(raw: Any) -> RunConfig:
+    """Build and validate a RunConfig from a parsed YAML document."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError("", f"the config must be a mapping of sections (task, model, data, ...), got {_show(raw)}")
+    hints = _hints(RunConfig)
+    known = [f.name for f in fields(RunConfig)]
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise _unknown_key("", key, known)
+        if key in SECTIONS:
+            kwargs[key] = _build_section(SECTIONS[key], key, value)
+        else:
+            f = next(f for f in fields(RunConfig) if f.name == key)
+            kwargs[key] = coerce_value(key, hints[key], f.metadata.get("check"), value)
+    cfg = RunConfig(**kwargs)
+    check_consistency(cfg)
+    return cfg
+
+
+def check_consistency(cfg: RunConfig) -> None:
+    """Rules that span several fields."""
+    if cfg.task not in SUPPORTED[cfg.engine]:
+        others = [e for e, tasks in SUPPORTED.items() if cfg.task in tasks]
+        raise ConfigError(
+            "engine",
+            f'engine "{cfg.engine}" does not train task "{cfg.task}"; use engine: {" or ".join(others)}',
+        )
+    if cfg.data.eval_split is not None and cfg.data.eval_fraction is not None:
+        raise ConfigError(
+            "data.eval_fraction",
+            "set either data.eval_split or data.eval_fraction, not both (null one of them)",
+        )
+    if cfg.task == "classification" and not cfg.data.label_field:
+        raise ConfigError("data.label_field", "classification needs a label column; name it here")
+    device = cfg.train.device
+    if not (device in ("auto", "cpu", "cuda", "mps") or (device.startswith("cuda:") and device[5:].isdigit())):
+        raise ConfigError("train.device", f"expected auto, cpu, cuda, cuda:N or mps, got {_show(device)}")
+
+
+def validate_field(cfg: RunConfig, path: str, value: Any) -> RunConfig:
+    """Return a copy of ``cfg`` with ``path`` set to ``value``, validated; the TUI calls this per keystroke."""
+    raw = cfg.to_dict()
+    section, _, key = path.partition(".")
+    if key:
+        if section not in SECTIONS:
+            raise _unknown_key("", section, list(SECTIONS))
+        if not isinstance(raw.get(section), dict):
+            raw[section] = {}
+        raw[section][key] = value
+    else:
+        raw[section] = value
+    return from_dict(raw)
+
+
+def field_docs() -> dict[str, str]:
+    """Dotted key path -> one-line help, for forms and ``--help`` output."""
+    docs = {f.name: f.metadata["doc"] for f in fields(RunConfig) if f.name not in SECTIONS}
+    for name, cls in SECTIONS.items():
+        docs.update({f"{name}.{f.name}": f.metadata["doc"] for f in fields(cls)})
+    return docs
+
+
+# ---------------------------------------------------------------------------------------------------------
+# YAML and overrides
+
+
+def parse_yaml(text: str, source: str = "<config>") -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise ConfigError("", f"{source}: YAML syntax error{where}: {problem}") from None
+
+
+def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config, apply ``key.path=value`` overrides, and validate the result."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("", f"{p}: config file not found; see sample_configs/ for examples") from None
+    except IsADirectoryError:
+        raise ConfigError("", f"{p}: is a folder; pass a .yaml config file") from None
+    except UnicodeDecodeError:
+        raise ConfigError("", f"{p}: not UTF-8 text; save the config as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError("", f"{p}: cannot read ({exc.strerror})") from None
+    raw = parse_yaml(text, str(p))
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+    return from_dict(raw)
+
+
+def apply_overrides(raw: Any, overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` strings to a raw config mapping; values are parsed as YAML scalars."""
+    out: dict[str, Any] = dict(raw) if isinstance(raw, Mapping) else {}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError("--set", f'expected key.path=value, got "{item}"')
+        value = parse_yaml(text, f"--set {key}") if text.strip() else None
+        section, _, name = key.partition(".")
+        if name:
+            if section not in SECTIONS:
+                raise _unknown_key("", section, [f.name for f in fields(RunConfig)])
+            sub = out.get(section)
+            out[section] = {**(sub if isinstance(sub, Mapping) else {}), name: value}
+        else:
+            out[key] = value
+    return out
+
+
+def save_config(cfg: RunConfig, path: str | os.PathLike[str]) -> None:
+    """Write the config as YAML, atomically (temp file + rename)."""
+    from engine.runs import atomic_write_text  # runs imports config; keep the cycle out of module load
+
+    atomic_write_text(Path(path), cfg.to_yaml())

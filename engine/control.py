@@ -1,0 +1,38 @@
+"""RunControl: the UI (or a signal handler) sets flags; the training loop polls them at step boundaries."""
+
+from __future__ import annotations
+
+import threading
+
+
+class RunControl:
+    """Stop and pause requests for one run, safe to set from any thread.
+
+    ``stop`` and ``pause`` are plain ``threading.Event`` objects so that any loop can poll them cheaply.
+    """
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.pause = threading.Event()
+        self._wake = threading.Event()
+
+    def request_stop(self) -> None:
+        self.stop.set()
+        self._wake.set()  # a paused loop must see the stop at once
+
+    def request_pause(self) -> None:
+        self._wake.clear()
+        self.pause.set()
+
+    def request_resume(self) -> None:
+        self.pause.clear()
+        self._wake.set()
+
+    @property
+    def should_stop(self) -> bool:
+        return self.stop.is_set()
+
+    def wait_while_paused(self) -> None:
+        """Block the calling (worker) thread while paused; return at once if not paused, or when stopped."""
+        while self.pause.is_set() and not self.stop.is_set():
+            self._wake.wait(0.5)

@@ -1,0 +1,284 @@
+"""Datasets: hub id | local file or folder | bundled sample → column checks → labels → tokens → batches."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.config import DataConfig
+from engine.errors import DataError
+
+if TYPE_CHECKING:
+    from datasets import Dataset, DatasetDict
+    from transformers import PreTrainedTokenizerBase
+
+log = logging.getLogger("tunebench.data")
+
+SAMPLES_DIR = Path(__file__).parent / "samples"
+#: file extension -> datasets builder (and its extra arguments)
+BUILDERS: dict[str, tuple[str, dict[str, Any]]] = {
+    ".csv": ("csv", {}),
+    ".tsv": ("csv", {"delimiter": "\t"}),
+    ".json": ("json", {}),
+    ".jsonl": ("json", {}),
+    ".parquet": ("parquet", {}),
+    ".txt": ("text", {}),
+    ".arrow": ("arrow", {}),
+}
+
+
+def bundled_samples() -> list[str]:
+    """Names of the sample datasets shipped with the package."""
+    if not SAMPLES_DIR.is_dir():
+        return []
+    return sorted(p.name for p in SAMPLES_DIR.iterdir() if p.is_dir() and any(p.glob("*.jsonl")))
+
+
+def _offline_hint() -> str:
+    names = ", ".join(bundled_samples()) or "none installed"
+    return f"use a bundled sample ({names}) or a local file"
+
+
+def _looks_local(source: str) -> bool:
+    p = Path(source).expanduser()
+    return p.exists() or p.suffix.lower() in BUILDERS or source.startswith((".", "/", "~"))
+
+
+def _files_by_split(folder: Path) -> dict[str, list[str]]:
+    files: dict[str, list[str]] = {}
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and f.suffix.lower() in BUILDERS:
+            files.setdefault(f.stem, []).append(str(f))
+    return files
+
+
+def _load_files(label: str, data_files: dict[str, list[str]]) -> DatasetDict:
+    import datasets
+
+    suffixes = {Path(f).suffix.lower() for fs in data_files.values() for f in fs}
+    if len(suffixes) != 1:
+        raise DataError(f"data.source: {label} mixes file types ({', '.join(sorted(suffixes))}); use one")
+    suffix = suffixes.pop()
+    for fs in data_files.values():
+        for f in fs:
+            if Path(f).stat().st_size == 0:
+                raise DataError(f"data.source: {f} is empty; give a file with one sample per row")
+    builder, extra = BUILDERS[suffix]
+    try:
+        return datasets.load_dataset(builder, data_files=data_files, **extra)
+    except UnicodeDecodeError:
+        raise DataError(f"data.source: {label} is not UTF-8 text; re-save it as UTF-8") from None
+    except Exception as exc:
+        # pyarrow/pandas parse errors come in many types; they all mean the file does not parse
+        if "utf-8" in str(exc).lower() or "utf8" in str(exc).lower():
+            raise DataError(f"data.source: {label} is not UTF-8 text; re-save it as UTF-8") from None
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise DataError(f"data.source: cannot parse {label} as {builder}: {first}") from None
+
+
+def load_source(source: str) -> DatasetDict:
+    """All splits of a dataset, as given: a bundled sample, a local file/folder, or a hub id."""
+    import datasets
+
+    if source in bundled_samples():
+        return _load_files(source, _files_by_split(SAMPLES_DIR / source))
+    if _looks_local(source):
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise DataError(f"data.source: {source} not found; check the path, or {_offline_hint()}")
+        if path.is_file():
+            suffix = path.suffix.lower()
+            if suffix not in BUILDERS:
+                raise DataError(
+                    f"data.source: {source} has an unknown extension {suffix or '(none)'}; "
+                    f"use one of {', '.join(sorted(BUILDERS))}"
+                )
+            return _load_files(source, {"train": [str(path)]})
+        if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+            loaded = datasets.load_from_disk(str(path))
+            return loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict(train=loaded)
+        files = _files_by_split(path)
+        if not files:
+            raise DataError(
+                f"data.source: {source} holds no data files ({', '.join(sorted(BUILDERS))}) and no saved dataset"
+            )
+        return _load_files(source, files)
+    try:
+        loaded = datasets.load_dataset(source)
+    except (ConnectionError, OSError) as exc:
+        raise DataError(
+            f'data.source: cannot reach the Hugging Face Hub to download "{source}" (offline?); {_offline_hint()}'
+        ) from exc
+    except Exception as exc:
+        name = type(exc).__name__
+        if "NotFound" in name or "doesn't exist" in str(exc) or "offline" in str(exc).lower():
+            raise DataError(
+                f'data.source: "{source}" is not a bundled sample, a local path, or a reachable hub dataset; '
+                f"{_offline_hint()}"
+            ) from None
+        raise
+    if not isinstance(loaded, datasets.DatasetDict):
+        loaded = datasets.DatasetDict(train=loaded)
+    return loaded
+
+
+def _split(dd: DatasetDict, name: str, key: str, source: str) -> Dataset:
+    if name not in dd:
+        hint = "; or set data.eval_split: null and data.eval_fraction: 0.1" if key == "data.eval_split" else ""
+        raise DataError(f'{key}: split "{name}" not in {source} (splits: {", ".join(dd)}){hint}')
+    return dd[name]
+
+
+def _subsample(ds: Dataset, size: int | None, seed: int, what: str) -> Dataset:
+    ds = ds.shuffle(seed=seed)
+    if size is None:
+        return ds
+    if size > len(ds):
+        log.warning("%s=%d is larger than the data (%d rows); using all %d", what, size, len(ds), len(ds))
+        return ds
+    return ds.select(range(size))
+
+
+def _check_column(ds: Dataset, column: str, key: str, split: str) -> None:
+    if column not in ds.column_names:
+        raise DataError(f'{key}: column "{column}" not in split {split} (columns: {", ".join(ds.column_names)})')
+    nulls = ds.data.column(column).null_count
+    if nulls:
+        raise DataError(
+            f'{key}: column "{column}" has {nulls} empty (null) values in split {split}; '
+            "drop those rows or pick another column"
+        )
+
+
+def load_splits(cfg: DataConfig, *, needs_labels: bool) -> tuple[Dataset, Dataset | None]:
+    """Train and eval splits after the eval carve-out, column checks and seeded subsampling."""
+    dd = load_source(cfg.source)
+    train = _split(dd, cfg.train_split, "data.train_split", cfg.source)
+    if cfg.eval_split is not None:
+        evals: Dataset | None = _split(dd, cfg.eval_split, "data.eval_split", cfg.source)
+    elif cfg.eval_fraction is not None:
+        parts = train.train_test_split(test_size=cfg.eval_fraction, seed=cfg.shuffle_seed)
+        train, evals = parts["train"], parts["test"]
+    else:
+        evals = None
+    for name, ds in (("train", train), ("eval", evals)):
+        if ds is None:
+            continue
+        if len(ds) == 0:
+            raise DataError(f"data.source: the {name} split of {cfg.source} has no rows")
+        _check_column(ds, cfg.text_field, "data.text_field", name)
+        if needs_labels:
+            assert cfg.label_field is not None
+            _check_column(ds, cfg.label_field, "data.label_field", name)
+    train = _subsample(train, cfg.train_size, cfg.shuffle_seed, "data.train_size")
+    if evals is not None:
+        evals = _subsample(evals, cfg.eval_size, cfg.shuffle_seed, "data.eval_size")
+    return train, evals
+
+
+def encode_labels(train: Dataset, evals: Dataset | None, label_field: str) -> tuple[Dataset, Dataset | None, list[str]]:
+    """Map any label values (strings, any ints, a ClassLabel) to contiguous ids in a ``labels`` column.
+
+    Returns the datasets and the label names, index = class id.
+    """
+    from datasets import ClassLabel
+
+    feature = train.features[label_field]
+    if isinstance(feature, ClassLabel):
+        names = list(feature.names)
+        ids = None
+    else:
+        values: set[Any] = set(train.unique(label_field))
+        if evals is not None:
+            values |= set(evals.unique(label_field))
+        kinds = {type(v) for v in values}
+        if kinds - {int, str, bool}:
+            odd = next(v for v in values if type(v) not in (int, str, bool))
+            raise DataError(
+                f'data.label_field: column "{label_field}" holds {type(odd).__name__} values such as {odd!r}; '
+                "labels must be strings or integers"
+            )
+        if len(kinds) > 1:
+            raise DataError(f'data.label_field: column "{label_field}" mixes strings and numbers; use one kind')
+        ordered = sorted(values)
+        names = [str(v) for v in ordered]
+        ids = {v: i for i, v in enumerate(ordered)}
+    if len(names) < 2:
+        raise DataError(
+            f'data.label_field: column "{label_field}" has only one class ({", ".join(names) or "none"}); '
+            "classification needs at least two"
+        )
+
+    def to_ids(batch: dict[str, list[Any]]) -> dict[str, list[int]]:
+        col = batch[label_field]
+        return {"labels": col if ids is None else [ids[v] for v in col]}
+
+    def apply(ds: Dataset) -> Dataset:
+        return ds.map(to_ids, batched=True, desc="encoding labels")
+
+    return apply(train), apply(evals) if evals is not None else None, names
+
+
+def tokenize(
+    ds: Dataset, tokenizer: PreTrainedTokenizerBase, text_field: str, max_length: int, *, task: str
+) -> Dataset:
+    """Batched tokenization, truncated to ``max_length`` and padded later per batch (see ``build_collator``).
+
+    Dynamic padding is measured faster than padding every sample to max_length: bench/padding.py.
+    """
+    keep = {"labels"} if task == "classification" else set()
+    remove = [c for c in ds.column_names if c not in keep]
+
+    def fn(batch: dict[str, list[Any]]) -> Any:
+        return tokenizer(
+            batch[text_field],
+            truncation=True,
+            max_length=max_length,
+            return_special_tokens_mask=task == "masked-lm",
+        )
+
+    out = ds.map(fn, batched=True, remove_columns=remove, desc="tokenizing")
+    out.set_format("torch")
+    return out
+
+
+def build_collator(task: str, tokenizer: PreTrainedTokenizerBase, mlm_probability: float = 0.15) -> Any:
+    """Per-batch padding; for masked LM, real random masking of ``mlm_probability`` of the non-special
+    tokens (labels -100 elsewhere); for causal LM, labels = inputs (the model shifts them)."""
+    from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding
+
+    if task == "classification":
+        return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
+    if task == "masked-lm":
+        if tokenizer.mask_token is None:
+            raise DataError("model.name_or_path: this tokenizer has no mask token, so it cannot train a masked LM")
+        return DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=mlm_probability)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return DataCollatorForLanguageModeling(tokenizer, mlm=False)
+
+
+@dataclass
+class PreparedData:
+    train: Dataset
+    eval: Dataset | None
+    label_names: list[str] = field(default_factory=list)
+
+
+def prepare(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, task: str) -> PreparedData:
+    """Load, check, subsample, encode labels and tokenize: everything a DataLoader needs."""
+    needs_labels = task == "classification"
+    train, evals = load_splits(cfg, needs_labels=needs_labels)
+    names: list[str] = []
+    if needs_labels:
+        assert cfg.label_field is not None
+        train, evals, names = encode_labels(train, evals, cfg.label_field)
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and limit < cfg.max_length:
+        raise DataError(f"data.max_length: {cfg.max_length} is above this model's limit of {limit} tokens")
+    train = tokenize(train, tokenizer, cfg.text_field, cfg.max_length, task=task)
+    if evals is not None:
+        evals = tokenize(evals, tokenizer, cfg.text_field, cfg.max_length, task=task)
+    return PreparedData(train, evals, names)

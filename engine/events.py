@@ -1,0 +1,167 @@
+"""Events a run emits, in order. Plain frozen dataclasses of floats, ints and strings (never tensors), so the
+same event means the same thing in-process (Runner subscribers) and on disk (``events.jsonl``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base class; ``type`` is the class name and ``time`` the wall-clock time of emission."""
+
+    #: Step-level events may be replaced by a newer one of the same type when a consumer falls behind.
+    can_replace: ClassVar[bool] = False
+    time: float = field(default_factory=time.time, kw_only=True)
+
+    @property
+    def type(self) -> str:
+        return type(self).__name__
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, **dataclasses.asdict(self)}
+
+
+@dataclass(frozen=True)
+class RunStarted(Event):
+    run_dir: str
+    run_name: str
+    task: str
+    engine: str
+    model: str
+    device: str
+    precision: str
+    num_parameters: int
+    num_train_samples: int
+    num_eval_samples: int
+    num_epochs: int
+    total_steps: int
+    batch_size: int
+    label_names: list[str] = field(default_factory=list)
+    #: Global step the run starts from (non-zero when resumed from a checkpoint).
+    start_step: int = 0
+
+
+@dataclass(frozen=True)
+class Status(Event):
+    """A stage change before or between training steps ("loading model", "tokenizing", "saving model")."""
+
+    stage: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class LogMessage(Event):
+    """A warning or library log line; the TUI shows these in its log pane, never on the raw terminal."""
+
+    level: str
+    message: str
+    logger: str = ""
+
+
+@dataclass(frozen=True)
+class StepLogged(Event):
+    can_replace: ClassVar[bool] = True
+    step: int
+    total_steps: int
+    epoch: float
+    loss: float
+    learning_rate: float
+    samples_per_second: float
+    elapsed_seconds: float
+    eta_seconds: float
+    #: Memory allocated on the accelerator, in MiB; None on CPU.
+    device_memory_mb: float | None = None
+
+
+@dataclass(frozen=True)
+class EpochEnded(Event):
+    epoch: int
+    step: int
+    train_loss: float
+    duration_seconds: float
+
+
+@dataclass(frozen=True)
+class Evaluated(Event):
+    epoch: int
+    step: int
+    eval_loss: float
+    accuracy: float | None = None
+    macro_f1: float | None = None
+    perplexity: float | None = None
+    duration_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class CheckpointSaved(Event):
+    step: int
+    epoch: float
+    path: str
+
+
+@dataclass(frozen=True)
+class Paused(Event):
+    step: int
+
+
+@dataclass(frozen=True)
+class Resumed(Event):
+    step: int
+
+
+@dataclass(frozen=True)
+class StopRequested(Event):
+    step: int
+
+
+@dataclass(frozen=True)
+class RunFinished(Event):
+    """The run ended on its own (``finished``) or on request (``stopped``); the model is saved either way."""
+
+    status: str
+    step: int
+    duration_seconds: float
+    model_dir: str | None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunFailed(Event):
+    """The run could not go on. ``user_error`` means the message says what to fix; otherwise ``traceback``
+    holds the internal failure for the log pane."""
+
+    error: str
+    user_error: bool
+    step: int = 0
+    traceback: str | None = None
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.__name__: cls
+    for cls in (
+        RunStarted,
+        Status,
+        LogMessage,
+        StepLogged,
+        EpochEnded,
+        Evaluated,
+        CheckpointSaved,
+        Paused,
+        Resumed,
+        StopRequested,
+        RunFinished,
+        RunFailed,
+    )
+}
+TERMINAL = (RunFinished, RunFailed)
+
+
+def event_from_dict(data: dict[str, Any]) -> Event:
+    """Rebuild an event read from ``events.jsonl``; unknown keys from newer versions are ignored."""
+    cls = EVENT_TYPES[data["type"]]
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})

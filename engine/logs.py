@@ -1,0 +1,81 @@
+"""Route library logs, warnings and progress bars away from the terminal and into the run's events and log.
+
+Under Textual, anything written straight to the terminal tears the screen; in the CLI it fights the progress
+bar. So while a run is active, transformers/datasets/accelerate/trl/torch log records become ``LogMessage``
+events and lines in ``run.log``, and their progress bars are off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from engine.events import Event, LogMessage
+
+LIBRARY_LOGGERS = (
+    "tunebench",
+    "transformers",
+    "datasets",
+    "accelerate",
+    "trl",
+    "torch",
+    "huggingface_hub",
+    "py.warnings",
+)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class _EventHandler(logging.Handler):
+    def __init__(self, emit: Callable[[Event], None]) -> None:
+        super().__init__(logging.INFO)
+        self._emit = emit
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = _ANSI.sub("", record.getMessage()).strip()
+            self._emit(LogMessage(level=record.levelname.lower(), message=message, logger=record.name))
+        except Exception:  # a log line must never break training
+            self.handleError(record)
+
+
+def quiet_libraries() -> None:
+    """Turn off the libraries' own terminal handlers and progress bars (idempotent, process-wide)."""
+    import datasets
+    import transformers
+
+    transformers.utils.logging.disable_default_handler()
+    transformers.utils.logging.enable_propagation()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    logging.captureWarnings(True)
+
+
+@contextlib.contextmanager
+def capture_library_logs(emit: Callable[[Event], None], log_path: Path | None = None) -> Iterator[None]:
+    """While active, library records at INFO or above (warnings and up for chatty ones) go to ``emit`` and to
+    ``log_path``; nothing reaches the terminal."""
+    quiet_libraries()
+    handlers: list[logging.Handler] = [_EventHandler(emit)]
+    if log_path is not None:
+        fh = logging.FileHandler(log_path, encoding="utf-8")
+        fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handlers.append(fh)
+    saved: list[tuple[logging.Logger, bool, list[logging.Handler], int]] = []
+    for name in LIBRARY_LOGGERS:
+        lg = logging.getLogger(name)
+        saved.append((lg, lg.propagate, list(lg.handlers), lg.level))
+        lg.handlers = list(handlers)
+        lg.propagate = False
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, propagate, old, level in saved:
+            lg.handlers = old
+            lg.propagate = propagate
+            lg.setLevel(level)
+        for h in handlers:
+            h.close()

