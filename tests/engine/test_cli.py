@@ -1,0 +1,85 @@
+"""`tunebench run` and `tunebench runs`: output and exit codes (0 ok, 1 internal, 2 user error)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from engine import cli
+
+
+def write_config(tmp_path: Path, cfg: Any) -> Path:
+    path = tmp_path / "run.yaml"
+    path.write_text(cfg.to_yaml())
+    return path
+
+
+def test_run_trains_prints_epoch_rows_and_exits_0(
+    make_config: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(tmp_path, make_config(train={"num_train_epochs": 2}))
+    code = cli.main(["run", str(path), "--runs-dir", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "train loss" in out and "accuracy" in out
+    rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit() and len(line.split()) == 6]
+    assert [r[0] for r in rows] == ["1", "2"]
+    run_dirs = list((tmp_path / "out").iterdir())
+    assert len(run_dirs) == 1 and f"finished: {run_dirs[0]}" in out
+
+
+def test_set_overrides_reach_the_run(make_config: Any, tmp_path: Path) -> None:
+    path = write_config(tmp_path, make_config())
+    code = cli.main(
+        ["run", str(path), "--runs-dir", str(tmp_path / "out"), "--set", "train.num_train_epochs=1",
+         "--set", "output.run_name=tiny"]
+    )
+    assert code == 0
+    (run,) = (tmp_path / "out").iterdir()
+    assert run.name.endswith("-tiny")
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["num_train_epochs"] == 1
+
+
+def test_bad_config_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  learning_rate: fast\n")
+    assert cli.main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err == 'tunebench: error: train.learning_rate: expected a positive number, got "fast"\n'
+
+
+def test_data_error_exits_2_without_traceback(
+    make_config: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(tmp_path, make_config(data={"text_field": "body"}))
+    assert cli.main(["run", str(path), "--runs-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('tunebench: error: data.text_field: column "body" not in split train')
+    assert "Traceback" not in err
+
+
+def test_internal_failure_exits_1_and_shows_the_traceback(
+    make_config: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import engine.loop
+
+    def broken(*_args: Any, **_kw: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(engine.loop, "run", broken)
+    path = write_config(tmp_path, make_config())
+    assert cli.main(["run", str(path), "--runs-dir", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "tunebench: error: internal error: RuntimeError: boom" in err and "Traceback" in err
+
+
+def test_runs_lists_finished_runs(make_config: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path, make_config(train={"num_train_epochs": 1}))
+    assert cli.main(["run", str(path), "--runs-dir", str(tmp_path / "out")]) == 0
+    capsys.readouterr()
+    assert cli.main(["runs", "--runs-dir", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "finished" in out and "accuracy" in out

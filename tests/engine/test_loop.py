@@ -1,0 +1,186 @@
+"""The plain PyTorch loop end to end on a tiny model: learning, metrics, control, events and the saved model."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from engine.data import load_splits
+from engine.events import (
+    EpochEnded,
+    Evaluated,
+    Event,
+    Paused,
+    Resumed,
+    RunFinished,
+    RunStarted,
+    Status,
+    StepLogged,
+    StopRequested,
+)
+from engine.runner import Runner
+
+
+def run_collect(cfg: Any, **kw: Any) -> tuple[Any, list[Event]]:
+    events: list[Event] = []
+    runner = Runner(cfg, subscribers=[events.append], **kw)
+    return runner.run(), events
+
+
+def of(events: list[Event], cls: type) -> list[Any]:
+    return [e for e in events if isinstance(e, cls)]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, tiny_bert_dir: Path) -> tuple[Any, Any, list[Event]]:
+    """One 4-epoch run shared by the tests that only read its results."""
+    from tests.conftest import sentiment_rows, write_jsonl
+    from engine.config import from_dict
+
+    root = tmp_path_factory.mktemp("trained")
+    cfg = from_dict(
+        {
+            "model": {"name_or_path": str(tiny_bert_dir)},
+            "data": {
+                "source": str(write_jsonl(root / "d.jsonl", sentiment_rows(160))),
+                "eval_split": None,
+                "eval_fraction": 0.25,
+                "max_length": 32,
+            },
+            "train": {
+                "learning_rate": 1e-2,
+                "num_train_epochs": 4,
+                "per_device_train_batch_size": 8,
+                "logging_steps": 3,
+                "device": "cpu",
+                "save_strategy": "no",
+            },
+            "output": {"runs_dir": str(root / "runs")},
+        }
+    )
+    result, events = run_collect(cfg)
+    assert result.status == "finished", result.error
+    return cfg, result, events
+
+
+def test_train_loss_falls_and_the_classifier_learns(trained: Any) -> None:
+    _, _, events = trained
+    epochs = of(events, EpochEnded)
+    assert [e.epoch for e in epochs] == [1, 2, 3, 4]
+    assert epochs[-1].train_loss < 0.5 * epochs[0].train_loss
+    assert of(events, Evaluated)[-1].accuracy >= 0.9
+
+
+def test_events_arrive_in_order(trained: Any) -> None:
+    _, _, events = trained
+    kinds = [type(e) for e in events if not isinstance(e, Status)]
+    assert kinds[0] is RunStarted and kinds[-1] is RunFinished
+    steps = [e.step for e in of(events, StepLogged)]
+    assert steps == sorted(steps) and steps[-1] == events[-1].step == of(events, RunStarted)[0].total_steps
+    # each epoch: its steps, then EpochEnded, then Evaluated
+    for epoch_end, evaluated in zip(of(events, EpochEnded), of(events, Evaluated), strict=True):
+        assert events.index(epoch_end) < events.index(evaluated)
+        assert evaluated.step == epoch_end.step
+    assert all(e.time <= f.time for e, f in zip(events, events[1:], strict=False))
+
+
+def test_eval_accuracy_matches_a_hand_count_with_the_saved_model(trained: Any) -> None:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    cfg, result, events = trained
+    model_dir = result.run_dir / "model"
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    _, evals = load_splits(cfg.data, needs_labels=True)
+    assert evals is not None
+    label2id = model.config.label2id
+    correct = 0
+    with torch.no_grad():
+        for row in evals:
+            enc = tok(row["text"], truncation=True, max_length=cfg.data.max_length, return_tensors="pt")
+            pred = int(model(**enc).logits.argmax(-1))
+            correct += pred == label2id[row["label"]]
+    assert of(events, Evaluated)[-1].accuracy == pytest.approx(correct / len(evals))
+
+
+def test_saved_model_loads_in_plain_transformers_with_label_names_and_same_logits(trained: Any) -> None:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+    _, result, _ = trained
+    model_dir = result.run_dir / "model"
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    assert model.config.id2label == {0: "bad", 1: "good"}
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    text = "the cafe was wonderful today"
+    with torch.no_grad():
+        logits = model(**tok(text, return_tensors="pt")).logits
+    out = pipeline("text-classification", model=str(model_dir), top_k=None)([text])[0]
+    scores = {d["label"]: d["score"] for d in out}
+    probs = torch.softmax(logits, -1)[0]
+    assert scores["good"] == pytest.approx(float(probs[1]), abs=1e-5)
+    assert scores["good"] > 0.5
+
+
+def test_run_folder_holds_config_events_model_and_summary(trained: Any) -> None:
+    _, result, events = trained
+    run = result.run_dir
+    assert (run / "config.yaml").exists() and (run / "model" / "config.json").exists()
+    lines = (run / "events.jsonl").read_text().splitlines()
+    on_disk = [json.loads(line)["type"] for line in lines]
+    assert on_disk == [e.type for e in events]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["best_metric"] == "accuracy"
+    assert summary["best_value"] == max(e.accuracy for e in of(events, Evaluated))
+
+
+def test_stop_mid_epoch_saves_the_model_and_marks_the_run_stopped(make_config: Any) -> None:
+    cfg = make_config(train={"num_train_epochs": 3})
+    holder: dict[str, Runner] = {}
+
+    def stop_at_step_4(event: Event) -> None:
+        if isinstance(event, StepLogged) and event.step == 4:
+            holder["runner"].stop()
+
+    runner = Runner(cfg)
+    events: list[Event] = []
+    runner.subscribe(events.append)
+    runner.subscribe(stop_at_step_4)
+    holder["runner"] = runner
+    result = runner.run()
+    assert result.status == "stopped"
+    assert of(events, StopRequested)[0].step == 4
+    assert not of(events, EpochEnded), "the run stopped inside the first epoch"
+    assert isinstance(events[-1], RunFinished) and events[-1].status == "stopped"
+    assert (result.run_dir / "model" / "config.json").exists()
+    assert json.loads((result.run_dir / "summary.json").read_text())["status"] == "stopped"
+
+
+def test_pause_blocks_at_a_step_and_resume_continues_without_losing_steps(make_config: Any) -> None:
+    cfg = make_config(train={"num_train_epochs": 1})
+    paused = threading.Event()
+    events: list[Event] = []
+    runner = Runner(cfg, subscribers=[events.append])
+
+    def pause_at_step_3(event: Event) -> None:
+        if isinstance(event, StepLogged) and event.step == 3:
+            runner.pause()
+        if isinstance(event, Paused):
+            paused.set()
+
+    runner.subscribe(pause_at_step_3)
+    runner.start()
+    assert paused.wait(60), "the run never paused"
+    seen = len(of(events, StepLogged))
+    runner.join(0.5)
+    assert runner.is_alive() and len(of(events, StepLogged)) == seen, "steps ran while paused"
+    runner.resume()
+    result = runner.join(60)
+    assert result is not None and result.status == "finished"
+    assert of(events, Paused)[0].step == of(events, Resumed)[0].step == 3
+    steps = [e.step for e in of(events, StepLogged)]
+    assert steps == list(range(1, steps[-1] + 1)) and steps[-1] == of(events, RunStarted)[0].total_steps
