@@ -41,8 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
     ui = sub.add_parser("ui", help="open the workbench on a config")
     ui.add_argument("config", nargs="?", default=None, help=f"YAML config (default: {DEFAULT_CONFIG})")
 
-    run = sub.add_parser("run", help="train headless from a YAML config")
-    run.add_argument("config", help="YAML config, e.g. sample_configs/quickstart-classify.yaml")
+    run = sub.add_parser("run", help="train headless from a YAML config, or continue a run with --resume")
+    run.add_argument(
+        "config", nargs="?", default=None, help="YAML config, e.g. sample_configs/quickstart-classify.yaml"
+    )
+    run.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        default=None,
+        help="continue a stopped, failed or killed run in its folder, from its latest checkpoint",
+    )
     run.add_argument(
         "--set",
         dest="overrides",
@@ -154,18 +162,32 @@ class _Console:
         self.progress.stop()
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _runner_for(args: argparse.Namespace) -> Any:
+    """A Runner for a new run from ``config``, or for the run folder given to ``--resume``."""
     from engine.config import load_config
-    from engine.events import RunFailed
     from engine.runner import Runner
 
+    if args.resume is not None:
+        if args.config is not None:
+            raise UserError(f"give either a config or --resume RUN_DIR, not both (got {args.config} and --resume)")
+        if args.overrides:
+            raise UserError("--set: a resumed run keeps its saved config.yaml; start a new run to change settings")
+        return Runner.from_run_dir(args.resume)
+    if args.config is None:
+        raise UserError("run: give a config file (e.g. sample_configs/quickstart-classify.yaml) or --resume RUN_DIR")
+    return Runner(load_config(args.config, args.overrides), runs_dir=args.runs_dir)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from engine.events import RunFailed
+
     try:
-        cfg = load_config(args.config, args.overrides)
+        runner = _runner_for(args)
     except UserError as exc:
         _error(str(exc))
         return EXIT_USER
     view = _Console()
-    runner = Runner(cfg, subscribers=[view], runs_dir=args.runs_dir)
+    runner.subscribe(view)
     stops = 0
 
     def on_signal(signum: int, _frame: Any) -> None:

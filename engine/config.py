@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
 import os
+import re
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -108,10 +110,13 @@ class TrainConfig:
     device: str = _f("auto", "auto | cpu | cuda | cuda:N | mps")
     logging_steps: int = _f(10, "Optimizer steps between loss events.", AT_LEAST_ONE)
     mlm_probability: float = _f(0.15, "Share of tokens masked for masked-LM training.", FRACTION)
-    save_strategy: SaveStrategy = _f("epoch", "When to write a checkpoint: epoch | steps | no.")
+    save_strategy: SaveStrategy = _f(
+        "epoch", "When to write a checkpoint: epoch | steps | no (a stopped run still saves one to resume from)."
+    )
     save_steps: int = _f(500, "Optimizer steps between checkpoints when save_strategy is steps.", AT_LEAST_ONE)
     save_total_limit: int | None = _f(2, "Checkpoints kept; older ones are deleted. null keeps all.", AT_LEAST_ONE)
     torch_threads: int | None = _f(None, "CPU threads for torch; null leaves one core for the UI.", AT_LEAST_ONE)
+    auto_find_batch_size: bool = _f(False, "On out-of-memory, halve per_device_train_batch_size and start over.")
 
 
 @dataclass
@@ -150,7 +155,8 @@ SECTIONS: dict[str, type] = {
 
 def _show(v: Any) -> str:
     if isinstance(v, str):
-        return f'"{v}"'
+        # json.dumps escapes newlines and control characters: a message stays one line whatever the value
+        return json.dumps(v if len(v) <= 60 else v[:57] + "...", ensure_ascii=False)
     if v is None:
         return "null"
     if isinstance(v, bool):
@@ -203,10 +209,10 @@ def coerce_value(path: str, tp: Any, check: Check | None, value: Any) -> Any:
     if inner is int:
         if isinstance(value, bool):
             raise bad
-        if (isinstance(value, float) and value.is_integer()) or (
-            isinstance(value, str) and value.strip().lstrip("+-").isdigit()
-        ):
+        if isinstance(value, float) and value.is_integer():
             value = int(value)
+        elif isinstance(value, str) and _INT_TEXT.fullmatch(value.strip()):
+            value = int(value.strip())
         if not isinstance(value, int) or (check and not check.ok(value)):
             raise bad
         return value
@@ -219,11 +225,15 @@ def coerce_value(path: str, tp: Any, check: Check | None, value: Any) -> Any:
                 value = float(value)
             except ValueError:
                 raise bad from None
-        if not isinstance(value, int | float) or not math.isfinite(value):
+        if not isinstance(value, int | float):
             raise bad
-        if check and not check.ok(value):
+        try:
+            value = float(value)
+        except OverflowError:  # an integer too large for a float
+            raise bad from None
+        if not math.isfinite(value) or (check and not check.ok(value)):
             raise bad
-        return float(value)
+        return value
     if inner is str:
         if isinstance(value, str) and value.strip():
             return value
@@ -235,13 +245,22 @@ def coerce_value(path: str, tp: Any, check: Check | None, value: Any) -> Any:
     raise TypeError(f"unsupported field type {tp!r} at {path}")  # a bug in this module, not the user's
 
 
+_INT_TEXT = re.compile(r"[+-]?[0-9]+")
+
+
 def _hints(cls: type) -> dict[str, Any]:
     return get_type_hints(cls)
 
 
+def _key_text(key: Any) -> str:
+    """A key as it can appear in a one-line message (quoted and escaped when it is not a plain name)."""
+    text = str(key)
+    return text if text.isprintable() and text.strip() == text and text else _show(text)
+
+
 def _unknown_key(path: str, key: Any, known: list[str]) -> ConfigError:
     hint = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
-    where = f"{path}.{key}" if path else str(key)
+    where = f"{path}.{_key_text(key)}" if path else _key_text(key)
     extra = f' (did you mean "{hint[0]}"?)' if hint else f" (known keys: {', '.join(known)})"
     return ConfigError(where, f"unknown key{extra}")
 
@@ -355,6 +374,10 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None
     except OSError as exc:
         raise ConfigError("", f"{p}: cannot read ({exc.strerror})") from None
     raw = parse_yaml(text, str(p))
+    if raw is not None and not isinstance(raw, Mapping):
+        raise ConfigError(
+            "", f"{p}: the config must be a mapping of sections (task, model, data, ...), got {_show(raw)}"
+        )
     if overrides:
         raw = apply_overrides(raw, overrides)
     return from_dict(raw)
@@ -367,7 +390,7 @@ def apply_overrides(raw: Any, overrides: list[str]) -> dict[str, Any]:
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ConfigError("--set", f'expected key.path=value, got "{item}"')
+            raise ConfigError("--set", f"expected key.path=value, got {_show(item)}")
         value = parse_yaml(text, f"--set {key}") if text.strip() else None
         section, _, name = key.partition(".")
         if name:

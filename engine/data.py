@@ -71,11 +71,26 @@ def _load_files(label: str, data_files: dict[str, list[str]]) -> DatasetDict:
     except UnicodeDecodeError:
         raise DataError(f"data.source: {label} is not UTF-8 text; re-save it as UTF-8") from None
     except Exception as exc:
-        # pyarrow/pandas parse errors come in many types; they all mean the file does not parse
-        if "utf-8" in str(exc).lower() or "utf8" in str(exc).lower():
+        # pyarrow/pandas parse errors come in many types, wrapped by datasets in a generic one; they all mean the
+        # file does not parse, and the innermost message says where.
+        chain = _exception_chain(exc)
+        if any(
+            isinstance(e, UnicodeDecodeError) or "utf-8" in str(e).lower() or "utf8" in str(e).lower() for e in chain
+        ):
             raise DataError(f"data.source: {label} is not UTF-8 text; re-save it as UTF-8") from None
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        specific = [e for e in chain if str(e).strip() and "error occurred while generating" not in str(e)]
+        cause = specific[0] if specific else exc
+        first = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:200]
         raise DataError(f"data.source: cannot parse {label} as {builder}: {first}") from None
+
+
+def _exception_chain(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
 
 
 def load_source(source: str) -> DatasetDict:
@@ -244,9 +259,36 @@ def tokenize(
     return out
 
 
+class BatchSeededMasking:
+    """Wraps a masking collator so that the masks of the n-th batch depend only on (seed, n).
+
+    Data loaders collate one batch ahead of training, so masks drawn from the global RNG would depend on
+    when a batch was collated, and a run resumed from a checkpoint would mask differently. Set ``position``
+    to the number of batches already trained on before iterating again after a resume.
+    """
+
+    def __init__(self, collator: Any, seed: int, rank: int = 0) -> None:
+        self.collator = collator
+        self.seed = seed
+        self.rank = rank
+        self.position = 0
+
+    def __call__(self, examples: list[Any]) -> Any:
+        import torch
+
+        mixed = (self.seed * 1_000_003 + self.rank * 7_919 + self.position) % (2**63 - 1)
+        self.collator.generator = torch.Generator().manual_seed(mixed)
+        self.position += 1
+        return self.collator(examples)
+
+
 def build_collator(task: str, tokenizer: PreTrainedTokenizerBase, mlm_probability: float = 0.15) -> Any:
     """Per-batch padding; for masked LM, real random masking of ``mlm_probability`` of the non-special
-    tokens (labels -100 elsewhere); for causal LM, labels = inputs (the model shifts them)."""
+    tokens (labels -100 elsewhere); for causal LM, labels = inputs (the model shifts them).
+
+    Masks come from the global RNG; wrap the collator in :class:`BatchSeededMasking` for masks that a resumed
+    run reproduces exactly.
+    """
     from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding
 
     if task == "classification":
@@ -260,6 +302,16 @@ def build_collator(task: str, tokenizer: PreTrainedTokenizerBase, mlm_probabilit
     return DataCollatorForLanguageModeling(tokenizer, mlm=False)
 
 
+def check_max_length(max_length: int, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Refuse a ``data.max_length`` above what the model's position embeddings can hold."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    # Tokenizers without a known limit report a huge sentinel (int(1e30)); only a real limit counts.
+    if isinstance(limit, int) and limit < 1_000_000 and limit < max_length:
+        raise DataError(
+            f"data.max_length: {max_length} is above this model's limit of {limit} tokens; use at most {limit}"
+        )
+
+
 @dataclass
 class PreparedData:
     train: Dataset
@@ -269,15 +321,13 @@ class PreparedData:
 
 def prepare(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, task: str) -> PreparedData:
     """Load, check, subsample, encode labels and tokenize: everything a DataLoader needs."""
+    check_max_length(cfg.max_length, tokenizer)
     needs_labels = task == "classification"
     train, evals = load_splits(cfg, needs_labels=needs_labels)
     names: list[str] = []
     if needs_labels:
         assert cfg.label_field is not None
         train, evals, names = encode_labels(train, evals, cfg.label_field)
-    limit = getattr(tokenizer, "model_max_length", None)
-    if isinstance(limit, int) and limit < cfg.max_length:
-        raise DataError(f"data.max_length: {cfg.max_length} is above this model's limit of {limit} tokens")
     train = tokenize(train, tokenizer, cfg.text_field, cfg.max_length, task=task)
     if evals is not None:
         evals = tokenize(evals, tokenizer, cfg.text_field, cfg.max_length, task=task)

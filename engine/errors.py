@@ -1,5 +1,10 @@
 """Errors a user can cause and fix. Anything else is an internal bug and keeps its traceback."""
 
+import errno
+
+#: errno values that mean the disk or the folder refuses a write: the user's to fix, not a bug.
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
 
 class UserError(Exception):
     """A mistake in the config, the data, the model choice or the text; its message says how to fix it."""
@@ -24,3 +29,19 @@ class ModelError(UserError):
 
 class PredictError(UserError):
     """The text or model given to a prediction cannot be used."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint cannot be written, or read back for a resume."""
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite; the message says at which step and what to change."""
+
+
+class OutOfMemory(UserError):
+    """The accelerator ran out of memory; the message names the settings that shrink a step."""
+
+
+class RunFolderError(UserError):
+    """A run folder cannot be created, written, or resumed."""

@@ -44,6 +44,11 @@ def resolve_model_path(name_or_path: str) -> str:
             )
         if (path / "model" / "config.json").exists():
             return str(path / "model")  # a Tunebench run folder
+        if (path / "config.yaml").exists() and not (path / "config.json").exists():
+            raise ModelError(
+                f"model.name_or_path: {name_or_path} is a run folder with no model yet; wait until the run "
+                "finishes or stop it (stopping saves the model), or pick another run"
+            )
         if not (path / "config.json").exists():
             raise ModelError(
                 f"model.name_or_path: {name_or_path} has no config.json; point to a folder written by "
@@ -126,6 +131,17 @@ def load_model(
         tf_log.removeFilter(_drop_load_report)
     mismatched = [k[0] if isinstance(k, tuple) else str(k) for k in info.get("mismatched_keys", [])]
     return LoadedModel(model, sorted(info.get("missing_keys", [])), sorted(mismatched))
+
+
+def check_vocab(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, name_or_path: str) -> None:
+    """Refuse a tokenizer whose token ids run past the model's embedding table (they would crash training)."""
+    embeddings = model.get_input_embeddings()
+    size = getattr(embeddings, "num_embeddings", None)
+    if isinstance(size, int) and len(tokenizer) > size:
+        raise ModelError(
+            f"model.name_or_path: {name_or_path} has a tokenizer of {len(tokenizer)} tokens but an embedding "
+            f"table of {size}; save the tokenizer the model was trained with into the same folder"
+        )
 
 
 def untrained_head_warning(newly_initialized: list[str], task: str) -> str | None:

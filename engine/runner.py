@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import inspect
 import logging
 import threading
 import time
@@ -19,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from engine.config import RunConfig
+from engine.config import RunConfig, load_config
 from engine.control import RunControl
-from engine.errors import UserError
+from engine.errors import DISK_ERRNOS, RunFolderError, UserError
 from engine.events import (
     Evaluated,
     Event,
@@ -32,7 +33,7 @@ from engine.events import (
     StepLogged,
 )
 from engine.logs import capture_library_logs
-from engine.runs import EventLog, RunDir, create_run_dir
+from engine.runs import EventLog, RunDir, create_run_dir, open_run_dir, read_events, remove_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ class Outcome:
 
 
 class EnginePath(Protocol):
+    """``run(cfg, emit, control, run_dir)``; engines that can continue a run also take ``resume=True``."""
+
     def __call__(self, cfg: RunConfig, emit: Emit, control: RunControl, run_dir: RunDir) -> Outcome: ...
 
 
@@ -86,10 +89,26 @@ class _Summary:
     def see(self, event: Event) -> None:
         if isinstance(event, RunStarted):
             self.device, self.precision = event.device, event.precision
+            self.step = event.start_step
         elif isinstance(event, StepLogged):
             self.step = event.step
         elif isinstance(event, Evaluated):
             self.evals.append(event)
+
+    def replay(self, history: list[Event]) -> None:
+        """Fold in the events of the run's earlier sessions (a resumed run's summary covers all of them).
+
+        Evaluations after the step the run resumes from are dropped again when its RunStarted arrives.
+        """
+        starts = [e for e in history if isinstance(e, RunStarted)]
+        if starts:
+            self.started = starts[0].time
+        for event in history:
+            self.see(event)
+
+    def resumed_at(self, step: int) -> None:
+        """Forget evaluations from after ``step``: the resumed run redoes that part."""
+        self.evals = [e for e in self.evals if e.step <= step]
 
     def best(self) -> tuple[str | None, float | None]:
         if not self.evals:
@@ -132,14 +151,27 @@ class Runner:
         *,
         subscribers: list[Emit] | tuple[Emit, ...] = (),
         runs_dir: str | Path | None = None,
+        resume_dir: str | Path | None = None,
     ) -> None:
         self.cfg = cfg
         self.control = RunControl()
         self.runs_dir = runs_dir
+        #: An existing run folder to continue instead of creating a new one (see ``from_run_dir``).
+        self.resume_dir = Path(resume_dir) if resume_dir is not None else None
         self.run_dir: RunDir | None = None
         self.result: RunResult | None = None
         self._subscribers: list[Emit] = list(subscribers)
         self._thread: threading.Thread | None = None
+
+    @classmethod
+    def from_run_dir(cls, path: str | Path, *, subscribers: list[Emit] | tuple[Emit, ...] = ()) -> Runner:
+        """A Runner that continues the stopped, failed or killed run in ``path`` with its saved config.
+
+        Raises UserError when ``path`` is not a run folder, already finished, or is being trained right now.
+        """
+        run = open_run_dir(path)
+        cfg = load_config(run.config_path)
+        return cls(cfg, subscribers=subscribers, resume_dir=run.path)
 
     # -- subscribers ----------------------------------------------------------------------------------------
     def subscribe(self, fn: Emit) -> None:
@@ -157,8 +189,16 @@ class Runner:
         """Start the run in a background thread and return at once."""
         if self._thread is not None:
             raise RuntimeError("a Runner runs once; make a new one for the next run")
-        self._thread = threading.Thread(target=self.run, name="tunebench-run", daemon=True)
+        self._thread = threading.Thread(target=self._thread_main, name="tunebench-run", daemon=True)
         self._thread.start()
+
+    def _thread_main(self) -> None:
+        try:
+            self.run()
+        except BaseException as exc:
+            message = f"internal error: {type(exc).__name__}: {exc}"
+            self._fan_out(RunFailed(error=message, user_error=False, traceback=traceback.format_exc()))
+            self.result = RunResult("failed", self.run_dir.path if self.run_dir else None, error=message)
 
     def stop(self) -> None:
         self.control.request_stop()
@@ -179,27 +219,60 @@ class Runner:
 
     # -- the run --------------------------------------------------------------------------------------------
     def run(self) -> RunResult:
-        """Run to the end in the calling thread; never raises for a failed run (see ``RunResult``)."""
+        """Run to the end in the calling thread; never raises for a failed run (see ``RunResult``).
+
+        A fresh run that fails on a user error before its first training step leaves no folder behind: there
+        is nothing in it to keep, and the event carries the message. A resumed run's folder is never removed.
+        """
         summary = _Summary(self.cfg)
+        resuming = self.resume_dir is not None
         try:
-            self.run_dir = create_run_dir(self.cfg, self.runs_dir)
+            if self.resume_dir is not None:
+                self.run_dir = open_run_dir(self.resume_dir)
+                summary.replay(read_events(self.run_dir.events_path))
+            else:
+                self.run_dir = create_run_dir(self.cfg, self.runs_dir)
         except UserError as exc:
             self._fan_out(RunFailed(error=str(exc), user_error=True))
             self.result = RunResult("failed", None, error=str(exc), user_error=True)
             return self.result
 
         run_dir = self.run_dir
+        try:
+            with run_dir.lock():
+                self._run_locked(run_dir, summary, resuming)
+        except RunFolderError as exc:  # the lock: another process took the run in the meantime
+            self._fan_out(RunFailed(error=str(exc), user_error=True))
+            self.result = RunResult("failed", run_dir.path, error=str(exc), user_error=True)
+        assert self.result is not None
+        return self.result
+
+    def _run_locked(self, run_dir: RunDir, summary: _Summary, resuming: bool) -> None:
         event_log = EventLog(run_dir.events_path)
+        started = False
 
         def emit(event: Event) -> None:
+            nonlocal started
+            if isinstance(event, RunStarted):
+                started = True
+                if resuming:
+                    summary.resumed_at(event.start_step)
             summary.see(event)
             if not isinstance(event, LogMessage) or event.level in ("warning", "error", "critical"):
                 event_log.write(event)
             self._fan_out(event)
 
+        if resuming:
+            # A stale summary would list the run as stopped or failed while it trains again.
+            with contextlib.suppress(OSError):
+                run_dir.summary_path.unlink(missing_ok=True)
         try:
             with capture_library_logs(emit, run_dir.log_path):
-                outcome = engine_path(self.cfg.engine)(self.cfg, emit, self.control, run_dir)
+                engine = engine_path(self.cfg.engine)
+                if resuming:
+                    outcome = _call_resume(engine, self.cfg, emit, self.control, run_dir)
+                else:
+                    outcome = engine(self.cfg, emit, self.control, run_dir)
             emit(
                 RunFinished(
                     status=outcome.status,
@@ -212,14 +285,34 @@ class Runner:
             run_dir.write_summary(summary.as_dict(outcome.status))
             self.result = RunResult(outcome.status, run_dir.path, outcome.metrics)
         except UserError as exc:
-            self._fail(emit, summary, run_dir, str(exc), user_error=True)
+            if not started and not resuming:
+                self._discard(emit, event_log, run_dir, str(exc))
+            else:
+                self._fail(emit, summary, run_dir, str(exc), user_error=True)
+        except OSError as exc:
+            if exc.errno in DISK_ERRNOS:
+                message = (
+                    f"cannot write to the run folder {run_dir.path} ({exc.strerror}); free disk space or fix its "
+                    f"permissions, then resume with tunebench run --resume {run_dir.path}"
+                )
+                self._fail(emit, summary, run_dir, message, user_error=True)
+            else:
+                self._fail_internal(emit, summary, run_dir, exc)
         except Exception as exc:
-            tb = traceback.format_exc()
-            self._fail(emit, summary, run_dir, f"internal error: {type(exc).__name__}: {exc}", False, tb)
+            self._fail_internal(emit, summary, run_dir, exc)
         finally:
             event_log.close()
-        assert self.result is not None
-        return self.result
+
+    def _discard(self, emit: Emit, event_log: EventLog, run_dir: RunDir, message: str) -> None:
+        emit(RunFailed(error=message, user_error=True))
+        event_log.close()
+        remove_run_dir(run_dir)
+        self.run_dir = None
+        self.result = RunResult("failed", None, error=message, user_error=True)
+
+    def _fail_internal(self, emit: Emit, summary: _Summary, run_dir: RunDir, exc: BaseException) -> None:
+        tb = traceback.format_exc()
+        self._fail(emit, summary, run_dir, f"internal error: {type(exc).__name__}: {exc}", False, tb)
 
     def _fail(
         self,
@@ -234,3 +327,10 @@ class Runner:
         with contextlib.suppress(OSError):  # the disk may be what failed; the event carries the message
             run_dir.write_summary(summary.as_dict("failed", message))
         self.result = RunResult("failed", run_dir.path, error=message, user_error=user_error)
+
+
+def _call_resume(engine: EnginePath, cfg: RunConfig, emit: Emit, control: RunControl, run_dir: RunDir) -> Outcome:
+    if "resume" not in inspect.signature(engine).parameters:
+        raise RunFolderError(f'engine "{cfg.engine}" cannot resume a run yet; start a new run instead')
+    outcome: Outcome = engine(cfg, emit, control, run_dir, resume=True)  # type: ignore[call-arg]
+    return outcome

@@ -14,12 +14,13 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine.config import RunConfig
-from engine.errors import UserError
+from engine.errors import RunFolderError
 from engine.events import Event, event_from_dict
 
 CONFIG_FILE = "config.yaml"
@@ -28,6 +29,7 @@ SUMMARY_FILE = "summary.json"
 LOG_FILE = "run.log"
 MODEL_DIR = "model"
 CHECKPOINTS_DIR = "checkpoints"
+LOCK_FILE = ".lock"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -59,26 +61,49 @@ def default_run_name(cfg: RunConfig) -> str:
 
 
 class EventLog:
-    """Appends events to ``events.jsonl``, one whole line each, flushed; thread-safe."""
+    """Appends events to ``events.jsonl``, one whole line each, flushed; thread-safe.
+
+    Writing never raises: a full disk must not turn every event into a crash. The first failure is kept in
+    ``write_error`` and later writes are skipped.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.write_error: OSError | None = None
         self._lock = threading.Lock()
-        self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._end_torn_line()
+
+    def _end_torn_line(self) -> None:
+        # A process killed mid-write leaves a last line without its newline; the next event must not be glued
+        # to it (read_events skips the torn line, and would skip the glued event with it).
+        size = self._fh.seek(0, os.SEEK_END)
+        if size:
+            with open(self.path, "rb") as raw:
+                raw.seek(size - 1)
+                if raw.read(1) != b"\n":
+                    self._fh.write("\n")
+                    self._fh.flush()
 
     def write(self, event: Event) -> None:
         line = json.dumps(event.to_dict(), ensure_ascii=False, allow_nan=True) + "\n"
         with self._lock:
-            if self._fh.closed:
+            if self._fh.closed or self.write_error is not None:
                 return
-            self._fh.write(line)
-            self._fh.flush()
+            try:
+                self._fh.write(line)
+                self._fh.flush()
+            except OSError as exc:
+                self.write_error = exc
 
     def close(self) -> None:
         with self._lock:
             if not self._fh.closed:
-                os.fsync(self._fh.fileno())
-                self._fh.close()
+                with contextlib.suppress(OSError):
+                    self._fh.flush()
+                    os.fsync(self._fh.fileno())
+                with contextlib.suppress(OSError):
+                    self._fh.close()
 
 
 def read_events(path: Path) -> list[Event]:
@@ -141,28 +166,109 @@ class RunDir:
     def events(self) -> list[Event]:
         return read_events(self.events_path)
 
+    @property
+    def lock_path(self) -> Path:
+        return self.path / LOCK_FILE
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run's lock while it trains, so that a second process cannot resume it at the same time.
+
+        The operating system drops the lock when the process dies, even on SIGKILL, so a killed run is never
+        mistaken for a running one.
+        """
+        fh = open(self.lock_path, "a+", encoding="utf-8")  # noqa: SIM115 - closed below
+        try:
+            if not _try_lock(fh):
+                raise RunFolderError(
+                    f"{self.path}: this run is being trained by another process; wait for it, or stop it first"
+                )
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"{os.getpid()}\n")
+            fh.flush()
+            yield
+        finally:
+            fh.close()
+
+    def is_running(self) -> bool:
+        """Whether some process holds this run's lock right now."""
+        if not self.lock_path.exists():
+            return False
+        try:
+            with open(self.lock_path, "a+", encoding="utf-8") as fh:
+                return not _try_lock(fh)
+        except OSError:
+            return False
+
+
+def _try_lock(fh: Any) -> bool:
+    """Take an exclusive, non-blocking lock on an open file; True when taken (or locks are unsupported)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; resuming a live run is the user's to avoid
+        return True
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
 
 def create_run_dir(cfg: RunConfig, runs_dir: str | os.PathLike[str] | None = None) -> RunDir:
-    """Make a fresh run folder under the runs folder and write the resolved config into it."""
+    """Make a fresh run folder under the runs folder and write the resolved config into it.
+
+    The folder name is a slug of ``output.run_name`` (no separators, no ``..``), so whatever the config
+    says, the run lands directly inside the runs folder.
+    """
     root = Path(runs_dir if runs_dir is not None else cfg.output.runs_dir).expanduser()
     name = slugify(cfg.output.run_name or default_run_name(cfg))
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    path: Path | None = None
     try:
         root.mkdir(parents=True, exist_ok=True)
         for n in range(1000):
-            path = root / (f"{stamp}-{name}" if n == 0 else f"{stamp}-{name}-{n}")
+            candidate = root / (f"{stamp}-{name}" if n == 0 else f"{stamp}-{name}-{n}")
             try:
-                path.mkdir()
-                break
+                candidate.mkdir()
             except FileExistsError:
                 continue
+            path = candidate
+            break
+        if path is None:
+            raise RunFolderError(f"output.runs_dir: {root} already holds 1000 runs named {stamp}-{name}")
+        if path.resolve().parent != root.resolve():  # slugify makes this impossible; keep it impossible
+            raise RunFolderError(f"output.run_name: {cfg.output.run_name!r} would leave the runs folder")
         run = RunDir(path)
         atomic_write_text(run.config_path, cfg.to_yaml())
     except OSError as exc:
-        raise UserError(
+        if path is not None:
+            shutil.rmtree(path, ignore_errors=True)
+        raise RunFolderError(
             f"output.runs_dir: cannot write to {root} ({exc.strerror}); choose a writable folder with --runs-dir"
         ) from None
     return run
+
+
+def open_run_dir(path: str | os.PathLike[str]) -> RunDir:
+    """An existing run folder to resume; refuses what is not a run, already finished, or running now."""
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        raise RunFolderError(f"{p}: no such run folder; see tunebench runs for the runs there are")
+    run = RunDir(p)
+    if not run.config_path.is_file():
+        raise RunFolderError(f"{p}: not a run folder (it has no {CONFIG_FILE}); pass a folder under the runs folder")
+    summary = run.read_summary() or {}
+    if summary.get("status") == "finished":
+        raise RunFolderError(f"{p}: this run already finished; start a new run to train further")
+    if run.is_running():
+        raise RunFolderError(f"{p}: this run is being trained by another process; wait for it, or stop it first")
+    return run
+
+
+def remove_run_dir(run: RunDir) -> None:
+    """Delete a run folder that holds nothing worth keeping (a run that failed before its first step)."""
+    shutil.rmtree(run.path, ignore_errors=True)
 
 
 def save_dir_atomically(path: Path, write: Any) -> None:
@@ -225,5 +331,6 @@ def list_runs(runs_dir: str | os.PathLike[str]) -> list[RunInfo]:
                 )
             )
         else:
-            out.append(RunInfo(path, path.name, "running or killed", "", "", path.stat().st_mtime, None, None, None))
+            status = "running" if run.is_running() else "killed"
+            out.append(RunInfo(path, path.name, status, "", "", path.stat().st_mtime, None, None, None))
     return out

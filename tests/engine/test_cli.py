@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ def test_run_trains_prints_epoch_rows_and_exits_0(
     out = capsys.readouterr().out
     assert code == 0
     assert "train loss" in out and "accuracy" in out
-    rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit() and len(line.split()) == 6]
+    rows = [line.split() for line in out.splitlines() if re.fullmatch(r"\s*\d+(\s+[\d.]+){4}\s+\d+:\d\d", line)]
     assert [r[0] for r in rows] == ["1", "2"]
     run_dirs = list((tmp_path / "out").iterdir())
     assert len(run_dirs) == 1 and f"finished: {run_dirs[0]}" in out
