@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.config import DataConfig
 from engine.errors import DataError
+from engine.hub import datasets_offline_unless_reachable
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -121,7 +122,8 @@ def load_source(source: str) -> DatasetDict:
             )
         return _load_files(source, files)
     try:
-        loaded = datasets.load_dataset(source)
+        with datasets_offline_unless_reachable():
+            loaded = datasets.load_dataset(source)
     except (ConnectionError, OSError) as exc:
         raise DataError(
             f'data.source: cannot reach the Hugging Face Hub to download "{source}" (offline?); {_offline_hint()}'

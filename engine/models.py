@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import ModelError
+from engine.hub import hub_reachable
 
 if TYPE_CHECKING:
     import torch
@@ -58,6 +59,11 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
+def _cache_only(path: str) -> bool:
+    """A hub id while the Hub is unreachable: load from the local cache only, failing fast if absent."""
+    return not Path(path).is_dir() and not hub_reachable()
+
+
 def _hub_failure(name: str, exc: BaseException) -> ModelError:
     text = str(exc)
     if "couldn't connect" in text.lower() or "offline" in text.lower() or "connection" in text.lower():
@@ -76,7 +82,9 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> PreTra
 
     path = resolve_model_path(name_or_path)
     try:
-        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        return AutoTokenizer.from_pretrained(
+            path, trust_remote_code=trust_remote_code, local_files_only=_cache_only(path)
+        )
     except (OSError, ValueError) as exc:
         raise _hub_failure(name_or_path, exc) from None
 
@@ -116,6 +124,7 @@ def load_model(
             output_loading_info=True,
             ignore_mismatched_sizes=task == "classification",
             trust_remote_code=trust_remote_code,
+            local_files_only=_cache_only(path),
             **kwargs,
         )
     except ValueError as exc:
