@@ -10,7 +10,15 @@ import engine
 
 ENGINE_MODULES = sorted(f"engine.{m.name}" for m in pkgutil.iter_modules(engine.__path__))
 #: What the workbench imports before its first frame: none of these may pull in torch and friends.
-LIGHT_MODULES = ["engine.config", "engine.events", "engine.control", "engine.runs", "engine.runner", "engine.errors"]
+LIGHT_MODULES = [
+    "engine.config",
+    "engine.events",
+    "engine.control",
+    "engine.runs",
+    "engine.runner",
+    "engine.errors",
+    "engine.browse",
+]
 
 
 def imported_after(modules: list[str]) -> set[str]:

@@ -1,0 +1,128 @@
+"""Page access to a dataset for the Data panel: rows, samples, label counts, filters and tokenization."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.browse import DatasetBrowser, SplitView, tokenize_text
+from engine.errors import DataError
+from tests.conftest import sentiment_rows, write_jsonl
+
+
+@pytest.fixture
+def rows() -> list[dict[str, Any]]:
+    out = sentiment_rows(57)
+    out[3]["text"] = "first line\n\n   second   line"
+    return out
+
+
+@pytest.fixture
+def train(tmp_path: Path, rows: list[dict[str, Any]]) -> SplitView:
+    write_jsonl(tmp_path / "data" / "train.jsonl", rows)
+    write_jsonl(tmp_path / "data" / "test.jsonl", rows[:5])
+    return DatasetBrowser.open(str(tmp_path / "data"), "text", "label").split("train")
+
+
+def test_pages_hold_index_label_and_a_one_line_preview(train: SplitView, rows: list[dict[str, Any]]) -> None:
+    page = train.page(2, 3)
+    assert [r.index for r in page] == [2, 3, 4]
+    assert [r.label for r in page] == [rows[i]["label"] for i in (2, 3, 4)]
+    assert page[1].preview == "first line second line"
+
+
+def test_a_page_past_the_end_is_short_or_empty(train: SplitView, rows: list[dict[str, Any]]) -> None:
+    assert [r.index for r in train.page(len(rows) - 2, 10)] == [len(rows) - 2, len(rows) - 1]
+    assert train.page(len(rows), 10) == []
+
+
+def test_every_split_of_a_folder_is_browsable(tmp_path: Path, train: SplitView) -> None:
+    browser = DatasetBrowser.open(str(tmp_path / "data"), "text", "label")
+    assert sorted(browser.split_names) == ["test", "train"]
+    assert len(browser.split("test")) == 5
+    with pytest.raises(DataError, match='split "valid" not in'):
+        browser.split("valid")
+
+
+def test_label_histogram_counts_each_label(train: SplitView, rows: list[dict[str, Any]]) -> None:
+    expected = {label: sum(r["label"] == label for r in rows) for label in {r["label"] for r in rows}}
+    histogram = train.label_histogram()
+    assert {c.label: c.count for c in histogram} == expected
+    assert [c.count for c in histogram] == sorted(expected.values(), reverse=True)
+
+
+def test_filter_is_a_case_insensitive_substring_match(train: SplitView, rows: list[dict[str, Any]]) -> None:
+    expected = [i for i, r in enumerate(rows) if "great" in r["text"].lower()]
+    view = train.filter("GREAT")
+    assert len(view) == len(expected) and view.total_rows == len(rows)
+    assert [r.index for r in view.page(0, 100)] == expected
+    assert view.sample(0).text == rows[expected[0]]["text"]
+    assert {c.label: c.count for c in view.label_histogram()} == {"good": len(expected)}
+    assert len(view.filter("")) == len(rows)
+
+
+def test_class_label_columns_show_label_names(tmp_path: Path) -> None:
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    features = Features({"text": Value("string"), "label": ClassLabel(names=["neg", "pos"])})
+    Dataset.from_dict({"text": ["bad", "good", "fine"], "label": [0, 1, 1]}, features=features).save_to_disk(
+        str(tmp_path / "saved")
+    )
+    view = DatasetBrowser.open(str(tmp_path / "saved"), "text", "label").split("train")
+    assert [r.label for r in view.page(0, 3)] == ["neg", "pos", "pos"]
+    assert {c.label: c.count for c in view.label_histogram()} == {"neg": 1, "pos": 2}
+
+
+def test_a_missing_text_column_is_one_clear_line(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "d.jsonl", [{"body": "x", "label": 1}])
+    with pytest.raises(DataError) as err:
+        DatasetBrowser.open(str(tmp_path / "d.jsonl"), "text", "label")
+    assert (
+        str(err.value)
+        == f'data.text_field: column "text" not in split train of {tmp_path / "d.jsonl"} (columns: body, label)'
+    )
+
+
+def test_a_missing_label_column_browses_without_labels(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "d.jsonl", [{"text": "a"}, {"text": "b"}])
+    browser = DatasetBrowser.open(str(tmp_path / "d.jsonl"), "text", "label")
+    assert browser.label_missing("train")
+    view = browser.split("train")
+    assert [r.label for r in view.page(0, 2)] == ["", ""] and view.label_histogram() == []
+
+
+def test_pages_of_a_million_rows_come_from_where_they_are_asked(tmp_path: Path) -> None:
+    import pyarrow as pa
+    from datasets import Dataset
+
+    n = 1_000_000
+    table = pa.table(
+        {"text": pa.array([f"review number {i}" for i in range(n)]), "label": pa.array([i % 5 for i in range(n)])}
+    )
+    view = SplitView(Dataset(table), "train", "text", "label")
+    assert [(r.index, r.label, r.preview) for r in view.page(n - 2, 5)] == [
+        (n - 2, str((n - 2) % 5), f"review number {n - 2}"),
+        (n - 1, str((n - 1) % 5), f"review number {n - 1}"),
+    ]
+    matches = view.filter("number 99999")
+    assert [r.index for r in matches.page(0, 20)] == [99999, *range(999990, 1000000)]
+
+
+def test_tokenization_matches_training_and_lists_what_truncation_drops(tiny_bert_dir: Path) -> None:
+    from engine.models import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tiny_bert_dir))
+    text = "the bakery was wonderful today and the staff were friendly and quick"
+    cut = tokenize_text(text, tokenizer, 8)
+    training = tokenizer(text, truncation=True, max_length=8)
+    assert cut.input_ids == training["input_ids"] and cut.attention_mask == training["attention_mask"]
+    assert cut.token_type_ids == training["token_type_ids"]
+    assert cut.length == 8 and cut.truncated
+    assert cut.tokens[0] == "[CLS]" and cut.tokens[-1] == "[SEP]"
+    assert cut.tokens[1:-1] + cut.dropped == tokenizer.tokenize(text)
+    assert cut.full_length == len(tokenizer.tokenize(text)) + 2
+
+    whole = tokenize_text(text, tokenizer, 64)
+    assert not whole.truncated and whole.dropped == [] and whole.length == whole.full_length

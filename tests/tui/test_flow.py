@@ -1,0 +1,163 @@
+"""The workbench end to end on a tiny real model: the newcomer's flow, a failing run, and quitting mid-run."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.widgets import DataTable, Input, Static
+
+from engine.config import RunConfig, load_config, save_config
+from engine.events import Event, StepLogged
+from engine.runner import Emit, Runner
+from engine.runs import RunDir
+from tests.tui.conftest import reach, until
+from tui.app import ConfirmQuit, WorkbenchApp
+from tui.widgets.loss_chart import LossChart
+from tui.widgets.paged_table import PagedTable
+from tui.widgets.score_bars import ScoreBars
+
+
+class FirstStepHold:
+    """A run subscriber that holds the training thread right after step 1 is logged, until released.
+
+    The loop checks pause and stop right after logging a step, so a key pressed during the hold takes effect at
+    step 1: the test knows where the run is without racing it.
+    """
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, StepLogged) and event.step == 1:
+            self.release.wait(120)
+
+
+@pytest.fixture
+def hold() -> FirstStepHold:
+    return FirstStepHold()
+
+
+@pytest.fixture
+def real_app(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hold: FirstStepHold
+) -> Callable[[RunConfig], WorkbenchApp]:
+    """A workbench with the real engine and predictor on a config saved as ./flow.yaml."""
+    monkeypatch.chdir(tmp_path)
+
+    def runner(cfg: RunConfig, subscribers: list[Emit]) -> Runner:
+        return Runner(cfg, subscribers=[*subscribers, hold])  # the bridge first: the UI sees step 1 before the hold
+
+    def make(cfg: RunConfig) -> WorkbenchApp:
+        save_config(cfg, "flow.yaml")
+        return WorkbenchApp(cfg, "flow.yaml", runner_factory=runner)
+
+    return make
+
+
+async def type_into(pilot: Any, field: Input, text: str) -> None:
+    field.focus()
+    await pilot.pause()
+    await pilot.press("end", "ctrl+u", *text)
+    await pilot.pause()
+
+
+async def test_newcomer_flow_browse_edit_train_pause_resume_predict_and_find_the_run(
+    make_config: Callable[..., RunConfig], real_app: Callable[[RunConfig], WorkbenchApp], hold: FirstStepHold
+) -> None:
+    cfg = make_config(data={"train_size": 32, "eval_size": 16})
+    rows = len(Path(cfg.data.source).read_text(encoding="utf-8").splitlines())
+    app = real_app(cfg)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.data_panel.view is not None, "the data shows")
+        assert app.query_one(PagedTable).row_count == rows
+
+        await pilot.press("f3")
+        await until(pilot, lambda: app.config_panel.form_built, "the form is built")
+        await type_into(pilot, app.query_one("#field-train--learning_rate", Input), "0.004")
+        assert app.config_panel.config.train.learning_rate == 0.004
+
+        await pilot.press("f4", "s")
+        await reach(app, "training")
+        await pilot.press("space")
+        hold.release.set()
+        assert await reach(app, "paused") == "paused"
+        assert isinstance(app.runner, Runner) and app.runner.control.pause.is_set()
+        await pilot.press("space")
+        assert await reach(app, "finished", "failed") == "finished", app.train_panel.error
+        await pilot.pause()
+
+        epochs = app.query_one("#train-epochs", DataTable)
+        assert epochs.row_count == cfg.train.num_train_epochs
+        started = app.train_panel.started
+        assert started is not None  # logging_steps is 1: one chart point per optimizer step
+        assert len(app.query_one("#train-chart", LossChart).series["train loss (step)"].points) == started.total_steps
+        run_dir = Path(app.run_dir or "")
+        assert load_config(RunDir(run_dir).config_path).train.learning_rate == 0.004
+
+        await pilot.press("f5")
+        assert app.predict_panel.tuned == str(run_dir)
+        await pilot.press(*"the cafe was great today", "enter")
+        await until(pilot, lambda: app.predict_panel.result is not None or app.predict_panel.busy is False, "predict")
+        assert app.predict_panel.result is not None, str(app.query_one("#predict-status", Static).render())
+        base = app.query_one("#predict-base ScoreBars", ScoreBars)
+        tuned = app.query_one("#predict-tuned ScoreBars", ScoreBars)
+        assert {r[0] for r in base.rows} == {r[0] for r in tuned.rows} == {"bad", "good"}
+
+        await pilot.press("f6")
+        await until(pilot, lambda: bool(app.runs_panel.runs), "the run is listed")
+        listed = app.runs_panel.runs[0]
+        assert (listed.name, listed.status) == (run_dir.name, "finished")
+
+
+async def test_a_failing_run_shows_its_error_and_the_next_run_trains(
+    make_config: Callable[..., RunConfig], real_app: Callable[[RunConfig], WorkbenchApp], hold: FirstStepHold
+) -> None:
+    hold.release.set()
+    cfg = make_config(data={"text_field": "body", "train_size": 32, "eval_size": 16})
+    app = real_app(cfg)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("f4", "s")
+        assert await reach(app, "finished", "failed") == "failed"
+        await pilot.pause()
+        error = str(app.query_one("#train-error", Static).render())
+        assert 'data.text_field: column "body"' in error and "Traceback" not in error
+
+        await pilot.press("f3")
+        await until(pilot, lambda: app.config_panel.form_built, "the form is built")
+        await type_into(pilot, app.query_one("#field-data--text_field", Input), "text")
+        assert app.config_panel.config.data.text_field == "text"
+        await pilot.press("f4")
+        await pilot.pause()
+        await pilot.press("s")
+        assert app.run_state != "failed", "the second run did not start"
+        assert await reach(app, "finished", "failed") == "finished", app.train_panel.error
+        assert app.query_one("#train-epochs", DataTable).row_count == cfg.train.num_train_epochs
+
+
+async def test_quitting_mid_run_asks_stops_saves_and_leaves_no_thread(
+    make_config: Callable[..., RunConfig], real_app: Callable[[RunConfig], WorkbenchApp], hold: FirstStepHold
+) -> None:
+    app = real_app(make_config(train={"num_train_epochs": 50}, data={"train_size": 32, "eval_size": 16}))
+    async with app.run_test() as pilot:
+        await pilot.press("f4", "s")
+        await reach(app, "training")
+        await pilot.press("q")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmQuit)
+        await pilot.press("y")
+        hold.release.set()
+        await until(pilot, lambda: app.quit_worker is not None, "quit starts")
+        assert app.quit_worker is not None
+        await app.quit_worker.wait()
+        assert app.return_code == 0
+    runner = app.runner
+    assert isinstance(runner, Runner) and runner.run_dir is not None
+    assert not runner.is_alive() and not any(t.name == "tunebench-run" for t in threading.enumerate())
+    assert app.train_worker is not None and app.train_worker.is_finished
+    summary = runner.run_dir.read_summary()
+    assert summary is not None and summary["status"] == "stopped"
+    assert (runner.run_dir.model_dir / "config.json").exists()

@@ -1,0 +1,200 @@
+"""Every key in the workbench's table, pressed through Pilot: panels, help, palette, start/pause/stop, quit."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from textual.command import CommandPalette
+from textual.widgets import DataTable, TabbedContent
+from textual.widgets._footer import FooterKey
+
+from engine.events import RunFinished
+from tests.tui.conftest import reach, settle, until
+from tests.tui.fakes import ScriptedEngine
+from tui.app import PANELS, ConfirmQuit, HelpScreen, WorkbenchApp
+from tui.widgets.epoch_table import EpochTable
+
+
+def footer_actions(app: WorkbenchApp) -> dict[str, bool]:
+    """Footer entries shown now: description -> enabled."""
+    return {key.description: not key.has_class("-disabled") for key in app.query(FooterKey)}
+
+
+async def test_function_keys_switch_to_each_panel_and_focus_it(make_app: Callable[..., WorkbenchApp]) -> None:
+    app = make_app()
+    async with app.run_test() as pilot:
+        for key, panel in (("f3", "config"), ("f4", "train"), ("f5", "predict"), ("f6", "runs"), ("f2", "data")):
+            await pilot.press(key)
+            await pilot.pause()
+            assert app.query_one(TabbedContent).active == panel
+            title = app.query_one(f"#{panel}-panel .panel-title")
+            assert PANELS[panel][1] in str(title.render())
+            assert app.focused is not None and app.query_one(f"#{panel}-panel") in app.focused.ancestors
+
+
+async def test_f1_and_question_mark_open_a_help_screen_listing_every_key(make_app: Callable[..., WorkbenchApp]) -> None:
+    app = make_app()
+    async with app.run_test(size=(100, 40)) as pilot:
+        for key in ("f1", "question_mark"):
+            await pilot.press(key)
+            await pilot.pause()
+            assert isinstance(app.screen, HelpScreen)
+            table = app.screen.query_one(DataTable)
+            keys = {str(table.get_row_at(i)[0]) for i in range(table.row_count)}
+            assert {"F1, ?", "F2", "F3", "F4", "F5", "F6", "s", "space", "x", "q", "^p"} <= keys
+            actions = {str(table.get_row_at(i)[1]).split(" ")[0].rstrip(":") for i in range(table.row_count)}
+            assert {"Start", "Pause", "Stop", "Quit", "Save", "Filter", "Mark", "Overlay", "Open"} <= actions
+            await pilot.press("escape")
+            await pilot.pause()
+            assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_ctrl_p_palette_offers_every_action_and_runs_it(make_app: Callable[..., WorkbenchApp]) -> None:
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        titles = {c.title for c in app.get_system_commands(app.screen)}
+        for needed in ("Start run", "Pause or resume run", "Stop run", "Help: keys", "Quit", "Config: save"):
+            assert needed in titles
+        assert {f"Show {name} panel" for name, _ in PANELS.values()} <= titles
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        assert isinstance(app.screen, CommandPalette)
+        await pilot.press(*"Show Runs panel")
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert app.query_one(TabbedContent).active == "runs"
+
+
+async def test_s_starts_a_run_on_the_train_panel_only(
+    make_app: Callable[..., WorkbenchApp], scripted_engine: ScriptedEngine
+) -> None:
+    app = make_app()
+    async with app.run_test() as pilot:
+        await pilot.press("s")  # Data panel: s means nothing here
+        await settle(pilot)
+        assert scripted_engine.runners == []
+        await pilot.press("f4", "s")
+        assert await reach(app, "finished") == "finished"
+        await pilot.pause()
+        assert app.query_one("#train-epochs", EpochTable).row_count == 3
+        assert "done at step 24" in app.train_panel.status_text()
+
+
+async def test_space_pauses_and_resumes_a_run(make_app: Callable[..., WorkbenchApp]) -> None:
+    gate = threading.Event()
+    engine = ScriptedEngine("runs/gated", gate=gate)
+    app = make_app(panel="train", engine=engine)
+    async with app.run_test() as pilot:
+        await pilot.press("s")
+        await reach(app, "training")
+        await pilot.press("space")
+        assert await reach(app, "paused") == "paused"
+        assert footer_actions(app)["Pause"]
+        await pilot.press("space")
+        assert await reach(app, "training") == "training"
+        gate.set()
+        await reach(app, "finished")
+        assert engine.runners[0].control.pause.is_set() is False
+
+
+async def test_x_stops_a_run_and_the_run_saves_as_stopped(make_app: Callable[..., WorkbenchApp]) -> None:
+    gate = threading.Event()
+    engine = ScriptedEngine("runs/gated", gate=gate)
+    app = make_app(panel="train", engine=engine)
+    async with app.run_test() as pilot:
+        await pilot.press("s")
+        await reach(app, "training")
+        await pilot.press("x")
+        await reach(app, "finished")
+        assert "stopped" in app.run_detail
+        assert engine.runners[0].control.stop.is_set()
+
+
+async def test_run_keys_show_in_the_footer_where_they_apply(make_app: Callable[..., WorkbenchApp]) -> None:
+    gate = threading.Event()
+    app = make_app(engine=ScriptedEngine("runs/gated", gate=gate))
+    async with app.run_test(size=(140, 30)) as pilot:
+        await settle(pilot)
+        idle_on_data = footer_actions(app)
+        assert "Start" not in idle_on_data and "Stop" not in idle_on_data
+        await pilot.press("f4")
+        await pilot.pause()
+        idle_on_train = footer_actions(app)
+        assert idle_on_train["Start"] is True
+        assert idle_on_train["Pause"] is False and idle_on_train["Stop"] is False
+        await pilot.press("s")
+        await reach(app, "training")
+        await pilot.press("f2")
+        await pilot.pause()
+        running_on_data = footer_actions(app)
+        assert running_on_data["Pause"] and running_on_data["Stop"]
+        gate.set()
+        await reach(app, "finished")
+
+
+async def test_q_quits_at_once_when_no_run_is_active(make_app: Callable[..., WorkbenchApp]) -> None:
+    app = make_app()
+    async with app.run_test() as pilot:
+        await pilot.press("q")
+        await pilot.pause()
+        assert app.return_code == 0
+
+
+async def test_q_during_a_run_asks_first_then_stops_the_run_and_exits(make_app: Callable[..., WorkbenchApp]) -> None:
+    gate = threading.Event()
+    engine = ScriptedEngine("runs/gated", gate=gate)
+    app = make_app(panel="train", engine=engine)
+    events: list[Any] = []
+    async with app.run_test(message_hook=events.append) as pilot:
+        await pilot.press("s")
+        await reach(app, "training")
+        await pilot.press("q")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmQuit)
+        await pilot.press("n")
+        await pilot.pause()
+        assert app.run_state == "training" and app.return_code is None
+        await pilot.press("q")
+        await pilot.pause()
+        await pilot.press("y")
+        await pilot.pause()
+        assert app.quit_worker is not None
+        await app.quit_worker.wait()
+        assert app.return_code == 0
+    runner = engine.runners[0]
+    assert runner.finished.is_set()
+    finished = [m.event for m in events if isinstance(getattr(m, "event", None), RunFinished)]
+    assert [e.status for e in finished] == ["stopped"]
+
+
+async def test_a_second_start_is_refused_while_a_run_is_active(make_app: Callable[..., WorkbenchApp]) -> None:
+    gate = threading.Event()
+    engine = ScriptedEngine("runs/gated", gate=gate)
+    app = make_app(panel="train", engine=engine)
+    async with app.run_test() as pilot:
+        await pilot.press("s")
+        await reach(app, "training")
+        app.action_start()
+        await pilot.pause()
+        assert len(engine.runners) == 1
+        gate.set()
+        await reach(app, "finished")
+        await until(pilot, lambda: app.train_worker is not None and app.train_worker.is_finished, "worker ends")
+
+
+async def test_a_run_keeps_streaming_while_a_dialog_is_open(make_app: Callable[..., WorkbenchApp]) -> None:
+    gate = threading.Event()
+    app = make_app(panel="train", engine=ScriptedEngine("runs/gated", gate=gate))
+    async with app.run_test() as pilot:
+        await pilot.press("s")
+        await reach(app, "training")
+        await pilot.press("f1")
+        await pilot.pause()
+        gate.set()
+        await reach(app, "finished")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        assert app.workbench.query_one("#train-epochs", EpochTable).row_count == 3

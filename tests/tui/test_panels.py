@@ -1,0 +1,399 @@
+"""Each panel through Pilot: what a user sees and can do on it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from textual.widgets import DataTable, Input, Log, Select, Static
+
+from engine.config import RunConfig, from_dict, load_config, save_config, validate_field
+from engine.errors import ConfigError, PredictError
+from engine.events import StepLogged
+from tests.conftest import sentiment_rows, write_jsonl
+from tests.tui.conftest import CONFIG_FILE, reach, until
+from tests.tui.fakes import ScriptedEngine, run_script
+from tests.tui.helpers import sample_rows, summary_for, write_run
+from tui.app import WorkbenchApp
+from tui.bridge import EventBridge, StepsLogged
+from tui.panels.config import PathSuggester
+from tui.panels.data import SampleScreen
+from tui.panels.predict import PredictionView, PredictRequest
+from tui.widgets.loss_chart import LossChart
+from tui.widgets.paged_table import PagedTable
+from tui.widgets.score_bars import ScoreBars
+
+
+def text_of(app: WorkbenchApp, selector: str) -> str:
+    return str(app.query_one(selector, Static).render())
+
+
+# -- Data -------------------------------------------------------------------------------------------------------
+
+
+async def test_data_panel_reads_only_the_pages_on_screen(make_app: Callable[..., WorkbenchApp]) -> None:
+    rows = sample_rows("movies-sample", "train")
+    app = make_app()
+    async with app.run_test() as pilot:
+        await until(pilot, lambda: app.data_panel.view is not None, "the train split shows")
+        table = app.query_one(PagedTable)
+        assert table.row_count == len(rows)
+        first = table.row_at(0)
+        assert first is not None and first.label == rows[0]["label"]
+        assert table.pages_read == 1
+        await pilot.press("end")
+        await pilot.pause()
+        assert table.cursor == len(rows) - 1
+        assert table.pages_read == 2  # the first page and the last one, nothing in between
+        assert f"{len(rows):,} rows" in text_of(app, "#data-title")
+
+
+async def test_label_histogram_counts_every_label(make_app: Callable[..., WorkbenchApp]) -> None:
+    rows = sample_rows("movies-sample", "train")
+    expected = {label: sum(r["label"] == label for r in rows) for label in {r["label"] for r in rows}}
+    app = make_app()
+    async with app.run_test() as pilot:
+        await until(pilot, lambda: app.data_panel.view is not None, "the train split shows")
+        bars = app.query_one("#data-histogram", ScoreBars)
+        assert {label: int(shown.replace(",", "")) for label, _, shown in bars.rows} == expected
+
+
+async def test_filter_keeps_only_rows_containing_the_text(make_app: Callable[..., WorkbenchApp]) -> None:
+    rows = sample_rows("movies-sample", "train")
+    matching = [i for i, r in enumerate(rows) if "great" in r["text"].lower()]
+    app = make_app()
+    async with app.run_test() as pilot:
+        await until(pilot, lambda: app.data_panel.view is not None, "the train split shows")
+        await pilot.press("slash", *"great", "enter")
+        await until(pilot, lambda: app.data_panel.view is not None and app.data_panel.view.query == "great", "filter")
+        table = app.query_one(PagedTable)
+        assert table.row_count == len(matching)
+        assert [table.row_at(i).index for i in range(3)] == matching[:3]  # type: ignore[union-attr]
+        assert f"{len(matching):,} of {len(rows):,} rows" in text_of(app, "#data-title")
+
+
+async def test_t_shows_the_next_split(make_app: Callable[..., WorkbenchApp]) -> None:
+    app = make_app()
+    async with app.run_test() as pilot:
+        await until(pilot, lambda: app.data_panel.view is not None, "the train split shows")
+        await pilot.press("t")
+        await until(pilot, lambda: app.data_panel.view is not None and app.data_panel.view.name == "test", "split")
+        assert app.query_one(PagedTable).row_count == len(sample_rows("movies-sample", "test"))
+        assert app.query_one("#data-split", Select).value == "test"
+
+
+async def test_enter_opens_a_sample_with_its_tokens_and_the_cut_marked(
+    make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig
+) -> None:
+    cfg = validate_field(workbench_config, "data.max_length", 16)
+    first = sample_rows("movies-sample", "train")[0]
+    app = make_app(cfg=cfg)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await until(pilot, lambda: app.data_panel.view is not None, "the train split shows")
+        await pilot.press("enter")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, SampleScreen)
+        await until(pilot, lambda: screen.tokens is not None, "the sample is tokenized")
+        assert str(screen.query_one("#sample-text", Static).render()) == first["text"]
+        tokens = screen.tokens
+        assert tokens is not None and tokens.length == 16 and tokens.truncated
+        table = screen.query_one("#sample-tokens", DataTable)
+        assert table.row_count == tokens.length + len(tokens.dropped)
+        assert str(table.get_row_at(tokens.length)[0]).startswith("✂")
+        assert "cut off" in str(screen.query_one("#sample-length", Static).render())
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, SampleScreen)
+
+
+async def test_a_missing_text_column_shows_one_clear_line(
+    make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig
+) -> None:
+    app = make_app(cfg=validate_field(workbench_config, "data.text_field", "body"))
+    async with app.run_test() as pilot:
+        await until(pilot, lambda: app.data_panel.error is not None, "the error shows")
+        message = text_of(app, "#data-status")
+        assert message.startswith('data.text_field: column "body" not in split')
+        assert "\n" not in message
+
+
+async def test_changing_the_data_source_in_config_refreshes_the_data_panel(
+    make_app: Callable[..., WorkbenchApp], tmp_path: Path
+) -> None:
+    source = write_jsonl(tmp_path / "reviews.jsonl", sentiment_rows(37))
+    app = make_app(panel="config")
+    async with app.run_test() as pilot:
+        await until(pilot, lambda: app.config_panel.form_built, "the form is built")
+        field = app.query_one("#field-data--source", Input)
+        field.value = str(source)
+        await pilot.pause()
+        await pilot.press("f2")
+        await until(pilot, lambda: app.data_panel.view is not None, "the new data shows")
+        assert app.query_one(PagedTable).row_count == 37
+        assert str(source) in text_of(app, "#data-title")
+
+
+# -- Config -----------------------------------------------------------------------------------------------------
+
+
+async def test_an_invalid_value_shows_the_engine_message_and_blocks_start(
+    make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig, scripted_engine: ScriptedEngine
+) -> None:
+    with pytest.raises(ConfigError) as expected:
+        validate_field(workbench_config, "train.learning_rate", -1)
+    app = make_app(panel="config")
+    async with app.run_test(size=(100, 40)) as pilot:
+        await until(pilot, lambda: app.config_panel.form_built, "the form is built")
+        app.query_one("#field-train--learning_rate", Input).focus()
+        app.query_one("#field-train--learning_rate", Input).value = "-1"
+        await pilot.pause()
+        error = app.query_one("#err-field-train--learning_rate", Static)
+        assert error.display and expected.value.message in str(error.render())
+        await pilot.press("f4", "s")
+        await pilot.pause()
+        assert scripted_engine.runners == []
+        assert app.active_panel == "config"
+        assert app.focused is app.query_one("#field-train--learning_rate")
+
+
+async def test_changed_fields_are_marked_and_reset_brings_back_the_file(
+    make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig
+) -> None:
+    app = make_app(panel="config")
+    async with app.run_test(size=(100, 40)) as pilot:
+        await until(pilot, lambda: app.config_panel.form_built, "the form is built")
+        field = app.query_one("#field-train--learning_rate", Input)
+        field.value = "0.001"
+        await pilot.pause()
+        assert str(app.query_one("#key-field-train--learning_rate", Static).render()).startswith("●")
+        assert "1 changed from file" in text_of(app, "#config-title")
+        assert app.config_panel.config.train.learning_rate == 0.001
+        await pilot.press("ctrl+r")
+        await pilot.pause()
+        assert field.value == str(workbench_config.train.learning_rate)
+        assert app.config_panel.config == workbench_config
+        assert "as in file" in text_of(app, "#config-title")
+
+
+async def test_save_writes_the_form_and_load_reads_a_file(
+    make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig
+) -> None:
+    other = validate_field(workbench_config, "train.num_train_epochs", 7)
+    save_config(other, "other.yaml")
+    app = make_app(panel="config")
+    async with app.run_test(size=(100, 40)) as pilot:
+        await until(pilot, lambda: app.config_panel.form_built, "the form is built")
+        app.query_one("#field-train--num_train_epochs", Input).value = "5"
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert load_config(CONFIG_FILE).train.num_train_epochs == 5
+        assert "as in file" in text_of(app, "#config-title")
+        app.query_one("#config-path", Input).value = "other.yaml"
+        await pilot.press("ctrl+l")
+        await pilot.pause()
+        assert app.query_one("#field-train--num_train_epochs", Input).value == "7"
+        assert app.config_panel.config == other
+
+
+async def test_fixing_one_field_clears_the_error_it_caused_on_another(make_app: Callable[..., WorkbenchApp]) -> None:
+    app = make_app(panel="config")
+    async with app.run_test(size=(100, 40)) as pilot:
+        await until(pilot, lambda: app.config_panel.form_built, "the form is built")
+        app.query_one("#field-data--eval_fraction", Input).value = "0.2"
+        await pilot.pause()
+        assert not app.config_panel.is_valid
+        assert "data.eval_fraction" in app.config_panel.errors
+        app.query_one("#field-data--eval_split", Input).value = ""
+        await pilot.pause()
+        assert app.config_panel.is_valid
+        cfg = app.config_panel.config
+        assert (cfg.data.eval_split, cfg.data.eval_fraction) == (None, 0.2)
+
+
+async def test_path_input_completes_yaml_files_and_folders(workbench_config: RunConfig) -> None:
+    Path("configs").mkdir()
+    suggester = PathSuggester()
+    assert await suggester.get_suggestion("conf") in ("config.yaml", "configs/")
+    assert await suggester.get_suggestion("config.") == "config.yaml"
+    assert await suggester.get_suggestion("nothing-like-this") is None
+
+
+# -- Train ------------------------------------------------------------------------------------------------------
+
+
+async def test_train_panel_streams_every_step_epoch_rows_and_log_lines(
+    make_app: Callable[..., WorkbenchApp], scripted_engine: ScriptedEngine
+) -> None:
+    script = run_script(scripted_engine.run_dir)
+    steps = [e for e in script if isinstance(e, StepLogged)]
+    app = make_app(panel="train")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("s")
+        await reach(app, "finished")
+        await pilot.pause()
+        chart = app.query_one("#train-chart", LossChart)
+        assert chart.series["train loss (step)"].points == [(s.step, s.loss) for s in steps]
+        assert len(chart.series["eval loss"].points) == 3
+        epochs = app.query_one("#train-epochs", DataTable)
+        assert [str(epochs.get_row_at(i)[0]) for i in range(epochs.row_count)] == ["1", "2", "3"]
+        assert str(epochs.get_row_at(0)[1]) == "1.0000"  # train loss of epoch 1 in the script
+        log_text = "\n".join(app.query_one("#train-log", Log).lines)
+        assert "a library warning shown in the log pane" in log_text
+        status = app.train_panel.status_text()
+        assert "cpu" in status and "fp32" in status and "1.2M params" in status
+
+
+async def test_a_burst_of_steps_is_one_ui_update_and_loses_no_point(make_app: Callable[..., WorkbenchApp]) -> None:
+    handled: list[StepsLogged] = []
+    app = make_app(panel="train")
+    async with app.run_test(message_hook=lambda m: handled.append(m) if isinstance(m, StepsLogged) else None) as pilot:
+        bridge = app.bridge = EventBridge(app.post_message)
+        for i in range(1, 2001):  # queued faster than the UI runs: nothing is handled until we yield
+            bridge(StepLogged(i, 2000, i / 2000, 1.0 / i, 1e-4, 100.0, i * 0.01, 1.0, time=0.0))
+        await pilot.pause()
+        assert len(handled) == 1
+        assert len(app.query_one("#train-chart", LossChart).series["train loss (step)"].points) == 2000
+
+
+async def test_an_engine_failure_shows_and_a_new_run_can_start(make_app: Callable[..., WorkbenchApp]) -> None:
+    message = 'data.text_field: column "body" not in split train (columns: text, label)'
+    failing = ScriptedEngine("runs/failing", fail=message)
+    working = ScriptedEngine("runs/working")
+    engines = iter([failing, working])
+    app = make_app(panel="train", engine=lambda cfg, subs: next(engines)(cfg, subs))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("s")
+        assert await reach(app, "failed") == "failed"
+        await pilot.pause()
+        box = app.query_one("#train-error", Static)
+        assert box.display and message in str(box.render())
+        await pilot.press("s")
+        assert await reach(app, "finished") == "finished"
+        await pilot.pause()
+        assert not app.query_one("#train-error").display
+        assert len(working.runners) == 1
+
+
+# -- Predict ----------------------------------------------------------------------------------------------------
+
+
+async def test_enter_predicts_with_base_and_fine_tuned_side_by_side(
+    make_app: Callable[..., WorkbenchApp], fake_predictor: Callable[[PredictRequest], PredictionView]
+) -> None:
+    app = make_app(panel="predict")
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.predict_panel.set_tuned("runs/20240101-run", "picked in Runs")
+        await pilot.press(*"This is a [MASK] movie!", "enter")
+        await until(pilot, lambda: app.predict_panel.result is not None, "predictions show")
+        request = fake_predictor.requests[-1]  # type: ignore[attr-defined]
+        assert (request.text, request.base, request.tuned) == ("This is a [MASK] movie!", "minilm", "runs/20240101-run")
+        base_bars = app.query_one("#predict-base ScoreBars", ScoreBars)
+        tuned_bars = app.query_one("#predict-tuned ScoreBars", ScoreBars)
+        assert [(r[0], r[1]) for r in base_bars.rows] == [("positive", 0.52), ("negative", 0.48)]
+        assert [(r[0], r[1]) for r in tuned_bars.rows] == [("positive", 0.91), ("negative", 0.09)]
+        base_warning = app.query_one("#predict-base .predict-warning", Static)
+        assert base_warning.display and "newly initialized" in str(base_warning.render())
+        assert not app.query_one("#predict-tuned .predict-warning").display
+
+
+async def test_before_any_run_only_the_base_model_predicts(
+    make_app: Callable[..., WorkbenchApp], fake_predictor: Callable[[PredictRequest], PredictionView]
+) -> None:
+    app = make_app(panel="predict")
+    async with app.run_test() as pilot:
+        await pilot.press("ctrl+t", "enter")
+        await until(pilot, lambda: app.predict_panel.result is not None, "predictions show")
+        assert fake_predictor.requests[-1].tuned is None  # type: ignore[attr-defined]
+        hint = app.query_one("#predict-tuned .predict-results Static", Static)
+        assert "train a run" in str(hint.render())
+
+
+async def test_a_prediction_error_shows_its_message_and_the_panel_stays_usable(
+    make_app: Callable[..., WorkbenchApp],
+) -> None:
+    def refuse(request: PredictRequest) -> PredictionView:
+        raise PredictError("text: no [MASK] in the text; type [MASK] where the model should fill in a word")
+
+    app = make_app(panel="predict", predictor=refuse)
+    async with app.run_test() as pilot:
+        await pilot.press(*"no mask here", "enter")
+        await until(pilot, lambda: "no [MASK]" in text_of(app, "#predict-status"), "the error shows")
+        assert app.query_one("#predict-status").has_class("error")
+        assert app.focused is app.query_one("#predict-input")
+
+
+# -- Runs -------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def two_runs(workbench_config: RunConfig) -> list[str]:
+    names = ["20240101-100000-classification-minilm", "20240102-100000-classification-minilm"]
+    for i, name in enumerate(names):
+        cfg = validate_field(workbench_config, "train.learning_rate", 1e-4 * (i + 1))
+        events = run_script(f"runs/{name}", epochs=2 + i)
+        summary = summary_for(cfg, started=1_704_103_200 + 86_400 * i, best=0.7 + i / 10)
+        write_run(Path("runs"), name, cfg, events, summary)
+    return names
+
+
+async def test_runs_panel_lists_runs_newest_first_and_opens_one(
+    make_app: Callable[..., WorkbenchApp], two_runs: list[str]
+) -> None:
+    app = make_app(panel="runs")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: len(app.runs_panel.runs) == 2, "the runs list")
+        table = app.query_one("#runs-table", DataTable)
+        assert [str(table.get_row_at(i)[1]) for i in range(2)] == list(reversed(two_runs))
+        assert str(table.get_row_at(0)[3]) == "acc 0.8000"
+        await pilot.press("enter")
+        await until(pilot, lambda: app.runs_panel.opened == [two_runs[1]], "the run opens")
+        assert app.query_one("#runs-epochs", DataTable).row_count == 3
+        assert len(app.query_one("#runs-chart", LossChart).series["train loss (step)"].points) == 24
+
+
+async def test_marked_runs_overlay_their_loss_curves(
+    make_app: Callable[..., WorkbenchApp], two_runs: list[str]
+) -> None:
+    app = make_app(panel="runs")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: len(app.runs_panel.runs) == 2, "the runs list")
+        await pilot.press("m", "down", "m", "o")
+        await until(pilot, lambda: len(app.runs_panel.opened) == 2, "the overlay")
+        series = app.query_one("#runs-chart", LossChart).series
+        assert set(series) == set(two_runs)
+        assert "2 marked" in text_of(app, "#runs-title")
+
+
+async def test_l_loads_a_runs_config_and_p_predicts_with_its_model(
+    make_app: Callable[..., WorkbenchApp], two_runs: list[str]
+) -> None:
+    app = make_app(panel="runs")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: len(app.runs_panel.runs) == 2, "the runs list")
+        await pilot.press("l")
+        await pilot.pause()
+        assert app.active_panel == "config"
+        assert app.config_panel.config.train.learning_rate == pytest.approx(2e-4)
+        await pilot.press("f6")
+        await until(pilot, lambda: len(app.runs_panel.runs) == 2, "the runs list")
+        await pilot.press("p")
+        await pilot.pause()
+        assert app.active_panel == "predict"
+        assert app.predict_panel.tuned is not None and Path(app.predict_panel.tuned).name == two_runs[1]
+
+
+def test_scripted_runner_follows_the_run_contract() -> None:
+    """The fake engine behaves like the loop at step boundaries, so the key tests mean something."""
+    gate = threading.Event()
+    events: list[object] = []
+    runner = ScriptedEngine("runs/x", gate=gate)(from_dict({}), [events.append])
+    worker = threading.Thread(target=runner.run)
+    worker.start()
+    runner.stop()
+    worker.join(10)
+    assert not worker.is_alive()
+    assert [type(e).__name__ for e in events][-2:] == ["StopRequested", "RunFinished"]

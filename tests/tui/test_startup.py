@@ -1,0 +1,40 @@
+"""Start-up: the first frame never waits for torch or transformers, and the app says when it is ready."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+HEAVY = ["torch", "transformers", "trl", "accelerate"]
+
+FIRST_FRAME = """
+import asyncio, sys
+from engine.config import load_config
+from tui.app import WorkbenchApp
+
+async def main():
+    app = WorkbenchApp(load_config("sample_configs/quickstart-classify.yaml"), "quickstart-classify.yaml")
+    async with app.run_test() as pilot:
+        await asyncio.get_running_loop().run_in_executor(None, app.ready.wait, 60)
+        print("ready" if app.ready.is_set() else "not ready")
+        print(" ".join(m for m in sys.argv[1:] if m in sys.modules) or "none")
+        await pilot.press("q")
+
+asyncio.run(main())
+"""
+
+
+def python(code: str, *args: str) -> list[str]:
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True)
+    return done.stdout.split("\n")
+
+
+def test_importing_the_workbench_loads_no_training_library() -> None:
+    loaded = set(python("import sys, tui.app; print(' '.join(sorted(sys.modules)))")[0].split())
+    assert not loaded & {*HEAVY, "datasets"}
+
+
+def test_the_first_frame_is_up_before_any_training_library_loads() -> None:
+    """The ready event fires on the first frame; at that moment none of the heavy libraries is imported."""
+    out = python(FIRST_FRAME, *HEAVY)
+    assert out[:2] == ["ready", "none"]

@@ -1,0 +1,1 @@
+"""Tunebench's Textual workbench: reads the engine, never the other way round."""

@@ -1,0 +1,594 @@
+"""WorkbenchApp: five panels, global keys, and the one training run the app owns.
+
+Threads: the run executes ``Runner.run`` in one app-level thread worker; its events reach the UI only through
+``tui.bridge`` (``post_message``). Data loading, tokenizing, listing runs and predicting run in their own
+thread workers and post typed messages back. No widget is touched off the UI thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual import on
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.content import Content
+from textual.css.query import NoMatches
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Button, DataTable, Footer, Static, TabbedContent, TabPane
+from textual.worker import Worker, WorkerFailed, WorkerState
+
+from engine.config import RunConfig, load_config
+from engine.errors import ConfigError
+from engine.events import (
+    Paused,
+    Resumed,
+    RunFailed,
+    RunFinished,
+    RunStarted,
+    Status,
+    StopRequested,
+)
+from tui.bridge import (
+    EngineEvent,
+    EventBridge,
+    LibraryLog,
+    LogBridge,
+    RunHandle,
+    RunnerFactory,
+    StepsLogged,
+    engine_runner,
+)
+from tui.panels import config as config_panel
+from tui.panels import data as data_panel
+from tui.panels import predict as predict_panel
+from tui.panels import runs as runs_panel
+from tui.panels import train as train_panel
+from tui.panels.config import ConfigPanel
+from tui.panels.data import DataPanel, SampleScreen, describe_failure
+from tui.panels.predict import Backend, PredictPanel
+from tui.panels.runs import RunsPanel
+from tui.panels.train import STATE_MARKS, TrainPanel
+from tui.widgets.epoch_table import fmt_duration
+from tui.widgets.paged_table import PagedTable
+
+#: Panel id -> (tab label, title shown at the top of the panel).
+PANELS: dict[str, tuple[str, str]] = {
+    "data": ("Data", data_panel.TITLE),
+    "config": ("Config", config_panel.TITLE),
+    "train": ("Train", train_panel.TITLE),
+    "predict": ("Predict", predict_panel.TITLE),
+    "runs": ("Runs", runs_panel.TITLE),
+}
+PANEL_KEYS = {"data": "f2", "config": "f3", "train": "f4", "predict": "f5", "runs": "f6"}
+ACTIVE_STATES = ("loading", "training", "paused", "stopping")
+
+
+class ConfirmQuit(ModalScreen[bool]):
+    """Asked when quitting during a run."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "answer(True)", "Stop and quit"),
+        Binding("n,escape", "answer(False)", "Keep training"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="confirm-dialog"):
+            yield Static("A run is in progress.", classes="panel-title")
+            yield Static("Quit now? The run stops at the next step and saves what it has (its model and events).")
+            with Horizontal(id="confirm-buttons"):
+                yield Button("Stop and quit (y)", variant="error", id="confirm-yes")
+                yield Button("Keep training (n)", variant="primary", id="confirm-no")
+
+    def on_mount(self) -> None:
+        self.query_one("#confirm-no", Button).focus()
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+    @on(Button.Pressed)
+    def _on_button(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "confirm-yes")
+
+
+class HelpScreen(ModalScreen[None]):
+    """Every key binding: global ones, each panel's, and the sample view's."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,f1,question_mark,q", "dismiss", "Close"),
+    ]
+
+    def __init__(self, rows: list[tuple[str, str, str]]) -> None:
+        super().__init__()
+        self.rows = rows
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="help-dialog"):
+            yield Static("Keys  (Esc closes; ctrl+p searches every action)", classes="panel-title")
+            yield DataTable[str](id="help-table", cursor_type="row", zebra_stripes=True)
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        table.add_columns("key", "action", "where")
+        for where, key, description in self.rows:
+            table.add_row(key, description, where)
+        table.focus()
+
+
+class WorkbenchApp(App[int]):
+    """The Tunebench workbench."""
+
+    CSS_PATH = "workbench.tcss"
+    TITLE = "Tunebench"
+    AUTO_FOCUS = None  # each panel focuses its main widget when shown; "first focusable" would be an input
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]  # noqa: RUF012 - Textual declares it a plain list
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("f1", "help", "Help", key_display="F1"),
+        Binding("question_mark", "help", "Help", show=False),
+        # One footer entry for the five panel keys keeps the footer inside 80 columns; the tabs and F1 list each.
+        Binding("f2", "show_panel('data')", "Panels", key_display="F2-F6"),
+        *(
+            Binding(key, f"show_panel('{panel}')", PANELS[panel][0], key_display=key.upper(), show=False)
+            for panel, key in PANEL_KEYS.items()
+            if panel != "data"
+        ),
+        Binding("s", "start", "Start"),
+        Binding("space", "toggle_pause", "Pause"),
+        Binding("x", "stop", "Stop"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        config_path: str,
+        *,
+        runner_factory: RunnerFactory = engine_runner,
+        predict_backend: Backend | None = None,
+        initial_panel: str = "data",
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.config_path = config_path
+        self.runner_factory = runner_factory
+        self.predict_backend = predict_backend
+        self.initial_panel = initial_panel
+        #: Set once the first frame is on screen (start-up benchmarks wait on it).
+        self.ready = threading.Event()
+        self.run_state = "idle"
+        self.run_detail = ""
+        self.runner: RunHandle | None = None
+        self.bridge: EventBridge | None = None
+        self.train_worker: Worker[Any] | None = None
+        self.run_dir: str | None = None
+        self.quitting = False
+        self._run_done = threading.Event()
+        self._run_done.set()
+        self._pause_requested = False
+        self._log_handler: LogBridge | None = None
+        self._state_waiters: list[tuple[frozenset[str], asyncio.Future[str]]] = []
+        self.quit_worker: Worker[None] | None = None
+
+    # -- layout ---------------------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        with TabbedContent(initial=self.initial_panel, id="panels"):
+            with TabPane(self._tab_label("data"), id="data"):
+                yield DataPanel(self.cfg, id="data-panel")
+            with TabPane(self._tab_label("config"), id="config"):
+                yield ConfigPanel(self.cfg, self.config_path, id="config-panel")
+            with TabPane(self._tab_label("train"), id="train"):
+                yield TrainPanel(self.cfg, id="train-panel")
+            with TabPane(self._tab_label("predict"), id="predict"):
+                yield PredictPanel(self.cfg, self.predict_backend, id="predict-panel")
+            with TabPane(self._tab_label("runs"), id="runs"):
+                yield RunsPanel(self.cfg.output.runs_dir, id="runs-panel")
+        yield Static("", id="run-bar")
+        yield Footer(compact=True)
+
+    @staticmethod
+    def _tab_label(panel: str) -> str:
+        return f"{PANEL_KEYS[panel].upper()} {PANELS[panel][0]}"
+
+    @property
+    def workbench(self) -> Screen[Any]:
+        """The screen that holds the panels (help, sample and quit dialogs stack above it)."""
+        return self.screen_stack[0]
+
+    @property
+    def data_panel(self) -> DataPanel:
+        return self.workbench.query_one(DataPanel)
+
+    @property
+    def config_panel(self) -> ConfigPanel:
+        return self.workbench.query_one(ConfigPanel)
+
+    @property
+    def train_panel(self) -> TrainPanel:
+        return self.workbench.query_one(TrainPanel)
+
+    @property
+    def predict_panel(self) -> PredictPanel:
+        return self.workbench.query_one(PredictPanel)
+
+    @property
+    def runs_panel(self) -> RunsPanel:
+        return self.workbench.query_one(RunsPanel)
+
+    @property
+    def active_panel(self) -> str:
+        return self.workbench.query_one(TabbedContent).active
+
+    def on_mount(self) -> None:
+        self._log_handler = LogBridge(self.post_message)
+        logging.getLogger().addHandler(self._log_handler)
+        self._render_run_bar()
+        self._panel_shown(self.initial_panel, load=False)
+        self.call_after_refresh(self._after_first_frame)
+
+    def _after_first_frame(self) -> None:
+        self.ready.set()
+        # Loading the data imports `datasets` in a worker; started here, it does not slow the first frame.
+        self._load_panel(self.initial_panel)
+
+    def on_unmount(self) -> None:
+        # Quitting does not stop a thread worker; stop the run and wait for it to save, so no thread is left.
+        if self.runner is not None and not self._run_done.is_set():
+            self.runner.stop()
+            self._run_done.wait(timeout=120)
+        if self._log_handler is not None:
+            logging.getLogger().removeHandler(self._log_handler)
+
+    # -- panels ---------------------------------------------------------------------------------------------
+    def action_show_panel(self, panel: str) -> None:
+        tabs = self.workbench.query_one(TabbedContent)
+        if tabs.active != panel:
+            tabs.active = panel
+        self._panel_shown(panel)
+
+    @on(TabbedContent.TabActivated)
+    def _on_tab(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id and self.ready.is_set():  # the first activation comes before the panels mount
+            self._panel_shown(event.pane.id)
+
+    def _panel_shown(self, panel: str, load: bool = True) -> None:
+        try:
+            widget = self.workbench.query_one(f"#{panel}-panel")
+        except NoMatches:  # shutting down
+            return
+        if load:
+            self._load_panel(panel)
+        widget.focus_main()  # type: ignore[attr-defined]
+        self.workbench.query_one("#run-bar").set_class(panel == "train", "-hidden")
+        self.refresh_bindings()
+
+    def _load_panel(self, panel: str) -> None:
+        """Bring a panel's data up to date (each load runs in a worker)."""
+        if panel == "data":
+            self.data_panel.ensure_loaded()
+        elif panel == "runs":
+            self.runs_panel.refresh_runs()
+
+    # -- keys -----------------------------------------------------------------------------------------------
+    @property
+    def run_active(self) -> bool:
+        return self.run_state in ACTIVE_STATES
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """s shows on the Train panel; space and x wherever a run is active (greyed on Train when idle)."""
+        on_train = self.active_panel == "train"
+        if action == "start":
+            if not on_train:
+                return False
+            return None if self.run_active else True
+        if action in ("toggle_pause", "stop"):
+            usable = self.run_active and self.run_state != "stopping"
+            if usable:
+                return True
+            return None if on_train else False
+        return True
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.help_rows()))
+
+    def help_rows(self) -> list[tuple[str, str, str]]:
+        """(where, key, what) for every binding the workbench defines."""
+        rows: list[tuple[str, str, str]] = []
+
+        def add(where: str, bindings: Iterable[BindingType]) -> None:
+            for b in bindings:
+                if isinstance(b, Binding):
+                    keys = b.key_display or ", ".join(self.get_key_display(b.with_key(k)) for k in b.key.split(","))
+                    rows.append((where, keys, b.description or b.action))
+
+        rows.append(("everywhere", "F1, ?", "Help: this list of keys"))
+        for panel, key in PANEL_KEYS.items():
+            rows.append(("everywhere", key.upper(), f"{PANELS[panel][0]} panel: {PANELS[panel][1]}"))
+        rows.append(("Train panel", "s", "Start a run with the current config"))
+        rows.append(("during a run", "space", "Pause at the next step / resume"))
+        rows.append(("during a run", "x", "Stop at the next step and save the model"))
+        rows.append(("everywhere", "q", "Quit (asks first during a run)"))
+        rows.append(("everywhere", "^p", "Command palette: every action, searchable"))
+        rows.append(("everywhere", "tab, shift+tab", "move between fields and lists"))
+        add("Data", DataPanel.BINDINGS)
+        add("Data table", [b for b in PagedTable.BINDINGS if isinstance(b, Binding)])
+        add("Sample view", SampleScreen.BINDINGS)
+        add("Config", ConfigPanel.BINDINGS)
+        rows.append(("Config", "→", "Accept the path completion in the file field"))
+        add("Predict", [Binding("enter", "predict", "Predict the text in the input"), *PredictPanel.BINDINGS])
+        add("Runs", [Binding("enter", "open", "Open the run: curves and epochs"), *RunsPanel.BINDINGS])
+        return rows
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        for panel, (name, title) in PANELS.items():
+            yield SystemCommand(
+                f"Show {name} panel",
+                f"{title} ({PANEL_KEYS[panel].upper()})",
+                lambda p=panel: self.action_show_panel(p),
+            )
+        yield SystemCommand("Start run", "Train the current config (s on the Train panel)", self.action_start)
+        yield SystemCommand("Pause or resume run", "Pause at the next step, or go on (space)", self.action_toggle_pause)
+        yield SystemCommand("Stop run", "Stop at the next step and save the model (x)", self.action_stop)
+        yield SystemCommand("Help: keys", "Every key binding (F1 or ?)", self.action_help)
+        yield SystemCommand("Config: save", "Write the form to the YAML path (ctrl+s)", self._config_action("save"))
+        yield SystemCommand("Config: load", "Read the YAML path into the form (ctrl+l)", self._config_action("load"))
+        yield SystemCommand("Config: reset", "Back to the loaded file (ctrl+r)", self._config_action("reset"))
+        yield SystemCommand("Data: filter", "Filter rows by text (/)", self._data_filter)
+        yield SystemCommand("Data: next split", "Show the next split (t)", self.data_panel.action_next_split)
+        yield SystemCommand("Predict: example text", "Fill in an example (ctrl+t)", self._predict_example)
+        yield SystemCommand("Predict: base model only", "Forget the fine-tuned model (ctrl+b)", self._predict_base)
+        yield SystemCommand("Runs: refresh", "Re-read the runs folder (r)", self._runs_action("refresh"))
+        yield SystemCommand("Runs: mark run", "Mark the highlighted run (m)", self._runs_action("mark"))
+        yield SystemCommand(
+            "Runs: overlay marked", "Overlay the loss curves of marked runs (o)", self._runs_action("overlay")
+        )
+        yield SystemCommand(
+            "Runs: load config", "Load the highlighted run's config (l)", self._runs_action("load_config")
+        )
+        yield SystemCommand(
+            "Runs: predict with run", "Use the highlighted run as fine-tuned (p)", self._runs_action("predict_with")
+        )
+        yield from super().get_system_commands(screen)
+
+    def _config_action(self, name: str) -> Any:
+        def run() -> None:
+            self.action_show_panel("config")
+            getattr(self.config_panel, f"action_{name}")()
+
+        return run
+
+    def _runs_action(self, name: str) -> Any:
+        def run() -> None:
+            self.action_show_panel("runs")
+            getattr(self.runs_panel, f"action_{name}")()
+
+        return run
+
+    def _data_filter(self) -> None:
+        self.action_show_panel("data")
+        self.call_after_refresh(self.data_panel.action_focus_filter)
+
+    def _predict_example(self) -> None:
+        self.action_show_panel("predict")
+        self.predict_panel.action_example()
+
+    def _predict_base(self) -> None:
+        self.action_show_panel("predict")
+        self.predict_panel.action_clear_tuned()
+
+    # -- config ---------------------------------------------------------------------------------------------
+    @on(ConfigPanel.Changed)
+    def _on_config(self, message: ConfigPanel.Changed) -> None:
+        if not self.screen_stack or not self.workbench.query(DataPanel):
+            return  # shutting down
+        self.cfg = message.config
+        self.data_panel.set_config(self.cfg)
+        self.train_panel.set_config(self.cfg)
+        self.predict_panel.set_config(self.cfg)
+        self.runs_panel.set_runs_dir(self.cfg.output.runs_dir)
+        self.refresh_bindings()
+
+    @on(RunsPanel.LoadConfig)
+    def _on_load_run_config(self, message: RunsPanel.LoadConfig) -> None:
+        if self.config_panel.load_path(str(message.path)):
+            self.notify(f"loaded the config of {message.path.parent.name}")
+        self.action_show_panel("config")
+
+    @on(RunsPanel.UseForPredict)
+    def _on_use_run(self, message: RunsPanel.UseForPredict) -> None:
+        self.predict_panel.set_tuned(str(message.run_dir), "picked in Runs")
+        self.action_show_panel("predict")
+
+    # -- the run --------------------------------------------------------------------------------------------
+    def action_start(self) -> None:
+        if self.run_active:
+            self.notify("a run is already in progress; x stops it", severity="warning")
+            return
+        panel = self.config_panel
+        if not panel.is_valid:
+            path, (_value, message) = next(iter(panel.errors.items()))
+            self.notify(f"{path}: {message}", title="fix the config first", severity="error")
+            self.action_show_panel("config")
+            panel.focus_field(path)
+            return
+        cfg = panel.config
+        self.bridge = EventBridge(self.post_message)
+        self.runner = runner = self.runner_factory(cfg, [self.bridge])
+        self.run_dir = None
+        self._pause_requested = False
+        self.train_panel.reset(cfg)
+        self._set_state("loading", "loading libraries, data and model")
+        if self.active_panel != "train":
+            self.action_show_panel("train")
+        done = self._run_done = threading.Event()
+
+        def run() -> Any:
+            try:
+                return runner.run()
+            finally:
+                done.set()
+
+        self.train_worker = self.run_worker(
+            run, name="training", group="train", thread=True, exclusive=True, exit_on_error=False, description="run"
+        )
+
+    def action_toggle_pause(self) -> None:
+        if self.runner is None or not self.run_active or self.run_state == "stopping":
+            return
+        if self.run_state == "paused" or self._pause_requested:
+            self._pause_requested = False
+            self.runner.resume()
+            if self.run_state != "paused":
+                self._set_state(self.run_state, "")
+        else:
+            self._pause_requested = True
+            self.runner.pause()
+            self._set_state(self.run_state, "pausing at the next step")
+
+    def action_stop(self) -> None:
+        if self.runner is None or not self.run_active or self.run_state == "stopping":
+            return
+        self.runner.stop()
+        self._set_state("stopping", "saving at the next step")
+
+    async def action_quit(self) -> None:
+        if not self.run_active:
+            self.exit(0)
+            return
+        if self.quitting:
+            self.notify("still saving the run; the workbench closes when it is done")
+            return
+        self.push_screen(ConfirmQuit(), callback=self._on_quit_answer)
+
+    def _on_quit_answer(self, stop: bool | None) -> None:
+        if not stop:
+            return
+        if not self.run_active:
+            self.exit(0)
+            return
+        self.quitting = True
+        if self.runner is not None:
+            self.runner.stop()
+        self._set_state("stopping", "saving, then quitting")
+        self.quit_worker = self.run_worker(self._exit_after_run(), group="quit", exclusive=True, exit_on_error=False)
+
+    async def _exit_after_run(self) -> None:
+        if self.train_worker is not None:
+            with contextlib.suppress(WorkerFailed):  # a failure is already on screen; quitting goes on
+                await self.train_worker.wait()
+        self.exit(0)
+
+    def _set_state(self, state: str, detail: str = "") -> None:
+        self.run_state = state
+        self.run_detail = detail
+        self.train_panel.set_state(state, detail)
+        self._render_run_bar()
+        self.refresh_bindings()
+        for waiter in [w for w in self._state_waiters if state in w[0]]:
+            self._state_waiters.remove(waiter)
+            if not waiter[1].done():
+                waiter[1].set_result(state)
+
+    async def wait_for_state(self, *states: str) -> str:
+        """Wait (on the app's loop) until the run reaches one of ``states``; for tests and benchmarks."""
+        if self.run_state in states:
+            return self.run_state
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._state_waiters.append((frozenset(states), future))
+        return await future
+
+    @on(StepsLogged)
+    def _on_steps(self, message: StepsLogged) -> None:
+        steps = message.bridge.take_steps()
+        if message.bridge is not self.bridge:
+            return
+        self.train_panel.add_steps(steps)
+        if self.run_state == "loading":
+            self._set_state("training")
+        self._render_run_bar()
+
+    @on(EngineEvent)
+    def _on_engine_event(self, message: EngineEvent) -> None:
+        event = message.event
+        self.train_panel.handle(event)
+        if isinstance(event, RunStarted):
+            self.run_dir = event.run_dir
+            if self.run_state == "loading":
+                self._set_state("training", "pausing at the next step" if self._pause_requested else "")
+        elif isinstance(event, Status) and self.run_state == "loading":
+            self._set_state("loading", f"{event.stage} {event.detail}".strip())
+        elif isinstance(event, Paused):
+            self._pause_requested = False
+            if self.run_state != "stopping":
+                self._set_state("paused", f"at step {event.step}; space resumes")
+        elif isinstance(event, Resumed):
+            if self.run_state != "stopping":
+                self._set_state("training")
+        elif isinstance(event, StopRequested):
+            self._set_state("stopping", f"at step {event.step}; saving")
+        elif isinstance(event, RunFinished):
+            how = "stopped" if event.status == "stopped" else "done"
+            self._set_state("finished", f"{how} at step {event.step} in {fmt_duration(event.duration_seconds)}")
+            if event.model_dir and self.run_dir:
+                self.predict_panel.set_tuned(self.run_dir, "this session's run")
+            self.runs_panel.refresh_runs()
+            self.notify(f"run {how}: {Path(self.run_dir or '').name}", title="training")
+        elif isinstance(event, RunFailed):
+            self._set_state("failed", "see the message above the chart")
+            self.runs_panel.refresh_runs()
+            self.notify(event.error, title="the run failed", severity="error", timeout=10)
+
+    @on(LibraryLog)
+    def _on_library_log(self, message: LibraryLog) -> None:
+        self.train_panel.write_log(f"{message.event.level}: {message.event.message}")
+
+    @on(Worker.StateChanged)
+    def _on_worker(self, event: Worker.StateChanged) -> None:
+        if event.worker is not self.train_worker:
+            return
+        if event.state == WorkerState.ERROR and self.run_active:
+            # Runner.run reports run failures as events; reaching here is a bug outside it.
+            assert event.worker.error is not None
+            message, tb = describe_failure(event.worker.error)
+            self.train_panel.show_failure(message, tb)
+            self._set_state("failed", "internal error")
+        elif event.state == WorkerState.SUCCESS and self.run_active:
+            result = event.worker.result
+            status = getattr(result, "status", "finished")
+            if status == "failed":
+                self.train_panel.show_failure(getattr(result, "error", None) or "the run failed")
+                self._set_state("failed")
+            else:
+                self._set_state("finished", str(status))
+
+    def _render_run_bar(self) -> None:
+        mark = STATE_MARKS.get(self.run_state, "?")
+        text = f"{mark} {self.run_state}"
+        if self.run_detail:
+            text += f" ({self.run_detail})"
+        if self.run_active or self.run_state in ("finished", "failed"):
+            text += " · " + self.train_panel.progress_text()
+        else:
+            text += " · s on the Train panel (F4) starts a run"
+        self.workbench.query_one("#run-bar", Static).update(Content(text))
+
+
+def main(config_path: str) -> int:
+    """Open the workbench on ``config_path``; exit code 2 when the config cannot be read."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as exc:
+        print(f"tunebench: error: {exc}", file=sys.stderr)
+        return 2
+    app = WorkbenchApp(cfg, config_path)
+    app.run()
+    return app.return_code or 0

@@ -1,0 +1,104 @@
+"""The one place where engine events become Textual messages.
+
+The engine calls a subscriber on its run thread; the subscriber must never wait for the UI. So each event is
+wrapped in a ``Message`` and handed to ``post_message``, which is thread-safe and returns at once. Step events
+are buffered here and announced by a message that coalesces (``can_replace``): however fast the loop logs,
+the queue holds at most one pending announcement, and the chart still receives every point.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+from textual.message import Message
+
+from engine.config import RunConfig
+from engine.events import Event, LogMessage, StepLogged
+from engine.runner import Emit, Runner, RunResult
+
+Post = Callable[[Message], object]
+
+
+class EngineEvent(Message):
+    """An engine event other than a step (status, epoch, eval, checkpoint, pause, end of run)."""
+
+    def __init__(self, event: Event) -> None:
+        super().__init__()
+        self.event = event
+
+
+class StepsLogged(Message):
+    """New step events wait in the bridge; a newer announcement replaces a pending one."""
+
+    def __init__(self, bridge: EventBridge, latest: StepLogged) -> None:
+        super().__init__()
+        self.bridge = bridge
+        self.latest = latest
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, StepsLogged) and message.bridge is self.bridge
+
+
+class LibraryLog(Message):
+    """A log record from the TUI's own workers (data loading, prediction), for the log pane."""
+
+    def __init__(self, event: LogMessage) -> None:
+        super().__init__()
+        self.event = event
+
+
+class EventBridge:
+    """Engine subscriber for one run: called on the run thread, posts to the app without blocking."""
+
+    def __init__(self, post: Post) -> None:
+        self._post = post
+        self._lock = threading.Lock()
+        self._steps: list[StepLogged] = []
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, StepLogged):
+            with self._lock:
+                self._steps.append(event)
+            self._post(StepsLogged(self, event))
+        else:
+            self._post(EngineEvent(event))
+
+    def take_steps(self) -> list[StepLogged]:
+        """Every step event since the last call, oldest first (UI thread)."""
+        with self._lock:
+            steps, self._steps = self._steps, []
+        return steps
+
+
+class RunHandle(Protocol):
+    """What the app needs from a run: ``Runner`` is one; tests pass fakes."""
+
+    def run(self) -> RunResult: ...
+    def pause(self) -> None: ...
+    def resume(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+RunnerFactory = Callable[[RunConfig, list[Emit]], RunHandle]
+
+
+def engine_runner(cfg: RunConfig, subscribers: list[Emit]) -> RunHandle:
+    """The real engine: a ``Runner`` writing under the config's runs folder."""
+    return Runner(cfg, subscribers=subscribers)
+
+
+class LogBridge(logging.Handler):
+    """Sends library records from the TUI's own workers to the log pane instead of the terminal."""
+
+    def __init__(self, post: Post) -> None:
+        super().__init__(logging.WARNING)
+        self._post = post
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._post(LibraryLog(LogMessage(record.levelname.lower(), record.getMessage(), record.name)))
+        except Exception:  # a log line must never take the UI down
+            self.handleError(record)

@@ -1,0 +1,347 @@
+"""Data panel: the config's dataset split by split, paged lazily; a sample's tokens; label counts; a filter."""
+
+from __future__ import annotations
+
+import functools
+import traceback
+from typing import TYPE_CHECKING, ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.content import Content
+from textual.message import Message
+from textual.screen import ModalScreen
+from textual.widgets import DataTable, Input, ProgressBar, Select, Static
+from textual.worker import Worker, WorkerState
+
+from engine.browse import DatasetBrowser, LabelCount, Sample, SplitView, TokenizedSample
+from engine.config import RunConfig
+from engine.errors import UserError
+from engine.events import LogMessage
+from tui.bridge import LibraryLog
+from tui.widgets.paged_table import PagedTable
+from tui.widgets.score_bars import ScoreBars
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+TITLE = "Data browser"
+
+
+@functools.lru_cache(maxsize=4)
+def cached_tokenizer(name_or_path: str, trust_remote_code: bool) -> PreTrainedTokenizerBase:
+    """One tokenizer per model, loaded once per session (worker thread)."""
+    from engine.logs import quiet_libraries
+    from engine.models import load_tokenizer
+
+    quiet_libraries()
+    return load_tokenizer(name_or_path, trust_remote_code)
+
+
+def describe_failure(exc: BaseException) -> tuple[str, str | None]:
+    """A user's mistake gives its one-line message; anything else a short line plus the traceback."""
+    if isinstance(exc, UserError):
+        return str(exc), None
+    tb = "".join(traceback.format_exception(exc))
+    return f"internal error: {type(exc).__name__}: {exc}", tb
+
+
+class DataPanel(Vertical):
+    """Browse the dataset the config points at; Enter opens a sample with its tokenization."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("slash", "focus_filter", "Filter", key_display="/"),
+        Binding("t", "next_split", "Split"),
+    ]
+
+    class BrowserReady(Message):
+        def __init__(self, browser: DatasetBrowser, key: tuple[str, str, str | None]) -> None:
+            super().__init__()
+            self.browser = browser
+            self.key = key
+
+    class ViewReady(Message):
+        def __init__(self, view: SplitView, histogram: list[LabelCount]) -> None:
+            super().__init__()
+            self.view = view
+            self.histogram = histogram
+
+    def __init__(self, cfg: RunConfig, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.cfg = cfg
+        self.browser: DatasetBrowser | None = None
+        self.view: SplitView | None = None
+        self._loaded_key: tuple[str, str, str | None] | None = None
+        self.error: str | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static(TITLE, id="data-title", classes="panel-title")
+        with Horizontal(id="data-controls", classes="controls"):
+            yield Select[str]([], prompt="split", compact=True, allow_blank=True, id="data-split")
+            yield Input(placeholder="filter: text, then Enter", compact=True, id="data-filter")
+        with Horizontal(id="data-status-row", classes="status-row"):
+            yield ProgressBar(total=None, show_eta=False, show_percentage=False, id="data-progress")
+            yield Static("", id="data-status")
+        with Horizontal(id="data-body"):
+            yield PagedTable(label_title=self.cfg.data.label_field or "label", id="data-table")
+            with Vertical(id="data-side"):
+                yield Static("Labels", classes="side-title")
+                yield ScoreBars(id="data-histogram")
+                yield Static("", id="data-hint", classes="hint")
+
+    def on_mount(self) -> None:
+        self.query_one("#data-status-row").display = False
+        self._render_title()
+
+    # -- config ---------------------------------------------------------------------------------------------
+    @property
+    def wanted_key(self) -> tuple[str, str, str | None]:
+        d = self.cfg.data
+        return (d.source, d.text_field, d.label_field)
+
+    @property
+    def stale(self) -> bool:
+        return self._loaded_key != self.wanted_key
+
+    def set_config(self, cfg: RunConfig) -> None:
+        """Take a new config; the data reloads when its source or columns changed and the panel is shown."""
+        self.cfg = cfg
+        if self.stale and self.is_on_screen:
+            self.load()
+        self._render_title()
+
+    @property
+    def is_on_screen(self) -> bool:
+        return self.display and self.region.area > 0
+
+    def ensure_loaded(self) -> None:
+        """Load the data if the config changed since the last load (called when the panel is shown)."""
+        if self.stale:
+            self.load()
+
+    def load(self) -> None:
+        key = self.wanted_key
+        self._loaded_key = key
+        self.browser = None
+        self.view = None
+        self.error = None
+        self.query_one(PagedTable).set_source(None)
+        self.query_one(ScoreBars).set_counts([])
+        self._busy(f"loading {key[0]}…")
+        self._open(key)
+
+    @work(thread=True, exclusive=True, group="data", exit_on_error=False, description="open dataset")
+    def _open(self, key: tuple[str, str, str | None]) -> None:
+        from engine.logs import quiet_libraries
+
+        quiet_libraries()
+        browser = DatasetBrowser.open(*key)
+        self.post_message(self.BrowserReady(browser, key))
+
+    @on(BrowserReady)
+    def _on_browser(self, message: BrowserReady) -> None:
+        if message.key != self._loaded_key:
+            return  # a newer load is on its way
+        self.browser = message.browser
+        names = message.browser.split_names
+        select: Select[str] = self.query_one("#data-split", Select)
+        with self.prevent(Select.Changed):
+            select.set_options([(f"{n} · {len(message.browser.splits[n]):,} rows", n) for n in names])
+        first = self.cfg.data.train_split if self.cfg.data.train_split in names else names[0]
+        with self.prevent(Select.Changed):
+            select.value = first
+        self.show_split(first, self.query_one("#data-filter", Input).value)
+
+    def show_split(self, name: str, query: str = "") -> None:
+        if self.browser is None:
+            return
+        self._busy(f"filtering {name} for “{query}”…" if query else f"reading {name}…")
+        self._make_view(self.browser, name, query)
+
+    @work(thread=True, exclusive=True, group="data", exit_on_error=False, description="filter split")
+    def _make_view(self, browser: DatasetBrowser, name: str, query: str) -> None:
+        view = browser.split(name)
+        if query:
+            view = view.filter(query)
+        self.post_message(self.ViewReady(view, view.label_histogram()))
+
+    @on(ViewReady)
+    def _on_view(self, message: ViewReady) -> None:
+        self.view = message.view
+        view = message.view
+        labels = [c.label for c in message.histogram]
+        table = self.query_one(PagedTable)
+        table.set_source(
+            view,
+            index_width=len(str(max(view.total_rows - 1, 0))),
+            label_width=min(max((len(x) for x in labels), default=0), 16) if view.label_field else 0,
+        )
+        self.query_one(ScoreBars).set_counts([(c.label, c.count) for c in message.histogram])
+        hint = ""
+        if self.browser is not None and self.browser.label_missing(view.name):
+            hint = f'no column "{self.cfg.data.label_field}" in this split'
+            if self.cfg.task == "classification":
+                hint += ": classification needs one (set data.label_field)"
+        elif not message.histogram:
+            hint = "no labels"
+        self.query_one("#data-hint", Static).update(Content(hint))
+        self._idle()
+
+    def _busy(self, text: str) -> None:
+        self.query_one("#data-status-row").display = True
+        self.query_one("#data-progress").display = True
+        self.query_one("#data-status", Static).update(Content(text))
+        self.query_one("#data-status").remove_class("error")
+
+    def _idle(self) -> None:
+        self.query_one("#data-status-row").display = False
+        self.query_one("#data-status", Static).update("")
+        self._render_title()
+
+    @on(Worker.StateChanged)
+    def _on_worker(self, event: Worker.StateChanged) -> None:
+        if event.worker.group != "data" or event.state != WorkerState.ERROR:
+            return
+        assert event.worker.error is not None
+        message, tb = describe_failure(event.worker.error)
+        self.error = message
+        self.query_one("#data-status-row").display = True
+        self.query_one("#data-progress").display = False
+        status = self.query_one("#data-status", Static)
+        status.update(Content(message))
+        status.add_class("error")
+        if tb:
+            self.post_message(LibraryLog(LogMessage("error", f"{message}\n{tb}", "tunebench.tui")))
+        self._render_title()
+
+    def _render_title(self) -> None:
+        parts = [TITLE, self.cfg.data.source]
+        if self.view is not None:
+            parts.append(self.view.name)
+            shown = f"{len(self.view):,} of {self.view.total_rows:,} rows" if self.view.query else ""
+            parts.append(shown or f"{self.view.total_rows:,} rows")
+        self.query_one("#data-title", Static).update(Content(" · ".join(parts)))
+
+    # -- user actions ---------------------------------------------------------------------------------------
+    @on(Select.Changed, "#data-split")
+    def _on_split(self, event: Select.Changed) -> None:
+        if isinstance(event.value, str):
+            self.show_split(event.value, self.query_one("#data-filter", Input).value)
+
+    @on(Input.Submitted, "#data-filter")
+    def _on_filter(self, event: Input.Submitted) -> None:
+        if self.view is not None:
+            self.show_split(self.view.name, event.value.strip())
+            self.query_one(PagedTable).focus()
+
+    def action_focus_filter(self) -> None:
+        self.query_one("#data-filter", Input).focus()
+
+    def action_next_split(self) -> None:
+        if self.browser is None or self.view is None:
+            return
+        names = self.browser.split_names
+        following = names[(names.index(self.view.name) + 1) % len(names)]
+        self.query_one("#data-split", Select).value = following
+
+    def focus_main(self) -> None:
+        self.query_one(PagedTable).focus()
+
+    @on(PagedTable.RowOpened)
+    def _on_open(self, event: PagedTable.RowOpened) -> None:
+        if self.view is not None:
+            self.app.push_screen(SampleScreen(self.view, event.position, self.cfg))
+
+
+class SampleScreen(ModalScreen[None]):
+    """One sample in full: its text, label and tokens, with the part past max_length marked."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,q", "dismiss", "Close"),
+        Binding("left,p", "step(-1)", "Previous"),
+        Binding("right,n", "step(1)", "Next"),
+    ]
+
+    class Tokenized(Message):
+        def __init__(self, position: int, tokens: TokenizedSample) -> None:
+            super().__init__()
+            self.position = position
+            self.tokens = tokens
+
+    def __init__(self, view: SplitView, position: int, cfg: RunConfig) -> None:
+        super().__init__()
+        self.view = view
+        self.position = position
+        self.cfg = cfg
+        self.tokens: TokenizedSample | None = None
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="sample-dialog"):
+            yield Static("", id="sample-title", classes="panel-title")
+            with VerticalScroll(id="sample-text-box"):
+                yield Static("", id="sample-text")
+            yield Static("", id="sample-length")
+            yield DataTable[str](id="sample-tokens", cursor_type="row", zebra_stripes=True)
+
+    def on_mount(self) -> None:
+        table = self.query_one("#sample-tokens", DataTable)
+        table.add_columns("#", "token", "input_id", "attention_mask", "token_type_id")
+        table.focus()
+        self._show()
+
+    def _show(self) -> None:
+        sample: Sample = self.view.sample(self.position)
+        label = f" · label {sample.label}" if sample.label else ""
+        title = f"Sample {sample.index} · {self.view.name}{label}  (Esc closes, ←/→ browse)"
+        self.query_one("#sample-title", Static).update(Content(title))
+        self.query_one("#sample-text", Static).update(Content(sample.text))
+        self.query_one("#sample-length", Static).update(
+            Content(f"tokenizing with {self.cfg.model.name_or_path} at max_length {self.cfg.data.max_length}…")
+        )
+        self.query_one("#sample-tokens", DataTable).clear()
+        self._tokenize(self.position)
+
+    @work(thread=True, exclusive=True, group="tokenize", exit_on_error=False, description="tokenize sample")
+    def _tokenize(self, position: int) -> None:
+        tokenizer = cached_tokenizer(self.cfg.model.name_or_path, self.cfg.model.trust_remote_code)
+        self.post_message(self.Tokenized(position, self.view.tokenize(position, tokenizer, self.cfg.data.max_length)))
+
+    @on(Tokenized)
+    def _on_tokens(self, message: Tokenized) -> None:
+        if message.position != self.position:
+            return
+        t = self.tokens = message.tokens
+        summary = f"{t.length} tokens of max_length {t.max_length}"
+        if t.truncated:
+            summary += f"; the text needs {t.full_length}, so {len(t.dropped)} tokens are cut off (marked ✂ below)"
+        else:
+            summary += "; nothing is cut off"
+        self.query_one("#sample-length", Static).update(Content(summary))
+        self.query_one("#sample-length").set_class(t.truncated, "warning")
+        table = self.query_one("#sample-tokens", DataTable)
+        types = [str(k) for k in t.token_type_ids] if t.token_type_ids is not None else ["-"] * t.length
+        for i, (token, ident, mask, kind) in enumerate(
+            zip(t.tokens, t.input_ids, t.attention_mask, types, strict=True)
+        ):
+            table.add_row(
+                str(i), Text(token), str(ident), str(mask), str(kind)
+            )  # Text: tokens like [CLS] are not markup
+        for j, token in enumerate(t.dropped):
+            table.add_row(f"✂ {t.length + j}", Text(token, style="strike"), "-", "-", "-")
+
+    @on(Worker.StateChanged)
+    def _on_worker(self, event: Worker.StateChanged) -> None:
+        if event.worker.group == "tokenize" and event.state == WorkerState.ERROR:
+            assert event.worker.error is not None
+            message, _tb = describe_failure(event.worker.error)
+            self.query_one("#sample-length", Static).update(Content(message))
+            self.query_one("#sample-length").add_class("error")
+
+    def action_step(self, delta: int) -> None:
+        position = self.position + delta
+        if 0 <= position < len(self.view):
+            self.position = position
+            self._show()

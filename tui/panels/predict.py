@@ -1,0 +1,277 @@
+"""Predict panel: one text, the base model and the fine-tuned model side by side.
+
+The engine is reached through a small adapter (``engine_backend``) that imports ``engine.predict`` inside the
+worker thread, so neither torch nor transformers load before the first prediction. Tests pass a fake backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.content import Content
+from textual.message import Message
+from textual.widgets import Input, Static
+from textual.worker import Worker, WorkerState
+
+from engine.config import RunConfig
+from engine.events import LogMessage
+from tui.bridge import LibraryLog
+from tui.panels.data import describe_failure
+from tui.widgets.score_bars import ScoreBars
+
+TITLE = "Prediction"
+MODES = {"masked-lm": "fill-mask", "classification": "classify", "causal-lm": "generate"}
+EXAMPLES = {
+    "fill-mask": "This is a [MASK] movie!",
+    "classify": "The food was wonderful and the staff were friendly.",
+    "generate": "The movie was",
+}
+
+
+@dataclass(frozen=True)
+class ScoreGroup:
+    """One set of bars: the candidates for one mask, or the label probabilities."""
+
+    heading: str
+    scores: tuple[tuple[str, float], ...]
+
+
+@dataclass(frozen=True)
+class ModelView:
+    """What one side of the panel shows for one model."""
+
+    model: str
+    mode: str
+    groups: tuple[ScoreGroup, ...] = ()
+    text: str = ""
+    warnings: tuple[str, ...] = ()
+    untrained_head: bool = False
+
+
+@dataclass(frozen=True)
+class PredictRequest:
+    text: str
+    base: str
+    tuned: str | None
+    task: str
+    device: str
+    top_k: int = 5
+    max_new_tokens: int = 40
+
+
+@dataclass(frozen=True)
+class PredictionView:
+    base: ModelView
+    tuned: ModelView | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+Backend = Callable[[PredictRequest], PredictionView]
+
+
+def to_view(result: Any) -> ModelView:
+    """An ``engine.predict`` result as plain text and scores."""
+    mode = result.mode
+    groups: tuple[ScoreGroup, ...] = ()
+    text = ""
+    if mode == "fill-mask":
+        many = len(result.masks) > 1
+        groups = tuple(
+            ScoreGroup(
+                f"{result.mask_token} {i} of {len(result.masks)}" if many else result.mask_token,
+                tuple((t.token_str, t.score) for t in candidates),
+            )
+            for i, candidates in enumerate(result.masks, 1)
+        )
+    elif mode == "classify":
+        groups = (ScoreGroup("labels", tuple((s.label, s.score) for s in result.labels)),)
+    else:
+        text = result.completion
+    return ModelView(result.model, mode, groups, text, tuple(result.warnings), bool(result.untrained_head))
+
+
+def engine_backend(request: PredictRequest) -> PredictionView:
+    """Predict through ``engine.predict`` (worker thread): both models when there is a fine-tuned one."""
+    from engine import predict
+    from engine.logs import quiet_libraries
+
+    quiet_libraries()
+    if request.tuned:
+        pair = predict.compare(
+            request.text,
+            request.tuned,
+            top_k=request.top_k,
+            max_new_tokens=request.max_new_tokens,
+            device=request.device,
+        )
+        return PredictionView(to_view(pair.base), to_view(pair.tuned))
+    single = predict.load_predictor(request.base, task=request.task, device=request.device)
+    result = single.predict(request.text, top_k=request.top_k, max_new_tokens=request.max_new_tokens)
+    return PredictionView(to_view(result), None)
+
+
+class PredictPanel(Vertical):
+    """Type a text, press Enter: predictions of the base and the fine-tuned model, side by side."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+t", "example", "Example"),
+        Binding("ctrl+b", "clear_tuned", "Base only"),
+    ]
+
+    class Predicted(Message):
+        def __init__(self, request: PredictRequest, view: PredictionView) -> None:
+            super().__init__()
+            self.request = request
+            self.view = view
+
+    def __init__(self, cfg: RunConfig, backend: Backend | None = None, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.cfg = cfg
+        self.backend: Backend = backend or engine_backend
+        self.tuned: str | None = None
+        self.tuned_origin = ""
+        self.result: PredictionView | None = None
+        self.busy = False
+
+    @property
+    def mode(self) -> str:
+        return MODES.get(self.cfg.task, "fill-mask")
+
+    def compose(self) -> ComposeResult:
+        yield Static(TITLE, id="predict-title", classes="panel-title")
+        yield Input(placeholder=self._placeholder(), id="predict-input", compact=True)
+        yield Static("", id="predict-status")
+        with Horizontal(id="predict-sides"):
+            with Vertical(id="predict-base", classes="predict-side"):
+                yield Static("", classes="side-title")
+                yield Static("", classes="predict-warning warning")
+                yield VerticalScroll(classes="predict-results")
+            with Vertical(id="predict-tuned", classes="predict-side"):
+                yield Static("", classes="side-title")
+                yield Static("", classes="predict-warning warning")
+                yield VerticalScroll(classes="predict-results")
+
+    def _placeholder(self) -> str:
+        return f"{self.mode}: type a text and press Enter, e.g. {EXAMPLES[self.mode]}"
+
+    def on_mount(self) -> None:
+        for warning in self.query(".predict-warning"):
+            warning.display = False
+        self._render_headings()
+
+    def focus_main(self) -> None:
+        self.query_one("#predict-input", Input).focus()
+
+    # -- models ---------------------------------------------------------------------------------------------
+    def set_config(self, cfg: RunConfig) -> None:
+        self.cfg = cfg
+        self.query_one("#predict-input", Input).placeholder = self._placeholder()
+        self._render_headings()
+
+    def set_tuned(self, run_dir: str | None, origin: str = "") -> None:
+        """Use ``run_dir`` (a run folder) as the fine-tuned side; None = base model only."""
+        self.tuned = run_dir
+        self.tuned_origin = origin
+        self._render_headings()
+
+    def _render_headings(self) -> None:
+        tuned = Path(self.tuned).name if self.tuned else "none yet"
+        self.query_one("#predict-title", Static).update(
+            Content(f"{TITLE} · {self.mode} · base {self.cfg.model.name_or_path} · fine-tuned {tuned}")
+        )
+        self.query_one("#predict-base .side-title", Static).update(Content(f"base · {self.cfg.model.name_or_path}"))
+        heading = f"fine-tuned · {tuned}" + (f" ({self.tuned_origin})" if self.tuned and self.tuned_origin else "")
+        self.query_one("#predict-tuned .side-title", Static).update(Content(heading))
+        if self.tuned is None:
+            self._fill_side("#predict-tuned", None, "train a run (F4, s) or pick one in Runs (F6, p)")
+
+    # -- prediction -----------------------------------------------------------------------------------------
+    @on(Input.Submitted, "#predict-input")
+    def _on_submit(self, event: Input.Submitted) -> None:
+        self.predict(event.value)
+
+    def predict(self, text: str) -> None:
+        if not text.strip():
+            self._status("type a text first; ctrl+t fills in an example", error=True)
+            return
+        request = PredictRequest(
+            text=text,
+            base=self.cfg.model.name_or_path,
+            tuned=self.tuned,
+            task=self.cfg.task,
+            device=self.cfg.train.device,
+        )
+        self.busy = True
+        both = "both models" if self.tuned else self.cfg.model.name_or_path
+        self._status(f"predicting with {both}… (the first query loads the models)")
+        self._run(request)
+
+    @work(thread=True, exclusive=True, group="predict", exit_on_error=False, description="predict")
+    def _run(self, request: PredictRequest) -> None:
+        self.post_message(self.Predicted(request, self.backend(request)))
+
+    @on(Predicted)
+    def _on_predicted(self, message: Predicted) -> None:
+        self.busy = False
+        self.result = message.view
+        self._status(" · ".join(message.view.notes))
+        self._fill_side("#predict-base", message.view.base)
+        if message.view.tuned is not None:
+            self._fill_side("#predict-tuned", message.view.tuned)
+
+    @on(Worker.StateChanged)
+    def _on_worker(self, event: Worker.StateChanged) -> None:
+        if event.worker.group != "predict" or event.state != WorkerState.ERROR:
+            return
+        self.busy = False
+        assert event.worker.error is not None
+        message, tb = describe_failure(event.worker.error)
+        self._status(message, error=True)
+        if tb:
+            self.post_message(LibraryLog(LogMessage("error", f"{message}\n{tb}", "tunebench.tui")))
+
+    def _status(self, text: str, error: bool = False) -> None:
+        status = self.query_one("#predict-status", Static)
+        status.update(Content(text))
+        status.set_class(error, "error")
+
+    def _fill_side(self, side: str, view: ModelView | None, empty: str = "") -> None:
+        warning = self.query_one(f"{side} .predict-warning", Static)
+        results = self.query_one(f"{side} .predict-results", VerticalScroll)
+        results.remove_children()
+        if view is None:
+            warning.display = False
+            results.mount(Static(Content(empty), classes="hint"))
+            return
+        warnings = view.warnings
+        if view.untrained_head and not warnings:
+            warnings = ("this model's head is untrained, so its predictions are random",)
+        warning.update(Content("⚠ " + "; ".join(warnings)) if warnings else "")
+        warning.display = bool(warnings)
+        widgets: list[Static | ScoreBars] = []
+        for group in view.groups:
+            widgets.append(Static(Content(group.heading), classes="group-title"))
+            bars = ScoreBars()
+            bars.set_scores(list(group.scores))
+            widgets.append(bars)
+        if view.mode == "generate":
+            widgets.append(Static(Content.assemble((self.result_prompt(), "dim"), view.text), classes="generated"))
+        results.mount_all(widgets)
+
+    def result_prompt(self) -> str:
+        return self.query_one("#predict-input", Input).value
+
+    def action_example(self) -> None:
+        field_ = self.query_one("#predict-input", Input)
+        field_.value = EXAMPLES[self.mode]
+        field_.focus()
+
+    def action_clear_tuned(self) -> None:
+        self.set_tuned(None)

@@ -1,0 +1,223 @@
+"""Runs panel: the runs folder as a list; open a run's curves and epochs; overlay marked runs; reuse a run."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import ClassVar
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.content import Content
+from textual.message import Message
+from textual.widgets import DataTable, Static
+from textual.worker import Worker, WorkerState
+
+from engine.runs import RunDir, RunInfo, list_runs
+from tui.panels.data import describe_failure
+from tui.widgets.epoch_table import EpochTable, RunCurves, fmt_duration
+from tui.widgets.loss_chart import LossChart
+
+TITLE = "Run history"
+
+
+def fmt_best(info: RunInfo) -> str:
+    if not info.best_metric or info.best_value is None:
+        return "-"
+    name = {"accuracy": "acc", "eval_loss": "eval loss"}.get(info.best_metric, info.best_metric)
+    return f"{name} {info.best_value:.4f}"
+
+
+def fmt_date(started: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(started))
+
+
+class RunsPanel(Vertical):
+    """Lists runs newest first. Enter opens one; m marks; o overlays the marked runs' loss curves."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("m", "mark", "Mark"),
+        Binding("o", "overlay", "Overlay"),
+        Binding("l", "load_config", "Load cfg"),
+        Binding("p", "predict_with", "Predict"),
+        Binding("r", "refresh", "Refresh", show=False),
+    ]
+
+    class Listed(Message):
+        def __init__(self, runs: list[RunInfo]) -> None:
+            super().__init__()
+            self.runs = runs
+
+    class Opened(Message):
+        def __init__(self, names: list[str], curves: dict[str, RunCurves]) -> None:
+            super().__init__()
+            self.names = names
+            self.curves = curves
+
+    class LoadConfig(Message):
+        """Load this run's config.yaml into the Config panel."""
+
+        def __init__(self, path: Path) -> None:
+            super().__init__()
+            self.path = path
+
+    class UseForPredict(Message):
+        """Use this run's model as the fine-tuned side of the Predict panel."""
+
+        def __init__(self, run_dir: Path) -> None:
+            super().__init__()
+            self.run_dir = run_dir
+
+    def __init__(self, runs_dir: str, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.runs_dir = runs_dir
+        self.runs: list[RunInfo] = []
+        self.marked: set[str] = set()
+        self.opened: list[str] = []
+
+    def compose(self) -> ComposeResult:
+        yield Static(TITLE, id="runs-title", classes="panel-title")
+        yield DataTable[str](id="runs-table", cursor_type="row", zebra_stripes=True)
+        yield Static("", id="runs-detail-title", classes="side-title")
+        with Horizontal(id="runs-detail"):
+            yield LossChart(empty_text="enter opens a run; m marks runs, o overlays them", id="runs-chart")
+            yield EpochTable(id="runs-epochs")
+
+    def on_mount(self) -> None:
+        table = self.query_one("#runs-table", DataTable)
+        table.add_column(" ", key="mark", width=1)
+        table.add_columns("run", "status", "best", "date", "time", "task", "model")
+        self.query_one(EpochTable).show(RunCurves())
+        self._render_title()
+
+    def focus_main(self) -> None:
+        self.query_one("#runs-table", DataTable).focus()
+
+    def set_runs_dir(self, runs_dir: str) -> None:
+        if runs_dir != self.runs_dir:
+            self.runs_dir = runs_dir
+            self.marked.clear()
+            self.refresh_runs()
+
+    # -- listing --------------------------------------------------------------------------------------------
+    def refresh_runs(self) -> None:
+        self._list(self.runs_dir)
+
+    @work(thread=True, exclusive=True, group="runs", exit_on_error=False, description="list runs")
+    def _list(self, runs_dir: str) -> None:
+        self.post_message(self.Listed(list_runs(runs_dir)))
+
+    @on(Listed)
+    def _on_listed(self, message: Listed) -> None:
+        self.runs = message.runs
+        names = {r.name for r in self.runs}
+        self.marked &= names
+        table = self.query_one("#runs-table", DataTable)
+        cursor = table.cursor_row
+        table.clear()
+        for r in self.runs:
+            table.add_row(
+                "✓" if r.name in self.marked else " ",
+                r.name,
+                r.status,
+                fmt_best(r),
+                fmt_date(r.started),
+                fmt_duration(r.duration_seconds),
+                r.task or "-",
+                r.model or "-",
+                key=r.name,
+            )
+        if self.runs:
+            table.move_cursor(row=min(max(cursor, 0), len(self.runs) - 1), animate=False)
+        self._render_title()
+
+    def _render_title(self) -> None:
+        parts = [TITLE, self.runs_dir, f"{len(self.runs)} run{'s' if len(self.runs) != 1 else ''}"]
+        if self.marked:
+            parts.append(f"{len(self.marked)} marked")
+        self.query_one("#runs-title", Static).update(Content(" · ".join(parts)))
+
+    # -- selection ------------------------------------------------------------------------------------------
+    def current(self) -> RunInfo | None:
+        table = self.query_one("#runs-table", DataTable)
+        if not self.runs or table.cursor_row < 0 or table.cursor_row >= len(self.runs):
+            return None
+        return self.runs[table.cursor_row]
+
+    @on(DataTable.RowSelected, "#runs-table")
+    def _on_selected(self, event: DataTable.RowSelected) -> None:
+        info = self.current()
+        if info is not None:
+            self.open_runs([info.name])
+
+    def action_mark(self) -> None:
+        info = self.current()
+        if info is None:
+            return
+        self.marked ^= {info.name}
+        table = self.query_one("#runs-table", DataTable)
+        table.update_cell(info.name, "mark", "✓" if info.name in self.marked else " ")
+        self._render_title()
+
+    def action_overlay(self) -> None:
+        names = [r.name for r in self.runs if r.name in self.marked]
+        if len(names) < 2:
+            self.app.notify("mark two or more runs with m, then press o", severity="warning")
+            return
+        self.open_runs(names)
+
+    def open_runs(self, names: list[str]) -> None:
+        self.query_one("#runs-detail-title", Static).update(Content(f"reading {', '.join(names)}…"))
+        self._read([Path(self.runs_dir) / n for n in names])
+
+    @work(thread=True, exclusive=True, group="runs-open", exit_on_error=False, description="read run events")
+    def _read(self, paths: list[Path]) -> None:
+        curves: dict[str, RunCurves] = {}
+        for path in paths:
+            run = RunDir(path)
+            summary = run.read_summary() or {}
+            curves[path.name] = RunCurves.from_events(run.events(), task=str(summary.get("task", "")))
+        self.post_message(self.Opened([p.name for p in paths], curves))
+
+    @on(Opened)
+    def _on_opened(self, message: Opened) -> None:
+        self.opened = message.names
+        chart = self.query_one("#runs-chart", LossChart)
+        chart.clear()
+        table = self.query_one(EpochTable)
+        if len(message.names) == 1:
+            name = message.names[0]
+            curves = message.curves[name]
+            chart.set_series("train loss (step)", curves.steps)
+            chart.set_series("train loss (epoch)", curves.epoch_train, marker="dot")
+            chart.set_series("eval loss", curves.evals, marker="dot")
+            table.show(curves)
+            title = f"{name}: {len(curves.epochs)} epochs, {len(curves.steps)} loss points"
+        else:
+            for name in message.names:
+                chart.set_series(name, message.curves[name].steps)
+            table.show(RunCurves())
+            title = f"train loss of {len(message.names)} runs: " + ", ".join(message.names)
+        self.query_one("#runs-detail-title", Static).update(Content(title))
+
+    def action_load_config(self) -> None:
+        info = self.current()
+        if info is not None:
+            self.post_message(self.LoadConfig(RunDir(info.path).config_path))
+
+    def action_predict_with(self) -> None:
+        info = self.current()
+        if info is not None:
+            self.post_message(self.UseForPredict(info.path))
+
+    def action_refresh(self) -> None:
+        self.refresh_runs()
+
+    @on(Worker.StateChanged)
+    def _on_worker(self, event: Worker.StateChanged) -> None:
+        if event.worker.group in ("runs", "runs-open") and event.state == WorkerState.ERROR:
+            assert event.worker.error is not None
+            message, _tb = describe_failure(event.worker.error)
+            self.query_one("#runs-detail-title", Static).update(Content(f"✗ {message}"))

@@ -1,0 +1,211 @@
+"""Train panel: run state, progress, live loss chart, per-epoch table and the log pane."""
+
+from __future__ import annotations
+
+import math
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.content import Content
+from textual.widgets import Log, ProgressBar, Static
+
+from engine.config import RunConfig
+from engine.events import (
+    CheckpointSaved,
+    Event,
+    LogMessage,
+    Paused,
+    Resumed,
+    RunFailed,
+    RunFinished,
+    RunStarted,
+    Status,
+    StepLogged,
+    StopRequested,
+)
+from tui.widgets.epoch_table import EpochTable, RunCurves, fmt_duration
+from tui.widgets.loss_chart import LossChart
+
+TITLE = "Training"
+STATE_MARKS = {
+    "idle": "○",
+    "loading": "◌",
+    "training": "●",
+    "paused": "‖",
+    "stopping": "◍",
+    "finished": "✓",
+    "failed": "✗",
+}
+
+
+def fmt_params(n: int) -> str:
+    if n >= 1e9:
+        return f"{n / 1e9:.1f}B"
+    if n >= 1e6:
+        return f"{n / 1e6:.1f}M"
+    if n >= 1e3:
+        return f"{n / 1e3:.1f}k"
+    return str(n)
+
+
+class TrainPanel(Vertical):
+    """Shows one run at a time; the app owns the run and feeds this panel its events."""
+
+    def __init__(self, cfg: RunConfig, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.cfg = cfg
+        self.state = "idle"
+        self.detail = ""
+        self.started: RunStarted | None = None
+        self.last_step: StepLogged | None = None
+        self.curves = RunCurves(task=cfg.task)
+        self.error: str | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="train-status", classes="panel-title")
+        with Horizontal(id="train-progress-row", classes="status-row"):
+            yield ProgressBar(total=1, show_eta=False, id="train-progress")
+            yield Static("", id="train-speed")
+        yield Static("", id="train-error", classes="error")
+        with Horizontal(id="train-body"):
+            yield LossChart(empty_text="loss: no steps yet (s starts a run)", id="train-chart")
+            yield EpochTable(id="train-epochs")
+        yield Log(max_lines=2000, id="train-log", auto_scroll=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#train-error").display = False
+        self.query_one(EpochTable).show(self.curves)
+        self._render_status()
+        self._render_progress()
+
+    def focus_main(self) -> None:
+        self.query_one(EpochTable).focus()
+
+    # -- state ----------------------------------------------------------------------------------------------
+    def set_config(self, cfg: RunConfig) -> None:
+        self.cfg = cfg
+        if self.state in ("idle", "finished", "failed"):
+            self._render_status()
+
+    def set_state(self, state: str, detail: str = "") -> None:
+        self.state = state
+        self.detail = detail
+        self._render_status()
+
+    def reset(self, cfg: RunConfig) -> None:
+        """Clear the previous run's chart, table and error for a new run."""
+        self.cfg = cfg
+        self.started = None
+        self.last_step = None
+        self.error = None
+        self.curves = RunCurves(task=cfg.task)
+        self.query_one("#train-error").display = False
+        chart = self.query_one(LossChart)
+        chart.empty_text = "loss: waiting for the first logged step"
+        chart.clear()
+        self.query_one(EpochTable).show(self.curves)
+        self.query_one("#train-progress", ProgressBar).update(total=1, progress=0)
+        self.write_log(f"--- new run: {cfg.task} · {cfg.model.name_or_path} · {cfg.data.source}")
+        self._render_progress()
+
+    def write_log(self, line: str) -> None:
+        self.query_one(Log).write_line(line)
+
+    # -- events ---------------------------------------------------------------------------------------------
+    def add_steps(self, steps: list[StepLogged]) -> None:
+        if not steps:
+            return
+        for step in steps:
+            self.curves.add(step)
+        self.last_step = steps[-1]
+        self.query_one(LossChart).extend("train loss (step)", [(s.step, s.loss) for s in steps])
+        self._render_progress()
+
+    def handle(self, event: Event) -> None:
+        """Fold one engine event into the panel (UI thread)."""
+        if self.curves.add(event):
+            self.query_one(EpochTable).show(self.curves)
+            chart = self.query_one(LossChart)
+            if self.curves.epoch_train:
+                chart.set_series("train loss (epoch)", self.curves.epoch_train, marker="dot")
+            if self.curves.evals:
+                chart.set_series("eval loss", self.curves.evals, marker="dot")
+        if isinstance(event, RunStarted):
+            self.started = event
+            self.query_one("#train-progress", ProgressBar).update(total=max(event.total_steps, 1), progress=0)
+            self.write_log(
+                f"run {event.run_name}: {event.num_train_samples} train / {event.num_eval_samples} eval samples, "
+                f"{event.total_steps} steps on {event.device} ({event.precision})"
+            )
+            self._render_status()
+            self._render_progress()
+        elif isinstance(event, Status):
+            self.write_log(f"{event.stage} {event.detail}".rstrip())
+        elif isinstance(event, LogMessage):
+            self.write_log(f"{event.level}: {event.message}")
+        elif isinstance(event, CheckpointSaved):
+            self.write_log(f"checkpoint saved at step {event.step}: {event.path}")
+        elif isinstance(event, Paused):
+            self.write_log(f"paused at step {event.step}")
+        elif isinstance(event, Resumed):
+            self.write_log(f"resumed at step {event.step}")
+        elif isinstance(event, StopRequested):
+            self.write_log(f"stopping at step {event.step}; saving what the run has")
+        elif isinstance(event, RunFinished):
+            self.write_log(
+                f"run {event.status} at step {event.step} after {fmt_duration(event.duration_seconds)}; "
+                f"model: {event.model_dir or 'not saved'}"
+            )
+        elif isinstance(event, RunFailed):
+            self.show_failure(event.error, event.traceback)
+
+    def show_failure(self, message: str, tb: str | None = None) -> None:
+        self.error = message
+        box = self.query_one("#train-error", Static)
+        box.update(Content(f"✗ {message}  (fix it and press s to start again)"))
+        box.display = True
+        self.write_log(f"error: {message}")
+        if tb:
+            for line in tb.rstrip().splitlines():
+                self.write_log(line)
+
+    # -- rendering ------------------------------------------------------------------------------------------
+    def status_text(self) -> str:
+        cfg = self.cfg
+        mark = STATE_MARKS.get(self.state, "?")
+        parts = [f"{mark} {self.state}" + (f" ({self.detail})" if self.detail else "")]
+        s = self.started
+        if s is not None:
+            parts += [s.model, s.task, s.engine, s.device, s.precision, f"{fmt_params(s.num_parameters)} params"]
+        else:
+            parts += [cfg.model.name_or_path, cfg.task, cfg.engine, f"device {cfg.train.device}"]
+            parts.append(f"precision {cfg.train.precision}")
+        return " · ".join(parts)
+
+    def _render_status(self) -> None:
+        self.query_one("#train-status", Static).update(Content(f"{TITLE}  {self.status_text()}"))
+
+    def progress_text(self) -> str:
+        s, step = self.started, self.last_step
+        if s is None:
+            return "no run yet" if self.state == "idle" else "preparing…"
+        if step is None:
+            return f"epoch 1/{s.num_epochs} · step 0/{s.total_steps}"
+        epoch = min(max(1, math.ceil(step.epoch)), s.num_epochs)
+        parts = [
+            f"epoch {epoch}/{s.num_epochs}",
+            f"step {step.step}/{step.total_steps}",
+            f"ETA {fmt_duration(step.eta_seconds)}",
+            f"{step.samples_per_second:.1f} samples/s",
+            f"loss {step.loss:.4f}",
+        ]
+        if step.device_memory_mb is not None:
+            parts.append(f"GPU {step.device_memory_mb:,.0f} MiB")
+        return " · ".join(parts)
+
+    def _render_progress(self) -> None:
+        if self.last_step is not None:
+            self.query_one("#train-progress", ProgressBar).update(
+                total=max(self.last_step.total_steps, 1), progress=self.last_step.step
+            )
+        self.query_one("#train-speed", Static).update(Content(self.progress_text()))

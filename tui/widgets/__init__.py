@@ -1,0 +1,1 @@
+"""Small reusable widgets: loss chart, epoch table, score bars, a lazily paged table."""

@@ -1,0 +1,115 @@
+"""Per-epoch metrics: folded from engine events (live or read back from events.jsonl) and shown as a table."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from textual.widgets import DataTable
+
+from engine.events import EpochEnded, Evaluated, Event, RunStarted, StepLogged
+
+Point = tuple[float, float]
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """``m:ss`` or ``h:mm:ss``; "-" when unknown."""
+    if seconds is None or seconds != seconds or seconds in (float("inf"), float("-inf")):
+        return "-"
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def fmt_number(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+@dataclass
+class EpochRow:
+    epoch: int
+    train_loss: float | None = None
+    eval_loss: float | None = None
+    accuracy: float | None = None
+    macro_f1: float | None = None
+    perplexity: float | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class RunCurves:
+    """Everything the chart and the epoch table need, built one event at a time."""
+
+    task: str = ""
+    steps: list[Point] = field(default_factory=list)
+    epoch_train: list[Point] = field(default_factory=list)
+    evals: list[Point] = field(default_factory=list)
+    epochs: dict[int, EpochRow] = field(default_factory=dict)
+
+    @classmethod
+    def from_events(cls, events: Iterable[Event], task: str = "") -> RunCurves:
+        curves = cls(task=task)
+        for event in events:
+            curves.add(event)
+        return curves
+
+    @property
+    def is_lm(self) -> bool:
+        return self.task in ("masked-lm", "causal-lm")
+
+    def add(self, event: Event) -> bool:
+        """Fold one event in; True when the chart or the table changed."""
+        if isinstance(event, RunStarted):
+            self.task = event.task
+            return False
+        if isinstance(event, StepLogged):
+            self.steps.append((event.step, event.loss))
+            return True
+        if isinstance(event, EpochEnded):
+            row = self.epochs.setdefault(event.epoch, EpochRow(event.epoch))
+            row.train_loss = event.train_loss
+            row.seconds += event.duration_seconds
+            self.epoch_train.append((event.step, event.train_loss))
+            return True
+        if isinstance(event, Evaluated):
+            row = self.epochs.setdefault(event.epoch, EpochRow(event.epoch))
+            row.eval_loss = event.eval_loss
+            row.accuracy = event.accuracy
+            row.macro_f1 = event.macro_f1
+            row.perplexity = event.perplexity
+            row.seconds += event.duration_seconds
+            self.evals.append((event.step, event.eval_loss))
+            return True
+        return False
+
+
+class EpochTable(DataTable[str]):
+    """One row per epoch: train loss, eval loss, accuracy and macro-F1 (or perplexity for LMs), and time."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id, cursor_type="row", zebra_stripes=True)
+        self._lm: bool | None = None
+
+    def show(self, curves: RunCurves) -> None:
+        lm = curves.is_lm or any(r.perplexity is not None for r in curves.epochs.values())
+        if lm != self._lm:
+            self.clear(columns=True)
+            third = "perplexity" if lm else "macro-F1"
+            self.add_columns("epoch", "train loss", "eval loss", "accuracy", third, "time")
+            self._lm = lm
+        else:
+            self.clear()
+        for row in sorted(curves.epochs.values(), key=lambda r: r.epoch):
+            third_value = fmt_number(row.perplexity, 2) if lm else fmt_number(row.macro_f1, 3)
+            self.add_row(
+                str(row.epoch),
+                fmt_number(row.train_loss),
+                fmt_number(row.eval_loss),
+                fmt_number(row.accuracy, 3),
+                third_value,
+                fmt_duration(row.seconds),
+                key=str(row.epoch),
+            )
+        if self.row_count:
+            self.move_cursor(row=self.row_count - 1, animate=False)

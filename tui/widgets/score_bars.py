@@ -1,0 +1,68 @@
+"""Horizontal bars for scores in [0, 1]: top-k tokens, label probabilities, label shares."""
+
+from __future__ import annotations
+
+from textual.content import Content
+from textual.widget import Widget
+
+_EIGHTHS = " ▏▎▍▌▋▊▉"
+
+
+def bar(fraction: float, width: int) -> str:
+    """A bar ``width`` cells wide filled to ``fraction``, with eighth-cell precision."""
+    fraction = min(max(fraction, 0.0), 1.0)
+    eighths = round(fraction * width * 8)
+    full, rest = divmod(eighths, 8)
+    text = "█" * full + (_EIGHTHS[rest] if rest else "")
+    return text.ljust(width)
+
+
+class ScoreBars(Widget):
+    """Rows of ``label  bar  value``; bars are scaled to ``scale`` (1.0 for probabilities, or the largest count)."""
+
+    DEFAULT_CSS = """
+    ScoreBars { height: auto; width: 1fr; }
+    """
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self._rows: list[tuple[str, float, str]] = []
+        self._scale = 1.0
+
+    @property
+    def rows(self) -> list[tuple[str, float, str]]:
+        return list(self._rows)
+
+    def set_scores(self, scores: list[tuple[str, float]], *, digits: int = 3) -> None:
+        """Probabilities or scores in [0, 1], shown as given (sort them first)."""
+        self._rows = [(label, score, f"{score:.{digits}f}") for label, score in scores]
+        self._scale = 1.0
+        self.refresh(layout=True)
+
+    def set_counts(self, counts: list[tuple[str, int]]) -> None:
+        """Counts, scaled to the largest one."""
+        self._rows = [(label, float(count), f"{count:,}") for label, count in counts]
+        self._scale = max((c for _, c in counts), default=1) or 1
+        self.refresh(layout=True)
+
+    def get_content_height(self, container: object, viewport: object, width: int) -> int:
+        return max(len(self._rows), 1)
+
+    def render(self) -> Content:
+        if not self._rows:
+            return Content("")
+        width = self.size.width
+        label_width = min(max(len(r[0]) for r in self._rows), max(width // 3, 6))
+        value_width = max(len(r[2]) for r in self._rows)
+        bar_width = max(width - label_width - value_width - 2, 1)
+        lines = []
+        for label, score, shown in self._rows:
+            name = label if len(label) <= label_width else label[: label_width - 1] + "…"
+            lines.append(
+                Content.assemble(
+                    (name.ljust(label_width) + " ", "bold"),
+                    (bar(score / self._scale, bar_width), "$accent"),
+                    " " + shown.rjust(value_width),
+                )
+            )
+        return Content("\n").join(lines)
