@@ -99,7 +99,9 @@ class LoadedModel:
 
 
 def _drop_load_report(record: logging.LogRecord) -> bool:
-    return "LOAD REPORT" not in str(record.msg)
+    # Both are about weights the checkpoint lacks; LoadedModel.newly_initialized reports those in one line.
+    message = str(record.msg)
+    return "LOAD REPORT" not in message and "checkpoint seem corrupted" not in message
 
 
 def load_model(
