@@ -28,7 +28,7 @@ from textual.widgets import Button, DataTable, Footer, Static, TabbedContent, Ta
 from textual.worker import Worker, WorkerFailed, WorkerState
 
 from engine.config import RunConfig, load_config
-from engine.errors import ConfigError
+from engine.errors import ConfigError, UserError
 from engine.events import (
     Paused,
     Resumed,
@@ -38,14 +38,18 @@ from engine.events import (
     Status,
     StopRequested,
 )
+from engine.runs import RunDir, read_events
 from tui.bridge import (
     EngineEvent,
     EventBridge,
     LibraryLog,
     LogBridge,
+    ResumeFactory,
     RunHandle,
+    RunHistory,
     RunnerFactory,
     StepsLogged,
+    engine_resumer,
     engine_runner,
 )
 from tui.panels import config as config_panel
@@ -153,6 +157,7 @@ class WorkbenchApp(App[int]):
         config_path: str,
         *,
         runner_factory: RunnerFactory = engine_runner,
+        resume_factory: ResumeFactory = engine_resumer,
         predict_backend: Backend | None = None,
         initial_panel: str = "data",
     ) -> None:
@@ -160,6 +165,7 @@ class WorkbenchApp(App[int]):
         self.cfg = cfg
         self.config_path = config_path
         self.runner_factory = runner_factory
+        self.resume_factory = resume_factory
         self.predict_backend = predict_backend
         self.initial_panel = initial_panel
         #: Set once the first frame is on screen (start-up benchmarks wait on it).
@@ -313,6 +319,7 @@ class WorkbenchApp(App[int]):
         for panel, key in PANEL_KEYS.items():
             rows.append(("everywhere", key.upper(), f"{PANELS[panel][0]} panel: {PANELS[panel][1]}"))
         rows.append(("Train panel", "s", "Start a run with the current config"))
+        rows.append(("Runs panel", "r", "Resume the highlighted stopped, failed or killed run"))
         rows.append(("during a run", "space", "Pause at the next step / resume"))
         rows.append(("during a run", "x", "Stop at the next step and save the model"))
         rows.append(("everywhere", "q", "Quit (asks first during a run)"))
@@ -324,6 +331,7 @@ class WorkbenchApp(App[int]):
         add("Config", ConfigPanel.BINDINGS)
         rows.append(("Config", "→", "Accept the path completion in the file field"))
         add("Predict", [Binding("enter", "predict", "Predict the text in the input"), *PredictPanel.BINDINGS])
+        rows.append(("Predict", "tab", "top-k (max new tokens for causal LMs) beside the text; enter predicts"))
         add("Runs", [Binding("enter", "open", "Open the run: curves and epochs"), *RunsPanel.BINDINGS])
         return rows
 
@@ -345,7 +353,12 @@ class WorkbenchApp(App[int]):
         yield SystemCommand("Data: next split", "Show the next split (t)", self.data_panel.action_next_split)
         yield SystemCommand("Predict: example text", "Fill in an example (ctrl+t)", self._predict_example)
         yield SystemCommand("Predict: base model only", "Forget the fine-tuned model (ctrl+b)", self._predict_base)
-        yield SystemCommand("Runs: refresh", "Re-read the runs folder (r)", self._runs_action("refresh"))
+        yield SystemCommand(
+            "Runs: resume run",
+            "Continue the highlighted stopped, failed or killed run (r)",
+            self._runs_action("resume"),
+        )
+        yield SystemCommand("Runs: reload list", "Re-read the runs folder (ctrl+r)", self._runs_action("refresh"))
         yield SystemCommand("Runs: mark run", "Mark the highlighted run (m)", self._runs_action("mark"))
         yield SystemCommand(
             "Runs: overlay marked", "Overlay the loss curves of marked runs (o)", self._runs_action("overlay")
@@ -402,6 +415,10 @@ class WorkbenchApp(App[int]):
             self.notify(f"loaded the config of {message.path.parent.name}")
         self.action_show_panel("config")
 
+    @on(RunsPanel.ResumeRun)
+    def _on_resume_run(self, message: RunsPanel.ResumeRun) -> None:
+        self.resume_run(message.run_dir)
+
     @on(RunsPanel.UseForPredict)
     def _on_use_run(self, message: RunsPanel.UseForPredict) -> None:
         self.predict_panel.set_tuned(str(message.run_dir), "picked in Runs")
@@ -419,19 +436,41 @@ class WorkbenchApp(App[int]):
             self.action_show_panel("config")
             panel.focus_field(path)
             return
-        cfg = panel.config
-        self.bridge = EventBridge(self.post_message)
-        self.runner = runner = self.runner_factory(cfg, [self.bridge])
+        bridge = EventBridge(self.post_message)
+        self._launch(self.runner_factory(panel.config, [bridge]), bridge, "loading libraries, data and model")
+
+    def resume_run(self, run_dir: Path) -> None:
+        """Continue a stopped, failed or killed run in its own folder, streaming to the Train panel."""
+        if self.run_active:
+            self.notify(f"a run is already in progress; stop it (x) before resuming {run_dir.name}", severity="warning")
+            return
+        bridge = EventBridge(self.post_message)
+        try:
+            runner = self.resume_factory(run_dir, [bridge])
+        except UserError as exc:  # finished, not a run, or trained by another process: the engine says which
+            self.notify(str(exc), title="cannot resume", severity="error", timeout=10)
+            return
+        self._launch(runner, bridge, f"resuming {run_dir.name} from its latest checkpoint", resumed=run_dir)
+
+    def _launch(self, runner: RunHandle, bridge: EventBridge, detail: str, resumed: Path | None = None) -> None:
+        """Run ``runner`` in the app's training worker; its events reach the Train panel through ``bridge``.
+
+        ``resumed`` is the folder of a resumed run: its earlier events are read in the worker and posted first.
+        """
+        self.bridge = bridge
+        self.runner = runner
         self.run_dir = None
         self._pause_requested = False
-        self.train_panel.reset(cfg)
-        self._set_state("loading", "loading libraries, data and model")
+        self.train_panel.reset(runner.cfg, f"resuming {resumed.name}" if resumed else "new run")
+        self._set_state("loading", detail)
         if self.active_panel != "train":
             self.action_show_panel("train")
         done = self._run_done = threading.Event()
 
         def run() -> Any:
             try:
+                if resumed is not None:
+                    self.post_message(RunHistory(bridge, read_events(RunDir(resumed).events_path)))
                 return runner.run()
             finally:
                 done.set()
@@ -515,6 +554,11 @@ class WorkbenchApp(App[int]):
             self._set_state("training")
         self._render_run_bar()
 
+    @on(RunHistory)
+    def _on_history(self, message: RunHistory) -> None:
+        if message.bridge is self.bridge:
+            self.train_panel.set_history(message.events)
+
     @on(EngineEvent)
     def _on_engine_event(self, message: EngineEvent) -> None:
         event = message.event
@@ -554,6 +598,8 @@ class WorkbenchApp(App[int]):
     def _on_worker(self, event: Worker.StateChanged) -> None:
         if event.worker is not self.train_worker:
             return
+        if event.worker.is_finished and self.screen_stack and self.workbench.query(RunsPanel):
+            self.runs_panel.refresh_runs()  # the summary is written after the last event: list the final status
         if event.state == WorkerState.ERROR and self.run_active:
             # Runner.run reports run failures as events; reaching here is a bug outside it.
             assert event.worker.error is not None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 from textual.message import Message
@@ -40,6 +41,15 @@ class StepsLogged(Message):
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, StepsLogged) and message.bridge is self.bridge
+
+
+class RunHistory(Message):
+    """What a resumed run did before it stopped, read back from its events.jsonl, for the Train panel."""
+
+    def __init__(self, bridge: EventBridge, events: list[Event]) -> None:
+        super().__init__()
+        self.bridge = bridge
+        self.events = events
 
 
 class LibraryLog(Message):
@@ -76,6 +86,9 @@ class EventBridge:
 class RunHandle(Protocol):
     """What the app needs from a run: ``Runner`` is one; tests pass fakes."""
 
+    #: The config the run trains (a resumed run's is the one saved in its folder).
+    cfg: RunConfig
+
     def run(self) -> RunResult: ...
     def pause(self) -> None: ...
     def resume(self) -> None: ...
@@ -83,11 +96,18 @@ class RunHandle(Protocol):
 
 
 RunnerFactory = Callable[[RunConfig, list[Emit]], RunHandle]
+#: Continues the run in a folder; raises ``engine.errors.UserError`` when that run cannot be resumed.
+ResumeFactory = Callable[[Path, list[Emit]], RunHandle]
 
 
 def engine_runner(cfg: RunConfig, subscribers: list[Emit]) -> RunHandle:
     """The real engine: a ``Runner`` writing under the config's runs folder."""
     return Runner(cfg, subscribers=subscribers)
+
+
+def engine_resumer(run_dir: Path, subscribers: list[Emit]) -> RunHandle:
+    """The real engine continuing a stopped, failed or killed run in its own folder."""
+    return Runner.from_run_dir(run_dir, subscribers=subscribers)
 
 
 class LogBridge(logging.Handler):

@@ -90,7 +90,10 @@ class ScriptedRunner:
     act on a run that is certainly in progress.
     """
 
-    def __init__(self, script: list[Event], subscribers: list[Emit], gate: threading.Event | None = None) -> None:
+    def __init__(
+        self, cfg: RunConfig, script: list[Event], subscribers: list[Emit], gate: threading.Event | None = None
+    ) -> None:
+        self.cfg = cfg
         self.script = script
         self.subscribers = subscribers
         self.gate = gate
@@ -160,14 +163,14 @@ class ScriptedEngine:
         self.configs: list[RunConfig] = []
 
     def __call__(self, cfg: RunConfig, subscribers: list[Emit]) -> ScriptedRunner:
-        runner = ScriptedRunner(run_script(self.run_dir, task=cfg.task, **self.script), subscribers, self.gate)
+        runner = ScriptedRunner(cfg, run_script(self.run_dir, task=cfg.task, **self.script), subscribers, self.gate)
         self.runners.append(runner)
         self.configs.append(cfg)
         return runner
 
 
 class FakePredictor:
-    """Fixed predictions in the shape of the config's task, recorded requests."""
+    """Fixed predictions in the shape of the config's task (at most ``top_k`` bars), recorded requests."""
 
     def __init__(self) -> None:
         self.requests: list[PredictRequest] = []
@@ -190,6 +193,7 @@ class FakePredictor:
                 (("great", 0.62), ("wonderful", 0.21), ("good", 0.09)),
             )
             mode, warning = "fill-mask", "this model's MLM head was newly initialized, so its predictions are random"
+        base_scores, tuned_scores = base_scores[: request.top_k], tuned_scores[: request.top_k]
         base = ModelView(
             request.base, mode, (ScoreGroup(heading, base_scores),), warnings=(warning,), untrained_head=True
         )

@@ -161,3 +161,36 @@ async def test_quitting_mid_run_asks_stops_saves_and_leaves_no_thread(
     summary = runner.run_dir.read_summary()
     assert summary is not None and summary["status"] == "stopped"
     assert (runner.run_dir.model_dir / "config.json").exists()
+
+
+async def test_a_stopped_run_resumes_from_the_runs_panel_and_finishes_in_the_same_folder(
+    make_config: Callable[..., RunConfig], real_app: Callable[[RunConfig], WorkbenchApp], hold: FirstStepHold
+) -> None:
+    cfg = make_config(data={"train_size": 32, "eval_size": 16})
+    app = real_app(cfg)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("f4", "s")
+        await reach(app, "training")
+        await pilot.press("x")
+        hold.release.set()
+        assert await reach(app, "finished", "failed") == "finished", app.train_panel.error
+        assert "stopped at step 1" in app.run_detail
+        stopped_dir = Path(app.run_dir or "")
+
+        await pilot.press("f6")
+        await until(pilot, lambda: [r.status for r in app.runs_panel.runs] == ["stopped"], "the stopped run listed")
+        await pilot.press("r")
+        assert app.active_panel == "train"
+        assert await reach(app, "finished", "failed") == "finished", app.train_panel.error
+        assert "done at step" in app.run_detail
+
+        started = app.train_panel.started
+        assert started is not None and started.start_step == 1
+        assert Path(app.run_dir or "") == stopped_dir
+        chart = app.query_one("#train-chart", LossChart).series["train loss (step)"].points
+        assert [int(x) for x, _ in chart] == list(range(1, started.total_steps + 1))  # step 1 read back, then 2...
+        assert app.query_one("#train-epochs", DataTable).row_count == cfg.train.num_train_epochs
+        assert [p.name for p in Path(cfg.output.runs_dir).iterdir()] == [stopped_dir.name]
+        assert app.train_worker is not None
+        await app.train_worker.wait()
+        await until(pilot, lambda: [r.status for r in app.runs_panel.runs] == ["finished"], "the list updates")

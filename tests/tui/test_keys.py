@@ -45,7 +45,7 @@ async def test_f1_and_question_mark_open_a_help_screen_listing_every_key(make_ap
             keys = {str(table.get_row_at(i)[0]) for i in range(table.row_count)}
             assert {"F1, ?", "F2", "F3", "F4", "F5", "F6", "s", "space", "x", "q", "^p"} <= keys
             actions = {str(table.get_row_at(i)[1]).split(" ")[0].rstrip(":") for i in range(table.row_count)}
-            assert {"Start", "Pause", "Stop", "Quit", "Save", "Filter", "Mark", "Overlay", "Open"} <= actions
+            assert {"Start", "Pause", "Stop", "Quit", "Save", "Filter", "Mark", "Overlay", "Open", "Resume"} <= actions
             await pilot.press("escape")
             await pilot.pause()
             assert not isinstance(app.screen, HelpScreen)
@@ -55,7 +55,8 @@ async def test_ctrl_p_palette_offers_every_action_and_runs_it(make_app: Callable
     app = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
         titles = {c.title for c in app.get_system_commands(app.screen)}
-        for needed in ("Start run", "Pause or resume run", "Stop run", "Help: keys", "Quit", "Config: save"):
+        needed_titles = ("Start run", "Pause or resume run", "Stop run", "Help: keys", "Quit", "Config: save")
+        for needed in (*needed_titles, "Runs: resume run"):
             assert needed in titles
         assert {f"Show {name} panel" for name, _ in PANELS.values()} <= titles
         await pilot.press("ctrl+p")
@@ -131,6 +132,9 @@ async def test_run_keys_show_in_the_footer_where_they_apply(make_app: Callable[.
         await pilot.pause()
         running_on_data = footer_actions(app)
         assert running_on_data["Pause"] and running_on_data["Stop"]
+        await pilot.press("f6")
+        await pilot.pause()
+        assert footer_actions(app)["Resume"] is True
         gate.set()
         await reach(app, "finished")
 

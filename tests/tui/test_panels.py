@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from textual.widgets import DataTable, Input, Log, Select, Static
+from textual.widgets import DataTable, Input, Log, ProgressBar, Select, Static
 
 from engine.config import RunConfig, from_dict, load_config, save_config, validate_field
 from engine.errors import ConfigError, PredictError
-from engine.events import StepLogged
+from engine.events import RunStarted, StepLogged
+from engine.runner import Emit
 from tests.conftest import sentiment_rows, write_jsonl
-from tests.tui.conftest import CONFIG_FILE, reach, until
-from tests.tui.fakes import ScriptedEngine, run_script
+from tests.tui.conftest import CONFIG_FILE, reach, settle, until
+from tests.tui.fakes import ScriptedEngine, ScriptedRunner, run_script
 from tests.tui.helpers import sample_rows, summary_for, write_run
 from tui.app import WorkbenchApp
 from tui.bridge import EventBridge, StepsLogged
-from tui.panels.config import PathSuggester
+from tui.panels.config import REMOTE_CODE_NOTE, PathSuggester
 from tui.panels.data import SampleScreen
 from tui.panels.predict import PredictionView, PredictRequest
+from tui.panels.train import REMOTE_CODE_MARK
 from tui.widgets.loss_chart import LossChart
 from tui.widgets.paged_table import PagedTable
 from tui.widgets.score_bars import ScoreBars
@@ -222,6 +226,30 @@ async def test_path_input_completes_yaml_files_and_folders(workbench_config: Run
     assert await suggester.get_suggestion("nothing-like-this") is None
 
 
+async def test_trust_remote_code_on_is_marked_beside_the_field_and_in_the_train_status(
+    make_app: Callable[..., WorkbenchApp],
+) -> None:
+    app = make_app(panel="config")
+    async with app.run_test(size=(100, 40)) as pilot:
+        await until(pilot, lambda: app.config_panel.form_built, "the form is built")
+        note = app.query_one("#remote-code-note", Static)
+        assert not note.display and REMOTE_CODE_MARK not in app.train_panel.status_text()
+        app.query_one("#field-model--trust_remote_code", Select).value = "true"
+        await pilot.pause()
+        assert app.config_panel.config.model.trust_remote_code is True
+        assert note.display and str(note.render()) == REMOTE_CODE_NOTE
+        await pilot.press("f4")
+        await pilot.pause()
+        assert REMOTE_CODE_MARK in text_of(app, "#train-status")
+        await pilot.press("s")
+        await reach(app, "finished")
+        assert REMOTE_CODE_MARK in text_of(app, "#train-status")  # still there once the run reports its model
+        await pilot.press("f3")
+        app.query_one("#field-model--trust_remote_code", Select).value = "false"
+        await pilot.pause()
+        assert not note.display and REMOTE_CODE_MARK not in app.train_panel.status_text()
+
+
 # -- Train ------------------------------------------------------------------------------------------------------
 
 
@@ -326,6 +354,50 @@ async def test_a_prediction_error_shows_its_message_and_the_panel_stays_usable(
         assert app.focused is app.query_one("#predict-input")
 
 
+async def test_top_k_typed_beside_the_text_sets_how_many_candidates_show(
+    make_app: Callable[..., WorkbenchApp], fake_predictor: Callable[[PredictRequest], PredictionView]
+) -> None:
+    app = make_app(panel="predict")
+    async with app.run_test(size=(100, 30)) as pilot:
+        assert not app.query_one("#predict-max-new").display
+        await pilot.press(*"This is a [MASK] movie!", "tab", "backspace", "1", "enter")
+        await until(pilot, lambda: app.predict_panel.result is not None, "predictions show")
+        assert fake_predictor.requests[-1].top_k == 1  # type: ignore[attr-defined]
+        assert len(app.query_one("#predict-base ScoreBars", ScoreBars).rows) == 1
+
+
+async def test_an_out_of_range_top_k_is_refused_with_its_range(
+    make_app: Callable[..., WorkbenchApp], fake_predictor: Callable[[PredictRequest], PredictionView]
+) -> None:
+    app = make_app(panel="predict")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press(*"This is a [MASK] movie!", "tab", "backspace", "0")
+        await pilot.pause()
+        top_k = app.query_one("#predict-top-k", Input)
+        assert top_k.has_class("-invalid")
+        assert "top-k: expected a whole number from 1 to 50" in text_of(app, "#predict-status")
+        await pilot.press("enter")
+        await settle(pilot)
+        assert fake_predictor.requests == []  # type: ignore[attr-defined]
+        assert app.focused is top_k
+        await pilot.press("backspace", "3")
+        await pilot.pause()
+        assert not top_k.has_class("-invalid") and text_of(app, "#predict-status") == ""
+
+
+async def test_a_causal_lm_offers_max_new_tokens_instead_of_top_k(
+    make_app: Callable[..., WorkbenchApp],
+    workbench_config: RunConfig,
+    fake_predictor: Callable[[PredictRequest], PredictionView],
+) -> None:
+    app = make_app(panel="predict", cfg=validate_field(workbench_config, "task", "causal-lm"))
+    async with app.run_test(size=(100, 30)) as pilot:
+        assert app.query_one("#predict-max-new").display and not app.query_one("#predict-top-k").display
+        await pilot.press(*"The movie was", "tab", "backspace", "backspace", *"12", "enter")
+        await until(pilot, lambda: app.predict_panel.result is not None, "predictions show")
+        assert fake_predictor.requests[-1].max_new_tokens == 12  # type: ignore[attr-defined]
+
+
 # -- Runs -------------------------------------------------------------------------------------------------------
 
 
@@ -384,6 +456,107 @@ async def test_l_loads_a_runs_config_and_p_predicts_with_its_model(
         await pilot.pause()
         assert app.active_panel == "predict"
         assert app.predict_panel.tuned is not None and Path(app.predict_panel.tuned).name == two_runs[1]
+
+
+@pytest.fixture
+def stopped_run(workbench_config: RunConfig) -> str:
+    """A run stopped at step 12 of 24, as the engine leaves it on disk."""
+    name = "20240103-100000-classification-minilm"
+    script = run_script(f"runs/{name}")
+    events = script[: 1 + next(i for i, e in enumerate(script) if isinstance(e, StepLogged) and e.step == 12)]
+    summary = summary_for(workbench_config, started=1_704_276_000, best=0.6, status="stopped")
+    write_run(Path("runs"), name, workbench_config, events, summary)
+    return name
+
+
+class ScriptedResume:
+    """A resume factory: the scripted run picks up at step 12, holding after RunStarted until ``gate`` opens."""
+
+    def __init__(self, cfg: RunConfig, gate: threading.Event) -> None:
+        self.cfg = cfg
+        self.gate = gate
+        self.folders: list[Path] = []
+
+    def __call__(self, run_dir: Path, subscribers: list[Emit]) -> ScriptedRunner:
+        self.folders.append(run_dir)
+        script = [
+            dataclasses.replace(e, start_step=12) if isinstance(e, RunStarted) else e
+            for e in run_script(str(run_dir))
+            if not isinstance(e, StepLogged) or e.step > 12
+        ]
+        return ScriptedRunner(self.cfg, script, subscribers, self.gate)
+
+
+def record_notes(app: WorkbenchApp) -> list[str]:
+    """The messages of every notification the app shows from now on."""
+    notes: list[str] = []
+    show = app.notify
+
+    def notify(message: str, **kwargs: Any) -> None:
+        notes.append(message)
+        show(message, **kwargs)
+
+    app.notify = notify  # type: ignore[method-assign]
+    return notes
+
+
+async def test_r_resumes_a_stopped_run_on_the_train_panel_from_its_step(
+    make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig, stopped_run: str
+) -> None:
+    gate = threading.Event()
+    resume = ScriptedResume(workbench_config, gate)
+    app = make_app(panel="runs")
+    app.resume_factory = resume
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: len(app.runs_panel.runs) == 1, "the runs list")
+        await pilot.press("r")
+        await reach(app, "training")
+        assert resume.folders == [Path("runs") / stopped_run]
+        assert app.active_panel == "train"
+        assert "step 12/24" in app.train_panel.progress_text()
+        assert app.query_one("#train-progress", ProgressBar).progress == 12
+        chart = app.query_one("#train-chart", LossChart)
+        assert [x for x, _ in chart.series["train loss (step)"].points] == list(range(1, 13))  # read back
+        gate.set()
+        await reach(app, "finished")
+        await pilot.pause()
+        assert app.run_dir == str(Path("runs") / stopped_run)
+        assert [x for x, _ in chart.series["train loss (step)"].points] == list(range(1, 25))
+
+
+async def test_r_on_a_finished_run_shows_the_engine_reason_and_starts_nothing(
+    make_app: Callable[..., WorkbenchApp], two_runs: list[str]
+) -> None:
+    app = make_app(panel="runs")
+    async with app.run_test(size=(120, 40)) as pilot:
+        notes = record_notes(app)
+        await until(pilot, lambda: len(app.runs_panel.runs) == 2, "the runs list")
+        await pilot.press("r")
+        await pilot.pause()
+        assert len(notes) == 1 and "already finished" in notes[0] and two_runs[1] in notes[0]
+        assert "Traceback" not in notes[0]
+        assert (app.run_state, app.active_panel) == ("idle", "runs")
+
+
+async def test_r_is_refused_while_another_run_is_active(
+    make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig, stopped_run: str
+) -> None:
+    gate = threading.Event()
+    resume = ScriptedResume(workbench_config, gate)
+    app = make_app(panel="train", engine=ScriptedEngine("runs/gated", gate=gate))
+    app.resume_factory = resume
+    async with app.run_test(size=(120, 40)) as pilot:
+        notes = record_notes(app)
+        await pilot.press("s")
+        await reach(app, "training")
+        await pilot.press("f6")
+        await until(pilot, lambda: len(app.runs_panel.runs) == 1, "the runs list")
+        await pilot.press("r")
+        await pilot.pause()
+        assert resume.folders == []
+        assert any("already in progress" in n and stopped_run in n for n in notes)
+        gate.set()
+        await reach(app, "finished")
 
 
 def test_scripted_runner_follows_the_run_contract() -> None:

@@ -24,6 +24,9 @@ from engine.config import SECTIONS, RunConfig, field_docs, load_config, parse_ya
 from engine.errors import ConfigError
 
 TITLE = "Run config"
+REMOTE_CODE_PATH = "model.trust_remote_code"
+#: Beside the field while it is on: the model's own Python code will run on this machine.
+REMOTE_CODE_NOTE = "⚠ ON: runs code from the model's repo"
 
 
 @dataclass(frozen=True)
@@ -178,7 +181,10 @@ class ConfigPanel(Vertical):
             pending = self.errors.get(spec.path)
             value = pending[0] if pending else get_value(self.config, spec.path)
             key = Label(self._key_text(spec, False), classes="field-key", id=f"key-{spec.widget_id}")
-            widgets.append(Horizontal(key, self._editor(spec, value), classes="field-row", id=f"row-{spec.widget_id}"))
+            row = [key, self._editor(spec, value)]
+            if spec.path == REMOTE_CODE_PATH:
+                row.append(Static("", classes="field-note warning", id="remote-code-note"))
+            widgets.append(Horizontal(*row, classes="field-row", id=f"row-{spec.widget_id}"))
             error = Static("", classes="field-error", id=f"err-{spec.widget_id}")
             error.display = False
             widgets.append(error)
@@ -315,6 +321,10 @@ class ConfigPanel(Vertical):
             key = self.query_one(f"#key-{spec.widget_id}", Label)
             key.update(self._key_text(spec, changed))
             self.query_one(f"#row-{spec.widget_id}").set_class(changed, "-changed")
+        if self.form_built:
+            note = self.query_one("#remote-code-note", Static)
+            note.update(Content(REMOTE_CODE_NOTE))
+            note.display = self.config.model.trust_remote_code
         state = f"{len(self.errors)} invalid" if self.errors else "valid"
         changes = f"{len(differs)} changed from file" if differs else "as in file"
         self.query_one("#config-title", Static).update(Content(f"{TITLE} · {self.path} · {changes} · {state}"))

@@ -17,7 +17,8 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.message import Message
-from textual.widgets import Input, Static
+from textual.validation import Integer
+from textual.widgets import Input, Label, Static
 from textual.worker import Worker, WorkerState
 
 from engine.config import RunConfig
@@ -33,6 +34,31 @@ EXAMPLES = {
     "classify": "The food was wonderful and the staff were friendly.",
     "generate": "The movie was",
 }
+
+
+@dataclass(frozen=True)
+class Option:
+    """A whole-number setting typed beside the text: its input, its name in messages, and its range."""
+
+    widget_id: str
+    name: str
+    default: int
+    low: int
+    high: int
+
+    def parse(self, text: str) -> int:
+        """The value of ``text``; ValueError with one line naming the setting and its range otherwise."""
+        try:
+            value = int(text.strip())
+        except ValueError:
+            value = None
+        if value is None or not self.low <= value <= self.high:
+            raise ValueError(f"{self.name}: expected a whole number from {self.low} to {self.high}, got {text!r}")
+        return value
+
+
+TOP_K = Option("predict-top-k", "top-k", 5, 1, 50)
+MAX_NEW_TOKENS = Option("predict-max-new", "max new tokens", 40, 1, 512)
 
 
 @dataclass(frozen=True)
@@ -139,6 +165,8 @@ class PredictPanel(Vertical):
         self.tuned_origin = ""
         self.result: PredictionView | None = None
         self.busy = False
+        #: The status line shows a top-k or max-new-tokens message (cleared once the value is fixed).
+        self.option_error = False
 
     @property
     def mode(self) -> str:
@@ -146,7 +174,19 @@ class PredictPanel(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static(TITLE, id="predict-title", classes="panel-title")
-        yield Input(placeholder=self._placeholder(), id="predict-input", compact=True)
+        with Horizontal(id="predict-controls", classes="controls"):
+            yield Input(placeholder=self._placeholder(), id="predict-input", compact=True)
+            for option, label in ((TOP_K, "top-k"), (MAX_NEW_TOKENS, "max new")):
+                yield Label(label, classes="option-key", id=f"{option.widget_id}-key")
+                yield Input(
+                    str(option.default),
+                    type="integer",
+                    max_length=len(str(option.high)),
+                    validators=[Integer(option.low, option.high)],  # marks the field -invalid as it is typed
+                    compact=True,
+                    id=option.widget_id,
+                    classes="predict-option",
+                )
         yield Static("", id="predict-status")
         with Horizontal(id="predict-sides"):
             with Vertical(id="predict-base", classes="predict-side"):
@@ -165,6 +205,14 @@ class PredictPanel(Vertical):
         for warning in self.query(".predict-warning"):
             warning.display = False
         self._render_headings()
+        self._show_options()
+
+    def _show_options(self) -> None:
+        """top-k for fill-mask and classify; max new tokens for generation (greedy, so no top-k)."""
+        generate = self.mode == "generate"
+        for option, shown in ((TOP_K, not generate), (MAX_NEW_TOKENS, generate)):
+            self.query_one(f"#{option.widget_id}").display = shown
+            self.query_one(f"#{option.widget_id}-key").display = shown
 
     def focus_main(self) -> None:
         self.query_one("#predict-input", Input).focus()
@@ -174,6 +222,7 @@ class PredictPanel(Vertical):
         self.cfg = cfg
         self.query_one("#predict-input", Input).placeholder = self._placeholder()
         self._render_headings()
+        self._show_options()
 
     def set_tuned(self, run_dir: str | None, origin: str = "") -> None:
         """Use ``run_dir`` (a run folder) as the fine-tuned side; None = base model only."""
@@ -197,16 +246,49 @@ class PredictPanel(Vertical):
     def _on_submit(self, event: Input.Submitted) -> None:
         self.predict(event.value)
 
+    @on(Input.Submitted, ".predict-option")
+    def _on_option_submit(self, event: Input.Submitted) -> None:
+        self.predict(self.query_one("#predict-input", Input).value)
+
+    @on(Input.Changed, ".predict-option")
+    def _on_option_changed(self, event: Input.Changed) -> None:
+        option = TOP_K if event.input.id == TOP_K.widget_id else MAX_NEW_TOKENS
+        try:
+            option.parse(event.value)
+        except ValueError as exc:
+            self.option_error = True
+            self._status(str(exc), error=True)
+            return
+        if self.option_error:
+            self.option_error = False
+            self._status("")
+
+    def option_value(self, option: Option) -> int:
+        """The value typed for ``option``; ValueError (one line) when it is not a whole number in range."""
+        return option.parse(self.query_one(f"#{option.widget_id}", Input).value)
+
     def predict(self, text: str) -> None:
         if not text.strip():
             self._status("type a text first; ctrl+t fills in an example", error=True)
             return
+        shown = MAX_NEW_TOKENS if self.mode == "generate" else TOP_K
+        try:
+            value = self.option_value(shown)
+        except ValueError as exc:
+            self._status(f"not predicted: {exc}", error=True)
+            self.query_one(f"#{shown.widget_id}", Input).focus()
+            return
+        # The hidden setting does not apply to this mode; its default fills the request.
+        top_k = value if shown is TOP_K else TOP_K.default
+        max_new_tokens = value if shown is MAX_NEW_TOKENS else MAX_NEW_TOKENS.default
         request = PredictRequest(
             text=text,
             base=self.cfg.model.name_or_path,
             tuned=self.tuned,
             task=self.cfg.task,
             device=self.cfg.train.device,
+            top_k=top_k,
+            max_new_tokens=max_new_tokens,
         )
         self.busy = True
         both = "both models" if self.tuned else self.cfg.model.name_or_path

@@ -35,14 +35,15 @@ def fmt_date(started: float) -> str:
 
 
 class RunsPanel(Vertical):
-    """Lists runs newest first. Enter opens one; m marks; o overlays the marked runs' loss curves."""
+    """Lists runs newest first. Enter opens one; m marks; o overlays the marked runs' loss curves; r resumes one."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("m", "mark", "Mark"),
         Binding("o", "overlay", "Overlay"),
         Binding("l", "load_config", "Load cfg"),
         Binding("p", "predict_with", "Predict"),
-        Binding("r", "refresh", "Refresh", show=False),
+        Binding("r", "resume", "Resume"),
+        Binding("ctrl+r", "refresh", "Reload list", show=False),
     ]
 
     class Listed(Message):
@@ -65,6 +66,13 @@ class RunsPanel(Vertical):
 
     class UseForPredict(Message):
         """Use this run's model as the fine-tuned side of the Predict panel."""
+
+        def __init__(self, run_dir: Path) -> None:
+            super().__init__()
+            self.run_dir = run_dir
+
+    class ResumeRun(Message):
+        """Continue this stopped, failed or killed run in its own folder."""
 
         def __init__(self, run_dir: Path) -> None:
             super().__init__()
@@ -211,6 +219,12 @@ class RunsPanel(Vertical):
         info = self.current()
         if info is not None:
             self.post_message(self.UseForPredict(info.path))
+
+    def action_resume(self) -> None:
+        # Whether the run can go on (stopped, failed or killed; not finished or live) is the engine's call.
+        info = self.current()
+        if info is not None:
+            self.post_message(self.ResumeRun(info.path))
 
     def action_refresh(self) -> None:
         self.refresh_runs()

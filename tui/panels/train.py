@@ -12,6 +12,8 @@ from textual.widgets import Log, ProgressBar, Static
 from engine.config import RunConfig
 from engine.events import (
     CheckpointSaved,
+    EpochEnded,
+    Evaluated,
     Event,
     LogMessage,
     Paused,
@@ -36,6 +38,8 @@ STATE_MARKS = {
     "finished": "✓",
     "failed": "✗",
 }
+#: Shown in the status line while the config lets the model run code from its own repository.
+REMOTE_CODE_MARK = "⚠ trust_remote_code ON"
 
 
 def fmt_params(n: int) -> str:
@@ -60,6 +64,8 @@ class TrainPanel(Vertical):
         self.last_step: StepLogged | None = None
         self.curves = RunCurves(task=cfg.task)
         self.error: str | None = None
+        #: A resumed run's earlier events, folded in when its RunStarted says which step it resumes from.
+        self.history: list[Event] = []
 
     def compose(self) -> ComposeResult:
         yield Static("", id="train-status", classes="panel-title")
@@ -92,12 +98,13 @@ class TrainPanel(Vertical):
         self.detail = detail
         self._render_status()
 
-    def reset(self, cfg: RunConfig) -> None:
-        """Clear the previous run's chart, table and error for a new run."""
+    def reset(self, cfg: RunConfig, what: str = "new run") -> None:
+        """Clear the previous run's chart, table and error for a new (or resumed) run."""
         self.cfg = cfg
         self.started = None
         self.last_step = None
         self.error = None
+        self.history = []
         self.curves = RunCurves(task=cfg.task)
         self.query_one("#train-error").display = False
         chart = self.query_one(LossChart)
@@ -105,8 +112,25 @@ class TrainPanel(Vertical):
         chart.clear()
         self.query_one(EpochTable).show(self.curves)
         self.query_one("#train-progress", ProgressBar).update(total=1, progress=0)
-        self.write_log(f"--- new run: {cfg.task} · {cfg.model.name_or_path} · {cfg.data.source}")
+        self.write_log(f"--- {what}: {cfg.task} · {cfg.model.name_or_path} · {cfg.data.source}")
         self._render_progress()
+
+    def set_history(self, events: list[Event]) -> None:
+        """The events of a resumed run's earlier sessions (UI thread; before its RunStarted arrives)."""
+        self.history = events
+
+    def _fold_history(self, start_step: int) -> None:
+        """Show the curves and epochs up to ``start_step``; the resumed run redoes what came after it."""
+        kept = [e for e in self.history if isinstance(e, StepLogged | EpochEnded | Evaluated) and e.step <= start_step]
+        self.history = []
+        self.curves = RunCurves.from_events(kept, task=self.curves.task)
+        chart = self.query_one(LossChart)
+        chart.set_series("train loss (step)", self.curves.steps)
+        if self.curves.epoch_train:
+            chart.set_series("train loss (epoch)", self.curves.epoch_train, marker="dot")
+        if self.curves.evals:
+            chart.set_series("eval loss", self.curves.evals, marker="dot")
+        self.query_one(EpochTable).show(self.curves)
 
     def write_log(self, line: str) -> None:
         self.query_one(Log).write_line(line)
@@ -132,10 +156,15 @@ class TrainPanel(Vertical):
                 chart.set_series("eval loss", self.curves.evals, marker="dot")
         if isinstance(event, RunStarted):
             self.started = event
-            self.query_one("#train-progress", ProgressBar).update(total=max(event.total_steps, 1), progress=0)
+            if self.history:
+                self._fold_history(event.start_step)
+            self.query_one("#train-progress", ProgressBar).update(
+                total=max(event.total_steps, 1), progress=event.start_step
+            )
             self.write_log(
                 f"run {event.run_name}: {event.num_train_samples} train / {event.num_eval_samples} eval samples, "
                 f"{event.total_steps} steps on {event.device} ({event.precision})"
+                + (f"; resumed at step {event.start_step}" if event.start_step else "")
             )
             self._render_status()
             self._render_progress()
@@ -174,6 +203,8 @@ class TrainPanel(Vertical):
         cfg = self.cfg
         mark = STATE_MARKS.get(self.state, "?")
         parts = [f"{mark} {self.state}" + (f" ({self.detail})" if self.detail else "")]
+        if cfg.model.trust_remote_code:  # early in the line, so that a narrow terminal cannot cut it off
+            parts.append(REMOTE_CODE_MARK)
         s = self.started
         if s is not None:
             parts += [s.model, s.task, s.engine, s.device, s.precision, f"{fmt_params(s.num_parameters)} params"]
@@ -189,8 +220,10 @@ class TrainPanel(Vertical):
         s, step = self.started, self.last_step
         if s is None:
             return "no run yet" if self.state == "idle" else "preparing…"
-        if step is None:
-            return f"epoch 1/{s.num_epochs} · step 0/{s.total_steps}"
+        if step is None:  # a resumed run starts at its checkpoint's step, in that step's epoch
+            steps_per_epoch = max(s.total_steps / max(s.num_epochs, 1), 1)
+            epoch = min(int(s.start_step // steps_per_epoch) + 1, s.num_epochs)
+            return f"epoch {epoch}/{s.num_epochs} · step {s.start_step}/{s.total_steps}"
         epoch = min(max(1, math.ceil(step.epoch)), s.num_epochs)
         parts = [
             f"epoch {epoch}/{s.num_epochs}",
