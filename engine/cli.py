@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top-k", type=int, default=5, help="how many tokens or labels to show")
     predict.add_argument("--max-new-tokens", type=int, default=40, help="generation length (causal LMs)")
     predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    predict.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     predict.add_argument("text", help='e.g. "This is a [MASK] movie!"')
 
     runs = sub.add_parser("runs", help="list runs")

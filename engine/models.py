@@ -160,6 +160,7 @@ def untrained_head_warning(newly_initialized: list[str], task: str) -> str | Non
     head_prefixes = {
         "masked-lm": ("cls.", "lm_head", "vocab_", "predictions"),
         "classification": ("classifier",),
+        "causal-lm": ("lm_head",),
     }
     heads = [k for k in newly_initialized if any(p in k for p in head_prefixes.get(task, ()))]
     if not heads:

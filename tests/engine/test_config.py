@@ -57,7 +57,9 @@ def test_out_of_range_values_are_refused_with_the_allowed_range() -> None:
 
 
 def test_unknown_key_suggests_the_closest_name() -> None:
-    assert error_of({"train": {"learning_rte": 1e-4}}) == 'train.learning_rte: unknown key (did you mean "learning_rate"?)'
+    assert error_of({"train": {"learning_rte": 1e-4}}) == (
+        'train.learning_rte: unknown key (did you mean "learning_rate"?)'
+    )
     assert error_of({"trian": {}}) == 'trian: unknown key (did you mean "train"?)'
 
 

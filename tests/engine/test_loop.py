@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 from pathlib import Path
@@ -39,8 +40,8 @@ def of(events: list[Event], cls: type) -> list[Any]:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, tiny_bert_dir: Path) -> tuple[Any, Any, list[Event]]:
     """One 4-epoch run shared by the tests that only read its results."""
-    from tests.conftest import sentiment_rows, write_jsonl
     from engine.config import from_dict
+    from tests.conftest import sentiment_rows, write_jsonl
 
     root = tmp_path_factory.mktemp("trained")
     cfg = from_dict(
@@ -86,7 +87,7 @@ def test_events_arrive_in_order(trained: Any) -> None:
     for epoch_end, evaluated in zip(of(events, EpochEnded), of(events, Evaluated), strict=True):
         assert events.index(epoch_end) < events.index(evaluated)
         assert evaluated.step == epoch_end.step
-    assert all(e.time <= f.time for e, f in zip(events, events[1:], strict=False))
+    assert all(e.time <= f.time for e, f in itertools.pairwise(events))
 
 
 def test_eval_accuracy_matches_a_hand_count_with_the_saved_model(trained: Any) -> None:

@@ -1,0 +1,516 @@
+"""Predictions from a run's model or any model: fill-mask, classify, generate, and base vs fine-tuned side by side.
+
+Models are loaded once per (folder, task, device) and kept; a query runs the transformers pipeline's own
+stages (tokenize, forward, postprocess), so results equal ``transformers.pipeline(...)`` on the same folder
+and cost no more than calling it. Whether a prediction head is untrained is read from the load report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import ModelError, PredictError, UserError
+from engine.models import (
+    AUTO_CLASSES,
+    load_model,
+    load_tokenizer,
+    pick_device,
+    resolve_model_path,
+    untrained_head_warning,
+)
+from engine.runs import CONFIG_FILE, MODEL_DIR
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger("tunebench.predict")
+
+#: What a prediction does for each training task.
+MODES = {"masked-lm": "fill-mask", "classification": "classify", "causal-lm": "generate"}
+#: Architecture-name endings -> task, checked in order.
+_HEADS = (
+    ("ForMaskedLM", "masked-lm"),
+    ("ForPreTraining", "masked-lm"),
+    ("ForSequenceClassification", "classification"),
+    ("ForCausalLM", "causal-lm"),
+    ("LMHeadModel", "causal-lm"),
+)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Results: plain data, no tensors
+
+
+@dataclass(frozen=True)
+class TokenScore:
+    """One candidate for a mask: the token as text and its probability."""
+
+    token_str: str
+    score: float
+    token: int
+    sequence: str
+
+
+@dataclass(frozen=True)
+class LabelScore:
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
+class FillMaskResult:
+    model: str
+    text: str
+    mask_token: str
+    #: One list per mask in the text, left to right; each ordered by score, highest first.
+    masks: tuple[tuple[TokenScore, ...], ...]
+    untrained_head: bool = False
+    warnings: tuple[str, ...] = ()
+    mode: str = "fill-mask"
+
+
+@dataclass(frozen=True)
+class ClassifyResult:
+    model: str
+    text: str
+    #: Ordered by score, highest first.
+    labels: tuple[LabelScore, ...]
+    untrained_head: bool = False
+    warnings: tuple[str, ...] = ()
+    mode: str = "classify"
+
+
+@dataclass(frozen=True)
+class GenerateResult:
+    model: str
+    prompt: str
+    completion: str
+    untrained_head: bool = False
+    warnings: tuple[str, ...] = ()
+    mode: str = "generate"
+
+
+PredictResult = FillMaskResult | ClassifyResult | GenerateResult
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The same query on the base model and on the fine-tuned one, for side-by-side display."""
+
+    base: PredictResult
+    tuned: PredictResult
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Which model, which head
+
+
+def _as_predict_error(exc: UserError) -> PredictError:
+    text = str(exc)
+    for prefix in ("model.name_or_path: ", "train.device: "):
+        if text.startswith(prefix):
+            text = ("model: " if prefix.startswith("model") else "device: ") + text[len(prefix) :]
+    return PredictError(text)
+
+
+def resolve(model: str) -> str:
+    """A loadable folder or hub id for a run folder, a model folder, a hub id, or ``minilm``."""
+    if not model.strip():
+        raise PredictError("model: no model given; name a run folder, a model folder, a hub id, or minilm")
+    path = Path(model).expanduser()
+    if path.is_dir() and (path / CONFIG_FILE).is_file() and not (path / MODEL_DIR / "config.json").is_file():
+        raise PredictError(
+            f"model: the run {model} has no model yet (a run writes {MODEL_DIR}/ when it finishes or is stopped); "
+            "wait for it to end or pick a finished run"
+        )
+    try:
+        return resolve_model_path(model)
+    except ModelError as exc:
+        raise _as_predict_error(exc) from None
+
+
+def base_model_of(run_folder: str) -> str | None:
+    """The ``model.name_or_path`` a run was trained from, or None when ``run_folder`` is not a run."""
+    from engine.config import load_config
+
+    path = Path(run_folder).expanduser() / CONFIG_FILE
+    if not path.is_file():
+        return None
+    try:
+        return load_config(path).model.name_or_path
+    except UserError:
+        return None
+
+
+def detect_task(path: str, *, trust_remote_code: bool = False) -> str:
+    """masked-lm, classification or causal-lm, from the model's head (``config.architectures``)."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        from engine.models import _hub_failure
+
+        raise _as_predict_error(_hub_failure(path, exc)) from None
+    architectures = list(getattr(config, "architectures", None) or [])
+    for arch in architectures:
+        for suffix, task in _HEADS:
+            if arch.endswith(suffix):
+                return task
+    # A bare encoder or decoder (e.g. "BertModel"): predict with the head its family is trained with.
+    if config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        return "masked-lm"
+    if config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return "causal-lm"
+    raise PredictError(
+        f"model: {path} ({', '.join(architectures) or config.model_type}) has no fill-mask, classification or "
+        "text-generation head; pick a masked LM, a classifier or a causal LM"
+    )
+
+
+def _token_limit(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> int:
+    limits = [getattr(model.config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
+    usable = [n for n in limits if isinstance(n, int) and 0 < n < 1_000_000]
+    return min(usable) if usable else 512
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A loaded model
+
+
+@dataclass
+class Predictor:
+    """A model, its tokenizer and pipeline, loaded once; ``load_predictor`` hands out cached instances."""
+
+    name: str
+    path: str
+    task: str
+    device: torch.device
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    pipe: Any
+    head_warning: str | None = None
+    token_limit: int = 512
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def mode(self) -> str:
+        return MODES[self.task]
+
+    @property
+    def untrained_head(self) -> bool:
+        return self.head_warning is not None
+
+    def _warnings(self, *extra: str | None) -> tuple[str, ...]:
+        return tuple(w for w in (self.head_warning, *extra) if w)
+
+    def _encode(self, text: str) -> tuple[Any, str | None]:
+        """Tokenize like the pipeline does; over-long text is cut to the model's limit, with a warning."""
+        if not text.strip():
+            raise PredictError("text: the text is empty; type a sentence to predict on")
+        inputs = self.tokenizer(text, return_tensors="pt")
+        length = int(inputs["input_ids"].shape[1])
+        if length <= self.token_limit:
+            return inputs, None
+        note = f"the text is {length} tokens; only the first {self.token_limit} were read"
+        log.warning("%s: %s", self.name, note)
+        return self.tokenizer(text, return_tensors="pt", truncation=True, max_length=self.token_limit), note
+
+    def predict(self, text: str, *, top_k: int = 5, max_new_tokens: int = 40) -> PredictResult:
+        """Fill-mask, classify or generate, whichever this model's head does."""
+        if self.task == "masked-lm":
+            return self.fill_mask(text, top_k=top_k)
+        if self.task == "classification":
+            return self.classify(text, top_k=top_k)
+        return self.generate(text, max_new_tokens=max_new_tokens)
+
+    def fill_mask(self, text: str, *, top_k: int = 5) -> FillMaskResult:
+        """The ``top_k`` most likely tokens for every mask token in ``text``."""
+        mask = self.tokenizer.mask_token
+        if self.task != "masked-lm" or mask is None:
+            raise PredictError(f"model: {self.name} is not a masked language model; it can {self.mode}")
+        if top_k < 1:
+            raise PredictError(f"top-k: expected at least 1, got {top_k}")
+        inputs, note = self._encode(text)
+        if not bool((inputs["input_ids"] == self.tokenizer.mask_token_id).any()):
+            if note is not None and mask in text:
+                raise PredictError(
+                    f"text: every {mask} is past the first {self.token_limit} tokens this model reads; "
+                    "move it earlier or shorten the text"
+                )
+            other = next((m for m in ("[MASK]", "<mask>", "[mask]") if m in text and m != mask), None)
+            hint = f" (this model's mask token is {mask}, not {other})" if other else ""
+            raise PredictError(
+                f"text: no {mask} in the text{hint}; type {mask} where the model should fill in a word, "
+                f'e.g. "This is a {mask} movie!"'
+            )
+        with self._lock:
+            outputs = self.pipe.forward(inputs)
+            rows = self.pipe.postprocess(outputs, top_k=top_k)
+        if rows and isinstance(rows[0], dict):
+            rows = [rows]  # one mask: the pipeline returns a flat list
+        masks = tuple(
+            tuple(TokenScore(r["token_str"], float(r["score"]), int(r["token"]), r["sequence"]) for r in row)
+            for row in rows
+        )
+        return FillMaskResult(self.name, text, mask, masks, self.untrained_head, self._warnings(note))
+
+    def classify(self, text: str, *, top_k: int | None = None) -> ClassifyResult:
+        """Label names with probabilities, highest first (all labels when ``top_k`` is None)."""
+        if self.task != "classification":
+            raise PredictError(f"model: {self.name} is not a classifier; it can {self.mode}")
+        if top_k is not None and top_k < 1:
+            raise PredictError(f"top-k: expected at least 1, got {top_k}")
+        inputs, note = self._encode(text)
+        with self._lock:
+            outputs = self.pipe.forward(inputs)
+            rows = self.pipe.postprocess(outputs, top_k=top_k, _legacy=False)
+        labels = tuple(LabelScore(str(r["label"]), float(r["score"])) for r in rows)
+        return ClassifyResult(self.name, text, labels, self.untrained_head, self._warnings(note))
+
+    def generate(
+        self,
+        text: str,
+        *,
+        max_new_tokens: int = 40,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ) -> GenerateResult:
+        """Continue ``text``: greedy by default, or sampled (``do_sample``) with a temperature and nucleus."""
+        import torch
+
+        if self.task != "causal-lm":
+            raise PredictError(f"model: {self.name} is not a causal language model; it can {self.mode}")
+        if max_new_tokens < 1:
+            raise PredictError(f"max-new-tokens: expected at least 1, got {max_new_tokens}")
+        if do_sample and temperature <= 0:
+            raise PredictError(f"temperature: expected a positive number, got {temperature}")
+        inputs, note = self._encode(text)
+        ids = inputs["input_ids"]
+        eos = self.tokenizer.eos_token_id
+        if eos is not None and ids.shape[1] > 1 and int(ids[0, -1]) == eos:
+            ids = ids[:, :-1]  # a prompt that ends in end-of-text gives the model nothing to continue
+        settings: dict[str, Any] = {
+            "max_new_tokens": max_new_tokens,
+            "do_sample": do_sample,
+            "pad_token_id": self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos,
+        }
+        if do_sample:
+            settings.update(temperature=temperature, top_p=top_p)
+        else:
+            settings.update(temperature=None, top_p=None, top_k=None)  # silence the sampling-only defaults
+        with self._lock, torch.inference_mode():
+            if seed is not None:
+                torch.manual_seed(seed)
+            ids = ids.to(self.device)
+            generate: Any = self.model.generate
+            out = generate(input_ids=ids, attention_mask=torch.ones_like(ids), **settings)
+        completion = str(self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
+        return GenerateResult(self.name, text, completion, self.untrained_head, self._warnings(note))
+
+
+_CACHE: dict[tuple[Any, ...], Predictor] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def clear_cache() -> None:
+    """Forget every loaded model (frees their memory once no caller holds them)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
+def _build(name: str, path: str, task: str, device: torch.device, trust_remote_code: bool, **kwargs: Any) -> Predictor:
+    import torch
+    from transformers import pipeline
+
+    try:
+        tokenizer = load_tokenizer(path, trust_remote_code)
+        # A head missing from the checkpoint is initialized at random: seed it so the same (untrained) model
+        # gives the same answers in every process, without touching the caller's random state.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            loaded = load_model(task, path, trust_remote_code=trust_remote_code, **kwargs)
+    except ModelError as exc:
+        raise _as_predict_error(exc) from None
+    model: Any = loaded.model
+    model = model.to(device).eval()
+    make_pipeline: Any = pipeline  # its overloads do not know every tokenizer class
+    pipe = None
+    if task == "masked-lm":
+        pipe = make_pipeline("fill-mask", model=model, tokenizer=tokenizer, device=device)
+    elif task == "classification":
+        pipe = make_pipeline("text-classification", model=model, tokenizer=tokenizer, device=device)
+    return Predictor(
+        name=name,
+        path=path,
+        task=task,
+        device=device,
+        model=model,
+        tokenizer=tokenizer,
+        pipe=pipe,
+        head_warning=untrained_head_warning(loaded.newly_initialized, task),
+        token_limit=_token_limit(tokenizer, model),
+    )
+
+
+def load_predictor(
+    model: str,
+    *,
+    task: str | None = None,
+    device: str = "auto",
+    trust_remote_code: bool = False,
+    label_names: list[str] | None = None,
+) -> Predictor:
+    """The model behind ``model`` (run folder, model folder, hub id or ``minilm``), loaded once and cached.
+
+    Args:
+        task: Load with this head instead of the model's own (used to put a base model beside a fine-tune).
+        device: auto | cpu | cuda | cuda:N | mps.
+        label_names: For a classification head that is not in the checkpoint: its labels, index = class id.
+    """
+    path = resolve(model)
+    try:
+        placed = pick_device(device)
+    except ModelError as exc:
+        raise _as_predict_error(exc) from None
+    task = task or detect_task(path, trust_remote_code=trust_remote_code)
+    if task not in AUTO_CLASSES:
+        raise PredictError(f"task: expected one of {', '.join(AUTO_CLASSES)}, got {task}")
+    config_file = Path(path) / "config.json"
+    # a run folder's model/ is replaced when the run saves again: a new file means a new model
+    stamp = config_file.stat().st_mtime_ns if config_file.is_file() else None
+    key = (path, stamp, task, str(placed), trust_remote_code, tuple(label_names or ()))
+    with _CACHE_LOCK:
+        hit = _CACHE.get(key)
+        if hit is None:
+            kwargs: dict[str, Any] = {}
+            if task == "classification" and label_names:
+                kwargs = {
+                    "num_labels": len(label_names),
+                    "id2label": dict(enumerate(label_names)),
+                    "label2id": {n: i for i, n in enumerate(label_names)},
+                }
+            hit = _CACHE[key] = _build(model, path, task, placed, trust_remote_code, **kwargs)
+    return hit
+
+
+def predict(model: str, text: str, *, top_k: int = 5, max_new_tokens: int = 40, device: str = "auto") -> PredictResult:
+    """One query on ``model``, with whatever its head does (fill-mask, classify or generate)."""
+    return load_predictor(model, device=device).predict(text, top_k=top_k, max_new_tokens=max_new_tokens)
+
+
+def compare(
+    text: str,
+    tuned: str,
+    base: str | None = None,
+    *,
+    top_k: int = 5,
+    max_new_tokens: int = 40,
+    device: str = "auto",
+) -> Comparison:
+    """The same query on the base model and the fine-tuned one; ``base`` defaults to the run's starting model.
+
+    The base is loaded with the fine-tuned model's head type, so an untrained base head is flagged as such.
+    """
+    fine = load_predictor(tuned, device=device)
+    base = base or base_model_of(tuned)
+    if base is None:
+        raise PredictError(f"model: {tuned} is not a run folder, so its base model is unknown; name the base model")
+    labels = None
+    if fine.task == "classification":
+        id2label = dict(fine.model.config.id2label or {})
+        labels = [str(name) for _, name in sorted(id2label.items(), key=lambda item: int(item[0]))]
+    original = load_predictor(base, task=fine.task, device=device, label_names=labels)
+    return Comparison(
+        base=original.predict(text, top_k=top_k, max_new_tokens=max_new_tokens),
+        tuned=fine.predict(text, top_k=top_k, max_new_tokens=max_new_tokens),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# CLI: tunebench predict --model X [--top-k 5] [--max-new-tokens N] [--json] "TEXT"
+
+
+def result_json(result: PredictResult) -> Any:
+    """The ``--json`` shape: fill-mask → [{token_str, score}] (a list of those per mask when there are
+    several); classify → {label: prob}; generate → {prompt, completion}."""
+    if isinstance(result, FillMaskResult):
+        rows = [[{"token_str": t.token_str, "score": t.score} for t in mask] for mask in result.masks]
+        return rows[0] if len(rows) == 1 else rows
+    if isinstance(result, ClassifyResult):
+        return {s.label: s.score for s in result.labels}
+    return {"prompt": result.prompt, "completion": result.completion}
+
+
+def _bar(score: float, width: int = 20) -> str:
+    return "█" * max(0, min(width, round(score * width)))
+
+
+def _table(rows: list[tuple[str, float]], title: str, column: str) -> str:
+    name_width = max([len(name) for name, _ in rows] + [len(column)])
+    lines = [title, f"  {'#':>2}  {column:<{name_width}}  {'score':>7}"]
+    for i, (name, score) in enumerate(rows, 1):
+        lines.append(f"  {i:>2}  {name:<{name_width}}  {score:7.4f}  {_bar(score)}")
+    return "\n".join(lines)
+
+
+def render_text(result: PredictResult) -> str:
+    """A plain-text table of ``result`` for the terminal."""
+    if isinstance(result, FillMaskResult):
+        many = len(result.masks) > 1
+        blocks = [
+            _table(
+                [(t.token_str, t.score) for t in mask],
+                f"{result.text}" + (f"  (mask {i} of {len(result.masks)})" if many else ""),
+                "token",
+            )
+            for i, mask in enumerate(result.masks, 1)
+        ]
+        return "\n\n".join(blocks)
+    if isinstance(result, ClassifyResult):
+        return _table([(s.label, s.score) for s in result.labels], result.text, "label")
+    return f"{result.prompt}{result.completion if result.completion.startswith(' ') else ' ' + result.completion}"
+
+
+def cli_predict(args: argparse.Namespace) -> int:
+    """``tunebench predict``: 0 on success, 2 with ``tunebench: error: ...`` on a user error."""
+    from engine.logs import capture_library_logs
+
+    try:
+        if args.top_k < 1:
+            raise PredictError(f"--top-k: expected at least 1, got {args.top_k}")
+        if args.max_new_tokens < 1:
+            raise PredictError(f"--max-new-tokens: expected at least 1, got {args.max_new_tokens}")
+        # library chatter (load reports, progress bars) stays off the terminal; our own warnings come from the result
+        with capture_library_logs(lambda _event: None):
+            result = predict(
+                args.model,
+                args.text,
+                top_k=args.top_k,
+                max_new_tokens=args.max_new_tokens,
+                device=getattr(args, "device", None) or "auto",
+            )
+    except UserError as exc:
+        print(f"tunebench: error: {exc}", file=sys.stderr)
+        return 2
+    for warning in result.warnings:
+        print(f"tunebench: warning: {args.model}: {warning}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result_json(result), ensure_ascii=False))
+    else:
+        print(render_text(result))
+    return 0

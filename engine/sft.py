@@ -1,0 +1,339 @@
+"""The TRL engine: ``trl.SFTTrainer`` for masked-LM (encoders such as BERT) and causal-LM (decoders) fine-tuning.
+
+SFTTrainer is built for decoders. For an encoder it is made to train a real masked LM:
+
+1. batches come from ``DataCollatorForLanguageModeling(mlm=True)`` (engine.data.build_collator), so
+   ``train.mlm_probability`` of the non-special tokens are masked and every other label is -100;
+2. the loss is the model's MLM cross-entropy over the masked positions, with no label shift (TRL's fused
+   head shifts labels for next-token prediction and skips BERT's prediction transform);
+3. the dataset is tokenized once by engine.data (one [CLS] ... [SEP], no appended EOS), and TRL's dataset
+   preparation and column pruning are skipped, so ``attention_mask`` and ``token_type_ids`` reach the model;
+4. bf16/fp16 follow engine.models.pick_precision (SFTConfig would default to bf16, which fails on a CPU).
+
+Causal LM keeps TRL's own SFT path: next-token loss, labels built from the tokenized text plus an EOS.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.callbacks import EventCallback, new_event_callback
+from engine.config import RunConfig
+from engine.control import RunControl
+from engine.data import PreparedData, build_collator, prepare
+from engine.errors import ModelError
+from engine.events import RunStarted, Status
+from engine.models import (
+    count_parameters,
+    load_model,
+    load_tokenizer,
+    pick_device,
+    pick_precision,
+    set_torch_threads,
+    untrained_head_warning,
+)
+from engine.runner import Emit, Outcome
+from engine.runs import RunDir, save_dir_atomically
+
+if TYPE_CHECKING:
+    import torch
+    from datasets import Dataset
+    from transformers import PreTrainedTokenizerBase
+
+log = logging.getLogger("tunebench.sft")
+
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+#: Written last by ``Trainer._save_checkpoint``; a checkpoint without it was cut off mid-save.
+_TRAINER_STATE = "trainer_state.json"
+
+
+def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
+    """The newest complete ``checkpoint-N`` folder, or None."""
+    if not checkpoints_dir.is_dir():
+        return None
+    complete = [
+        (int(m.group(1)), p)
+        for p in checkpoints_dir.iterdir()
+        if (m := _CHECKPOINT.match(p.name)) and p.is_dir() and (p / _TRAINER_STATE).is_file()
+    ]
+    return max(complete)[1] if complete else None
+
+
+def sft_config(cfg: RunConfig, run_dir: RunDir, device: torch.device, precision: str, has_eval: bool) -> Any:
+    """SFTConfig from the run config: the loop's hyperparameter names, mapped one to one."""
+    from trl import SFTConfig
+
+    t = cfg.train
+    settings: dict[str, Any] = dict(
+        output_dir=str(run_dir.checkpoints_dir),
+        learning_rate=t.learning_rate,
+        num_train_epochs=t.num_train_epochs,
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        per_device_eval_batch_size=t.per_device_eval_batch_size,
+        weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        lr_scheduler_type=t.lr_scheduler_type,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        max_grad_norm=t.max_grad_norm,
+        seed=t.seed,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=device.type == "cpu",
+        logging_strategy="steps",
+        logging_steps=t.logging_steps,
+        eval_strategy="epoch" if has_eval else "no",
+        prediction_loss_only=True,  # never gather (batch x length x vocab) logits; metrics come from compute_loss
+        save_strategy=t.save_strategy,
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        max_length=cfg.data.max_length,
+        dataset_text_field=cfg.data.text_field,
+        # masked LM: tokenized by engine.data; TRL's preparation would add an EOS and a copy-the-input label
+        dataset_kwargs={"skip_prepare_dataset": True} if cfg.task == "masked-lm" else None,
+        # keep attention_mask, token_type_ids and special_tokens_mask for the collator and the model
+        remove_unused_columns=cfg.task != "masked-lm",
+        disable_tqdm=True,
+        report_to="none",
+        dataloader_pin_memory=device.type == "cuda",
+        **_no_activation_checkpointing(SFTConfig),
+    )
+    return SFTConfig(**settings)
+
+
+def _no_activation_checkpointing(config_cls: type) -> dict[str, bool]:
+    """SFTConfig turns activation checkpointing on; small models on small machines want the speed instead.
+
+    transformers 5.x renamed ``gradient_checkpointing`` to ``activation_checkpointing`` (the old name warns).
+    """
+    names = getattr(config_cls, "__dataclass_fields__", {})
+    return (
+        {"activation_checkpointing": False}
+        if "activation_checkpointing" in names
+        else {"gradient_checkpointing": False}
+    )
+
+
+@functools.cache
+def _trainer_classes() -> tuple[type, type]:
+    """(causal-LM trainer, masked-LM trainer), built on first use so that trl loads with the run."""
+    import torch
+    from trl import SFTTrainer
+
+    class TunebenchSFTTrainer(SFTTrainer):
+        """SFTTrainer that feeds the event callback and evaluates with fixed random masks."""
+
+        events: EventCallback | None = None
+        eval_seed: int = 0
+
+        def _send_telemetry(self) -> None:
+            return  # a local workbench run reports nothing to the Hub
+
+        def create_model_card(self, *args: Any, **kwargs: Any) -> None:
+            return  # checkpoints/ holds checkpoints only; the run folder documents the run
+
+        def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> torch.Tensor:
+            loss: torch.Tensor = super().training_step(model, inputs, num_items_in_batch)
+            if self.events is not None:
+                self.events.record_loss(loss)
+            return loss
+
+        def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+            # MLM eval masks are random: fix them so epochs compare fairly, without touching the training RNG.
+            devices = [self.args.device] if self.args.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(self.eval_seed)
+                result: dict[str, float] = super().evaluate(*args, **kwargs)
+                return result
+
+    class MaskedLMSFTTrainer(TunebenchSFTTrainer):
+        """Masked-LM loss and masked-token accuracy; no shift, no fused causal head."""
+
+        loss_is_scaled_for_ga = True  # type: ignore[assignment]  # trl declares it as None
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._mlm_sums: dict[str, torch.Tensor] = {}
+
+        def compute_loss(
+            self,
+            model: Any,
+            inputs: dict[str, Any],
+            return_outputs: bool = False,
+            num_items_in_batch: Any = None,
+        ) -> Any:
+            labels = inputs["labels"]
+            outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
+            logits = outputs.logits
+            masked = labels != -100
+            count = masked.sum()
+            # The cross-entropy BertForMaskedLM & co. compute, as a sum so that gradient accumulation weighs
+            # every masked token the same (num_items_in_batch counts them over the accumulated micro-batches).
+            loss_sum = torch.nn.functional.cross_entropy(
+                logits.view(-1, logits.size(-1)).float(), labels.view(-1), ignore_index=-100, reduction="sum"
+            )
+            denominator = num_items_in_batch if num_items_in_batch is not None else count.clamp(min=1)
+            loss = loss_sum / denominator
+            if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+                loss = loss * self.accelerator.num_processes  # DDP averages gradients over processes
+            with torch.no_grad():
+                correct = ((logits.argmax(-1) == labels) & masked).sum()
+                sums = torch.stack([loss_sum.detach().double(), correct.double(), count.double()])
+            mode = "train" if model.training else "eval"
+            self._mlm_sums[mode] = sums if mode not in self._mlm_sums else self._mlm_sums[mode] + sums
+            return (loss, outputs) if return_outputs else loss
+
+        def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+            mode = "train" if self.model is not None and self.model.training else "eval"
+            sums = self._mlm_sums.pop(mode, None)
+            if sums is not None:
+                loss_sum, correct, count = self.accelerator.reduce(sums, "sum").tolist()  # one sync per log
+                if mode == "eval":
+                    # token-weighted, like the loop's eval (Trainer would average per-batch means)
+                    logs["eval_loss"] = loss_sum / max(count, 1.0)
+                    logs["eval_accuracy"] = correct / max(count, 1.0)
+                else:
+                    logs["accuracy"] = correct / max(count, 1.0)
+            super().log(logs, start_time)
+
+    return TunebenchSFTTrainer, MaskedLMSFTTrainer
+
+
+def _causal_dataset(ds: Dataset, eos_token_id: int | None) -> Dataset:
+    """Token ids only, each text ending in EOS so the model learns where a text stops."""
+    ds = ds.with_format(None).select_columns(["input_ids"])
+    if eos_token_id is None:
+        return ds
+
+    def add_eos(batch: dict[str, list[list[int]]]) -> dict[str, list[list[int]]]:
+        return {
+            "input_ids": [
+                ids if ids and ids[-1] == eos_token_id else [*ids, eos_token_id] for ids in batch["input_ids"]
+            ]
+        }
+
+    return ds.map(add_eos, batched=True, desc="adding EOS")
+
+
+def _check_causal_tokenizer(cfg: RunConfig, tokenizer: PreTrainedTokenizerBase) -> None:
+    if tokenizer.pad_token is None and tokenizer.eos_token is None:
+        raise ModelError(
+            f'model.name_or_path: the tokenizer of "{cfg.model.name_or_path}" has neither a pad nor an end-of-text '
+            "token, so causal-LM batches cannot be padded; pick a decoder tokenizer that defines eos_token"
+        )
+
+
+def run(cfg: RunConfig, emit: Emit, control: RunControl, run_dir: RunDir, *, resume: bool = False) -> Outcome:
+    """Train ``cfg`` with SFTTrainer; see the run contract in ARCHITECTURE.md.
+
+    Args:
+        resume: Continue from the newest complete checkpoint in ``run_dir/checkpoints`` (model, optimizer,
+            schedule, RNG and step); without one the run starts from the beginning, with a warning.
+    """
+    import torch
+    from transformers import PrinterCallback, set_seed
+
+    t = cfg.train
+    set_torch_threads(t.torch_threads)
+    device = pick_device(t.device)
+    precision = pick_precision(t.precision, device)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device.index)
+
+    # 1. tokenizer and data (tokenized once, by the same code as the loop)
+    emit(Status("loading tokenizer", cfg.model.name_or_path))
+    tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
+    if cfg.task == "causal-lm":
+        _check_causal_tokenizer(cfg, tokenizer)
+    emit(Status("loading data", cfg.data.source))
+    data: PreparedData = prepare(cfg.data, tokenizer, cfg.task)
+    train, evals = data.train, data.eval
+    collator = None
+    if cfg.task == "masked-lm":
+        collator = build_collator(cfg.task, tokenizer, t.mlm_probability)
+    else:
+        train = _causal_dataset(train, tokenizer.eos_token_id)
+        evals = _causal_dataset(evals, tokenizer.eos_token_id) if evals is not None else None
+
+    # 2. model (seeded so that a fresh head is the same on every run)
+    set_seed(t.seed)
+    emit(Status("loading model", cfg.model.name_or_path))
+    loaded = load_model(cfg.task, cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
+    head_warning = untrained_head_warning(loaded.newly_initialized, cfg.task)
+    if head_warning:
+        log.warning("%s: %s", cfg.model.name_or_path, head_warning)
+    model = loaded.model
+    if cfg.task == "causal-lm" and model.config.pad_token_id is None:
+        model.config.pad_token_id = (
+            tokenizer.pad_token_id if tokenizer.pad_token is not None else tokenizer.eos_token_id
+        )
+    num_parameters = count_parameters(model)
+
+    # 3. trainer
+    args = sft_config(cfg, run_dir, device, precision, evals is not None)
+    total_batch = t.per_device_train_batch_size * t.gradient_accumulation_steps * args.world_size
+
+    def run_started(total_steps: int, start_step: int) -> RunStarted:
+        return RunStarted(
+            run_dir=str(run_dir.path),
+            run_name=run_dir.name,
+            task=cfg.task,
+            engine=cfg.engine,
+            model=cfg.model.name_or_path,
+            device=str(args.device),
+            precision=precision,
+            num_parameters=num_parameters,
+            num_train_samples=len(train),
+            num_eval_samples=len(evals) if evals is not None else 0,
+            num_epochs=t.num_train_epochs,
+            total_steps=total_steps,
+            batch_size=total_batch,
+            start_step=start_step,
+        )
+
+    events = new_event_callback(emit, control, run_started=run_started, batch_size=total_batch)
+    causal_cls, masked_cls = _trainer_classes()
+    trainer_cls = masked_cls if cfg.task == "masked-lm" else causal_cls
+    trainer = trainer_cls(
+        model=model,
+        args=args,
+        data_collator=collator,
+        train_dataset=train,
+        eval_dataset=evals,
+        processing_class=tokenizer,
+        callbacks=[events],
+    )
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout
+    trainer.events = events
+    trainer.eval_seed = t.seed
+
+    checkpoint = None
+    if resume:
+        checkpoint = latest_checkpoint(run_dir.checkpoints_dir)
+        if checkpoint is None:
+            log.warning("no complete checkpoint in %s; training from the start", run_dir.checkpoints_dir)
+
+    # 4. train
+    emit(Status("training", f"resuming from {checkpoint.name}" if checkpoint else ""))
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+
+    # 5. save what we have, also when stopped
+    if trainer.is_world_process_zero():
+        emit(Status("saving model", str(run_dir.model_dir)))
+        final = trainer.accelerator.unwrap_model(trainer.model)
+
+        def write(tmp: Path) -> None:
+            final.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+
+        save_dir_atomically(run_dir.model_dir, write)
+    trainer.accelerator.wait_for_everyone()
+    return Outcome(
+        status="stopped" if events.stopped else "finished",
+        step=trainer.state.global_step,
+        model_dir=run_dir.model_dir,
+        metrics=dict(events.last_metrics),
+    )

@@ -1,0 +1,220 @@
+"""The prediction engine: fill-mask equal to the raw pipeline, errors a user can fix, classify, generate, CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.errors import PredictError
+from engine.predict import (
+    ClassifyResult,
+    FillMaskResult,
+    GenerateResult,
+    compare,
+    load_predictor,
+    predict,
+)
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(tmp_path_factory: pytest.TempPathFactory, tiny_bert_dir: Path) -> Path:
+    """A tiny BERT sentiment classifier whose labels are named negative/positive."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-classifier")
+    config = BertConfig.from_pretrained(
+        tiny_bert_dir, id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1}
+    )
+    BertForSequenceClassification(config).save_pretrained(path)
+    AutoTokenizer.from_pretrained(tiny_bert_dir).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def angle_mask_dir(tmp_path_factory: pytest.TempPathFactory, tiny_bert_dir: Path) -> Path:
+    """The tiny masked LM with a tokenizer whose mask token is <mask> (as in RoBERTa)."""
+    from transformers import AutoTokenizer, BertForMaskedLM
+
+    path = tmp_path_factory.mktemp("angle-mask")
+    tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    tok.add_special_tokens({"mask_token": "<mask>"})
+    model = BertForMaskedLM.from_pretrained(tiny_bert_dir)
+    model.resize_token_embeddings(len(tok))
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def raw_fill_mask(model_dir: Path, text: str, top_k: int = 5) -> Any:
+    from transformers import pipeline
+
+    return pipeline("fill-mask", model=str(model_dir), device="cpu")(text, top_k=top_k)
+
+
+def test_fill_mask_equals_the_raw_pipeline_ordered_by_score(tiny_bert_dir: Path) -> None:
+    text = "the bakery was [MASK] today"
+    raw = raw_fill_mask(tiny_bert_dir, text, top_k=7)
+    result = predict(str(tiny_bert_dir), text, top_k=7, device="cpu")
+    assert isinstance(result, FillMaskResult) and result.mask_token == "[MASK]"
+    (tokens,) = result.masks
+    assert [t.token_str for t in tokens] == [r["token_str"] for r in raw]
+    assert [t.score for t in tokens] == pytest.approx([r["score"] for r in raw], abs=1e-6)
+    assert [t.score for t in tokens] == sorted((t.score for t in tokens), reverse=True)
+
+
+def test_fill_mask_gives_one_ranking_per_mask(tiny_bert_dir: Path) -> None:
+    text = "the [MASK] was [MASK] today"
+    raw = raw_fill_mask(tiny_bert_dir, text, top_k=3)
+    result = predict(str(tiny_bert_dir), text, top_k=3, device="cpu")
+    assert isinstance(result, FillMaskResult)
+    assert len(result.masks) == 2
+    assert [[t.token_str for t in m] for m in result.masks] == [[r["token_str"] for r in row] for row in raw]
+
+
+def test_fill_mask_uses_the_models_own_mask_token(angle_mask_dir: Path) -> None:
+    result = predict(str(angle_mask_dir), "the bakery was <mask> today", device="cpu")
+    assert isinstance(result, FillMaskResult) and result.mask_token == "<mask>"
+    assert len(result.masks[0]) == 5
+    with pytest.raises(
+        PredictError, match=r"no <mask> in the text \(this model's mask token is <mask>, not \[MASK\]\)"
+    ):
+        predict(str(angle_mask_dir), "the bakery was [MASK] today", device="cpu")
+
+
+def test_text_without_a_mask_token_says_which_token_to_type(tiny_bert_dir: Path) -> None:
+    with pytest.raises(PredictError, match=r"no \[MASK\] in the text; type \[MASK\] where"):
+        predict(str(tiny_bert_dir), "the bakery was lovely today", device="cpu")
+
+
+def test_empty_text_is_an_error(tiny_bert_dir: Path) -> None:
+    with pytest.raises(PredictError, match="the text is empty"):
+        predict(str(tiny_bert_dir), "   ", device="cpu")
+
+
+def test_over_long_text_is_truncated_with_a_warning(tiny_bert_dir: Path) -> None:
+    long_tail = " ".join(["lovely"] * 300)
+    result = predict(str(tiny_bert_dir), f"the bakery was [MASK] {long_tail}", device="cpu")
+    assert isinstance(result, FillMaskResult)
+    assert any("only the first 128 were read" in w for w in result.warnings)
+    with pytest.raises(PredictError, match=r"every \[MASK\] is past the first 128 tokens"):
+        predict(str(tiny_bert_dir), f"{long_tail} the bakery was [MASK]", device="cpu")
+
+
+def test_untrained_mlm_head_is_flagged_from_the_load_report(tiny_bert_dir: Path) -> None:
+    bare = predict("minilm", "this is a [MASK] movie!", device="cpu")
+    assert bare.untrained_head
+    assert any("newly initialized" in w for w in bare.warnings)
+    trained = predict(str(tiny_bert_dir), "this is a [MASK] movie!", device="cpu")
+    assert not trained.untrained_head and not trained.warnings
+
+
+def test_models_are_loaded_once_and_reused(tiny_bert_dir: Path) -> None:
+    first = load_predictor(str(tiny_bert_dir), device="cpu")
+    assert load_predictor(str(tiny_bert_dir), device="cpu") is first
+
+
+def test_classify_returns_label_names_with_probabilities(classifier_dir: Path) -> None:
+    from transformers import pipeline
+
+    text = "the cafe was lovely"
+    result = predict(str(classifier_dir), text, device="cpu")
+    assert isinstance(result, ClassifyResult)
+    assert {s.label for s in result.labels} == {"negative", "positive"}
+    assert sum(s.score for s in result.labels) == pytest.approx(1.0)
+    raw = pipeline("text-classification", model=str(classifier_dir), device="cpu", top_k=None)([text])[0]
+    assert [(s.label, s.score) for s in result.labels] == [(r["label"], pytest.approx(r["score"])) for r in raw]
+
+
+def test_generate_continues_a_prompt_greedily_within_max_new_tokens(tiny_gpt2_dir: Path) -> None:
+    predictor = load_predictor(str(tiny_gpt2_dir), device="cpu")
+    first = predictor.generate("the cafe was", max_new_tokens=3)
+    assert isinstance(first, GenerateResult) and first.prompt == "the cafe was"
+    assert 1 <= len(predictor.tokenizer(first.completion, add_special_tokens=False)["input_ids"]) <= 3
+    assert predictor.generate("the cafe was", max_new_tokens=3) == first  # greedy is deterministic
+    sampled = predictor.generate("the cafe was", max_new_tokens=3, do_sample=True, seed=1)
+    assert sampled == predictor.generate("the cafe was", max_new_tokens=3, do_sample=True, seed=1)
+
+
+def fake_run(tmp_path: Path, model_dir: Path | None, base: str) -> Path:
+    from engine.config import from_dict, save_config
+
+    run = tmp_path / "runs" / "20260101-000000-masked-lm"
+    run.mkdir(parents=True)
+    save_config(from_dict({"task": "masked-lm", "engine": "sft", "model": {"name_or_path": base}}), run / "config.yaml")
+    if model_dir is not None:
+        shutil.copytree(model_dir, run / "model")
+    return run
+
+
+def test_run_folder_without_a_model_yet_is_an_error(tmp_path: Path) -> None:
+    run = fake_run(tmp_path, None, "minilm")
+    with pytest.raises(PredictError, match="has no model yet"):
+        predict(str(run), "this is a [MASK] movie!", device="cpu")
+
+
+def test_compare_puts_the_base_model_beside_the_fine_tuned_one(tmp_path: Path, tiny_bert_dir: Path) -> None:
+    run = fake_run(tmp_path, tiny_bert_dir, base="minilm")
+    side_by_side = compare("this is a [MASK] movie!", str(run), top_k=3, device="cpu")
+    assert isinstance(side_by_side.base, FillMaskResult) and isinstance(side_by_side.tuned, FillMaskResult)
+    assert side_by_side.base.model == "minilm" and side_by_side.base.untrained_head
+    assert side_by_side.tuned.model == str(run) and not side_by_side.tuned.untrained_head
+    assert side_by_side.tuned.masks == predict(str(run), "this is a [MASK] movie!", top_k=3, device="cpu").masks
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    from engine.cli import main
+
+    code = main(["predict", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_predict_json_fill_mask_equals_the_pipeline(
+    capsys: pytest.CaptureFixture[str], tiny_bert_dir: Path
+) -> None:
+    text = "the bakery was [MASK] today"
+    code, out, _ = cli(capsys, "--model", str(tiny_bert_dir), "--top-k", "4", "--json", text)
+    assert code == 0
+    rows = json.loads(out)
+    raw = raw_fill_mask(tiny_bert_dir, text, top_k=4)
+    assert [r["token_str"] for r in rows] == [r["token_str"] for r in raw]
+    assert [r["score"] for r in rows] == pytest.approx([r["score"] for r in raw], abs=1e-6)
+    assert set(rows[0]) == {"token_str", "score"}
+
+    code, out, _ = cli(capsys, "--model", str(tiny_bert_dir), "--top-k", "2", "--json", "the [MASK] was [MASK]")
+    assert code == 0 and [len(row) for row in json.loads(out)] == [2, 2]
+
+
+def test_cli_predict_json_classify_maps_labels_to_probabilities(
+    capsys: pytest.CaptureFixture[str], classifier_dir: Path
+) -> None:
+    code, out, _ = cli(capsys, "--model", str(classifier_dir), "--json", "the cafe was lovely")
+    assert code == 0
+    probs = json.loads(out)
+    assert set(probs) == {"negative", "positive"} and sum(probs.values()) == pytest.approx(1.0)
+
+
+def test_cli_predict_table_warns_about_an_untrained_head_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = cli(capsys, "--model", "minilm", "this is a [MASK] movie!")
+    assert code == 0
+    assert "this is a [MASK] movie!" in out and "score" in out
+    assert "tunebench: warning: minilm: this model's MLM head was newly initialized" in err
+    assert "newly initialized" not in out
+
+
+def test_cli_predict_user_errors_exit_2_with_one_line(capsys: pytest.CaptureFixture[str], tiny_bert_dir: Path) -> None:
+    code, out, err = cli(capsys, "--model", str(tiny_bert_dir), "no mask here")
+    assert code == 2 and not out
+    assert err.startswith("tunebench: error: text: no [MASK] in the text") and err.count("\n") == 1
+
+    code, _, err = cli(capsys, "--model", str(tiny_bert_dir / "missing"), "a [MASK]")
+    assert code == 2 and "not a folder" in err
+
+    code, _, err = cli(capsys, "--model", str(tiny_bert_dir), "--top-k", "0", "a [MASK]")
+    assert code == 2 and "--top-k" in err
