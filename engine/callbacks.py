@@ -1,19 +1,22 @@
 """A ``TrainerCallback`` that turns a Hugging Face ``Trainer``'s hooks into Tunebench events and obeys RunControl.
 
 ``on_log`` → StepLogged, ``on_epoch_end`` → EpochEnded, ``on_evaluate`` → Evaluated, ``on_save`` →
-CheckpointSaved. Stop sets ``control.should_training_stop``; pause blocks the worker in ``on_step_end``. Only
-floats and ints cross into events, and only the main process emits.
+CheckpointSaved. Stop sets ``control.should_training_stop``; pause blocks the worker in ``on_step_end``. A NaN or
+infinite loss fails the run with TrainingDiverged before the next log or checkpoint. Only floats and ints cross into
+events, and only the main process emits.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine.errors import TrainingDiverged
 from engine.events import (
     CheckpointSaved,
     EpochEnded,
@@ -34,6 +37,32 @@ if TYPE_CHECKING:
 
 #: Builds the RunStarted event once the Trainer knows its step count: (total_steps, start_step) -> event.
 RunStartedFactory = Callable[[int, int], RunStarted]
+
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+#: Written last by ``Trainer._save_checkpoint``; a checkpoint without it was cut off mid-save.
+_TRAINER_STATE = "trainer_state.json"
+
+
+def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
+    """The newest complete Trainer ``checkpoint-N`` folder, or None."""
+    if not checkpoints_dir.is_dir():
+        return None
+    complete = [
+        (int(m.group(1)), p)
+        for p in checkpoints_dir.iterdir()
+        if (m := _CHECKPOINT.match(p.name)) and p.is_dir() and (p / _TRAINER_STATE).is_file()
+    ]
+    return max(complete)[1] if complete else None
+
+
+def batches_before(global_step: int, batches_per_epoch: int | None, accumulation_steps: int) -> int:
+    """How many training batches a Trainer has consumed by ``global_step``; the last update of an epoch may
+    accumulate fewer than ``accumulation_steps`` batches."""
+    if not batches_per_epoch:
+        return global_step * accumulation_steps
+    updates_per_epoch = max(math.ceil(batches_per_epoch / accumulation_steps), 1)
+    epochs, updates = divmod(global_step, updates_per_epoch)
+    return epochs * batches_per_epoch + updates * accumulation_steps
 
 
 def _float(value: Any) -> float | None:
@@ -80,19 +109,61 @@ class EventCallback:
         self._window_step = 0
         self._start_step = 0
         self._train_seconds = 0.0
+        self._step = 0
+        self._bad_step: torch.Tensor | None = None
+        self._bad_value: torch.Tensor | None = None
+        #: A masking collator with a ``position`` (engine.data.BatchSeededMasking), re-positioned on resume.
+        self.seeded_masking: Any = None
 
     # -- fed by the trainer -----------------------------------------------------------------------------------
     def record_loss(self, loss: torch.Tensor) -> None:
         """Add one micro-batch's (detached) training loss, as ``Trainer.training_step`` returns it, to the epoch
         sum; no device sync here. Those values add up to each optimizer step's loss, also under accumulation."""
         self._epoch_loss = loss if self._epoch_loss is None else self._epoch_loss + loss
+        self._track_divergence(loss)
+
+    def _track_divergence(self, loss: torch.Tensor) -> None:
+        """Remember, on the device, the first step whose loss was NaN or infinite (checked at log/save time)."""
+        import torch
+
+        detached = loss.detach().float().reshape(())
+        if self._bad_step is None or self._bad_value is None:
+            self._bad_step = torch.zeros((), dtype=torch.long, device=detached.device)
+            self._bad_value = torch.zeros((), dtype=torch.float32, device=detached.device)
+        newly_bad = (self._bad_step == 0) & ~torch.isfinite(detached)
+        self._bad_step = torch.where(newly_bad, self._step, self._bad_step)
+        self._bad_value = torch.where(newly_bad, detached, self._bad_value)
+
+    def _raise_if_diverged(self, args: TrainingArguments, state: TrainerState, loss: float | None = None) -> None:
+        """Fail the run if a loss so far was NaN or infinite (one device sync; called only at log/save/epoch end)."""
+        step, value = 0, math.nan
+        if self._bad_step is not None and self._bad_value is not None:
+            step, value = int(self._bad_step.item()), float(self._bad_value.item())
+        if not step and loss is not None and not math.isfinite(loss):
+            step, value = state.global_step, loss
+        if not step:
+            return
+        what = "NaN" if math.isnan(value) else "infinite"
+        kept = latest_checkpoint(Path(args.output_dir or "."))
+        where = f"; the last good checkpoint, {kept.name}, is kept" if kept else ""
+        raise TrainingDiverged(
+            f"loss became {what} at step {step}; lower train.learning_rate (now {args.learning_rate:g}) or use "
+            f"train.precision: fp32{where}"
+        )
 
     # -- Trainer hooks ----------------------------------------------------------------------------------------
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        self._start_step = self._window_step = state.global_step
+        self._start_step = self._window_step = self._step = state.global_step
         self._epoch_start = self._window_start = time.perf_counter()
+        if self.seeded_masking is not None:
+            # The n-th batch's masks depend on n only: start where the checkpoint left off (0 for a fresh run).
+            dataloader = kwargs.get("train_dataloader")
+            per_epoch = len(dataloader) if dataloader is not None and hasattr(dataloader, "__len__") else None
+            self.seeded_masking.position = batches_before(
+                state.global_step, per_epoch, args.gradient_accumulation_steps
+            )
         if state.is_world_process_zero:
             self.emit(self.run_started(state.max_steps, state.global_step))
 
@@ -103,8 +174,15 @@ class EventCallback:
         self._epoch_steps = 0
         self._epoch_start = time.perf_counter()
 
+    def on_step_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self._step = state.global_step + 1
+
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         self._epoch_steps += 1
+        if control.should_save or control.should_log:
+            self._raise_if_diverged(args, state)  # before a NaN model is written as a checkpoint
         main = state.is_world_process_zero
         if self.run_control.pause.is_set() and not self.run_control.should_stop:
             paused_at = time.perf_counter()
@@ -136,6 +214,8 @@ class EventCallback:
 
         logs = logs or {}
         loss = _float(logs.get("loss"))
+        if loss is not None and not math.isfinite(loss):
+            self._raise_if_diverged(args, state, loss)
         if loss is None or not state.is_world_process_zero:
             return  # eval logs arrive through on_evaluate; the end-of-training summary is not a step
         now = time.perf_counter()
@@ -169,6 +249,7 @@ class EventCallback:
             control.should_evaluate = False
             control.should_save = False
             return
+        self._raise_if_diverged(args, state)
         steps = max(self._epoch_steps, 1)
         train_loss = self._epoch_loss.item() / steps if self._epoch_loss is not None else math.nan
         self.last_metrics = {"train_loss": train_loss}

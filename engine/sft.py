@@ -8,7 +8,9 @@ SFTTrainer is built for decoders. For an encoder it is made to train a real mask
    head shifts labels for next-token prediction and skips BERT's prediction transform);
 3. the dataset is tokenized once by engine.data (one [CLS] ... [SEP], no appended EOS), and TRL's dataset
    preparation and column pruning are skipped, so ``attention_mask`` and ``token_type_ids`` reach the model;
-4. bf16/fp16 follow engine.models.pick_precision (SFTConfig would default to bf16, which fails on a CPU).
+4. bf16/fp16 follow engine.models.pick_precision (SFTConfig would default to bf16, which fails on a CPU);
+5. the n-th training batch is masked from (seed, n) alone (engine.data.BatchSeededMasking), so a resumed run
+   masks exactly as an uninterrupted one; evaluation masks with its own fixed seed.
 
 Causal LM keeps TRL's own SFT path: next-token loss, labels built from the tokenized text plus an EOS.
 """
@@ -17,16 +19,16 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.callbacks import EventCallback, new_event_callback
+from engine.callbacks import EventCallback, latest_checkpoint, new_event_callback
 from engine.config import RunConfig
 from engine.control import RunControl
-from engine.data import PreparedData, build_collator, prepare
-from engine.errors import ModelError
+from engine.data import BatchSeededMasking, PreparedData, build_collator, prepare
+from engine.errors import ModelError, OutOfMemory
 from engine.events import RunStarted, Status
+from engine.loop import free_device_memory
 from engine.models import (
     count_parameters,
     load_model,
@@ -45,22 +47,6 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger("tunebench.sft")
-
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-#: Written last by ``Trainer._save_checkpoint``; a checkpoint without it was cut off mid-save.
-_TRAINER_STATE = "trainer_state.json"
-
-
-def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
-    """The newest complete ``checkpoint-N`` folder, or None."""
-    if not checkpoints_dir.is_dir():
-        return None
-    complete = [
-        (int(m.group(1)), p)
-        for p in checkpoints_dir.iterdir()
-        if (m := _CHECKPOINT.match(p.name)) and p.is_dir() and (p / _TRAINER_STATE).is_file()
-    ]
-    return max(complete)[1] if complete else None
 
 
 def sft_config(cfg: RunConfig, run_dir: RunDir, device: torch.device, precision: str, has_eval: bool) -> Any:
@@ -85,6 +71,7 @@ def sft_config(cfg: RunConfig, run_dir: RunDir, device: torch.device, precision:
         use_cpu=device.type == "cpu",
         logging_strategy="steps",
         logging_steps=t.logging_steps,
+        logging_nan_inf_filter=False,  # a NaN loss must reach the logs (and fail the run), not be averaged away
         eval_strategy="epoch" if has_eval else "no",
         prediction_loss_only=True,  # never gather (batch x length x vocab) logits; metrics come from compute_loss
         save_strategy=t.save_strategy,
@@ -128,6 +115,10 @@ def _trainer_classes() -> tuple[type, type]:
 
         events: EventCallback | None = None
         eval_seed: int = 0
+        #: Masks evaluation batches; the training collator is batch-seeded and must not advance during eval.
+        eval_collator: Any = None
+        #: What the trainer was doing, for the out-of-memory message.
+        stage: str = "training"
 
         def _send_telemetry(self) -> None:
             return  # a local workbench run reports nothing to the Hub
@@ -141,13 +132,25 @@ def _trainer_classes() -> tuple[type, type]:
                 self.events.record_loss(loss)
             return loss
 
+        def get_eval_dataloader(self, eval_dataset: Any = None) -> Any:
+            if self.eval_collator is None:
+                return super().get_eval_dataloader(eval_dataset)
+            train_collator = self.data_collator
+            self.data_collator = self.eval_collator
+            try:
+                return super().get_eval_dataloader(eval_dataset)
+            finally:
+                self.data_collator = train_collator
+
         def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
             # MLM eval masks are random: fix them so epochs compare fairly, without touching the training RNG.
             devices = [self.args.device] if self.args.device.type == "cuda" else []
+            self.stage = "evaluating"
             with torch.random.fork_rng(devices=devices):
                 torch.manual_seed(self.eval_seed)
                 result: dict[str, float] = super().evaluate(*args, **kwargs)
-                return result
+            self.stage = "training"
+            return result
 
     class MaskedLMSFTTrainer(TunebenchSFTTrainer):
         """Masked-LM loss and masked-token accuracy; no shift, no fused causal head."""
@@ -226,6 +229,20 @@ def _check_causal_tokenizer(cfg: RunConfig, tokenizer: PreTrainedTokenizerBase) 
         )
 
 
+def _oom_message(cfg: RunConfig, stage: str, step: int, detail: str) -> str:
+    t = cfg.train
+    if stage == "evaluating":
+        where = "while evaluating"
+        fix = f"lower train.per_device_eval_batch_size (now {t.per_device_eval_batch_size}) or data.max_length"
+    else:
+        where = f"at step {step}"
+        fix = (
+            f"lower train.per_device_train_batch_size (now {t.per_device_train_batch_size}; raise "
+            f"gradient_accumulation_steps to keep the effective batch) or data.max_length (now {cfg.data.max_length})"
+        )
+    return f"out of memory on the accelerator {where}; {fix} ({detail})"
+
+
 def run(cfg: RunConfig, emit: Emit, control: RunControl, run_dir: RunDir, *, resume: bool = False) -> Outcome:
     """Train ``cfg`` with SFTTrainer; see the run contract in ARCHITECTURE.md.
 
@@ -251,9 +268,11 @@ def run(cfg: RunConfig, emit: Emit, control: RunControl, run_dir: RunDir, *, res
     emit(Status("loading data", cfg.data.source))
     data: PreparedData = prepare(cfg.data, tokenizer, cfg.task)
     train, evals = data.train, data.eval
-    collator = None
+    collator: BatchSeededMasking | None = None
+    eval_collator = None
     if cfg.task == "masked-lm":
-        collator = build_collator(cfg.task, tokenizer, t.mlm_probability)
+        eval_collator = build_collator(cfg.task, tokenizer, t.mlm_probability)
+        collator = BatchSeededMasking(build_collator(cfg.task, tokenizer, t.mlm_probability), t.seed)
     else:
         train = _causal_dataset(train, tokenizer.eos_token_id)
         evals = _causal_dataset(evals, tokenizer.eos_token_id) if evals is not None else None
@@ -274,6 +293,8 @@ def run(cfg: RunConfig, emit: Emit, control: RunControl, run_dir: RunDir, *, res
 
     # 3. trainer
     args = sft_config(cfg, run_dir, device, precision, evals is not None)
+    if collator is not None:
+        collator.rank = args.process_index
     total_batch = t.per_device_train_batch_size * t.gradient_accumulation_steps * args.world_size
 
     def run_started(total_steps: int, start_step: int) -> RunStarted:
@@ -295,6 +316,7 @@ def run(cfg: RunConfig, emit: Emit, control: RunControl, run_dir: RunDir, *, res
         )
 
     events = new_event_callback(emit, control, run_started=run_started, batch_size=total_batch)
+    events.seeded_masking = collator
     causal_cls, masked_cls = _trainer_classes()
     trainer_cls = masked_cls if cfg.task == "masked-lm" else causal_cls
     trainer = trainer_cls(
@@ -309,6 +331,7 @@ def run(cfg: RunConfig, emit: Emit, control: RunControl, run_dir: RunDir, *, res
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout
     trainer.events = events
     trainer.eval_seed = t.seed
+    trainer.eval_collator = eval_collator
 
     checkpoint = None
     if resume:
@@ -318,7 +341,18 @@ def run(cfg: RunConfig, emit: Emit, control: RunControl, run_dir: RunDir, *, res
 
     # 4. train
     emit(Status("training", f"resuming from {checkpoint.name}" if checkpoint else ""))
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    try:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        detail = None
+    except torch.cuda.OutOfMemoryError as exc:
+        detail = (str(exc).strip().splitlines() or ["out of memory"])[0][:160]
+    if detail is not None:
+        message = _oom_message(cfg, trainer.stage, trainer.state.global_step + 1, detail)
+        # Out of the except block the traceback and its frames (batch, activations) are gone; drop the
+        # trainer and the model too, so that the memory really returns for the next run.
+        del trainer, model, loaded
+        free_device_memory()
+        raise OutOfMemory(message)
 
     # 5. save what we have, also when stopped
     if trainer.is_world_process_zero():
