@@ -1,0 +1,41 @@
+"""The event subscribers the workbench attaches to a Runner, for the headless engine benches.
+
+The TUI attaches ``tui.bridge.EventBridge``: on the run thread it wraps each event in a Textual message
+and hands it to ``post_message`` (thread-safe, non-blocking); the app's loop then handles the message on
+the main thread. Here the real bridge and the real messages are used; ``post_message`` is replaced by a
+thread-safe queue that the main thread drains while the run trains, as the app's message pump does.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Callable
+from typing import Any
+
+
+class TuiSubscribers:
+    """The TUI's subscribers for one run, plus a main-thread consumer that keeps up with them."""
+
+    def __init__(self) -> None:
+        from tui.bridge import EventBridge
+
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.bridge = EventBridge(self._queue.put)
+        self.received: list[Any] = []
+        self.subscribers: list[Callable[[Any], None]] = [self.bridge]
+
+    def drain_until_done(self, runner: Any) -> None:
+        """Handle posted messages on this thread until the runner's thread ends and the queue is empty."""
+        from tui.bridge import StepsLogged
+
+        while True:
+            try:
+                message = self._queue.get(timeout=0.05)
+            except queue.Empty:
+                if not runner.is_alive():
+                    break
+                continue
+            if isinstance(message, StepsLogged):
+                self.received.extend(self.bridge.take_steps())
+            else:
+                self.received.append(message.event)

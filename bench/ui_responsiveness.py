@@ -1,0 +1,278 @@
+"""UI responsiveness while a real run trains on the CPU in the workbench's own worker.
+
+The real ``WorkbenchApp`` is driven with Pilot (headless, 120x40; each frame is also turned into terminal
+bytes, see uilib.FrameProbe). Before training, the panel keys F2..F6 are pressed and a word is typed into
+the Predict input twice (first visits, then again), for reference. Then a real loop-engine run (random
+small BERT, classification, one event per step so the chart and the bridge get the most traffic) is
+started with ``s``; while it trains, the same keys are pressed twice more (a key counts only if the run
+is still training), then the Train panel stays on screen until step 40, where the run is stopped. Each
+key is timed until the frame that shows it; the event loop's lag is sampled every 10 ms. The same config
+then trains headless (Runner in a thread, no subscribers, stopped at the same step) for the throughput
+reference.
+
+    python bench/ui_responsiveness.py            # ~2-3 minutes on 2 CPU cores
+    python bench/ui_responsiveness.py --smoke
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchlib import (
+    Spread,
+    machine_line,
+    make_bert,
+    median,
+    parse_args,
+    print_table,
+    quiet_transformers,
+    ratio_line,
+    scratch_dir,
+)
+from uilib import FrameProbe, LagSampler
+
+KEY_GOAL_MS = 50.0
+LAG_GOAL_MS = 10.0
+THROUGHPUT_GOAL = 0.95
+PANEL_KEYS = (("f2", "data"), ("f3", "config"), ("f5", "predict"), ("f6", "runs"), ("f4", "train"))
+TYPED = "wonderful"
+PACE_SECONDS = 0.15  # a fast typist; keys are not fired back to back
+STEPS = 40  # training steps measured in each run (the run is stopped there)
+
+
+@dataclass
+class KeyTimes:
+    """Key -> frame times of one phase, in ms."""
+
+    panel_ms: list[float] = field(default_factory=list)
+    by_panel_ms: dict[str, list[float]] = field(default_factory=dict)
+    typing_ms: list[float] = field(default_factory=list)
+    lag_ms: list[float] = field(default_factory=list)
+
+    @property
+    def all_ms(self) -> list[float]:
+        return self.panel_ms + self.typing_ms
+
+
+@dataclass
+class UiRun:
+    #: Before the run starts: each panel's first visit, then a second round.
+    idle_first: KeyTimes = field(default_factory=KeyTimes)
+    idle_again: KeyTimes = field(default_factory=KeyTimes)
+    #: While the run trains (what the goals are about).
+    training: KeyTimes = field(default_factory=KeyTimes)
+    samples_per_second: float = float("nan")
+    frames: int = 0
+    #: Share of one core the UI (main) thread used while the Train panel just showed the run.
+    ui_cpu_watching: float = float("nan")
+
+
+def run_config(model_dir: Path, runs_dir: Path, smoke: bool, threads: int | None) -> Any:
+    from engine.config import from_dict
+
+    return from_dict(
+        {
+            "task": "classification",
+            "engine": "loop",
+            "model": {"name_or_path": str(model_dir)},
+            "data": {
+                "source": "reviews-sample",
+                "eval_split": "test",
+                "train_size": 32 if smoke else 480,
+                "eval_size": 32 if smoke else 64,
+                "max_length": 64,
+            },
+            "train": {
+                "num_train_epochs": 1 if smoke else 2,
+                "per_device_train_batch_size": 16,
+                "logging_steps": 1,
+                "device": "cpu",
+                "save_strategy": "no",
+                "torch_threads": threads,
+            },
+            "output": {"runs_dir": str(runs_dir)},
+        }
+    )
+
+
+def step_throughput(events: list[Any]) -> float:
+    """Median samples/s over the run's step windows, the first one (warm-up) left out."""
+    speeds = [e.samples_per_second for e in events if type(e).__name__ == "StepLogged"]
+    return median(speeds[1:] if len(speeds) > 1 else speeds)
+
+
+def last_step(app: Any) -> int:
+    step = app.train_panel.last_step
+    return int(step.step) if step is not None else 0
+
+
+def panel_shown(app: Any, panel: str) -> bool:
+    return bool(app.active_panel == panel)
+
+
+def input_holds(field_: Any, text: str) -> bool:
+    return bool(field_.value == text)
+
+
+async def key_round(app: Any, pilot: Any, probe: FrameProbe, into: KeyTimes, training: bool) -> None:
+    """Each panel key once, then the word typed into the Predict input, a key at a time. With ``training``,
+    a key counts only if the run was still training when it was pressed."""
+    from textual.widgets import Input
+
+    def counts() -> bool:
+        return not training or app.run_state == "training"
+
+    for key, panel in PANEL_KEYS:
+        counted = counts()
+        took = await probe.time_key(key, functools.partial(panel_shown, app, panel))
+        if counted:
+            into.panel_ms.append(took)
+            into.by_panel_ms.setdefault(f"{key} {panel}", []).append(took)
+        await asyncio.sleep(PACE_SECONDS)
+    await pilot.press("f5")
+    field_ = app.query_one("#predict-input", Input)
+    field_.value = ""
+    for n in range(1, len(TYPED) + 1):
+        counted = counts()
+        took = await probe.time_key(TYPED[n - 1], functools.partial(input_holds, field_, TYPED[:n]))
+        if counted:
+            into.typing_ms.append(took)
+        await asyncio.sleep(PACE_SECONDS)
+    await pilot.press("f4")
+
+
+async def drive_app(cfg: Any, config_path: Path, rounds: int, steps: int) -> UiRun:
+    from engine.runs import read_events
+    from tui.app import WorkbenchApp
+
+    app = WorkbenchApp(cfg, str(config_path), initial_panel="train")
+    result = UiRun()
+    async with app.run_test(size=(120, 40)) as pilot:
+        probe = FrameProbe(app)
+        lag = LagSampler()
+        lag.start()
+        for phase in (result.idle_first, result.idle_again):
+            lag.lags_ms = phase.lag_ms
+            lag.recording = True
+            await key_round(app, pilot, probe, phase, training=False)
+            lag.recording = False
+        await pilot.press("s")
+        await app.wait_for_state("training", "failed", "finished")
+        lag.lags_ms = result.training.lag_ms
+        lag.recording = True
+        for _ in range(rounds):
+            await key_round(app, pilot, probe, result.training, training=True)
+        # then the user watches the Train panel (chart, progress, epochs) up to the last counted step
+        cpu, wall = time.thread_time(), time.perf_counter()
+        while app.run_state == "training" and last_step(app) < steps:
+            await asyncio.sleep(0.05)
+        watched = time.perf_counter() - wall
+        if watched >= 1.0:
+            result.ui_cpu_watching = (time.thread_time() - cpu) / watched
+        if app.run_state == "training":
+            await pilot.press("x")  # stop: enough steps measured; the run saves and ends
+        state = await app.wait_for_state("finished", "failed")
+        lag.recording = False
+        await lag.stop()
+        result.frames = probe.frames
+        if state != "finished":
+            raise RuntimeError(f"the run under the UI ended {state}: {app.train_panel.error}")
+        assert app.run_dir is not None
+        result.samples_per_second = step_throughput(read_events(Path(app.run_dir) / "events.jsonl"))
+    return result
+
+
+def headless(cfg: Any, steps: int) -> float:
+    """The same run with no UI, stopped after the same number of steps."""
+    from engine.runner import Runner
+
+    events: list[Any] = []
+
+    def stop_at(event: Any) -> None:
+        events.append(event)
+        if type(event).__name__ == "StepLogged" and event.step >= steps:
+            runner.stop()
+
+    runner = Runner(cfg, subscribers=[stop_at])
+    runner.start()
+    outcome = runner.join()
+    if outcome is None or outcome.status not in ("finished", "stopped"):
+        raise RuntimeError(f"headless run failed: {outcome}")
+    return step_throughput(events)
+
+
+def main() -> None:
+    args = parse_args(
+        __doc__ or "",
+        [("--threads", {"type": int, "default": None, "help": "train.torch_threads for both runs (default: null)"})],
+    )
+    quiet_transformers()
+    print(machine_line())
+    ui_runs: list[UiRun] = []
+    headless_speeds: list[float] = []
+    with scratch_dir("ui") as tmp:
+        os.chdir(tmp)
+        from engine.config import save_config
+
+        model_dir = make_bert(tmp / "model", "tiny" if args.smoke else "small", max_positions=128)
+        cfg = run_config(model_dir, tmp / "runs", args.smoke, args.threads)
+        config_path = tmp / "config.yaml"
+        save_config(cfg, config_path)
+        steps = 2 if args.smoke else STEPS
+        print(
+            f"run: random BERT ({'tiny' if args.smoke else 'small'}), reviews-sample, batch 16, max_length 64, an "
+            f"event every step, measured over {steps} steps; torch_threads {cfg.train.torch_threads} (null: the "
+            f"engine's default)"
+        )
+        headless(run_config(model_dir, tmp / "runs", True, args.threads), 2)  # untimed warm-up
+        ui_runs.append(asyncio.run(drive_app(cfg, config_path, rounds=1 if args.smoke else 2, steps=steps)))
+        headless_speeds.append(headless(cfg, steps))
+        os.chdir(Path(__file__).resolve().parent.parent)
+    rows = []
+    for phase, pick in (
+        ("idle, first visit", lambda r: r.idle_first),
+        ("idle, again", lambda r: r.idle_again),
+        ("while training", lambda r: r.training),
+    ):
+        times = [pick(r) for r in ui_runs]
+        for measure, values in (
+            ("panel key -> frame", [x for t in times for x in t.panel_ms]),
+            ("typed key -> frame", [x for t in times for x in t.typing_ms]),
+            ("loop lag (10 ms ticks)", [x for t in times for x in t.lag_ms]),
+        ):
+            spread = Spread.of(values)
+            rows.append([phase, measure, spread.n, spread.p50, spread.p95, spread.max])
+    print_table(["phase", "measure", "n", "p50 ms", "p95 ms", "max ms"], rows)
+    per_key: dict[str, list[str]] = {}
+    for r in ui_runs:
+        for phase, keyed in (("first", r.idle_first), ("again", r.idle_again), ("training", r.training)):
+            for name, values in keyed.by_panel_ms.items():
+                per_key.setdefault(name, []).append(f"{phase} " + " ".join(f"{v:.0f}" for v in values))
+    print_table(["panel key", "each press -> frame, ms"], [[k, " | ".join(v)] for k, v in per_key.items()])
+    keys = Spread.of([x for r in ui_runs for x in r.training.all_ms])
+    lag = Spread.of([x for r in ui_runs for x in r.training.lag_ms])
+    ui_speed = median([r.samples_per_second for r in ui_runs])
+    head_speed = median(headless_speeds)
+    print_table(
+        ["training", "samples/s", "median"],
+        [
+            ["with the UI", " ".join(f"{r.samples_per_second:.1f}" for r in ui_runs), ui_speed],
+            ["headless", " ".join(f"{s:.1f}" for s in headless_speeds), head_speed],
+        ],
+    )
+    print(f"frames composed during the UI runs: {sum(r.frames for r in ui_runs)}")
+    watching = " ".join(f"{r.ui_cpu_watching:.0%}" for r in ui_runs)
+    print(f"UI thread CPU while the Train panel shows the run (no keys): {watching} of a core")
+    ratio_line("ui_key_p95_ms", keys.p95, KEY_GOAL_MS, higher_is_better=False)
+    ratio_line("ui_loop_lag_p95_ms", lag.p95, LAG_GOAL_MS, higher_is_better=False)
+    ratio_line("ui_training_vs_headless", ui_speed / head_speed, THROUGHPUT_GOAL)
+
+
+if __name__ == "__main__":
+    main()
