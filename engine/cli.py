@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -250,16 +251,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_ui(config: str | None) -> int:
+def default_config_path(config: str | None) -> str:
+    """The config the workbench opens: the one given, else the quickstart (from the checkout if not in cwd)."""
     path = config or DEFAULT_CONFIG
     if config is None and not Path(path).exists():
         path = str(Path(__file__).resolve().parent.parent / DEFAULT_CONFIG)
-    try:
-        from tui.app import main as ui_main
-    except ImportError as exc:
-        _error(f"the workbench cannot start ({exc}); headless: tunebench run {path}")
-        return EXIT_INTERNAL
-    return int(ui_main(path) or 0)
+    return path
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -271,16 +268,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return cli_predict(args)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, open_ui: Callable[[str], int] | None = None) -> int:
+    """Run one command. ``open_ui`` opens the workbench; the ``tunebench`` script (tui.launch) passes it, so
+    that the engine itself never imports the TUI."""
     args = build_parser().parse_args(argv)
     try:
+        if args.command in (None, "ui"):
+            path = default_config_path(getattr(args, "config", None))
+            if open_ui is None:
+                _error(f"the workbench opens with the tunebench command; headless: tunebench run {path}")
+                return EXIT_USER
+            return int(open_ui(path) or 0)
         if args.command == "run":
             return cmd_run(args)
         if args.command == "runs":
             return cmd_runs(args)
         if args.command == "predict":
             return cmd_predict(args)
-        return cmd_ui(getattr(args, "config", None))
+        raise AssertionError(f"unhandled command {args.command}")
     except UserError as exc:
         _error(str(exc))
         return EXIT_USER

@@ -3,7 +3,7 @@
 # screen, then quit with q. Exit 0 on success, 1 on failure, 77 when tmux is missing (a skip).
 #
 #   tests/tmux_smoke.sh                      # 80x24 with the `tunebench` on PATH
-#   WIDTH=120 HEIGHT=40 TUNEBENCH="python -m engine.cli" tests/tmux_smoke.sh
+#   WIDTH=120 HEIGHT=40 TUNEBENCH="python -m tui.launch" tests/tmux_smoke.sh
 set -euo pipefail
 
 command -v tmux >/dev/null 2>&1 || { echo "tmux_smoke: tmux is not installed; skipping"; exit 77; }

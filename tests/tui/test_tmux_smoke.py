@@ -18,7 +18,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "tmux_smoke.sh"
 def test_tunebench_shows_every_panel_in_a_real_terminal(size: tuple[int, int]) -> None:
     env = {
         **os.environ,
-        "TUNEBENCH": f"{sys.executable} -m engine.cli",
+        "TUNEBENCH": f"{sys.executable} -m tui.launch",
         "WIDTH": str(size[0]),
         "HEIGHT": str(size[1]),
     }
