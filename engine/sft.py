@@ -183,7 +183,7 @@ def _trainer_classes() -> tuple[type, type]:
             if num_items_in_batch is not None and self.args.average_tokens_across_devices:
                 loss = loss * self.accelerator.num_processes  # DDP averages gradients over processes
             with torch.no_grad():
-                correct = ((logits.argmax(-1) == labels) & masked).sum()
+                correct = (logits[masked].argmax(-1) == labels[masked]).sum()
                 sums = torch.stack([loss_sum.detach().double(), correct.double(), count.double()])
             mode = "train" if model.training else "eval"
             self._mlm_sums[mode] = sums if mode not in self._mlm_sums else self._mlm_sums[mode] + sums
