@@ -25,12 +25,16 @@ from tests.conftest import sentiment_rows, write_jsonl
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _inject(monkeypatch: pytest.MonkeyPatch, fault: Callable[[int, dict[str, Any]], None]) -> list[Any]:
-    """Make the loop's model call ``fault(call_number, forward_kwargs)`` before every forward pass.
+def _inject(
+    monkeypatch: pytest.MonkeyPatch, fault: Callable[[int, dict[str, Any]], None], engine_module: Any = None
+) -> list[Any]:
+    """Make the engine's model call ``fault(call_number, forward_kwargs)`` before every training forward pass.
 
-    Returns a list that receives a weak reference to each model built, to check later that it was freed.
+    ``engine_module`` is the engine whose ``load_model`` is wrapped (default: ``engine.loop``). Returns a list
+    that receives a weak reference to each model built, to check later that it was freed.
     """
-    real = engine.loop.load_model
+    target = engine_module or engine.loop
+    real = target.load_model
     models: list[Any] = []
 
     def load_model(*args: Any, **kwargs: Any) -> Any:
@@ -46,7 +50,7 @@ def _inject(monkeypatch: pytest.MonkeyPatch, fault: Callable[[int, dict[str, Any
         models.append(weakref.ref(loaded.model))
         return loaded
 
-    monkeypatch.setattr(engine.loop, "load_model", load_model)
+    monkeypatch.setattr(target, "load_model", load_model)
     return models
 
 

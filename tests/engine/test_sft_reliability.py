@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import json
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import pytest
 from engine.events import RunFailed
 from engine.runner import Runner
 from tests.conftest import sentiment_rows, write_jsonl
+from tests.engine.test_faults import _inject as inject_fault
 from tests.engine.test_resume import _assert_same_result, _kill_resume_and_compare, _resumed_from
 
 pytest.importorskip("trl")
@@ -24,30 +24,10 @@ def _mlm_config(make_config: Callable[..., Any], **sections: dict[str, Any]) -> 
 
 
 def _inject(monkeypatch: pytest.MonkeyPatch, fault: Callable[[int, dict[str, Any]], None]) -> list[Any]:
-    """Make the SFT model call ``fault(call_number, forward_kwargs)`` before every training forward pass.
-
-    Returns a list that receives a weak reference to each model built, to check later that it was freed.
-    """
+    """The loop's fault injection, pointed at the SFT engine."""
     import engine.sft
 
-    real = engine.sft.load_model
-    models: list[Any] = []
-
-    def load_model(*args: Any, **kwargs: Any) -> Any:
-        loaded = real(*args, **kwargs)
-        calls = [0]
-
-        def hook(module: Any, _args: Any, forward_kwargs: dict[str, Any]) -> None:
-            if module.training:
-                calls[0] += 1
-                fault(calls[0], forward_kwargs)
-
-        loaded.model.register_forward_pre_hook(hook, with_kwargs=True)
-        models.append(weakref.ref(loaded.model))
-        return loaded
-
-    monkeypatch.setattr(engine.sft, "load_model", load_model)
-    return models
+    return inject_fault(monkeypatch, fault, engine.sft)
 
 
 @pytest.mark.slow
