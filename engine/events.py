@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -23,6 +24,10 @@ class Event:
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.type, **dataclasses.asdict(self)}
+
+
+#: A subscriber: called with each event, on the run's thread; it must never block.
+Emit = Callable[[Event], None]
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ import logging
 import threading
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,6 +23,7 @@ from engine.config import RunConfig, load_config
 from engine.control import RunControl
 from engine.errors import DISK_ERRNOS, RunFolderError, UserError
 from engine.events import (
+    Emit,
     Evaluated,
     Event,
     LogMessage,
@@ -36,8 +36,6 @@ from engine.logs import capture_library_logs
 from engine.runs import EventLog, RunDir, create_run_dir, open_run_dir, read_events, remove_run_dir
 
 log = logging.getLogger(__name__)
-
-Emit = Callable[[Event], None]
 
 
 @dataclass

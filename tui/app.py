@@ -13,18 +13,19 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import AsyncGenerator, Iterable
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from textual import on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.css.query import NoMatches
-from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, DataTable, Footer, Static, TabbedContent, TabPane
+from textual.screen import Screen
+from textual.widget import MountError, Widget
+from textual.widgets import Footer, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerFailed, WorkerState
 
 from engine.config import RunConfig, load_config
@@ -38,7 +39,6 @@ from engine.events import (
     Status,
     StopRequested,
 )
-from engine.runs import RunDir, read_events
 from tui.bridge import (
     EngineEvent,
     EventBridge,
@@ -52,80 +52,19 @@ from tui.bridge import (
     engine_resumer,
     engine_runner,
 )
-from tui.panels import config as config_panel
-from tui.panels import data as data_panel
-from tui.panels import predict as predict_panel
-from tui.panels import runs as runs_panel
-from tui.panels import train as train_panel
-from tui.panels.config import ConfigPanel
-from tui.panels.data import DataPanel, SampleScreen, describe_failure
-from tui.panels.predict import Backend, PredictPanel
-from tui.panels.runs import RunsPanel
-from tui.panels.train import STATE_MARKS, TrainPanel
-from tui.widgets.epoch_table import fmt_duration
-from tui.widgets.paged_table import PagedTable
+from tui.formats import ACTIVE_STATES, STATE_MARKS, fmt_duration
+from tui.panels import PANELS
 
-#: Panel id -> (tab label, title shown at the top of the panel).
-PANELS: dict[str, tuple[str, str]] = {
-    "data": ("Data", data_panel.TITLE),
-    "config": ("Config", config_panel.TITLE),
-    "train": ("Train", train_panel.TITLE),
-    "predict": ("Predict", predict_panel.TITLE),
-    "runs": ("Runs", runs_panel.TITLE),
-}
+if TYPE_CHECKING:  # each panel's module is imported when the panel is mounted (see WorkbenchApp.panel_widget)
+    from textual.pilot import Pilot
+
+    from tui.panels.config import ConfigPanel
+    from tui.panels.data import DataPanel
+    from tui.panels.predict import Backend, PredictPanel
+    from tui.panels.runs import RunsPanel
+    from tui.panels.train import TrainPanel
+
 PANEL_KEYS = {"data": "f2", "config": "f3", "train": "f4", "predict": "f5", "runs": "f6"}
-ACTIVE_STATES = ("loading", "training", "paused", "stopping")
-
-
-class ConfirmQuit(ModalScreen[bool]):
-    """Asked when quitting during a run."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("y", "answer(True)", "Stop and quit"),
-        Binding("n,escape", "answer(False)", "Keep training"),
-    ]
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="confirm-dialog"):
-            yield Static("A run is in progress.", classes="panel-title")
-            yield Static("Quit now? The run stops at the next step and saves what it has (its model and events).")
-            with Horizontal(id="confirm-buttons"):
-                yield Button("Stop and quit (y)", variant="error", id="confirm-yes")
-                yield Button("Keep training (n)", variant="primary", id="confirm-no")
-
-    def on_mount(self) -> None:
-        self.query_one("#confirm-no", Button).focus()
-
-    def action_answer(self, yes: bool) -> None:
-        self.dismiss(yes)
-
-    @on(Button.Pressed)
-    def _on_button(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "confirm-yes")
-
-
-class HelpScreen(ModalScreen[None]):
-    """Every key binding: global ones, each panel's, and the sample view's."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape,f1,question_mark,q", "dismiss", "Close"),
-    ]
-
-    def __init__(self, rows: list[tuple[str, str, str]]) -> None:
-        super().__init__()
-        self.rows = rows
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="help-dialog"):
-            yield Static("Keys  (Esc closes; ctrl+p searches every action)", classes="panel-title")
-            yield DataTable[str](id="help-table", cursor_type="row", zebra_stripes=True)
-
-    def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        table.add_columns("key", "action", "where")
-        for where, key, description in self.rows:
-            table.add_row(key, description, where)
-        table.focus()
 
 
 class WorkbenchApp(App[int]):
@@ -168,7 +107,7 @@ class WorkbenchApp(App[int]):
         self.resume_factory = resume_factory
         self.predict_backend = predict_backend
         self.initial_panel = initial_panel
-        #: Set once the first frame is on screen (start-up benchmarks wait on it).
+        #: Set once the first frame is on screen (Textual's Ready event; start-up benchmarks wait on it).
         self.ready = threading.Event()
         self.run_state = "idle"
         self.run_detail = ""
@@ -183,22 +122,64 @@ class WorkbenchApp(App[int]):
         self._log_handler: LogBridge | None = None
         self._state_waiters: list[tuple[frozenset[str], asyncio.Future[str]]] = []
         self.quit_worker: Worker[None] | None = None
+        #: Set once all five panels are mounted (the first frame holds only the initial one).
+        self.panels_mounted = asyncio.Event()
 
     # -- layout ---------------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         with TabbedContent(initial=self.initial_panel, id="panels"):
-            with TabPane(self._tab_label("data"), id="data"):
-                yield DataPanel(self.cfg, id="data-panel")
-            with TabPane(self._tab_label("config"), id="config"):
-                yield ConfigPanel(self.cfg, self.config_path, id="config-panel")
-            with TabPane(self._tab_label("train"), id="train"):
-                yield TrainPanel(self.cfg, id="train-panel")
-            with TabPane(self._tab_label("predict"), id="predict"):
-                yield PredictPanel(self.cfg, self.predict_backend, id="predict-panel")
-            with TabPane(self._tab_label("runs"), id="runs"):
-                yield RunsPanel(self.cfg.output.runs_dir, id="runs-panel")
+            for panel in PANELS:
+                with TabPane(self._tab_label(panel), id=panel):
+                    if panel == self.initial_panel:  # its title only: the panel itself mounts after the first frame
+                        yield Static(PANELS[panel][1], id="first-frame-title", classes="panel-title")
         yield Static("", id="run-bar")
         yield Footer(compact=True)
+
+    def panel_widget(self, panel: str) -> Widget:
+        """A new widget for ``panel``; its module is imported here, the first time it is needed."""
+        if panel == "data":
+            from tui.panels.data import DataPanel
+
+            return DataPanel(self.cfg, id="data-panel")
+        if panel == "config":
+            from tui.panels.config import ConfigPanel
+
+            return ConfigPanel(self.cfg, self.config_path, id="config-panel")
+        if panel == "train":
+            from tui.panels.train import TrainPanel
+
+            return TrainPanel(self.cfg, id="train-panel")
+        if panel == "predict":
+            from tui.panels.predict import PredictPanel
+
+            return PredictPanel(self.cfg, self.predict_backend, id="predict-panel")
+        if panel == "runs":
+            from tui.panels.runs import RunsPanel
+
+            return RunsPanel(self.cfg.output.runs_dir, id="runs-panel")
+        raise ValueError(f"no panel {panel!r}; panels: {', '.join(PANELS)}")
+
+    async def _mount_panels(self) -> None:
+        """Mount the panels, the one on screen first. The app handles no key or engine message until they are
+        all in place, so nothing ever finds a panel missing."""
+        initial = self.initial_panel
+        try:
+            for panel in [initial, *(p for p in PANELS if p != initial)]:
+                pane = self.workbench.query_one(f"#{panel}", TabPane)
+                await pane.remove_children()
+                await pane.mount(self.panel_widget(panel))
+                if panel == initial:
+                    self._panel_shown(initial, load=False)
+        except MountError:  # quit before they were all mounted
+            return
+        self.panels_mounted.set()
+
+    @asynccontextmanager
+    async def run_test(self, *args: Any, **kwargs: Any) -> AsyncGenerator[Pilot[int], None]:
+        """Textual's Pilot session, entered once every panel is mounted."""
+        async with super().run_test(*args, **kwargs) as pilot:
+            await self.panels_mounted.wait()
+            yield pilot
 
     @staticmethod
     def _tab_label(panel: str) -> str:
@@ -211,23 +192,23 @@ class WorkbenchApp(App[int]):
 
     @property
     def data_panel(self) -> DataPanel:
-        return self.workbench.query_one(DataPanel)
+        return cast("DataPanel", self.workbench.query_one("#data-panel"))
 
     @property
     def config_panel(self) -> ConfigPanel:
-        return self.workbench.query_one(ConfigPanel)
+        return cast("ConfigPanel", self.workbench.query_one("#config-panel"))
 
     @property
     def train_panel(self) -> TrainPanel:
-        return self.workbench.query_one(TrainPanel)
+        return cast("TrainPanel", self.workbench.query_one("#train-panel"))
 
     @property
     def predict_panel(self) -> PredictPanel:
-        return self.workbench.query_one(PredictPanel)
+        return cast("PredictPanel", self.workbench.query_one("#predict-panel"))
 
     @property
     def runs_panel(self) -> RunsPanel:
-        return self.workbench.query_one(RunsPanel)
+        return cast("RunsPanel", self.workbench.query_one("#runs-panel"))
 
     @property
     def active_panel(self) -> str:
@@ -237,13 +218,14 @@ class WorkbenchApp(App[int]):
         self._log_handler = LogBridge(self.post_message)
         logging.getLogger().addHandler(self._log_handler)
         self._render_run_bar()
-        self._panel_shown(self.initial_panel, load=False)
-        self.call_after_refresh(self._after_first_frame)
 
-    def _after_first_frame(self) -> None:
+    async def on_ready(self) -> None:
+        """Textual's signal that the first frame (the tabs, the initial panel's title, the footer) is on screen."""
         self.ready.set()
+        await self._mount_panels()
         # Loading the data imports `datasets` in a worker; started here, it does not slow the first frame.
-        self._load_panel(self.initial_panel)
+        if self.panels_mounted.is_set():
+            self._load_panel(self.initial_panel)
 
     def on_unmount(self) -> None:
         # Quitting does not stop a thread worker; stop the run and wait for it to save, so no thread is left.
@@ -262,7 +244,7 @@ class WorkbenchApp(App[int]):
 
     @on(TabbedContent.TabActivated)
     def _on_tab(self, event: TabbedContent.TabActivated) -> None:
-        if event.pane.id and self.ready.is_set():  # the first activation comes before the panels mount
+        if event.pane.id and self.panels_mounted.is_set():  # the first activation comes before the panels mount
             self._panel_shown(event.pane.id)
 
     def _panel_shown(self, panel: str, load: bool = True) -> None:
@@ -303,6 +285,8 @@ class WorkbenchApp(App[int]):
         return True
 
     def action_help(self) -> None:
+        from tui.dialogs import HelpScreen
+
         self.push_screen(HelpScreen(self.help_rows()))
 
     def help_rows(self) -> list[tuple[str, str, str]]:
@@ -325,6 +309,12 @@ class WorkbenchApp(App[int]):
         rows.append(("everywhere", "q", "Quit (asks first during a run)"))
         rows.append(("everywhere", "^p", "Command palette: every action, searchable"))
         rows.append(("everywhere", "tab, shift+tab", "move between fields and lists"))
+        from tui.panels.config import ConfigPanel
+        from tui.panels.data import DataPanel, SampleScreen
+        from tui.panels.predict import PredictPanel
+        from tui.panels.runs import RunsPanel
+        from tui.widgets.paged_table import PagedTable
+
         add("Data", DataPanel.BINDINGS)
         add("Data table", [b for b in PagedTable.BINDINGS if isinstance(b, Binding)])
         add("Sample view", SampleScreen.BINDINGS)
@@ -398,9 +388,9 @@ class WorkbenchApp(App[int]):
         self.predict_panel.action_clear_tuned()
 
     # -- config ---------------------------------------------------------------------------------------------
-    @on(ConfigPanel.Changed)
-    def _on_config(self, message: ConfigPanel.Changed) -> None:
-        if not self.screen_stack or not self.workbench.query(DataPanel):
+    # Panel messages are handled by name (on_<panel>_<message>): the panels' modules load after the first frame.
+    def on_config_panel_changed(self, message: ConfigPanel.Changed) -> None:
+        if not self.screen_stack or not self.workbench.query("#data-panel"):
             return  # shutting down
         self.cfg = message.config
         self.data_panel.set_config(self.cfg)
@@ -409,18 +399,15 @@ class WorkbenchApp(App[int]):
         self.runs_panel.set_runs_dir(self.cfg.output.runs_dir)
         self.refresh_bindings()
 
-    @on(RunsPanel.LoadConfig)
-    def _on_load_run_config(self, message: RunsPanel.LoadConfig) -> None:
+    def on_runs_panel_load_config(self, message: RunsPanel.LoadConfig) -> None:
         if self.config_panel.load_path(str(message.path)):
             self.notify(f"loaded the config of {message.path.parent.name}")
         self.action_show_panel("config")
 
-    @on(RunsPanel.ResumeRun)
-    def _on_resume_run(self, message: RunsPanel.ResumeRun) -> None:
+    def on_runs_panel_resume_run(self, message: RunsPanel.ResumeRun) -> None:
         self.resume_run(message.run_dir)
 
-    @on(RunsPanel.UseForPredict)
-    def _on_use_run(self, message: RunsPanel.UseForPredict) -> None:
+    def on_runs_panel_use_for_predict(self, message: RunsPanel.UseForPredict) -> None:
         self.predict_panel.set_tuned(str(message.run_dir), "picked in Runs")
         self.action_show_panel("predict")
 
@@ -470,6 +457,8 @@ class WorkbenchApp(App[int]):
         def run() -> Any:
             try:
                 if resumed is not None:
+                    from engine.runs import RunDir, read_events
+
                     self.post_message(RunHistory(bridge, read_events(RunDir(resumed).events_path)))
                 return runner.run()
             finally:
@@ -505,6 +494,8 @@ class WorkbenchApp(App[int]):
         if self.quitting:
             self.notify("still saving the run; the workbench closes when it is done")
             return
+        from tui.dialogs import ConfirmQuit
+
         self.push_screen(ConfirmQuit(), callback=self._on_quit_answer)
 
     def _on_quit_answer(self, stop: bool | None) -> None:
@@ -598,11 +589,13 @@ class WorkbenchApp(App[int]):
     def _on_worker(self, event: Worker.StateChanged) -> None:
         if event.worker is not self.train_worker:
             return
-        if event.worker.is_finished and self.screen_stack and self.workbench.query(RunsPanel):
+        if event.worker.is_finished and self.screen_stack and self.workbench.query("#runs-panel"):
             self.runs_panel.refresh_runs()  # the summary is written after the last event: list the final status
         if event.state == WorkerState.ERROR and self.run_active:
             # Runner.run reports run failures as events; reaching here is a bug outside it.
             assert event.worker.error is not None
+            from tui.panels.data import describe_failure
+
             message, tb = describe_failure(event.worker.error)
             self.train_panel.show_failure(message, tb)
             self._set_state("failed", "internal error")

@@ -12,13 +12,15 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from textual.message import Message
 
 from engine.config import RunConfig
-from engine.events import Event, LogMessage, StepLogged
-from engine.runner import Emit, Runner, RunResult
+from engine.events import Emit, Event, LogMessage, StepLogged
+
+if TYPE_CHECKING:
+    from engine.runner import RunResult
 
 Post = Callable[[Message], object]
 
@@ -102,11 +104,15 @@ ResumeFactory = Callable[[Path, list[Emit]], RunHandle]
 
 def engine_runner(cfg: RunConfig, subscribers: list[Emit]) -> RunHandle:
     """The real engine: a ``Runner`` writing under the config's runs folder."""
+    from engine.runner import Runner  # imported with the first run, not before the first frame
+
     return Runner(cfg, subscribers=subscribers)
 
 
 def engine_resumer(run_dir: Path, subscribers: list[Emit]) -> RunHandle:
     """The real engine continuing a stopped, failed or killed run in its own folder."""
+    from engine.runner import Runner
+
     return Runner.from_run_dir(run_dir, subscribers=subscribers)
 
 

@@ -84,6 +84,7 @@ def make_app(
 async def settle(pilot: Pilot[Any]) -> None:
     """Let every background worker except the training run finish, and the UI process what they posted."""
     app = pilot.app
+    await app.panels_mounted.wait()  # the panels mount after the first frame
     for _ in range(20):
         busy = [w for w in app.workers if w.is_running and w.group not in ("train", "quit")]
         if not busy:
@@ -95,6 +96,7 @@ async def settle(pilot: Pilot[Any]) -> None:
 
 async def until(pilot: Pilot[Any], predicate: Callable[[], bool], what: str) -> None:
     """Settle until ``predicate`` holds; fail with ``what`` if it never does."""
+    await pilot.app.panels_mounted.wait()
     for _ in range(50):
         if predicate():
             return

@@ -15,7 +15,8 @@ from engine.events import Event, StepLogged
 from engine.runner import Emit, Runner
 from engine.runs import RunDir
 from tests.tui.conftest import reach, until
-from tui.app import ConfirmQuit, WorkbenchApp
+from tui.app import WorkbenchApp
+from tui.dialogs import ConfirmQuit
 from tui.widgets.loss_chart import LossChart
 from tui.widgets.paged_table import PagedTable
 from tui.widgets.score_bars import ScoreBars

@@ -13,7 +13,8 @@ from textual.widgets._footer import FooterKey
 from engine.events import RunFinished
 from tests.tui.conftest import reach, settle, until
 from tests.tui.fakes import ScriptedEngine
-from tui.app import PANELS, ConfirmQuit, HelpScreen, WorkbenchApp
+from tui.app import PANELS, WorkbenchApp
+from tui.dialogs import ConfirmQuit, HelpScreen
 from tui.widgets.epoch_table import EpochTable
 
 

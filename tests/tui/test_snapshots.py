@@ -91,6 +91,7 @@ class TestPredictPanel:
         app = quiet(make_app(panel="predict"))
 
         async def run_before(pilot: Pilot[Any]) -> None:
+            await app.panels_mounted.wait()
             app.predict_panel.set_tuned("runs/20240101-120000-classification-tiny-bert", "this session's run")
             await pilot.press(*"This is a [MASK] movie!", "enter")
             await until(pilot, lambda: app.predict_panel.result is not None, "predictions show")

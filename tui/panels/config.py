@@ -22,8 +22,9 @@ from textual.widgets import Input, Label, Select, Static
 
 from engine.config import SECTIONS, RunConfig, field_docs, load_config, parse_yaml, save_config, validate_field
 from engine.errors import ConfigError
+from tui.panels import PANELS
 
-TITLE = "Run config"
+TITLE = PANELS["config"][1]
 REMOTE_CODE_PATH = "model.trust_remote_code"
 #: Beside the field while it is on: the model's own Python code will run on this machine.
 REMOTE_CODE_NOTE = "⚠ ON: runs code from the model's repo"

@@ -22,13 +22,14 @@ from engine.config import RunConfig
 from engine.errors import UserError
 from engine.events import LogMessage
 from tui.bridge import LibraryLog
+from tui.panels import PANELS
 from tui.widgets.paged_table import PagedTable
 from tui.widgets.score_bars import ScoreBars
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-TITLE = "Data browser"
+TITLE = PANELS["data"][1]
 
 
 @functools.lru_cache(maxsize=4)

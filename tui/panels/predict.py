@@ -24,10 +24,11 @@ from textual.worker import Worker, WorkerState
 from engine.config import RunConfig
 from engine.events import LogMessage
 from tui.bridge import LibraryLog
+from tui.panels import PANELS
 from tui.panels.data import describe_failure
 from tui.widgets.score_bars import ScoreBars
 
-TITLE = "Prediction"
+TITLE = PANELS["predict"][1]
 MODES = {"masked-lm": "fill-mask", "classification": "classify", "causal-lm": "generate"}
 EXAMPLES = {
     "fill-mask": "This is a [MASK] movie!",

@@ -16,11 +16,13 @@ from textual.widgets import DataTable, Static
 from textual.worker import Worker, WorkerState
 
 from engine.runs import RunDir, RunInfo, list_runs
+from tui.formats import fmt_duration
+from tui.panels import PANELS
 from tui.panels.data import describe_failure
-from tui.widgets.epoch_table import EpochTable, RunCurves, fmt_duration
+from tui.widgets.epoch_table import EpochTable, RunCurves
 from tui.widgets.loss_chart import LossChart
 
-TITLE = "Run history"
+TITLE = PANELS["runs"][1]
 
 
 def fmt_best(info: RunInfo) -> str:

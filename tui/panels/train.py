@@ -25,19 +25,12 @@ from engine.events import (
     StepLogged,
     StopRequested,
 )
-from tui.widgets.epoch_table import EpochTable, RunCurves, fmt_duration
+from tui.formats import STATE_MARKS, fmt_duration
+from tui.panels import PANELS
+from tui.widgets.epoch_table import EpochTable, RunCurves
 from tui.widgets.loss_chart import LossChart
 
-TITLE = "Training"
-STATE_MARKS = {
-    "idle": "○",
-    "loading": "◌",
-    "training": "●",
-    "paused": "‖",
-    "stopping": "◍",
-    "finished": "✓",
-    "failed": "✗",
-}
+TITLE = PANELS["train"][1]
 #: Shown in the status line while the config lets the model run code from its own repository.
 REMOTE_CODE_MARK = "⚠ trust_remote_code ON"
 

@@ -8,18 +8,9 @@ from dataclasses import dataclass, field
 from textual.widgets import DataTable
 
 from engine.events import EpochEnded, Evaluated, Event, RunStarted, StepLogged
+from tui.formats import fmt_duration
 
 Point = tuple[float, float]
-
-
-def fmt_duration(seconds: float | None) -> str:
-    """``m:ss`` or ``h:mm:ss``; "-" when unknown."""
-    if seconds is None or seconds != seconds or seconds in (float("inf"), float("-inf")):
-        return "-"
-    whole = round(seconds)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def fmt_number(value: float | None, digits: int = 4) -> str:
