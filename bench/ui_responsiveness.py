@@ -5,10 +5,10 @@ bytes, see uilib.FrameProbe). Before training, the panel keys F2..F6 are pressed
 the Predict input twice (first visits, then again), for reference. Then a real loop-engine run (random
 small BERT, classification, one event per step so the chart and the bridge get the most traffic) is
 started with ``s``; while it trains, the same keys are pressed twice more (a key counts only if the run
-is still training), then the Train panel stays on screen until step 40, where the run is stopped. Each
+is still training), then the Train panel stays on screen until step 110, where the run is stopped. Each
 key is timed until the frame that shows it; the event loop's lag is sampled every 10 ms. The same config
 then trains headless (Runner in a thread, no subscribers, stopped at the same step) for the throughput
-reference.
+reference; UI and headless runs alternate, two of each.
 
     python bench/ui_responsiveness.py            # ~2-3 minutes on 2 CPU cores
     python bench/ui_responsiveness.py --smoke
@@ -43,7 +43,8 @@ THROUGHPUT_GOAL = 0.95
 PANEL_KEYS = (("f2", "data"), ("f3", "config"), ("f5", "predict"), ("f6", "runs"), ("f4", "train"))
 TYPED = "wonderful"
 PACE_SECONDS = 0.15  # a fast typist; keys are not fired back to back
-STEPS = 40  # training steps measured in each run (the run is stopped there)
+STEPS = 110  # training steps measured in each run (the run is stopped there): the key rounds end well before
+PAIRS = 2  # UI run, headless run, UI run, headless run
 
 
 @dataclass
@@ -89,7 +90,7 @@ def run_config(model_dir: Path, runs_dir: Path, smoke: bool, threads: int | None
                 "max_length": 64,
             },
             "train": {
-                "num_train_epochs": 1 if smoke else 2,
+                "num_train_epochs": 1 if smoke else 4,
                 "per_device_train_batch_size": 16,
                 "logging_steps": 1,
                 "device": "cpu",
@@ -216,6 +217,7 @@ def main() -> None:
     print(machine_line())
     ui_runs: list[UiRun] = []
     headless_speeds: list[float] = []
+    every_core = float("nan")
     with scratch_dir("ui") as tmp:
         os.chdir(tmp)
         from engine.config import save_config
@@ -231,8 +233,11 @@ def main() -> None:
             f"engine's default)"
         )
         headless(run_config(model_dir, tmp / "runs", True, args.threads), 2)  # untimed warm-up
-        ui_runs.append(asyncio.run(drive_app(cfg, config_path, rounds=1 if args.smoke else 2, steps=steps)))
-        headless_speeds.append(headless(cfg, steps))
+        for _ in range(1 if args.smoke else PAIRS):
+            ui_runs.append(asyncio.run(drive_app(cfg, config_path, rounds=1 if args.smoke else 2, steps=steps)))
+            headless_speeds.append(headless(cfg, steps))  # same torch threads: the same run without the UI
+        if not args.smoke and cfg.train.torch_threads is None:  # what the headless CLI would use on its own
+            every_core = headless(run_config(model_dir, tmp / "runs", False, os.cpu_count() or 1), steps)
         os.chdir(Path(__file__).resolve().parent.parent)
     rows = []
     for phase, pick in (
@@ -266,6 +271,13 @@ def main() -> None:
             ["headless", " ".join(f"{s:.1f}" for s in headless_speeds), head_speed],
         ],
     )
+    chosen = os.environ.get("TUNEBENCH_TORCH_THREADS", "unset")
+    print(f"torch threads in both kinds of run: TUNEBENCH_TORCH_THREADS={chosen} ({os.cpu_count()} cores)")
+    if every_core == every_core:
+        print(
+            f"headless with one torch thread per core (the CLI's default): {every_core:.1f} samples/s; the workbench "
+            f"leaves a core to the UI, so its runs train at {ui_speed / every_core:.2f}x that on this machine"
+        )
     print(f"frames composed during the UI runs: {sum(r.frames for r in ui_runs)}")
     watching = " ".join(f"{r.ui_cpu_watching:.0%}" for r in ui_runs)
     print(f"UI thread CPU while the Train panel shows the run (no keys): {watching} of a core")

@@ -115,7 +115,9 @@ class TrainConfig:
     )
     save_steps: int = _f(500, "Optimizer steps between checkpoints when save_strategy is steps.", AT_LEAST_ONE)
     save_total_limit: int | None = _f(2, "Checkpoints kept; older ones are deleted. null keeps all.", AT_LEAST_ONE)
-    torch_threads: int | None = _f(None, "CPU threads for torch; null = torch's default (one per core).", AT_LEAST_ONE)
+    torch_threads: int | None = _f(
+        None, "CPU threads for torch; null = one per core headless, all but one in the workbench.", AT_LEAST_ONE
+    )
     auto_find_batch_size: bool = _f(False, "On out-of-memory, halve per_device_train_batch_size and start over.")
 
 

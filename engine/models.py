@@ -215,9 +215,11 @@ def count_parameters(model: torch.nn.Module) -> int:
 
 
 def set_torch_threads(threads: int | None) -> None:
+    """``train.torch_threads``; when null, ``TUNEBENCH_TORCH_THREADS`` (the workbench sets it to every core but
+    one), else torch's default of one thread per core."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
-    elif os.environ.get("TUNEBENCH_TORCH_THREADS"):
-        torch.set_num_threads(int(os.environ["TUNEBENCH_TORCH_THREADS"]))
+    elif os.environ.get("TUNEBENCH_TORCH_THREADS", "").strip().isdigit():
+        torch.set_num_threads(max(1, int(os.environ["TUNEBENCH_TORCH_THREADS"])))

@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import AsyncGenerator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,8 +25,9 @@ from textual.binding import Binding, BindingType
 from textual.content import Content
 from textual.css.query import NoMatches
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widget import MountError, Widget
-from textual.widgets import Footer, Static, TabbedContent, TabPane
+from textual.widgets import Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerFailed, WorkerState
 
 from engine.config import RunConfig, load_config
@@ -54,6 +56,7 @@ from tui.bridge import (
 )
 from tui.formats import ACTIVE_STATES, STATE_MARKS, fmt_duration
 from tui.panels import PANELS
+from tui.widgets.footer import WorkbenchFooter
 
 if TYPE_CHECKING:  # each panel's module is imported when the panel is mounted (see WorkbenchApp.panel_widget)
     from textual.pilot import Pilot
@@ -65,6 +68,9 @@ if TYPE_CHECKING:  # each panel's module is imported when the panel is mounted (
     from tui.panels.train import TrainPanel
 
 PANEL_KEYS = {"data": "f2", "config": "f3", "train": "f4", "predict": "f5", "runs": "f6"}
+#: New steps reach the Train panel and the run bar at most this often (each update re-renders the progress
+#: line, the status and the chart's data; the chart also caps its own redraws).
+STEP_REFRESH_SECONDS = 0.5
 
 
 class WorkbenchApp(App[int]):
@@ -122,6 +128,8 @@ class WorkbenchApp(App[int]):
         self._log_handler: LogBridge | None = None
         self._state_waiters: list[tuple[frozenset[str], asyncio.Future[str]]] = []
         self.quit_worker: Worker[None] | None = None
+        self._steps_shown_at = 0.0
+        self._steps_timer: Timer | None = None
         #: Set once all five panels are mounted (the first frame holds only the initial one).
         self.panels_mounted = asyncio.Event()
 
@@ -133,7 +141,7 @@ class WorkbenchApp(App[int]):
                     if panel == self.initial_panel:  # its title only: the panel itself mounts after the first frame
                         yield Static(PANELS[panel][1], id="first-frame-title", classes="panel-title")
         yield Static("", id="run-bar")
-        yield Footer(compact=True)
+        yield WorkbenchFooter(compact=True)
 
     def panel_widget(self, panel: str) -> Widget:
         """A new widget for ``panel``; its module is imported here, the first time it is needed."""
@@ -239,8 +247,9 @@ class WorkbenchApp(App[int]):
     def action_show_panel(self, panel: str) -> None:
         tabs = self.workbench.query_one(TabbedContent)
         if tabs.active != panel:
-            tabs.active = panel
-        self._panel_shown(panel)
+            tabs.active = panel  # its TabActivated message calls _panel_shown
+        else:
+            self._panel_shown(panel)
 
     @on(TabbedContent.TabActivated)
     def _on_tab(self, event: TabbedContent.TabActivated) -> None:
@@ -537,13 +546,29 @@ class WorkbenchApp(App[int]):
 
     @on(StepsLogged)
     def _on_steps(self, message: StepsLogged) -> None:
-        steps = message.bridge.take_steps()
         if message.bridge is not self.bridge:
+            message.bridge.take_steps()  # a previous run's last steps
             return
-        self.train_panel.add_steps(steps)
         if self.run_state == "loading":
             self._set_state("training")
-        self._render_run_bar()
+        wait = self._steps_shown_at + STEP_REFRESH_SECONDS - time.monotonic()
+        if wait <= 0:
+            self._show_steps()
+        elif self._steps_timer is None:
+            self._steps_timer = self.set_timer(wait, self._show_steps)
+
+    def _show_steps(self) -> None:
+        """Hand the steps waiting in the bridge to the Train panel and the run bar."""
+        if self._steps_timer is not None:
+            self._steps_timer.stop()
+            self._steps_timer = None
+        self._steps_shown_at = time.monotonic()
+        if self.bridge is None:
+            return
+        steps = self.bridge.take_steps()
+        if steps:
+            self.train_panel.add_steps(steps)
+            self._render_run_bar()
 
     @on(RunHistory)
     def _on_history(self, message: RunHistory) -> None:
@@ -553,6 +578,9 @@ class WorkbenchApp(App[int]):
     @on(EngineEvent)
     def _on_engine_event(self, message: EngineEvent) -> None:
         event = message.event
+        if message.bridge is not self.bridge:
+            return
+        self._show_steps()  # the steps before this event first, in order
         self.train_panel.handle(event)
         if isinstance(event, RunStarted):
             self.run_dir = event.run_dir

@@ -9,6 +9,7 @@ the queue holds at most one pending announcement, and the chart still receives e
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -28,8 +29,9 @@ Post = Callable[[Message], object]
 class EngineEvent(Message):
     """An engine event other than a step (status, epoch, eval, checkpoint, pause, end of run)."""
 
-    def __init__(self, event: Event) -> None:
+    def __init__(self, bridge: EventBridge, event: Event) -> None:
         super().__init__()
+        self.bridge = bridge
         self.event = event
 
 
@@ -76,7 +78,7 @@ class EventBridge:
                 self._steps.append(event)
             self._post(StepsLogged(self, event))
         else:
-            self._post(EngineEvent(event))
+            self._post(EngineEvent(self, event))
 
     def take_steps(self) -> list[StepLogged]:
         """Every step event since the last call, oldest first (UI thread)."""
@@ -102,10 +104,18 @@ RunnerFactory = Callable[[RunConfig, list[Emit]], RunHandle]
 ResumeFactory = Callable[[Path, list[Emit]], RunHandle]
 
 
+def leave_a_core_for_the_ui() -> None:
+    """Runs started from the workbench whose ``train.torch_threads`` is null use every core but one: the UI
+    shares the process, and torch's OpenMP team on every core stalls whenever the UI thread runs (see
+    BENCHMARKS.md). ``TUNEBENCH_TORCH_THREADS``, when set, still decides."""
+    os.environ.setdefault("TUNEBENCH_TORCH_THREADS", str(max(1, (os.cpu_count() or 1) - 1)))
+
+
 def engine_runner(cfg: RunConfig, subscribers: list[Emit]) -> RunHandle:
     """The real engine: a ``Runner`` writing under the config's runs folder."""
     from engine.runner import Runner  # imported with the first run, not before the first frame
 
+    leave_a_core_for_the_ui()
     return Runner(cfg, subscribers=subscribers)
 
 
@@ -113,6 +123,7 @@ def engine_resumer(run_dir: Path, subscribers: list[Emit]) -> RunHandle:
     """The real engine continuing a stopped, failed or killed run in its own folder."""
     from engine.runner import Runner
 
+    leave_a_core_for_the_ui()
     return Runner.from_run_dir(run_dir, subscribers=subscribers)
 
 

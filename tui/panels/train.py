@@ -67,7 +67,7 @@ class TrainPanel(Vertical):
             yield Static("", id="train-speed")
         yield Static("", id="train-error", classes="error")
         with Horizontal(id="train-body"):
-            yield LossChart(empty_text="loss: no steps yet (s starts a run)", id="train-chart")
+            yield LossChart(empty_text="loss: no steps yet (s starts a run)", max_fps=2.0, id="train-chart")
             yield EpochTable(id="train-epochs")
         yield Log(max_lines=2000, id="train-log", auto_scroll=True)
 
