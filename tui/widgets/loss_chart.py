@@ -6,6 +6,8 @@ import math
 import time
 from dataclasses import dataclass, field
 
+from textual.app import RenderResult
+from textual.geometry import Size
 from textual_plotext import PlotextPlot
 
 Point = tuple[float, float]
@@ -64,6 +66,9 @@ class LossChart(PlotextPlot):
         self._dirty = True
         self._last_plot = 0.0
         self._pending_timer = False
+        #: The last drawing and what it was drawn from (series version, size, theme).
+        self._drawn: tuple[tuple[int, Size, str], RenderResult] | None = None
+        self._version = 0
 
     @property
     def series(self) -> dict[str, Series]:
@@ -108,8 +113,17 @@ class LossChart(PlotextPlot):
         self._last_plot = time.monotonic()
         self.replot()
 
+    def render(self) -> RenderResult:
+        """plotext's drawing, redone only when the series, the size or the theme changed: a panel switch or a
+        repaint of a neighbour re-renders the widget, and a plotext drawing costs 15-30 ms."""
+        key = (self._version, self.size, self.app.theme)
+        if self._drawn is None or self._drawn[0] != key:
+            self._drawn = (key, super().render())
+        return self._drawn[1]
+
     def replot(self) -> None:
         """Hand the series to plotext; the expensive drawing happens once, in the next render."""
+        self._version += 1
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
