@@ -138,6 +138,32 @@ def test_sft_masked_lm_loss_is_the_models_own_unshifted_loss(mlm_run: SharedRun)
     assert abs(trainer_loss.item() - shifted.item()) > 1e-3
 
 
+def test_sft_masked_lm_head_on_masked_positions_only_gives_the_full_models_gradients(mlm_run: SharedRun) -> None:
+    """The engine runs the MLM head on the masked positions only; the loss and every gradient match the
+    model's own forward over all positions."""
+    import torch
+
+    from engine.sft import masked_lm_parts
+
+    trainer, batch = mlm_run.batches[-1]
+    model = trainer.model.eval()  # no dropout: both passes see the same network
+    assert masked_lm_parts(model) is not None  # the fast path is the one under test
+
+    def grads(loss_of: Callable[[], Any]) -> tuple[float, dict[str, Any]]:
+        model.zero_grad(set_to_none=True)
+        loss = loss_of()
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    fast_loss, fast = grads(lambda: trainer.compute_loss(model, dict(batch)))
+    full_loss, full = grads(lambda: model(**batch).loss)
+    model.zero_grad(set_to_none=True)
+    assert fast_loss == pytest.approx(full_loss, rel=1e-5)
+    assert fast.keys() == full.keys()
+    for name in full:
+        torch.testing.assert_close(fast[name], full[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_sft_masked_lm_run_streams_the_loop_events_and_checkpoints(mlm_run: SharedRun) -> None:
     events = mlm_run.events
     started = of(events, RunStarted)[0]
