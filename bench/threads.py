@@ -7,8 +7,6 @@ model in a worker thread for each thread count, alternating 1 2 1 2, in two sett
 * beside a UI: the main thread runs an asyncio loop that wakes every 10 ms, records how late it woke
   (loop lag) and holds the GIL for 1 ms per tick (progress and chart updates), plus 100 ms every half
   second (a panel switch re-renders the screen: bench/ui_responsiveness.py measures 50-300 ms here);
-* beside a UI at Python's default 5 ms interpreter switch interval (the workbench sets 1 ms; the other
-  trials run at 1 ms too);
 * main thread: the same training called on the main thread, as a hand-written script does (for the
   baselines of the other benches, which train in a worker thread like every Tunebench front).
 
@@ -22,7 +20,6 @@ from the workbench with ``train.torch_threads`` null (every core but one, ``tui.
 from __future__ import annotations
 
 import asyncio
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -42,8 +39,6 @@ from benchlib import (
     run_in_thread,
     scratch_dir,
 )
-
-from tui.app import SWITCH_INTERVAL_SECONDS
 
 GOAL = 0.95
 TICK_SECONDS = 0.010
@@ -154,16 +149,10 @@ def main() -> None:
         data = batches(model_dir, 2 if args.smoke else 12, 16, 64)
         print(f"model: random BERT, reviews-sample, {len(data)} batches of 16, max_length 64")
         train(model_dir, data[:2], default_threads)  # untimed warm-up
-        sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)  # as the workbench sets it
-        print(f"interpreter switch interval: {SWITCH_INTERVAL_SECONDS * 1000:g} ms (the workbench's)")
         for _ in range(1 if args.smoke else 2):
             for beside_ui in (False, True):
                 for threads in (1, 2):
                     trials.append(trial(model_dir, data, threads, beside_ui))
-            sys.setswitchinterval(0.005)  # Python's default, for comparison
-            slow = trial(model_dir, data, engine_default, True)
-            trials.append(Trial(slow.threads, "beside UI, 5 ms switch", slow.samples_per_second, slow.lag_ms))
-            sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
             for threads in (1, 2):
                 trials.append(Trial(threads, "main thread", train(model_dir, data, threads), None))
                 torch.set_num_threads(default_threads)
@@ -193,10 +182,6 @@ def main() -> None:
             f"on the main thread {speed(threads, 'main thread'):.1f} samples/s"
         )
     print(f"workbench default when train.torch_threads is null: {engine_default} thread(s)")
-    print(
-        f"beside UI at {engine_default} thread(s) with Python's default 5 ms switch interval: "
-        f"{speed(engine_default, 'beside UI, 5 ms switch') / speed(engine_default, 'headless'):.2f} of headless"
-    )
     ratio_line(
         "threads_default_beside_ui_vs_headless",
         speed(engine_default, "beside UI") / speed(engine_default, "headless"),

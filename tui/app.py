@@ -71,10 +71,6 @@ PANEL_KEYS = {"data": "f2", "config": "f3", "train": "f4", "predict": "f5", "run
 #: New steps reach the Train panel and the run bar at most this often (each update re-renders the progress
 #: line, the status and the chart's data; the chart also caps its own redraws).
 STEP_REFRESH_SECONDS = 0.5
-#: Python's interpreter-lock switch interval while the workbench runs (default 5 ms). A run trains in a thread
-#: of this process; each torch op it finishes waits for the lock while the UI renders, up to one interval
-#: (bench/threads.py: 0.86 -> 0.91 of headless throughput beside a busy UI loop at 1 ms).
-SWITCH_INTERVAL_SECONDS = 0.001
 
 
 class WorkbenchApp(App[int]):
@@ -134,7 +130,6 @@ class WorkbenchApp(App[int]):
         self.quit_worker: Worker[None] | None = None
         self._steps_shown_at = 0.0
         self._steps_timer: Timer | None = None
-        self._switch_interval = sys.getswitchinterval()
         #: Set once all five panels are mounted (the first frame holds only the initial one).
         self.panels_mounted = asyncio.Event()
 
@@ -228,8 +223,6 @@ class WorkbenchApp(App[int]):
         return self.workbench.query_one(TabbedContent).active
 
     def on_mount(self) -> None:
-        self._switch_interval = sys.getswitchinterval()
-        sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
         self._log_handler = LogBridge(self.post_message)
         logging.getLogger().addHandler(self._log_handler)
         self._render_run_bar()
@@ -249,7 +242,6 @@ class WorkbenchApp(App[int]):
             self._run_done.wait(timeout=120)
         if self._log_handler is not None:
             logging.getLogger().removeHandler(self._log_handler)
-        sys.setswitchinterval(self._switch_interval)
 
     # -- panels ---------------------------------------------------------------------------------------------
     def action_show_panel(self, panel: str) -> None:
