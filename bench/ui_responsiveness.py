@@ -8,7 +8,7 @@ started with ``s``; while it trains, the same keys are pressed twice more (a key
 is still training), then the Train panel stays on screen until step 110, where the run is stopped. Each
 key is timed until the frame that shows it; the event loop's lag is sampled every 10 ms. The same config
 then trains headless (Runner in a thread, no subscribers, stopped at the same step) for the throughput
-reference; UI and headless runs alternate, four of each.
+reference; UI and headless runs alternate, three of each.
 
     python bench/ui_responsiveness.py            # ~2-3 minutes on 2 CPU cores
     python bench/ui_responsiveness.py --smoke
@@ -44,7 +44,7 @@ PANEL_KEYS = (("f2", "data"), ("f3", "config"), ("f5", "predict"), ("f6", "runs"
 TYPED = "wonderful"
 PACE_SECONDS = 0.15  # a fast typist; keys are not fired back to back
 STEPS = 110  # training steps measured in each run (the run is stopped there): the key rounds end well before
-PAIRS = 4  # UI run, headless run, four times: whole runs on this VM differ by up to 20%
+PAIRS = 3  # UI run, headless run, three times: whole runs on this VM differ by up to 20%
 
 
 @dataclass
