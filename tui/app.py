@@ -407,6 +407,9 @@ class WorkbenchApp(App[int]):
     def on_config_panel_changed(self, message: ConfigPanel.Changed) -> None:
         if not self.screen_stack or not self.workbench.query("#data-panel"):
             return  # shutting down
+        if message.config == self.cfg:  # an invalid edit, or the form echoing a value it was filled with
+            self.refresh_bindings()
+            return
         self.cfg = message.config
         self.data_panel.set_config(self.cfg)
         self.train_panel.set_config(self.cfg)

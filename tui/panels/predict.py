@@ -328,6 +328,8 @@ class PredictPanel(Vertical):
     def _fill_side(self, side: str, view: ModelView | None, empty: str = "") -> None:
         warning = self.query_one(f"{side} .predict-warning", Static)
         results = self.query_one(f"{side} .predict-results", VerticalScroll)
+        if not results.is_attached:  # the app is closing
+            return
         results.remove_children()
         if view is None:
             warning.display = False
