@@ -36,7 +36,7 @@ from benchlib import (
     ratio_line,
     scratch_dir,
 )
-from tui_subscribers import TuiSubscribers
+from tui_subscribers import run_as_the_workbench
 
 MFU_GOAL = 0.45
 ENGINE_GOAL = 0.98
@@ -120,7 +120,6 @@ def tokenized(data_file: Path, tokenizer: Any, seq_len: int) -> Any:
 def engine_run(plan: Plan, model_dir: Path, data_file: Path, runs_dir: Path) -> Result:
     """Runner on the loop engine; throughput between the StepLogged events after warm-up (each one syncs)."""
     from engine.config import from_dict
-    from engine.runner import Runner
 
     cfg = from_dict(
         {
@@ -146,13 +145,7 @@ def engine_run(plan: Plan, model_dir: Path, data_file: Path, runs_dir: Path) -> 
         if type(event).__name__ == "StepLogged":
             marks.append((event.step, time.perf_counter()))
 
-    tui = TuiSubscribers()
-    runner = Runner(cfg, subscribers=[on_event, *tui.subscribers])
-    runner.start()
-    tui.drain_until_done(runner)
-    result = runner.join()
-    if result is None or result.status != "finished":
-        raise RuntimeError(f"engine run failed: {result}")
+    run_as_the_workbench(cfg, on_event)
     counted = [m for m in marks if m[0] >= plan.warmup]
     (first_step, first_time), (last_step, last_time) = counted[0], counted[-1]
     return Result("engine (Runner, loop)", (last_step - first_step) * plan.batch_size / (last_time - first_time))

@@ -39,7 +39,7 @@ from benchlib import (
     run_in_thread,
     scratch_dir,
 )
-from tui_subscribers import TuiSubscribers
+from tui_subscribers import run_as_the_workbench
 
 GOAL = 0.98
 PAIRS = 8
@@ -291,17 +291,8 @@ class PhaseClock:
 
 def engine_run(s: Setting, runs_dir: Path) -> Measured:
     """Runner in its worker thread; this (main) thread plays the UI and drains the TUI's messages."""
-    from engine.runner import Runner
-
     clock = PhaseClock("B engine")
-    tui = TuiSubscribers()
-    start = time.perf_counter()
-    runner = Runner(engine_config(s, runs_dir), subscribers=[clock, *tui.subscribers])
-    runner.start()
-    tui.drain_until_done(runner)
-    result = runner.join()
-    assert result is not None and result.status == "finished", result
-    clock.measured.wall_seconds = time.perf_counter() - start
+    clock.measured.wall_seconds = run_as_the_workbench(engine_config(s, runs_dir), clock)
     return clock.measured
 
 

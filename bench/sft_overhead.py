@@ -38,7 +38,7 @@ from benchlib import (
     scratch_dir,
 )
 from loop_overhead import THREADS_OPTION, Measured, PhaseClock, write_data
-from tui_subscribers import TuiSubscribers
+from tui_subscribers import run_as_the_workbench
 
 GOAL = 0.98
 
@@ -219,18 +219,9 @@ def engine_run(s: Setting, runs_dir: Path, every_position: bool = False) -> Meas
     way the model's own forward does it, to show the engine's overhead alone."""
     from unittest import mock
 
-    from engine.runner import Runner
-
     clock = SftClock("engine sft, head everywhere" if every_position else "engine sft")
-    tui = TuiSubscribers()
-    start = time.perf_counter()
-    runner = Runner(engine_config(s, runs_dir), subscribers=[clock, *tui.subscribers])
     with mock.patch("engine.sft.masked_lm_parts", return_value=None) if every_position else contextlib.nullcontext():
-        runner.start()
-        tui.drain_until_done(runner)
-    result = runner.join()
-    assert result is not None and result.status == "finished", result
-    clock.measured.wall_seconds = time.perf_counter() - start
+        clock.measured.wall_seconds = run_as_the_workbench(engine_config(s, runs_dir), clock)
     return clock.measured
 
 

@@ -39,3 +39,20 @@ class TuiSubscribers:
                 self.received.extend(self.bridge.take_steps())
             else:
                 self.received.append(message.event)
+
+
+def run_as_the_workbench(cfg: Any, *subscribers: Callable[[Any], None]) -> float:
+    """Train ``cfg`` with ``Runner`` in its own thread plus the TUI's subscribers, draining their messages on
+    this thread as the app's loop does; seconds from start to the end of the run. Fails unless it finished."""
+    import time
+
+    from engine.runner import Runner
+
+    tui = TuiSubscribers()
+    start = time.perf_counter()
+    runner = Runner(cfg, subscribers=[*subscribers, *tui.subscribers])
+    runner.start()
+    tui.drain_until_done(runner)
+    result = runner.join()
+    assert result is not None and result.status == "finished", result
+    return time.perf_counter() - start
