@@ -1,0 +1,99 @@
+"""Where the UI thread's time goes while a run trains: garbage collections and footer rebuilds.
+
+Not a benchmark (no goal): the diagnosis behind BENCHMARKS.md's causes 3 and 4. The real workbench under
+Pilot, the run of ``ui_responsiveness.py`` (random small BERT, an event every step); while it trains, one
+round of panel keys and typing. Printed: each garbage collection by generation (from ``gc.callbacks``), how
+often the footer recomposed, and each key's time to its frame.
+
+    python bench/ui_diagnose.py            # ~1 minute on 2 CPU cores
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from benchlib import machine_line, make_bert, parse_args, print_table, quiet_transformers, scratch_dir
+from ui_responsiveness import KeyTimes, key_round, run_config
+from uilib import FrameProbe
+
+
+class GcLog:
+    """Duration of every collection, by generation, while ``recording``."""
+
+    def __init__(self) -> None:
+        self.recording = False
+        self.ms: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        self._start = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        elif self.recording:
+            self.ms[info["generation"]].append((time.perf_counter() - self._start) * 1000)
+
+
+async def diagnose(cfg: Any, config_path: Path) -> tuple[KeyTimes, GcLog, Counter[str]]:
+    from textual.widget import Widget
+
+    from tui.app import WorkbenchApp
+
+    recomposed: Counter[str] = Counter()
+    original = Widget.recompose
+
+    async def counted(widget: Widget) -> None:
+        recomposed[type(widget).__name__] += 1
+        await original(widget)
+
+    Widget.recompose = counted  # type: ignore[method-assign]
+    gc_log = GcLog()
+    times = KeyTimes()
+    app = WorkbenchApp(cfg, str(config_path), initial_panel="train")
+    async with app.run_test(size=(120, 40)) as pilot:
+        probe = FrameProbe(app)
+        await key_round(app, pilot, probe, KeyTimes(), training=False)  # first visits, not counted
+        await pilot.press("s")
+        await app.wait_for_state("training", "failed", "finished")
+        recomposed.clear()
+        gc_log.recording = True
+        await key_round(app, pilot, probe, times, training=True)
+        gc_log.recording = False
+        if app.run_state == "training":
+            await pilot.press("x")
+        await app.wait_for_state("finished", "failed")
+    Widget.recompose = original  # type: ignore[method-assign]
+    return times, gc_log, recomposed
+
+
+def main() -> None:
+    parse_args(__doc__ or "")
+    quiet_transformers()
+    print(machine_line())
+    with scratch_dir("ui-diagnose") as tmp:
+        os.chdir(tmp)
+        from engine.config import save_config
+
+        model_dir = make_bert(tmp / "model", "small", max_positions=128)
+        cfg = run_config(model_dir, tmp / "runs", False, None)
+        save_config(cfg, tmp / "config.yaml")
+        times, gc_log, recomposed = asyncio.run(diagnose(cfg, tmp / "config.yaml"))
+        os.chdir(Path(__file__).resolve().parent.parent)
+    print_table(
+        ["generation", "collections", "total ms", "max ms"],
+        [[g, len(ms), sum(ms), max(ms, default=0.0)] for g, ms in gc_log.ms.items()],
+    )
+    print(f"recomposed during the round: {dict(recomposed) or 'nothing'}")
+    print_table(
+        ["panel key", "ms to frame"], [[k, " ".join(f"{v:.0f}" for v in vs)] for k, vs in times.by_panel_ms.items()]
+    )
+    print(f"typed keys, ms to frame: {' '.join(f'{v:.0f}' for v in times.typing_ms)}")
+
+
+if __name__ == "__main__":
+    main()
