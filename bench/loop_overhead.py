@@ -1,9 +1,11 @@
 """Engine overhead of the loop engine: Runner (with the TUI's subscribers) against a plain PyTorch loop.
 
 A is the loop a user would write by hand (datasets → tokenize → DataLoader → AdamW + linear schedule →
-train → eval → save). B is ``engine.runner.Runner`` on the loop engine with the subscribers the TUI
-attaches. Same model, data, seed, batch, length and epoch; run back to back in one process, A B eight times,
-after one untimed warm-up run, with one torch thread on both sides (``--threads``; see THREADS_OPTION).
+train → eval → save), with the engine's fused AdamW so that both sides do the same math (one more run of A
+with torch's default AdamW shows what that choice is worth). B is ``engine.runner.Runner`` on the loop
+engine with the subscribers the TUI attaches. Same model, data, seed, batch, length and epoch; run back to
+back in one process, A B eight times, after one untimed warm-up run, with one torch thread on both sides
+(``--threads``; see THREADS_OPTION).
 max_length is 32: nearly every review is longer, so every batch has the same shape on both sides whatever
 order the two DataLoaders draw in (with dynamic padding, batch order changes the work per step).
 Both log every step (B: one StepLogged event per step, the heaviest event
@@ -70,6 +72,9 @@ class Setting:
     max_grad_norm: float = 1.0
     #: torch intra-op threads on both sides; None = torch's default (one per core)
     threads: int | None = None
+    #: A's optimizer: fused AdamW as the engine's (the ratio compares the same math), or torch's default
+    #: implementation (a loop of small ops per tensor), to show what the engine's choice is worth
+    fused_adamw: bool = True
 
 
 @dataclass
@@ -157,8 +162,7 @@ def plain_loop(s: Setting) -> Measured:
         generator=torch.Generator().manual_seed(s.seed),
     )
     test_loader = DataLoader(test, batch_size=s.eval_batch_size, collate_fn=collator)
-    # as in transformers' run_glue_no_trainer.py: no decay on biases and LayerNorm weights (the group order also
-    # sets the order AdamW's per-tensor loop walks the parameters, which is worth a few % of a CPU step)
+    # as in transformers' run_glue_no_trainer.py: no decay on biases and LayerNorm weights
     no_decay = ("bias", "LayerNorm.weight")
     groups = [
         {
@@ -167,7 +171,8 @@ def plain_loop(s: Setting) -> Measured:
         },
         {"params": [p for n, p in model.named_parameters() if any(nd in n for nd in no_decay)], "weight_decay": 0.0},
     ]
-    optimizer = torch.optim.AdamW(groups, lr=s.learning_rate)  # weight decay 0.0: the engine's default
+    # weight decay 0.0: the engine's default; fused as the engine's unless the bench asks for torch's default
+    optimizer = torch.optim.AdamW(groups, lr=s.learning_rate, fused=s.fused_adamw)
     total_steps = len(train_loader) * s.epochs
     scheduler = get_scheduler("linear", optimizer=optimizer, num_warmup_steps=0, num_training_steps=total_steps)
 
@@ -342,6 +347,9 @@ def main() -> None:
         for _ in range(1 if args.smoke else PAIRS):
             for side in order:
                 runs.append(side())
+        unfused = Setting(**{**setting.__dict__, "fused_adamw": False})
+        per_tensor = run_in_thread(lambda: plain_loop(unfused))
+        per_tensor.side = "A, torch's default AdamW"
     print_table(
         [
             "run",
@@ -366,7 +374,7 @@ def main() -> None:
                 m.final_train_loss,
                 m.accuracy,
             ]
-            for m in runs
+            for m in [*runs, per_tensor]
         ],
     )
     a_step = median([x for m in runs if m.side.startswith("A") for x in m.step_seconds])
@@ -392,6 +400,10 @@ def main() -> None:
     # Samples per second per step is batch / step time; the batch is the same, so the ratio is A/B in time.
     pairs = [a.median_step_ms / b.median_step_ms for a, b in zip(runs[::2], runs[1::2], strict=True)]
     print(f"each pair, A step / B step: {' '.join(f'{x:.3f}' for x in pairs)}")
+    print(
+        f"the plain loop with torch's default AdamW instead of the fused one both sides use: "
+        f"{per_tensor.median_step_ms:.1f} ms per step (the engine: {b_step * 1000:.1f})"
+    )
     ratio_line("loop_engine_vs_plain", median(pairs), GOAL)
 
 

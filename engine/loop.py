@@ -52,6 +52,7 @@ from engine.runs import RunDir, save_dir_atomically
 if TYPE_CHECKING:
     import torch
     from accelerate import Accelerator
+    from accelerate.optimizer import AcceleratedOptimizer
     from torch.utils.data import DataLoader
 
 log = logging.getLogger("tunebench.loop")
@@ -86,7 +87,8 @@ class Setup:
     accelerator: Accelerator
     model: torch.nn.Module
     tokenizer: Any
-    optimizer: torch.optim.Optimizer
+    #: accelerate's wrappers around the AdamW and the schedule built in setup
+    optimizer: AcceleratedOptimizer
     scheduler: Any
     train_loader: DataLoader[Any]
     eval_loader: DataLoader[Any] | None
@@ -181,7 +183,10 @@ def setup(cfg: RunConfig, emit: Emit) -> Setup:
             "weight_decay": 0.0,
         },
     ]
-    optimizer = torch.optim.AdamW(groups, lr=t.learning_rate)
+    # Fused AdamW: one kernel over all the parameters instead of a dozen small ops per tensor, launched from Python
+    # (on a CPU the optimizer step of a 4.7M-parameter BERT takes 3 ms instead of 32); it is also what
+    # transformers' Trainer, and so the SFT engine, uses. CPU and CUDA have it since torch 2.4.
+    optimizer = torch.optim.AdamW(groups, lr=t.learning_rate, fused=device.type in ("cpu", "cuda"))
     steps_per_epoch = math.ceil(len(train_loader) / t.gradient_accumulation_steps)
     total_steps = steps_per_epoch * t.num_train_epochs
     scheduler = get_scheduler(
@@ -386,6 +391,7 @@ def _train(
 ) -> Outcome:
     import torch
     from accelerate import skip_first_batches
+    from accelerate.utils import DistributedType
 
     t = cfg.train
     acc = s.accelerator
@@ -428,6 +434,15 @@ def _train(
     status = "finished"
     train_time = state.train_time  # seconds spent stepping, pauses excluded: the base of ETA and throughput
     on_gpu = acc.device.type == "cuda"
+    # With one process and no gradient scaler, accelerate's optimizer, scheduler and clipping wrappers (and its
+    # backward, without accumulation) only pass each call on, at about 0.5 ms a step on a CPU:
+    # AcceleratedOptimizer.step looks an optional package up on disk at every call. Call torch directly then;
+    # acc.sync_gradients still marks the end of an accumulation.
+    direct = acc.num_processes == 1 and acc.scaler is None and acc.distributed_type == DistributedType.NO
+    optimizer = s.optimizer.optimizer if direct else s.optimizer
+    scheduler = s.scheduler.scheduler if direct else s.scheduler
+    clip_grad_norm = torch.nn.utils.clip_grad_norm_ if direct else acc.clip_grad_norm_
+    backward = acc.backward if not direct or t.gradient_accumulation_steps > 1 else torch.Tensor.backward
     generator = s.train_generator
     # First non-finite loss, tracked on the device: checking it costs a sync only where one happens anyway.
     bad_step = torch.zeros((), dtype=torch.long, device=acc.device)
@@ -481,14 +496,14 @@ def _train(
             batches = s.train_loader
         for batch in batches:
             with acc.accumulate(model):
-                out = model(**batch)
-                loss = out.loss
-                acc.backward(loss)
-                if acc.sync_gradients and t.max_grad_norm > 0:
-                    acc.clip_grad_norm_(model.parameters(), t.max_grad_norm)
-                s.optimizer.step()
-                s.scheduler.step()
-                s.optimizer.zero_grad(set_to_none=True)
+                loss = model(**batch).loss
+                backward(loss)
+                if acc.sync_gradients:
+                    if t.max_grad_norm > 0:
+                        clip_grad_norm(model.parameters(), t.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
             detached = loss.detach().float()
             newly_bad = (bad_step == 0) & ~torch.isfinite(detached)
             bad_step = torch.where(newly_bad, step + 1, bad_step)
@@ -640,8 +655,10 @@ def _raise_if_diverged(
     acc: Accelerator, bad_step: torch.Tensor, bad_value: torch.Tensor, cfg: RunConfig, run_dir: RunDir
 ) -> None:
     """Raise TrainingDiverged if any loss so far was NaN or infinite (one device sync; call it sparingly)."""
-    steps = acc.gather(bad_step.reshape(1)).tolist()
-    values = acc.gather(bad_value.reshape(1)).tolist()
+    if acc.num_processes > 1:
+        bad_step, bad_value = acc.gather(bad_step.reshape(1)), acc.gather(bad_value.reshape(1))
+    steps = bad_step.reshape(-1).tolist()
+    values = bad_value.reshape(-1).tolist()
     bad = [(n, v) for n, v in zip(steps, values, strict=True) if n]
     if not bad:
         return

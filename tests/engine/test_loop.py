@@ -185,3 +185,53 @@ def test_pause_blocks_at_a_step_and_resume_continues_without_losing_steps(make_c
     assert of(events, Paused)[0].step == of(events, Resumed)[0].step == 3
     steps = [e.step for e in of(events, StepLogged)]
     assert steps == list(range(1, steps[-1] + 1)) and steps[-1] == of(events, RunStarted)[0].total_steps
+
+
+def test_gradient_accumulation_takes_the_same_steps_as_one_bigger_batch(
+    make_config: Any, tmp_path: Path, tiny_bert_dir: Path
+) -> None:
+    """Batches of 4 accumulated two at a time train the same weights as batches of 8 (dropout off, so the
+    only differences are float rounding); the optimizer steps once per pair, and the schedule counts those."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from tests.conftest import TINY_BERT
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    no_dropout = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        num_labels=2,
+        **TINY_BERT,
+    )
+    torch.manual_seed(0)
+    model_dir = tmp_path / "no-dropout"
+    BertForSequenceClassification(no_dropout).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+
+    weights = {}
+    for batch, accumulate in ((8, 1), (4, 2)):
+        cfg = make_config(
+            model={"name_or_path": str(model_dir)},
+            train={
+                "num_train_epochs": 1,
+                "learning_rate": 1e-3,
+                "per_device_train_batch_size": batch,
+                "gradient_accumulation_steps": accumulate,
+            },
+            output={"run_name": f"batch-{batch}x{accumulate}"},
+        )
+        result, events = run_collect(cfg)
+        assert result.status == "finished", result.error
+        assert [e.step for e in of(events, StepLogged)] == list(range(1, 16))  # 120 rows / 8
+        weights[batch] = BertForSequenceClassification.from_pretrained(result.run_dir / "model").state_dict()
+    for name, value in weights[8].items():
+        torch.testing.assert_close(weights[4][name], value, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_adamw_is_fused_on_the_cpu(make_config: Any) -> None:
+    """Fused AdamW: one kernel for all the parameters (bench/loop_overhead.py shows what it is worth)."""
+    from engine.loop import setup
+
+    s = setup(make_config(), lambda _event: None)
+    assert s.optimizer.optimizer.defaults["fused"] is True
