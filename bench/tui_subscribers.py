@@ -9,6 +9,7 @@ thread-safe queue that the main thread drains while the run trains, as the app's
 from __future__ import annotations
 
 import queue
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,27 +26,37 @@ class TuiSubscribers:
         self.subscribers: list[Callable[[Any], None]] = [self.bridge]
 
     def drain_until_done(self, runner: Any) -> None:
-        """Handle posted messages on this thread until the runner's thread ends and the queue is empty."""
+        """Handle posted messages on this thread until the runner's thread ends and the queue is empty, taking
+        the waiting steps at the app's pace: at most every STEP_REFRESH_SECONDS, and before any other event."""
+        from tui.app import STEP_REFRESH_SECONDS
         from tui.bridge import StepsLogged
 
+        shown_at = -STEP_REFRESH_SECONDS
+        due: float | None = None  # when the waiting steps are taken, as the app's timer would
         while True:
+            timeout = 0.05 if due is None else max(0.0, due - time.monotonic())
             try:
-                message = self._queue.get(timeout=0.05)
+                message = self._queue.get(timeout=timeout)
             except queue.Empty:
-                if not runner.is_alive():
+                message = None
+                if due is None and not runner.is_alive():
+                    self.received.extend(self.bridge.take_steps())
                     break
-                continue
             if isinstance(message, StepsLogged):
+                if due is None:
+                    due = max(time.monotonic(), shown_at + STEP_REFRESH_SECONDS)
+            elif message is not None:
+                due = time.monotonic()  # the steps before this event first, in order
+            if due is not None and time.monotonic() >= due:
                 self.received.extend(self.bridge.take_steps())
-            else:
+                shown_at, due = time.monotonic(), None
+            if message is not None and not isinstance(message, StepsLogged):
                 self.received.append(message.event)
 
 
 def run_as_the_workbench(cfg: Any, *subscribers: Callable[[Any], None]) -> float:
     """Train ``cfg`` with ``Runner`` in its own thread plus the TUI's subscribers, draining their messages on
     this thread as the app's loop does; seconds from start to the end of the run. Fails unless it finished."""
-    import time
-
     from engine.runner import Runner
 
     tui = TuiSubscribers()

@@ -36,12 +36,11 @@ class EngineEvent(Message):
 
 
 class StepsLogged(Message):
-    """New step events wait in the bridge; a newer announcement replaces a pending one."""
+    """Step events wait in the bridge: posted by the first one since the app last took them (take_steps)."""
 
-    def __init__(self, bridge: EventBridge, latest: StepLogged) -> None:
+    def __init__(self, bridge: EventBridge) -> None:
         super().__init__()
         self.bridge = bridge
-        self.latest = latest
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, StepsLogged) and message.bridge is self.bridge
@@ -74,9 +73,13 @@ class EventBridge:
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, StepLogged):
+            # The app shows steps at a capped rate and takes them all at once: while some wait, a message is
+            # already on its way, and waking the UI thread again would only compete with training.
             with self._lock:
                 self._steps.append(event)
-            self._post(StepsLogged(self, event))
+                first = len(self._steps) == 1
+            if first:
+                self._post(StepsLogged(self))
         else:
             self._post(EngineEvent(self, event))
 

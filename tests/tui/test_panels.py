@@ -287,6 +287,20 @@ async def test_a_burst_of_steps_is_one_ui_update_and_loses_no_point(make_app: Ca
         assert len(app.query_one("#train-chart", LossChart).series["train loss (step)"].points) == 2000
 
 
+def test_the_bridge_posts_once_for_the_steps_that_wait_and_again_after_they_are_taken() -> None:
+    posted: list[Any] = []
+    bridge = EventBridge(posted.append)
+    steps = [StepLogged(i, 9, i / 9, 1.0, 1e-4, 100.0, i * 0.01, 1.0, time=0.0) for i in range(1, 10)]
+    for step in steps[:5]:
+        bridge(step)
+    assert [type(m) for m in posted] == [StepsLogged]
+    assert bridge.take_steps() == steps[:5]
+    for step in steps[5:]:
+        bridge(step)
+    assert [type(m) for m in posted] == [StepsLogged, StepsLogged]
+    assert bridge.take_steps() == steps[5:] and bridge.take_steps() == []
+
+
 async def test_an_engine_failure_shows_and_a_new_run_can_start(make_app: Callable[..., WorkbenchApp]) -> None:
     message = 'data.text_field: column "body" not in split train (columns: text, label)'
     failing = ScriptedEngine("runs/failing", fail=message)
