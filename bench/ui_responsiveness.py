@@ -5,7 +5,7 @@ bytes, see uilib.FrameProbe). Before training, the panel keys F2..F6 are pressed
 the Predict input twice (first visits, then again), for reference. Then a real loop-engine run (random
 small BERT, classification, one event per step so the chart and the bridge get the most traffic) is
 started with ``s``; while it trains, the same keys are pressed twice more (a key counts only if the run
-is still training), then the Train panel stays on screen until step 110, where the run is stopped. Each
+is still training), then the Train panel stays on screen until step 160, where the run is stopped. Each
 key is timed until the frame that shows it; the event loop's lag is sampled every 10 ms. The same config
 then trains headless (Runner in a thread, no subscribers, stopped at the same step) for the throughput
 reference; UI and headless runs alternate, three of each.
@@ -43,7 +43,7 @@ THROUGHPUT_GOAL = 0.95
 PANEL_KEYS = (("f2", "data"), ("f3", "config"), ("f5", "predict"), ("f6", "runs"), ("f4", "train"))
 TYPED = "wonderful"
 PACE_SECONDS = 0.15  # a fast typist; keys are not fired back to back
-STEPS = 110  # training steps measured in each run (the run is stopped there): the key rounds end well before
+STEPS = 160  # training steps measured in each run (the run is stopped there): the key rounds end well before
 PAIRS = 3  # UI run, headless run, three times: whole runs on this VM differ by up to 20%
 
 
@@ -90,7 +90,7 @@ def run_config(model_dir: Path, runs_dir: Path, smoke: bool, threads: int | None
                 "max_length": 64,
             },
             "train": {
-                "num_train_epochs": 1 if smoke else 4,
+                "num_train_epochs": 1 if smoke else 6,
                 "per_device_train_batch_size": 16,
                 "logging_steps": 1,
                 "device": "cpu",

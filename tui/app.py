@@ -654,7 +654,7 @@ class WorkbenchApp(App[int]):
             text += " · " + self.train_panel.progress_text()
         else:
             text += " · s on the Train panel (F4) starts a run"
-        self.workbench.query_one("#run-bar", Static).update(Content(text))
+        self.workbench.query_one("#run-bar", Static).update(Content(text), layout=False)  # one row: no layout
 
 
 def main(config_path: str) -> int:

@@ -584,3 +584,31 @@ def test_scripted_runner_follows_the_run_contract() -> None:
     worker.join(10)
     assert not worker.is_alive()
     assert [type(e).__name__ for e in events][-2:] == ["StopRequested", "RunFinished"]
+
+
+async def test_the_loss_chart_draws_its_series_axes_and_legend_in_braille() -> None:
+    from textual.app import App, ComposeResult
+
+    class ChartApp(App[None]):
+        def compose(self) -> ComposeResult:
+            yield LossChart(empty_text="no steps yet")
+
+    async with ChartApp().run_test(size=(60, 12)) as pilot:
+        chart = pilot.app.query_one(LossChart)
+        check_loss_chart(chart)
+
+
+def check_loss_chart(chart: LossChart) -> None:
+    assert "no steps yet" in "\n".join(s.text for s in chart.draw(40, 8))
+    chart.set_series("train loss (step)", [(float(i), 2.0 - i / 100) for i in range(1, 101)])
+    chart.set_series("eval loss", [(50.0, 1.0), (100.0, 0.5)], marker="dot")
+    rows = [s.text for s in chart.draw(60, 12)]
+    assert all(len(r) == 60 for r in rows)
+    assert "train loss (step)" in rows[0] and "eval loss" in rows[0]
+    plot = rows[1:-2]
+    # the line falls from the top left to the bottom right: its first dots on the first row, its last on the last
+    first = next(i for i, c in enumerate(plot[0]) if "\u2800" < c <= "\u28ff")
+    last = max(i for i, c in enumerate(plot[-1]) if "\u2800" < c <= "\u28ff" or c == "•")
+    assert first < 10 and last > 50
+    assert sum(r.count("•") for r in plot) == 2
+    assert "┤" in "".join(plot) and "100" in rows[-1] and "┬" in rows[-2]
