@@ -1,9 +1,10 @@
-"""Where the UI thread's time goes while a run trains: garbage collections and footer rebuilds.
+"""Where the UI thread's time goes while a run trains: garbage collections and widget rebuilds.
 
 Not a benchmark (no goal): the diagnosis behind BENCHMARKS.md's causes 3 and 4. The real workbench under
 Pilot, the run of ``ui_responsiveness.py`` (random small BERT, an event every step); while it trains, one
 round of panel keys and typing. Printed: each garbage collection by generation (from ``gc.callbacks``), how
-often the footer recomposed, and each key's time to its frame.
+often each kind of widget recomposed (Textual's footer did, four times per panel switch, until the workbench
+drew its own), and each key's time to its frame.
 
     python bench/ui_diagnose.py            # ~1 minute on 2 CPU cores
 """

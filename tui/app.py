@@ -141,7 +141,7 @@ class WorkbenchApp(App[int]):
                     if panel == self.initial_panel:  # its title only: the panel itself mounts after the first frame
                         yield Static(PANELS[panel][1], id="first-frame-title", classes="panel-title")
         yield Static("", id="run-bar")
-        yield WorkbenchFooter(compact=True)
+        yield WorkbenchFooter()
 
     def panel_widget(self, panel: str) -> Widget:
         """A new widget for ``panel``; its module is imported here, the first time it is needed."""

@@ -8,7 +8,6 @@ from typing import Any
 
 from textual.command import CommandPalette
 from textual.widgets import DataTable, TabbedContent
-from textual.widgets._footer import FooterKey
 
 from engine.events import RunFinished
 from tests.tui.conftest import reach, settle, until
@@ -16,11 +15,12 @@ from tests.tui.fakes import ScriptedEngine
 from tui.app import PANELS, WorkbenchApp
 from tui.dialogs import ConfirmQuit, HelpScreen
 from tui.widgets.epoch_table import EpochTable
+from tui.widgets.footer import WorkbenchFooter
 
 
 def footer_actions(app: WorkbenchApp) -> dict[str, bool]:
     """Footer entries shown now: description -> enabled."""
-    return {key.description: not key.has_class("-disabled") for key in app.query(FooterKey)}
+    return {entry.description: entry.enabled for entry in app.query_one(WorkbenchFooter).entries}
 
 
 async def test_function_keys_switch_to_each_panel_and_focus_it(make_app: Callable[..., WorkbenchApp]) -> None:
@@ -113,6 +113,18 @@ async def test_x_stops_a_run_and_the_run_saves_as_stopped(make_app: Callable[...
         await reach(app, "finished")
         assert "stopped" in app.run_detail
         assert engine.runners[0].control.stop.is_set()
+
+
+async def test_a_click_on_a_footer_entry_presses_its_key(make_app: Callable[..., WorkbenchApp]) -> None:
+    app = make_app(panel="train")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        footer = app.query_one(WorkbenchFooter)
+        line = footer.render_line(0).text
+        assert line.lstrip().startswith("F1 Help") and line.rstrip().endswith("^p palette")
+        await pilot.click(WorkbenchFooter, offset=(line.index("F1") + 1, 0))
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
 
 
 async def test_run_keys_show_in_the_footer_where_they_apply(make_app: Callable[..., WorkbenchApp]) -> None:

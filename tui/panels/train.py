@@ -67,7 +67,9 @@ class TrainPanel(Vertical):
             yield Static("", id="train-speed")
         yield Static("", id="train-error", classes="error")
         with Horizontal(id="train-body"):
-            yield LossChart(empty_text="loss: no steps yet (s starts a run)", max_fps=2.0, id="train-chart")
+            # Steps reach the panel every STEP_REFRESH_SECONDS (0.5 s): a cap just above that rate redraws the
+            # chart in the same frame as the progress line, one screen update per batch of steps, not two.
+            yield LossChart(empty_text="loss: no steps yet (s starts a run)", max_fps=2.5, id="train-chart")
             yield EpochTable(id="train-epochs")
         yield Log(max_lines=2000, id="train-log", auto_scroll=True)
 

@@ -1,43 +1,143 @@
-"""A footer that rebuilds its keys only when the keys it shows change.
+"""The footer: the keys that apply where the focus is, drawn as one line of text.
 
-Textual's ``Footer`` recomposes all of its key widgets on every bindings signal: each focus change and each
-``refresh_bindings`` call, several per panel switch, even when the same keys stay on screen. That work runs
-on the UI thread beside a training run. This one coalesces the signals of a frame into one check and
-recomposes only when the shown keys (key, label, enabled) differ from what is on screen.
+Textual's ``Footer`` is a widget per key and recomposes them all on every bindings signal: each focus change
+and each ``refresh_bindings`` call, several per panel switch. That cost about 24 ms of the UI thread per panel
+switch on a slow CPU, beside a training run that needs the same interpreter. This footer shows the same
+entries (the first binding of each action that is shown, the command palette key at the right end), redraws
+only when they change, and presses an entry's key when it is clicked.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
+from textual import events
+from textual.app import RenderResult
+from textual.content import Content, Span
 from textual.screen import Screen
-from textual.widgets import Footer
+from textual.style import Style
+from textual.widget import Widget
 
 
-class WorkbenchFooter(Footer):
-    def __init__(self, *, compact: bool = False, id: str | None = None) -> None:
-        super().__init__(compact=compact, id=id)
-        self._shown: tuple[tuple[str, str, str, bool], ...] | None = None
+@dataclass(frozen=True)
+class Entry:
+    key: str
+    key_display: str
+    description: str
+    enabled: bool
+
+
+class WorkbenchFooter(Widget):
+    DEFAULT_CSS = """
+    WorkbenchFooter {
+        dock: bottom;
+        height: 1;
+        color: $footer-foreground;
+        background: $footer-background;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
+    }
+    WorkbenchFooter > .footer--key {
+        color: $footer-key-foreground;
+        background: $footer-key-background;
+        text-style: bold;
+    }
+    WorkbenchFooter > .footer--description {
+        color: $footer-description-foreground;
+        background: $footer-description-background;
+    }
+    WorkbenchFooter > .footer--separator {
+        color: $foreground 20%;
+    }
+    """
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"footer--key", "footer--description", "footer--separator"}
+    ALLOW_SELECT = False
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.entries: tuple[Entry, ...] = ()
+        self.palette: Entry | None = None
+        #: Where each entry sits on the line: (first column, end column, key), for clicks.
+        self._spans: list[tuple[int, int, str]] = []
         self._check_pending = False
 
-    def shown_keys(self) -> tuple[tuple[str, str, str, bool], ...]:
-        """What ``compose`` would show: (key, action, description, enabled) of each visible binding."""
-        return tuple(
-            (binding.key, binding.action, binding.description, enabled)
-            for (_node, binding, enabled, _tooltip) in self.screen.active_bindings.values()
-            if binding.show or binding.key == self.app.COMMAND_PALETTE_BINDING
-        )
+    def on_mount(self) -> None:
+        self.screen.bindings_updated_signal.subscribe(self, self.bindings_changed)
+
+    def on_unmount(self) -> None:
+        self.screen.bindings_updated_signal.unsubscribe(self)
 
     def bindings_changed(self, screen: Screen[object]) -> None:
-        self._bindings_ready = True
-        if not screen.app.app_focus or not self.is_attached or screen is not self.screen or self._check_pending:
+        """Coalesce the signals of a frame into one check after it."""
+        if not self.is_attached or screen is not self.screen or self._check_pending:
             return
         self._check_pending = True
-        self.call_after_refresh(self._recompose_if_changed)
+        self.call_after_refresh(self._update_if_changed)
 
-    async def _recompose_if_changed(self) -> None:
+    def _update_if_changed(self) -> None:
         self._check_pending = False
         if not self.is_attached:
             return
-        shown = self.shown_keys()
-        if shown != self._shown:
-            self._shown = shown
-            await self.recompose()
+        entries, palette = self.shown_entries()
+        if (entries, palette) != (self.entries, self.palette):
+            self.entries, self.palette = entries, palette
+            self.refresh()
+
+    def shown_entries(self) -> tuple[tuple[Entry, ...], Entry | None]:
+        """The entries Textual's footer would show, and the command palette's."""
+        app = self.app
+        seen: set[str] = set()
+        entries: list[Entry] = []
+        palette: Entry | None = None
+        for _node, binding, enabled, _tooltip in self.screen.active_bindings.values():
+            entry = Entry(binding.key, app.get_key_display(binding), binding.description, enabled)
+            if binding.key == app.COMMAND_PALETTE_BINDING and app.ENABLE_COMMAND_PALETTE:
+                palette = entry
+            elif binding.show and binding.action not in seen:
+                seen.add(binding.action)
+                entries.append(entry)
+        return tuple(entries), palette
+
+    def render(self) -> RenderResult:
+        key_style = self.get_visual_style("footer--key")
+        text_style = self.get_visual_style("footer--description")
+        separator_style = self.get_visual_style("footer--description", "footer--separator")
+        parts: list[str] = []
+        spans: list[Span] = []
+        self._spans = []
+
+        def add(text: str, style: Style | str) -> None:
+            start = sum(len(p) for p in parts)
+            parts.append(text)
+            spans.append(Span(start, start + len(text), style))
+
+        def add_entry(e: Entry, lead: str = "") -> None:
+            start = sum(len(p) for p in parts)
+            add(lead + e.key_display, key_style)
+            add(f" {e.description} ", text_style)
+            end = start + len(lead + e.key_display) + len(e.description) + 2
+            if not e.enabled:
+                spans.append(Span(start, end, "dim"))
+            self._spans.append((start, end, e.key))
+
+        for e in self.entries:
+            add_entry(e, " ")
+        if self.palette is not None:
+            used = sum(len(p) for p in parts)
+            gap = self.size.width - used - (len(self.palette.key_display) + len(self.palette.description) + 2)
+            if gap >= 1:
+                add(" " * (gap - 1), text_style)
+                add("▏", separator_style)
+                add_entry(self.palette)
+        return Content("".join(parts), spans)
+
+    def on_click(self, event: events.Click) -> None:
+        for start, end, key in self._spans:
+            if start <= event.x < end:
+                entry = next((e for e in (*self.entries, self.palette) if e is not None and e.key == key), None)
+                if entry is not None and not entry.enabled:
+                    self.app.bell()
+                else:
+                    self.app.simulate_key(key)
+                return
