@@ -56,6 +56,7 @@ from tui.bridge import (
 )
 from tui.formats import ACTIVE_STATES, STATE_MARKS, fmt_duration
 from tui.panels import PANELS
+from tui.widgets.fixed_text import FixedText
 from tui.widgets.footer import WorkbenchFooter
 
 if TYPE_CHECKING:  # each panel's module is imported when the panel is mounted (see WorkbenchApp.panel_widget)
@@ -140,7 +141,7 @@ class WorkbenchApp(App[int]):
                 with TabPane(self._tab_label(panel), id=panel):
                     if panel == self.initial_panel:  # its title only: the panel itself mounts after the first frame
                         yield Static(PANELS[panel][1], id="first-frame-title", classes="panel-title")
-        yield Static("", id="run-bar")
+        yield FixedText("", id="run-bar")
         yield WorkbenchFooter()
 
     def panel_widget(self, panel: str) -> Widget:
@@ -654,7 +655,7 @@ class WorkbenchApp(App[int]):
             text += " · " + self.train_panel.progress_text()
         else:
             text += " · s on the Train panel (F4) starts a run"
-        self.workbench.query_one("#run-bar", Static).update(Content(text), layout=False)  # one row: no layout
+        self.workbench.query_one("#run-bar", Static).update(Content(text))
 
 
 def main(config_path: str) -> int:

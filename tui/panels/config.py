@@ -23,6 +23,7 @@ from textual.widgets import Input, Label, Select, Static
 from engine.config import SECTIONS, RunConfig, field_docs, load_config, parse_yaml, save_config, validate_field
 from engine.errors import ConfigError
 from tui.panels import PANELS
+from tui.widgets.fixed_text import FixedText
 
 TITLE = PANELS["config"][1]
 REMOTE_CODE_PATH = "model.trust_remote_code"
@@ -164,13 +165,13 @@ class ConfigPanel(Vertical):
 
     # -- layout ---------------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
-        yield Static(TITLE, id="config-title", classes="panel-title")
+        yield FixedText(TITLE, id="config-title", classes="panel-title")
         with Horizontal(id="config-file", classes="controls"):
             yield Label("file ", classes="field-key-short")
             yield Input(self.path, suggester=PathSuggester(), compact=True, id="config-path")
         yield Static("", id="config-status")
         yield VerticalScroll(id="config-form")
-        yield Static("", id="config-help", classes="hint")
+        yield FixedText("", id="config-help", classes="hint")
 
     def _form_widgets(self) -> list[Widget]:
         widgets: list[Widget] = []

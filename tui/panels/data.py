@@ -23,6 +23,7 @@ from engine.errors import UserError
 from engine.events import LogMessage
 from tui.bridge import LibraryLog
 from tui.panels import PANELS
+from tui.widgets.fixed_text import FixedText
 from tui.widgets.paged_table import PagedTable
 from tui.widgets.score_bars import ScoreBars
 
@@ -79,7 +80,7 @@ class DataPanel(Vertical):
         self.error: str | None = None
 
     def compose(self) -> ComposeResult:
-        yield Static(TITLE, id="data-title", classes="panel-title")
+        yield FixedText(TITLE, id="data-title", classes="panel-title")
         with Horizontal(id="data-controls", classes="controls"):
             yield Select[str]([], prompt="split", compact=True, allow_blank=True, id="data-split")
             yield Input(placeholder="filter: text, then Enter", compact=True, id="data-filter")

@@ -20,6 +20,7 @@ from tui.formats import fmt_duration
 from tui.panels import PANELS
 from tui.panels.data import describe_failure
 from tui.widgets.epoch_table import EpochTable, RunCurves
+from tui.widgets.fixed_text import FixedText
 from tui.widgets.loss_chart import LossChart
 
 TITLE = PANELS["runs"][1]
@@ -88,7 +89,7 @@ class RunsPanel(Vertical):
         self.opened: list[str] = []
 
     def compose(self) -> ComposeResult:
-        yield Static(TITLE, id="runs-title", classes="panel-title")
+        yield FixedText(TITLE, id="runs-title", classes="panel-title")
         yield DataTable[str](id="runs-table", cursor_type="row", zebra_stripes=True)
         yield Static("", id="runs-detail-title", classes="side-title")
         with Horizontal(id="runs-detail"):

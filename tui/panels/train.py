@@ -28,6 +28,7 @@ from engine.events import (
 from tui.formats import STATE_MARKS, fmt_duration
 from tui.panels import PANELS
 from tui.widgets.epoch_table import EpochTable, RunCurves
+from tui.widgets.fixed_text import FixedText
 from tui.widgets.loss_chart import LossChart
 
 TITLE = PANELS["train"][1]
@@ -61,10 +62,10 @@ class TrainPanel(Vertical):
         self.history: list[Event] = []
 
     def compose(self) -> ComposeResult:
-        yield Static("", id="train-status", classes="panel-title")
+        yield FixedText("", id="train-status", classes="panel-title")
         with Horizontal(id="train-progress-row", classes="status-row"):
             yield ProgressBar(total=1, show_eta=False, id="train-progress")
-            yield Static("", id="train-speed")
+            yield FixedText("", id="train-speed")
         yield Static("", id="train-error", classes="error")
         with Horizontal(id="train-body"):
             # Steps reach the panel every STEP_REFRESH_SECONDS (0.5 s): a cap just above that rate redraws the
@@ -208,10 +209,8 @@ class TrainPanel(Vertical):
             parts.append(f"precision {cfg.train.precision}")
         return " · ".join(parts)
 
-    # The title and progress lines are one row of fixed size: updating them needs no layout pass of the screen
-    # (about 10 ms on a slow CPU, at every refresh while a run trains).
     def _render_status(self) -> None:
-        self.query_one("#train-status", Static).update(Content(f"{TITLE}  {self.status_text()}"), layout=False)
+        self.query_one("#train-status", Static).update(Content(f"{TITLE}  {self.status_text()}"))
 
     def progress_text(self) -> str:
         s, step = self.started, self.last_step
@@ -238,4 +237,4 @@ class TrainPanel(Vertical):
             self.query_one("#train-progress", ProgressBar).update(
                 total=max(self.last_step.total_steps, 1), progress=self.last_step.step
             )
-        self.query_one("#train-speed", Static).update(Content(self.progress_text()), layout=False)
+        self.query_one("#train-speed", Static).update(Content(self.progress_text()))
