@@ -55,6 +55,8 @@ class KeyTimes:
     by_panel_ms: dict[str, list[float]] = field(default_factory=dict)
     typing_ms: list[float] = field(default_factory=list)
     lag_ms: list[float] = field(default_factory=list)
+    #: UI thread CPU from each panel key to the next key (PACE_SECONDS after its frame), in ms.
+    panel_cpu_ms: list[float] = field(default_factory=list)
 
     @property
     def all_ms(self) -> list[float]:
@@ -133,11 +135,13 @@ async def key_round(app: Any, pilot: Any, probe: FrameProbe, into: KeyTimes, tra
 
     for key, panel in PANEL_KEYS:
         counted = counts()
+        cpu = time.thread_time()
         took = await probe.time_key(key, functools.partial(panel_shown, app, panel))
+        await asyncio.sleep(PACE_SECONDS)
         if counted:
             into.panel_ms.append(took)
             into.by_panel_ms.setdefault(f"{key} {panel}", []).append(took)
-        await asyncio.sleep(PACE_SECONDS)
+            into.panel_cpu_ms.append((time.thread_time() - cpu) * 1000)
     await pilot.press("f5")
     field_ = app.query_one("#predict-input", Input)
     field_.value = ""
@@ -266,6 +270,11 @@ def main() -> None:
             for name, values in keyed.by_panel_ms.items():
                 per_key.setdefault(name, []).append(f"{phase} " + " ".join(f"{v:.0f}" for v in values))
     print_table(["panel key", "each press -> frame, ms"], [[k, " | ".join(v)] for k, v in per_key.items()])
+    cpu_again = median([x for r in ui_runs for x in r.idle_again.panel_cpu_ms])
+    print(
+        f"UI thread CPU per panel key before any run (from the key to the next, {PACE_SECONDS:.2f} s after its frame): "
+        f"median {cpu_again:.0f} ms"
+    )
     keys = Spread.of([x for r in ui_runs for x in r.training.all_ms])
     lag = Spread.of([x for r in ui_runs for x in r.training.lag_ms])
     ui_speed = median([r.samples_per_second for r in ui_runs])
