@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Input
+from textual.widgets import DataTable, Input
 
 from engine.config import RunConfig, validate_field
 from tests.tui.conftest import reach, settle, until
@@ -29,6 +29,12 @@ async def finish_drawing(pilot: Pilot[Any]) -> None:
     await settle(pilot)
     for chart in pilot.app.query(LossChart):
         chart.flush()
+    # A DataTable sizes its columns to new rows on its next refresh: a busy machine can be caught before it.
+    await until(
+        pilot,
+        lambda: not any(table._require_update_dimensions for table in pilot.app.query(DataTable)),
+        "the tables sized their columns",
+    )
     await pilot.pause()
 
 
