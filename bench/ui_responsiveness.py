@@ -221,7 +221,17 @@ def headless(cfg: Any, steps: int) -> float:
 def main() -> None:
     args = parse_args(
         __doc__ or "",
-        [("--threads", {"type": int, "default": None, "help": "train.torch_threads for both runs (default: null)"})],
+        [
+            ("--threads", {"type": int, "default": None, "help": "train.torch_threads for both runs (default: null)"}),
+            (
+                "--rounds",
+                {
+                    "type": int,
+                    "default": 2,
+                    "help": "key rounds while training (default 2; 0: the panel is only watched)",
+                },
+            ),
+        ],
     )
     quiet_transformers()
     print(machine_line())
@@ -244,7 +254,9 @@ def main() -> None:
         )
         headless(run_config(model_dir, tmp / "runs", True, args.threads), 2)  # untimed warm-up
         for _ in range(1 if args.smoke else PAIRS):
-            ui_runs.append(asyncio.run(drive_app(cfg, config_path, rounds=1 if args.smoke else 2, steps=steps)))
+            ui_runs.append(
+                asyncio.run(drive_app(cfg, config_path, rounds=1 if args.smoke else args.rounds, steps=steps))
+            )
             headless_speeds.append(headless(cfg, steps))  # same torch threads: the same run without the UI
         if not args.smoke and cfg.train.torch_threads is None:  # what the headless CLI would use on its own
             every_core = headless(run_config(model_dir, tmp / "runs", False, os.cpu_count() or 1), steps)
