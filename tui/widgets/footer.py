@@ -58,8 +58,8 @@ class WorkbenchFooter(Widget):
         super().__init__(id=id)
         self.entries: tuple[Entry, ...] = ()
         self.palette: Entry | None = None
-        #: Where each entry sits on the line: (first column, end column, key), for clicks.
-        self._spans: list[tuple[int, int, str]] = []
+        #: Where each entry sits on the line: (first column, end column, entry), for clicks.
+        self._spans: list[tuple[int, int, Entry]] = []
         self._check_pending = False
 
     def on_mount(self) -> None:
@@ -106,26 +106,27 @@ class WorkbenchFooter(Widget):
         parts: list[str] = []
         spans: list[Span] = []
         self._spans = []
+        column = 0
 
         def add(text: str, style: Style | str) -> None:
-            start = sum(len(p) for p in parts)
+            nonlocal column
             parts.append(text)
-            spans.append(Span(start, start + len(text), style))
+            spans.append(Span(column, column + len(text), style))
+            column += len(text)
 
-        def add_entry(e: Entry, lead: str = "") -> None:
-            start = sum(len(p) for p in parts)
-            add(lead + e.key_display, key_style)
-            add(f" {e.description} ", text_style)
-            end = start + len(lead + e.key_display) + len(e.description) + 2
-            if not e.enabled:
-                spans.append(Span(start, end, "dim"))
-            self._spans.append((start, end, e.key))
+        def add_entry(entry: Entry) -> None:
+            start = column
+            add(entry.key_display, key_style)
+            add(f" {entry.description} ", text_style)
+            if not entry.enabled:
+                spans.append(Span(start, column, "dim"))
+            self._spans.append((start, column, entry))
 
-        for e in self.entries:
-            add_entry(e, " ")
+        for entry in self.entries:
+            add(" ", text_style)
+            add_entry(entry)
         if self.palette is not None:
-            used = sum(len(p) for p in parts)
-            gap = self.size.width - used - (len(self.palette.key_display) + len(self.palette.description) + 2)
+            gap = self.size.width - column - (len(self.palette.key_display) + len(self.palette.description) + 2)
             if gap >= 1:
                 add(" " * (gap - 1), text_style)
                 add("▏", separator_style)
@@ -133,11 +134,10 @@ class WorkbenchFooter(Widget):
         return Content("".join(parts), spans)
 
     def on_click(self, event: events.Click) -> None:
-        for start, end, key in self._spans:
+        for start, end, entry in self._spans:
             if start <= event.x < end:
-                entry = next((e for e in (*self.entries, self.palette) if e is not None and e.key == key), None)
-                if entry is not None and not entry.enabled:
-                    self.app.bell()
+                if entry.enabled:
+                    self.app.simulate_key(entry.key)
                 else:
-                    self.app.simulate_key(key)
+                    self.app.bell()
                 return
