@@ -6,7 +6,7 @@ into terminal bytes, see uilib.FrameProbe). Each key is timed until the frame th
 once the first page is on screen and again after the browsing; the datasets cache goes to a temporary
 folder, so nothing is left behind.
 
-    python bench/data_browsing.py            # ~1-2 minutes on 2 CPU cores
+    python bench/data_browsing.py            # ~15 seconds on 2 CPU cores
     python bench/data_browsing.py --smoke    # 20,000 rows, 20 page downs
 """
 

@@ -16,7 +16,7 @@ alike (CPU time moves with wall time), so runs are short (one epoch) and paired:
 over the eight pairs, of A's median step over B's in the same pair. The best run of each side, medians over
 all runs, CPU time per step and whole-epoch throughput are printed beside it.
 
-    python bench/loop_overhead.py            # ~2 minutes on 2 CPU cores
+    python bench/loop_overhead.py            # ~1 minute on 2 CPU cores
     python bench/loop_overhead.py --smoke    # seconds; proves the script works
 """
 

@@ -5,7 +5,7 @@ max_length 128 (the default config; review texts are far shorter) and max_length
 so there is little padding either way and the collator's own cost shows). The two sides take turns step by
 step (one model each), so both see the same load from anything else on the machine.
 
-    python bench/padding.py            # ~1-2 minutes on 2 CPU cores
+    python bench/padding.py            # ~15 seconds on 2 CPU cores
     python bench/padding.py --smoke
 """
 

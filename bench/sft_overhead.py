@@ -13,7 +13,7 @@ own callback, the engine's StepLogged event), so each step's wall time is seen. 
 its median step time; the ratio compares the best run of each side (see loop_overhead.py for why). Medians
 over all runs, CPU time per step and whole-epoch throughput are printed beside it.
 
-    python bench/sft_overhead.py            # ~2 minutes on 2 CPU cores
+    python bench/sft_overhead.py            # ~1-2 minutes on 2 CPU cores
     python bench/sft_overhead.py --smoke
 """
 

@@ -14,7 +14,7 @@ model in a worker thread for each thread count, alternating 1 2 1 2, in two sett
 The closing ratio is throughput beside the UI over headless throughput, at the thread count of a run started
 from the workbench with ``train.torch_threads`` null (every core but one, ``tui.bridge.leave_a_core_for_the_ui``).
 
-    python bench/threads.py            # ~2 minutes on 2 CPU cores
+    python bench/threads.py            # ~25 seconds on 2 CPU cores
     python bench/threads.py --smoke
 """
 
