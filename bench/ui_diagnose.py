@@ -4,7 +4,8 @@ Not a benchmark (no goal): the diagnosis behind BENCHMARKS.md's causes 3 and 4. 
 Pilot, the run of ``ui_responsiveness.py`` (random small BERT, an event every step); while it trains, one
 round of panel keys and typing. Printed: each garbage collection by generation (from ``gc.callbacks``), how
 often each kind of widget recomposed (Textual's footer did, four times per panel switch, until the workbench
-drew its own), and each key's time to its frame.
+drew its own), how many messages and events the widgets handled (a panel switch sends Show, Resize and Hide
+to every widget that appears or goes), and each key's time to its frame.
 
     python bench/ui_diagnose.py            # ~1 minute on 2 CPU cores
 """
@@ -40,7 +41,9 @@ class GcLog:
             self.ms[info["generation"]].append((time.perf_counter() - self._start) * 1000)
 
 
-async def diagnose(cfg: Any, config_path: Path) -> tuple[KeyTimes, GcLog, Counter[str]]:
+async def diagnose(cfg: Any, config_path: Path) -> tuple[KeyTimes, GcLog, Counter[str], Counter[str]]:
+    from textual.message import Message
+    from textual.message_pump import MessagePump
     from textual.widget import Widget
 
     from tui.app import WorkbenchApp
@@ -52,7 +55,16 @@ async def diagnose(cfg: Any, config_path: Path) -> tuple[KeyTimes, GcLog, Counte
         recomposed[type(widget).__name__] += 1
         await original(widget)
 
-    Widget.recompose = counted  # type: ignore[method-assign]
+    #: Messages and events handled during the round, by type: each one is a turn of a widget's own task.
+    handled: Counter[str] = Counter()
+    dispatch = MessagePump._dispatch_message
+
+    async def counted_dispatch(pump: MessagePump, message: Message) -> None:
+        handled[type(message).__name__] += 1
+        await dispatch(pump, message)
+
+    Widget.recompose = counted  # type: ignore[method-assign, assignment]
+    MessagePump._dispatch_message = counted_dispatch  # type: ignore[method-assign, assignment]
     gc_log = GcLog()
     times = KeyTimes()
     app = WorkbenchApp(cfg, str(config_path), initial_panel="train")
@@ -62,14 +74,17 @@ async def diagnose(cfg: Any, config_path: Path) -> tuple[KeyTimes, GcLog, Counte
         await pilot.press("s")
         await app.wait_for_state("training", "failed", "finished")
         recomposed.clear()
+        handled.clear()
         gc_log.recording = True
         await key_round(app, pilot, probe, times, training=True)
         gc_log.recording = False
+        in_round = Counter(handled)  # not the run's end and the app's shutdown that follow
         if app.run_state == "training":
             await pilot.press("x")
         await app.wait_for_state("finished", "failed")
     Widget.recompose = original  # type: ignore[method-assign]
-    return times, gc_log, recomposed
+    MessagePump._dispatch_message = dispatch  # type: ignore[method-assign]
+    return times, gc_log, recomposed, in_round
 
 
 def main() -> None:
@@ -83,13 +98,15 @@ def main() -> None:
         model_dir = make_bert(tmp / "model", "small", max_positions=128)
         cfg = run_config(model_dir, tmp / "runs", False, None)
         save_config(cfg, tmp / "config.yaml")
-        times, gc_log, recomposed = asyncio.run(diagnose(cfg, tmp / "config.yaml"))
+        times, gc_log, recomposed, handled = asyncio.run(diagnose(cfg, tmp / "config.yaml"))
         os.chdir(Path(__file__).resolve().parent.parent)
     print_table(
         ["generation", "collections", "total ms", "max ms"],
         [[g, len(ms), sum(ms), max(ms, default=0.0)] for g, ms in gc_log.ms.items()],
     )
     print(f"recomposed during the round: {dict(recomposed) or 'nothing'}")
+    top = ", ".join(f"{name} {n}" for name, n in handled.most_common(8))
+    print(f"messages and events handled during the round: {sum(handled.values())} ({top}, ...)")
     print_table(
         ["panel key", "ms to frame"], [[k, " ".join(f"{v:.0f}" for v in vs)] for k, vs in times.by_panel_ms.items()]
     )
