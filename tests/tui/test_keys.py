@@ -127,6 +127,18 @@ async def test_a_click_on_a_footer_entry_presses_its_key(make_app: Callable[...,
         assert isinstance(app.screen, HelpScreen)
 
 
+async def test_a_narrow_footer_keeps_the_palette_key_and_drops_the_last_entries(
+    make_app: Callable[..., WorkbenchApp],
+) -> None:
+    app = make_app(panel="runs")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        line = app.query_one(WorkbenchFooter).render_line(0).text
+        assert len(line) == 80
+        assert line.lstrip().startswith("m Mark") and line.endswith("▏^p palette")
+        assert "q Quit" not in line  # no room for it on this panel; F1 lists it
+
+
 async def test_run_keys_show_in_the_footer_where_they_apply(make_app: Callable[..., WorkbenchApp]) -> None:
     gate = threading.Event()
     app = make_app(engine=ScriptedEngine("runs/gated", gate=gate))

@@ -117,20 +117,24 @@ class WorkbenchFooter(Widget):
         def add_entry(entry: Entry) -> None:
             start = column
             add(entry.key_display, key_style)
-            add(f" {entry.description} ", text_style)
+            add(f" {entry.description}", text_style)
             if not entry.enabled:
                 spans.append(Span(start, column, "dim"))
             self._spans.append((start, column, entry))
 
+        width = self.size.width
+        palette = self.palette
+        palette_width = len(palette.key_display) + len(palette.description) + 2 if palette else 0  # "▏^p palette"
+        room = width - palette_width - 1  # the palette key keeps its place at the right end, after a space
         for entry in self.entries:
+            if column + len(entry.key_display) + len(entry.description) + 2 > room:
+                break  # the entries that do not fit give way; F1 lists every key
             add(" ", text_style)
             add_entry(entry)
-        if self.palette is not None:
-            gap = self.size.width - column - (len(self.palette.key_display) + len(self.palette.description) + 2)
-            if gap >= 1:
-                add(" " * (gap - 1), text_style)
-                add("▏", separator_style)
-                add_entry(self.palette)
+        if palette is not None and column + 1 + palette_width <= width:
+            add(" " * (width - palette_width - column), text_style)
+            add("▏", separator_style)
+            add_entry(palette)
         return Content("".join(parts), spans)
 
     def on_click(self, event: events.Click) -> None:
