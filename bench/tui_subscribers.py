@@ -28,8 +28,7 @@ class TuiSubscribers:
     def drain_until_done(self, runner: Any) -> None:
         """Handle posted messages on this thread until the runner's thread ends and the queue is empty, taking
         the waiting steps at the app's pace: at most every STEP_REFRESH_SECONDS, and before any other event."""
-        from tui.app import STEP_REFRESH_SECONDS
-        from tui.bridge import StepsLogged
+        from tui.bridge import STEP_REFRESH_SECONDS, StepsLogged
 
         shown_at = -STEP_REFRESH_SECONDS
         due: float | None = None  # when the waiting steps are taken, as the app's timer would

@@ -42,6 +42,7 @@ from engine.events import (
     StopRequested,
 )
 from tui.bridge import (
+    STEP_REFRESH_SECONDS,
     EngineEvent,
     EventBridge,
     LibraryLog,
@@ -69,9 +70,6 @@ if TYPE_CHECKING:  # each panel's module is imported when the panel is mounted (
     from tui.panels.train import TrainPanel
 
 PANEL_KEYS = {"data": "f2", "config": "f3", "train": "f4", "predict": "f5", "runs": "f6"}
-#: New steps reach the Train panel and the run bar at most this often (each update re-renders the progress
-#: line, the status and the chart's data; the chart also caps its own redraws).
-STEP_REFRESH_SECONDS = 0.5
 
 
 class WorkbenchApp(App[int]):

@@ -2,8 +2,9 @@
 
 The engine calls a subscriber on its run thread; the subscriber must never wait for the UI. So each event is
 wrapped in a ``Message`` and handed to ``post_message``, which is thread-safe and returns at once. Step events
-are buffered here and announced by a message that coalesces (``can_replace``): however fast the loop logs,
-the queue holds at most one pending announcement, and the chart still receives every point.
+are buffered here; the first one since the app last took them posts one ``StepsLogged``, and the app takes
+them all at once, at most every ``STEP_REFRESH_SECONDS``: however fast the loop logs, the UI thread wakes
+about twice a second for them, and the chart still receives every point.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ if TYPE_CHECKING:
     from engine.runner import RunResult
 
 Post = Callable[[Message], object]
+
+#: New steps reach the Train panel and the run bar at most this often (each update re-renders the progress
+#: line, the status and the chart).
+STEP_REFRESH_SECONDS = 0.5
 
 
 class EngineEvent(Message):
