@@ -19,7 +19,6 @@ from tests.tui.conftest import reach, settle, until
 from tests.tui.fakes import run_script
 from tests.tui.helpers import summary_for, write_run
 from tui.app import WorkbenchApp
-from tui.widgets.loss_chart import LossChart
 
 SIZES = pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
 Compare = Callable[..., bool]
@@ -27,8 +26,6 @@ Compare = Callable[..., bool]
 
 async def finish_drawing(pilot: Pilot[Any]) -> None:
     await settle(pilot)
-    for chart in pilot.app.query(LossChart):
-        chart.flush()
     # A DataTable sizes its columns to new rows on its next refresh: a busy machine can be caught before it.
     await until(
         pilot,

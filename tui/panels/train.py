@@ -25,7 +25,6 @@ from engine.events import (
     StepLogged,
     StopRequested,
 )
-from tui.bridge import STEP_REFRESH_SECONDS
 from tui.formats import STATE_MARKS, fmt_duration
 from tui.panels import PANELS
 from tui.widgets.epoch_table import EpochTable, RunCurves
@@ -69,11 +68,9 @@ class TrainPanel(Vertical):
             yield FixedText("", id="train-speed")
         yield Static("", id="train-error", classes="error")
         with Horizontal(id="train-body"):
-            # Steps reach the panel at most every STEP_REFRESH_SECONDS: a cap a little above that rate redraws the
-            # chart in the same frame as the progress line, one screen update per batch of steps, not two.
-            yield LossChart(
-                empty_text="loss: no steps yet (s starts a run)", max_fps=1.25 / STEP_REFRESH_SECONDS, id="train-chart"
-            )
+            # Steps reach the panel in batches (tui.bridge), so the chart is redrawn in the same frame as the
+            # progress line: one screen update per batch of steps.
+            yield LossChart(empty_text="loss: no steps yet (s starts a run)", id="train-chart")
             yield EpochTable(id="train-epochs")
         yield Log(max_lines=2000, id="train-log", auto_scroll=True)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -129,9 +128,10 @@ class Canvas:
 class LossChart(Widget):
     """Loss against optimizer step for any number of named series.
 
-    Data arrives through ``set_series``/``extend``; the chart is re-drawn at most ``max_fps`` times a second,
-    and a render (a panel switch, a repaint of a neighbour) reuses the last drawing while the series, the size
-    and the theme are unchanged.
+    Data arrives through ``set_series``/``extend``; the chart is re-drawn on the next frame after a change (any
+    number of changes between two frames cost one drawing), and a render (a panel switch, a repaint of a
+    neighbour) reuses the last drawing while the series, the size and the theme are unchanged. Callers pace
+    their data: the Train panel gets its steps in batches from ``tui.bridge``.
     """
 
     DEFAULT_CSS = """
@@ -140,14 +140,10 @@ class LossChart(Widget):
     """
     COMPONENT_CLASSES: ClassVar[set[str]] = {"loss-chart--axis"}
 
-    def __init__(self, *, empty_text: str = "no steps yet", max_fps: float = 4.0, id: str | None = None) -> None:
+    def __init__(self, *, empty_text: str = "no steps yet", id: str | None = None) -> None:
         super().__init__(id=id)
         self.empty_text = empty_text
-        self.min_interval = 1.0 / max_fps
         self._series: dict[str, Series] = {}
-        self._dirty = True
-        self._last_plot = 0.0
-        self._pending_timer = False
         self._version = 0
         #: The last drawing, one strip per row, and what it was drawn from (series version, size, theme).
         self._drawn: tuple[tuple[int, Size, str], list[Strip]] | None = None
@@ -171,24 +167,6 @@ class LossChart(Widget):
         self._changed()
 
     def _changed(self) -> None:
-        self._dirty = True
-        wait = self.min_interval - (time.monotonic() - self._last_plot)
-        if wait <= 0:
-            self.flush()
-        elif not self._pending_timer and self.is_mounted:
-            self._pending_timer = True
-            self.set_timer(wait, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._pending_timer = False
-        self.flush()
-
-    def flush(self) -> None:
-        """Show the data as it is now, if it changed since the last drawing."""
-        if not self._dirty:
-            return
-        self._dirty = False
-        self._last_plot = time.monotonic()
         self._version += 1
         self.refresh()
 
