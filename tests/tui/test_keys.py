@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from textual.command import CommandPalette
 from textual.widgets import DataTable, TabbedContent
+from textual.widgets._tabs import Underline
 
 from engine.events import RunFinished
 from tests.tui.conftest import reach, settle, until
@@ -33,6 +36,39 @@ async def test_function_keys_switch_to_each_panel_and_focus_it(make_app: Callabl
             title = app.query_one(f"#{panel}-panel .panel-title")
             assert PANELS[panel][1] in str(title.render())
             assert app.focused is not None and app.query_one(f"#{panel}-panel") in app.focused.ancestors
+
+
+async def test_a_panel_key_moves_the_tab_underline_at_once_unless_animations_are_asked_for(
+    make_app: Callable[..., WorkbenchApp], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slides: list[str] = []
+    animate = Underline.animate
+
+    def recorded(self: Underline, attribute: str, *args: Any, **kwargs: Any) -> None:
+        slides.append(attribute)
+        animate(self, attribute, *args, **kwargs)
+
+    monkeypatch.setattr(Underline, "animate", recorded)
+    for env, slid in ((None, False), ("full", True)):
+        if env is None:
+            monkeypatch.delenv("TEXTUAL_ANIMATIONS", raising=False)
+        else:
+            monkeypatch.setenv("TEXTUAL_ANIMATIONS", env)
+        slides.clear()
+        app = make_app()
+        async with app.run_test() as pilot:
+            await pilot.press("f3")
+            await until(pilot, functools.partial(underline_under_active_tab, app), "the underline reaches Config")
+        # sliding redraws the tab bar on every frame for 0.3 s: 18 frames per panel key
+        assert bool(slides) is slid, env
+
+
+def underline_under_active_tab(app: WorkbenchApp) -> bool:
+    tab = app.query_one("#panels ContentTab.-active")
+    underline = app.query_one("#panels Underline", Underline)
+    return (underline.highlight_start, underline.highlight_end) == tab.virtual_region.shrink(
+        tab.styles.gutter
+    ).column_span
 
 
 async def test_f1_and_question_mark_open_a_help_screen_listing_every_key(make_app: Callable[..., WorkbenchApp]) -> None:
