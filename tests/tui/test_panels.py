@@ -37,6 +37,20 @@ def text_of(app: WorkbenchApp, selector: str) -> str:
 # -- Data -------------------------------------------------------------------------------------------------------
 
 
+async def test_data_panel_loading_bar_stops_refreshing_once_the_data_shows(
+    make_app: Callable[..., WorkbenchApp],
+) -> None:
+    app = make_app()
+    async with app.run_test() as pilot:
+        bar = app.query_one("#data-progress Bar")
+        # refreshes 15 times a second while the panel waits for its worker (the bar of unknown length)
+        await until(pilot, lambda: bar.auto_refresh is not None, "the loading bar pulses")
+        await until(pilot, lambda: app.data_panel.view is not None, "the train split shows")
+        await pilot.pause()
+        assert bar.auto_refresh is None  # idle, the hidden bar would otherwise wake the UI thread 15 times a second
+        assert not app.query_one("#data-status-row").display
+
+
 async def test_data_panel_reads_only_the_pages_on_screen(make_app: Callable[..., WorkbenchApp]) -> None:
     rows = sample_rows("movies-sample", "train")
     app = make_app()

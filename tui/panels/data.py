@@ -85,7 +85,7 @@ class DataPanel(Vertical):
             yield Select[str]([], prompt="split", compact=True, allow_blank=True, id="data-split")
             yield Input(placeholder="filter: text, then Enter", compact=True, id="data-filter")
         with Horizontal(id="data-status-row", classes="status-row"):
-            yield ProgressBar(total=None, show_eta=False, show_percentage=False, id="data-progress")
+            yield ProgressBar(total=1, show_eta=False, show_percentage=False, id="data-progress")
             yield Static("", id="data-status")
         with Horizontal(id="data-body"):
             yield PagedTable(label_title=self.cfg.data.label_field or "label", id="data-table")
@@ -194,12 +194,20 @@ class DataPanel(Vertical):
 
     def _busy(self, text: str) -> None:
         self.query_one("#data-status-row").display = True
-        self.query_one("#data-progress").display = True
+        self._pulse(True)
         self.query_one("#data-status", Static).update(Content(text))
         self.query_one("#data-status").remove_class("error")
 
+    def _pulse(self, on: bool) -> None:
+        """Show the bar of unknown length while the panel waits for a worker. An unknown total makes the bar
+        refresh 15 times a second, hidden or not: off, it holds a known total and wakes no one."""
+        bar = self.query_one("#data-progress", ProgressBar)
+        bar.display = on
+        bar.update(total=None if on else 1)
+
     def _idle(self) -> None:
         self.query_one("#data-status-row").display = False
+        self._pulse(False)
         self.query_one("#data-status", Static).update("")
         self._render_title()
 
@@ -211,7 +219,7 @@ class DataPanel(Vertical):
         message, tb = describe_failure(event.worker.error)
         self.error = message
         self.query_one("#data-status-row").display = True
-        self.query_one("#data-progress").display = False
+        self._pulse(False)
         status = self.query_one("#data-status", Static)
         status.update(Content(message))
         status.add_class("error")
