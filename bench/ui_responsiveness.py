@@ -8,7 +8,10 @@ started with ``s``; while it trains, the same keys are pressed twice more (a key
 is still training), then the Train panel stays on screen until step 160, where the run is stopped. Each
 key is timed until the frame that shows it; the event loop's lag is sampled every 10 ms. The same config
 then trains headless (Runner in a thread, no subscribers, stopped at the same step) for the throughput
-reference; UI and headless runs alternate, three of each.
+reference, while the main thread runs an event loop with the same lag probe: the probe wakes the loop 100
+times a second, more than the workbench itself does while it shows a run, and each wake-up takes the
+interpreter lock from the training thread, so both sides of the ratio carry it. UI and headless runs
+alternate, three of each; one more headless run without the probe shows what the probe costs.
 
     python bench/ui_responsiveness.py            # ~2-3 minutes on 2 CPU cores
     python bench/ui_responsiveness.py --smoke
@@ -20,6 +23,7 @@ import asyncio
 import functools
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +80,10 @@ class UiRun:
     frames: int = 0
     #: Share of one core the UI (main) thread used while the Train panel just showed the run.
     ui_cpu_watching: float = float("nan")
+    #: The same over the whole training phase (key rounds, then watching), and the event loop's wake-ups per
+    #: second in it, the lag probe's included (threads.py reproduces this load).
+    ui_cpu_training: float = float("nan")
+    wakeups_per_second: float = float("nan")
 
 
 def run_config(model_dir: Path, runs_dir: Path, smoke: bool, threads: int | None) -> Any:
@@ -154,6 +162,27 @@ async def key_round(app: Any, pilot: Any, probe: FrameProbe, into: KeyTimes, tra
     await pilot.press("f4")
 
 
+def count_wakeups() -> Callable[[], int]:
+    """Count the running event loop's wake-ups (returns from its selector) from now on; call the result for
+    the count so far, which also stops counting."""
+    selector = asyncio.get_running_loop()._selector  # type: ignore[attr-defined]
+    select = selector.select
+    count = 0
+
+    def counted(timeout: float | None = None) -> Any:
+        nonlocal count
+        count += 1
+        return select(timeout)
+
+    selector.select = counted
+
+    def stop() -> int:
+        selector.select = select
+        return count
+
+    return stop
+
+
 async def drive_app(cfg: Any, config_path: Path, rounds: int, steps: int) -> UiRun:
     from engine.runs import read_events
     from tui.app import WorkbenchApp
@@ -173,15 +202,19 @@ async def drive_app(cfg: Any, config_path: Path, rounds: int, steps: int) -> UiR
         await app.wait_for_state("training", "failed", "finished")
         lag.lags_ms = result.training.lag_ms
         lag.recording = True
+        train_cpu, train_wall, wakeups = time.thread_time(), time.perf_counter(), count_wakeups()
         for _ in range(rounds):
             await key_round(app, pilot, probe, result.training, training=True)
         # then the user watches the Train panel (chart, progress, epochs) up to the last counted step
         cpu, wall, watch_start = time.thread_time(), time.perf_counter(), time.time()
         while app.run_state == "training" and last_step(app) < steps:
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)  # steps reach the panel twice a second: a faster poll only wakes the loop
         watched = time.perf_counter() - wall
         if watched >= 1.0:
             result.ui_cpu_watching = (time.thread_time() - cpu) / watched
+        train_wall = time.perf_counter() - train_wall
+        result.ui_cpu_training = (time.thread_time() - train_cpu) / train_wall
+        result.wakeups_per_second = wakeups() / train_wall
         if app.run_state == "training":
             await pilot.press("x")  # stop: enough steps measured; the run saves and ends
         state = await app.wait_for_state("finished", "failed")
@@ -199,8 +232,10 @@ async def drive_app(cfg: Any, config_path: Path, rounds: int, steps: int) -> UiR
     return result
 
 
-def headless(cfg: Any, steps: int) -> float:
-    """The same run with no UI, stopped after the same number of steps."""
+async def headless(cfg: Any, steps: int, probe: bool) -> float:
+    """The same run with no UI, stopped after the same number of steps. With ``probe``, the main thread runs
+    an asyncio loop with the same 10 ms lag sampler as the UI runs: the probe wakes the loop 100 times a
+    second and each wake-up takes the interpreter lock from the training thread, a cost both sides then share."""
     from engine.runner import Runner
 
     events: list[Any] = []
@@ -211,8 +246,12 @@ def headless(cfg: Any, steps: int) -> float:
             runner.stop()
 
     runner = Runner(cfg, subscribers=[stop_at])
+    lag = LagSampler()
+    if probe:
+        lag.start()
     runner.start()
-    outcome = runner.join()
+    outcome = await asyncio.to_thread(runner.join)
+    await lag.stop()
     if outcome is None or outcome.status not in ("finished", "stopped"):
         raise RuntimeError(f"headless run failed: {outcome}")
     return step_throughput(events)
@@ -237,7 +276,7 @@ def main() -> None:
     print(machine_line())
     ui_runs: list[UiRun] = []
     headless_speeds: list[float] = []
-    every_core = float("nan")
+    every_core = unprobed = float("nan")
     with scratch_dir("ui") as tmp:
         os.chdir(tmp)
         from engine.config import save_config
@@ -252,14 +291,19 @@ def main() -> None:
             f"event every step, measured over {steps} steps; torch_threads {cfg.train.torch_threads} (null: the "
             f"engine's default)"
         )
-        headless(run_config(model_dir, tmp / "runs", True, args.threads), 2)  # untimed warm-up
+        asyncio.run(headless(run_config(model_dir, tmp / "runs", True, args.threads), 2, probe=False))  # warm-up
         for _ in range(1 if args.smoke else PAIRS):
             ui_runs.append(
                 asyncio.run(drive_app(cfg, config_path, rounds=1 if args.smoke else args.rounds, steps=steps))
             )
-            headless_speeds.append(headless(cfg, steps))  # same torch threads: the same run without the UI
+            # same torch threads and the same lag probe: the same run without the UI
+            headless_speeds.append(asyncio.run(headless(cfg, steps, probe=True)))
+        if not args.smoke:
+            unprobed = asyncio.run(headless(cfg, steps, probe=False))
         if not args.smoke and cfg.train.torch_threads is None:  # what the headless CLI would use on its own
-            every_core = headless(run_config(model_dir, tmp / "runs", False, os.cpu_count() or 1), steps)
+            every_core = asyncio.run(
+                headless(run_config(model_dir, tmp / "runs", False, os.cpu_count() or 1), steps, probe=False)
+            )
         os.chdir(Path(__file__).resolve().parent.parent)
     rows = []
     for phase, pick in (
@@ -296,7 +340,12 @@ def main() -> None:
         [
             ["with the UI", " ".join(f"{r.samples_per_second:.1f}" for r in ui_runs), ui_speed],
             ["headless", " ".join(f"{s:.1f}" for s in headless_speeds), head_speed],
-        ],
+        ]
+        + ([["headless, no lag probe", f"{unprobed:.1f}", unprobed]] if unprobed == unprobed else []),
+    )
+    print(
+        "every run above but the last carries the 10 ms event-loop lag probe; the ratio compares runs that both "
+        "carry it (one run without it shows what the probe itself costs)"
     )
     chosen = os.environ.get("TUNEBENCH_TORCH_THREADS", "unset")
     print(f"torch threads in both kinds of run: TUNEBENCH_TORCH_THREADS={chosen} ({os.cpu_count()} cores)")
@@ -306,6 +355,12 @@ def main() -> None:
             f"leaves a core to the UI, so its runs train at {ui_speed / every_core:.2f}x that on this machine"
         )
     print(f"frames composed during the UI runs: {sum(r.frames for r in ui_runs)}")
+    print(
+        "UI thread CPU over the training phase (key rounds, then watching): "
+        + " ".join(f"{r.ui_cpu_training:.1%}" for r in ui_runs)
+        + " of a core; event loop wake-ups per second (100 of them the lag probe's): "
+        + " ".join(f"{r.wakeups_per_second:.0f}" for r in ui_runs)
+    )
     watching = " ".join(f"{r.ui_cpu_watching:.0%}" for r in ui_runs)
     print(f"UI thread CPU while the Train panel shows the run (no keys): {watching} of a core")
     only_watched = median([r.samples_per_second_watching for r in ui_runs])
