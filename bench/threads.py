@@ -1,29 +1,33 @@
 """Training throughput for torch.set_num_threads(1) and (2), headless and beside a UI-like event loop.
 
 The workbench trains in a worker thread of the same process as the Textual app. This bench trains the same
-model in a worker thread for each thread count, alternating 1 2 1 2, in two settings:
+model in a worker thread for each thread count, in turn, three times, in these settings:
 
 * headless: the main thread runs an asyncio loop that only wakes every 10 ms and records how late it woke
   (the loop lag probe of bench/ui_responsiveness.py; each wake-up takes the interpreter lock for a moment);
 * beside a UI: the same loop and probe, plus a load shaped on what bench/ui_responsiveness.py measures of the
-  real workbench while a run trains there: 34 wake-ups a second holding the lock 0.8 ms each (the Train
-  panel showing the run: 2.7% of a core) and a 40 ms burst every 0.7 s (a panel key's UI thread time),
-  8.4% of a core in all, as over that bench's training phase (key rounds, then watching);
+  real workbench while a run trains there: 34 wake-ups a second, each with 0.8 ms of Python work (the Train
+  panel showing the run: 2.7% of a core), and 40 ms of it every 0.7 s (a panel key's UI thread time), 8.4%
+  of a core in all, as over that bench's training phase (key rounds, then watching). The work is a fixed
+  amount of Python, so a training thread that holds the interpreter lock stretches it as it stretches a real
+  frame; the wall time of each panel key's worth is reported;
 * main thread: the same training called on the main thread, as a hand-written script does (for the
   baselines of the other benches, which train in a worker thread like every Tunebench front).
 
 The closing ratio is throughput beside the UI over headless throughput, at the thread count of a run started
 from the workbench with ``train.torch_threads`` null (every core but one, ``tui.bridge.leave_a_core_for_the_ui``).
 
-    python bench/threads.py            # ~30 seconds on 2 CPU cores
+    python bench/threads.py            # ~60 seconds on 2 CPU cores
     python bench/threads.py --smoke
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +61,8 @@ class Trial:
     setting: str  # "headless" | "beside UI" | "main thread"
     samples_per_second: float
     lag_ms: Spread | None
+    #: Wall time of each panel key's worth of UI work, beside UI only.
+    keys_ms: Spread | None = None
 
 
 def batches(model_dir: Path, count: int, batch_size: int, max_length: int) -> list[dict[str, Any]]:
@@ -101,26 +107,48 @@ async def probe(done: threading.Event, lags: list[float]) -> None:
         lags.append(max(0.0, loop.time() - due) * 1000)
 
 
-async def ui_load(done: threading.Event) -> None:
-    """Busy the interpreter lock with pure Python as the workbench's UI thread does: a short render at every
-    wake-up, a long one (a panel key) now and then."""
+def python_work(units: int) -> int:
+    """Pure Python, as rendering is: a fixed amount of work, however long the interpreter lock makes it take."""
+    total = 0
+    for i in range(units):
+        total += i * i
+    return total
+
+
+def units_per_ms() -> float:
+    """How much of ``python_work`` one millisecond holds on this machine, nothing else running."""
+    units = 20_000
+    best = min(timed(functools.partial(python_work, units)) for _ in range(5))
+    return units / (best * 1000)
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+async def ui_load(done: threading.Event, rate: float, keys_ms: list[float]) -> None:
+    """Work the UI thread as the workbench does: a short render at every wake-up, a panel key's worth of
+    Python now and then (fixed work, ``rate`` units a millisecond, so a training thread that takes the lock
+    stretches it, as it stretches a real frame); the wall time of each panel key goes to ``keys_ms``."""
     loop = asyncio.get_running_loop()
     next_burst = loop.time() + BURST_EVERY_SECONDS
+    render, burst = round(RENDER_SECONDS * 1000 * rate), round(BURST_SECONDS * 1000 * rate)
     while not done.is_set():
         await asyncio.sleep(RENDER_EVERY_SECONDS)
-        busy = RENDER_SECONDS
         if loop.time() >= next_burst:
-            busy, next_burst = BURST_SECONDS, next_burst + BURST_EVERY_SECONDS
-        until = time.perf_counter() + busy
-        while time.perf_counter() < until:
-            pass
+            next_burst += BURST_EVERY_SECONDS
+            keys_ms.append(timed(functools.partial(python_work, burst)) * 1000)
+        else:
+            python_work(render)
 
 
-async def event_loop(done: threading.Event, lags: list[float], beside_ui: bool) -> None:
-    await asyncio.gather(probe(done, lags), *([ui_load(done)] if beside_ui else []))
+async def event_loop(done: threading.Event, lags: list[float], ui: tuple[float, list[float]] | None) -> None:
+    await asyncio.gather(probe(done, lags), *([ui_load(done, *ui)] if ui is not None else []))
 
 
-def trial(model_dir: Path, data: list[dict[str, Any]], threads: int, beside_ui: bool) -> Trial:
+def trial(model_dir: Path, data: list[dict[str, Any]], threads: int, ui_rate: float | None) -> Trial:
     """Train in a worker thread while the main thread runs the lag probe, with or without the UI-like load."""
     result: list[float] = []
     done = threading.Event()
@@ -133,10 +161,12 @@ def trial(model_dir: Path, data: list[dict[str, Any]], threads: int, beside_ui: 
 
     worker = threading.Thread(target=work, name="bench-train")
     lags: list[float] = []
+    keys: list[float] = []
     worker.start()
-    asyncio.run(event_loop(done, lags, beside_ui))
+    asyncio.run(event_loop(done, lags, None if ui_rate is None else (ui_rate, keys)))
     worker.join()
-    return Trial(threads, "beside UI" if beside_ui else "headless", result[0], Spread.of(lags) if lags else None)
+    setting = "headless" if ui_rate is None else "beside UI"
+    return Trial(threads, setting, result[0], Spread.of(lags), Spread.of(keys) if keys else None)
 
 
 def engine_default_threads() -> int:
@@ -163,18 +193,19 @@ def main() -> None:
     trials: list[Trial] = []
     with scratch_dir("threads") as tmp:
         model_dir = make_bert(tmp / "model", "tiny" if args.smoke else "small", max_positions=128)
-        data = batches(model_dir, 2 if args.smoke else 12, 16, 64)
+        data = batches(model_dir, 2 if args.smoke else 24, 16, 64)  # ~3 s a trial: four panel-key bursts or more
         print(f"model: random BERT, reviews-sample, {len(data)} batches of 16, max_length 64")
         train(model_dir, data[:2], default_threads)  # untimed warm-up
-        for _ in range(1 if args.smoke else 2):
-            for beside_ui in (False, True):
-                for threads in (1, 2):
-                    trials.append(trial(model_dir, data, threads, beside_ui))
+        rate = units_per_ms()
+        for _ in range(1 if args.smoke else 3):
+            for threads in (1, 2):
+                trials.append(trial(model_dir, data, threads, None))
+                trials.append(trial(model_dir, data, threads, rate))
             for threads in (1, 2):
                 trials.append(Trial(threads, "main thread", train(model_dir, data, threads), None))
                 torch.set_num_threads(default_threads)
     print_table(
-        ["threads", "setting", "samples/s", "loop lag p50 ms", "p95 ms", "max ms"],
+        ["threads", "setting", "samples/s", "loop lag p50 ms", "p95 ms", "max ms", "panel key p50 ms", "max ms"],
         [
             [
                 t.threads,
@@ -183,6 +214,8 @@ def main() -> None:
                 t.lag_ms.p50 if t.lag_ms else None,
                 t.lag_ms.p95 if t.lag_ms else None,
                 t.lag_ms.max if t.lag_ms else None,
+                t.keys_ms.p50 if t.keys_ms else None,
+                t.keys_ms.max if t.keys_ms else None,
             ]
             for t in trials
         ],
