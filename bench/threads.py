@@ -5,17 +5,19 @@ model in a worker thread for each thread count, in turn, three times, in these s
 
 * headless: the main thread runs an asyncio loop that only wakes every 10 ms and records how late it woke
   (the loop lag probe of bench/ui_responsiveness.py; each wake-up takes the interpreter lock for a moment);
-* beside a UI: the same loop and probe, plus a load shaped on what bench/ui_responsiveness.py measures of the
-  real workbench while a run trains there: 34 wake-ups a second, each with 0.8 ms of Python work (the Train
-  panel showing the run: 2.7% of a core), and 40 ms of it every 0.7 s (a panel key's UI thread time), 8.4%
-  of a core in all, as over that bench's training phase (key rounds, then watching). The work is a fixed
-  amount of Python, so a training thread that holds the interpreter lock stretches it as it stretches a real
-  frame; the wall time of each panel key's worth is reported;
+* beside a UI: the same loop and probe, plus a load shaped on what bench/ui_responsiveness.py prints of the
+  real workbench while a run trains there: the Train panel showing the run takes 3.7-4.3% of a core with
+  ~104 wake-ups a second, ~100 of them the probe's (here: 8 ms of Python work 4 times a second, 3.2%); a
+  panel key takes 40 ms of the UI thread (here: 40 ms of work every 0.9 s); with the probe, about the
+  8.1-8.4% of a core that bench measures over its training phase (key rounds, then watching). The work is a
+  fixed amount of Python, so a training thread that holds the interpreter lock stretches it as it
+  stretches a real frame; the wall time of each panel key's worth is reported, and its time alone;
 * main thread: the same training called on the main thread, as a hand-written script does (for the
   baselines of the other benches, which train in a worker thread like every Tunebench front).
 
-The closing ratio is throughput beside the UI over headless throughput, at the thread count of a run started
-from the workbench with ``train.torch_threads`` null (every core but one, ``tui.bridge.leave_a_core_for_the_ui``).
+The closing ratio is throughput beside the UI over headless throughput, the median over the three pairs of
+trials (run back to back, in alternating order), at the thread count of a run started from the workbench
+with ``train.torch_threads`` null (every core but one, ``tui.bridge.leave_a_core_for_the_ui``).
 
     python bench/threads.py            # ~60 seconds on 2 CPU cores
     python bench/threads.py --smoke
@@ -49,10 +51,10 @@ from benchlib import (
 GOAL = 0.95
 PROBE_SECONDS = 0.010
 #: The UI-like load, from what bench/ui_responsiveness.py measures of the real workbench on this machine.
-RENDER_EVERY_SECONDS = 1 / 34  # the event loop's wake-ups while the Train panel shows a run
-RENDER_SECONDS = 0.0008
+RENDER_EVERY_SECONDS = 0.25  # the workbench's own wake-ups while the Train panel shows a run
+RENDER_SECONDS = 0.008
 BURST_SECONDS = 0.040  # UI thread time per panel key
-BURST_EVERY_SECONDS = 0.7
+BURST_EVERY_SECONDS = 0.9
 
 
 @dataclass
@@ -111,7 +113,8 @@ def python_work(units: int) -> int:
     """Pure Python, as rendering is: a fixed amount of work, however long the interpreter lock makes it take."""
     total = 0
     for i in range(units):
-        total += i * i
+        x = i & 1023  # the same small numbers throughout: every unit costs the same
+        total ^= x * x
     return total
 
 
@@ -197,10 +200,12 @@ def main() -> None:
         print(f"model: random BERT, reviews-sample, {len(data)} batches of 16, max_length 64")
         train(model_dir, data[:2], default_threads)  # untimed warm-up
         rate = units_per_ms()
-        for _ in range(1 if args.smoke else 3):
+        alone = timed(functools.partial(python_work, round(BURST_SECONDS * 1000 * rate))) * 1000
+        print(f"a panel key's worth of UI work, nothing else running: {alone:.1f} ms")
+        for round_ in range(1 if args.smoke else 3):
             for threads in (1, 2):
-                trials.append(trial(model_dir, data, threads, None))
-                trials.append(trial(model_dir, data, threads, rate))
+                for ui_rate in (None, rate) if round_ % 2 == 0 else (rate, None):  # alternate which goes first
+                    trials.append(trial(model_dir, data, threads, ui_rate))
             for threads in (1, 2):
                 trials.append(Trial(threads, "main thread", train(model_dir, data, threads), None))
                 torch.set_num_threads(default_threads)
@@ -224,19 +229,26 @@ def main() -> None:
     def speed(threads: int, setting: str) -> float:
         return median([t.samples_per_second for t in trials if t.threads == threads and t.setting == setting])
 
+    def of(threads: int, setting: str) -> list[Trial]:
+        return [t for t in trials if t.threads == threads and t.setting == setting]
+
+    def pairs(threads: int) -> list[float]:
+        """Beside UI over headless, trial by trial (each pair ran back to back)."""
+        return [
+            u.samples_per_second / h.samples_per_second
+            for u, h in zip(of(threads, "beside UI"), of(threads, "headless"), strict=True)
+        ]
+
     for threads in (1, 2):
-        lag95 = median([t.lag_ms.p95 for t in trials if t.threads == threads and t.lag_ms])
+        lag95 = {s: median([t.lag_ms.p95 for t in of(threads, s) if t.lag_ms]) for s in ("headless", "beside UI")}
         print(
             f"{threads} thread(s): headless {speed(threads, 'headless'):.1f} samples/s, beside UI "
-            f"{speed(threads, 'beside UI'):.1f} samples/s, loop lag p95 {lag95:.1f} ms; "
+            f"{speed(threads, 'beside UI'):.1f} samples/s (pairs {' '.join(f'{x:.3f}' for x in pairs(threads))}); "
+            f"loop lag p95 {lag95['headless']:.1f} ms headless, {lag95['beside UI']:.1f} ms beside UI; "
             f"on the main thread {speed(threads, 'main thread'):.1f} samples/s"
         )
     print(f"workbench default when train.torch_threads is null: {engine_default} thread(s)")
-    ratio_line(
-        "threads_default_beside_ui_vs_headless",
-        speed(engine_default, "beside UI") / speed(engine_default, "headless"),
-        GOAL,
-    )
+    ratio_line("threads_default_beside_ui_vs_headless", median(pairs(engine_default)), GOAL)
 
 
 if __name__ == "__main__":

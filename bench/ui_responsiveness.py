@@ -81,12 +81,13 @@ class UiRun:
     #: The same, over the steps taken while the Train panel was only watched (after the key rounds).
     samples_per_second_watching: float = float("nan")
     frames: int = 0
-    #: Share of one core the UI (main) thread used while the Train panel just showed the run.
+    #: Share of one core the UI (main) thread used while the Train panel just showed the run, and the event
+    #: loop's wake-ups per second then (the lag probe's included).
     ui_cpu_watching: float = float("nan")
-    #: The same over the whole training phase (key rounds, then watching), and the event loop's wake-ups per
-    #: second in it, the lag probe's included (threads.py reproduces this load).
+    wakeups_watching: float = float("nan")
+    #: The same over the whole training phase (key rounds, then watching): threads.py reproduces this load.
     ui_cpu_training: float = float("nan")
-    wakeups_per_second: float = float("nan")
+    wakeups_training: float = float("nan")
 
 
 def run_config(model_dir: Path, runs_dir: Path, smoke: bool, threads: int | None) -> Any:
@@ -117,11 +118,11 @@ def run_config(model_dir: Path, runs_dir: Path, smoke: bool, threads: int | None
     )
 
 
-def step_throughput(events: list[Any]) -> float:
+def step_throughput(events: list[Any], last: int) -> float:
     """Samples/s over the run's steps, the first one (warm-up) left out: samples over training time, so the
     steps slowed by keys count as much as they cost (a median of the steps would hide them while they are
     fewer than half). Each step is one window of the same batch size: the harmonic mean of their speeds."""
-    speeds = [e.samples_per_second for e in events if type(e).__name__ == "StepLogged"]
+    speeds = [e.samples_per_second for e in events if type(e).__name__ == "StepLogged" and e.step <= last]
     return statistics.harmonic_mean(speeds[1:] if len(speeds) > 1 else speeds)
 
 
@@ -168,15 +169,17 @@ async def key_round(app: Any, pilot: Any, probe: FrameProbe, into: KeyTimes, tra
 
 
 def count_wakeups() -> Callable[[], int]:
-    """Count the running event loop's wake-ups (returns from its selector) from now on; call the result for
-    the count so far, which also stops counting."""
+    """Count the running event loop's wake-ups from now on: the times its selector was asked to wait (a pass
+    with callbacks already due polls it without waiting, and is not one). Call the result for the count so
+    far, which also stops counting."""
     selector = asyncio.get_running_loop()._selector  # type: ignore[attr-defined]
     select = selector.select
     count = 0
 
     def counted(timeout: float | None = None) -> Any:
         nonlocal count
-        count += 1
+        if timeout is None or timeout > 0:
+            count += 1
         return select(timeout)
 
     selector.select = counted
@@ -211,15 +214,18 @@ async def drive_app(cfg: Any, config_path: Path, rounds: int, steps: int) -> UiR
         for _ in range(rounds):
             await key_round(app, pilot, probe, result.training, training=True)
         # then the user watches the Train panel (chart, progress, epochs) up to the last counted step
-        cpu, wall, watch_start = time.thread_time(), time.perf_counter(), time.time()
+        training_wakeups = wakeups()
+        cpu, wall, watch_start, wakeups = time.thread_time(), time.perf_counter(), time.time(), count_wakeups()
         while app.run_state == "training" and last_step(app) < steps:
             await asyncio.sleep(0.5)  # steps reach the panel twice a second: a faster poll only wakes the loop
+        watched_wakeups = wakeups()
         watched = time.perf_counter() - wall
         if watched >= 1.0:
             result.ui_cpu_watching = (time.thread_time() - cpu) / watched
+            result.wakeups_watching = watched_wakeups / watched
         train_wall = time.perf_counter() - train_wall
         result.ui_cpu_training = (time.thread_time() - train_cpu) / train_wall
-        result.wakeups_per_second = wakeups() / train_wall
+        result.wakeups_training = (training_wakeups + watched_wakeups) / train_wall
         if app.run_state == "training":
             await pilot.press("x")  # stop: enough steps measured; the run saves and ends
         state = await app.wait_for_state("finished", "failed")
@@ -230,10 +236,10 @@ async def drive_app(cfg: Any, config_path: Path, rounds: int, steps: int) -> UiR
             raise RuntimeError(f"the run under the UI ended {state}: {app.train_panel.error}")
         assert app.run_dir is not None
         events = read_events(Path(app.run_dir) / "events.jsonl")
-        result.samples_per_second = step_throughput(events)
+        result.samples_per_second = step_throughput(events, steps)  # the steps the headless runs take
         watched_steps = [e for e in events if type(e).__name__ == "StepLogged" and e.time >= watch_start]
         if len(watched_steps) > 2:
-            result.samples_per_second_watching = step_throughput(watched_steps)
+            result.samples_per_second_watching = step_throughput(watched_steps, steps)
     return result
 
 
@@ -259,7 +265,7 @@ async def headless(cfg: Any, steps: int, probe: bool) -> float:
     await lag.stop()
     if outcome is None or outcome.status not in ("finished", "stopped"):
         raise RuntimeError(f"headless run failed: {outcome}")
-    return step_throughput(events)
+    return step_throughput(events, steps)
 
 
 def main() -> None:
@@ -350,10 +356,11 @@ def main() -> None:
         ]
         + ([["headless, no lag probe", f"{unprobed:.1f}", unprobed]] if unprobed == unprobed else []),
     )
-    print(
-        "every run above but the last carries the 10 ms event-loop lag probe; the ratio compares runs that both "
-        "carry it (one run without it shows what the probe itself costs)"
-    )
+    if unprobed == unprobed:
+        print(
+            "every run above but the last carries the 10 ms event-loop lag probe; the ratio compares runs that "
+            "both carry it (one run without it shows what the probe itself costs)"
+        )
     chosen = os.environ.get("TUNEBENCH_TORCH_THREADS", "unset")
     print(f"torch threads in both kinds of run: TUNEBENCH_TORCH_THREADS={chosen} ({os.cpu_count()} cores)")
     if every_core == every_core:
@@ -365,11 +372,15 @@ def main() -> None:
     print(
         "UI thread CPU over the training phase (key rounds, then watching): "
         + " ".join(f"{r.ui_cpu_training:.1%}" for r in ui_runs)
-        + " of a core; event loop wake-ups per second (100 of them the lag probe's): "
-        + " ".join(f"{r.wakeups_per_second:.0f}" for r in ui_runs)
+        + " of a core; event-loop wake-ups a second (the 10 ms lag probe's about 100 of them): "
+        + " ".join(f"{r.wakeups_training:.0f}" for r in ui_runs)
     )
-    watching = " ".join(f"{r.ui_cpu_watching:.0%}" for r in ui_runs)
-    print(f"UI thread CPU while the Train panel shows the run (no keys): {watching} of a core")
+    print(
+        "UI thread CPU while the Train panel shows the run (no keys): "
+        + " ".join(f"{r.ui_cpu_watching:.1%}" for r in ui_runs)
+        + " of a core; wake-ups a second: "
+        + " ".join(f"{r.wakeups_watching:.0f}" for r in ui_runs)
+    )
     only_watched = median([r.samples_per_second_watching for r in ui_runs])
     print(
         f"with the UI, over the steps while the Train panel is only watched (after the key rounds): "
@@ -379,7 +390,7 @@ def main() -> None:
     ratio_line("ui_loop_lag_p95_ms", lag.p95, LAG_GOAL_MS, higher_is_better=False)
     print(
         "with the UI / headless, each pair: "
-        + " ".join(f"{x:.3f}" for x in pair_ratios)
+        + " ".join(f"{x:.4f}" for x in pair_ratios)
         + f"; medians {ui_speed:.1f} / {head_speed:.1f} = {ui_speed / head_speed:.3f}"
     )
     ratio_line("ui_training_vs_headless", median(pair_ratios), THROUGHPUT_GOAL)

@@ -27,6 +27,18 @@ def steady_cursor(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Input, "cursor_blink", False)
 
 
+def set_animations(monkeypatch: pytest.MonkeyPatch, level: str | None) -> None:
+    """As if ``TEXTUAL_ANIMATIONS`` were ``level`` (None: unset) when Textual was imported, which is when
+    Textual reads it; the workbench looks at the environment when an app is made."""
+    import textual.constants
+
+    if level is None:
+        monkeypatch.delenv("TEXTUAL_ANIMATIONS", raising=False)
+    else:
+        monkeypatch.setenv("TEXTUAL_ANIMATIONS", level)
+    monkeypatch.setattr(textual.constants, "TEXTUAL_ANIMATIONS", level or "full")
+
+
 @pytest.fixture
 def utc(monkeypatch: pytest.MonkeyPatch) -> None:
     """Dates render in UTC, whatever the machine's zone."""

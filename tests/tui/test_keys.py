@@ -13,7 +13,7 @@ from textual.widgets import DataTable, TabbedContent
 from textual.widgets._tabs import Underline
 
 from engine.events import RunFinished
-from tests.tui.conftest import reach, settle, until
+from tests.tui.conftest import reach, set_animations, settle, until
 from tests.tui.fakes import ScriptedEngine
 from tui.app import PANELS, WorkbenchApp
 from tui.dialogs import ConfirmQuit, HelpScreen
@@ -50,10 +50,7 @@ async def test_a_panel_key_moves_the_tab_underline_at_once_unless_animations_are
 
     monkeypatch.setattr(Underline, "animate", recorded)
     for env, slid in ((None, False), ("full", True)):
-        if env is None:
-            monkeypatch.delenv("TEXTUAL_ANIMATIONS", raising=False)
-        else:
-            monkeypatch.setenv("TEXTUAL_ANIMATIONS", env)
+        set_animations(monkeypatch, env)
         slides.clear()
         app = make_app()
         async with app.run_test() as pilot:

@@ -16,13 +16,13 @@ from engine.errors import ConfigError, PredictError
 from engine.events import RunStarted, StepLogged
 from engine.runner import Emit
 from tests.conftest import sentiment_rows, write_jsonl
-from tests.tui.conftest import CONFIG_FILE, reach, settle, until
+from tests.tui.conftest import CONFIG_FILE, reach, set_animations, settle, until
 from tests.tui.fakes import ScriptedEngine, ScriptedRunner, run_script
 from tests.tui.helpers import sample_rows, summary_for, write_run
 from tui.app import WorkbenchApp
 from tui.bridge import EventBridge, StepsLogged
 from tui.panels.config import REMOTE_CODE_NOTE, PathSuggester
-from tui.panels.data import SampleScreen
+from tui.panels.data import DataPanel, SampleScreen
 from tui.panels.predict import PredictionView, PredictRequest
 from tui.panels.train import REMOTE_CODE_MARK
 from tui.widgets.loss_chart import LossChart
@@ -37,18 +37,26 @@ def text_of(app: WorkbenchApp, selector: str) -> str:
 # -- Data -------------------------------------------------------------------------------------------------------
 
 
-async def test_data_panel_loading_bar_stops_refreshing_once_the_data_shows(
-    make_app: Callable[..., WorkbenchApp],
+async def test_data_panel_loading_bar_pulses_only_while_loading_and_only_with_animations(
+    make_app: Callable[..., WorkbenchApp], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app = make_app()
-    async with app.run_test() as pilot:
-        bar = app.query_one("#data-progress Bar")
-        # refreshes 15 times a second while the panel waits for its worker (the bar of unknown length)
-        await until(pilot, lambda: bar.auto_refresh is not None, "the loading bar pulses")
-        await until(pilot, lambda: app.data_panel.view is not None, "the train split shows")
-        await pilot.pause()
-        assert bar.auto_refresh is None  # idle, the hidden bar would otherwise wake the UI thread 15 times a second
-        assert not app.query_one("#data-status-row").display
+    pulse = DataPanel._pulse
+    for level, pulses in ((None, False), ("full", True)):
+        set_animations(monkeypatch, level)
+        #: (loading, the bar refreshing on its own timer) after each change of state
+        seen: list[tuple[bool, bool]] = []
+
+        def recorded(panel: DataPanel, on: bool) -> None:
+            pulse(panel, on)
+            seen.append((on, panel.query_one("#data-progress Bar").auto_refresh is not None))  # noqa: B023
+
+        monkeypatch.setattr(DataPanel, "_pulse", recorded)
+        app = make_app()
+        async with app.run_test() as pilot:
+            await until(pilot, lambda: app.data_panel.view is not None, "the train split shows")  # noqa: B023
+            await pilot.pause()
+        assert (True, pulses) in seen, level  # a bar of unknown length refreshes 15 times a second
+        assert seen[-1] == (False, False), level  # idle, nothing refreshes, hidden or not
 
 
 async def test_data_panel_reads_only_the_pages_on_screen(make_app: Callable[..., WorkbenchApp]) -> None:

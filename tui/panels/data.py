@@ -199,11 +199,13 @@ class DataPanel(Vertical):
         self.query_one("#data-status").remove_class("error")
 
     def _pulse(self, on: bool) -> None:
-        """Show the bar of unknown length while the panel waits for a worker. An unknown total makes the bar
-        refresh 15 times a second, hidden or not: off, it holds a known total and wakes no one."""
+        """Show the bar of unknown length while the panel waits for a worker, if the app animates (without
+        animations it would be a still bar, and the status line says what the panel waits for). A bar of
+        unknown total refreshes itself 15 times a second, hidden or not: off, it holds a known total."""
+        animate = on and self.app.animation_level != "none"
         bar = self.query_one("#data-progress", ProgressBar)
-        bar.display = on
-        bar.update(total=None if on else 1)
+        bar.display = animate
+        bar.update(total=None if animate else 1)
 
     def _idle(self) -> None:
         self.query_one("#data-status-row").display = False

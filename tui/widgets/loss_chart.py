@@ -1,4 +1,4 @@
-"""A loss chart drawn in braille dots, re-drawn at a capped rate and only when its data, size or theme changed.
+"""A loss chart drawn in braille dots, re-drawn on the next frame after its data, size or theme changed.
 
 Each character cell holds 2x4 dots, so a 100x20 plot area resolves 200x80 points. A drawing is a list of
 ``Strip`` (one per row) built in one pass over the visible points, a millisecond or two for a full chart.
