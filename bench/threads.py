@@ -47,9 +47,9 @@ from benchlib import (
     run_in_thread,
     scratch_dir,
 )
+from uilib import LagSampler
 
 GOAL = 0.95
-PROBE_SECONDS = 0.010
 #: The UI-like load, from what bench/ui_responsiveness.py measures of the real workbench on this machine.
 RENDER_EVERY_SECONDS = 0.25  # the workbench's own wake-ups while the Train panel shows a run
 RENDER_SECONDS = 0.008
@@ -100,15 +100,6 @@ def train(model_dir: Path, data: list[dict[str, Any]], threads: int) -> float:
     return sum(len(b["labels"]) for b in data) / (time.perf_counter() - start)
 
 
-async def probe(done: threading.Event, lags: list[float]) -> None:
-    """Wake every 10 ms and record how late each wake-up was, in ms."""
-    loop = asyncio.get_running_loop()
-    while not done.is_set():
-        due = loop.time() + PROBE_SECONDS
-        await asyncio.sleep(PROBE_SECONDS)
-        lags.append(max(0.0, loop.time() - due) * 1000)
-
-
 def python_work(units: int) -> int:
     """Pure Python, as rendering is: a fixed amount of work, however long the interpreter lock makes it take."""
     total = 0
@@ -148,7 +139,12 @@ async def ui_load(done: threading.Event, rate: float, keys_ms: list[float]) -> N
 
 
 async def event_loop(done: threading.Event, lags: list[float], ui: tuple[float, list[float]] | None) -> None:
-    await asyncio.gather(probe(done, lags), *([ui_load(done, *ui)] if ui is not None else []))
+    """The lag probe into ``lags`` and, with ``ui``, the UI-like load, until the training sets ``done``."""
+    probe = LagSampler()
+    probe.lags_ms, probe.recording = lags, True
+    probe.start()
+    await asyncio.gather(asyncio.to_thread(done.wait), *([ui_load(done, *ui)] if ui is not None else []))
+    await probe.stop()
 
 
 def trial(model_dir: Path, data: list[dict[str, Any]], threads: int, ui_rate: float | None) -> Trial:
@@ -226,11 +222,11 @@ def main() -> None:
         ],
     )
 
-    def speed(threads: int, setting: str) -> float:
-        return median([t.samples_per_second for t in trials if t.threads == threads and t.setting == setting])
-
     def of(threads: int, setting: str) -> list[Trial]:
         return [t for t in trials if t.threads == threads and t.setting == setting]
+
+    def speed(threads: int, setting: str) -> float:
+        return median([t.samples_per_second for t in of(threads, setting)])
 
     def pairs(threads: int) -> list[float]:
         """Beside UI over headless, trial by trial (each pair ran back to back)."""
