@@ -137,6 +137,8 @@ class WorkbenchApp(App[int]):
         self._steps_timer: Timer | None = None
         #: Set once all five panels are mounted (the first frame holds only the initial one).
         self.panels_mounted = asyncio.Event()
+        #: The panel last brought on screen, whose data has been loaded.
+        self._shown_panel: str | None = None
 
     # -- layout ---------------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -260,7 +262,9 @@ class WorkbenchApp(App[int]):
 
     @on(TabbedContent.TabActivated)
     def _on_tab(self, event: TabbedContent.TabActivated) -> None:
-        if event.pane.id and self.panels_mounted.is_set():  # the first activation comes before the panels mount
+        # The tabs' own first activation (the initial panel) can arrive before or after the panels mount; either
+        # way on_ready has loaded that panel, and a second load would redraw its list under the user.
+        if event.pane.id and event.pane.id != self._shown_panel and self.panels_mounted.is_set():
             self._panel_shown(event.pane.id)
 
     def _panel_shown(self, panel: str, load: bool = True) -> None:
@@ -268,6 +272,7 @@ class WorkbenchApp(App[int]):
             widget = self.workbench.query_one(f"#{panel}-panel")
         except NoMatches:  # shutting down
             return
+        self._shown_panel = panel
         if load:
             self._load_panel(panel)
         widget.focus_main()  # type: ignore[attr-defined]

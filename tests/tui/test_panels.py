@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from textual.widgets import DataTable, Input, Log, ProgressBar, Select, Static
+from textual.widgets import DataTable, Input, Log, ProgressBar, Select, Static, TabbedContent
 
 from engine.config import RunConfig, from_dict, load_config, save_config, validate_field
 from engine.errors import ConfigError, PredictError
@@ -24,6 +24,7 @@ from tui.bridge import EventBridge, StepsLogged
 from tui.panels.config import REMOTE_CODE_NOTE, PathSuggester
 from tui.panels.data import DataPanel, SampleScreen
 from tui.panels.predict import PredictionView, PredictRequest
+from tui.panels.runs import RunsPanel
 from tui.panels.train import REMOTE_CODE_MARK
 from tui.widgets.loss_chart import LossChart
 from tui.widgets.paged_table import PagedTable
@@ -461,6 +462,26 @@ async def test_runs_panel_lists_runs_newest_first_and_opens_one(
         await until(pilot, lambda: app.runs_panel.opened == [two_runs[1]], "the run opens")
         assert app.query_one("#runs-epochs", DataTable).row_count == 3
         assert len(app.query_one("#runs-chart", LossChart).series["train loss (step)"].points) == 24
+
+
+async def test_the_panel_on_show_lists_its_runs_once_and_again_on_its_key(
+    make_app: Callable[..., WorkbenchApp], two_runs: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listings: list[str] = []
+    monkeypatch.setattr(RunsPanel, "refresh_runs", lambda panel: listings.append(panel.runs_dir))
+    app = make_app(panel="runs")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        assert listings == ["runs"]
+        # The tabs' own first activation can reach the app after the panels mount (on a busy machine it does):
+        # it must not list again, or the table is rebuilt under the user (and under a snapshot).
+        tabs = app.query_one(TabbedContent)
+        tabs.post_message(TabbedContent.TabActivated(tabs, tabs.get_tab("runs")))  # type: ignore[arg-type]
+        await settle(pilot)
+        assert listings == ["runs"]
+        await pilot.press("f6")  # the key of the panel on show reads the folder again
+        await settle(pilot)
+        assert listings == ["runs", "runs"]
 
 
 async def test_marked_runs_overlay_their_loss_curves(
