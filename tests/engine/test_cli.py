@@ -35,8 +35,16 @@ def test_run_trains_prints_epoch_rows_and_exits_0(
 def test_set_overrides_reach_the_run(make_config: Any, tmp_path: Path) -> None:
     path = write_config(tmp_path, make_config())
     code = cli.main(
-        ["run", str(path), "--runs-dir", str(tmp_path / "out"), "--set", "train.num_train_epochs=1",
-         "--set", "output.run_name=tiny"]
+        [
+            "run",
+            str(path),
+            "--runs-dir",
+            str(tmp_path / "out"),
+            "--set",
+            "train.num_train_epochs=1",
+            "--set",
+            "output.run_name=tiny",
+        ]
     )
     assert code == 0
     (run,) = (tmp_path / "out").iterdir()

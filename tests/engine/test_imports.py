@@ -22,11 +22,7 @@ LIGHT_MODULES = [
 
 
 def imported_after(modules: list[str]) -> set[str]:
-    code = (
-        "import importlib, sys\n"
-        f"for m in {modules!r}: importlib.import_module(m)\n"
-        "print('\\n'.join(sys.modules))"
-    )
+    code = f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\nprint('\\n'.join(sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     return {name.split(".")[0] for name in out.split()}
 
