@@ -41,6 +41,7 @@ from engine.events import (
     Status,
     StopRequested,
 )
+from tui import heap
 from tui.bridge import (
     STEP_REFRESH_SECONDS,
     EngineEvent,
@@ -238,6 +239,7 @@ class WorkbenchApp(App[int]):
         """Textual's signal that the first frame (the tabs, the initial panel's title, the footer) is on screen."""
         self.ready.set()
         await self._mount_panels()
+        heap.freeze()  # the libraries and widgets of a started workbench live as long as it does
         # Loading the data imports `datasets` in a worker; started here, it does not slow the first frame.
         if self.panels_mounted.is_set():
             self._load_panel(self.initial_panel)
@@ -249,6 +251,7 @@ class WorkbenchApp(App[int]):
             self._run_done.wait(timeout=120)
         if self._log_handler is not None:
             logging.getLogger().removeHandler(self._log_handler)
+        heap.thaw()
 
     # -- panels ---------------------------------------------------------------------------------------------
     def action_show_panel(self, panel: str) -> None:
@@ -490,6 +493,7 @@ class WorkbenchApp(App[int]):
                     self.post_message(RunHistory(bridge, read_events(RunDir(resumed).events_path)))
                 return runner.run()
             finally:
+                heap.collect_and_freeze()  # the run's model, optimizer and data, now garbage
                 done.set()
 
         self.train_worker = self.run_worker(

@@ -21,6 +21,7 @@ from engine.browse import DatasetBrowser, LabelCount, Sample, SplitView, Tokeniz
 from engine.config import RunConfig
 from engine.errors import UserError
 from engine.events import LogMessage
+from tui import heap
 from tui.bridge import LibraryLog
 from tui.panels import PANELS
 from tui.widgets.fixed_text import FixedText
@@ -141,6 +142,7 @@ class DataPanel(Vertical):
 
         quiet_libraries()
         browser = DatasetBrowser.open(*key)
+        heap.freeze()  # datasets and its imports stay as long as the workbench
         self.post_message(self.BrowserReady(browser, key))
 
     @on(BrowserReady)

@@ -23,6 +23,7 @@ from textual.worker import Worker, WorkerState
 
 from engine.config import RunConfig
 from engine.events import LogMessage
+from tui import heap
 from tui.bridge import LibraryLog
 from tui.panels import PANELS
 from tui.panels.data import describe_failure
@@ -164,6 +165,8 @@ class PredictPanel(Vertical):
         self.backend: Backend = backend or engine_backend
         self.tuned: str | None = None
         self.tuned_origin = ""
+        #: The (base, fine-tuned, device) models predicted with so far: the first query of each loads them.
+        self._loaded: set[tuple[str, str | None, str]] = set()
         self.result: PredictionView | None = None
         self.busy = False
         #: The status line shows a top-k or max-new-tokens message (cleared once the value is fixed).
@@ -298,7 +301,12 @@ class PredictPanel(Vertical):
 
     @work(thread=True, exclusive=True, group="predict", exit_on_error=False, description="predict")
     def _run(self, request: PredictRequest) -> None:
-        self.post_message(self.Predicted(request, self.backend(request)))
+        view = self.backend(request)
+        models = (request.base, request.tuned, request.device)
+        if models not in self._loaded:
+            self._loaded.add(models)
+            heap.freeze()  # the models just loaded stay while they are the ones predicted with
+        self.post_message(self.Predicted(request, view))
 
     @on(Predicted)
     def _on_predicted(self, message: Predicted) -> None:

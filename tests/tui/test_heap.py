@@ -1,0 +1,59 @@
+"""The workbench keeps full garbage collections off its long-lived heap, without keeping a run's garbage."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from engine.config import RunConfig
+from engine.runner import Emit, RunResult
+from tests.tui.conftest import reach, settle
+from tests.tui.fakes import ScriptedRunner, run_script
+from tui.app import WorkbenchApp
+
+
+async def test_a_started_workbench_freezes_its_heap_and_thaws_it_on_exit(
+    make_app: Callable[..., WorkbenchApp],
+) -> None:
+    app = make_app(panel="train")
+    async with app.run_test() as pilot:
+        await settle(pilot)
+        assert gc.get_freeze_count() > 10_000  # the libraries' objects: no full collection walks them
+    assert gc.get_freeze_count() == 0
+
+
+class Cycle:
+    """An object that refers to itself: only the cyclic collector frees it."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+class FreezingRunner(ScriptedRunner):
+    """A run that leaves a cycle in the frozen heap, as any run's model and optimizer may be."""
+
+    left: weakref.ref[Cycle] | None = None
+
+    def run(self) -> RunResult:
+        garbage = Cycle()
+        FreezingRunner.left = weakref.ref(garbage)
+        gc.freeze()
+        del garbage
+        return super().run()
+
+
+async def test_what_a_run_left_in_cycles_is_collected_when_it_ends(
+    make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig
+) -> None:
+    def engine(cfg: RunConfig, subscribers: list[Emit]) -> Any:
+        return FreezingRunner(cfg, run_script("runs/20240101-120000-classification-tiny-bert"), subscribers)
+
+    app = make_app(panel="train", engine=engine)
+    async with app.run_test() as pilot:
+        await pilot.press("s")
+        await reach(app, "finished")
+        await settle(pilot)
+        assert FreezingRunner.left is not None
+        assert FreezingRunner.left() is None, "the run's cycle outlived the run"
