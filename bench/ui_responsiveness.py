@@ -51,6 +51,8 @@ PANEL_KEYS = (("f2", "data"), ("f3", "config"), ("f5", "predict"), ("f6", "runs"
 TYPED = "wonderful"
 PACE_SECONDS = 0.15  # a fast typist; keys are not fired back to back
 STEPS = 160  # training steps measured in each run (the run is stopped there): the key rounds end well before
+#: Steps of the information-only run with a torch thread per core (~4x slower a step here): enough for its speed.
+EVERY_CORE_STEPS = 40
 PAIRS = 3  # UI run, headless run, three times: whole runs on this VM differ by up to 20%
 
 
@@ -313,7 +315,7 @@ def main() -> None:
             unprobed = asyncio.run(headless(cfg, steps, probe=False))
         if not args.smoke and cfg.train.torch_threads is None:  # what the headless CLI would use on its own
             every_core = asyncio.run(
-                headless(run_config(model_dir, tmp / "runs", False, os.cpu_count() or 1), steps, probe=False)
+                headless(run_config(model_dir, tmp / "runs", False, os.cpu_count() or 1), EVERY_CORE_STEPS, probe=False)
             )
         os.chdir(Path(__file__).resolve().parent.parent)
     rows = []
@@ -365,7 +367,8 @@ def main() -> None:
     print(f"torch threads in both kinds of run: TUNEBENCH_TORCH_THREADS={chosen} ({os.cpu_count()} cores)")
     if every_core == every_core:
         print(
-            f"headless with one torch thread per core (the CLI's default): {every_core:.1f} samples/s; the workbench "
+            f"headless with one torch thread per core (the CLI's default; {EVERY_CORE_STEPS} steps): {every_core:.1f} "
+            f"samples/s; the workbench "
             f"leaves a core to the UI, so its runs train at {ui_speed / every_core:.2f}x that on this machine"
         )
     print(f"frames composed during the UI runs: {sum(r.frames for r in ui_runs)}")
