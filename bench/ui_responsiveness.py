@@ -141,7 +141,7 @@ def input_holds(field_: Any, text: str) -> bool:
     return bool(field_.value == text)
 
 
-async def key_round(app: Any, pilot: Any, probe: FrameProbe, into: KeyTimes, training: bool) -> None:
+async def key_round(app: Any, probe: FrameProbe, into: KeyTimes, training: bool) -> None:
     """Each panel key once, then the word typed into the Predict input, a key at a time. With ``training``,
     a key counts only if the run was still training when it was pressed."""
     from textual.widgets import Input
@@ -158,7 +158,9 @@ async def key_round(app: Any, pilot: Any, probe: FrameProbe, into: KeyTimes, tra
             into.panel_ms.append(took)
             into.by_panel_ms.setdefault(f"{key} {panel}", []).append(took)
             into.panel_cpu_ms.append((time.thread_time() - cpu) * 1000)
-    await pilot.press("f5")
+    # to the Predict input and back to Train, posted like the timed keys (Pilot.press walks every widget)
+    await probe.time_key("f5", functools.partial(panel_shown, app, "predict"))
+    await asyncio.sleep(PACE_SECONDS)
     field_ = app.query_one("#predict-input", Input)
     field_.value = ""
     for n in range(1, len(TYPED) + 1):
@@ -167,7 +169,7 @@ async def key_round(app: Any, pilot: Any, probe: FrameProbe, into: KeyTimes, tra
         if counted:
             into.typing_ms.append(took)
         await asyncio.sleep(PACE_SECONDS)
-    await pilot.press("f4")
+    await probe.time_key("f4", functools.partial(panel_shown, app, "train"))
 
 
 def count_wakeups() -> Callable[[], int]:
@@ -206,7 +208,7 @@ async def drive_app(cfg: Any, config_path: Path, rounds: int, steps: int) -> UiR
         for phase in (result.idle_first, result.idle_again):
             lag.lags_ms = phase.lag_ms
             lag.recording = True
-            await key_round(app, pilot, probe, phase, training=False)
+            await key_round(app, probe, phase, training=False)
             lag.recording = False
         await pilot.press("s")
         await app.wait_for_state("training", "failed", "finished")
@@ -214,7 +216,7 @@ async def drive_app(cfg: Any, config_path: Path, rounds: int, steps: int) -> UiR
         lag.recording = True
         train_cpu, train_wall, wakeups = time.thread_time(), time.perf_counter(), count_wakeups()
         for _ in range(rounds):
-            await key_round(app, pilot, probe, result.training, training=True)
+            await key_round(app, probe, result.training, training=True)
         # then the user watches the Train panel (chart, progress, epochs) up to the last counted step
         training_wakeups = wakeups()
         cpu, wall, watch_start, wakeups = time.thread_time(), time.perf_counter(), time.time(), count_wakeups()
