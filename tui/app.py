@@ -1,7 +1,8 @@
 """WorkbenchApp: five panels, global keys, and the one training run the app owns.
 
-Threads: the run executes ``Runner.run`` in one app-level thread worker; its events reach the UI only through
-``tui.bridge`` (``post_message``). Data loading, tokenizing, listing runs and predicting run in their own
+Threads: the run trains in a child process (``engine.child.ChildRun``), which one app-level thread worker
+starts, feeds control to and reads events from; the events reach the UI only through ``tui.bridge``
+(``post_message``). Data loading, tokenizing, listing runs and predicting run in their own
 thread workers and post typed messages back. No widget is touched off the UI thread.
 """
 
@@ -493,7 +494,7 @@ class WorkbenchApp(App[int]):
                     self.post_message(RunHistory(bridge, read_events(RunDir(resumed).events_path)))
                 return runner.run()
             finally:
-                heap.collect_and_freeze()  # the run's model, optimizer and data, now garbage
+                heap.collect_and_freeze()  # the sweep for what was frozen and has since become garbage
                 done.set()
 
         self.train_worker = self.run_worker(

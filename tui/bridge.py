@@ -96,7 +96,7 @@ class EventBridge:
 
 
 class RunHandle(Protocol):
-    """What the app needs from a run: ``Runner`` is one; tests pass fakes."""
+    """What the app needs from a run: ``Runner`` and ``ChildRun`` are two; tests pass fakes."""
 
     #: The config the run trains (a resumed run's is the one saved in its folder).
     cfg: RunConfig
@@ -120,19 +120,20 @@ def leave_a_core_for_the_ui() -> None:
 
 
 def engine_runner(cfg: RunConfig, subscribers: list[Emit]) -> RunHandle:
-    """The real engine: a ``Runner`` writing under the config's runs folder."""
-    from engine.runner import Runner  # imported with the first run, not before the first frame
+    """The real engine: a ``Runner`` writing under the config's runs folder, in a child process (engine.child):
+    a run in a thread of the app would wait for the UI thread's Python whenever it draws."""
+    from engine.child import ChildRun  # imported with the first run, not before the first frame
 
     leave_a_core_for_the_ui()
-    return Runner(cfg, subscribers=subscribers)
+    return ChildRun(cfg, subscribers=subscribers)
 
 
 def engine_resumer(run_dir: Path, subscribers: list[Emit]) -> RunHandle:
-    """The real engine continuing a stopped, failed or killed run in its own folder."""
-    from engine.runner import Runner
+    """The real engine continuing a stopped, failed or killed run in its own folder (in a child process)."""
+    from engine.child import ChildRun
 
     leave_a_core_for_the_ui()
-    return Runner.from_run_dir(run_dir, subscribers=subscribers)
+    return ChildRun.from_run_dir(run_dir, subscribers=subscribers)
 
 
 class LogBridge(logging.Handler):

@@ -1,15 +1,15 @@
 """Keep the cyclic garbage collector's full passes off the workbench's long-lived heap.
 
-Once torch, transformers or datasets are imported, the process holds about half a million objects that live
-as long as it does, and each full collection walks all of them: ~0.25 s on a 2-core VM, with the interpreter
-lock held, so the UI stalls and a run beside it waits. ``gc.freeze`` moves the objects alive at a quiet
-point out of the collector's reach; collections then see only what was made since. The Runner does the same
-for the length of a run and thaws the heap when the run ends (engine/runner.py).
+Once torch, transformers or datasets are imported, the process holds hundreds of thousands of objects that
+live as long as it does, and each full collection walks all of them: ~0.25 s on a 2-core VM with half a
+million, with the interpreter lock held, so the UI stalls. ``gc.freeze`` moves the objects alive at a quiet
+point out of the collector's reach; collections then see only what was made since. (A run trains in a child
+process, whose Runner does the same for its own heap.)
 
 The app freezes once its panels are mounted and after a panel has loaded a dataset or models. Whatever was
 frozen and later becomes cyclic garbage (models themselves are freed by reference counting) stays until a
-run ends: the app then thaws, collects once (one full pass, at a moment the user expects a change) and
-freezes again.
+run ends: the app then thaws, collects once (one full pass, while the screen changes anyway) and freezes
+again.
 """
 
 from __future__ import annotations

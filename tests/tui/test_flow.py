@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 from textual.widgets import DataTable, Input, Static
 
+from engine.child import ChildRun
 from engine.config import RunConfig, load_config, save_config
 from engine.events import Event, StepLogged
 from engine.runner import Emit, Runner
@@ -112,6 +114,26 @@ async def test_newcomer_flow_browse_edit_train_pause_resume_predict_and_find_the
         await until(pilot, lambda: bool(app.runs_panel.runs), "the run is listed")
         listed = app.runs_panel.runs[0]
         assert (listed.name, listed.status) == (run_dir.name, "finished")
+
+
+async def test_by_default_a_run_trains_in_a_child_process_and_the_workbench_shows_all_of_it(
+    make_config: Callable[..., RunConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = make_config(data={"train_size": 32, "eval_size": 16})
+    save_config(cfg, "flow.yaml")
+    app = WorkbenchApp(cfg, "flow.yaml")  # the real engine, as `tunebench` starts it
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("f4", "s")
+        assert await reach(app, "finished", "failed") == "finished", app.train_panel.error
+        await pilot.pause()
+        assert isinstance(app.runner, ChildRun) and app.runner.pid not in (None, os.getpid())
+        started = app.train_panel.started
+        assert started is not None
+        assert len(app.query_one("#train-chart", LossChart).series["train loss (step)"].points) == started.total_steps
+        assert app.query_one("#train-epochs", DataTable).row_count == cfg.train.num_train_epochs
+        summary = RunDir(Path(app.run_dir or "")).read_summary() or {}
+        assert summary.get("status") == "finished"
 
 
 async def test_a_failing_run_shows_its_error_and_the_next_run_trains(

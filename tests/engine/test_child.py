@@ -1,0 +1,87 @@
+"""A run in a child process: the caller sees the same events, control and result as with an in-process Runner."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.child import ChildRun
+from engine.errors import UserError
+from engine.events import Event, Paused, Resumed, RunFailed, RunFinished, RunStarted, StepLogged, StopRequested
+from engine.runs import read_events
+
+
+def test_a_child_run_streams_every_event_and_returns_the_result(make_config: Callable[..., Any]) -> None:
+    cfg = make_config()
+    events: list[Event] = []
+    result = ChildRun(cfg, subscribers=[events.append]).run()
+    assert result.status == "finished" and result.run_dir is not None
+    started = next(e for e in events if isinstance(e, RunStarted))
+    assert Path(started.run_dir) == result.run_dir
+    assert isinstance(events[-1], RunFinished) and events[-1].status == "finished"
+    steps = [e.step for e in events if isinstance(e, StepLogged)]
+    assert steps == list(range(1, len(steps) + 1)) and len(steps) == 30  # 120 train rows, batch 8, 2 epochs
+    assert result.metrics["accuracy"] == pytest.approx(events[-1].metrics["accuracy"])
+    # what the caller saw is what the run wrote
+    on_disk = [e for e in read_events(result.run_dir / "events.jsonl") if isinstance(e, StepLogged)]
+    assert [e.loss for e in on_disk] == [e.loss for e in events if isinstance(e, StepLogged)]
+
+
+def test_pause_resume_and_stop_reach_the_child(make_config: Callable[..., Any]) -> None:
+    events: list[Event] = []
+
+    def drive(event: Event) -> None:
+        events.append(event)
+        if isinstance(event, StepLogged) and event.step == 2:
+            run.pause()
+        elif isinstance(event, Paused):
+            run.resume()
+        elif isinstance(event, Resumed):
+            run.stop()
+
+    run = ChildRun(make_config(), subscribers=[drive])
+    result = run.run()
+    assert result.status == "stopped"
+    kinds = [type(e).__name__ for e in events]
+    assert kinds.index("Paused") < kinds.index("Resumed") < kinds.index("StopRequested")
+    assert isinstance(events[-1], RunFinished) and events[-1].status == "stopped"
+    stopped = next(e for e in events if isinstance(e, StopRequested))
+    assert stopped.step < 30
+
+
+def test_a_child_killed_mid_run_is_a_failed_run_that_says_so(make_config: Callable[..., Any]) -> None:
+    events: list[Event] = []
+
+    def kill(event: Event) -> None:
+        events.append(event)
+        if isinstance(event, StepLogged) and event.step == 1 and run.pid is not None:
+            os.kill(run.pid, signal.SIGKILL)
+
+    run = ChildRun(make_config(), subscribers=[kill])
+    result = run.run()
+    assert result.status == "failed" and not result.user_error
+    assert result.error is not None and "killed by signal 9" in result.error
+    assert isinstance(events[-1], RunFailed) and events[-1].error == result.error
+
+
+def test_a_user_error_in_the_child_arrives_as_the_same_clear_failure(
+    make_config: Callable[..., Any], tmp_path: Path
+) -> None:
+    cfg = make_config(model={"name_or_path": str(tmp_path / "no-such-model")})
+    events: list[Event] = []
+    result = ChildRun(cfg, subscribers=[events.append]).run()
+    assert result.status == "failed" and result.user_error
+    assert result.error is not None and "no-such-model" in result.error
+    assert isinstance(events[-1], RunFailed) and events[-1].error == result.error
+
+
+def test_resuming_a_finished_run_is_refused_before_any_process_starts(make_config: Callable[..., Any]) -> None:
+    result = ChildRun(make_config(train={"num_train_epochs": 1})).run()
+    assert result.run_dir is not None
+    with pytest.raises(UserError, match="already finished"):
+        ChildRun.from_run_dir(result.run_dir)
