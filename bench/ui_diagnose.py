@@ -70,13 +70,13 @@ async def diagnose(cfg: Any, config_path: Path) -> tuple[KeyTimes, GcLog, Counte
     app = WorkbenchApp(cfg, str(config_path), initial_panel="train")
     async with app.run_test(size=(120, 40)) as pilot:
         probe = FrameProbe(app)
-        await key_round(app, pilot, probe, KeyTimes(), training=False)  # first visits, not counted
+        await key_round(app, probe, KeyTimes(), training=False)  # first visits, not counted
         await pilot.press("s")
         await app.wait_for_state("training", "failed", "finished")
         recomposed.clear()
         handled.clear()
         gc_log.recording = True
-        await key_round(app, pilot, probe, times, training=True)
+        await key_round(app, probe, times, training=True)
         gc_log.recording = False
         in_round = Counter(handled)  # not the run's end and the app's shutdown that follow
         if app.run_state == "training":
