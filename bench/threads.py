@@ -1,25 +1,30 @@
-"""Training throughput for torch.set_num_threads(1) and (2), headless and beside a UI-like event loop.
+"""Training throughput for torch.set_num_threads(1) and (2), headless and beside a UI-like event loop, with the
+training in a thread of the UI's process or in a child process.
 
-The workbench trains in a worker thread of the same process as the Textual app. This bench trains the same
-model in a worker thread for each thread count, in turn, three times, in these settings:
+The workbench trains in a child process (engine.child); a front that trains in a thread of its own process
+shares the interpreter lock with it. This bench trains the same model for each thread count, in turn, three
+times, in these settings:
 
 * headless: the main thread runs an asyncio loop that only wakes every 10 ms and records how late it woke
-  (the loop lag probe of bench/ui_responsiveness.py; each wake-up takes the interpreter lock for a moment);
+  (the loop lag probe of bench/ui_responsiveness.py);
 * beside a UI: the same loop and probe, plus a load shaped on what bench/ui_responsiveness.py prints of the
   real workbench while a run trains there: the Train panel showing the run takes 3.7-4.3% of a core with
   ~104 wake-ups a second, ~100 of them the probe's (here: 8 ms of Python work 4 times a second, 3.2%); a
   panel key takes 40 ms of the UI thread (here: 40 ms of work every 0.9 s); with the probe, about the
   8.1-8.4% of a core that bench measures over its training phase (key rounds, then watching). The work is a
   fixed amount of Python, so a training thread that holds the interpreter lock stretches it as it
-  stretches a real frame; the wall time of each panel key's worth is reported, and its time alone;
+  stretches a real frame; the wall time of each panel key's worth is reported, and its time alone.
 * main thread: the same training called on the main thread, as a hand-written script does (for the
-  baselines of the other benches, which train in a worker thread like every Tunebench front).
+  baselines of the other benches, which train in a worker thread like the Tunebench CLI).
 
-The closing ratio is throughput beside the UI over headless throughput, the median over the three pairs of
-trials (run back to back, in alternating order), at the thread count of a run started from the workbench
-with ``train.torch_threads`` null (every core but one, ``tui.bridge.leave_a_core_for_the_ui``).
+Each setting runs with the training in a worker thread of this process ("thread") and in a child process
+("child", warmed up on two batches first, as this process is). The closing ratio is throughput beside the
+UI over headless throughput with the training in a child process, as the workbench runs it: the median over
+the three pairs of trials (run back to back, in alternating order), at the thread count of a run started
+from the workbench with ``train.torch_threads`` null (every core but one,
+``tui.bridge.leave_a_core_for_the_ui``).
 
-    python bench/threads.py            # ~60 seconds on 2 CPU cores
+    python bench/threads.py            # ~2 minutes on 2 CPU cores
     python bench/threads.py --smoke
 """
 
@@ -27,10 +32,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import multiprocessing
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +68,7 @@ BURST_EVERY_SECONDS = 0.9
 class Trial:
     threads: int
     setting: str  # "headless" | "beside UI" | "main thread"
+    where: str  # "thread" | "child" | "main thread"
     samples_per_second: float
     lag_ms: Spread | None
     #: Wall time of each panel key's worth of UI work, beside UI only.
@@ -147,14 +155,30 @@ async def event_loop(done: threading.Event, lags: list[float], ui: tuple[float, 
     await probe.stop()
 
 
-def trial(model_dir: Path, data: list[dict[str, Any]], threads: int, ui_rate: float | None) -> Trial:
-    """Train in a worker thread while the main thread runs the lag probe, with or without the UI-like load."""
+def train_in_child(model_dir: Path, data: list[dict[str, Any]], threads: int, out: Connection) -> None:
+    """The child process of a "child" trial: warm up on two batches, then train and send the speed."""
+    quiet_transformers()
+    train(model_dir, data[:2], threads)
+    out.send(train(model_dir, data, threads))
+
+
+def trial(model_dir: Path, data: list[dict[str, Any]], threads: int, ui_rate: float | None, where: str) -> Trial:
+    """Train in a worker thread or a child process while the main thread runs the lag probe, with or without
+    the UI-like load."""
     result: list[float] = []
     done = threading.Event()
 
     def work() -> None:
         try:
-            result.append(train(model_dir, data, threads))
+            if where == "thread":
+                result.append(train(model_dir, data, threads))
+                return
+            spawn = multiprocessing.get_context("spawn")
+            receive, send = spawn.Pipe(duplex=False)
+            child = spawn.Process(target=train_in_child, args=(model_dir, data, threads, send))
+            child.start()
+            result.append(receive.recv())
+            child.join()
         finally:
             done.set()
 
@@ -165,7 +189,7 @@ def trial(model_dir: Path, data: list[dict[str, Any]], threads: int, ui_rate: fl
     asyncio.run(event_loop(done, lags, None if ui_rate is None else (ui_rate, keys)))
     worker.join()
     setting = "headless" if ui_rate is None else "beside UI"
-    return Trial(threads, setting, result[0], Spread.of(lags), Spread.of(keys) if keys else None)
+    return Trial(threads, setting, where, result[0], Spread.of(lags), Spread.of(keys) if keys else None)
 
 
 def engine_default_threads() -> int:
@@ -199,18 +223,30 @@ def main() -> None:
         alone = timed(functools.partial(python_work, round(BURST_SECONDS * 1000 * rate))) * 1000
         print(f"a panel key's worth of UI work, nothing else running: {alone:.1f} ms")
         for round_ in range(1 if args.smoke else 3):
+            for where in ("thread", "child"):
+                for threads in (1, 2):
+                    for ui_rate in (None, rate) if round_ % 2 == 0 else (rate, None):  # alternate which goes first
+                        trials.append(trial(model_dir, data, threads, ui_rate, where))
             for threads in (1, 2):
-                for ui_rate in (None, rate) if round_ % 2 == 0 else (rate, None):  # alternate which goes first
-                    trials.append(trial(model_dir, data, threads, ui_rate))
-            for threads in (1, 2):
-                trials.append(Trial(threads, "main thread", train(model_dir, data, threads), None))
+                trials.append(Trial(threads, "main thread", "main thread", train(model_dir, data, threads), None))
                 torch.set_num_threads(default_threads)
     print_table(
-        ["threads", "setting", "samples/s", "loop lag p50 ms", "p95 ms", "max ms", "panel key p50 ms", "max ms"],
+        [
+            "threads",
+            "setting",
+            "training in",
+            "samples/s",
+            "loop lag p50 ms",
+            "p95 ms",
+            "max ms",
+            "panel key p50 ms",
+            "max ms",
+        ],
         [
             [
                 t.threads,
                 t.setting,
+                t.where,
                 t.samples_per_second,
                 t.lag_ms.p50 if t.lag_ms else None,
                 t.lag_ms.p95 if t.lag_ms else None,
@@ -222,29 +258,36 @@ def main() -> None:
         ],
     )
 
-    def of(threads: int, setting: str) -> list[Trial]:
-        return [t for t in trials if t.threads == threads and t.setting == setting]
+    def of(threads: int, setting: str, where: str) -> list[Trial]:
+        return [t for t in trials if t.threads == threads and t.setting == setting and t.where == where]
 
-    def speed(threads: int, setting: str) -> float:
-        return median([t.samples_per_second for t in of(threads, setting)])
+    def speed(threads: int, setting: str, where: str) -> float:
+        return median([t.samples_per_second for t in of(threads, setting, where)])
 
-    def pairs(threads: int) -> list[float]:
+    def pairs(threads: int, where: str) -> list[float]:
         """Beside UI over headless, trial by trial (each pair ran back to back)."""
         return [
             u.samples_per_second / h.samples_per_second
-            for u, h in zip(of(threads, "beside UI"), of(threads, "headless"), strict=True)
+            for u, h in zip(of(threads, "beside UI", where), of(threads, "headless", where), strict=True)
         ]
 
-    for threads in (1, 2):
-        lag95 = {s: median([t.lag_ms.p95 for t in of(threads, s) if t.lag_ms]) for s in ("headless", "beside UI")}
-        print(
-            f"{threads} thread(s): headless {speed(threads, 'headless'):.1f} samples/s, beside UI "
-            f"{speed(threads, 'beside UI'):.1f} samples/s (pairs {' '.join(f'{x:.3f}' for x in pairs(threads))}); "
-            f"loop lag p95 {lag95['headless']:.1f} ms headless, {lag95['beside UI']:.1f} ms beside UI; "
-            f"on the main thread {speed(threads, 'main thread'):.1f} samples/s"
-        )
+    for where in ("thread", "child"):
+        for threads in (1, 2):
+            lag95 = {
+                s: median([t.lag_ms.p95 for t in of(threads, s, where) if t.lag_ms]) for s in ("headless", "beside UI")
+            }
+            print(
+                f"training in a {where}, {threads} torch thread(s): headless {speed(threads, 'headless', where):.1f} "
+                f"samples/s, beside UI {speed(threads, 'beside UI', where):.1f} samples/s (pairs "
+                f"{' '.join(f'{x:.3f}' for x in pairs(threads, where))}); loop lag p95 {lag95['headless']:.1f} ms "
+                f"headless, {lag95['beside UI']:.1f} ms beside UI"
+            )
+    print(
+        "on the main thread: "
+        + ", ".join(f"{t} torch thread(s) {speed(t, 'main thread', 'main thread'):.1f} samples/s" for t in (1, 2))
+    )
     print(f"workbench default when train.torch_threads is null: {engine_default} thread(s)")
-    ratio_line("threads_default_beside_ui_vs_headless", median(pairs(engine_default)), GOAL)
+    ratio_line("child_run_beside_ui_vs_headless", median(pairs(engine_default, "child")), GOAL)
 
 
 if __name__ == "__main__":

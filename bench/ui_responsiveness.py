@@ -1,4 +1,4 @@
-"""UI responsiveness while a real run trains on the CPU in the workbench's own worker.
+"""UI responsiveness while a real run trains on the CPU, started from the workbench (in its child process).
 
 The real ``WorkbenchApp`` is driven with Pilot (headless, 120x40; each frame is also turned into terminal
 bytes, see uilib.FrameProbe). Before training, the panel keys F2..F6 are pressed and a word is typed into
@@ -7,13 +7,10 @@ small BERT, classification, one event per step so the chart and the bridge get t
 started with ``s``; while it trains, the same keys are pressed twice more (a key counts only if the run
 is still training), then the Train panel stays on screen until step 160, where the run is stopped. Each
 key is timed until the frame that shows it; the event loop's lag is sampled every 10 ms. The same config
-then trains headless (Runner in a thread, no subscribers, stopped at the same step) for the throughput
-reference, while the main thread runs an event loop with the same lag probe: the probe wakes the loop 100
-times a second, more than the workbench itself does while it shows a run, and each wake-up takes the
-interpreter lock from the training thread, so both sides of the ratio carry it. UI and headless runs
-alternate, three of each; the ratio is the median over the three pairs of their training speeds (samples
-over training time, every step after the first). One more headless run without the probe shows what the
-probe costs.
+then trains headless, as ``tunebench run`` trains it (Runner in a thread of this process, no subscribers,
+stopped at the same step), for the throughput reference. UI and headless runs alternate, three of each;
+the ratio is the median over the three pairs of their training speeds (samples over training time, every
+step after the first).
 
     python bench/ui_responsiveness.py            # ~2-3 minutes on 2 CPU cores
     python bench/ui_responsiveness.py --smoke
@@ -247,10 +244,8 @@ async def drive_app(cfg: Any, config_path: Path, rounds: int, steps: int) -> UiR
     return result
 
 
-async def headless(cfg: Any, steps: int, probe: bool) -> float:
-    """The same run with no UI, stopped after the same number of steps. With ``probe``, the main thread runs
-    an asyncio loop with the same 10 ms lag sampler as the UI runs: the probe wakes the loop 100 times a
-    second and each wake-up takes the interpreter lock from the training thread, a cost both sides then share."""
+async def headless(cfg: Any, steps: int) -> float:
+    """The same run with no UI, stopped after the same number of steps."""
     from engine.runner import Runner
 
     events: list[Any] = []
@@ -261,12 +256,8 @@ async def headless(cfg: Any, steps: int, probe: bool) -> float:
             runner.stop()
 
     runner = Runner(cfg, subscribers=[stop_at])
-    lag = LagSampler()
-    if probe:
-        lag.start()
     runner.start()
     outcome = await asyncio.to_thread(runner.join)
-    await lag.stop()
     if outcome is None or outcome.status not in ("finished", "stopped"):
         raise RuntimeError(f"headless run failed: {outcome}")
     return step_throughput(events, steps)
@@ -291,7 +282,7 @@ def main() -> None:
     print(machine_line())
     ui_runs: list[UiRun] = []
     headless_speeds: list[float] = []
-    every_core = unprobed = float("nan")
+    every_core = float("nan")
     with scratch_dir("ui") as tmp:
         os.chdir(tmp)
         from engine.config import save_config
@@ -306,18 +297,16 @@ def main() -> None:
             f"event every step, measured over {steps} steps; torch_threads {cfg.train.torch_threads} (null: the "
             f"engine's default)"
         )
-        asyncio.run(headless(run_config(model_dir, tmp / "runs", True, args.threads), 2, probe=False))  # warm-up
+        asyncio.run(headless(run_config(model_dir, tmp / "runs", True, args.threads), 2))  # warm-up
         for _ in range(1 if args.smoke else PAIRS):
             ui_runs.append(
                 asyncio.run(drive_app(cfg, config_path, rounds=1 if args.smoke else args.rounds, steps=steps))
             )
-            # same torch threads and the same lag probe: the same run without the UI
-            headless_speeds.append(asyncio.run(headless(cfg, steps, probe=True)))
-        if not args.smoke:
-            unprobed = asyncio.run(headless(cfg, steps, probe=False))
+            # the same run without the UI, with the same torch threads (the workbench set them for its runs)
+            headless_speeds.append(asyncio.run(headless(cfg, steps)))
         if not args.smoke and cfg.train.torch_threads is None:  # what the headless CLI would use on its own
             every_core = asyncio.run(
-                headless(run_config(model_dir, tmp / "runs", False, os.cpu_count() or 1), EVERY_CORE_STEPS, probe=False)
+                headless(run_config(model_dir, tmp / "runs", False, os.cpu_count() or 1), EVERY_CORE_STEPS)
             )
         os.chdir(Path(__file__).resolve().parent.parent)
     rows = []
@@ -357,14 +346,8 @@ def main() -> None:
         [
             ["with the UI", " ".join(f"{r.samples_per_second:.1f}" for r in ui_runs), ui_speed],
             ["headless", " ".join(f"{s:.1f}" for s in headless_speeds), head_speed],
-        ]
-        + ([["headless, no lag probe", f"{unprobed:.1f}", unprobed]] if unprobed == unprobed else []),
+        ],
     )
-    if unprobed == unprobed:
-        print(
-            "every run above but the last carries the 10 ms event-loop lag probe; the ratio compares runs that "
-            "both carry it (one run without it shows what the probe itself costs)"
-        )
     chosen = os.environ.get("TUNEBENCH_TORCH_THREADS", "unset")
     print(f"torch threads in both kinds of run: TUNEBENCH_TORCH_THREADS={chosen} ({os.cpu_count()} cores)")
     if every_core == every_core:
