@@ -17,6 +17,7 @@ the parent is gone: the run stops at the next step and saves, as it would on ``s
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -175,7 +176,13 @@ def child_main(argv: list[str]) -> int:
 
     def send(message: dict[str, Any]) -> None:
         with write_lock:
-            channel.write(json.dumps(message) + "\n")
+            if channel.closed:
+                return
+            try:
+                channel.write(json.dumps(message) + "\n")
+            except OSError:  # the parent is gone: the run goes on to its stop and writes its own folder
+                with contextlib.suppress(OSError):
+                    channel.close()
 
     def emit(event: Event) -> None:
         send(event.to_dict())
@@ -197,7 +204,8 @@ def child_main(argv: list[str]) -> int:
             emit(RunFailed(error=error, user_error=False, traceback=traceback.format_exc()))
             result = RunResult("failed", runner.run_dir.path if runner.run_dir else None, error=error)
     send({"result": {**asdict(result), "run_dir": str(result.run_dir) if result.run_dir else None}})
-    channel.close()
+    with write_lock, contextlib.suppress(OSError):
+        channel.close()
     return 0
 
 

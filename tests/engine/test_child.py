@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -85,3 +88,27 @@ def test_resuming_a_finished_run_is_refused_before_any_process_starts(make_confi
     assert result.run_dir is not None
     with pytest.raises(UserError, match="already finished"):
         ChildRun.from_run_dir(result.run_dir)
+
+
+def test_when_the_parent_goes_away_the_child_stops_the_run_and_saves_it(make_config: Callable[..., Any]) -> None:
+    cfg = make_config(train={"num_train_epochs": 50})
+    child = subprocess.Popen(
+        [sys.executable, "-m", "engine.child", cfg.to_yaml()],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    run_dir = None
+    for line in child.stdout:  # read up to the first step, then vanish as a killed workbench would
+        message = json.loads(line)
+        run_dir = message.get("run_dir", run_dir)
+        if message.get("type") == "StepLogged":
+            break
+    child.stdin.close()
+    child.stdout.close()
+    assert child.wait(timeout=120) == 0
+    assert run_dir is not None
+    summary = json.loads((Path(run_dir) / "summary.json").read_text(encoding="utf-8"))
+    assert summary["status"] == "stopped"
