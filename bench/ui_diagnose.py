@@ -2,7 +2,8 @@
 
 Not a benchmark (no goal): the diagnosis behind BENCHMARKS.md's causes 3 and 4. The real workbench under
 Pilot, the run of ``ui_responsiveness.py`` (random small BERT, an event every step); while it trains, one
-round of panel keys and typing. Printed: each garbage collection by generation (from ``gc.callbacks``), how
+round of panel keys and typing (and two rounds before it, the panels' first visits, which load their data and
+libraries). Printed: each garbage collection by generation (from ``gc.callbacks``) in both, how
 often each kind of widget recomposed (Textual's footer did, four times per panel switch, until the workbench
 drew its own), how many messages and events the widgets handled (a panel switch sends Show, Resize and Hide
 to every widget that appears or goes), and each key's time to its frame.
@@ -41,7 +42,7 @@ class GcLog:
             self.ms[info["generation"]].append((time.perf_counter() - self._start) * 1000)
 
 
-async def diagnose(cfg: Any, config_path: Path) -> tuple[KeyTimes, GcLog, Counter[str], Counter[str]]:
+async def diagnose(cfg: Any, config_path: Path) -> tuple[KeyTimes, GcLog, GcLog, Counter[str], Counter[str]]:
     from textual.message import Message
     from textual.message_pump import MessagePump
     from textual.widget import Widget
@@ -65,12 +66,15 @@ async def diagnose(cfg: Any, config_path: Path) -> tuple[KeyTimes, GcLog, Counte
 
     Widget.recompose = counted  # type: ignore[method-assign, assignment]
     MessagePump._dispatch_message = counted_dispatch  # type: ignore[method-assign, assignment]
-    gc_log = GcLog()
+    idle_gc, gc_log = GcLog(), GcLog()
     times = KeyTimes()
     app = WorkbenchApp(cfg, str(config_path), initial_panel="train")
     async with app.run_test(size=(120, 40)) as pilot:
         probe = FrameProbe(app)
-        await key_round(app, probe, KeyTimes(), training=False)  # first visits, not counted
+        idle_gc.recording = True  # the panels load their data and libraries on their first visits
+        for _ in range(2):
+            await key_round(app, probe, KeyTimes(), training=False)  # first visits, then again; not counted
+        idle_gc.recording = False
         await pilot.press("s")
         await app.wait_for_state("training", "failed", "finished")
         recomposed.clear()
@@ -84,7 +88,7 @@ async def diagnose(cfg: Any, config_path: Path) -> tuple[KeyTimes, GcLog, Counte
         await app.wait_for_state("finished", "failed")
     Widget.recompose = original  # type: ignore[method-assign]
     MessagePump._dispatch_message = dispatch  # type: ignore[method-assign]
-    return times, gc_log, recomposed, in_round
+    return times, idle_gc, gc_log, recomposed, in_round
 
 
 def main() -> None:
@@ -98,11 +102,15 @@ def main() -> None:
         model_dir = make_bert(tmp / "model", "small", max_positions=128)
         cfg = run_config(model_dir, tmp / "runs", False, None)
         save_config(cfg, tmp / "config.yaml")
-        times, gc_log, recomposed, handled = asyncio.run(diagnose(cfg, tmp / "config.yaml"))
+        times, idle_gc, gc_log, recomposed, handled = asyncio.run(diagnose(cfg, tmp / "config.yaml"))
         os.chdir(Path(__file__).resolve().parent.parent)
     print_table(
-        ["generation", "collections", "total ms", "max ms"],
-        [[g, len(ms), sum(ms), max(ms, default=0.0)] for g, ms in gc_log.ms.items()],
+        ["phase", "generation", "collections", "total ms", "max ms"],
+        [
+            [phase, g, len(ms), sum(ms), max(ms, default=0.0)]
+            for phase, log in (("two rounds before the run", idle_gc), ("the round while training", gc_log))
+            for g, ms in log.ms.items()
+        ],
     )
     print(f"recomposed during the round: {dict(recomposed) or 'nothing'}")
     top = ", ".join(f"{name} {n}" for name, n in handled.most_common(8))
