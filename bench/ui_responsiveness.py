@@ -167,6 +167,7 @@ async def key_round(app: Any, probe: FrameProbe, into: KeyTimes, training: bool)
             into.typing_ms.append(took)
         await asyncio.sleep(PACE_SECONDS)
     await probe.time_key("f4", functools.partial(panel_shown, app, "train"))
+    await asyncio.sleep(PACE_SECONDS)
 
 
 def count_wakeups() -> Callable[[], int]:
