@@ -607,6 +607,7 @@ class WorkbenchApp(App[int]):
         self._show_steps()  # the steps before this event first, in order
         self.train_panel.handle(event)
         if isinstance(event, RunStarted):
+            heap.freeze()  # the modules imported to start the run stay as long as the workbench
             self.run_dir = event.run_dir
             if self.run_state == "loading":
                 self._set_state("training", "pausing at the next step" if self._pause_requested else "")
