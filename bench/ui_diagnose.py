@@ -14,6 +14,7 @@ to every widget that appears or goes), and each key's time to its frame.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import time
@@ -42,7 +43,7 @@ class GcLog:
             self.ms[info["generation"]].append((time.perf_counter() - self._start) * 1000)
 
 
-async def diagnose(cfg: Any, config_path: Path) -> tuple[KeyTimes, GcLog, GcLog, Counter[str], Counter[str]]:
+async def diagnose(cfg: Any, config_path: Path) -> tuple[KeyTimes, dict[str, GcLog], Counter[str], Counter[str]]:
     from textual.message import Message
     from textual.message_pump import MessagePump
     from textual.widget import Widget
@@ -66,7 +67,7 @@ async def diagnose(cfg: Any, config_path: Path) -> tuple[KeyTimes, GcLog, GcLog,
 
     Widget.recompose = counted  # type: ignore[method-assign, assignment]
     MessagePump._dispatch_message = counted_dispatch  # type: ignore[method-assign, assignment]
-    idle_gc, gc_log = GcLog(), GcLog()
+    idle_gc, gc_log, end_gc = GcLog(), GcLog(), GcLog()
     times = KeyTimes()
     app = WorkbenchApp(cfg, str(config_path), initial_panel="train")
     async with app.run_test(size=(120, 40)) as pilot:
@@ -83,12 +84,18 @@ async def diagnose(cfg: Any, config_path: Path) -> tuple[KeyTimes, GcLog, GcLog,
         await key_round(app, probe, times, training=True)
         gc_log.recording = False
         in_round = Counter(handled)  # not the run's end and the app's shutdown that follow
+        end_gc.recording = True  # the app collects once when a run ends (tui/heap.py)
         if app.run_state == "training":
             await pilot.press("x")
         await app.wait_for_state("finished", "failed")
+        if app.train_worker is not None:
+            with contextlib.suppress(Exception):  # the worker's own failure is the run's, reported elsewhere
+                await app.train_worker.wait()
+        end_gc.recording = False
     Widget.recompose = original  # type: ignore[method-assign]
     MessagePump._dispatch_message = dispatch  # type: ignore[method-assign]
-    return times, idle_gc, gc_log, recomposed, in_round
+    gcs = {"two rounds before the run": idle_gc, "the round while training": gc_log, "the run's end": end_gc}
+    return times, gcs, recomposed, in_round
 
 
 def main() -> None:
@@ -102,15 +109,11 @@ def main() -> None:
         model_dir = make_bert(tmp / "model", "small", max_positions=128)
         cfg = run_config(model_dir, tmp / "runs", False, None)
         save_config(cfg, tmp / "config.yaml")
-        times, idle_gc, gc_log, recomposed, handled = asyncio.run(diagnose(cfg, tmp / "config.yaml"))
+        times, gcs, recomposed, handled = asyncio.run(diagnose(cfg, tmp / "config.yaml"))
         os.chdir(Path(__file__).resolve().parent.parent)
     print_table(
         ["phase", "generation", "collections", "total ms", "max ms"],
-        [
-            [phase, g, len(ms), sum(ms), max(ms, default=0.0)]
-            for phase, log in (("two rounds before the run", idle_gc), ("the round while training", gc_log))
-            for g, ms in log.ms.items()
-        ],
+        [[phase, g, len(ms), sum(ms), max(ms, default=0.0)] for phase, log in gcs.items() for g, ms in log.ms.items()],
     )
     print(f"recomposed during the round: {dict(recomposed) or 'nothing'}")
     top = ", ".join(f"{name} {n}" for name, n in handled.most_common(8))
