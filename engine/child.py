@@ -32,7 +32,7 @@ from typing import IO, Any
 
 from engine.config import RunConfig, from_dict, load_config, parse_yaml
 from engine.errors import UserError
-from engine.events import Emit, Event, RunFailed, event_from_dict
+from engine.events import Emit, Event, RunFailed, RunStarted, event_from_dict
 from engine.runner import Runner, RunResult
 from engine.runs import open_run_dir
 
@@ -87,7 +87,7 @@ class ChildRun:
                 assert stdin is not None
                 stdin.write(command + "\n")
                 stdin.flush()
-            except (BrokenPipeError, ValueError, OSError):  # the child has ended (or is ending): nothing to control
+            except (ValueError, OSError):  # the child has ended (or is ending): nothing to control
                 pass
 
     # -- the run ----------------------------------------------------------------------------------------------
@@ -112,12 +112,20 @@ class ChildRun:
         drain = threading.Thread(target=_drain, args=(process.stderr, tail), name="tunebench-child-stderr", daemon=True)
         drain.start()
         result: RunResult | None = None
+        run_dir: Path | None = None
         for line in process.stdout:
-            message = json.loads(line)
+            try:
+                message = json.loads(line)
+            except ValueError:  # the last line of a child killed mid-write
+                tail.append(line)
+                continue
             if "result" in message:
                 result = _result_from_dict(message["result"])
-            else:
-                self._fan_out(event_from_dict(message))
+                continue
+            event = event_from_dict(message)
+            if isinstance(event, RunStarted):
+                run_dir = Path(event.run_dir)
+            self._fan_out(event)
         code = process.wait()
         drain.join(timeout=5)
         with self._lock:
@@ -125,10 +133,10 @@ class ChildRun:
                 process.stdin.close()
         if result is None:
             how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
-            last = next((line for line in reversed(tail) if line.strip()), "")
+            last = next((line.strip() for line in reversed(tail) if line.strip()), "")
             error = f"the training process {how} before the run ended" + (f": {last}" if last else "")
             self._fan_out(RunFailed(error=error, user_error=False, traceback="".join(tail)))
-            result = RunResult("failed", None, error=error)
+            result = RunResult("failed", run_dir, error=error)
         return result
 
     def _fan_out(self, event: Event) -> None:

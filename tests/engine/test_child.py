@@ -69,6 +69,7 @@ def test_a_child_killed_mid_run_is_a_failed_run_that_says_so(make_config: Callab
     result = run.run()
     assert result.status == "failed" and not result.user_error
     assert result.error is not None and "killed by signal 9" in result.error
+    assert result.run_dir is not None and result.run_dir.is_dir()  # the folder a resume continues
     assert isinstance(events[-1], RunFailed) and events[-1].error == result.error
 
 
