@@ -99,7 +99,8 @@ class ChildRun:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            text=True,
+            encoding="utf-8",
+            errors="replace",  # a library's stray bytes on stderr must not stop the drain (and block the child)
             bufsize=1,
         )
         with self._lock:
