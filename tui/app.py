@@ -149,7 +149,10 @@ class WorkbenchApp(App[int]):
                 with TabPane(self._tab_label(panel), id=panel):
                     if panel == self.initial_panel:  # its title only: the panel itself mounts after the first frame
                         yield Static(PANELS[panel][1], id="first-frame-title", classes="panel-title")
-        yield FixedText("", id="run-bar")
+                    if panel != "train":
+                        # Under every panel but Train, which shows the same line at its top. One per pane, so a
+                        # panel switch never resizes the panels' area (that cost a second layout per switch).
+                        yield FixedText("", classes="run-bar")
         yield WorkbenchFooter()
 
     def panel_widget(self, panel: str) -> Widget:
@@ -183,7 +186,7 @@ class WorkbenchApp(App[int]):
         try:
             for panel in [initial, *(p for p in PANELS if p != initial)]:
                 pane = self.workbench.query_one(f"#{panel}", TabPane)
-                await pane.remove_children()
+                await pane.remove_children("#first-frame-title")
                 await pane.mount(self.panel_widget(panel))
                 if panel == initial:
                     self._panel_shown(initial, load=False)
@@ -258,8 +261,6 @@ class WorkbenchApp(App[int]):
     def action_show_panel(self, panel: str) -> None:
         tabs = self.workbench.query_one(TabbedContent)
         if tabs.active != panel:
-            # The run bar first, in the same frame as the new tab: the panel is laid out once, at its final size.
-            self._show_run_bar(panel != "train")
             tabs.active = panel  # its TabActivated message calls _panel_shown
         else:
             self._panel_shown(panel)
@@ -280,12 +281,7 @@ class WorkbenchApp(App[int]):
         if load:
             self._load_panel(panel)
         widget.focus_main()  # type: ignore[attr-defined]
-        self._show_run_bar(panel != "train")
         self.refresh_bindings()
-
-    def _show_run_bar(self, show: bool) -> None:
-        """The run bar sits under every panel but Train, which shows the same line at its top."""
-        self.workbench.query_one("#run-bar").set_class(not show, "-hidden")
 
     def _load_panel(self, panel: str) -> None:
         """Bring a panel's data up to date (each load runs in a worker)."""
@@ -670,7 +666,9 @@ class WorkbenchApp(App[int]):
             text += " · " + self.train_panel.progress_text()
         else:
             text += " · s on the Train panel (F4) starts a run"
-        self.workbench.query_one("#run-bar", Static).update(Content(text))
+        content = Content(text)
+        for bar in self.workbench.query(".run-bar").results(FixedText):
+            bar.update(content)
 
 
 def main(config_path: str) -> int:

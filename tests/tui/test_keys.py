@@ -26,6 +26,21 @@ def footer_actions(app: WorkbenchApp) -> dict[str, bool]:
     return {entry.description: entry.enabled for entry in app.query_one(WorkbenchFooter).entries}
 
 
+async def test_the_run_bar_shows_under_every_panel_but_train_and_switching_keeps_the_panels_size(
+    make_app: Callable[..., WorkbenchApp],
+) -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        sizes = set()
+        for key, panel in (("f4", "train"), ("f2", "data"), ("f6", "runs"), ("f4", "train"), ("f3", "config")):
+            await pilot.press(key)
+            await pilot.pause()
+            shown = [bar for bar in app.query_one(f"TabPane#{panel}").query(".run-bar") if bar.display]
+            assert len(shown) == (0 if panel == "train" else 1), panel
+            sizes.add(app.query_one(TabbedContent).size)
+        assert len(sizes) == 1  # a switch lays out the new panel once, at the size it already had
+
+
 async def test_function_keys_switch_to_each_panel_and_focus_it(make_app: Callable[..., WorkbenchApp]) -> None:
     app = make_app()
     async with app.run_test() as pilot:
