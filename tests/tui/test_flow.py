@@ -48,7 +48,8 @@ def hold() -> FirstStepHold:
 def real_app(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hold: FirstStepHold
 ) -> Callable[[RunConfig], WorkbenchApp]:
-    """A workbench with the real engine and predictor on a config saved as ./flow.yaml."""
+    """A workbench with the real engine and predictor on a config saved as ./flow.yaml; the Runner trains in the
+    app's worker thread (not the child process the workbench starts by default), so ``hold`` can stop it."""
     monkeypatch.chdir(tmp_path)
 
     def runner(cfg: RunConfig, subscribers: list[Emit]) -> Runner:
