@@ -19,13 +19,11 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
-import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
-import traceback
 from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
@@ -33,10 +31,8 @@ from typing import IO, Any
 from engine.config import RunConfig, from_dict, load_config, parse_yaml
 from engine.errors import UserError
 from engine.events import Emit, Event, RunFailed, RunStarted, event_from_dict
-from engine.runner import Runner, RunResult
+from engine.runner import Runner, RunResult, fan_out
 from engine.runs import open_run_dir
-
-log = logging.getLogger(__name__)
 
 COMMANDS = ("pause", "resume", "stop")
 #: Lines of the child's stderr kept for the message when it dies without a result.
@@ -141,11 +137,7 @@ class ChildRun:
         return result
 
     def _fan_out(self, event: Event) -> None:
-        for fn in self._subscribers:
-            try:
-                fn(event)
-            except Exception:  # a broken subscriber must not take the run down (as in Runner)
-                log.exception("event subscriber %r failed on %s", fn, event.type)
+        fan_out(self._subscribers, event)
 
 
 def _drain(stream: IO[str], tail: collections.deque[str]) -> None:
@@ -206,12 +198,10 @@ def child_main(argv: list[str]) -> int:
         result = RunResult("failed", None, error=str(exc), user_error=True)
     else:
         threading.Thread(target=_follow_commands, args=(runner,), name="tunebench-commands", daemon=True).start()
-        try:
-            result = runner.run()
-        except BaseException as exc:  # a bug outside the run's own handling, reported as Runner.start reports it
-            error = f"internal error: {type(exc).__name__}: {exc}"
-            emit(RunFailed(error=error, user_error=False, traceback=traceback.format_exc()))
-            result = RunResult("failed", runner.run_dir.path if runner.run_dir else None, error=error)
+        runner.start()  # in a worker thread, as every front trains; a bug outside the run becomes a failed result
+        joined = runner.join()
+        assert joined is not None
+        result = joined
     send({"result": {**asdict(result), "run_dir": str(result.run_dir) if result.run_dir else None}})
     with write_lock, contextlib.suppress(OSError):
         channel.close()

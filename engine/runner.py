@@ -141,6 +141,15 @@ class _Summary:
         }
 
 
+def fan_out(subscribers: list[Emit], event: Event) -> None:
+    """Call each subscriber with ``event``; a broken subscriber must not take the run down."""
+    for fn in subscribers:
+        try:
+            fn(event)
+        except Exception:
+            log.exception("event subscriber %r failed on %s", fn, event.type)
+
+
 class Runner:
     """Runs one config in a worker thread and streams its events."""
 
@@ -177,11 +186,7 @@ class Runner:
         self._subscribers.append(fn)
 
     def _fan_out(self, event: Event) -> None:
-        for fn in self._subscribers:
-            try:
-                fn(event)
-            except Exception:  # a broken subscriber must not take the run down
-                log.exception("event subscriber %r failed on %s", fn, event.type)
+        fan_out(self._subscribers, event)
 
     # -- control --------------------------------------------------------------------------------------------
     def start(self) -> None:
