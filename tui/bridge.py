@@ -79,7 +79,7 @@ class EventBridge:
     def __call__(self, event: Event) -> None:
         if isinstance(event, StepLogged):
             # The app shows steps at a capped rate and takes them all at once: while some wait, a message is
-            # already on its way, and waking the UI thread again would only compete with training.
+            # already on its way, and waking the UI thread again would only cost it (and a core) for nothing.
             with self._lock:
                 self._steps.append(event)
                 first = len(self._steps) == 1

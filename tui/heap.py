@@ -6,10 +6,10 @@ million, with the interpreter lock held, so the UI stalls. ``gc.freeze`` moves t
 point out of the collector's reach; collections then see only what was made since. (A run trains in a child
 process, whose Runner does the same for its own heap.)
 
-The app freezes once its panels are mounted and after a panel has loaded a dataset or models. Whatever was
-frozen and later becomes cyclic garbage (models themselves are freed by reference counting) stays until a
-run ends: the app then thaws, collects once (one full pass, while the screen changes anyway) and freezes
-again.
+The app freezes once its panels are mounted, after a panel has loaded a dataset or models, and when a run
+starts (the engine modules imported to start it). Whatever was frozen and later becomes cyclic garbage
+(models themselves are freed by reference counting) stays until a run ends: the app then thaws, collects
+once (one full pass, while the screen changes anyway) and freezes again.
 """
 
 from __future__ import annotations

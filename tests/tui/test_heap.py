@@ -32,7 +32,7 @@ class Cycle:
 
 
 class FreezingRunner(ScriptedRunner):
-    """A run that leaves a cycle in the frozen heap, as any run's model and optimizer may be."""
+    """A run that leaves a cycle in the app's frozen heap, as what a load froze may later be."""
 
     left: weakref.ref[Cycle] | None = None
 

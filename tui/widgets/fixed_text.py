@@ -9,7 +9,8 @@ from textual.widgets import Static
 class FixedText(Static):
     """A ``Static`` whose size is set in CSS (a fixed height and a width from its container), so that new
     text never needs a layout pass of the screen: these lines change at every panel visit and, while a run
-    trains, twice a second, and the UI thread's time is taken from the run (BENCHMARKS.md, cause 9)."""
+    trains, twice a second, and the UI thread should answer keys, not lay the screen out (BENCHMARKS.md,
+    cause 9)."""
 
     def update(self, content: VisualType = "", *, layout: bool = False) -> None:
         super().update(content, layout=layout)
