@@ -27,6 +27,7 @@ from tui.panels import PANELS
 from tui.widgets.fixed_text import FixedText
 from tui.widgets.paged_table import PagedTable
 from tui.widgets.score_bars import ScoreBars
+from tui.widgets.sized_table import SizedTable
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -298,7 +299,7 @@ class SampleScreen(ModalScreen[None]):
             with VerticalScroll(id="sample-text-box"):
                 yield Static("", id="sample-text")
             yield Static("", id="sample-length")
-            yield DataTable[str](id="sample-tokens", cursor_type="row", zebra_stripes=True)
+            yield SizedTable[str](id="sample-tokens", cursor_type="row", zebra_stripes=True)
 
     def on_mount(self) -> None:
         table = self.query_one("#sample-tokens", DataTable)

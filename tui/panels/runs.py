@@ -22,6 +22,7 @@ from tui.panels.data import describe_failure
 from tui.widgets.epoch_table import EpochTable, RunCurves
 from tui.widgets.fixed_text import FixedText
 from tui.widgets.loss_chart import LossChart
+from tui.widgets.sized_table import SizedTable
 
 TITLE = PANELS["runs"][1]
 
@@ -90,7 +91,7 @@ class RunsPanel(Vertical):
 
     def compose(self) -> ComposeResult:
         yield FixedText(TITLE, id="runs-title", classes="panel-title")
-        yield DataTable[str](id="runs-table", cursor_type="row", zebra_stripes=True)
+        yield SizedTable[str](id="runs-table", cursor_type="row", zebra_stripes=True)
         yield Static("", id="runs-detail-title", classes="side-title")
         with Horizontal(id="runs-detail"):
             yield LossChart(empty_text="enter opens a run; m marks runs, o overlays them", id="runs-chart")

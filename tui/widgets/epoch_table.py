@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from textual.widgets import DataTable
-
 from engine.events import EpochEnded, Evaluated, Event, RunStarted, StepLogged
 from tui.formats import fmt_duration
+from tui.widgets.sized_table import SizedTable
 
 Point = tuple[float, float]
 
@@ -75,7 +74,7 @@ class RunCurves:
         return False
 
 
-class EpochTable(DataTable[str]):
+class EpochTable(SizedTable[str]):
     """One row per epoch: train loss, eval loss, accuracy and macro-F1 (or perplexity for LMs), and time."""
 
     def __init__(self, *, id: str | None = None) -> None:
