@@ -28,7 +28,7 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widget import MountError, Widget
-from textual.widgets import Static, TabbedContent, TabPane
+from textual.widgets import Static, TabPane
 from textual.worker import Worker, WorkerFailed, WorkerState
 
 from engine.config import RunConfig, load_config
@@ -61,6 +61,7 @@ from tui.formats import ACTIVE_STATES, STATE_MARKS, fmt_duration
 from tui.panels import PANELS
 from tui.widgets.fixed_text import FixedText
 from tui.widgets.footer import WorkbenchFooter
+from tui.widgets.panel_tabs import PanelTabs
 
 if TYPE_CHECKING:  # each panel's module is imported when the panel is mounted (see WorkbenchApp.panel_widget)
     from textual.pilot import Pilot
@@ -144,7 +145,7 @@ class WorkbenchApp(App[int]):
 
     # -- layout ---------------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
-        with TabbedContent(initial=self.initial_panel, id="panels"):
+        with PanelTabs(initial=self.initial_panel, id="panels"):
             for panel in PANELS:
                 with TabPane(self._tab_label(panel), id=panel):
                     if panel == self.initial_panel:  # its title only: the panel itself mounts after the first frame
@@ -232,7 +233,7 @@ class WorkbenchApp(App[int]):
 
     @property
     def active_panel(self) -> str:
-        return self.workbench.query_one(TabbedContent).active
+        return self.workbench.query_one(PanelTabs).active
 
     def on_mount(self) -> None:
         self._log_handler = LogBridge(self.post_message)
@@ -259,18 +260,26 @@ class WorkbenchApp(App[int]):
 
     # -- panels ---------------------------------------------------------------------------------------------
     def action_show_panel(self, panel: str) -> None:
-        tabs = self.workbench.query_one(TabbedContent)
+        tabs = self.workbench.query_one(PanelTabs)
         if tabs.active != panel:
             tabs.active = panel  # its TabActivated message calls _panel_shown
         else:
             self._panel_shown(panel)
 
-    @on(TabbedContent.TabActivated)
-    def _on_tab(self, event: TabbedContent.TabActivated) -> None:
-        # The tabs' own first activation (the initial panel) can arrive before or after the panels mount; either
-        # way on_ready has loaded that panel, and a second load would redraw its list under the user.
-        if event.pane.id and event.pane.id != self._shown_panel and self.panels_mounted.is_set():
-            self._panel_shown(event.pane.id)
+    @on(PanelTabs.TabActivated)
+    def _on_tab(self, event: PanelTabs.TabActivated) -> None:
+        # An activation reaches the app after the keys already queued: one for a pane a later key has replaced
+        # is stale, and acting on it would focus a panel that is no longer on show. The tabs' own first
+        # activation (the initial panel) can arrive before or after the panels mount; either way on_ready has
+        # loaded that panel, and a second load would redraw its list under the user.
+        pane = event.pane.id
+        if pane and pane == self.active_panel and pane != self._shown_panel and self.panels_mounted.is_set():
+            self._panel_shown(pane)
+
+    @on(PanelTabs.FocusStrayed)
+    def _on_focus_strayed(self, message: PanelTabs.FocusStrayed) -> None:
+        if message.active == self.active_panel and self._shown_panel == message.active:
+            self._focus_panel(message.active)
 
     def _panel_shown(self, panel: str, load: bool = True) -> None:
         try:
@@ -282,6 +291,10 @@ class WorkbenchApp(App[int]):
             self._load_panel(panel)
         widget.focus_main()  # type: ignore[attr-defined]
         self.refresh_bindings()
+
+    def _focus_panel(self, panel: str) -> None:
+        with contextlib.suppress(NoMatches):  # shutting down
+            self.workbench.query_one(f"#{panel}-panel").focus_main()  # type: ignore[attr-defined]
 
     def _load_panel(self, panel: str) -> None:
         """Bring a panel's data up to date (each load runs in a worker)."""

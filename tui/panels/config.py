@@ -225,7 +225,9 @@ class ConfigPanel(Vertical):
         for path, (_value, message) in self.errors.items():
             self._show_error(path, message)
         self._refresh_marks()
-        if self._focus_pending is not None:
+        # The focus asked for before the form existed, unless the user has moved to another panel since (its
+        # pane is hidden then; the panel's next showing focuses it).
+        if self._focus_pending is not None and self.parent is not None and self.parent.display:
             self.focus_field(self._focus_pending)
 
     def focus_main(self) -> None:
