@@ -4,18 +4,23 @@
 CheckpointSaved. Stop sets ``control.should_training_stop``; pause blocks the worker in ``on_step_end``. A NaN or
 infinite loss fails the run with TrainingDiverged before the next log or checkpoint. Only floats and ints cross into
 events, and only the main process emits.
+
+A checkpoint carries the callback's own running state (``checkpoint_state``): the current epoch's loss sum, and
+whether the epoch ended at that step with its summary and evaluation still to do. The Trainer resumes a
+checkpoint taken at an epoch's last step by starting the next epoch (or ending the run), so that pending work is
+done here, when the resumed run begins.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine.checkpoint import latest_checkpoint
 from engine.errors import TrainingDiverged
 from engine.events import (
     CheckpointSaved,
@@ -28,6 +33,7 @@ from engine.events import (
     StepLogged,
     StopRequested,
 )
+from engine.faults import kill_point
 
 if TYPE_CHECKING:
     import torch
@@ -38,21 +44,8 @@ if TYPE_CHECKING:
 #: Builds the RunStarted event once the Trainer knows its step count: (total_steps, start_step) -> event.
 RunStartedFactory = Callable[[int, int], RunStarted]
 
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-#: Written last by ``Trainer._save_checkpoint``; a checkpoint without it was cut off mid-save.
-_TRAINER_STATE = "trainer_state.json"
-
-
-def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
-    """The newest complete Trainer ``checkpoint-N`` folder, or None."""
-    if not checkpoints_dir.is_dir():
-        return None
-    complete = [
-        (int(m.group(1)), p)
-        for p in checkpoints_dir.iterdir()
-        if (m := _CHECKPOINT.match(p.name)) and p.is_dir() and (p / _TRAINER_STATE).is_file()
-    ]
-    return max(complete)[1] if complete else None
+#: The callback's running state inside a Trainer checkpoint folder (the Trainer's own files hold the rest).
+STATE_FILE = "tunebench_state.json"
 
 
 def batches_before(global_step: int, batches_per_epoch: int | None, accumulation_steps: int) -> int:
@@ -114,6 +107,43 @@ class EventCallback:
         self._bad_value: torch.Tensor | None = None
         #: A masking collator with a ``position`` (engine.data.BatchSeededMasking), re-positioned on resume.
         self.seeded_masking: Any = None
+        #: Runs an evaluation (the trainer's ``evaluate``); None when the run has no eval set.
+        self.evaluate: Callable[[], Any] | None = None
+        self._updates_per_epoch: int | None = None
+        self._epoch_ended = False
+        #: What the checkpoint a run resumes from says of its epoch (see ``checkpoint_state``).
+        self._resumed: dict[str, Any] | None = None
+
+    # -- checkpoints ------------------------------------------------------------------------------------------
+    def checkpoint_state(self, state: TrainerState) -> dict[str, Any]:
+        """What a checkpoint taken now must hold beyond the Trainer's files, for an exact resume.
+
+        One device sync (the epoch's loss sum); checkpoints are rare.
+        """
+        at_epoch_end = bool(self._updates_per_epoch) and state.global_step % (self._updates_per_epoch or 1) == 0
+        return {
+            "step": state.global_step,
+            "epoch_loss_sum": self._epoch_loss.item() if self._epoch_loss is not None else None,
+            "epoch_steps": self._epoch_steps,
+            "epoch_seconds": time.perf_counter() - self._epoch_start,
+            "at_epoch_end": at_epoch_end,
+            "epoch_end_pending": at_epoch_end and not self._epoch_ended,
+            "last_metrics": dict(self.last_metrics),
+        }
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        """Continue from ``checkpoint_state``'s record, before the Trainer resumes from the same checkpoint."""
+        self._resumed = saved
+        self.last_metrics = {k: float(v) for k, v in saved.get("last_metrics", {}).items()}
+
+    def _take_epoch_sums(self, saved: dict[str, Any]) -> None:
+        import torch
+
+        loss_sum = saved.get("epoch_loss_sum")
+        # float32, as the sum was on the device: the next additions round exactly as in an uninterrupted run
+        self._epoch_loss = torch.tensor(loss_sum, dtype=torch.float32) if loss_sum is not None else None
+        self._epoch_steps = int(saved.get("epoch_steps", 0))
+        self._epoch_start = time.perf_counter() - float(saved.get("epoch_seconds", 0.0))
 
     # -- fed by the trainer -----------------------------------------------------------------------------------
     def record_loss(self, loss: torch.Tensor) -> None:
@@ -157,15 +187,26 @@ class EventCallback:
     ) -> None:
         self._start_step = self._window_step = self._step = state.global_step
         self._epoch_start = self._window_start = time.perf_counter()
+        dataloader = kwargs.get("train_dataloader")
+        per_epoch = len(dataloader) if dataloader is not None and hasattr(dataloader, "__len__") else None
+        if per_epoch:
+            self._updates_per_epoch = max(math.ceil(per_epoch / args.gradient_accumulation_steps), 1)
         if self.seeded_masking is not None:
             # The n-th batch's masks depend on n only: start where the checkpoint left off (0 for a fresh run).
-            dataloader = kwargs.get("train_dataloader")
-            per_epoch = len(dataloader) if dataloader is not None and hasattr(dataloader, "__len__") else None
             self.seeded_masking.position = batches_before(
                 state.global_step, per_epoch, args.gradient_accumulation_steps
             )
         if state.is_world_process_zero:
             self.emit(self.run_started(state.max_steps, state.global_step))
+        resumed = self._resumed
+        if resumed is not None and resumed.get("at_epoch_end"):
+            # The Trainer goes on with the next epoch (or ends): the resumed epoch's end is this run's to do.
+            self._resumed = None
+            if resumed.get("epoch_end_pending"):
+                self._take_epoch_sums(resumed)
+                self._end_epoch(args, state)
+                if self.evaluate is not None:
+                    self.evaluate()
 
     def on_epoch_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -173,6 +214,10 @@ class EventCallback:
         self._epoch_loss = None
         self._epoch_steps = 0
         self._epoch_start = time.perf_counter()
+        self._epoch_ended = False
+        if self._resumed is not None:  # the Trainer resumes inside this epoch: its sums so far go on
+            self._take_epoch_sums(self._resumed)
+            self._resumed = None
 
     def on_step_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -181,6 +226,7 @@ class EventCallback:
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         self._epoch_steps += 1
+        kill_point("step", state.global_step)
         if control.should_save or control.should_log:
             self._raise_if_diverged(args, state)  # before a NaN model is written as a checkpoint
         main = state.is_world_process_zero
@@ -249,6 +295,11 @@ class EventCallback:
             control.should_evaluate = False
             control.should_save = False
             return
+        kill_point("epoch-end", state.global_step)
+        self._end_epoch(args, state)
+
+    def _end_epoch(self, args: TrainingArguments, state: TrainerState) -> None:
+        self._epoch_ended = True
         self._raise_if_diverged(args, state)
         steps = max(self._epoch_steps, 1)
         train_loss = self._epoch_loss.item() / steps if self._epoch_loss is not None else math.nan

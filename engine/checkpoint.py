@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import DISK_ERRNOS, CheckpointError
+from engine.faults import kill_point
 
 if TYPE_CHECKING:
     import torch
@@ -140,6 +141,7 @@ def write_checkpoint(
         for f in tmp.iterdir():
             if f.is_file():
                 _fsync_path(f)
+        kill_point("checkpoint-write", step)
         marker = tmp / MARKER
         with open(marker, "w", encoding="utf-8") as fh:
             fh.write(json.dumps({"step": step}) + "\n")
@@ -150,6 +152,7 @@ def write_checkpoint(
             shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync_path(checkpoints_dir)
+        kill_point("checkpoint-renamed", step)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if exc.errno in DISK_ERRNOS:

@@ -36,6 +36,7 @@ from engine.events import (
     StepLogged,
     StopRequested,
 )
+from engine.faults import kill_point
 from engine.models import (
     check_vocab,
     count_parameters,
@@ -236,6 +237,7 @@ def evaluate(s: Setup, task: str, seed: int) -> dict[str, float]:
         torch.manual_seed(seed)
         for batch in s.eval_loader:
             out = model(**batch)
+            kill_point("evaluate")
             labels = batch["labels"]
             if task == "classification":
                 preds = out.logits.argmax(-1)
@@ -539,6 +541,7 @@ def _train(
                 window_loss.zero_()
                 window_batches = window_samples = 0
                 window_start = time.perf_counter()
+            kill_point("step", step)
             if control.pause.is_set():
                 paused_at = time.perf_counter()
                 say(Paused(step=step))
@@ -577,6 +580,7 @@ def _train(
                 break
         if status == "stopped":
             break
+        kill_point("epoch-end", step)
         _raise_if_diverged(acc, bad_step, bad_value, cfg, run_dir)
         train_time += time.perf_counter() - window_start
         train_loss = acc.reduce(epoch_loss, "mean").item() / max(batches_done, 1)

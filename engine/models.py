@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import ModelError
+from engine.faults import kill_point
 from engine.hub import hub_reachable
 
 if TYPE_CHECKING:
@@ -140,6 +141,7 @@ def load_model(
         raise _hub_failure(name_or_path, exc) from None
     finally:
         tf_log.removeFilter(_drop_load_report)
+    kill_point("model-load")
     mismatched = [k[0] if isinstance(k, tuple) else str(k) for k in info.get("mismatched_keys", [])]
     return LoadedModel(model, sorted(info.get("missing_keys", [])), sorted(mismatched))
 

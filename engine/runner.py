@@ -89,9 +89,12 @@ class _Summary:
         if isinstance(event, RunStarted):
             self.device, self.precision = event.device, event.precision
             self.step = event.start_step
-        elif isinstance(event, StepLogged):
-            self.step = event.step
+        elif isinstance(event, StepLogged | RunFinished):
+            self.step = event.step  # RunFinished: the last optimizer step, logged or not
         elif isinstance(event, Evaluated):
+            # A run resumed from a checkpoint taken before an evaluation that then happened evaluates again:
+            # the same step, the same result. It counts once.
+            self.evals = [e for e in self.evals if e.step != event.step]
             self.evals.append(event)
 
     def replay(self, history: list[Event]) -> None:

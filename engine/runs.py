@@ -22,6 +22,7 @@ from typing import Any
 from engine.config import RunConfig
 from engine.errors import RunFolderError
 from engine.events import Event, event_from_dict
+from engine.faults import kill_point
 
 CONFIG_FILE = "config.yaml"
 EVENTS_FILE = "events.jsonl"
@@ -154,6 +155,7 @@ class RunDir:
         return self.path.name
 
     def write_summary(self, summary: dict[str, Any]) -> None:
+        kill_point("summary-write")
         atomic_write_text(self.summary_path, json.dumps(summary, indent=2, allow_nan=True) + "\n")
 
     def read_summary(self) -> dict[str, Any] | None:
@@ -280,6 +282,7 @@ def save_dir_atomically(path: Path, write: Any) -> None:
             if f.is_file():
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
+        kill_point("model-save")
         old = path.with_name(f".{path.name}.old")
         if path.exists():
             os.replace(path, old)

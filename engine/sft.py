@@ -12,22 +12,31 @@ SFTTrainer is built for decoders. For an encoder it is made to train a real mask
 5. the n-th training batch is masked from (seed, n) alone (engine.data.BatchSeededMasking), so a resumed run
    masks exactly as an uninterrupted one; evaluation masks with its own fixed seed.
 
+Checkpoints are the Trainer's files written as the loop engine writes its own (engine.checkpoint): into a
+temporary folder, with the event callback's state beside them, marked complete, then renamed into place. So
+both engines have one rule for a complete checkpoint, and a kill mid-save never leaves one that looks whole.
+
 Causal LM keeps TRL's own SFT path: next-token loss, labels built from the tokenized text plus an EOS.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
+import os
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.callbacks import EventCallback, latest_checkpoint, new_event_callback
+from engine.callbacks import STATE_FILE, EventCallback, new_event_callback
+from engine.checkpoint import latest_checkpoint, remove_partial, write_checkpoint
 from engine.config import RunConfig
 from engine.control import RunControl
 from engine.data import BatchSeededMasking, PreparedData, build_collator, prepare
-from engine.errors import ModelError, OutOfMemory
+from engine.errors import CheckpointError, ModelError, OutOfMemory
 from engine.events import RunStarted, Status
+from engine.faults import kill_point
 from engine.loop import free_device_memory
 from engine.models import (
     count_parameters,
@@ -90,7 +99,7 @@ def sft_config(cfg: RunConfig, run_dir: RunDir, device: torch.device, precision:
         prediction_loss_only=True,  # never gather (batch x length x vocab) logits; metrics come from compute_loss
         save_strategy=t.save_strategy,
         save_steps=t.save_steps,
-        save_total_limit=t.save_total_limit,
+        save_total_limit=t.save_total_limit,  # applied by engine.checkpoint.write_checkpoint (see the trainer)
         max_length=cfg.data.max_length,
         dataset_text_field=cfg.data.text_field,
         # masked LM: tokenized by engine.data; TRL's preparation would add an EOS and a copy-the-input label
@@ -133,6 +142,37 @@ def _trainer_classes() -> tuple[type, type]:
         eval_collator: Any = None
         #: What the trainer was doing, for the out-of-memory message.
         stage: str = "training"
+        #: While a checkpoint is written: the temporary folder that stands in for the output folder.
+        staging: str | None = None
+
+        def _get_output_dir(self, trial: Any) -> str:
+            return self.staging or super()._get_output_dir(trial)
+
+        def _save_checkpoint(self, model: Any, trial: Any) -> None:
+            """The Trainer's checkpoint plus the callback's state, renamed into place only when complete."""
+            step = self.state.global_step
+
+            def stage_in(folder: Path) -> None:
+                self.staging = str(folder)
+                try:
+                    super(TunebenchSFTTrainer, self)._save_checkpoint(model, trial)
+                finally:
+                    self.staging = None
+                written = folder / f"checkpoint-{step}"  # the Trainer's own name under its output folder
+                for item in written.iterdir():
+                    os.replace(item, folder / item.name)
+                written.rmdir()
+                if self.events is not None:
+                    state = self.events.checkpoint_state(self.state)
+                    (folder / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+
+            if self.args.should_save:
+                write_checkpoint(Path(self.args.output_dir or "."), step, stage_in, keep=self.args.save_total_limit)
+            else:
+                # Another process of a multi-process run: the model and optimizer are rank 0's to write; what
+                # the Trainer writes here (this rank's RNG state) is not kept, so its resume reseeds this rank.
+                with tempfile.TemporaryDirectory() as scratch:
+                    stage_in(Path(scratch))
 
         def _send_telemetry(self) -> None:
             return  # a local workbench run reports nothing to the Hub
@@ -160,6 +200,7 @@ def _trainer_classes() -> tuple[type, type]:
             # MLM eval masks are random: fix them so epochs compare fairly, without touching the training RNG.
             devices = [self.args.device] if self.args.device.type == "cuda" else []
             self.stage = "evaluating"
+            kill_point("evaluate")
             with torch.random.fork_rng(devices=devices):
                 torch.manual_seed(self.eval_seed)
                 result: dict[str, float] = super().evaluate(*args, **kwargs)
@@ -268,6 +309,19 @@ def _oom_message(cfg: RunConfig, stage: str, step: int, detail: str) -> str:
     return f"out of memory on the accelerator {where}; {fix} ({detail})"
 
 
+def _callback_state(checkpoint: Path) -> dict[str, Any]:
+    try:
+        state = json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"checkpoint {checkpoint}: {STATE_FILE} is missing or unreadable ({exc}); delete that checkpoint "
+            "folder to resume from an older one"
+        ) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {checkpoint}: {STATE_FILE} holds no state; delete that checkpoint")
+    return state
+
+
 def run(cfg: RunConfig, emit: Emit, control: RunControl, run_dir: RunDir, *, resume: bool = False) -> Outcome:
     """Train ``cfg`` with SFTTrainer; see the run contract in ARCHITECTURE.md.
 
@@ -357,12 +411,19 @@ def run(cfg: RunConfig, emit: Emit, control: RunControl, run_dir: RunDir, *, res
     trainer.events = events
     trainer.eval_seed = t.seed
     trainer.eval_collator = eval_collator
+    if evals is not None:
+        events.evaluate = trainer.evaluate
 
     checkpoint = None
     if resume:
+        if trainer.is_world_process_zero():
+            remove_partial(run_dir.checkpoints_dir)
+        trainer.accelerator.wait_for_everyone()
         checkpoint = latest_checkpoint(run_dir.checkpoints_dir)
         if checkpoint is None:
-            log.warning("no complete checkpoint in %s; training from the start", run_dir.checkpoints_dir)
+            log.warning("no complete checkpoint in %s; the run starts over from step 0", run_dir.checkpoints_dir)
+        else:
+            events.restore(_callback_state(checkpoint))
 
     # 4. train
     emit(Status("training", f"resuming from {checkpoint.name}" if checkpoint else ""))

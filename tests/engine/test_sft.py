@@ -266,7 +266,7 @@ def test_loop_trains_masked_lm_through_the_same_masking_collator(
 def test_stop_ends_an_sft_run_with_a_checkpoint_and_the_model_and_it_resumes_to_the_end(
     make_config: Callable[..., Any],
 ) -> None:
-    from engine.sft import latest_checkpoint
+    from engine.checkpoint import latest_checkpoint
 
     cfg = mlm_config(make_config, train={"num_train_epochs": 2})  # save_strategy: no
     runner = Runner(cfg)
@@ -290,7 +290,7 @@ def test_stop_ends_an_sft_run_with_a_checkpoint_and_the_model_and_it_resumes_to_
     assert (stopped.run_dir / "model" / "config.json").is_file()
 
     checkpoints = stopped.run_dir / "checkpoints"
-    (checkpoints / "checkpoint-9").mkdir()  # cut off mid-save: no trainer state, so never resumed from
+    (checkpoints / "checkpoint-9").mkdir()  # cut off mid-save: no completion marker, so never resumed from
     assert latest_checkpoint(checkpoints) == checkpoints / "checkpoint-3"
     more: list[Any] = []
     resumed = Runner.from_run_dir(stopped.run_dir, subscribers=[more.append]).run()

@@ -53,7 +53,7 @@ def test_sft_nan_loss_fails_the_run_naming_the_step_and_keeps_the_last_good_chec
 ) -> None:
     import torch
 
-    from engine.callbacks import latest_checkpoint
+    from engine.checkpoint import latest_checkpoint
 
     def poison(call: int, kwargs: dict[str, Any]) -> None:
         if call >= 4:  # from step 4 on, the embeddings (and so the loss) are NaN
