@@ -68,6 +68,18 @@ class LogMessage(Event):
 
 
 @dataclass(frozen=True)
+class StepDone(Event):
+    """An optimizer step is done: every step, for progress; its loss comes with StepLogged at logging steps.
+
+    Progress only: not kept in ``events.jsonl`` (StepLogged, checkpoints and RunFinished hold the history).
+    """
+
+    can_replace: ClassVar[bool] = True
+    step: int
+    total_steps: int
+
+
+@dataclass(frozen=True)
 class StepLogged(Event):
     can_replace: ClassVar[bool] = True
     step: int
@@ -151,6 +163,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RunStarted,
         Status,
         LogMessage,
+        StepDone,
         StepLogged,
         EpochEnded,
         Evaluated,
@@ -163,6 +176,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
     )
 }
 TERMINAL = (RunFinished, RunFailed)
+#: Emitted for progress only, never written to ``events.jsonl``.
+EPHEMERAL = (StepDone,)
 
 
 def event_from_dict(data: dict[str, Any]) -> Event:

@@ -24,6 +24,7 @@ from engine.config import RunConfig, load_config
 from engine.control import RunControl
 from engine.errors import DISK_ERRNOS, RunFolderError, UserError
 from engine.events import (
+    EPHEMERAL,
     Emit,
     Evaluated,
     Event,
@@ -271,7 +272,8 @@ class Runner:
                 if resuming:
                     summary.resumed_at(event.start_step)
             summary.see(event)
-            if not isinstance(event, LogMessage) or event.level in ("warning", "error", "critical"):
+            kept = not isinstance(event, LogMessage) or event.level in ("warning", "error", "critical")
+            if kept and not isinstance(event, EPHEMERAL):
                 event_log.write(event)
             self._fan_out(event)
 
