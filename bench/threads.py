@@ -22,7 +22,7 @@ Each setting runs with the training in a worker thread of this process ("thread"
 UI over headless throughput with the training in a child process, as the workbench runs it: the median over
 the three pairs of trials (run back to back, in alternating order), at the thread count of a run started
 from the workbench with ``train.torch_threads`` null (every core but one,
-``tui.bridge.leave_a_core_for_the_ui``).
+``tui.bridge.torch_threads_beside_the_ui``).
 
     python bench/threads.py            # ~2 minutes on 2 CPU cores
     python bench/threads.py --smoke
@@ -193,16 +193,10 @@ def trial(model_dir: Path, data: list[dict[str, Any]], threads: int, ui_rate: fl
 
 
 def engine_default_threads() -> int:
-    """The thread count a workbench run trains with when ``train.torch_threads`` is null (on a fresh thread,
-    as the engine's worker is)."""
-    import torch
+    """The thread count a workbench run trains with when ``train.torch_threads`` is null."""
+    from tui.bridge import torch_threads_beside_the_ui
 
-    from engine.models import set_torch_threads
-    from tui.bridge import leave_a_core_for_the_ui
-
-    leave_a_core_for_the_ui()
-    set_torch_threads(None)
-    return int(torch.get_num_threads())
+    return torch_threads_beside_the_ui()
 
 
 def main() -> None:

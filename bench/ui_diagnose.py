@@ -77,7 +77,7 @@ async def diagnose(cfg: Any, config_path: Path) -> tuple[KeyTimes, dict[str, GcL
             await key_round(app, probe, KeyTimes(), training=False)  # first visits, then again; not counted
         idle_gc.recording = False
         await pilot.press("s")
-        await app.wait_for_state("training", "failed", "finished")
+        await app.controller.wait_for("training", "failed", "finished")
         recomposed.clear()
         handled.clear()
         gc_log.recording = True
@@ -85,9 +85,9 @@ async def diagnose(cfg: Any, config_path: Path) -> tuple[KeyTimes, dict[str, GcL
         gc_log.recording = False
         in_round = Counter(handled)  # not the run's end and the app's shutdown that follow
         end_gc.recording = True  # the app collects once when a run ends (tui/heap.py)
-        if app.run_state == "training":
+        if app.controller.state == "training":
             await pilot.press("x")
-        await app.wait_for_state("finished", "failed")
+        await app.controller.wait_for("finished", "stopped", "failed")
         if app.train_worker is not None:
             with contextlib.suppress(Exception):  # the worker's own failure is the run's, reported elsewhere
                 await app.train_worker.wait()

@@ -144,7 +144,7 @@ async def key_round(app: Any, probe: FrameProbe, into: KeyTimes, training: bool)
     from textual.widgets import Input
 
     def counts() -> bool:
-        return not training or app.run_state == "training"
+        return not training or app.controller.state == "training"
 
     for key, panel in PANEL_KEYS:
         counted = counts()
@@ -209,7 +209,7 @@ async def drive_app(cfg: Any, config_path: Path, rounds: int, steps: int) -> UiR
             await key_round(app, probe, phase, training=False)
             lag.recording = False
         await pilot.press("s")
-        await app.wait_for_state("training", "failed", "finished")
+        await app.controller.wait_for("training", "failed", "finished")
         lag.lags_ms = result.training.lag_ms
         lag.recording = True
         train_cpu, train_wall, wakeups = time.thread_time(), time.perf_counter(), count_wakeups()
@@ -218,7 +218,7 @@ async def drive_app(cfg: Any, config_path: Path, rounds: int, steps: int) -> UiR
         # then the user watches the Train panel (chart, progress, epochs) up to the last counted step
         training_wakeups = wakeups()
         cpu, wall, watch_start, wakeups = time.thread_time(), time.perf_counter(), time.time(), count_wakeups()
-        while app.run_state == "training" and last_step(app) < steps:
+        while app.controller.state == "training" and last_step(app) < steps:
             await asyncio.sleep(0.5)  # steps reach the panel twice a second: a faster poll only wakes the loop
         watched_wakeups = wakeups()
         watched = time.perf_counter() - wall
@@ -228,21 +228,31 @@ async def drive_app(cfg: Any, config_path: Path, rounds: int, steps: int) -> UiR
         train_wall = time.perf_counter() - train_wall
         result.ui_cpu_training = (time.thread_time() - train_cpu) / train_wall
         result.wakeups_training = (training_wakeups + watched_wakeups) / train_wall
-        if app.run_state == "training":
+        if app.controller.state == "training":
             await pilot.press("x")  # stop: enough steps measured; the run saves and ends
-        state = await app.wait_for_state("finished", "failed")
+        state = await app.controller.wait_for("finished", "stopped", "failed")
         lag.recording = False
         await lag.stop()
         result.frames = probe.frames
-        if state != "finished":
+        if state == "failed":
             raise RuntimeError(f"the run under the UI ended {state}: {app.train_panel.error}")
-        assert app.run_dir is not None
-        events = read_events(Path(app.run_dir) / "events.jsonl")
+        assert app.controller.run_dir is not None
+        events = read_events(Path(app.controller.run_dir) / "events.jsonl")
         result.samples_per_second = step_throughput(events, steps)  # the steps the headless runs take
         watched_steps = [e for e in events if type(e).__name__ == "StepLogged" and e.time >= watch_start]
         if len(watched_steps) > 2:
             result.samples_per_second_watching = step_throughput(watched_steps, steps)
     return result
+
+
+def with_workbench_threads(cfg: Any) -> Any:
+    """``cfg`` with the torch threads a workbench run of it trains with."""
+    import dataclasses
+
+    from tui.bridge import torch_threads_beside_the_ui
+
+    threads = cfg.train.torch_threads or torch_threads_beside_the_ui()
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, torch_threads=threads))
 
 
 async def headless(cfg: Any, steps: int) -> float:
@@ -303,8 +313,8 @@ def main() -> None:
             ui_runs.append(
                 asyncio.run(drive_app(cfg, config_path, rounds=1 if args.smoke else args.rounds, steps=steps))
             )
-            # the same run without the UI, with the same torch threads (the workbench set them for its runs)
-            headless_speeds.append(asyncio.run(headless(cfg, steps)))
+            # the same run without the UI, with the torch threads the workbench gives its runs
+            headless_speeds.append(asyncio.run(headless(with_workbench_threads(cfg), steps)))
         if not args.smoke and cfg.train.torch_threads is None:  # what the headless CLI would use on its own
             every_core = asyncio.run(
                 headless(run_config(model_dir, tmp / "runs", False, os.cpu_count() or 1), EVERY_CORE_STEPS)
@@ -349,8 +359,8 @@ def main() -> None:
             ["headless", " ".join(f"{s:.1f}" for s in headless_speeds), head_speed],
         ],
     )
-    chosen = os.environ.get("TUNEBENCH_TORCH_THREADS", "unset")
-    print(f"torch threads in both kinds of run: TUNEBENCH_TORCH_THREADS={chosen} ({os.cpu_count()} cores)")
+    chosen = with_workbench_threads(cfg).train.torch_threads
+    print(f"torch threads in both kinds of run: {chosen} ({os.cpu_count()} cores)")
     if every_core == every_core:
         print(
             f"headless with one torch thread per core (the CLI's default; {EVERY_CORE_STEPS} steps): {every_core:.1f} "

@@ -1,17 +1,19 @@
 """A run in a child process: the same events, control and result as ``Runner``, in an interpreter of its own.
 
 A run in a thread shares the interpreter lock with whatever else the process does: the workbench's UI thread
-then takes training time whenever it draws (about 40 ms of Python for each panel switch on a 2-core VM, and
-the training thread waits for it; see BENCHMARKS.md). ``ChildRun`` runs the ``Runner`` in a child Python
-instead; the parent reads the events the child writes and calls its subscribers, on the thread that called
-``run()``.
+then takes training time whenever it draws (BENCHMARKS.md has what a panel switch cost the training thread).
+``ChildRun`` runs the ``Runner`` in a child Python instead; the parent reads the events the child writes and
+calls its subscribers, on the thread that called ``run()``.
 
 The channel is line-based JSON: the child writes each event's ``to_dict()`` (what ``events.jsonl`` holds) and,
 last, the run's result on its original stdout (its own prints and library output go to its stderr);
 the parent writes ``pause``, ``resume`` and ``stop`` to the child's stdin. The end of the child's stdin means
 the parent is gone: the run stops at the next step and saves, as it would on ``stop``.
 
-    python -m engine.child CONFIG_YAML_TEXT        # or: python -m engine.child --resume RUN_DIR
+    python -m engine.child [--torch-threads N] CONFIG_YAML_TEXT     # or: ... --resume RUN_DIR
+
+``--torch-threads N`` applies where the config leaves ``train.torch_threads`` null (the workbench leaves the UI
+a core of its own).
 """
 
 from __future__ import annotations
@@ -43,10 +45,17 @@ class ChildRun:
     """Runs ``cfg`` (or continues ``resume_dir``) in a child process; ``run()`` blocks until it has ended."""
 
     def __init__(
-        self, cfg: RunConfig, *, subscribers: list[Emit] | tuple[Emit, ...] = (), resume_dir: Path | None = None
+        self,
+        cfg: RunConfig,
+        *,
+        subscribers: list[Emit] | tuple[Emit, ...] = (),
+        resume_dir: Path | None = None,
+        torch_threads: int | None = None,
     ) -> None:
         self.cfg = cfg
         self.resume_dir = resume_dir
+        #: Torch threads for a config that leaves ``train.torch_threads`` null.
+        self.torch_threads = torch_threads
         self._subscribers = list(subscribers)
         self._lock = threading.Lock()
         self._process: subprocess.Popen[str] | None = None
@@ -54,10 +63,14 @@ class ChildRun:
         self._pending: list[str] = []
 
     @classmethod
-    def from_run_dir(cls, path: str | Path, *, subscribers: list[Emit] | tuple[Emit, ...] = ()) -> ChildRun:
+    def from_run_dir(
+        cls, path: str | Path, *, subscribers: list[Emit] | tuple[Emit, ...] = (), torch_threads: int | None = None
+    ) -> ChildRun:
         """Continue the stopped, failed or killed run in ``path``; raises UserError at once if it cannot be."""
         run = open_run_dir(path)
-        return cls(load_config(run.config_path), subscribers=subscribers, resume_dir=run.path)
+        return cls(
+            load_config(run.config_path), subscribers=subscribers, resume_dir=run.path, torch_threads=torch_threads
+        )
 
     @property
     def pid(self) -> int | None:
@@ -89,7 +102,8 @@ class ChildRun:
     # -- the run ----------------------------------------------------------------------------------------------
     def run(self) -> RunResult:
         """Start the child, pass each of its events to the subscribers, and return its result."""
-        args = ["--resume", str(self.resume_dir)] if self.resume_dir is not None else [self.cfg.to_yaml()]
+        args = ["--torch-threads", str(self.torch_threads)] if self.torch_threads else []
+        args += ["--resume", str(self.resume_dir)] if self.resume_dir is not None else [self.cfg.to_yaml()]
         process = subprocess.Popen(
             [sys.executable, "-m", "engine.child", *args],
             stdin=subprocess.PIPE,
@@ -188,11 +202,18 @@ def child_main(argv: list[str]) -> int:
     def emit(event: Event) -> None:
         send(event.to_dict())
 
+    threads = None
+    if argv[:1] == ["--torch-threads"]:
+        threads, argv = int(argv[1]), argv[2:]
     try:
         if argv[:1] == ["--resume"]:
             runner = Runner.from_run_dir(argv[1], subscribers=[emit])
         else:
             runner = Runner(from_dict(parse_yaml(argv[0])), subscribers=[emit])
+        if threads and runner.cfg.train.torch_threads is None:
+            import torch  # this process is for training: torch loads now or a moment later, with the engine
+
+            torch.set_num_threads(threads)  # a null train.torch_threads leaves torch's setting as it is
     except UserError as exc:  # the run folder was taken or finished since the parent checked it
         emit(RunFailed(error=str(exc), user_error=True))
         result = RunResult("failed", None, error=str(exc), user_error=True)

@@ -4,6 +4,9 @@ The CLI, the TUI and the tests all drive runs through this class::
 
     runner = Runner(cfg, subscribers=[events.append])
     runner.start(); runner.pause(); runner.resume(); runner.stop(); result = runner.join()
+
+``RunHandle`` is what a front needs of a run: ``Runner`` (this process) and ``engine.child.ChildRun`` (a child
+process) both are one.
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib
-import inspect
 import logging
 import threading
 import time
@@ -51,9 +53,11 @@ class Outcome:
 
 
 class EnginePath(Protocol):
-    """``run(cfg, emit, control, run_dir)``; engines that can continue a run also take ``resume=True``."""
+    """An engine's ``run``: trains ``cfg`` in ``run_dir``, or continues it from its latest checkpoint (resume)."""
 
-    def __call__(self, cfg: RunConfig, emit: Emit, control: RunControl, run_dir: RunDir) -> Outcome: ...
+    def __call__(
+        self, cfg: RunConfig, emit: Emit, control: RunControl, run_dir: RunDir, *, resume: bool = False
+    ) -> Outcome: ...
 
 
 ENGINES = {"loop": "engine.loop", "sft": "engine.sft"}
@@ -73,6 +77,18 @@ class RunResult:
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     user_error: bool = False
+
+
+class RunHandle(Protocol):
+    """A run a front starts and controls: ``run()`` blocks until it has ended; the rest may come from any thread."""
+
+    #: The config the run trains (a resumed run's is the one saved in its folder).
+    cfg: RunConfig
+
+    def run(self) -> RunResult: ...
+    def pause(self) -> None: ...
+    def resume(self) -> None: ...
+    def stop(self) -> None: ...
 
 
 class _Summary:
@@ -284,10 +300,7 @@ class Runner:
         try:
             with capture_library_logs(emit, run_dir.log_path):
                 engine = engine_path(self.cfg.engine)
-                if resuming:
-                    outcome = _call_resume(engine, self.cfg, emit, self.control, run_dir)
-                else:
-                    outcome = engine(self.cfg, emit, self.control, run_dir)
+                outcome = engine(self.cfg, emit, self.control, run_dir, resume=resuming)
             emit(
                 RunFinished(
                     status=outcome.status,
@@ -344,10 +357,3 @@ class Runner:
         with contextlib.suppress(OSError):  # the disk may be what failed; the event carries the message
             run_dir.write_summary(summary.as_dict("failed", message))
         self.result = RunResult("failed", run_dir.path, error=message, user_error=user_error)
-
-
-def _call_resume(engine: EnginePath, cfg: RunConfig, emit: Emit, control: RunControl, run_dir: RunDir) -> Outcome:
-    if "resume" not in inspect.signature(engine).parameters:
-        raise RunFolderError(f'engine "{cfg.engine}" cannot resume a run yet; start a new run instead')
-    outcome: Outcome = engine(cfg, emit, control, run_dir, resume=True)  # type: ignore[call-arg]
-    return outcome

@@ -34,13 +34,9 @@ from textual.worker import Worker, WorkerFailed, WorkerState
 from engine.config import RunConfig, load_config
 from engine.errors import ConfigError, UserError
 from engine.events import (
-    Paused,
-    Resumed,
     RunFailed,
     RunFinished,
     RunStarted,
-    Status,
-    StopRequested,
 )
 from tui import heap
 from tui.bridge import (
@@ -50,14 +46,13 @@ from tui.bridge import (
     LibraryLog,
     LogBridge,
     ResumeFactory,
-    RunHandle,
     RunHistory,
     RunnerFactory,
     StepsLogged,
     engine_resumer,
     engine_runner,
 )
-from tui.formats import ACTIVE_STATES, STATE_MARKS, fmt_duration
+from tui.controller import RunController, RunState
 from tui.panels import PANELS
 from tui.widgets.fixed_text import FixedText
 from tui.widgets.footer import WorkbenchFooter
@@ -66,6 +61,7 @@ from tui.widgets.panel_tabs import PanelTabs
 if TYPE_CHECKING:  # each panel's module is imported when the panel is mounted (see WorkbenchApp.panel_widget)
     from textual.pilot import Pilot
 
+    from engine.runner import RunHandle
     from tui.panels.config import ConfigPanel
     from tui.panels.data import DataPanel
     from tui.panels.predict import Backend, PredictPanel
@@ -123,18 +119,12 @@ class WorkbenchApp(App[int]):
         self.initial_panel = initial_panel
         #: Set once the first frame is on screen (Textual's Ready event; start-up benchmarks wait on it).
         self.ready = threading.Event()
-        self.run_state = "idle"
-        self.run_detail = ""
-        self.runner: RunHandle | None = None
-        self.bridge: EventBridge | None = None
+        self.controller = RunController(self._run_changed)
         self.train_worker: Worker[Any] | None = None
-        self.run_dir: str | None = None
         self.quitting = False
         self._run_done = threading.Event()
         self._run_done.set()
-        self._pause_requested = False
         self._log_handler: LogBridge | None = None
-        self._state_waiters: list[tuple[frozenset[str], asyncio.Future[str]]] = []
         self.quit_worker: Worker[None] | None = None
         self._steps_shown_at = 0.0
         self._steps_timer: Timer | None = None
@@ -251,8 +241,8 @@ class WorkbenchApp(App[int]):
 
     def on_unmount(self) -> None:
         # Quitting does not stop a thread worker; stop the run and wait for it to save, so no thread is left.
-        if self.runner is not None and not self._run_done.is_set():
-            self.runner.stop()
+        if self.controller.handle is not None and not self._run_done.is_set():
+            self.controller.handle.stop()
             self._run_done.wait(timeout=120)
         if self._log_handler is not None:
             logging.getLogger().removeHandler(self._log_handler)
@@ -304,20 +294,15 @@ class WorkbenchApp(App[int]):
             self.runs_panel.refresh_runs()
 
     # -- keys -----------------------------------------------------------------------------------------------
-    @property
-    def run_active(self) -> bool:
-        return self.run_state in ACTIVE_STATES
-
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """s shows on the Train panel; space and x wherever a run is active (greyed on Train when idle)."""
         on_train = self.active_panel == "train"
         if action == "start":
             if not on_train:
                 return False
-            return None if self.run_active else True
+            return None if self.controller.active else True
         if action in ("toggle_pause", "stop"):
-            usable = self.run_active and self.run_state != "stopping"
-            if usable:
+            if self.controller.controllable:
                 return True
             return None if on_train else False
         return True
@@ -454,7 +439,7 @@ class WorkbenchApp(App[int]):
 
     # -- the run --------------------------------------------------------------------------------------------
     def action_start(self) -> None:
-        if self.run_active:
+        if self.controller.active:
             self.notify("a run is already in progress; x stops it", severity="warning")
             return
         panel = self.config_panel
@@ -469,7 +454,7 @@ class WorkbenchApp(App[int]):
 
     def resume_run(self, run_dir: Path) -> None:
         """Continue a stopped, failed or killed run in its own folder, streaming to the Train panel."""
-        if self.run_active:
+        if self.controller.active:
             self.notify(f"a run is already in progress; stop it (x) before resuming {run_dir.name}", severity="warning")
             return
         bridge = EventBridge(self.post_message)
@@ -485,12 +470,8 @@ class WorkbenchApp(App[int]):
 
         ``resumed`` is the folder of a resumed run: its earlier events are read in the worker and posted first.
         """
-        self.bridge = bridge
-        self.runner = runner
-        self.run_dir = None
-        self._pause_requested = False
         self.train_panel.reset(runner.cfg, f"resuming {resumed.name}" if resumed else "new run")
-        self._set_state("loading", detail)
+        self.controller.begin(runner, bridge, detail)
         if self.active_panel != "train":
             self.action_show_panel("train")
         done = self._run_done = threading.Event()
@@ -511,26 +492,13 @@ class WorkbenchApp(App[int]):
         )
 
     def action_toggle_pause(self) -> None:
-        if self.runner is None or not self.run_active or self.run_state == "stopping":
-            return
-        if self.run_state == "paused" or self._pause_requested:
-            self._pause_requested = False
-            self.runner.resume()
-            if self.run_state != "paused":
-                self._set_state(self.run_state, "")
-        else:
-            self._pause_requested = True
-            self.runner.pause()
-            self._set_state(self.run_state, "pausing at the next step")
+        self.controller.toggle_pause()
 
     def action_stop(self) -> None:
-        if self.runner is None or not self.run_active or self.run_state == "stopping":
-            return
-        self.runner.stop()
-        self._set_state("stopping", "saving at the next step")
+        self.controller.stop()
 
     async def action_quit(self) -> None:
-        if not self.run_active:
+        if not self.controller.active:
             self.exit(0)
             return
         if self.quitting:
@@ -543,13 +511,11 @@ class WorkbenchApp(App[int]):
     def _on_quit_answer(self, stop: bool | None) -> None:
         if not stop:
             return
-        if not self.run_active:
+        if not self.controller.active:
             self.exit(0)
             return
         self.quitting = True
-        if self.runner is not None:
-            self.runner.stop()
-        self._set_state("stopping", "saving, then quitting")
+        self.controller.stop("saving, then quitting")
         self.quit_worker = self.run_worker(self._exit_after_run(), group="quit", exclusive=True, exit_on_error=False)
 
     async def _exit_after_run(self) -> None:
@@ -558,32 +524,18 @@ class WorkbenchApp(App[int]):
                 await self.train_worker.wait()
         self.exit(0)
 
-    def _set_state(self, state: str, detail: str = "") -> None:
-        self.run_state = state
-        self.run_detail = detail
-        self.train_panel.set_state(state, detail)
+    def _run_changed(self) -> None:
+        """The controller's state or detail changed: the Train panel, the run bars and the footer follow."""
+        self.train_panel.set_state(self.controller.state, self.controller.detail)
         self._render_run_bar()
         self.refresh_bindings()
-        for waiter in [w for w in self._state_waiters if state in w[0]]:
-            self._state_waiters.remove(waiter)
-            if not waiter[1].done():
-                waiter[1].set_result(state)
-
-    async def wait_for_state(self, *states: str) -> str:
-        """Wait (on the app's loop) until the run reaches one of ``states``; for tests and benchmarks."""
-        if self.run_state in states:
-            return self.run_state
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._state_waiters.append((frozenset(states), future))
-        return await future
 
     @on(StepsLogged)
     def _on_steps(self, message: StepsLogged) -> None:
-        if message.bridge is not self.bridge:
+        if message.bridge is not self.controller.bridge:
             message.bridge.take_steps()  # a previous run's last steps
             return
-        if self.run_state == "loading":
-            self._set_state("training")
+        self.controller.steps_arrived()
         wait = self._steps_shown_at + STEP_REFRESH_SECONDS - time.monotonic()
         if wait <= 0:
             self._show_steps()
@@ -596,51 +548,34 @@ class WorkbenchApp(App[int]):
             self._steps_timer.stop()
             self._steps_timer = None
         self._steps_shown_at = time.monotonic()
-        if self.bridge is None:
+        if self.controller.bridge is None:
             return
-        steps = self.bridge.take_steps()
+        steps = self.controller.bridge.take_steps()
         if steps:
             self.train_panel.add_steps(steps)
             self._render_run_bar()
 
     @on(RunHistory)
     def _on_history(self, message: RunHistory) -> None:
-        if message.bridge is self.bridge:
+        if message.bridge is self.controller.bridge:
             self.train_panel.set_history(message.events)
 
     @on(EngineEvent)
     def _on_engine_event(self, message: EngineEvent) -> None:
         event = message.event
-        if message.bridge is not self.bridge:
+        if message.bridge is not self.controller.bridge:
             return
         self._show_steps()  # the steps before this event first, in order
         self.train_panel.handle(event)
+        self.controller.take(event)
         if isinstance(event, RunStarted):
             heap.freeze()  # the modules imported to start the run stay as long as the workbench
-            self.run_dir = event.run_dir
-            if self.run_state == "loading":
-                self._set_state("training", "pausing at the next step" if self._pause_requested else "")
-        elif isinstance(event, Status) and self.run_state == "loading":
-            self._set_state("loading", f"{event.stage} {event.detail}".strip())
-        elif isinstance(event, Paused):
-            self._pause_requested = False
-            if self.run_state != "stopping":
-                self._set_state("paused", f"at step {event.step}; space resumes")
-        elif isinstance(event, Resumed):
-            if self.run_state != "stopping":
-                self._set_state("training")
-        elif isinstance(event, StopRequested):
-            self._set_state("stopping", f"at step {event.step}; saving")
         elif isinstance(event, RunFinished):
-            how = "stopped" if event.status == "stopped" else "done"
-            self._set_state("finished", f"{how} at step {event.step} in {fmt_duration(event.duration_seconds)}")
-            if event.model_dir and self.run_dir:
-                self.predict_panel.set_tuned(self.run_dir, "this session's run")
-            self.runs_panel.refresh_runs()
-            self.notify(f"run {how}: {Path(self.run_dir or '').name}", title="training")
+            run_dir = self.controller.run_dir
+            if event.model_dir and run_dir:
+                self.predict_panel.set_tuned(run_dir, "this session's run")
+            self.notify(f"run {event.status}: {Path(run_dir or '').name}", title="training")
         elif isinstance(event, RunFailed):
-            self._set_state("failed", "see the message above the chart")
-            self.runs_panel.refresh_runs()
             self.notify(event.error, title="the run failed", severity="error", timeout=10)
 
     @on(LibraryLog)
@@ -649,33 +584,25 @@ class WorkbenchApp(App[int]):
 
     @on(Worker.StateChanged)
     def _on_worker(self, event: Worker.StateChanged) -> None:
-        if event.worker is not self.train_worker:
+        if event.worker is not self.train_worker or not event.worker.is_finished:
             return
-        if event.worker.is_finished and self.screen_stack and self.workbench.query("#runs-panel"):
+        if self.screen_stack and self.workbench.query("#runs-panel"):
             self.runs_panel.refresh_runs()  # the summary is written after the last event: list the final status
-        if event.state == WorkerState.ERROR and self.run_active:
-            # Runner.run reports run failures as events; reaching here is a bug outside it.
+        if event.state == WorkerState.ERROR and self.controller.active:
+            # A run reports its own end as an event; a worker that raised is a bug outside the run.
             assert event.worker.error is not None
             from tui.panels.data import describe_failure
 
             message, tb = describe_failure(event.worker.error)
             self.train_panel.show_failure(message, tb)
-            self._set_state("failed", "internal error")
-        elif event.state == WorkerState.SUCCESS and self.run_active:
-            result = event.worker.result
-            status = getattr(result, "status", "finished")
-            if status == "failed":
-                self.train_panel.show_failure(getattr(result, "error", None) or "the run failed")
-                self._set_state("failed")
-            else:
-                self._set_state("finished", str(status))
+            self.controller.crashed()
 
     def _render_run_bar(self) -> None:
-        mark = STATE_MARKS.get(self.run_state, "?")
-        text = f"{mark} {self.run_state}"
-        if self.run_detail:
-            text += f" ({self.run_detail})"
-        if self.run_active or self.run_state in ("finished", "failed"):
+        state = self.controller.state
+        text = f"{state.mark} {state}"
+        if self.controller.detail:
+            text += f" ({self.controller.detail})"
+        if state is not RunState.IDLE:
             text += " · " + self.train_panel.progress_text()
         else:
             text += " · s on the Train panel (F4) starts a run"

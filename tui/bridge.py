@@ -14,15 +14,15 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from textual.message import Message
 
 from engine.config import RunConfig
-from engine.events import Emit, Event, LogMessage, StepLogged
+from engine.events import Emit, Event, LogMessage, StepDone, StepLogged
 
 if TYPE_CHECKING:
-    from engine.runner import RunResult
+    from engine.runner import RunHandle
 
 Post = Callable[[Message], object]
 
@@ -74,10 +74,10 @@ class EventBridge:
     def __init__(self, post: Post) -> None:
         self._post = post
         self._lock = threading.Lock()
-        self._steps: list[StepLogged] = []
+        self._steps: list[StepLogged | StepDone] = []
 
     def __call__(self, event: Event) -> None:
-        if isinstance(event, StepLogged):
+        if isinstance(event, StepLogged | StepDone):
             # The app shows steps at a capped rate and takes them all at once: while some wait, a message is
             # already on its way, and waking the UI thread again would only cost it (and a core) for nothing.
             with self._lock:
@@ -88,35 +88,23 @@ class EventBridge:
         else:
             self._post(EngineEvent(self, event))
 
-    def take_steps(self) -> list[StepLogged]:
+    def take_steps(self) -> list[StepLogged | StepDone]:
         """Every step event since the last call, oldest first (UI thread)."""
         with self._lock:
             steps, self._steps = self._steps, []
         return steps
 
 
-class RunHandle(Protocol):
-    """What the app needs from a run: ``Runner`` and ``ChildRun`` are two; tests pass fakes."""
-
-    #: The config the run trains (a resumed run's is the one saved in its folder).
-    cfg: RunConfig
-
-    def run(self) -> RunResult: ...
-    def pause(self) -> None: ...
-    def resume(self) -> None: ...
-    def stop(self) -> None: ...
-
-
-RunnerFactory = Callable[[RunConfig, list[Emit]], RunHandle]
+RunnerFactory = Callable[[RunConfig, list[Emit]], "RunHandle"]
 #: Continues the run in a folder; raises ``engine.errors.UserError`` when that run cannot be resumed.
-ResumeFactory = Callable[[Path, list[Emit]], RunHandle]
+ResumeFactory = Callable[[Path, list[Emit]], "RunHandle"]
 
 
-def leave_a_core_for_the_ui() -> None:
-    """Runs started from the workbench whose ``train.torch_threads`` is null use every core but one: the UI
-    shares the process, and torch's OpenMP team on every core stalls whenever the UI thread runs (see
-    BENCHMARKS.md). ``TUNEBENCH_TORCH_THREADS``, when set, still decides."""
-    os.environ.setdefault("TUNEBENCH_TORCH_THREADS", str(max(1, (os.cpu_count() or 1) - 1)))
+def torch_threads_beside_the_ui() -> int:
+    """Torch threads for a run started from the workbench whose ``train.torch_threads`` is null: every core but
+    one, which stays the UI's (with a torch thread on every core, the UI thread's turns stall the training
+    threads' OpenMP team; BENCHMARKS.md, threads.py, has the measurement)."""
+    return max(1, (os.cpu_count() or 1) - 1)
 
 
 def engine_runner(cfg: RunConfig, subscribers: list[Emit]) -> RunHandle:
@@ -124,16 +112,14 @@ def engine_runner(cfg: RunConfig, subscribers: list[Emit]) -> RunHandle:
     a run in a thread of the app would wait for the UI thread's Python whenever it draws."""
     from engine.child import ChildRun  # imported with the first run, not before the first frame
 
-    leave_a_core_for_the_ui()
-    return ChildRun(cfg, subscribers=subscribers)
+    return ChildRun(cfg, subscribers=subscribers, torch_threads=torch_threads_beside_the_ui())
 
 
 def engine_resumer(run_dir: Path, subscribers: list[Emit]) -> RunHandle:
     """The real engine continuing a stopped, failed or killed run in its own folder (in a child process)."""
     from engine.child import ChildRun
 
-    leave_a_core_for_the_ui()
-    return ChildRun.from_run_dir(run_dir, subscribers=subscribers)
+    return ChildRun.from_run_dir(run_dir, subscribers=subscribers, torch_threads=torch_threads_beside_the_ui())
 
 
 class LogBridge(logging.Handler):

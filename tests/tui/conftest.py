@@ -119,9 +119,11 @@ async def until(pilot: Pilot[Any], predicate: Callable[[], bool], what: str) -> 
 async def reach(app: Any, *states: str, timeout: float = 180) -> str:
     """Wait for the app's run to reach one of ``states``; fail with where it is stuck instead of hanging."""
     try:
-        return str(await asyncio.wait_for(app.wait_for_state(*states), timeout))
+        return str(await asyncio.wait_for(app.controller.wait_for(*states), timeout))
     except TimeoutError:
-        raise AssertionError(f"run never reached {states}: it is {app.run_state} ({app.run_detail})") from None
+        raise AssertionError(
+            f"run never reached {states}: it is {app.controller.state} ({app.controller.detail})"
+        ) from None
 
 
 class MessageLog:

@@ -89,7 +89,7 @@ async def test_newcomer_flow_browse_edit_train_pause_resume_predict_and_find_the
         await pilot.press("space")
         hold.release.set()
         assert await reach(app, "paused") == "paused"
-        assert isinstance(app.runner, Runner) and app.runner.control.pause.is_set()
+        assert isinstance(app.controller.handle, Runner) and app.controller.handle.control.pause.is_set()
         await pilot.press("space")
         assert await reach(app, "finished", "failed") == "finished", app.train_panel.error
         await pilot.pause()
@@ -99,7 +99,7 @@ async def test_newcomer_flow_browse_edit_train_pause_resume_predict_and_find_the
         started = app.train_panel.started
         assert started is not None  # logging_steps is 1: one chart point per optimizer step
         assert len(app.query_one("#train-chart", LossChart).series["train loss (step)"].points) == started.total_steps
-        run_dir = Path(app.run_dir or "")
+        run_dir = Path(app.controller.run_dir or "")
         assert load_config(RunDir(run_dir).config_path).train.learning_rate == 0.004
 
         await pilot.press("f5")
@@ -128,12 +128,12 @@ async def test_by_default_a_run_trains_in_a_child_process_and_the_workbench_show
         await pilot.press("f4", "s")
         assert await reach(app, "finished", "failed") == "finished", app.train_panel.error
         await pilot.pause()
-        assert isinstance(app.runner, ChildRun) and app.runner.pid not in (None, os.getpid())
+        assert isinstance(app.controller.handle, ChildRun) and app.controller.handle.pid not in (None, os.getpid())
         started = app.train_panel.started
         assert started is not None
         assert len(app.query_one("#train-chart", LossChart).series["train loss (step)"].points) == started.total_steps
         assert app.query_one("#train-epochs", DataTable).row_count == cfg.train.num_train_epochs
-        summary = RunDir(Path(app.run_dir or "")).read_summary() or {}
+        summary = RunDir(Path(app.controller.run_dir or "")).read_summary() or {}
         assert summary.get("status") == "finished"
 
 
@@ -157,7 +157,7 @@ async def test_a_failing_run_shows_its_error_and_the_next_run_trains(
         await pilot.press("f4")
         await pilot.pause()
         await pilot.press("s")
-        assert app.run_state != "failed", "the second run did not start"
+        assert app.controller.state != "failed", "the second run did not start"
         assert await reach(app, "finished", "failed") == "finished", app.train_panel.error
         assert app.query_one("#train-epochs", DataTable).row_count == cfg.train.num_train_epochs
 
@@ -178,7 +178,7 @@ async def test_quitting_mid_run_asks_stops_saves_and_leaves_no_thread(
         assert app.quit_worker is not None
         await app.quit_worker.wait()
         assert app.return_code == 0
-    runner = app.runner
+    runner = app.controller.handle
     assert isinstance(runner, Runner) and runner.run_dir is not None
     assert not runner.is_alive() and not any(t.name == "tunebench-run" for t in threading.enumerate())
     assert app.train_worker is not None and app.train_worker.is_finished
@@ -197,20 +197,21 @@ async def test_a_stopped_run_resumes_from_the_runs_panel_and_finishes_in_the_sam
         await reach(app, "training")
         await pilot.press("x")
         hold.release.set()
-        assert await reach(app, "finished", "failed") == "finished", app.train_panel.error
-        assert "stopped at step 1" in app.run_detail
-        stopped_dir = Path(app.run_dir or "")
+        assert await reach(app, "finished", "stopped", "failed") == "stopped", app.train_panel.error
+        assert app.controller.detail.startswith("at step 1 in ")
+        assert "■ stopped (at step 1" in app.train_panel.status_text()
+        stopped_dir = Path(app.controller.run_dir or "")
 
         await pilot.press("f6")
         await until(pilot, lambda: [r.status for r in app.runs_panel.runs] == ["stopped"], "the stopped run listed")
         await pilot.press("r")
         assert app.active_panel == "train"
         assert await reach(app, "finished", "failed") == "finished", app.train_panel.error
-        assert "done at step" in app.run_detail
+        assert "done at step" in app.controller.detail
 
         started = app.train_panel.started
         assert started is not None and started.start_step == 1
-        assert Path(app.run_dir or "") == stopped_dir
+        assert Path(app.controller.run_dir or "") == stopped_dir
         chart = app.query_one("#train-chart", LossChart).series["train loss (step)"].points
         assert [int(x) for x, _ in chart] == list(range(1, started.total_steps + 1))  # step 1 read back, then 2...
         assert app.query_one("#train-epochs", DataTable).row_count == cfg.train.num_train_epochs

@@ -158,8 +158,8 @@ async def test_x_stops_a_run_and_the_run_saves_as_stopped(make_app: Callable[...
         await pilot.press("s")
         await reach(app, "training")
         await pilot.press("x")
-        await reach(app, "finished")
-        assert "stopped" in app.run_detail
+        assert await reach(app, "finished", "stopped") == "stopped"
+        assert "r in the Runs panel resumes it" in app.controller.detail
         assert engine.runners[0].control.stop.is_set()
 
 
@@ -233,7 +233,7 @@ async def test_q_during_a_run_asks_first_then_stops_the_run_and_exits(make_app: 
         assert isinstance(app.screen, ConfirmQuit)
         await pilot.press("n")
         await pilot.pause()
-        assert app.run_state == "training" and app.return_code is None
+        assert app.controller.state == "training" and app.return_code is None
         await pilot.press("q")
         await pilot.pause()
         await pilot.press("y")

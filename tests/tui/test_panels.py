@@ -577,7 +577,7 @@ async def test_r_resumes_a_stopped_run_on_the_train_panel_from_its_step(
         gate.set()
         await reach(app, "finished")
         await pilot.pause()
-        assert app.run_dir == str(Path("runs") / stopped_run)
+        assert app.controller.run_dir == str(Path("runs") / stopped_run)
         assert [x for x, _ in chart.series["train loss (step)"].points] == list(range(1, 25))
 
 
@@ -592,7 +592,7 @@ async def test_r_on_a_finished_run_shows_the_engine_reason_and_starts_nothing(
         await pilot.pause()
         assert len(notes) == 1 and "already finished" in notes[0] and two_runs[1] in notes[0]
         assert "Traceback" not in notes[0]
-        assert (app.run_state, app.active_panel) == ("idle", "runs")
+        assert (app.controller.state, app.active_panel) == ("idle", "runs")
 
 
 async def test_r_is_refused_while_another_run_is_active(
@@ -655,3 +655,23 @@ def check_loss_chart(chart: LossChart) -> None:
     assert first < 10 and last > 50
     assert sum(r.count("•") for r in plot) == 2
     assert "┤" in "".join(plot) and "100" in rows[-1] and "┬" in rows[-2]
+
+
+async def test_the_progress_bar_counts_optimizer_steps_between_logged_steps(
+    make_app: Callable[..., WorkbenchApp],
+) -> None:
+    from textual.widgets import ProgressBar
+
+    from engine.events import RunStarted, StepDone, StepLogged
+    from tests.tui.fakes import run_script
+
+    app = make_app(panel="train")
+    async with app.run_test(size=(120, 40)) as pilot:
+        script = run_script("runs/r")  # 24 steps, a StepLogged for each
+        panel = app.train_panel
+        panel.handle(next(e for e in script if isinstance(e, RunStarted)))
+        logged = next(e for e in script if isinstance(e, StepLogged) and e.step == 10)
+        panel.add_steps([logged, *(StepDone(step=n, total_steps=24) for n in range(11, 15))])
+        await pilot.pause()
+        assert "step 14/24" in panel.progress_text() and f"loss {logged.loss:.4f}" in panel.progress_text()
+        assert app.query_one("#train-progress", ProgressBar).progress == 14

@@ -22,10 +22,12 @@ from engine.events import (
     RunFinished,
     RunStarted,
     Status,
+    StepDone,
     StepLogged,
     StopRequested,
 )
-from tui.formats import STATE_MARKS, fmt_duration
+from tui.controller import RunState
+from tui.formats import fmt_duration
 from tui.panels import PANELS
 from tui.widgets.epoch_table import EpochTable, RunCurves
 from tui.widgets.fixed_text import FixedText
@@ -52,10 +54,12 @@ class TrainPanel(Vertical):
     def __init__(self, cfg: RunConfig, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.cfg = cfg
-        self.state = "idle"
+        self.state = RunState.IDLE
         self.detail = ""
         self.started: RunStarted | None = None
         self.last_step: StepLogged | None = None
+        #: The last optimizer step done (StepDone comes every step; StepLogged only at logging steps).
+        self.step_done = 0
         self.curves = RunCurves(task=cfg.task)
         self.error: str | None = None
         #: A resumed run's earlier events, folded in when its RunStarted says which step it resumes from.
@@ -86,10 +90,10 @@ class TrainPanel(Vertical):
     # -- state ----------------------------------------------------------------------------------------------
     def set_config(self, cfg: RunConfig) -> None:
         self.cfg = cfg
-        if self.state in ("idle", "finished", "failed"):
+        if not self.state.active:
             self._render_status()
 
-    def set_state(self, state: str, detail: str = "") -> None:
+    def set_state(self, state: RunState, detail: str = "") -> None:
         self.state = state
         self.detail = detail
         self._render_status()
@@ -99,6 +103,7 @@ class TrainPanel(Vertical):
         self.cfg = cfg
         self.started = None
         self.last_step = None
+        self.step_done = 0
         self.error = None
         self.history = []
         self.curves = RunCurves(task=cfg.task)
@@ -132,13 +137,14 @@ class TrainPanel(Vertical):
         self.query_one(Log).write_line(line)
 
     # -- events ---------------------------------------------------------------------------------------------
-    def add_steps(self, steps: list[StepLogged]) -> None:
-        if not steps:
-            return
-        for step in steps:
-            self.curves.add(step)
-        self.last_step = steps[-1]
-        self.query_one(LossChart).extend("train loss (step)", [(s.step, s.loss) for s in steps])
+    def add_steps(self, steps: list[StepLogged | StepDone]) -> None:
+        logged = [s for s in steps if isinstance(s, StepLogged)]
+        self.step_done = max([self.step_done, *(s.step for s in steps)])
+        if logged:
+            for step in logged:
+                self.curves.add(step)
+            self.last_step = logged[-1]
+            self.query_one(LossChart).extend("train loss (step)", [(s.step, s.loss) for s in logged])
         self._render_progress()
 
     def handle(self, event: Event) -> None:
@@ -152,6 +158,7 @@ class TrainPanel(Vertical):
                 chart.set_series("eval loss", self.curves.evals, marker="dot")
         if isinstance(event, RunStarted):
             self.started = event
+            self.step_done = event.start_step
             if self.history:
                 self._fold_history(event.start_step)
             self.query_one("#train-progress", ProgressBar).update(
@@ -197,8 +204,7 @@ class TrainPanel(Vertical):
     # -- rendering ------------------------------------------------------------------------------------------
     def status_text(self) -> str:
         cfg = self.cfg
-        mark = STATE_MARKS.get(self.state, "?")
-        parts = [f"{mark} {self.state}" + (f" ({self.detail})" if self.detail else "")]
+        parts = [f"{self.state.mark} {self.state}" + (f" ({self.detail})" if self.detail else "")]
         if cfg.model.trust_remote_code:  # early in the line, so that a narrow terminal cannot cut it off
             parts.append(REMOTE_CODE_MARK)
         s = self.started
@@ -213,28 +219,26 @@ class TrainPanel(Vertical):
         self.query_one("#train-status", Static).update(Content(f"{TITLE}  {self.status_text()}"))
 
     def progress_text(self) -> str:
-        s, step = self.started, self.last_step
+        """Epoch and step as the run counts them now; speed, ETA and loss as of the last logged step."""
+        s, logged = self.started, self.last_step
         if s is None:
-            return "no run yet" if self.state == "idle" else "preparing…"
-        if step is None:  # a resumed run starts at its checkpoint's step, in that step's epoch
-            steps_per_epoch = max(s.total_steps / max(s.num_epochs, 1), 1)
-            epoch = min(int(s.start_step // steps_per_epoch) + 1, s.num_epochs)
-            return f"epoch {epoch}/{s.num_epochs} · step {s.start_step}/{s.total_steps}"
-        epoch = min(max(1, math.ceil(step.epoch)), s.num_epochs)
-        parts = [
-            f"epoch {epoch}/{s.num_epochs}",
-            f"step {step.step}/{step.total_steps}",
-            f"ETA {fmt_duration(step.eta_seconds)}",
-            f"{step.samples_per_second:.1f} samples/s",
-            f"loss {step.loss:.4f}",
-        ]
-        if step.device_memory_mb is not None:
-            parts.append(f"GPU {step.device_memory_mb:,.0f} MiB")
+            return "no run yet" if self.state is RunState.IDLE else "preparing…"
+        steps_per_epoch = max(s.total_steps / max(s.num_epochs, 1), 1)
+        epoch = min(max(1, math.ceil(self.step_done / steps_per_epoch)), s.num_epochs)
+        parts = [f"epoch {epoch}/{s.num_epochs}", f"step {self.step_done}/{s.total_steps}"]
+        if logged is not None:
+            parts += [
+                f"ETA {fmt_duration(logged.eta_seconds)}",
+                f"{logged.samples_per_second:.1f} samples/s",
+                f"loss {logged.loss:.4f}",
+            ]
+            if logged.device_memory_mb is not None:
+                parts.append(f"GPU {logged.device_memory_mb:,.0f} MiB")
         return " · ".join(parts)
 
     def _render_progress(self) -> None:
-        if self.last_step is not None:
+        if self.started is not None:
             self.query_one("#train-progress", ProgressBar).update(
-                total=max(self.last_step.total_steps, 1), progress=self.last_step.step
+                total=max(self.started.total_steps, 1), progress=self.step_done
             )
         self.query_one("#train-speed", Static).update(Content(self.progress_text()))
