@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import sys
 import threading
 import time
 from collections.abc import AsyncGenerator, Iterable
@@ -27,12 +26,12 @@ from textual.content import Content
 from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widget import MountError, Widget
-from textual.widgets import Static, TabPane
+from textual.widget import MountError
+from textual.widgets import Input, Static, TabPane, TextArea
 from textual.worker import Worker, WorkerFailed, WorkerState
 
-from engine.config import RunConfig, load_config
-from engine.errors import ConfigError, UserError
+from engine.config import RunConfig
+from engine.errors import UserError
 from engine.events import (
     RunFailed,
     RunFinished,
@@ -53,12 +52,12 @@ from tui.bridge import (
     engine_runner,
 )
 from tui.controller import RunController, RunState
-from tui.panels import PANELS
+from tui.panels import PANELS, make_panel
 from tui.widgets.fixed_text import FixedText
 from tui.widgets.footer import WorkbenchFooter
 from tui.widgets.panel_tabs import PanelTabs
 
-if TYPE_CHECKING:  # each panel's module is imported when the panel is mounted (see WorkbenchApp.panel_widget)
+if TYPE_CHECKING:  # each panel's module is imported when the panel is mounted (tui.panels.make_panel)
     from textual.pilot import Pilot
 
     from engine.runner import RunHandle
@@ -79,19 +78,26 @@ class WorkbenchApp(App[int]):
     AUTO_FOCUS = None  # each panel focuses its main widget when shown; "first focusable" would be an input
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]  # noqa: RUF012 - Textual declares it a plain list
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("f1", "help", "Help", key_display="F1"),
+        Binding("f1", "help", "Help", key_display="F1", tooltip="Help: every key, where it applies"),
         Binding("question_mark", "help", "Help", show=False),
         # One footer entry for the five panel keys keeps the footer inside 80 columns; the tabs and F1 list each.
-        Binding("f2", "show_panel('data')", "Panels", key_display="F2-F6"),
         *(
-            Binding(key, f"show_panel('{panel}')", PANELS[panel][0], key_display=key.upper(), show=False)
+            Binding(
+                key,
+                f"show_panel('{panel}')",
+                "Panels" if panel == "data" else name,
+                key_display="F2-F6" if panel == "data" else key.upper(),
+                show=panel == "data",
+                tooltip=f"Show the {name} panel: {title}",
+            )
             for panel, key in PANEL_KEYS.items()
-            if panel != "data"
+            for name, title in [PANELS[panel]]
         ),
-        Binding("s", "start", "Start"),
-        Binding("space", "toggle_pause", "Pause"),
-        Binding("x", "stop", "Stop"),
-        Binding("q", "quit", "Quit"),
+        Binding("s", "start", "Start", tooltip="Start a run with the current config (Train panel)"),
+        Binding("space", "toggle_pause", "Pause", tooltip="Pause the run at the next step, or resume it"),
+        Binding("x", "stop", "Stop", tooltip="Stop the run at the next step and save the model"),
+        Binding("q", "quit", "Quit", tooltip="Quit (asks first while a run is going; the run is saved)"),
+        Binding("escape", "leave_field", "Leave field", show=False, tooltip="Leave the text field: q, s, … act again"),
     ]
 
     def __init__(
@@ -146,30 +152,6 @@ class WorkbenchApp(App[int]):
                         yield FixedText("", classes="run-bar")
         yield WorkbenchFooter()
 
-    def panel_widget(self, panel: str) -> Widget:
-        """A new widget for ``panel``; its module is imported here, the first time it is needed."""
-        if panel == "data":
-            from tui.panels.data import DataPanel
-
-            return DataPanel(self.cfg, id="data-panel")
-        if panel == "config":
-            from tui.panels.config import ConfigPanel
-
-            return ConfigPanel(self.cfg, self.config_path, id="config-panel")
-        if panel == "train":
-            from tui.panels.train import TrainPanel
-
-            return TrainPanel(self.cfg, id="train-panel")
-        if panel == "predict":
-            from tui.panels.predict import PredictPanel
-
-            return PredictPanel(self.cfg, self.predict_backend, id="predict-panel")
-        if panel == "runs":
-            from tui.panels.runs import RunsPanel
-
-            return RunsPanel(self.cfg.output.runs_dir, id="runs-panel")
-        raise ValueError(f"no panel {panel!r}; panels: {', '.join(PANELS)}")
-
     async def _mount_panels(self) -> None:
         """Mount the panels, the one on screen first. The app handles no key or engine message until they are
         all in place, so nothing ever finds a panel missing."""
@@ -178,7 +160,7 @@ class WorkbenchApp(App[int]):
             for panel in [initial, *(p for p in PANELS if p != initial)]:
                 pane = self.workbench.query_one(f"#{panel}", TabPane)
                 await pane.remove_children("#first-frame-title")
-                await pane.mount(self.panel_widget(panel))
+                await pane.mount(make_panel(panel, self.cfg, self.config_path, self.predict_backend))
                 if panel == initial:
                     self._panel_shown(initial, load=False)
         except MountError:  # quit before they were all mounted
@@ -250,11 +232,10 @@ class WorkbenchApp(App[int]):
 
     # -- panels ---------------------------------------------------------------------------------------------
     def action_show_panel(self, panel: str) -> None:
-        tabs = self.workbench.query_one(PanelTabs)
-        if tabs.active != panel:
-            tabs.active = panel  # its TabActivated message calls _panel_shown
-        else:
-            self._panel_shown(panel)
+        # Shown and focused here, not when the tabs' TabActivated message arrives: the next key, or the palette
+        # action that asked for the panel, may already be queued before that message.
+        self.workbench.query_one(PanelTabs).active = panel
+        self._panel_shown(panel)
 
     @on(PanelTabs.TabActivated)
     def _on_tab(self, event: PanelTabs.TabActivated) -> None:
@@ -309,106 +290,20 @@ class WorkbenchApp(App[int]):
 
     def action_help(self) -> None:
         from tui.dialogs import HelpScreen
+        from tui.keys import help_rows
 
-        self.push_screen(HelpScreen(self.help_rows()))
-
-    def help_rows(self) -> list[tuple[str, str, str]]:
-        """(where, key, what) for every binding the workbench defines."""
-        rows: list[tuple[str, str, str]] = []
-
-        def add(where: str, bindings: Iterable[BindingType]) -> None:
-            for b in bindings:
-                if isinstance(b, Binding):
-                    keys = b.key_display or ", ".join(self.get_key_display(b.with_key(k)) for k in b.key.split(","))
-                    rows.append((where, keys, b.description or b.action))
-
-        rows.append(("everywhere", "F1, ?", "Help: this list of keys"))
-        for panel, key in PANEL_KEYS.items():
-            rows.append(("everywhere", key.upper(), f"{PANELS[panel][0]} panel: {PANELS[panel][1]}"))
-        rows.append(("Train panel", "s", "Start a run with the current config"))
-        rows.append(("Runs panel", "r", "Resume the highlighted stopped, failed or killed run"))
-        rows.append(("during a run", "space", "Pause at the next step / resume"))
-        rows.append(("during a run", "x", "Stop at the next step and save the model"))
-        rows.append(("everywhere", "q", "Quit (asks first during a run)"))
-        rows.append(("everywhere", "^p", "Command palette: every action, searchable"))
-        rows.append(("everywhere", "tab, shift+tab", "move between fields and lists"))
-        from tui.panels.config import ConfigPanel
-        from tui.panels.data import DataPanel, SampleScreen
-        from tui.panels.predict import PredictPanel
-        from tui.panels.runs import RunsPanel
-        from tui.widgets.paged_table import PagedTable
-
-        add("Data", DataPanel.BINDINGS)
-        add("Data table", [b for b in PagedTable.BINDINGS if isinstance(b, Binding)])
-        add("Sample view", SampleScreen.BINDINGS)
-        add("Config", ConfigPanel.BINDINGS)
-        rows.append(("Config", "→", "Accept the path completion in the file field"))
-        add("Predict", [Binding("enter", "predict", "Predict the text in the input"), *PredictPanel.BINDINGS])
-        rows.append(("Predict", "tab", "top-k (max new tokens for causal LMs) beside the text; enter predicts"))
-        add("Runs", [Binding("enter", "open", "Open the run: curves and epochs"), *RunsPanel.BINDINGS])
-        return rows
+        self.push_screen(HelpScreen(help_rows(self)))
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
-        for panel, (name, title) in PANELS.items():
-            yield SystemCommand(
-                f"Show {name} panel",
-                f"{title} ({PANEL_KEYS[panel].upper()})",
-                lambda p=panel: self.action_show_panel(p),
-            )
-        yield SystemCommand("Start run", "Train the current config (s on the Train panel)", self.action_start)
-        yield SystemCommand("Pause or resume run", "Pause at the next step, or go on (space)", self.action_toggle_pause)
-        yield SystemCommand("Stop run", "Stop at the next step and save the model (x)", self.action_stop)
-        yield SystemCommand("Help: keys", "Every key binding (F1 or ?)", self.action_help)
-        yield SystemCommand("Config: save", "Write the form to the YAML path (ctrl+s)", self._config_action("save"))
-        yield SystemCommand("Config: load", "Read the YAML path into the form (ctrl+l)", self._config_action("load"))
-        yield SystemCommand("Config: reset", "Back to the loaded file (ctrl+r)", self._config_action("reset"))
-        yield SystemCommand("Data: filter", "Filter rows by text (/)", self._data_filter)
-        yield SystemCommand("Data: next split", "Show the next split (t)", self.data_panel.action_next_split)
-        yield SystemCommand("Predict: example text", "Fill in an example (ctrl+t)", self._predict_example)
-        yield SystemCommand("Predict: base model only", "Forget the fine-tuned model (ctrl+b)", self._predict_base)
-        yield SystemCommand(
-            "Runs: resume run",
-            "Continue the highlighted stopped, failed or killed run (r)",
-            self._runs_action("resume"),
-        )
-        yield SystemCommand("Runs: reload list", "Re-read the runs folder (ctrl+r)", self._runs_action("refresh"))
-        yield SystemCommand("Runs: mark run", "Mark the highlighted run (m)", self._runs_action("mark"))
-        yield SystemCommand(
-            "Runs: overlay marked", "Overlay the loss curves of marked runs (o)", self._runs_action("overlay")
-        )
-        yield SystemCommand(
-            "Runs: load config", "Load the highlighted run's config (l)", self._runs_action("load_config")
-        )
-        yield SystemCommand(
-            "Runs: predict with run", "Use the highlighted run as fine-tuned (p)", self._runs_action("predict_with")
-        )
+        from tui.keys import palette_commands
+
+        yield from palette_commands(self)
         yield from super().get_system_commands(screen)
 
-    def _config_action(self, name: str) -> Any:
-        def run() -> None:
-            self.action_show_panel("config")
-            getattr(self.config_panel, f"action_{name}")()
-
-        return run
-
-    def _runs_action(self, name: str) -> Any:
-        def run() -> None:
-            self.action_show_panel("runs")
-            getattr(self.runs_panel, f"action_{name}")()
-
-        return run
-
-    def _data_filter(self) -> None:
-        self.action_show_panel("data")
-        self.call_after_refresh(self.data_panel.action_focus_filter)
-
-    def _predict_example(self) -> None:
-        self.action_show_panel("predict")
-        self.predict_panel.action_example()
-
-    def _predict_base(self) -> None:
-        self.action_show_panel("predict")
-        self.predict_panel.action_clear_tuned()
+    def action_leave_field(self) -> None:
+        """Escape out of a text field, so that single-key bindings (q, s, …) act again; tab goes back in."""
+        if isinstance(self.focused, Input | TextArea):
+            self.screen.set_focus(None)
 
     # -- config ---------------------------------------------------------------------------------------------
     # Panel messages are handled by name (on_<panel>_<message>): the panels' modules load after the first frame.
@@ -609,16 +504,3 @@ class WorkbenchApp(App[int]):
         content = Content(text)
         for bar in self.workbench.query(".run-bar").results(FixedText):
             bar.update(content)
-
-
-def main(config_path: str) -> int:
-    """Open the workbench on ``config_path``; exit code 2 when the config cannot be read."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        cfg = load_config(config_path)
-    except ConfigError as exc:
-        print(f"tunebench: error: {exc}", file=sys.stderr)
-        return 2
-    app = WorkbenchApp(cfg, config_path)
-    app.run()
-    return app.return_code or 0

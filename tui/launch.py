@@ -6,9 +6,22 @@ import sys
 
 
 def open_workbench(config_path: str) -> int:
-    from tui.app import main as ui_main
+    """Open the workbench on ``config_path``; exit code 2 when the config cannot be read."""
+    import os
 
-    return int(ui_main(config_path) or 0)
+    from engine.config import load_config
+    from engine.errors import ConfigError
+    from tui.app import WorkbenchApp
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as exc:
+        print(f"tunebench: error: {exc}", file=sys.stderr)
+        return 2
+    app = WorkbenchApp(cfg, config_path)
+    app.run()
+    return app.return_code or 0
 
 
 def main(argv: list[str] | None = None) -> int:

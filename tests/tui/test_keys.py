@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from textual.command import CommandPalette
-from textual.widgets import DataTable, TabbedContent
+from textual.widgets import DataTable, Input, TabbedContent
 from textual.widgets._tabs import Underline
 
 from engine.events import RunFinished
@@ -17,6 +17,7 @@ from tests.tui.conftest import reach, set_animations, settle, until
 from tests.tui.fakes import ScriptedEngine
 from tui.app import PANELS, WorkbenchApp
 from tui.dialogs import ConfirmQuit, HelpScreen
+from tui.keys import NOT_COMMANDS, key_places, what
 from tui.widgets.epoch_table import EpochTable
 from tui.widgets.footer import WorkbenchFooter
 
@@ -91,8 +92,9 @@ async def test_f1_and_question_mark_open_a_help_screen_listing_every_key(make_ap
             await pilot.pause()
             assert isinstance(app.screen, HelpScreen)
             table = app.screen.query_one(DataTable)
-            keys = {str(table.get_row_at(i)[0]) for i in range(table.row_count)}
-            assert {"F1, ?", "F2", "F3", "F4", "F5", "F6", "s", "space", "x", "q", "^p"} <= keys
+            keys = [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
+            assert {"F1, ?", "F2", "F3", "F4", "F5", "F6", "s", "space", "x", "q, ^q", "^p", "esc"} <= set(keys)
+            assert keys.count("r") == 1, "each binding is listed once"
             actions = {str(table.get_row_at(i)[1]).split(" ")[0].rstrip(":") for i in range(table.row_count)}
             assert {"Start", "Pause", "Stop", "Quit", "Save", "Filter", "Mark", "Overlay", "Open", "Resume"} <= actions
             await pilot.press("escape")
@@ -100,22 +102,42 @@ async def test_f1_and_question_mark_open_a_help_screen_listing_every_key(make_ap
             assert not isinstance(app.screen, HelpScreen)
 
 
-async def test_ctrl_p_palette_offers_every_action_and_runs_it(make_app: Callable[..., WorkbenchApp]) -> None:
+async def test_ctrl_p_palette_offers_every_bound_action_and_runs_it(make_app: Callable[..., WorkbenchApp]) -> None:
     app = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
-        titles = {c.title for c in app.get_system_commands(app.screen)}
-        needed_titles = ("Start run", "Pause or resume run", "Stop run", "Help: keys", "Quit", "Config: save")
-        for needed in (*needed_titles, "Runs: resume run"):
-            assert needed in titles
-        assert {f"Show {name} panel" for name, _ in PANELS.values()} <= titles
+        commands = {c.title: c.help for c in app.get_system_commands(app.screen)}
+        first: dict[tuple[str | None, str], tuple[str, Any]] = {}  # (panel, action) -> its first binding
+        for place in key_places(app):
+            for binding in place.bindings:
+                if place.commands and binding.action not in NOT_COMMANDS:
+                    first.setdefault((place.panel, binding.action), (place.where, binding))
+        for (panel, action), (where, binding) in first.items():
+            title = what(binding) if panel is None else f"{where}: {what(binding)}"
+            assert title in commands, f"{binding.key} ({action}) is not in the palette"
+        assert commands["Runs: Resume the highlighted stopped, failed or killed run"] == "r"
+        assert {f"Show the {name} panel: {title}" for name, title in PANELS.values()} <= commands.keys()
         await pilot.press("ctrl+p")
         await pilot.pause()
         assert isinstance(app.screen, CommandPalette)
-        await pilot.press(*"Show Runs panel")
+        await pilot.press(*"Show the Runs panel")
         await settle(pilot)
         await pilot.press("enter")
         await settle(pilot)
         assert app.query_one(TabbedContent).active == "runs"
+        await pilot.press("ctrl+p", *"Data: Filter", "enter")  # a panel's action: its panel, then the action
+        await settle(pilot)
+        assert app.query_one(TabbedContent).active == "data" and app.focused is app.query_one("#data-filter")
+
+
+async def test_escape_leaves_a_text_field_so_single_keys_act_again(make_app: Callable[..., WorkbenchApp]) -> None:
+    app = make_app(panel="predict")
+    async with app.run_test() as pilot:
+        await settle(pilot)
+        assert app.focused is app.query_one("#predict-input")
+        await pilot.press("a", "escape", "q")
+        await pilot.pause()
+        assert app.query_one("#predict-input", Input).value == "a"
+        assert app.return_code == 0
 
 
 async def test_s_starts_a_run_on_the_train_panel_only(

@@ -302,7 +302,7 @@ async def test_a_burst_of_steps_is_one_ui_update_and_loses_no_point(make_app: Ca
     handled: list[StepsLogged] = []
     app = make_app(panel="train")
     async with app.run_test(message_hook=lambda m: handled.append(m) if isinstance(m, StepsLogged) else None) as pilot:
-        bridge = app.bridge = EventBridge(app.post_message)
+        bridge = app.controller.bridge = EventBridge(app.post_message)
         for i in range(1, 2001):  # queued faster than the UI runs: nothing is handled until we yield
             bridge(StepLogged(i, 2000, i / 2000, 1.0 / i, 1e-4, 100.0, i * 0.01, 1.0, time=0.0))
         await pilot.pause()

@@ -57,8 +57,8 @@ class DataPanel(Vertical):
     """Browse the dataset the config points at; Enter opens a sample with its tokenization."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("slash", "focus_filter", "Filter", key_display="/"),
-        Binding("t", "next_split", "Split"),
+        Binding("slash", "focus_filter", "Filter", key_display="/", tooltip="Filter the rows by a text"),
+        Binding("t", "next_split", "Split", tooltip="Show the next split of the dataset"),
     ]
 
     class BrowserReady(Message):
@@ -275,9 +275,9 @@ class SampleScreen(ModalScreen[None]):
     """One sample in full: its text, label and tokens, with the part past max_length marked."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape,q", "dismiss", "Close"),
-        Binding("left,p", "step(-1)", "Previous"),
-        Binding("right,n", "step(1)", "Next"),
+        Binding("escape,q", "dismiss", "Close", tooltip="Close the sample"),
+        Binding("left,p", "step(-1)", "Previous", tooltip="Previous sample"),
+        Binding("right,n", "step(1)", "Next", tooltip="Next sample"),
     ]
 
     class Tokenized(Message):

@@ -42,12 +42,12 @@ class RunsPanel(Vertical):
     """Lists runs newest first. Enter opens one; m marks; o overlays the marked runs' loss curves; r resumes one."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("m", "mark", "Mark"),
-        Binding("o", "overlay", "Overlay"),
-        Binding("l", "load_config", "Load cfg"),
-        Binding("p", "predict_with", "Predict"),
-        Binding("r", "resume", "Resume"),
-        Binding("ctrl+r", "refresh", "Reload list", show=False),
+        Binding("m", "mark", "Mark", tooltip="Mark the highlighted run (or unmark it)"),
+        Binding("o", "overlay", "Overlay", tooltip="Overlay the loss curves of the marked runs"),
+        Binding("l", "load_config", "Load cfg", tooltip="Load the highlighted run's config into the Config panel"),
+        Binding("p", "predict_with", "Predict", tooltip="Predict with the highlighted run's model as fine-tuned"),
+        Binding("r", "resume", "Resume", tooltip="Resume the highlighted stopped, failed or killed run"),
+        Binding("ctrl+r", "refresh", "Reload list", show=False, tooltip="Reload the list of runs"),
     ]
 
     class Listed(Message):

@@ -158,7 +158,8 @@ class TrainPanel(Vertical):
                 chart.set_series("eval loss", self.curves.evals, marker="dot")
         if isinstance(event, RunStarted):
             self.started = event
-            self.step_done = event.start_step
+            # steps that followed it may have been taken from the bridge before this event is handled
+            self.step_done = max(self.step_done, event.start_step)
             if self.history:
                 self._fold_history(event.start_step)
             self.query_one("#train-progress", ProgressBar).update(

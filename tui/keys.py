@@ -1,0 +1,120 @@
+"""Every key of the workbench, read from one source, the bindings: the help screen's rows and the palette.
+
+A binding's ``description`` is its short footer label and its ``tooltip`` the sentence the help screen and the
+command palette show. The only keys listed here by hand are those that widgets handle themselves.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+
+if TYPE_CHECKING:
+    from tui.app import WorkbenchApp
+
+#: (where, key, what) for keys that Textual's widgets handle on their own, with no binding of ours.
+WIDGET_KEYS = (
+    ("Config", "→", "Accept the path completion in the file field"),
+    ("Predict", "⏎", "Predict the text in the input"),
+    ("Runs", "⏎", "Open the highlighted run: its curves and epochs"),
+)
+
+
+#: Bound actions the palette leaves out: the palette itself, and moving the focus (it would move it in the palette).
+NOT_COMMANDS = ("command_palette", "app.focus_next", "app.focus_previous", "leave_field")
+
+
+@dataclass(frozen=True)
+class KeyPlace:
+    """Where a set of bindings applies; ``panel`` is the panel whose widget runs them (None: the app)."""
+
+    where: str
+    bindings: tuple[Binding, ...]
+    panel: str | None = None
+    #: Offered in the command palette (navigation keys of a table are not commands).
+    commands: bool = True
+
+
+def key_places(app: App[Any]) -> list[KeyPlace]:
+    """Every binding of the workbench, grouped by where it applies; the panels' modules load here."""
+    from tui.panels.config import ConfigPanel
+    from tui.panels.data import DataPanel, SampleScreen
+    from tui.panels.predict import PredictPanel
+    from tui.panels.runs import RunsPanel
+    from tui.widgets.paged_table import PagedTable
+
+    everywhere = [
+        *_bindings(type(app).BINDINGS),
+        *_bindings(App.BINDINGS),
+        Binding(App.COMMAND_PALETTE_BINDING, "command_palette", "Palette", tooltip="Search every action"),
+        *(b for b in _bindings(Screen.BINDINGS) if b.action.startswith("app.focus")),
+    ]
+    return [
+        KeyPlace("everywhere", tuple(b for b in everywhere if b.description or b.tooltip)),
+        KeyPlace("Data", _bindings(DataPanel.BINDINGS), "data"),
+        KeyPlace("Data table", _bindings(PagedTable.BINDINGS), "data", commands=False),
+        KeyPlace("Sample view", _bindings(SampleScreen.BINDINGS), commands=False),
+        KeyPlace("Config", _bindings(ConfigPanel.BINDINGS), "config"),
+        KeyPlace("Predict", _bindings(PredictPanel.BINDINGS), "predict"),
+        KeyPlace("Runs", _bindings(RunsPanel.BINDINGS), "runs"),
+    ]
+
+
+def _bindings(bindings: Iterable[BindingType]) -> tuple[Binding, ...]:
+    return tuple(b for b in bindings if isinstance(b, Binding))
+
+
+def key_text(app: App[Any], binding: Binding) -> str:
+    """The binding's keys as the help shows them: ``F2``, ``^s``, ``/``, ``esc, q``."""
+    names = []
+    for key in binding.key.split(","):
+        key = key.strip()
+        names.append(key.upper() if re.fullmatch(r"f\d+", key) else app.get_key_display(Binding(key, "")))
+    return ", ".join(names)
+
+
+def what(binding: Binding) -> str:
+    return binding.tooltip or binding.description or binding.action
+
+
+def help_rows(app: App[Any]) -> list[tuple[str, str, str]]:
+    """(where, key, what) for every key; bindings of one action in one place share a row."""
+    rows: dict[tuple[str, str], tuple[list[str], str]] = {}
+    for place in key_places(app):
+        for binding in place.bindings:
+            rows.setdefault((place.where, binding.action), ([], what(binding)))[0].append(key_text(app, binding))
+    listed = [(where, ", ".join(keys), text) for (where, _action), (keys, text) in rows.items()]
+    return listed + list(WIDGET_KEYS)
+
+
+def palette_commands(app: WorkbenchApp) -> Iterator[SystemCommand]:
+    """One palette command per bound action; a panel's action shows its panel first."""
+    seen: set[tuple[str | None, str]] = set()
+    for place in key_places(app):
+        if not place.commands:
+            continue
+        for binding in place.bindings:
+            if (place.panel, binding.action) in seen or binding.action in NOT_COMMANDS:
+                continue
+            seen.add((place.panel, binding.action))
+            title = what(binding)
+            if place.panel is not None:
+                title = f"{place.where}: {title}"
+            yield SystemCommand(title, f"{key_text(app, binding)}", _runner(app, place.panel, binding.action))
+
+
+def _runner(app: WorkbenchApp, panel: str | None, action: str) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        if panel is None:
+            await app.run_action(action)
+            return
+        app.action_show_panel(panel)
+        await app.run_action(action, app.workbench.query_one(f"#{panel}-panel"))
+
+    return run
