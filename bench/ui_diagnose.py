@@ -1,6 +1,6 @@
 """Where the UI thread's time goes while a run trains: garbage collections and widget rebuilds.
 
-Not a benchmark (no goal): the diagnosis behind BENCHMARKS.md's causes 3 and 4. The real workbench under
+Not a benchmark (no goal): the diagnosis behind causes 3 and 4 in docs/perf-log.md. The real workbench under
 Pilot, the run of ``ui_responsiveness.py`` (random small BERT, an event every step); while it trains, one
 round of panel keys and typing (and two rounds before it, the panels' first visits, which load their data and
 libraries). Printed: each garbage collection by generation (from ``gc.callbacks``) in both, how

@@ -280,8 +280,8 @@ class Runner:
             if isinstance(event, RunStarted):
                 if not started:
                     # Loading torch, transformers and the data leaves millions of long-lived objects; a full
-                    # cyclic collection walks them all (about 300 ms on 2 cores), stalling this thread and the
-                    # UI beside it. Frozen from the first step, collections only see what training allocates;
+                    # cyclic collection walks them all (docs/perf-log.md, cause 3: a stall of this thread and
+                    # of the UI beside it). Frozen from the first step, collections only see what training allocates;
                     # unfrozen when the run ends, so whatever became garbage meanwhile is collected then.
                     gc.freeze()
                 started = True

@@ -114,7 +114,7 @@ class WorkbenchApp(App[int]):
         if "TEXTUAL_ANIMATIONS" not in os.environ:
             # Each animation frame is a screen update sent to the terminal (over SSH, often): Textual's tab
             # underline slid over 18 frames on every panel key, each frame the UI thread's time and a CPU core's
-            # (BENCHMARKS.md, cause 11). The workbench shows a change in one frame;
+            # (docs/perf-log.md, cause 11). The workbench shows a change in one frame;
             # TEXTUAL_ANIMATIONS=full brings the animations back.
             self.animation_level = "none"
         self.cfg = cfg

@@ -2,7 +2,7 @@
 
 Textual's ``Footer`` is a widget per key and recomposes them all on every bindings signal: each focus change
 and each ``refresh_bindings`` call, several per panel switch, time the UI thread spends before the switch
-shows (BENCHMARKS.md, cause 10). This footer shows the same
+shows (docs/perf-log.md, cause 10). This footer shows the same
 entries (the first binding of each action that is shown, the command palette key at the right end), redraws
 only when they change, and presses an entry's key when it is clicked.
 """

@@ -35,8 +35,8 @@ class PagedTable(ScrollView, can_focus=True):
     """Index, label and text columns over a ``PageSource``; a header line stays on top.
 
     Rows are read a page at a time when they scroll into view, and a few recent pages are kept, so a million
-    rows cost what a screenful costs. A 100-row page is an Arrow slice of about 2 ms whether the split has a
-    hundred rows or a million, so pages are read on the UI thread; opening and filtering run in workers.
+    rows cost what a screenful costs. A 100-row page is a small Arrow slice whatever the split's size
+    (BENCHMARKS.md, data_browsing.py), so pages are read on the UI thread; opening and filtering run in workers.
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
