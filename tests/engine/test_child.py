@@ -18,6 +18,8 @@ from engine.errors import UserError
 from engine.events import Event, Paused, Resumed, RunFailed, RunFinished, RunStarted, StepLogged, StopRequested
 from engine.runs import read_events
 
+pytestmark = pytest.mark.slow  # starts training processes
+
 
 def test_a_child_run_streams_every_event_and_returns_the_result(make_config: Callable[..., Any]) -> None:
     cfg = make_config()

@@ -12,8 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from engine.predict import FillMaskResult, load_predictor
 from engine.runner import Runner
+
+pytestmark = pytest.mark.slow  # trains until the model learns
 
 PLACES = ["cafe", "shop", "bakery", "diner", "bar", "hotel", "museum", "park"]
 ADJECTIVES = ["great", "lovely", "awful", "rude", "quiet", "busy", "clean", "dirty"]

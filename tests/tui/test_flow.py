@@ -23,6 +23,8 @@ from tui.widgets.loss_chart import LossChart
 from tui.widgets.paged_table import PagedTable
 from tui.widgets.score_bars import ScoreBars
 
+pytestmark = pytest.mark.slow  # trains real runs from the workbench
+
 
 class FirstStepHold:
     """A run subscriber that holds the training thread right after step 1 is logged, until released.

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # starts the real app in a terminal
+
 SCRIPT = Path(__file__).resolve().parents[1] / "tmux_smoke.sh"
 
 
