@@ -10,13 +10,13 @@ Layout of one checkpoint, ``<run>/checkpoints/checkpoint-<step>/``::
     COMPLETE            written last; a folder without it is ignored
 
 The folder is first written as a hidden temporary sibling, every file is fsynced, and only then renamed to
-its final name, so a kill at any moment leaves either the whole checkpoint or none of it.
+its final name (the rule of ``engine.files``), so a kill at any moment leaves either the whole checkpoint or
+none of it.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import shutil
@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.errors import DISK_ERRNOS, CheckpointError
 from engine.faults import kill_point
+from engine.files import fsync_path, rename_durably, sync_tree, write_synced
 
 if TYPE_CHECKING:
     import torch
@@ -93,20 +94,6 @@ def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
     return done[-1] if done else None
 
 
-def _fsync_path(path: Path) -> None:
-    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if path.is_dir() else os.O_RDONLY
-    try:
-        fd = os.open(path, flags)
-    except OSError:  # some platforms cannot open folders; the data files are synced already
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def remove_partial(checkpoints_dir: Path) -> None:
     """Delete leftovers of checkpoints whose writing was interrupted (temporary or marker-less folders)."""
     if not checkpoints_dir.is_dir():
@@ -138,20 +125,13 @@ def write_checkpoint(
         raise _disk_error(checkpoints_dir, exc) from None
     try:
         write(tmp)
-        for f in tmp.iterdir():
-            if f.is_file():
-                _fsync_path(f)
+        sync_tree(tmp)
         kill_point("checkpoint-write", step)
-        marker = tmp / MARKER
-        with open(marker, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps({"step": step}) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        _fsync_path(tmp)
+        write_synced(tmp / MARKER, json.dumps({"step": step}) + "\n")
+        fsync_path(tmp)
         if final.exists():  # the same step saved twice (a stop right after a scheduled save)
             shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync_path(checkpoints_dir)
+        rename_durably(tmp, final)
         kill_point("checkpoint-renamed", step)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -7,6 +7,7 @@ Ctrl+C (the run is saved and marked stopped).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import signal
@@ -14,21 +15,25 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from engine.errors import UserError
+from engine.errors import PredictError, UserError
+
+if TYPE_CHECKING:
+    from engine.predict import PredictResult
 
 DEFAULT_CONFIG = "sample_configs/quickstart-classify.yaml"
 EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_STOPPED = 0, 1, 2, 130
 
 
-def _fmt_duration(seconds: float | None) -> str:
-    if seconds is None or seconds != seconds or seconds == float("inf"):
+def fmt_duration(seconds: float | None) -> str:
+    """``m:ss`` or ``h:mm:ss``; "-" when unknown."""
+    if seconds is None or seconds != seconds or seconds in (float("inf"), float("-inf")):
         return "-"
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def _error(message: str) -> None:
@@ -84,7 +89,7 @@ class _Console:
 
     def __init__(self) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, Progress, TextColumn
 
         self.console = Console(stderr=False, highlight=False)
         self.progress = Progress(
@@ -93,8 +98,7 @@ class _Console:
             TextColumn("step {task.completed}/{task.total}"),
             TextColumn("loss {task.fields[loss]}"),
             TextColumn("{task.fields[speed]} samples/s"),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
+            TextColumn("ETA {task.fields[eta]}"),
             console=self.console,
             transient=False,
         )
@@ -102,7 +106,6 @@ class _Console:
         self.header_done = False
         self.train_loss: dict[int, float] = {}
         self.epoch_time: dict[int, float] = {}
-        self.eta = 0.0
 
     def __call__(self, event: Any) -> None:
         from engine import events as ev
@@ -122,7 +125,7 @@ class _Console:
             )
             self.progress.start()
             self.task_id = self.progress.add_task(
-                "epoch 1", total=event.total_steps, completed=event.start_step, loss="-", speed="-"
+                "epoch 1", total=event.total_steps, completed=event.start_step, loss="-", speed="-", eta="-"
             )
         elif isinstance(event, ev.StepLogged) and self.task_id is not None:
             self.progress.update(
@@ -131,6 +134,7 @@ class _Console:
                 description=f"epoch {max(1, math.ceil(event.epoch))}",
                 loss=f"{event.loss:.4f}",
                 speed=f"{event.samples_per_second:.1f}",
+                eta=fmt_duration(event.eta_seconds),
             )
         elif isinstance(event, ev.EpochEnded):
             self.train_loss[event.epoch] = event.train_loss
@@ -157,7 +161,7 @@ class _Console:
             f"{e.epoch:>5}  {'-' if train is None else format(train, '10.4f'):>10}  {e.eval_loss:9.4f}  "
             f"{'-' if e.accuracy is None else format(e.accuracy, '8.3f'):>8}  "
             f"{'-' if third_value is None else format(third_value, '10.4f'):>10}  "
-            f"{_fmt_duration(self.epoch_time.get(e.epoch, 0) + e.duration_seconds):>6}"
+            f"{fmt_duration(self.epoch_time.get(e.epoch, 0) + e.duration_seconds):>6}"
         )
 
     def close(self) -> None:
@@ -226,7 +230,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# runs, ui, predict
+# runs, ui
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -245,7 +249,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
             r.model,
             best,
             time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started)),
-            _fmt_duration(r.duration_seconds),
+            fmt_duration(r.duration_seconds),
         )
     Console().print(table)
     return EXIT_OK
@@ -259,13 +263,77 @@ def default_config_path(config: str | None) -> str:
     return path
 
 
+# ----------------------------------------------------------------------------------------------------------
+# predict: tunebench predict --model X [--top-k 5] [--max-new-tokens N] [--json] "TEXT"
+
+
+def predict_json(result: PredictResult) -> Any:
+    """The ``--json`` shape: fill-mask → [{token_str, score}] (a list of those per mask when there are
+    several); classify → {label: prob}; generate → {prompt, completion}."""
+    from engine.predict import ClassifyResult, FillMaskResult
+
+    if isinstance(result, FillMaskResult):
+        rows = [[{"token_str": t.token_str, "score": t.score} for t in mask] for mask in result.masks]
+        return rows[0] if len(rows) == 1 else rows
+    if isinstance(result, ClassifyResult):
+        return {s.label: s.score for s in result.labels}
+    return {"prompt": result.prompt, "completion": result.completion}
+
+
+def _bar(score: float, width: int = 20) -> str:
+    return "█" * max(0, min(width, round(score * width)))
+
+
+def _score_table(rows: list[tuple[str, float]], title: str, column: str) -> str:
+    name_width = max([len(name) for name, _ in rows] + [len(column)])
+    lines = [title, f"  {'#':>2}  {column:<{name_width}}  {'score':>7}"]
+    for i, (name, score) in enumerate(rows, 1):
+        lines.append(f"  {i:>2}  {name:<{name_width}}  {score:7.4f}  {_bar(score)}")
+    return "\n".join(lines)
+
+
+def predict_text(result: PredictResult) -> str:
+    """A plain-text table of ``result`` for the terminal."""
+    from engine.predict import ClassifyResult, FillMaskResult
+
+    if isinstance(result, FillMaskResult):
+        many = len(result.masks) > 1
+        blocks = [
+            _score_table(
+                [(t.token_str, t.score) for t in mask],
+                f"{result.text}" + (f"  (mask {i} of {len(result.masks)})" if many else ""),
+                "token",
+            )
+            for i, mask in enumerate(result.masks, 1)
+        ]
+        return "\n\n".join(blocks)
+    if isinstance(result, ClassifyResult):
+        return _score_table([(s.label, s.score) for s in result.labels], result.text, "label")
+    return f"{result.prompt}{result.completion if result.completion.startswith(' ') else ' ' + result.completion}"
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
+    """``tunebench predict``; a user error raises, and ``main`` turns it into one line and exit 2."""
+    from engine.logs import capture_library_logs
+
     try:
-        from engine.predict import cli_predict
+        from engine.predict import predict
     except ImportError:
         _error("prediction is not available in this build")
         return EXIT_INTERNAL
-    return cli_predict(args)
+    if args.top_k < 1:
+        raise PredictError(f"--top-k: expected at least 1, got {args.top_k}")
+    if args.max_new_tokens < 1:
+        raise PredictError(f"--max-new-tokens: expected at least 1, got {args.max_new_tokens}")
+    # library chatter (load reports, progress bars) stays off the terminal; our own warnings come from the result
+    with capture_library_logs(lambda _event: None):
+        result = predict(
+            args.model, args.text, top_k=args.top_k, max_new_tokens=args.max_new_tokens, device=args.device
+        )
+    for warning in result.warnings:
+        print(f"tunebench: warning: {args.model}: {warning}", file=sys.stderr)
+    print(json.dumps(predict_json(result), ensure_ascii=False) if args.json else predict_text(result))
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None, open_ui: Callable[[str], int] | None = None) -> int:

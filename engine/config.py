@@ -21,6 +21,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from engine.errors import ConfigError
+from engine.files import atomic_write_text
 
 Task = Literal["classification", "masked-lm", "causal-lm"]
 EngineName = Literal["loop", "sft"]
@@ -168,7 +169,8 @@ def _show(v: Any) -> str:
     return repr(v)
 
 
-def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+def unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    """``(X, True)`` for ``X | None``, else ``(tp, False)``."""
     if get_origin(tp) in (Union, types.UnionType):
         args = [a for a in get_args(tp) if a is not type(None)]
         if len(args) == 1 and len(get_args(tp)) == 2:
@@ -190,7 +192,7 @@ def _expected(tp: Any, check: Check | None) -> str:
 
 def coerce_value(path: str, tp: Any, check: Check | None, value: Any) -> Any:
     """Return ``value`` as the field's type, or raise ConfigError naming ``path``."""
-    inner, optional = _unwrap_optional(tp)
+    inner, optional = unwrap_optional(tp)
     if value is None:
         if optional:
             return None
@@ -406,7 +408,5 @@ def apply_overrides(raw: Any, overrides: list[str]) -> dict[str, Any]:
 
 
 def save_config(cfg: RunConfig, path: str | os.PathLike[str]) -> None:
-    """Write the config as YAML, atomically (temp file + rename)."""
-    from engine.runs import atomic_write_text  # runs imports config; keep the cycle out of module load
-
+    """Write the config as YAML, whole (see ``engine.files``)."""
     atomic_write_text(Path(path), cfg.to_yaml())

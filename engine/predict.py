@@ -2,15 +2,13 @@
 
 Models are loaded once per (folder, task, device) and kept; a query runs the transformers pipeline's own
 stages (tokenize, forward, postprocess), so results equal ``transformers.pipeline(...)`` on the same folder
-and cost no more than calling it. Whether a prediction head is untrained is read from the load report.
+and cost no more than calling it (BENCHMARKS.md, predict_latency.py). Whether a prediction head is untrained
+is read from the load report. Rendering for the terminal lives in ``engine.cli``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -439,78 +437,3 @@ def compare(
         base=original.predict(text, top_k=top_k, max_new_tokens=max_new_tokens),
         tuned=fine.predict(text, top_k=top_k, max_new_tokens=max_new_tokens),
     )
-
-
-# ---------------------------------------------------------------------------------------------------------
-# CLI: tunebench predict --model X [--top-k 5] [--max-new-tokens N] [--json] "TEXT"
-
-
-def result_json(result: PredictResult) -> Any:
-    """The ``--json`` shape: fill-mask → [{token_str, score}] (a list of those per mask when there are
-    several); classify → {label: prob}; generate → {prompt, completion}."""
-    if isinstance(result, FillMaskResult):
-        rows = [[{"token_str": t.token_str, "score": t.score} for t in mask] for mask in result.masks]
-        return rows[0] if len(rows) == 1 else rows
-    if isinstance(result, ClassifyResult):
-        return {s.label: s.score for s in result.labels}
-    return {"prompt": result.prompt, "completion": result.completion}
-
-
-def _bar(score: float, width: int = 20) -> str:
-    return "█" * max(0, min(width, round(score * width)))
-
-
-def _table(rows: list[tuple[str, float]], title: str, column: str) -> str:
-    name_width = max([len(name) for name, _ in rows] + [len(column)])
-    lines = [title, f"  {'#':>2}  {column:<{name_width}}  {'score':>7}"]
-    for i, (name, score) in enumerate(rows, 1):
-        lines.append(f"  {i:>2}  {name:<{name_width}}  {score:7.4f}  {_bar(score)}")
-    return "\n".join(lines)
-
-
-def render_text(result: PredictResult) -> str:
-    """A plain-text table of ``result`` for the terminal."""
-    if isinstance(result, FillMaskResult):
-        many = len(result.masks) > 1
-        blocks = [
-            _table(
-                [(t.token_str, t.score) for t in mask],
-                f"{result.text}" + (f"  (mask {i} of {len(result.masks)})" if many else ""),
-                "token",
-            )
-            for i, mask in enumerate(result.masks, 1)
-        ]
-        return "\n\n".join(blocks)
-    if isinstance(result, ClassifyResult):
-        return _table([(s.label, s.score) for s in result.labels], result.text, "label")
-    return f"{result.prompt}{result.completion if result.completion.startswith(' ') else ' ' + result.completion}"
-
-
-def cli_predict(args: argparse.Namespace) -> int:
-    """``tunebench predict``: 0 on success, 2 with ``tunebench: error: ...`` on a user error."""
-    from engine.logs import capture_library_logs
-
-    try:
-        if args.top_k < 1:
-            raise PredictError(f"--top-k: expected at least 1, got {args.top_k}")
-        if args.max_new_tokens < 1:
-            raise PredictError(f"--max-new-tokens: expected at least 1, got {args.max_new_tokens}")
-        # library chatter (load reports, progress bars) stays off the terminal; our own warnings come from the result
-        with capture_library_logs(lambda _event: None):
-            result = predict(
-                args.model,
-                args.text,
-                top_k=args.top_k,
-                max_new_tokens=args.max_new_tokens,
-                device=getattr(args, "device", None) or "auto",
-            )
-    except UserError as exc:
-        print(f"tunebench: error: {exc}", file=sys.stderr)
-        return 2
-    for warning in result.warnings:
-        print(f"tunebench: warning: {args.model}: {warning}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(result_json(result), ensure_ascii=False))
-    else:
-        print(render_text(result))
-    return 0

@@ -1,7 +1,7 @@
 """Run folders: ``runs/<timestamp>-<name>/`` with config.yaml, events.jsonl, checkpoints/, model/, summary.json.
 
-Nothing is written half: files go to a temporary name and are renamed; JSONL lines are appended whole and
-flushed, and a torn last line (a crash mid-write) is skipped on read.
+Nothing is written half: files and the model folder go to a temporary name and are renamed (``engine.files``);
+JSONL lines are appended whole and flushed, and a torn last line (a crash mid-write) is skipped on read.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from engine.config import RunConfig
 from engine.errors import RunFolderError
 from engine.events import Event, event_from_dict
 from engine.faults import kill_point
+from engine.files import atomic_write_text, rename_durably, sync_tree
 
 CONFIG_FILE = "config.yaml"
 EVENTS_FILE = "events.jsonl"
@@ -31,22 +32,6 @@ LOG_FILE = "run.log"
 MODEL_DIR = "model"
 CHECKPOINTS_DIR = "checkpoints"
 LOCK_FILE = ".lock"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, fsync, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def slugify(text: str, limit: int = 48) -> str:
@@ -273,20 +258,17 @@ def remove_run_dir(run: RunDir) -> None:
     shutil.rmtree(run.path, ignore_errors=True)
 
 
-def save_dir_atomically(path: Path, write: Any) -> None:
+def save_dir_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp_dir)`` and move the result to ``path``, replacing an older copy only when complete."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         write(tmp)
-        for f in tmp.rglob("*"):
-            if f.is_file():
-                with open(f, "rb") as fh:
-                    os.fsync(fh.fileno())
+        sync_tree(tmp)
         kill_point("model-save")
         old = path.with_name(f".{path.name}.old")
         if path.exists():
             os.replace(path, old)
-        os.replace(tmp, path)
+        rename_durably(tmp, path)
         shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

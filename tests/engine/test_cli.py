@@ -92,3 +92,40 @@ def test_runs_lists_finished_runs(make_config: Any, tmp_path: Path, capsys: pyte
     assert cli.main(["runs", "--runs-dir", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     assert "finished" in out and "accuracy" in out
+
+
+def test_run_progress_shows_the_engines_eta(capsys: pytest.CaptureFixture[str]) -> None:
+    from engine.events import RunStarted, StepLogged
+
+    view = cli._Console()
+    view(
+        RunStarted(
+            run_dir="r",
+            run_name="r",
+            task="classification",
+            engine="loop",
+            model="m",
+            device="cpu",
+            precision="fp32",
+            num_parameters=1000,
+            num_train_samples=10,
+            num_eval_samples=2,
+            num_epochs=1,
+            total_steps=10,
+            batch_size=2,
+        )
+    )
+    view(
+        StepLogged(
+            step=3,
+            total_steps=10,
+            epoch=0.3,
+            loss=0.5,
+            learning_rate=1e-5,
+            samples_per_second=4.0,
+            elapsed_seconds=3.0,
+            eta_seconds=125.0,
+        )
+    )
+    view.close()
+    assert "ETA 2:05" in capsys.readouterr().out

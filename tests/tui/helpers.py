@@ -9,7 +9,8 @@ from typing import Any
 from engine.config import RunConfig
 from engine.data import SAMPLES_DIR
 from engine.events import Event
-from engine.runs import EventLog, RunDir, atomic_write_text
+from engine.files import atomic_write_text
+from engine.runs import EventLog, RunDir
 
 
 def sample_rows(name: str, split: str) -> list[dict[str, Any]]:

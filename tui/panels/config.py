@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Literal, get_args, get_origin, get_type_hints
 
 from textual import on
 from textual.app import ComposeResult
@@ -20,7 +19,16 @@ from textual.suggester import Suggester
 from textual.widget import Widget
 from textual.widgets import Input, Label, Select, Static
 
-from engine.config import SECTIONS, RunConfig, field_docs, load_config, parse_yaml, save_config, validate_field
+from engine.config import (
+    SECTIONS,
+    RunConfig,
+    field_docs,
+    load_config,
+    parse_yaml,
+    save_config,
+    unwrap_optional,
+    validate_field,
+)
 from engine.errors import ConfigError
 from tui.panels import PANELS
 from tui.widgets.fixed_text import FixedText
@@ -48,14 +56,6 @@ class FieldSpec:
         return "field-" + self.path.replace(".", "--")
 
 
-def _unwrap(tp: Any) -> tuple[Any, bool]:
-    if get_origin(tp) in (Union, types.UnionType):
-        args = [a for a in get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return args[0], True
-    return tp, False
-
-
 def field_specs() -> list[FieldSpec]:
     """Every field of RunConfig in declaration order: top-level keys first, then each section."""
     docs = field_docs()
@@ -66,7 +66,7 @@ def field_specs() -> list[FieldSpec]:
         for f in dataclasses.fields(cls):
             if section == "" and f.name in SECTIONS:
                 continue
-            kind, optional = _unwrap(hints[f.name])
+            kind, optional = unwrap_optional(hints[f.name])
             choices: tuple[str, ...] | None = None
             if get_origin(kind) is Literal:
                 choices = tuple(str(c) for c in get_args(kind))

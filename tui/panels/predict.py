@@ -1,7 +1,7 @@
 """Predict panel: one text, the base model and the fine-tuned model side by side.
 
-The engine is reached through a small adapter (``engine_backend``) that imports ``engine.predict`` inside the
-worker thread, so neither torch nor transformers load before the first prediction. Tests pass a fake backend.
+The engine is reached through a small adapter (``engine_backend``) that runs in the worker thread; torch and
+transformers load there, with the first prediction (``engine.predict`` defers them). Tests pass a fake backend.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from textual.worker import Worker, WorkerState
 
 from engine.config import RunConfig
 from engine.events import LogMessage
+from engine.predict import MODES
 from tui import heap
 from tui.bridge import LibraryLog
 from tui.panels import PANELS
@@ -30,7 +31,6 @@ from tui.panels.data import describe_failure
 from tui.widgets.score_bars import ScoreBars
 
 TITLE = PANELS["predict"][1]
-MODES = {"masked-lm": "fill-mask", "classification": "classify", "causal-lm": "generate"}
 EXAMPLES = {
     "fill-mask": "This is a [MASK] movie!",
     "classify": "The food was wonderful and the staff were friendly.",

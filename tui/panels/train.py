@@ -9,6 +9,7 @@ from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.widgets import Log, ProgressBar, Static
 
+from engine.cli import fmt_duration
 from engine.config import RunConfig
 from engine.events import (
     CheckpointSaved,
@@ -27,7 +28,6 @@ from engine.events import (
     StopRequested,
 )
 from tui.controller import RunState
-from tui.formats import fmt_duration
 from tui.panels import PANELS
 from tui.widgets.epoch_table import EpochTable, RunCurves
 from tui.widgets.fixed_text import FixedText

@@ -1,0 +1,64 @@
+"""Files and folders written whole, by one durability rule.
+
+Write to a temporary name in the same folder, flush and fsync it, rename it to its final name, then fsync the
+folder, so that a crash at any moment leaves either the old content or the new, never a mix, and the rename
+itself survives a power loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's data, or a folder's entries, to disk."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if path.is_dir() else os.O_RDONLY
+    try:
+        fd = os.open(path, flags)
+    except OSError:  # some platforms cannot open folders; their files are synced already
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # a folder that does not support fsync; nothing more can be done for it
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_synced(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` and fsync it; not atomic alone (for a file in a folder renamed into place)."""
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def sync_tree(folder: Path) -> None:
+    """fsync every file and folder below ``folder``, and ``folder`` itself, before it is renamed into place."""
+    for path in folder.rglob("*"):
+        fsync_path(path)
+    fsync_path(folder)
+
+
+def rename_durably(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst`` (replacing a file there) and fsync the folder that holds the new name."""
+    os.replace(src, dst)
+    fsync_path(dst.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole: a temporary file in the same folder, synced, then renamed over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write_synced(tmp, text)
+        rename_durably(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
