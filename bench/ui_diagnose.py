@@ -88,9 +88,9 @@ async def diagnose(cfg: Any, config_path: Path) -> tuple[KeyTimes, dict[str, GcL
         if app.controller.state == "training":
             await pilot.press("x")
         await app.controller.wait_for("finished", "stopped", "failed")
-        if app.train_worker is not None:
+        if app.training.worker is not None:
             with contextlib.suppress(Exception):  # the worker's own failure is the run's, reported elsewhere
-                await app.train_worker.wait()
+                await app.training.worker.wait()
         end_gc.recording = False
     Widget.recompose = original  # type: ignore[method-assign]
     MessagePump._dispatch_message = dispatch  # type: ignore[method-assign]

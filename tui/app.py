@@ -13,35 +13,23 @@ import contextlib
 import logging
 import os
 import threading
-import time
 from collections.abc import AsyncGenerator, Iterable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from textual import on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
-from textual.content import Content
 from textual.css.query import NoMatches
 from textual.screen import Screen
-from textual.timer import Timer
 from textual.widget import MountError
 from textual.widgets import Input, Static, TabPane, TextArea
-from textual.worker import Worker, WorkerFailed, WorkerState
+from textual.worker import Worker
 
 from engine.config import RunConfig
-from engine.errors import UserError
-from engine.events import (
-    RunFailed,
-    RunFinished,
-    RunStarted,
-)
 from tui import heap
 from tui.bridge import (
-    STEP_REFRESH_SECONDS,
     EngineEvent,
-    EventBridge,
     LibraryLog,
     LogBridge,
     ResumeFactory,
@@ -51,8 +39,9 @@ from tui.bridge import (
     engine_resumer,
     engine_runner,
 )
-from tui.controller import RunController, RunState
+from tui.controller import RunController
 from tui.panels import PANELS, make_panel
+from tui.run_driver import RunDriver
 from tui.widgets.fixed_text import FixedText
 from tui.widgets.footer import WorkbenchFooter
 from tui.widgets.panel_tabs import PanelTabs
@@ -60,7 +49,6 @@ from tui.widgets.panel_tabs import PanelTabs
 if TYPE_CHECKING:  # each panel's module is imported when the panel is mounted (tui.panels.make_panel)
     from textual.pilot import Pilot
 
-    from engine.runner import RunHandle
     from tui.panels.config import ConfigPanel
     from tui.panels.data import DataPanel
     from tui.panels.predict import Backend, PredictPanel
@@ -125,15 +113,9 @@ class WorkbenchApp(App[int]):
         self.initial_panel = initial_panel
         #: Set once the first frame is on screen (Textual's Ready event; start-up benchmarks wait on it).
         self.ready = threading.Event()
-        self.controller = RunController(self._run_changed)
-        self.train_worker: Worker[Any] | None = None
-        self.quitting = False
-        self._run_done = threading.Event()
-        self._run_done.set()
+        self.training = RunDriver(self)
+        self.controller = RunController(self.training.changed)
         self._log_handler: LogBridge | None = None
-        self.quit_worker: Worker[None] | None = None
-        self._steps_shown_at = 0.0
-        self._steps_timer: Timer | None = None
         #: Set once all five panels are mounted (the first frame holds only the initial one).
         self.panels_mounted = asyncio.Event()
         #: The panel last brought on screen, whose data has been loaded.
@@ -210,7 +192,7 @@ class WorkbenchApp(App[int]):
     def on_mount(self) -> None:
         self._log_handler = LogBridge(self.post_message)
         logging.getLogger().addHandler(self._log_handler)
-        self._render_run_bar()
+        self.training.render_run_bar()
 
     async def on_ready(self) -> None:
         """Textual's signal that the first frame (the tabs, the initial panel's title, the footer) is on screen."""
@@ -223,9 +205,7 @@ class WorkbenchApp(App[int]):
 
     def on_unmount(self) -> None:
         # Quitting does not stop a thread worker; stop the run and wait for it to save, so no thread is left.
-        if self.controller.handle is not None and not self._run_done.is_set():
-            self.controller.handle.stop()
-            self._run_done.wait(timeout=120)
+        self.training.stop_and_wait(timeout=120)
         if self._log_handler is not None:
             logging.getLogger().removeHandler(self._log_handler)
         heap.thaw()
@@ -325,182 +305,42 @@ class WorkbenchApp(App[int]):
             self.notify(f"loaded the config of {message.path.parent.name}")
         self.action_show_panel("config")
 
-    def on_runs_panel_resume_run(self, message: RunsPanel.ResumeRun) -> None:
-        self.resume_run(message.run_dir)
-
     def on_runs_panel_use_for_predict(self, message: RunsPanel.UseForPredict) -> None:
         self.predict_panel.set_tuned(str(message.run_dir), "picked in Runs")
         self.action_show_panel("predict")
 
-    # -- the run --------------------------------------------------------------------------------------------
+    # -- the run (tui.run_driver) ---------------------------------------------------------------------------
     def action_start(self) -> None:
-        if self.controller.active:
-            self.notify("a run is already in progress; x stops it", severity="warning")
-            return
-        panel = self.config_panel
-        if not panel.is_valid:
-            path, (_value, message) = next(iter(panel.errors.items()))
-            self.notify(f"{path}: {message}", title="fix the config first", severity="error")
-            self.action_show_panel("config")
-            panel.focus_field(path)
-            return
-        bridge = EventBridge(self.post_message)
-        self._launch(self.runner_factory(panel.config, [bridge]), bridge, "loading libraries, data and model")
-
-    def resume_run(self, run_dir: Path) -> None:
-        """Continue a stopped, failed or killed run in its own folder, streaming to the Train panel."""
-        if self.controller.active:
-            self.notify(f"a run is already in progress; stop it (x) before resuming {run_dir.name}", severity="warning")
-            return
-        bridge = EventBridge(self.post_message)
-        try:
-            runner = self.resume_factory(run_dir, [bridge])
-        except UserError as exc:  # finished, not a run, or trained by another process: the engine says which
-            self.notify(str(exc), title="cannot resume", severity="error", timeout=10)
-            return
-        self._launch(runner, bridge, f"resuming {run_dir.name} from its latest checkpoint", resumed=run_dir)
-
-    def _launch(self, runner: RunHandle, bridge: EventBridge, detail: str, resumed: Path | None = None) -> None:
-        """Run ``runner`` in the app's training worker; its events reach the Train panel through ``bridge``.
-
-        ``resumed`` is the folder of a resumed run: its earlier events are read in the worker and posted first.
-        """
-        self.train_panel.reset(runner.cfg, f"resuming {resumed.name}" if resumed else "new run")
-        self.controller.begin(runner, bridge, detail)
-        if self.active_panel != "train":
-            self.action_show_panel("train")
-        done = self._run_done = threading.Event()
-
-        def run() -> Any:
-            try:
-                if resumed is not None:
-                    from engine.runs import RunDir, read_events
-
-                    self.post_message(RunHistory(bridge, read_events(RunDir(resumed).events_path)))
-                return runner.run()
-            finally:
-                heap.collect_and_freeze()  # the sweep for what was frozen and has since become garbage
-                done.set()
-
-        self.train_worker = self.run_worker(
-            run, name="training", group="train", thread=True, exclusive=True, exit_on_error=False, description="run"
-        )
+        self.training.start()
 
     def action_toggle_pause(self) -> None:
-        self.controller.toggle_pause()
+        self.training.toggle_pause()
 
     def action_stop(self) -> None:
-        self.controller.stop()
+        self.training.stop()
 
     async def action_quit(self) -> None:
-        if not self.controller.active:
-            self.exit(0)
-            return
-        if self.quitting:
-            self.notify("still saving the run; the workbench closes when it is done")
-            return
-        from tui.dialogs import ConfirmQuit
+        await self.training.quit()
 
-        self.push_screen(ConfirmQuit(), callback=self._on_quit_answer)
-
-    def _on_quit_answer(self, stop: bool | None) -> None:
-        if not stop:
-            return
-        if not self.controller.active:
-            self.exit(0)
-            return
-        self.quitting = True
-        self.controller.stop("saving, then quitting")
-        self.quit_worker = self.run_worker(self._exit_after_run(), group="quit", exclusive=True, exit_on_error=False)
-
-    async def _exit_after_run(self) -> None:
-        if self.train_worker is not None:
-            with contextlib.suppress(WorkerFailed):  # a failure is already on screen; quitting goes on
-                await self.train_worker.wait()
-        self.exit(0)
-
-    def _run_changed(self) -> None:
-        """The controller's state or detail changed: the Train panel, the run bars and the footer follow."""
-        self.train_panel.set_state(self.controller.state, self.controller.detail)
-        self._render_run_bar()
-        self.refresh_bindings()
+    def on_runs_panel_resume_run(self, message: RunsPanel.ResumeRun) -> None:
+        self.training.resume_run(message.run_dir)
 
     @on(StepsLogged)
     def _on_steps(self, message: StepsLogged) -> None:
-        if message.bridge is not self.controller.bridge:
-            message.bridge.take_steps()  # a previous run's last steps
-            return
-        self.controller.steps_arrived()
-        wait = self._steps_shown_at + STEP_REFRESH_SECONDS - time.monotonic()
-        if wait <= 0:
-            self._show_steps()
-        elif self._steps_timer is None:
-            self._steps_timer = self.set_timer(wait, self._show_steps)
-
-    def _show_steps(self) -> None:
-        """Hand the steps waiting in the bridge to the Train panel and the run bar."""
-        if self._steps_timer is not None:
-            self._steps_timer.stop()
-            self._steps_timer = None
-        self._steps_shown_at = time.monotonic()
-        if self.controller.bridge is None:
-            return
-        steps = self.controller.bridge.take_steps()
-        if steps:
-            self.train_panel.add_steps(steps)
-            self._render_run_bar()
+        self.training.steps_logged(message)
 
     @on(RunHistory)
     def _on_history(self, message: RunHistory) -> None:
-        if message.bridge is self.controller.bridge:
-            self.train_panel.set_history(message.events)
+        self.training.history(message)
 
     @on(EngineEvent)
     def _on_engine_event(self, message: EngineEvent) -> None:
-        event = message.event
-        if message.bridge is not self.controller.bridge:
-            return
-        self._show_steps()  # the steps before this event first, in order
-        self.train_panel.handle(event)
-        self.controller.take(event)
-        if isinstance(event, RunStarted):
-            heap.freeze()  # the modules imported to start the run stay as long as the workbench
-        elif isinstance(event, RunFinished):
-            run_dir = self.controller.run_dir
-            if event.model_dir and run_dir:
-                self.predict_panel.set_tuned(run_dir, "this session's run")
-            self.notify(f"run {event.status}: {Path(run_dir or '').name}", title="training")
-        elif isinstance(event, RunFailed):
-            self.notify(event.error, title="the run failed", severity="error", timeout=10)
+        self.training.engine_event(message)
 
     @on(LibraryLog)
     def _on_library_log(self, message: LibraryLog) -> None:
-        self.train_panel.write_log(f"{message.event.level}: {message.event.message}")
+        self.training.library_log(message)
 
     @on(Worker.StateChanged)
     def _on_worker(self, event: Worker.StateChanged) -> None:
-        if event.worker is not self.train_worker or not event.worker.is_finished:
-            return
-        if self.screen_stack and self.workbench.query("#runs-panel"):
-            self.runs_panel.refresh_runs()  # the summary is written after the last event: list the final status
-        if event.state == WorkerState.ERROR and self.controller.active:
-            # A run reports its own end as an event; a worker that raised is a bug outside the run.
-            assert event.worker.error is not None
-            from tui.panels.data import describe_failure
-
-            message, tb = describe_failure(event.worker.error)
-            self.train_panel.show_failure(message, tb)
-            self.controller.crashed()
-
-    def _render_run_bar(self) -> None:
-        state = self.controller.state
-        text = f"{state.mark} {state}"
-        if self.controller.detail:
-            text += f" ({self.controller.detail})"
-        if state is not RunState.IDLE:
-            text += " · " + self.train_panel.progress_text()
-        else:
-            text += " · s on the Train panel (F4) starts a run"
-        content = Content(text)
-        for bar in self.workbench.query(".run-bar").results(FixedText):
-            bar.update(content)
+        self.training.worker_changed(event)

@@ -176,14 +176,14 @@ async def test_quitting_mid_run_asks_stops_saves_and_leaves_no_thread(
         assert isinstance(app.screen, ConfirmQuit)
         await pilot.press("y")
         hold.release.set()
-        await until(pilot, lambda: app.quit_worker is not None, "quit starts")
-        assert app.quit_worker is not None
-        await app.quit_worker.wait()
+        await until(pilot, lambda: app.training.quit_worker is not None, "quit starts")
+        assert app.training.quit_worker is not None
+        await app.training.quit_worker.wait()
         assert app.return_code == 0
     runner = app.controller.handle
     assert isinstance(runner, Runner) and runner.run_dir is not None
     assert not runner.is_alive() and not any(t.name == "tunebench-run" for t in threading.enumerate())
-    assert app.train_worker is not None and app.train_worker.is_finished
+    assert app.training.worker is not None and app.training.worker.is_finished
     summary = runner.run_dir.read_summary()
     assert summary is not None and summary["status"] == "stopped"
     assert (runner.run_dir.model_dir / "config.json").exists()
@@ -218,6 +218,6 @@ async def test_a_stopped_run_resumes_from_the_runs_panel_and_finishes_in_the_sam
         assert [int(x) for x, _ in chart] == list(range(1, started.total_steps + 1))  # step 1 read back, then 2...
         assert app.query_one("#train-epochs", DataTable).row_count == cfg.train.num_train_epochs
         assert [p.name for p in Path(cfg.output.runs_dir).iterdir()] == [stopped_dir.name]
-        assert app.train_worker is not None
-        await app.train_worker.wait()
+        assert app.training.worker is not None
+        await app.training.worker.wait()
         await until(pilot, lambda: [r.status for r in app.runs_panel.runs] == ["finished"], "the list updates")

@@ -260,8 +260,8 @@ async def test_q_during_a_run_asks_first_then_stops_the_run_and_exits(make_app: 
         await pilot.pause()
         await pilot.press("y")
         await pilot.pause()
-        assert app.quit_worker is not None
-        await app.quit_worker.wait()
+        assert app.training.quit_worker is not None
+        await app.training.quit_worker.wait()
         assert app.return_code == 0
     runner = engine.runners[0]
     assert runner.finished.is_set()
@@ -281,7 +281,7 @@ async def test_a_second_start_is_refused_while_a_run_is_active(make_app: Callabl
         assert len(engine.runners) == 1
         gate.set()
         await reach(app, "finished")
-        await until(pilot, lambda: app.train_worker is not None and app.train_worker.is_finished, "worker ends")
+        await until(pilot, lambda: app.training.worker is not None and app.training.worker.is_finished, "worker ends")
 
 
 async def test_a_run_keeps_streaming_while_a_dialog_is_open(make_app: Callable[..., WorkbenchApp]) -> None:

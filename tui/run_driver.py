@@ -1,0 +1,223 @@
+"""The Textual side of the workbench's run: the training worker, the run keys, and the run's messages.
+
+``tui.controller.RunController`` knows the state of the run; ``RunDriver`` starts the worker, paces the steps into
+the Train panel, and makes the end of a run show in the other panels. The app forwards its run keys and the
+run's messages here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from textual.content import Content
+from textual.timer import Timer
+from textual.worker import Worker, WorkerFailed, WorkerState
+
+from engine.errors import UserError
+from engine.events import RunFailed, RunFinished, RunStarted
+from tui import heap
+from tui.bridge import STEP_REFRESH_SECONDS, EngineEvent, EventBridge, LibraryLog, RunHistory, StepsLogged
+from tui.controller import RunState
+from tui.widgets.fixed_text import FixedText
+
+if TYPE_CHECKING:
+    from engine.runner import RunHandle
+    from tui.app import WorkbenchApp
+
+
+class RunDriver:
+    """Runs the app's one run in a thread worker and shows what it says."""
+
+    def __init__(self, app: WorkbenchApp) -> None:
+        self.app = app
+        #: The thread worker that runs the current (or last) run.
+        self.worker: Worker[Any] | None = None
+        #: The worker that waits for a stopping run, then quits the app.
+        self.quit_worker: Worker[None] | None = None
+        self.quitting = False
+        self._run_done = threading.Event()
+        self._run_done.set()
+        self._steps_shown_at = 0.0
+        self._steps_timer: Timer | None = None
+
+    def stop_and_wait(self, timeout: float) -> None:
+        """Stop the run and wait for it to save (quitting does not stop a thread worker)."""
+        handle = self.app.controller.handle
+        if handle is not None and not self._run_done.is_set():
+            handle.stop()
+            self._run_done.wait(timeout=timeout)
+
+    def start(self) -> None:
+        if self.app.controller.active:
+            self.app.notify("a run is already in progress; x stops it", severity="warning")
+            return
+        panel = self.app.config_panel
+        if not panel.is_valid:
+            path, (_value, message) = next(iter(panel.errors.items()))
+            self.app.notify(f"{path}: {message}", title="fix the config first", severity="error")
+            self.app.action_show_panel("config")
+            panel.focus_field(path)
+            return
+        bridge = EventBridge(self.app.post_message)
+        self._launch(self.app.runner_factory(panel.config, [bridge]), bridge, "loading libraries, data and model")
+
+    def resume_run(self, run_dir: Path) -> None:
+        """Continue a stopped, failed or killed run in its own folder, streaming to the Train panel."""
+        if self.app.controller.active:
+            self.app.notify(
+                f"a run is already in progress; stop it (x) before resuming {run_dir.name}", severity="warning"
+            )
+            return
+        bridge = EventBridge(self.app.post_message)
+        try:
+            runner = self.app.resume_factory(run_dir, [bridge])
+        except UserError as exc:  # finished, not a run, or trained by another process: the engine says which
+            self.app.notify(str(exc), title="cannot resume", severity="error", timeout=10)
+            return
+        self._launch(runner, bridge, f"resuming {run_dir.name} from its latest checkpoint", resumed=run_dir)
+
+    def _launch(self, runner: RunHandle, bridge: EventBridge, detail: str, resumed: Path | None = None) -> None:
+        """Run ``runner`` in the app's training worker; its events reach the Train panel through ``bridge``.
+
+        ``resumed`` is the folder of a resumed run: its earlier events are read in the worker and posted first.
+        """
+        self.app.train_panel.reset(runner.cfg, f"resuming {resumed.name}" if resumed else "new run")
+        self.app.controller.begin(runner, bridge, detail)
+        if self.app.active_panel != "train":
+            self.app.action_show_panel("train")
+        done = self._run_done = threading.Event()
+
+        def run() -> Any:
+            try:
+                if resumed is not None:
+                    from engine.runs import RunDir, read_events
+
+                    self.app.post_message(RunHistory(bridge, read_events(RunDir(resumed).events_path)))
+                return runner.run()
+            finally:
+                heap.collect_and_freeze()  # the sweep for what was frozen and has since become garbage
+                done.set()
+
+        self.worker = self.app.run_worker(
+            run, name="training", group="train", thread=True, exclusive=True, exit_on_error=False, description="run"
+        )
+
+    def toggle_pause(self) -> None:
+        self.app.controller.toggle_pause()
+
+    def stop(self) -> None:
+        self.app.controller.stop()
+
+    async def quit(self) -> None:
+        if not self.app.controller.active:
+            self.app.exit(0)
+            return
+        if self.quitting:
+            self.app.notify("still saving the run; the workbench closes when it is done")
+            return
+        from tui.dialogs import ConfirmQuit
+
+        self.app.push_screen(ConfirmQuit(), callback=self._on_quit_answer)
+
+    def _on_quit_answer(self, stop: bool | None) -> None:
+        if not stop:
+            return
+        if not self.app.controller.active:
+            self.app.exit(0)
+            return
+        self.quitting = True
+        self.app.controller.stop("saving, then quitting")
+        self.quit_worker = self.app.run_worker(
+            self._exit_after_run(), group="quit", exclusive=True, exit_on_error=False
+        )
+
+    async def _exit_after_run(self) -> None:
+        if self.worker is not None:
+            with contextlib.suppress(WorkerFailed):  # a failure is already on screen; quitting goes on
+                await self.worker.wait()
+        self.app.exit(0)
+
+    def changed(self) -> None:
+        """The controller's state or detail changed: the Train panel, the run bars and the footer follow."""
+        self.app.train_panel.set_state(self.app.controller.state, self.app.controller.detail)
+        self.render_run_bar()
+        self.app.refresh_bindings()
+
+    def steps_logged(self, message: StepsLogged) -> None:
+        if message.bridge is not self.app.controller.bridge:
+            message.bridge.take_steps()  # a previous run's last steps
+            return
+        self.app.controller.steps_arrived()
+        wait = self._steps_shown_at + STEP_REFRESH_SECONDS - time.monotonic()
+        if wait <= 0:
+            self._show_steps()
+        elif self._steps_timer is None:
+            self._steps_timer = self.app.set_timer(wait, self._show_steps)
+
+    def _show_steps(self) -> None:
+        """Hand the steps waiting in the bridge to the Train panel and the run bar."""
+        if self._steps_timer is not None:
+            self._steps_timer.stop()
+            self._steps_timer = None
+        self._steps_shown_at = time.monotonic()
+        if self.app.controller.bridge is None:
+            return
+        steps = self.app.controller.bridge.take_steps()
+        if steps:
+            self.app.train_panel.add_steps(steps)
+            self.render_run_bar()
+
+    def history(self, message: RunHistory) -> None:
+        if message.bridge is self.app.controller.bridge:
+            self.app.train_panel.set_history(message.events)
+
+    def engine_event(self, message: EngineEvent) -> None:
+        event = message.event
+        if message.bridge is not self.app.controller.bridge:
+            return
+        self._show_steps()  # the steps before this event first, in order
+        self.app.train_panel.handle(event)
+        self.app.controller.take(event)
+        if isinstance(event, RunStarted):
+            heap.freeze()  # the modules imported to start the run stay as long as the workbench
+        elif isinstance(event, RunFinished):
+            run_dir = self.app.controller.run_dir
+            if event.model_dir and run_dir:
+                self.app.predict_panel.set_tuned(run_dir, "this session's run")
+            self.app.notify(f"run {event.status}: {Path(run_dir or '').name}", title="training")
+        elif isinstance(event, RunFailed):
+            self.app.notify(event.error, title="the run failed", severity="error", timeout=10)
+
+    def library_log(self, message: LibraryLog) -> None:
+        self.app.train_panel.write_log(f"{message.event.level}: {message.event.message}")
+
+    def worker_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker is not self.worker or not event.worker.is_finished:
+            return
+        if self.app.screen_stack and self.app.workbench.query("#runs-panel"):
+            self.app.runs_panel.refresh_runs()  # the summary is written after the last event: list the final status
+        if event.state == WorkerState.ERROR and self.app.controller.active:
+            # A run reports its own end as an event; a worker that raised is a bug outside the run.
+            assert event.worker.error is not None
+            from tui.panels.data import describe_failure
+
+            message, tb = describe_failure(event.worker.error)
+            self.app.train_panel.show_failure(message, tb)
+            self.app.controller.crashed()
+
+    def render_run_bar(self) -> None:
+        state = self.app.controller.state
+        text = f"{state.mark} {state}"
+        if self.app.controller.detail:
+            text += f" ({self.app.controller.detail})"
+        if state is not RunState.IDLE:
+            text += " · " + self.app.train_panel.progress_text()
+        else:
+            text += " · s on the Train panel (F4) starts a run"
+        content = Content(text)
+        for bar in self.app.workbench.query(".run-bar").results(FixedText):
+            bar.update(content)
