@@ -1,6 +1,7 @@
 """Errors a user can cause and fix. Anything else is an internal bug and keeps its traceback."""
 
 import errno
+import traceback
 
 #: errno values that mean the disk or the folder refuses a write: the user's to fix, not a bug.
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
@@ -45,3 +46,11 @@ class OutOfMemory(UserError):
 
 class RunFolderError(UserError):
     """A run folder cannot be created, written, or resumed."""
+
+
+def describe_failure(exc: BaseException) -> tuple[str, str | None]:
+    """(message, traceback): a user's mistake gives its one line and no traceback; anything else is a bug,
+    shown as a short line with its traceback kept for the log."""
+    if isinstance(exc, UserError):
+        return str(exc), None
+    return f"internal error: {type(exc).__name__}: {exc}", "".join(traceback.format_exception(exc))

@@ -17,14 +17,13 @@ import importlib
 import logging
 import threading
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from engine.config import RunConfig, load_config
 from engine.control import RunControl
-from engine.errors import DISK_ERRNOS, RunFolderError, UserError
+from engine.errors import DISK_ERRNOS, RunFolderError, UserError, describe_failure
 from engine.events import (
     EPHEMERAL,
     Emit,
@@ -220,8 +219,8 @@ class Runner:
         try:
             self.run()
         except BaseException as exc:
-            message = f"internal error: {type(exc).__name__}: {exc}"
-            self._fan_out(RunFailed(error=message, user_error=False, traceback=traceback.format_exc()))
+            message, tb = describe_failure(exc)
+            self._fan_out(RunFailed(error=message, user_error=False, traceback=tb))
             self.result = RunResult("failed", self.run_dir.path if self.run_dir else None, error=message)
 
     def stop(self) -> None:
@@ -341,8 +340,8 @@ class Runner:
         self.result = RunResult("failed", None, error=message, user_error=True)
 
     def _fail_internal(self, emit: Emit, summary: _Summary, run_dir: RunDir, exc: BaseException) -> None:
-        tb = traceback.format_exc()
-        self._fail(emit, summary, run_dir, f"internal error: {type(exc).__name__}: {exc}", False, tb)
+        message, tb = describe_failure(exc)
+        self._fail(emit, summary, run_dir, message, False, tb)
 
     def _fail(
         self,

@@ -17,7 +17,7 @@ from textual.content import Content
 from textual.timer import Timer
 from textual.worker import Worker, WorkerFailed, WorkerState
 
-from engine.errors import UserError
+from engine.errors import UserError, describe_failure
 from engine.events import RunFailed, RunFinished, RunStarted
 from tui import heap
 from tui.bridge import STEP_REFRESH_SECONDS, EngineEvent, EventBridge, LibraryLog, RunHistory, StepsLogged
@@ -203,8 +203,6 @@ class RunDriver:
         if event.state == WorkerState.ERROR and self.app.controller.active:
             # A run reports its own end as an event; a worker that raised is a bug outside the run.
             assert event.worker.error is not None
-            from tui.panels.data import describe_failure
-
             message, tb = describe_failure(event.worker.error)
             self.app.train_panel.show_failure(message, tb)
             self.app.controller.crashed()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import traceback
 from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
@@ -19,7 +18,7 @@ from textual.worker import Worker, WorkerState
 
 from engine.browse import DatasetBrowser, LabelCount, Sample, SplitView, TokenizedSample
 from engine.config import RunConfig
-from engine.errors import UserError
+from engine.errors import describe_failure
 from engine.events import LogMessage
 from tui import heap
 from tui.bridge import LibraryLog
@@ -43,14 +42,6 @@ def cached_tokenizer(name_or_path: str, trust_remote_code: bool) -> PreTrainedTo
 
     quiet_libraries()
     return load_tokenizer(name_or_path, trust_remote_code)
-
-
-def describe_failure(exc: BaseException) -> tuple[str, str | None]:
-    """A user's mistake gives its one-line message; anything else a short line plus the traceback."""
-    if isinstance(exc, UserError):
-        return str(exc), None
-    tb = "".join(traceback.format_exception(exc))
-    return f"internal error: {type(exc).__name__}: {exc}", tb
 
 
 class DataPanel(Vertical):

@@ -22,12 +22,12 @@ from textual.widgets import Input, Label, Static
 from textual.worker import Worker, WorkerState
 
 from engine.config import RunConfig
+from engine.errors import describe_failure
 from engine.events import LogMessage
 from engine.predict import MODES
 from tui import heap
 from tui.bridge import LibraryLog
 from tui.panels import PANELS
-from tui.panels.data import describe_failure
 from tui.widgets.score_bars import ScoreBars
 
 TITLE = PANELS["predict"][1]

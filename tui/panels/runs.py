@@ -16,9 +16,9 @@ from textual.widgets import DataTable, Static
 from textual.worker import Worker, WorkerState
 
 from engine.cli import fmt_duration
+from engine.errors import describe_failure
 from engine.runs import RunDir, RunInfo, list_runs
 from tui.panels import PANELS
-from tui.panels.data import describe_failure
 from tui.widgets.epoch_table import EpochTable, RunCurves
 from tui.widgets.fixed_text import FixedText
 from tui.widgets.loss_chart import LossChart
