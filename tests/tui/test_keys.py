@@ -10,10 +10,9 @@ from typing import Any
 import pytest
 from textual.command import CommandPalette
 from textual.widgets import DataTable, Input, TabbedContent
-from textual.widgets._tabs import Underline
 
 from engine.events import RunFinished
-from tests.tui.conftest import reach, set_animations, settle, until
+from tests.tui.conftest import reach, set_animations, settle, tab_underline, until
 from tests.tui.fakes import ScriptedEngine
 from tui.app import PANELS, WorkbenchApp
 from tui.dialogs import ConfirmQuit, HelpScreen
@@ -58,13 +57,14 @@ async def test_a_panel_key_moves_the_tab_underline_at_once_unless_animations_are
     make_app: Callable[..., WorkbenchApp], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     slides: list[str] = []
-    animate = Underline.animate
+    underline_class = tab_underline()
+    animate = underline_class.animate
 
-    def recorded(self: Underline, attribute: str, *args: Any, **kwargs: Any) -> None:
+    def recorded(self: Any, attribute: str, *args: Any, **kwargs: Any) -> None:
         slides.append(attribute)
         animate(self, attribute, *args, **kwargs)
 
-    monkeypatch.setattr(Underline, "animate", recorded)
+    monkeypatch.setattr(underline_class, "animate", recorded)
     for env, slid in ((None, False), ("full", True)):
         set_animations(monkeypatch, env)
         slides.clear()
@@ -78,7 +78,7 @@ async def test_a_panel_key_moves_the_tab_underline_at_once_unless_animations_are
 
 def underline_under_active_tab(app: WorkbenchApp) -> bool:
     tab = app.query_one("#panels ContentTab.-active")
-    underline = app.query_one("#panels Underline", Underline)
+    underline = app.query_one("#panels Underline", tab_underline())
     return (underline.highlight_start, underline.highlight_end) == tab.virtual_region.shrink(
         tab.styles.gutter
     ).column_span

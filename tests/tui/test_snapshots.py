@@ -12,13 +12,14 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Input
+from textual.widgets import Input
 
 from engine.config import RunConfig, validate_field
 from tests.tui.conftest import reach, settle, until
 from tests.tui.fakes import run_script
 from tests.tui.helpers import summary_for, write_run
 from tui.app import WorkbenchApp
+from tui.widgets.sized_table import SizedTable
 
 SIZES = pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
 Compare = Callable[..., bool]
@@ -29,15 +30,11 @@ async def finish_drawing(pilot: Pilot[Any]) -> None:
     # A DataTable sizes its columns to new rows on its next refresh: a busy machine can be caught before it.
     await until(
         pilot,
-        lambda: not any(table._require_update_dimensions for table in pilot.app.query(DataTable)),
+        lambda: all(table.columns_sized for table in pilot.app.query(SizedTable)),
         "the tables sized their columns",
     )
+    pilot.app.clear_notifications()  # toasts expire on a timer; a screenshot must not depend on it
     await pilot.pause()
-
-
-def quiet(app: WorkbenchApp) -> WorkbenchApp:
-    app._disable_notifications = True  # toasts expire on a timer; a screenshot must not depend on it
-    return app
 
 
 class TestDataPanel:
@@ -45,7 +42,7 @@ class TestDataPanel:
 
     @SIZES
     def test_data_panel(self, snap_compare: Compare, make_app: Callable[..., WorkbenchApp], size: Any) -> None:
-        app = quiet(make_app(panel="data"))
+        app = make_app(panel="data")
 
         async def run_before(pilot: Pilot[Any]) -> None:
             await until(pilot, lambda: app.data_panel.view is not None, "the data shows")
@@ -60,7 +57,7 @@ class TestConfigPanel:
 
     @SIZES
     def test_config_panel(self, snap_compare: Compare, make_app: Callable[..., WorkbenchApp], size: Any) -> None:
-        app = quiet(make_app(panel="config"))
+        app = make_app(panel="config")
 
         async def run_before(pilot: Pilot[Any]) -> None:
             await until(pilot, lambda: app.config_panel.form_built, "the form is built")
@@ -76,7 +73,7 @@ class TestTrainPanel:
 
     @SIZES
     def test_train_panel(self, snap_compare: Compare, make_app: Callable[..., WorkbenchApp], size: Any) -> None:
-        app = quiet(make_app(panel="train"))
+        app = make_app(panel="train")
 
         async def run_before(pilot: Pilot[Any]) -> None:
             await pilot.press("s")
@@ -91,7 +88,7 @@ class TestPredictPanel:
 
     @SIZES
     def test_predict_panel(self, snap_compare: Compare, make_app: Callable[..., WorkbenchApp], size: Any) -> None:
-        app = quiet(make_app(panel="predict"))
+        app = make_app(panel="predict")
 
         async def run_before(pilot: Pilot[Any]) -> None:
             await app.panels_mounted.wait()
@@ -119,7 +116,7 @@ class TestRunsPanel:
             cfg = validate_field(workbench_config, "train.learning_rate", 1e-4 * (i + 1))
             summary = summary_for(cfg, started=1_704_103_200 + 86_400 * i, best=0.7 + i / 10)
             write_run(Path("runs"), name, cfg, run_script(f"runs/{name}", epochs=2 + i), summary)
-        app = quiet(make_app(panel="runs"))
+        app = make_app(panel="runs")
 
         async def run_before(pilot: Pilot[Any]) -> None:
             await until(pilot, lambda: len(app.runs_panel.runs) == 2, "the runs list")

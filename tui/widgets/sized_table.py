@@ -17,6 +17,12 @@ class SizedTable(DataTable[CellType]):
     that pass: the rows then stayed drawn at the header's widths (a Runs table squeezed to ``202 finish``)
     until the table changed again. Here the pass drops those cached rows."""
 
+    @property
+    def columns_sized(self) -> bool:
+        """Whether the columns fit every row added so far (Textual 8.2 sizes them on an idle pass after the
+        rows; its flag for a pending pass is private, so it is read here only)."""
+        return not self._require_update_dimensions
+
     def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
         super()._update_dimensions(new_rows)
         self._clear_caches()
