@@ -1,10 +1,12 @@
 """The one place where engine events become Textual messages.
 
-The engine calls a subscriber on its run thread; the subscriber must never wait for the UI. So each event is
-wrapped in a ``Message`` and handed to ``post_message``, which is thread-safe and returns at once. Step events
-are buffered here; the first one since the app last took them posts one ``StepsLogged``, and the app takes
-them all at once, at most every ``STEP_REFRESH_SECONDS``: however fast the loop logs, the UI thread wakes
-about twice a second for them, and the chart still receives every point.
+A run's subscribers are called on the thread that delivers its events: the app's training worker, which reads
+them from the run's child process (``engine.child``), or the run's own thread for an in-process ``Runner``. A
+subscriber must never wait for the UI: each event is wrapped in a ``Message`` and handed to ``post_message``,
+which is thread-safe and returns at once. Step events (``StepDone``, ``StepLogged``) are buffered here; the
+first one since the app last took them posts one ``StepsLogged``, and the app takes them all at once, at most
+every ``STEP_REFRESH_SECONDS``: however fast the loop steps, the UI thread wakes about twice a second for them,
+and the chart still receives every point.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ class LibraryLog(Message):
 
 
 class EventBridge:
-    """Engine subscriber for one run: called on the run thread, posts to the app without blocking."""
+    """Engine subscriber for one run: called on the thread that delivers its events, posts without blocking."""
 
     def __init__(self, post: Post) -> None:
         self._post = post
