@@ -132,9 +132,9 @@ class ConfigPanel(Vertical):
     """Edit the run config; each change goes through ``engine.config.validate_field``."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+s", "save", "Save"),
-        Binding("ctrl+l", "load", "Load"),
-        Binding("ctrl+r", "reset", "Reset"),
+        Binding("ctrl+s", "save", "Save", tooltip="Save the form to the YAML file named above it"),
+        Binding("ctrl+l", "load", "Load", tooltip="Load the YAML file named above the form"),
+        Binding("ctrl+r", "reset", "Reset", tooltip="Reset the form to the file it was loaded from"),
     ]
 
     class Changed(Message):

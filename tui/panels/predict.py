@@ -149,8 +149,8 @@ class PredictPanel(Vertical):
     """Type a text, press Enter: predictions of the base and the fine-tuned model, side by side."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+t", "example", "Example"),
-        Binding("ctrl+b", "clear_tuned", "Base only"),
+        Binding("ctrl+t", "example", "Example", tooltip="Fill in an example text for this model's task"),
+        Binding("ctrl+b", "clear_tuned", "Base only", tooltip="Predict with the base model only"),
     ]
 
     class Predicted(Message):
