@@ -11,7 +11,13 @@ Layout of one checkpoint, ``<run>/checkpoints/checkpoint-<step>/``::
 
 The folder is first written as a hidden temporary sibling, every file is fsynced, and only then renamed to
 its final name (the rule of ``engine.files``), so a kill at any moment leaves either the whole checkpoint or
-none of it.
+none of it. The SFT engine writes the Trainer's own files through the same ``write_checkpoint``.
+
+Why not accelerate's ``save_state``/``load_state``: what the loop engine needs beyond the model, optimizer,
+schedule and RNG (the sampler's generator, the epoch's running sums) would go through
+``register_for_checkpointing``, and accelerate 1.16 loads those objects with ``torch.load(weights_only=False)``
+(``accelerate.checkpointing.load_custom_state``): a checkpoint file could then run code when a run resumes.
+Here nothing is unpickled (``tests/engine/test_security.py``).
 """
 
 from __future__ import annotations

@@ -108,41 +108,46 @@ def sentiment_file(tmp_path: Path) -> Path:
     return write_jsonl(tmp_path / "reviews.jsonl", sentiment_rows(120))
 
 
-@pytest.fixture
-def make_config(tmp_path: Path, tiny_bert_dir: Path) -> Callable[..., Any]:
-    """Build a validated RunConfig for a tiny, fast run; keyword overrides as ``{"train.seed": 3}``."""
+def tiny_config(
+    model_dir: Path, rows: Path, runs: Path, overrides: dict[str, Any] | None = None, **sections: Any
+) -> Any:
+    """A validated RunConfig for a tiny, fast run of ``model_dir`` on the JSONL file ``rows``; sections merge
+    into the defaults, overrides are ``{"train.seed": 3}``."""
     from engine.config import from_dict
 
-    def make(overrides: dict[str, Any] | None = None, **sections: dict[str, Any]) -> Any:
-        raw: dict[str, Any] = {
-            "task": "classification",
-            "engine": "loop",
-            "model": {"name_or_path": str(tiny_bert_dir)},
-            "data": {
-                "source": str(write_jsonl(tmp_path / "data.jsonl", sentiment_rows(160))),
-                "eval_split": None,
-                "eval_fraction": 0.25,
-                "max_length": 32,
-            },
-            "train": {
-                "learning_rate": 1e-2,
-                "num_train_epochs": 2,
-                "per_device_train_batch_size": 8,
-                "per_device_eval_batch_size": 16,
-                "logging_steps": 1,
-                "device": "cpu",
-                "save_strategy": "no",
-            },
-            "output": {"runs_dir": str(tmp_path / "runs")},
-        }
-        for name, values in sections.items():
-            raw[name] = {**raw.get(name, {}), **values} if isinstance(values, dict) else values
-        for key, value in (overrides or {}).items():
-            section, _, field = key.partition(".")
-            if field:
-                raw.setdefault(section, {})[field] = value
-            else:
-                raw[section] = value
-        return from_dict(raw)
+    raw: dict[str, Any] = {
+        "task": "classification",
+        "engine": "loop",
+        "model": {"name_or_path": str(model_dir)},
+        "data": {"source": str(rows), "eval_split": None, "eval_fraction": 0.25, "max_length": 32},
+        "train": {
+            "learning_rate": 1e-2,
+            "num_train_epochs": 2,
+            "per_device_train_batch_size": 8,
+            "per_device_eval_batch_size": 16,
+            "logging_steps": 1,
+            "device": "cpu",
+            "save_strategy": "no",
+        },
+        "output": {"runs_dir": str(runs)},
+    }
+    for name, values in sections.items():
+        raw[name] = {**raw.get(name, {}), **values} if isinstance(values, dict) else values
+    for key, value in (overrides or {}).items():
+        section, _, field = key.partition(".")
+        if field:
+            raw.setdefault(section, {})[field] = value
+        else:
+            raw[section] = value
+    return from_dict(raw)
+
+
+@pytest.fixture
+def make_config(tmp_path: Path, tiny_bert_dir: Path) -> Callable[..., Any]:
+    """Build a validated RunConfig for a tiny, fast run (see ``tiny_config``) on 160 rows in ``tmp_path``."""
+
+    def make(overrides: dict[str, Any] | None = None, **sections: Any) -> Any:
+        data = write_jsonl(tmp_path / "data.jsonl", sentiment_rows(160))
+        return tiny_config(tiny_bert_dir, data, tmp_path / "runs", overrides, **sections)
 
     return make

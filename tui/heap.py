@@ -1,8 +1,8 @@
 """Keep the cyclic garbage collector's full passes off the workbench's long-lived heap.
 
 Once torch, transformers or datasets are imported, the process holds hundreds of thousands of objects that
-live as long as it does, and each full collection walks all of them: ~0.25 s on a 2-core VM with half a
-million, with the interpreter lock held, so the UI stalls. ``gc.freeze`` moves the objects alive at a quiet
+live as long as it does, and each full collection walks all of them with the interpreter lock held, so the
+UI stalls (docs/perf-log.md, causes 3 and 15, has the figures). ``gc.freeze`` moves the objects alive at a quiet
 point out of the collector's reach; collections then see only what was made since. (A run trains in a child
 process, whose Runner does the same for its own heap.)
 

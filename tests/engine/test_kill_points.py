@@ -20,7 +20,7 @@ from engine.events import EpochEnded, Evaluated, LogMessage, RunFinished, RunSta
 from engine.faults import ENV
 from engine.runner import Runner
 from engine.runs import read_events
-from tests.conftest import sentiment_rows, write_jsonl
+from tests.conftest import sentiment_rows, tiny_config, write_jsonl
 
 # 72 training rows in batches of 8: 9 steps an epoch, 18 in all; a checkpoint every 3 steps, so checkpoint-9
 # closes epoch 1 and checkpoint-18 the run, each before its epoch's evaluation.
@@ -39,31 +39,9 @@ KILLS = {
 
 
 def config(tiny_bert_dir: Path, data: Path, runs: Path, engine: str) -> RunConfig:
-    return from_dict(
-        {
-            "task": "masked-lm",
-            "engine": engine,
-            "model": {"name_or_path": str(tiny_bert_dir)},
-            "data": {
-                "source": str(data),
-                "label_field": None,
-                "eval_split": None,
-                "eval_fraction": 0.25,
-                "max_length": 32,
-            },
-            "train": {
-                "learning_rate": 1e-2,
-                "num_train_epochs": 2,
-                "per_device_train_batch_size": 8,
-                "per_device_eval_batch_size": 16,
-                "logging_steps": 1,
-                "device": "cpu",
-                "torch_threads": 1,
-                "save_strategy": "steps",
-                "save_steps": 3,
-            },
-            "output": {"runs_dir": str(runs)},
-        }
+    train = {"torch_threads": 1, "save_strategy": "steps", "save_steps": 3}
+    return tiny_config(
+        tiny_bert_dir, data, runs, task="masked-lm", engine=engine, data={"label_field": None}, train=train
     )
 
 
