@@ -18,22 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import PredictError, UserError
+from engine.events import fmt_duration
 
 if TYPE_CHECKING:
     from engine.predict import PredictResult
 
 DEFAULT_CONFIG = "sample_configs/quickstart-classify.yaml"
 EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_STOPPED = 0, 1, 2, 130
-
-
-def fmt_duration(seconds: float | None) -> str:
-    """``m:ss`` or ``h:mm:ss``; "-" when unknown."""
-    if seconds is None or seconds != seconds or seconds in (float("inf"), float("-inf")):
-        return "-"
-    whole = round(seconds)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def _error(message: str) -> None:

@@ -23,7 +23,7 @@ from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widget import MountError
-from textual.widgets import Input, Static, TabPane, TextArea
+from textual.widgets import Input, Static, TabPane
 from textual.worker import Worker
 
 from engine.config import RunConfig
@@ -282,6 +282,8 @@ class WorkbenchApp(App[int]):
 
     def action_leave_field(self) -> None:
         """Escape out of a text field, so that single-key bindings (q, s, …) act again; tab goes back in."""
+        from textual.widgets import TextArea  # not at import: TextArea's modules would delay the first frame
+
         if isinstance(self.focused, Input | TextArea):
             self.screen.set_focus(None)
 

@@ -12,8 +12,17 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from engine.cli import fmt_duration
-from engine.events import Event, Paused, Resumed, RunFailed, RunFinished, RunStarted, Status, StopRequested
+from engine.events import (
+    Event,
+    Paused,
+    Resumed,
+    RunFailed,
+    RunFinished,
+    RunStarted,
+    Status,
+    StopRequested,
+    fmt_duration,
+)
 
 if TYPE_CHECKING:
     from engine.runner import RunHandle

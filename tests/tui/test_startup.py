@@ -34,6 +34,13 @@ def test_importing_the_workbench_loads_no_training_library() -> None:
     assert not loaded & {*HEAVY, "datasets"}
 
 
+def test_importing_the_workbench_leaves_out_what_the_first_frame_does_not_draw() -> None:
+    """Textual's TextArea (with its document and syntax modules) and the CLI's argparse each added
+    milliseconds to every start (bench/startup.py); they load when first used."""
+    loaded = set(python("import sys, tui.app; print(' '.join(sorted(sys.modules)))")[0].split())
+    assert not loaded & {"textual.widgets._text_area", "textual.document", "engine.cli", "argparse"}
+
+
 def test_the_first_frame_is_up_before_any_training_library_loads() -> None:
     """The ready event fires on the first frame; at that moment none of the heavy libraries is imported."""
     out = python(FIRST_FRAME, *HEAVY)

@@ -15,8 +15,8 @@ from textual.message import Message
 from textual.widgets import DataTable, Static
 from textual.worker import Worker, WorkerState
 
-from engine.cli import fmt_duration
 from engine.errors import describe_failure
+from engine.events import fmt_duration
 from engine.runs import RunDir, RunInfo, list_runs
 from tui.panels import PANELS
 from tui.widgets.epoch_table import EpochTable, RunCurves

@@ -9,7 +9,6 @@ from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.widgets import Log, ProgressBar, Static
 
-from engine.cli import fmt_duration
 from engine.config import RunConfig
 from engine.events import (
     CheckpointSaved,
@@ -26,6 +25,7 @@ from engine.events import (
     StepDone,
     StepLogged,
     StopRequested,
+    fmt_duration,
 )
 from tui.controller import RunState
 from tui.panels import PANELS

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from engine.cli import fmt_duration
-from engine.events import EpochEnded, Evaluated, Event, RunStarted, StepLogged
+from engine.events import EpochEnded, Evaluated, Event, RunStarted, StepLogged, fmt_duration
 from tui.widgets.sized_table import SizedTable
 
 Point = tuple[float, float]
