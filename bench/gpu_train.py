@@ -126,7 +126,7 @@ def engine_run(plan: Plan, model_dir: Path, data_file: Path, runs_dir: Path) -> 
             "task": "masked-lm",
             "engine": "loop",
             "model": {"name_or_path": str(model_dir)},
-            "data": {"source": str(data_file), "label_field": None, "eval_split": None, "max_length": plan.seq_len},
+            "data": {"source": str(data_file), "label_field": None, "eval_fraction": None, "max_length": plan.seq_len},
             "train": {
                 "learning_rate": 1e-4,
                 "num_train_epochs": 1,

@@ -111,8 +111,8 @@ class _Console:
             c.print(
                 f"[bold]{event.run_name}[/bold]: {event.task} with {event.engine} "
                 f"on {event.device} ({event.precision}), "
-                f"{event.num_parameters / 1e6:.1f}M parameters, {event.num_train_samples} train / "
-                f"{event.num_eval_samples} eval samples, {event.total_steps} steps"
+                f"{event.num_parameters / 1e6:.1f}M parameters, {event.num_train_samples} train samples, "
+                f"eval: {event.eval_set or f'{event.num_eval_samples} rows'}, {event.total_steps} steps"
             )
             self.progress.start()
             self.task_id = self.progress.add_task(

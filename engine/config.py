@@ -68,6 +68,9 @@ def _f(default: Any, doc: str, check: Check | None = None) -> Any:
     return field(default=default, metadata={"doc": doc, "check": check})
 
 
+#: Held out of train when the source has no eval split; a named eval_split ignores it (one other value is an error).
+DEFAULT_EVAL_FRACTION = 0.1
+
 POSITIVE = Check(gt=0)
 NON_NEGATIVE = Check(ge=0)
 AT_LEAST_ONE = Check(ge=1)
@@ -87,8 +90,12 @@ class DataConfig:
     text_field: str = _f("text", "Column that holds the text.")
     label_field: str | None = _f("label", "Column that holds the label (classification).")
     train_split: str = _f("train", "Split to train on.")
-    eval_split: str | None = _f("test", "Split to evaluate on; null to carve eval_fraction from train.")
-    eval_fraction: float | None = _f(None, "Share of train held out for eval when eval_split is null.", FRACTION)
+    eval_split: str | None = _f(
+        "auto", "auto = the validation split, else test, else hold out eval_fraction; a split name; null = hold out."
+    )
+    eval_fraction: float | None = _f(
+        DEFAULT_EVAL_FRACTION, "Share of train held out for eval when no split is used; null = no eval then.", FRACTION
+    )
     train_size: int | None = _f(None, "Subsample of train after a seeded shuffle; null = all.", AT_LEAST_ONE)
     eval_size: int | None = _f(None, "Subsample of eval after a seeded shuffle; null = all.", AT_LEAST_ONE)
     max_length: int = _f(128, "Tokens per sample; longer texts are truncated.", Check(ge=8))
@@ -315,10 +322,12 @@ def check_consistency(cfg: RunConfig) -> None:
             "engine",
             f'engine "{cfg.engine}" does not train task "{cfg.task}"; use engine: {" or ".join(others)}',
         )
-    if cfg.data.eval_split is not None and cfg.data.eval_fraction is not None:
+    split, fraction = cfg.data.eval_split, cfg.data.eval_fraction
+    if split not in (None, "auto") and fraction not in (None, DEFAULT_EVAL_FRACTION):
         raise ConfigError(
             "data.eval_fraction",
-            "set either data.eval_split or data.eval_fraction, not both (null one of them)",
+            f'{fraction} holds out part of train, but data.eval_split names the split "{split}"; '
+            "set data.eval_split: auto (or null) to hold out, or drop eval_fraction",
         )
     if cfg.task == "classification" and not cfg.data.label_field:
         raise ConfigError("data.label_field", "classification needs a label column; name it here")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import random
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -143,9 +145,106 @@ def load_source(source: str) -> DatasetDict:
 
 def _split(dd: DatasetDict, name: str, key: str, source: str) -> Dataset:
     if name not in dd:
-        hint = "; or set data.eval_split: null and data.eval_fraction: 0.1" if key == "data.eval_split" else ""
+        hint = (
+            "; or set data.eval_split: auto to hold out data.eval_fraction of train" if key == "data.eval_split" else ""
+        )
         raise DataError(f'{key}: split "{name}" not in {source} (splits: {", ".join(dd)}){hint}')
     return dd[name]
+
+
+#: Splits that ``data.eval_split: auto`` evaluates on, the first one the source has.
+AUTO_EVAL_SPLITS = ("validation", "test")
+
+
+@dataclass(frozen=True)
+class EvalChoice:
+    """The eval set a config asks of a source: a split, a share of train held out, or none."""
+
+    split: str | None = None
+    fraction: float | None = None
+    stratify_by: str | None = None
+
+    def describe(self, rows: int | None = None) -> str:
+        counted = "" if rows is None else f" ({rows} rows)"
+        if self.split is not None:
+            return f"{self.split} split{counted}"
+        if self.fraction is not None:
+            how = f", stratified by {self.stratify_by}" if self.stratify_by else ""
+            return f"{self.fraction:g} of train held out{how}{counted}"
+        return "none (no eval split and data.eval_fraction is null)"
+
+
+def choose_eval(cfg: DataConfig, splits: Collection[str], *, needs_labels: bool) -> EvalChoice:
+    """Which eval set ``data.eval_split`` and ``data.eval_fraction`` pick from a source with these splits."""
+    named = cfg.eval_split
+    if named == "auto":
+        named = next((s for s in AUTO_EVAL_SPLITS if s in splits and s != cfg.train_split), None)
+    if named is not None:
+        return EvalChoice(split=named)
+    if cfg.eval_fraction is None:
+        return EvalChoice()
+    return EvalChoice(fraction=cfg.eval_fraction, stratify_by=cfg.label_field if needs_labels else None)
+
+
+def held_out_rows(rows: int, fraction: float) -> int:
+    return max(1, round(rows * fraction))
+
+
+def describe_eval(cfg: DataConfig, split_rows: Mapping[str, int], *, needs_labels: bool) -> str:
+    """The eval set a run of ``cfg`` will use, with its rows, from the source's split sizes alone (the Data
+    panel shows it before any run)."""
+    choice = choose_eval(cfg, list(split_rows), needs_labels=needs_labels)
+    if choice.split is not None:
+        if choice.split not in split_rows:
+            return f"{choice.split} split missing"
+        rows: int | None = split_rows[choice.split]
+    elif choice.fraction is not None and cfg.train_split in split_rows:
+        rows = held_out_rows(split_rows[cfg.train_split], choice.fraction)
+    else:
+        rows = None
+    if rows is not None and cfg.eval_size is not None:
+        rows = min(rows, cfg.eval_size)
+    return choice.describe(rows)
+
+
+def hold_out(ds: Dataset, fraction: float, seed: int, stratify_by: str | None) -> tuple[Dataset, Dataset]:
+    """Split ``fraction`` of the rows off as an eval set, seeded; per class in the same share when
+    ``stratify_by`` names the label column (each class keeps at least one training row)."""
+    n_eval = held_out_rows(len(ds), fraction)
+    if n_eval >= len(ds):
+        raise DataError(
+            f"data.eval_fraction: {fraction:g} of {len(ds)} training rows leaves none to train on; use a smaller share"
+        )
+    if stratify_by is None:
+        parts = ds.train_test_split(test_size=n_eval, seed=seed)
+        return parts["train"], parts["test"]
+    # Not datasets' stratify_by_column: it takes only a ClassLabel column, and casting to one would re-encode
+    # the labels that encode_labels names.
+    rng = random.Random(seed)
+    by_class: dict[Any, list[int]] = {}
+    for i, value in enumerate(ds[stratify_by]):
+        by_class.setdefault(value, []).append(i)
+    classes = sorted(by_class, key=str)
+    # Largest remainder: each class's share rounds so that the counts add up to n_eval.
+    quota = {c: len(by_class[c]) * n_eval / len(ds) for c in classes}
+    take = {c: min(int(quota[c]), len(by_class[c]) - 1) for c in classes}
+    for c in sorted(classes, key=lambda c: quota[c] - int(quota[c]), reverse=True):
+        if sum(take.values()) >= n_eval:
+            break
+        if take[c] < len(by_class[c]) - 1:
+            take[c] += 1
+    eval_rows: list[int] = []
+    for c in classes:
+        rows = by_class[c]
+        rng.shuffle(rows)
+        eval_rows.extend(rows[: take[c]])
+    if not eval_rows:
+        raise DataError(
+            "data.eval_fraction: no class of data.label_field has two rows to share with eval; add rows or name "
+            "an eval split"
+        )
+    held = set(eval_rows)
+    return ds.select([i for i in range(len(ds)) if i not in held]), ds.select(sorted(eval_rows))
 
 
 def _subsample(ds: Dataset, size: int | None, seed: int, what: str) -> Dataset:
@@ -169,30 +268,45 @@ def _check_column(ds: Dataset, column: str, key: str, split: str) -> None:
         )
 
 
-def load_splits(cfg: DataConfig, *, needs_labels: bool) -> tuple[Dataset, Dataset | None]:
-    """Train and eval splits after the eval carve-out, column checks and seeded subsampling."""
+@dataclass
+class Splits:
+    """Train and eval rows as a run uses them, and which eval set they came from."""
+
+    train: Dataset
+    eval: Dataset | None
+    eval_choice: EvalChoice
+
+    @property
+    def eval_set(self) -> str:
+        """What the user reads: "test split (100 rows)", "0.1 of train held out, stratified by label (12 rows)"."""
+        return self.eval_choice.describe(len(self.eval) if self.eval is not None else None)
+
+
+def _check_rows(ds: Dataset, name: str, cfg: DataConfig, needs_labels: bool) -> None:
+    if len(ds) == 0:
+        raise DataError(f"data.source: the {name} split of {cfg.source} has no rows")
+    _check_column(ds, cfg.text_field, "data.text_field", name)
+    if needs_labels:
+        assert cfg.label_field is not None
+        _check_column(ds, cfg.label_field, "data.label_field", name)
+
+
+def load_splits(cfg: DataConfig, *, needs_labels: bool) -> Splits:
+    """Train and eval splits after the eval choice, column checks and seeded subsampling."""
     dd = load_source(cfg.source)
     train = _split(dd, cfg.train_split, "data.train_split", cfg.source)
-    if cfg.eval_split is not None:
-        evals: Dataset | None = _split(dd, cfg.eval_split, "data.eval_split", cfg.source)
-    elif cfg.eval_fraction is not None:
-        parts = train.train_test_split(test_size=cfg.eval_fraction, seed=cfg.shuffle_seed)
-        train, evals = parts["train"], parts["test"]
-    else:
-        evals = None
-    for name, ds in (("train", train), ("eval", evals)):
-        if ds is None:
-            continue
-        if len(ds) == 0:
-            raise DataError(f"data.source: the {name} split of {cfg.source} has no rows")
-        _check_column(ds, cfg.text_field, "data.text_field", name)
-        if needs_labels:
-            assert cfg.label_field is not None
-            _check_column(ds, cfg.label_field, "data.label_field", name)
+    _check_rows(train, "train", cfg, needs_labels)  # before a held-out share is stratified by its labels
+    choice = choose_eval(cfg, list(dd), needs_labels=needs_labels)
+    evals: Dataset | None = None
+    if choice.split is not None:
+        evals = _split(dd, choice.split, "data.eval_split", cfg.source)
+        _check_rows(evals, "eval", cfg, needs_labels)
+    elif choice.fraction is not None:
+        train, evals = hold_out(train, choice.fraction, cfg.shuffle_seed, choice.stratify_by)
     train = _subsample(train, cfg.train_size, cfg.shuffle_seed, "data.train_size")
     if evals is not None:
         evals = _subsample(evals, cfg.eval_size, cfg.shuffle_seed, "data.eval_size")
-    return train, evals
+    return Splits(train, evals, choice)
 
 
 def encode_labels(train: Dataset, evals: Dataset | None, label_field: str) -> tuple[Dataset, Dataset | None, list[str]]:
@@ -319,13 +433,16 @@ class PreparedData:
     train: Dataset
     eval: Dataset | None
     label_names: list[str] = field(default_factory=list)
+    #: Which eval set was chosen and its rows (``Splits.eval_set``).
+    eval_set: str = ""
 
 
 def prepare(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, task: str) -> PreparedData:
     """Load, check, subsample, encode labels and tokenize: everything a DataLoader needs."""
     check_max_length(cfg.max_length, tokenizer)
     needs_labels = task == "classification"
-    train, evals = load_splits(cfg, needs_labels=needs_labels)
+    splits = load_splits(cfg, needs_labels=needs_labels)
+    train, evals = splits.train, splits.eval
     names: list[str] = []
     if needs_labels:
         assert cfg.label_field is not None
@@ -333,4 +450,4 @@ def prepare(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, task: str) -> P
     train = tokenize(train, tokenizer, cfg.text_field, cfg.max_length, task=task)
     if evals is not None:
         evals = tokenize(evals, tokenizer, cfg.text_field, cfg.max_length, task=task)
-    return PreparedData(train, evals, names)
+    return PreparedData(train, evals, names, splits.eval_set)

@@ -48,6 +48,8 @@ class RunStarted(Event):
     label_names: list[str] = field(default_factory=list)
     #: Global step the run starts from (non-zero when resumed from a checkpoint).
     start_step: int = 0
+    #: Which eval set data.eval_split chose, and its rows: "test split (100 rows)".
+    eval_set: str = ""
 
 
 @dataclass(frozen=True)

@@ -389,6 +389,7 @@ def run_started(
         batch_size=samples_per_step(cfg.train, world_size),
         label_names=data.label_names,
         start_step=start_step,
+        eval_set=data.eval_set,
     )
 
 

@@ -302,6 +302,9 @@ class WorkbenchApp(App[int]):
         self.runs_panel.set_runs_dir(self.cfg.output.runs_dir)
         self.refresh_bindings()
 
+    def on_data_panel_columns_loaded(self, message: DataPanel.ColumnsLoaded) -> None:
+        self.config_panel.set_columns(message.source, message.columns)
+
     def on_runs_panel_load_config(self, message: RunsPanel.LoadConfig) -> None:
         if self.config_panel.load_path(str(message.path)):
             self.notify(f"loaded the config of {message.path.parent.name}")

@@ -91,8 +91,19 @@ def test_numbers_written_without_a_dot_are_accepted() -> None:
     assert cfg.train.learning_rate == pytest.approx(5e-5)
 
 
-def test_both_eval_split_and_fraction_is_an_error() -> None:
-    assert error_of({"data": {"eval_split": "test", "eval_fraction": 0.1}}).startswith("data.eval_fraction:")
+def test_a_named_eval_split_with_another_eval_fraction_is_an_error() -> None:
+    assert error_of({"data": {"eval_split": "test", "eval_fraction": 0.25}}).startswith("data.eval_fraction: 0.25")
+
+
+def test_eval_fraction_alone_needs_nothing_else() -> None:
+    cfg = from_dict({"data": {"source": "rows.csv", "eval_fraction": 0.25}})
+    assert (cfg.data.eval_split, cfg.data.eval_fraction) == ("auto", 0.25)
+
+
+def test_a_named_eval_split_keeps_the_default_fraction_unused() -> None:
+    """A saved config writes every field, the default eval_fraction beside the split: it must load again."""
+    cfg = from_dict({"data": {"eval_split": "test"}})
+    assert from_dict(cfg.to_dict()) == cfg
 
 
 def test_bad_device_string_is_refused() -> None:

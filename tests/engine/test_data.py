@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from engine.config import DataConfig
-from engine.data import bundled_samples, encode_labels, load_source, load_splits, prepare
+from engine.data import bundled_samples, describe_eval, encode_labels, load_source, load_splits, prepare
 from engine.errors import DataError
 from engine.models import load_tokenizer
 from tests.conftest import sentiment_rows, write_jsonl
@@ -23,8 +23,8 @@ def test_bundled_samples_are_found_with_their_splits() -> None:
 
 def test_string_labels_are_encoded_in_order_with_names_kept(tmp_path: Path) -> None:
     src = write_jsonl(tmp_path / "d.jsonl", sentiment_rows(40, labels=("neg", "pos")))
-    train, evals = load_splits(DataConfig(source=str(src), eval_split=None, eval_fraction=0.25), needs_labels=True)
-    train, evals, names = encode_labels(train, evals, "label")
+    splits = load_splits(DataConfig(source=str(src), eval_split=None, eval_fraction=0.25), needs_labels=True)
+    train, _, names = encode_labels(splits.train, splits.eval, "label")
     assert names == ["neg", "pos"]
     for row in train:
         assert names[row["labels"]] == row["label"]
@@ -34,7 +34,7 @@ def test_sparse_int_labels_become_contiguous_ids(tmp_path: Path) -> None:
     rows = [{"text": f"text {i}", "stars": s} for i, s in enumerate([10, 30, 20, 30, 10, 20] * 4)]
     src = write_jsonl(tmp_path / "d.jsonl", rows)
     cfg = DataConfig(source=str(src), label_field="stars", eval_split=None)
-    train, _ = load_splits(cfg, needs_labels=True)
+    train = load_splits(cfg, needs_labels=True).train
     train, _, names = encode_labels(train, None, "stars")
     assert names == ["10", "20", "30"]
     assert sorted(set(train["labels"])) == [0, 1, 2]
@@ -57,18 +57,95 @@ def test_missing_column_lists_the_columns_that_exist(tmp_path: Path) -> None:
     assert str(info.value) == 'data.text_field: column "body" not in split train (columns: text, label)'
 
 
-def test_missing_eval_split_suggests_eval_fraction(tmp_path: Path) -> None:
+def test_a_missing_named_eval_split_suggests_auto(tmp_path: Path) -> None:
     src = write_jsonl(tmp_path / "d.jsonl", sentiment_rows(10))
-    with pytest.raises(DataError, match=r"data\.eval_split: split \"test\" not in .*eval_fraction"):
-        load_splits(DataConfig(source=str(src)), needs_labels=True)
+    with pytest.raises(DataError, match=r"data\.eval_split: split \"test\" not in .*eval_split: auto"):
+        load_splits(DataConfig(source=str(src), eval_split="test"), needs_labels=True)
+
+
+def _folder(tmp_path: Path, *splits: str) -> Path:
+    for n, split in enumerate(splits):
+        write_jsonl(tmp_path / "src" / f"{split}.jsonl", sentiment_rows(40 + 10 * n, seed=n))
+    return tmp_path / "src"
+
+
+@pytest.mark.parametrize(
+    ("splits", "chosen", "rows"),
+    [
+        (("train", "validation", "test"), "validation", 50),
+        (("train", "test"), "test", 50),
+    ],
+)
+def test_auto_eval_takes_validation_else_test(tmp_path: Path, splits: tuple[str, ...], chosen: str, rows: int) -> None:
+    cfg = DataConfig(source=str(_folder(tmp_path, *splits)))
+    got = load_splits(cfg, needs_labels=True)
+    assert got.eval_choice.split == chosen
+    assert got.eval is not None and len(got.eval) == rows and len(got.train) == 40
+    assert got.eval_set == f"{chosen} split ({rows} rows)"
+
+
+def test_auto_eval_holds_out_a_tenth_of_a_single_file(tmp_path: Path) -> None:
+    """The most common dataset a user brings: one file, nothing else set."""
+    src = write_jsonl(tmp_path / "reviews.csv.jsonl", sentiment_rows(120))
+    got = load_splits(DataConfig(source=str(src)), needs_labels=True)
+    assert got.eval is not None and (len(got.train), len(got.eval)) == (108, 12)
+    assert got.eval_set == "0.1 of train held out, stratified by label (12 rows)"
+    assert not set(got.train["text"]) & set(got.eval["text"])
+
+
+def test_eval_fraction_alone_holds_out_that_share(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "d.jsonl", sentiment_rows(40))
+    got = load_splits(DataConfig(source=str(src), eval_fraction=0.25), needs_labels=True)
+    assert got.eval is not None and (len(got.train), len(got.eval)) == (30, 10)
+
+
+def test_no_eval_split_and_no_fraction_means_no_eval(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "d.jsonl", sentiment_rows(40))
+    got = load_splits(DataConfig(source=str(src), eval_split=None, eval_fraction=None), needs_labels=True)
+    assert got.eval is None and len(got.train) == 40
+    assert got.eval_set.startswith("none")
+
+
+def test_held_out_eval_keeps_each_class_share_and_is_seeded(tmp_path: Path) -> None:
+    rows = [{"text": f"review {i}", "label": "rare" if i % 10 == 0 else "common"} for i in range(100)]
+    src = write_jsonl(tmp_path / "d.jsonl", rows)
+    cfg = DataConfig(source=str(src), eval_fraction=0.2)
+    got = load_splits(cfg, needs_labels=True)
+    assert got.eval is not None
+    assert sorted(got.eval["label"]).count("rare") == 2 and len(got.eval) == 20  # 10 rare rows, a fifth of them
+    assert sorted([*got.train["text"], *got.eval["text"]]) == sorted(r["text"] for r in rows)
+    again = load_splits(cfg, needs_labels=True)
+    other = load_splits(DataConfig(source=str(src), eval_fraction=0.2, shuffle_seed=3), needs_labels=True)
+    assert again.eval is not None and other.eval is not None
+    assert sorted(again.eval["text"]) == sorted(got.eval["text"]) != sorted(other.eval["text"])
+
+
+def test_masked_lm_hold_out_is_not_stratified(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "d.jsonl", [{"text": f"line {i}"} for i in range(30)])
+    got = load_splits(DataConfig(source=str(src), label_field=None), needs_labels=False)
+    assert got.eval is not None and len(got.eval) == 3
+    assert got.eval_set == "0.1 of train held out (3 rows)"
+
+
+def test_a_share_that_leaves_no_training_row_is_refused(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "d.jsonl", sentiment_rows(3))
+    with pytest.raises(DataError, match=r"^data\.eval_fraction: 0\.9 of 3 training rows leaves none"):
+        load_splits(DataConfig(source=str(src), eval_fraction=0.9), needs_labels=True)
+
+
+@pytest.mark.parametrize("splits", [("train",), ("train", "test"), ("train", "validation", "test")])
+def test_the_data_panel_line_matches_what_a_run_uses(tmp_path: Path, splits: tuple[str, ...]) -> None:
+    cfg = DataConfig(source=str(_folder(tmp_path, *splits)), eval_size=45)
+    sizes = {name: len(ds) for name, ds in load_source(cfg.source).items()}
+    assert describe_eval(cfg, sizes, needs_labels=True) == load_splits(cfg, needs_labels=True).eval_set
 
 
 def test_subsample_is_seeded_and_sized(tmp_path: Path) -> None:
     src = write_jsonl(tmp_path / "d.jsonl", sentiment_rows(50))
     cfg = DataConfig(source=str(src), eval_split=None, train_size=10, shuffle_seed=7)
-    first, _ = load_splits(cfg, needs_labels=True)
-    again, _ = load_splits(cfg, needs_labels=True)
-    other, _ = load_splits(DataConfig(**{**cfg.__dict__, "shuffle_seed": 8}), needs_labels=True)
+    first = load_splits(cfg, needs_labels=True).train
+    again = load_splits(cfg, needs_labels=True).train
+    other = load_splits(DataConfig(**{**cfg.__dict__, "shuffle_seed": 8}), needs_labels=True).train
     assert len(first) == 10
     assert first["text"] == again["text"]
     assert first["text"] != other["text"]
@@ -76,14 +153,14 @@ def test_subsample_is_seeded_and_sized(tmp_path: Path) -> None:
 
 def test_subsample_larger_than_the_data_uses_all_rows(tmp_path: Path) -> None:
     src = write_jsonl(tmp_path / "d.jsonl", sentiment_rows(12))
-    train, _ = load_splits(DataConfig(source=str(src), eval_split=None, train_size=1000), needs_labels=True)
+    train = load_splits(DataConfig(source=str(src), eval_fraction=None, train_size=1000), needs_labels=True).train
     assert len(train) == 12
 
 
 def test_tokenized_samples_are_truncated_and_padded_per_batch(tmp_path: Path) -> None:
     rows = [{"text": "word " * n, "label": n % 2} for n in (3, 50, 5, 7)]
     src = write_jsonl(tmp_path / "d.jsonl", rows)
-    cfg = DataConfig(source=str(src), eval_split=None, max_length=16)
+    cfg = DataConfig(source=str(src), eval_fraction=None, max_length=16)
     data = prepare(cfg, load_tokenizer("minilm"), "classification")
     lengths = sorted(len(ids) for ids in data.train["input_ids"])
     assert lengths == [5, 7, 9, 16]  # [CLS] words [SEP], the long one cut at max_length
@@ -91,6 +168,6 @@ def test_tokenized_samples_are_truncated_and_padded_per_batch(tmp_path: Path) ->
 
 def test_one_class_only_is_a_user_error(tmp_path: Path) -> None:
     src = write_jsonl(tmp_path / "d.jsonl", [{"text": f"t{i}", "label": "same"} for i in range(5)])
-    train, _ = load_splits(DataConfig(source=str(src), eval_split=None), needs_labels=True)
+    train = load_splits(DataConfig(source=str(src), eval_split=None), needs_labels=True).train
     with pytest.raises(DataError, match="has only one class"):
         encode_labels(train, None, "label")

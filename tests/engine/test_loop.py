@@ -49,13 +49,15 @@ def trained(tmp_path_factory: pytest.TempPathFactory, tiny_bert_dir: Path) -> tu
         {
             "model": {"name_or_path": str(tiny_bert_dir)},
             "data": {
-                "source": str(write_jsonl(root / "d.jsonl", sentiment_rows(160))),
+                "source": str(write_jsonl(root / "d.jsonl", sentiment_rows(240))),
                 "eval_split": None,
                 "eval_fraction": 0.25,
                 "max_length": 32,
             },
             "train": {
-                "learning_rate": 1e-2,
+                # A tiny random BERT finds the sentiment word after a number of steps that depends on the data
+                # drawn: with these settings 5 of 6 shuffle seeds tried get below 0.05 in 5 epochs, this one in 3.
+                "learning_rate": 5e-3,
                 "num_train_epochs": 4,
                 "per_device_train_batch_size": 8,
                 "logging_steps": 3,
@@ -98,7 +100,7 @@ def test_eval_accuracy_matches_a_hand_count_with_the_saved_model(trained: Any) -
     model_dir = result.run_dir / "model"
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
     tok = AutoTokenizer.from_pretrained(model_dir)
-    _, evals = load_splits(cfg.data, needs_labels=True)
+    evals = load_splits(cfg.data, needs_labels=True).eval
     assert evals is not None
     label2id = model.config.label2id
     correct = 0

@@ -161,6 +161,34 @@ async def test_changing_the_data_source_in_config_refreshes_the_data_panel(
         await until(pilot, lambda: app.data_panel.view is not None, "the new data shows")
         assert app.query_one(PagedTable).row_count == 37
         assert str(source) in text_of(app, "#data-title")
+        # one file and no split named: the eval set a run will use is held out of train, and the title says so
+        assert text_of(app, "#data-title").endswith("eval: 0.1 of train held out, stratified by label (4 rows)")
+
+
+async def test_the_data_panel_names_the_eval_split_a_run_will_use(make_app: Callable[..., WorkbenchApp]) -> None:
+    app = make_app()
+    async with app.run_test() as pilot:
+        await until(pilot, lambda: app.data_panel.view is not None, "the train split shows")
+        rows = len(sample_rows("movies-sample", "test"))
+        assert text_of(app, "#data-title").endswith(f"eval: test split ({rows} rows)")
+
+
+async def test_the_column_fields_offer_the_loaded_datasets_columns(make_app: Callable[..., WorkbenchApp]) -> None:
+    app = make_app()
+    async with app.run_test(size=(140, 40)) as pilot:
+        await until(pilot, lambda: app.data_panel.view is not None, "the data is loaded")
+        await pilot.press("f3")
+        await until(pilot, lambda: app.config_panel.form_built, "the form is built")
+        field = app.query_one("#field-data--label_field", Input)
+        field.focus()
+        await pilot.pause()
+        assert "Columns: text, label" in text_of(app, "#config-help")
+        assert field.suggester is not None
+        assert await field.suggester.get_suggestion("la") == "label"
+        # another source: its columns are not known until the Data panel loads it
+        app.query_one("#field-data--source", Input).value = "reviews-sample"
+        await pilot.pause()
+        assert await field.suggester.get_suggestion("la") is None
 
 
 # -- Config -----------------------------------------------------------------------------------------------------
@@ -230,15 +258,18 @@ async def test_fixing_one_field_clears_the_error_it_caused_on_another(make_app: 
     app = make_app(panel="config")
     async with app.run_test(size=(100, 40)) as pilot:
         await until(pilot, lambda: app.config_panel.form_built, "the form is built")
-        app.query_one("#field-data--eval_fraction", Input).value = "0.2"
+        app.query_one("#field-data--eval_split", Input).value = "test"
+        await pilot.pause()
+        assert app.config_panel.is_valid
+        app.query_one("#field-data--eval_fraction", Input).value = "0.2"  # a share of train, beside a named split
         await pilot.pause()
         assert not app.config_panel.is_valid
         assert "data.eval_fraction" in app.config_panel.errors
-        app.query_one("#field-data--eval_split", Input).value = ""
+        app.query_one("#field-data--eval_split", Input).value = "auto"
         await pilot.pause()
         assert app.config_panel.is_valid
         cfg = app.config_panel.config
-        assert (cfg.data.eval_split, cfg.data.eval_fraction) == (None, 0.2)
+        assert (cfg.data.eval_split, cfg.data.eval_fraction) == ("auto", 0.2)
 
 
 async def test_path_input_completes_yaml_files_and_folders(workbench_config: RunConfig) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args, get_origin, get_type_hints
@@ -128,6 +129,21 @@ class PathSuggester(Suggester):
         return None
 
 
+class ChoiceSuggester(Suggester):
+    """Completes from choices that change while the form is up (the loaded dataset's columns)."""
+
+    def __init__(self, choices: Callable[[], list[str]]) -> None:
+        super().__init__(use_cache=False, case_sensitive=True)
+        self.choices = choices
+
+    async def get_suggestion(self, value: str) -> str | None:
+        return next((c for c in self.choices() if c.startswith(value) and c != value), None)
+
+
+#: Fields that name a column of the dataset.
+COLUMN_FIELDS = ("data.text_field", "data.label_field")
+
+
 class ConfigPanel(Vertical):
     """Edit the run config; each change goes through ``engine.config.validate_field``."""
 
@@ -158,6 +174,9 @@ class ConfigPanel(Vertical):
         self.errors: dict[str, tuple[Any, str]] = {}
         self.form_built = False
         self._focus_pending: str | None = None
+        #: The source the Data panel loaded last, and its columns (see ``column_choices``).
+        self._columns: tuple[str, list[str]] = ("", [])
+        self._column_suggester = ChoiceSuggester(self.column_choices)
 
     @property
     def is_valid(self) -> bool:
@@ -204,7 +223,12 @@ class ConfigPanel(Vertical):
             )
         placeholder = "null" if spec.optional else ""
         return Input(
-            format_value(value), placeholder=placeholder, compact=True, id=spec.widget_id, classes="field-editor"
+            format_value(value),
+            placeholder=placeholder,
+            suggester=self._column_suggester if spec.path in COLUMN_FIELDS else None,
+            compact=True,
+            id=spec.widget_id,
+            classes="field-editor",
         )
 
     @staticmethod
@@ -335,9 +359,25 @@ class ConfigPanel(Vertical):
 
     @on(DescendantFocus)
     def _show_help(self, event: DescendantFocus) -> None:
-        spec = self.by_widget.get(event.widget.id or "")
+        self._render_help(self.by_widget.get(event.widget.id or ""))
+
+    def _render_help(self, spec: FieldSpec | None) -> None:
         help_text = f"{spec.path}: {spec.doc}" if spec else "ctrl+l loads this file, ctrl+s saves the form to it"
+        if spec is not None and spec.path in COLUMN_FIELDS and self.column_choices():
+            help_text += f" Columns: {', '.join(self.column_choices())} (→ completes)"
         self.query_one("#config-help", Static).update(Content(help_text))
+
+    def column_choices(self) -> list[str]:
+        """The columns of the config's dataset, once the Data panel has loaded it; else none."""
+        source, columns = self._columns
+        return columns if source == self.config.data.source else []
+
+    def set_columns(self, source: str, columns: list[str]) -> None:
+        """Offer these columns in the column fields while the config's source is ``source``."""
+        self._columns = (source, columns)
+        focused = self.by_widget.get(self.screen.focused.id or "") if self.screen.focused else None
+        if focused is not None and focused.path in COLUMN_FIELDS:
+            self._render_help(focused)
 
     # -- file -----------------------------------------------------------------------------------------------
     def _status(self, text: str, error: bool = False) -> None:

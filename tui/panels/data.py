@@ -18,6 +18,7 @@ from textual.worker import Worker, WorkerState
 
 from engine.browse import DatasetBrowser, LabelCount, Sample, SplitView, TokenizedSample
 from engine.config import RunConfig
+from engine.data import describe_eval
 from engine.errors import describe_failure
 from engine.events import LogMessage
 from tui import heap
@@ -57,6 +58,14 @@ class DataPanel(Vertical):
             super().__init__()
             self.browser = browser
             self.key = key
+
+    class ColumnsLoaded(Message):
+        """The columns of the config's dataset are known (the Config panel offers them for its column fields)."""
+
+        def __init__(self, source: str, columns: list[str]) -> None:
+            super().__init__()
+            self.source = source
+            self.columns = columns
 
     class ViewReady(Message):
         def __init__(self, view: SplitView, histogram: list[LabelCount]) -> None:
@@ -149,6 +158,7 @@ class DataPanel(Vertical):
         first = self.cfg.data.train_split if self.cfg.data.train_split in names else names[0]
         with self.prevent(Select.Changed):
             select.value = first
+        self.post_message(self.ColumnsLoaded(message.key[0], list(message.browser.splits[first].column_names)))
         self.show_split(first, self.query_one("#data-filter", Input).value)
 
     def show_split(self, name: str, query: str = "") -> None:
@@ -229,6 +239,9 @@ class DataPanel(Vertical):
             parts.append(self.view.name)
             shown = f"{len(self.view):,} of {self.view.total_rows:,} rows" if self.view.query else ""
             parts.append(shown or f"{self.view.total_rows:,} rows")
+        if self.browser is not None:
+            sizes = {name: len(split) for name, split in self.browser.splits.items()}
+            parts.append("eval: " + describe_eval(self.cfg.data, sizes, needs_labels=self.cfg.task == "classification"))
         self.query_one("#data-title", Static).update(Content(" · ".join(parts)))
 
     # -- user actions ---------------------------------------------------------------------------------------

@@ -166,7 +166,8 @@ class TrainPanel(Vertical):
                 total=max(event.total_steps, 1), progress=event.start_step
             )
             self.write_log(
-                f"run {event.run_name}: {event.num_train_samples} train / {event.num_eval_samples} eval samples, "
+                f"run {event.run_name}: {event.num_train_samples} train samples, "
+                f"eval: {event.eval_set or f'{event.num_eval_samples} rows'}, "
                 f"{event.total_steps} steps on {event.device} ({event.precision})"
                 + (f"; resumed at step {event.start_step}" if event.start_step else "")
             )
