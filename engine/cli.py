@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     predict.add_argument("text", help='e.g. "This is a [MASK] movie!"')
 
-    runs = sub.add_parser("runs", help="list runs")
+    runs = sub.add_parser("runs", help="list runs, or show one run's evaluations")
+    runs.add_argument("run", nargs="?", help="a run folder, or its name in --runs-dir: its evaluations and classes")
     runs.add_argument("--runs-dir", default="runs")
     return parser
 
@@ -230,6 +231,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     from engine.runs import list_runs
 
+    if args.run is not None:
+        return cmd_show_run(args.run, args.runs_dir)
+
     table = Table("run", "status", "task", "model", "best", "started", "duration")
     for r in list_runs(args.runs_dir):
         best = f"{r.best_metric} {r.best_value:.4f}" if r.best_metric and r.best_value is not None else "-"
@@ -243,6 +247,51 @@ def cmd_runs(args: argparse.Namespace) -> int:
             fmt_duration(r.duration_seconds),
         )
     Console().print(table)
+    return EXIT_OK
+
+
+def cmd_show_run(name: str, runs_dir: str) -> int:
+    """One run: its state, a row per evaluation and, for classification, the last evaluation's confusion matrix
+    and per-class scores; read from its events, so a live run shows as far as it got."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from engine.events import Evaluated, RunStarted
+    from engine.report import class_table, confusion_grid
+    from engine.runs import find_run_dir
+
+    run = find_run_dir(name, runs_dir)
+    events = run.events()
+    summary = run.read_summary() or {}
+    starts = [e for e in events if isinstance(e, RunStarted)]
+    # A resumed run redoes the evaluations after its checkpoint: the latest one of each step counts.
+    evals = sorted({e.step: e for e in events if isinstance(e, Evaluated)}.values(), key=lambda e: e.step)
+    status = summary.get("status") or ("running" if run.is_running() else "ended without a summary (killed?)")
+    console = Console(highlight=False)
+    what = f"{starts[-1].task}, {starts[-1].model}" if starts else "never started"
+    console.print(f"[bold]{run.name}[/bold]: {status}; {what}", soft_wrap=True)
+    if not evals:
+        console.print("no evaluation yet")
+        return EXIT_OK
+    lm = evals[-1].perplexity is not None
+    table = Table("epoch", "step", "eval loss", "accuracy", "perplexity" if lm else "macro-F1", box=None)
+    for e in evals:
+        third = e.perplexity if lm else e.macro_f1
+        table.add_row(
+            str(e.epoch),
+            str(e.step),
+            f"{e.eval_loss:.4f}",
+            "-" if e.accuracy is None else f"{e.accuracy:.3f}",
+            "-" if third is None else f"{third:.4f}",
+        )
+    console.print(table)
+    last = evals[-1]
+    if last.confusion is not None:
+        labels = starts[-1].label_names if starts else []
+        console.print(f"\n[bold]confusion matrix[/bold], epoch {last.epoch}, step {last.step} (rows: true labels)")
+        console.print(confusion_grid(last.confusion, labels))
+        console.print()
+        console.print(class_table(last.confusion, labels))
     return EXIT_OK
 
 

@@ -113,6 +113,8 @@ class Evaluated(Event):
     macro_f1: float | None = None
     perplexity: float | None = None
     duration_seconds: float = 0.0
+    #: Classification: counts of (true label, predicted label), rows in RunStarted.label_names order.
+    confusion: list[list[int]] | None = None
 
 
 @dataclass(frozen=True)

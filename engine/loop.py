@@ -180,8 +180,9 @@ def setup(cfg: RunConfig, emit: Emit) -> Setup:
     )
 
 
-def evaluate(s: Setup, task: str, seed: int) -> dict[str, float]:
-    """Eval loss plus accuracy and macro-F1 (classification) or perplexity and token accuracy (LMs)."""
+def evaluate(s: Setup, task: str, seed: int) -> dict[str, Any]:
+    """Eval loss plus accuracy, macro-F1 and the confusion matrix (classification), or perplexity and token
+    accuracy (LMs)."""
     import torch
 
     assert s.eval_loader is not None
@@ -224,7 +225,7 @@ def evaluate(s: Setup, task: str, seed: int) -> dict[str, float]:
         f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
         present = (confusion.sum(0) + confusion.sum(1)) > 0  # classes absent from labels and preds don't count
         macro_f1 = f1[present].mean().item() if bool(present.any()) else 0.0
-        return {"eval_loss": eval_loss, "accuracy": accuracy, "macro_f1": macro_f1}
+        return {"eval_loss": eval_loss, "accuracy": accuracy, "macro_f1": macro_f1, "confusion": confusion.tolist()}
     return {"eval_loss": eval_loss, "perplexity": perplexity_of(eval_loss), "accuracy": accuracy}
 
 

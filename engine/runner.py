@@ -12,6 +12,7 @@ process) both are one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import importlib
 import logging
@@ -36,6 +37,7 @@ from engine.events import (
     StepLogged,
 )
 from engine.logs import capture_library_logs
+from engine.metrics import class_scores, label_of
 from engine.runs import EventLog, RunDir, create_run_dir, open_run_dir, read_events, remove_run_dir
 
 log = logging.getLogger(__name__)
@@ -100,11 +102,13 @@ class _Summary:
         self.precision = ""
         self.step = 0
         self.evals: list[Evaluated] = []
+        self.label_names: list[str] = []
 
     def see(self, event: Event) -> None:
         if isinstance(event, RunStarted):
             self.device, self.precision = event.device, event.precision
             self.step = event.start_step
+            self.label_names = event.label_names
         elif isinstance(event, StepLogged | RunFinished):
             self.step = event.step  # RunFinished: the last optimizer step, logged or not
         elif isinstance(event, Evaluated):
@@ -156,8 +160,22 @@ class _Summary:
             "best_metric": metric,
             "best_value": value,
             "final_metrics": final,
+            "evaluations": [evaluation_dict(e, self.label_names) for e in self.evals],
             "error": error,
         }
+
+
+def evaluation_dict(event: Evaluated, label_names: list[str]) -> dict[str, Any]:
+    """One evaluation in summary.json: its scores and, for classification, the confusion matrix (rows = true
+    labels, columns = predicted, in ``labels`` order) and each class's precision, recall and F1."""
+    out: dict[str, Any] = {
+        k: v for k, v in event.to_dict().items() if k not in ("type", "time", "confusion") and v is not None
+    }
+    if event.confusion is not None:
+        out["labels"] = [label_of(label_names, i) for i in range(len(event.confusion))]
+        out["confusion"] = event.confusion
+        out["per_class"] = [dataclasses.asdict(c) for c in class_scores(event.confusion, label_names)]
+    return out
 
 
 def fan_out(subscribers: list[Emit], event: Event) -> None:

@@ -253,6 +253,14 @@ def open_run_dir(path: str | os.PathLike[str]) -> RunDir:
     return run
 
 
+def find_run_dir(name: str, runs_dir: str | os.PathLike[str]) -> RunDir:
+    """A run folder given by its path or by its name in ``runs_dir``, to read (any state)."""
+    for candidate in (Path(name).expanduser(), Path(runs_dir) / name):
+        if (candidate / CONFIG_FILE).is_file():
+            return RunDir(candidate)
+    raise RunFolderError(f"{name}: no run folder by that path or in {runs_dir}/; tunebench runs lists them")
+
+
 def remove_run_dir(run: RunDir) -> None:
     """Delete a run folder that holds nothing worth keeping (a run that failed before its first step)."""
     shutil.rmtree(run.path, ignore_errors=True)

@@ -324,6 +324,7 @@ class StepBook:
         accuracy: float | None = None,
         macro_f1: float | None = None,
         perplexity: float | None = None,
+        confusion: list[list[int]] | None = None,
     ) -> None:
         """Emit Evaluated and keep its scores with the epoch's metrics; evaluation time is not training time."""
         scores = {"eval_loss": eval_loss, "perplexity": perplexity, "accuracy": accuracy, "macro_f1": macro_f1}
@@ -337,6 +338,7 @@ class StepBook:
                 macro_f1=macro_f1,
                 perplexity=perplexity,
                 duration_seconds=seconds,
+                confusion=confusion,
             )
         )
         self.clock.leave_out(seconds)

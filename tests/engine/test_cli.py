@@ -94,6 +94,34 @@ def test_runs_lists_finished_runs(make_config: Any, tmp_path: Path, capsys: pyte
     assert "finished" in out and "accuracy" in out
 
 
+def test_runs_run_shows_its_evaluations_and_the_last_confusion_matrix(
+    make_config: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from engine.events import Evaluated
+    from engine.runs import read_events
+
+    path = write_config(tmp_path, make_config(train={"num_train_epochs": 2}))
+    assert cli.main(["run", str(path), "--runs-dir", str(tmp_path / "out")]) == 0
+    run = next((tmp_path / "out").iterdir())
+    last = [e for e in read_events(run / "events.jsonl") if isinstance(e, Evaluated)][-1]
+    assert last.confusion is not None
+    capsys.readouterr()
+    assert cli.main(["runs", run.name, "--runs-dir", str(tmp_path / "out")]) == 0
+    lines = [" ".join(line.split()) for line in capsys.readouterr().out.splitlines()]
+    assert lines[0].endswith(": finished; classification, " + make_config().model.name_or_path)
+    assert f"confusion matrix, epoch 2, step {last.step} (rows: true labels)" in lines
+    (bad, good) = last.confusion
+    assert f"bad {bad[0]} {bad[1]}" in lines and f"good {good[0]} {good[1]}" in lines
+    assert any(line.startswith("good ") and line.endswith(f" {sum(good)}") for line in lines)  # its support
+
+
+def test_runs_of_a_folder_that_is_no_run_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["runs", "nothing-here", "--runs-dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"tunebench: error: nothing-here: no run folder by that path or in {tmp_path}/; tunebench runs lists them"
+    )
+
+
 def test_run_progress_shows_the_engines_eta(capsys: pytest.CaptureFixture[str]) -> None:
     from engine.events import RunStarted, StepLogged
 

@@ -15,6 +15,7 @@ ENGINE_MODULES = sorted(f"engine.{m.name}" for m in pkgutil.iter_modules(engine.
 LIGHT_MODULES = [
     "engine.config",
     "engine.events",
+    "engine.metrics",
     "engine.control",
     "engine.runs",
     "engine.runner",

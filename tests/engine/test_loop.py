@@ -104,12 +104,21 @@ def test_eval_accuracy_matches_a_hand_count_with_the_saved_model(trained: Any) -
     assert evals is not None
     label2id = model.config.label2id
     correct = 0
+    confusion = [[0, 0], [0, 0]]
     with torch.no_grad():
         for row in evals:
             enc = tok(row["text"], truncation=True, max_length=cfg.data.max_length, return_tensors="pt")
             pred = int(model(**enc).logits.argmax(-1))
             correct += pred == label2id[row["label"]]
-    assert of(events, Evaluated)[-1].accuracy == pytest.approx(correct / len(evals))
+            confusion[label2id[row["label"]]][pred] += 1
+    last = of(events, Evaluated)[-1]
+    assert last.accuracy == pytest.approx(correct / len(evals))
+    assert last.confusion == confusion
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    stored = summary["evaluations"][-1]
+    assert (stored["labels"], stored["confusion"], stored["step"]) == (["bad", "good"], confusion, last.step)
+    assert [c["support"] for c in stored["per_class"]] == [sum(row) for row in confusion]
+    assert len(summary["evaluations"]) == len(of(events, Evaluated))
 
 
 def test_saved_model_loads_in_plain_transformers_with_label_names_and_same_logits(trained: Any) -> None:

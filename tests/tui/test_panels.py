@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 from textual.widgets import DataTable, Input, Log, ProgressBar, Select, Static, TabbedContent
 
 from engine.config import RunConfig, from_dict, load_config, save_config, validate_field
 from engine.errors import ConfigError, PredictError
-from engine.events import RunStarted, StepLogged
+from engine.events import Evaluated, RunStarted, StepLogged
 from engine.runner import Emit
 from tests.conftest import sentiment_rows, write_jsonl
 from tests.tui.conftest import CONFIG_FILE, reach, set_animations, settle, until
@@ -513,6 +515,35 @@ async def test_the_panel_on_show_lists_its_runs_once_and_again_on_its_key(
         await pilot.press("f6")  # the key of the panel on show reads the folder again
         await settle(pilot)
         assert listings == ["runs", "runs"]
+
+
+async def test_v_shows_the_open_runs_confusion_matrix_and_per_class_scores(
+    make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig
+) -> None:
+    name = "20240103-100000-classification-minilm"
+    events = run_script(f"runs/{name}", epochs=2)
+    last = max(i for i, e in enumerate(events) if isinstance(e, Evaluated))
+    events[last] = dataclasses.replace(events[last], confusion=[[14, 2], [5, 11]])  # type: ignore[arg-type]
+    write_run(Path("runs"), name, workbench_config, events, summary_for(workbench_config, started=0, best=0.8))
+    app = make_app(panel="runs")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: len(app.runs_panel.runs) == 1, "the runs list")
+        await pilot.press("enter")
+        await until(pilot, lambda: bool(app.runs_panel.opened), "the run opens")
+        assert "v: confusion matrix" in text_of(app, "#runs-detail-title")
+        report, chart = app.query_one("#runs-classes", Static), app.query_one("#runs-chart", LossChart)
+        assert chart.display and not report.display
+        await pilot.press("v")
+        assert report.display and not chart.display
+        console = Console(width=100, record=True, file=io.StringIO())
+        console.print(report.content)
+        shown = [" ".join(line.split()) for line in console.export_text().splitlines()]
+        assert "true \\ predicted negative positive" in shown
+        assert "negative 14 2" in shown and "positive 5 11" in shown
+        # precision 14/19, recall 14/16; 11/13 and 11/16
+        assert "negative 0.737 0.875 0.800 16" in shown and "positive 0.846 0.688 0.759 16" in shown
+        await pilot.press("v")
+        assert chart.display and not report.display
 
 
 async def test_marked_runs_overlay_their_loss_curves(

@@ -19,6 +19,7 @@ from engine.errors import describe_failure
 from engine.events import fmt_duration
 from engine.runs import RunDir, RunInfo, list_runs
 from tui.panels import PANELS
+from tui.widgets.class_report import ClassReport
 from tui.widgets.epoch_table import EpochTable, RunCurves
 from tui.widgets.fixed_text import FixedText
 from tui.widgets.loss_chart import LossChart
@@ -47,6 +48,8 @@ class RunsPanel(Vertical):
         Binding("l", "load_config", "Load cfg", tooltip="Load the highlighted run's config into the Config panel"),
         Binding("p", "predict_with", "Predict", tooltip="Predict with the highlighted run's model as fine-tuned"),
         Binding("r", "resume", "Resume", tooltip="Resume the highlighted stopped, failed or killed run"),
+        # Off the footer, which is full at 80 columns; the open run's title names it, and F1 lists it.
+        Binding("v", "toggle_classes", "Classes", show=False, tooltip="Swap the curves for the confusion matrix"),
         Binding("ctrl+r", "refresh", "Reload list", show=False, tooltip="Reload the list of runs"),
     ]
 
@@ -95,6 +98,7 @@ class RunsPanel(Vertical):
         yield Static("", id="runs-detail-title", classes="side-title")
         with Horizontal(id="runs-detail"):
             yield LossChart(empty_text="enter opens a run; m marks runs, o overlays them", id="runs-chart")
+            yield ClassReport(id="runs-classes")
             yield EpochTable(id="runs-epochs")
 
     def on_mount(self) -> None:
@@ -102,6 +106,7 @@ class RunsPanel(Vertical):
         table.add_column(" ", key="mark", width=1)
         table.add_columns("run", "status", "best", "date", "time", "task", "model")
         self.query_one(EpochTable).show(RunCurves())
+        self.query_one(ClassReport).display = False
         self._render_title()
 
     def focus_main(self) -> None:
@@ -206,13 +211,23 @@ class RunsPanel(Vertical):
             chart.set_series("train loss (epoch)", curves.epoch_train, marker="dot")
             chart.set_series("eval loss", curves.evals, marker="dot")
             table.show(curves)
+            self.query_one(ClassReport).show(curves)
             title = f"{name}: {len(curves.epochs)} epochs, {len(curves.steps)} loss points"
+            if curves.last_confusion is not None:
+                title += " · v: confusion matrix"
         else:
             for name in message.names:
                 chart.set_series(name, message.curves[name].steps)
             table.show(RunCurves())
+            self.query_one(ClassReport).show(RunCurves())
             title = f"train loss of {len(message.names)} runs: " + ", ".join(message.names)
         self.query_one("#runs-detail-title", Static).update(Content(title))
+
+    def action_toggle_classes(self) -> None:
+        """Swap the chart for the open run's class report, and back."""
+        report = self.query_one(ClassReport)
+        report.display = not report.display
+        self.query_one("#runs-chart", LossChart).display = not report.display
 
     def action_load_config(self) -> None:
         info = self.current()

@@ -35,6 +35,9 @@ class RunCurves:
     epoch_train: list[Point] = field(default_factory=list)
     evals: list[Point] = field(default_factory=list)
     epochs: dict[int, EpochRow] = field(default_factory=dict)
+    label_names: list[str] = field(default_factory=list)
+    #: The latest classification evaluation that has a confusion matrix (``ClassReport`` shows it).
+    last_confusion: Evaluated | None = None
 
     @classmethod
     def from_events(cls, events: Iterable[Event], task: str = "") -> RunCurves:
@@ -51,6 +54,7 @@ class RunCurves:
         """Fold one event in; True when the chart or the table changed."""
         if isinstance(event, RunStarted):
             self.task = event.task
+            self.label_names = event.label_names
             return False
         if isinstance(event, StepLogged):
             self.steps.append((event.step, event.loss))
@@ -69,6 +73,8 @@ class RunCurves:
             row.perplexity = event.perplexity
             row.seconds += event.duration_seconds
             self.evals.append((event.step, event.eval_loss))
+            if event.confusion is not None:
+                self.last_confusion = event
             return True
         return False
 

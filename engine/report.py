@@ -1,0 +1,52 @@
+"""A classification evaluation drawn for the terminal: the confusion matrix as a coloured grid and the per-class
+scores. Rich renderables, printed by ``tunebench runs RUN`` and shown by the workbench's Runs panel."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from engine.metrics import class_scores, label_of
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+#: Cell backgrounds from none to all of a true label's rows: right answers go green, wrong ones red.
+_RIGHT, _WRONG, _EMPTY = (46, 160, 67), (198, 40, 40), (40, 40, 40)
+
+
+def _shade(share: float, full: tuple[int, int, int]) -> str:
+    r, g, b = (round(e + (f - e) * share) for e, f in zip(_EMPTY, full, strict=True))
+    return f"bold white on rgb({r},{g},{b})"
+
+
+def confusion_grid(confusion: Sequence[Sequence[int]], labels: Sequence[str]) -> Table:
+    """Rows = true labels, columns = predicted; each cell shaded by its share of the row."""
+    from rich.table import Table
+
+    names = [label_of(labels, i) for i in range(len(confusion))]
+    grid = Table(show_edge=False, pad_edge=False, box=None)
+    grid.add_column("true \\ predicted", style="bold", no_wrap=True)
+    for name in names:
+        grid.add_column(name, justify="right", no_wrap=True, max_width=12)
+    for i, row in enumerate(confusion):
+        total = sum(row)
+        cells = [
+            f"[{_shade(count / total if total else 0.0, _RIGHT if i == j else _WRONG)}] {count} [/]"
+            for j, count in enumerate(row)
+        ]
+        grid.add_row(names[i], *cells)
+    return grid
+
+
+def class_table(confusion: Sequence[Sequence[int]], labels: Sequence[str]) -> Table:
+    """Precision, recall, F1 and support of each class."""
+    from rich.table import Table
+
+    table = Table(show_edge=False, pad_edge=False, box=None)
+    table.add_column("class", style="bold", no_wrap=True)
+    for column in ("precision", "recall", "F1", "support"):
+        table.add_column(column, justify="right")
+    for c in class_scores(confusion, labels):
+        table.add_row(c.label, f"{c.precision:.3f}", f"{c.recall:.3f}", f"{c.f1:.3f}", str(c.support))
+    return table
