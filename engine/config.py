@@ -27,6 +27,7 @@ Task = Literal["classification", "masked-lm", "causal-lm"]
 EngineName = Literal["loop", "sft"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 SaveStrategy = Literal["epoch", "steps", "no"]
+Tracker = Literal["tensorboard", "wandb"]
 SchedulerType = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"]
 
 #: Which engines implement which tasks.
@@ -133,6 +134,10 @@ class TrainConfig:
 class OutputConfig:
     runs_dir: str = _f("runs", "Folder that holds one subfolder per run.")
     run_name: str | None = _f(None, "Suffix of the run folder name; null = task and model.")
+    report_to: list[Tracker] = field(
+        default_factory=list,
+        metadata={"doc": "Also log the scalars to tensorboard and/or wandb (comma-separated).", "check": None},
+    )
 
 
 @dataclass
@@ -186,6 +191,8 @@ def unwrap_optional(tp: Any) -> tuple[Any, bool]:
 
 
 def _expected(tp: Any, check: Check | None) -> str:
+    if get_origin(tp) is list:
+        return "a list from " + _expected(get_args(tp)[0], check).removeprefix("one of ")
     if get_origin(tp) is Literal:
         return "one of " + ", ".join(str(a) for a in get_args(tp))
     if tp is bool:
@@ -206,6 +213,13 @@ def coerce_value(path: str, tp: Any, check: Check | None, value: Any) -> Any:
         raise ConfigError(path, f"expected {_expected(inner, check)}, got null")
     want = _expected(inner, check)
     bad = ConfigError(path, f"expected {want}, got {_show(value)}")
+    if get_origin(inner) is list:
+        if isinstance(value, str):  # what a form or --set gives: "tensorboard, wandb"
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list):
+            raise bad
+        items = [coerce_value(path, get_args(inner)[0], check, item) for item in value]
+        return list(dict.fromkeys(items))  # each once, in the order given
     if get_origin(inner) is Literal:
         choices = get_args(inner)
         if value in choices:

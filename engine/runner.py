@@ -38,6 +38,7 @@ from engine.events import (
 )
 from engine.logs import capture_library_logs
 from engine.metrics import class_scores, label_of
+from engine.reporting import Reporter, check_installed
 from engine.runs import EventLog, RunDir, create_run_dir, open_run_dir, read_events, remove_run_dir
 
 log = logging.getLogger(__name__)
@@ -291,6 +292,7 @@ class Runner:
     def _run_locked(self, run_dir: RunDir, summary: _Summary, resuming: bool) -> None:
         event_log = EventLog(run_dir.events_path)
         started = False
+        reporter: Reporter | None = None
 
         def emit(event: Event) -> None:
             nonlocal started
@@ -308,6 +310,8 @@ class Runner:
             kept = not isinstance(event, LogMessage) or event.level in ("warning", "error", "critical")
             if kept and not isinstance(event, EPHEMERAL):
                 event_log.write(event)
+                if reporter is not None:
+                    reporter.see(event)
             self._fan_out(event)
 
         if resuming:
@@ -315,6 +319,9 @@ class Runner:
             with contextlib.suppress(OSError):
                 run_dir.summary_path.unlink(missing_ok=True)
         try:
+            if self.cfg.output.report_to:
+                check_installed(self.cfg.output.report_to)
+                reporter = Reporter(self.cfg, run_dir, emit)
             with capture_library_logs(emit, run_dir.log_path):
                 engine = engine_path(self.cfg.engine)
                 outcome = engine(self.cfg, emit, self.control, run_dir, resume=resuming)
@@ -348,6 +355,8 @@ class Runner:
         finally:
             if started:
                 gc.unfreeze()
+            if reporter is not None:
+                reporter.close()
             event_log.close()
 
     def _discard(self, emit: Emit, event_log: EventLog, run_dir: RunDir, message: str) -> None:

@@ -274,6 +274,23 @@ async def test_fixing_one_field_clears_the_error_it_caused_on_another(make_app: 
         assert (cfg.data.eval_split, cfg.data.eval_fraction) == ("auto", 0.2)
 
 
+async def test_report_to_takes_a_comma_separated_list(make_app: Callable[..., WorkbenchApp]) -> None:
+    app = make_app(panel="config")
+    async with app.run_test(size=(100, 40)) as pilot:
+        await until(pilot, lambda: app.config_panel.form_built, "the form is built")
+        field = app.query_one("#field-output--report_to", Input)
+        assert field.value == ""
+        field.value = "tensorboard, wandb"
+        await pilot.pause()
+        assert app.config_panel.config.output.report_to == ["tensorboard", "wandb"]
+        field.value = "tensorbord"
+        await pilot.pause()
+        assert "did you mean" in app.config_panel.errors["output.report_to"][1]
+        field.value = ""
+        await pilot.pause()
+        assert app.config_panel.is_valid and app.config_panel.config.output.report_to == []
+
+
 async def test_path_input_completes_yaml_files_and_folders(workbench_config: RunConfig) -> None:
     Path("configs").mkdir()
     suggester = PathSuggester()

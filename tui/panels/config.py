@@ -93,11 +93,15 @@ def format_value(value: Any) -> str:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
     return str(value)
 
 
 def parse_text(spec: FieldSpec, text: str) -> Any:
     """The value an editor's text means: empty is null; strings are taken as typed; numbers are YAML scalars."""
+    if get_origin(spec.kind) is list:
+        return text.strip() or []  # the engine splits "a, b"
     if not text.strip():
         return None
     if spec.choices is not None and spec.kind is bool:
