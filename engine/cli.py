@@ -12,13 +12,12 @@ import math
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import PredictError, UserError
-from engine.events import fmt_duration
+from engine.events import fmt_duration, fmt_memory
 
 if TYPE_CHECKING:
     from engine.predict import PredictResult
@@ -234,19 +233,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.run is not None:
         return cmd_show_run(args.run, args.runs_dir)
 
-    table = Table("run", "status", "task", "model", "best", "started", "duration")
+    console = Console()
+    # The run's name already holds its date, task and model: those columns come only where they fit.
+    wide = console.width >= 120
+    columns = ["run", "status", "best", "time", "memory"] + (["started", "task", "model"] if wide else [])
+    table = Table(*columns, box=None, pad_edge=False, header_style="bold")
     for r in list_runs(args.runs_dir):
-        best = f"{r.best_metric} {r.best_value:.4f}" if r.best_metric and r.best_value is not None else "-"
-        table.add_row(
-            r.name,
-            r.status,
-            r.task,
-            r.model,
-            best,
-            time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started)),
-            fmt_duration(r.duration_seconds),
-        )
-    Console().print(table)
+        cells = [r.name, r.status, r.best_text, fmt_duration(r.duration_seconds), fmt_memory(r.peak_memory_mb)]
+        table.add_row(*cells, *([r.started_text, r.task, r.model] if wide else []))
+    console.print(table)
     return EXIT_OK
 
 

@@ -82,6 +82,22 @@ class StepDone(Event):
 
 
 @dataclass(frozen=True)
+class DeviceUsage(Event):
+    """What the run's device is doing (``engine.resources``), every few seconds while it trains.
+
+    Shown live only: not kept in ``events.jsonl``; the run's peak memory goes into ``summary.json``.
+    """
+
+    can_replace: ClassVar[bool] = True
+    #: The GPU's name, or "CPU".
+    device: str
+    #: GPU utilisation (NVML), or the run process's CPU % (100 = one core busy); None when unknown.
+    utilization_percent: float | None
+    memory_used_mb: float
+    memory_total_mb: float | None = None
+
+
+@dataclass(frozen=True)
 class StepLogged(Event):
     can_replace: ClassVar[bool] = True
     step: int
@@ -148,6 +164,8 @@ class RunFinished(Event):
     duration_seconds: float
     model_dir: str | None
     metrics: dict[str, float] = field(default_factory=dict)
+    #: The most memory this session of the run held (GPU memory on CUDA, else resident memory), in MiB.
+    peak_memory_mb: float | None = None
 
 
 @dataclass(frozen=True)
@@ -168,6 +186,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         Status,
         LogMessage,
         StepDone,
+        DeviceUsage,
         StepLogged,
         EpochEnded,
         Evaluated,
@@ -181,7 +200,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
 }
 TERMINAL = (RunFinished, RunFailed)
 #: Emitted for progress only, never written to ``events.jsonl``.
-EPHEMERAL = (StepDone,)
+EPHEMERAL = (StepDone, DeviceUsage)
 
 
 def event_from_dict(data: dict[str, Any]) -> Event:
@@ -199,3 +218,10 @@ def fmt_duration(seconds: float | None) -> str:
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def fmt_memory(mib: float | None) -> str:
+    """``812 MiB`` or ``3.4 GiB``; "-" when unknown."""
+    if mib is None:
+        return "-"
+    return f"{mib:.0f} MiB" if mib < 1024 else f"{mib / 1024:.1f} GiB"

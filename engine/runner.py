@@ -39,6 +39,7 @@ from engine.events import (
 from engine.logs import capture_library_logs
 from engine.metrics import class_scores, label_of
 from engine.reporting import Reporter, check_installed
+from engine.resources import peak_memory_mb
 from engine.runs import EventLog, RunDir, create_run_dir, open_run_dir, read_events, remove_run_dir
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,8 @@ class _Summary:
         self.step = 0
         self.evals: list[Evaluated] = []
         self.label_names: list[str] = []
+        #: The most memory any earlier session of the run held (their RunFinished); this one's is read at the end.
+        self.peak_memory_mb: float | None = None
 
     def see(self, event: Event) -> None:
         if isinstance(event, RunStarted):
@@ -112,6 +115,8 @@ class _Summary:
             self.label_names = event.label_names
         elif isinstance(event, StepLogged | RunFinished):
             self.step = event.step  # RunFinished: the last optimizer step, logged or not
+            if isinstance(event, RunFinished) and event.peak_memory_mb is not None:
+                self.peak_memory_mb = max(self.peak_memory_mb or 0.0, event.peak_memory_mb)
         elif isinstance(event, Evaluated):
             # A run resumed from a checkpoint taken before an evaluation that then happened evaluates again:
             # the same step, the same result. It counts once.
@@ -161,6 +166,7 @@ class _Summary:
             "best_metric": metric,
             "best_value": value,
             "final_metrics": final,
+            "peak_memory_mb": max(self.peak_memory_mb or 0.0, peak_memory_mb()),
             "evaluations": [evaluation_dict(e, self.label_names) for e in self.evals],
             "error": error,
         }
@@ -332,6 +338,7 @@ class Runner:
                     duration_seconds=time.time() - summary.started,
                     model_dir=str(outcome.model_dir) if outcome.model_dir else None,
                     metrics=outcome.metrics,
+                    peak_memory_mb=peak_memory_mb(),
                 )
             )
             run_dir.write_summary(summary.as_dict(outcome.status))

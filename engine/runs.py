@@ -296,6 +296,20 @@ class RunInfo:
     duration_seconds: float | None
     best_metric: str | None
     best_value: float | None
+    #: The most memory the run held (GPU memory on CUDA, else the process's resident memory), in MiB.
+    peak_memory_mb: float | None = None
+
+    @property
+    def best_text(self) -> str:
+        """ "acc 0.8000", "eval loss 0.3100" or "-"."""
+        if not self.best_metric or self.best_value is None:
+            return "-"
+        name = {"accuracy": "acc", "eval_loss": "eval loss"}.get(self.best_metric, self.best_metric)
+        return f"{name} {self.best_value:.4f}"
+
+    @property
+    def started_text(self) -> str:
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(self.started))
 
 
 def list_runs(runs_dir: str | os.PathLike[str]) -> list[RunInfo]:
@@ -321,6 +335,7 @@ def list_runs(runs_dir: str | os.PathLike[str]) -> list[RunInfo]:
                     duration_seconds=summary.get("duration_seconds"),
                     best_metric=summary.get("best_metric"),
                     best_value=summary.get("best_value"),
+                    peak_memory_mb=summary.get("peak_memory_mb"),
                 )
             )
         else:

@@ -32,6 +32,7 @@ from engine.events import (
     StepLogged,
     StopRequested,
 )
+from engine.resources import DeviceProbe
 
 if TYPE_CHECKING:
     import torch
@@ -224,6 +225,7 @@ class StepBook:
         self.metrics = dict(metrics or {})
         self._reduce = reduce
         self._on_gpu = device.type == "cuda"
+        self._probe = DeviceProbe(device) if main else None
 
     # -- fed at every micro-batch -----------------------------------------------------------------------------
     def add_loss(self, loss: torch.Tensor, step: int) -> torch.Tensor:
@@ -246,8 +248,11 @@ class StepBook:
 
     # -- at optimizer-step boundaries -------------------------------------------------------------------------
     def step_done(self, step: int) -> None:
-        """Call as soon as the step count reaches ``step``, before any pause: progress for every step."""
+        """Call as soon as the step count reaches ``step``, before any pause: progress for every step, and the
+        device's readings every few seconds."""
         self.say(StepDone(step=step, total_steps=self.total_steps))
+        if self._probe is not None and self._probe.due():
+            self.say(self._probe.read())
 
     def window_mean(self) -> float:
         """Mean micro-batch loss of the logging window, over all processes (a device sync)."""

@@ -90,8 +90,15 @@ def test_runs_lists_finished_runs(make_config: Any, tmp_path: Path, capsys: pyte
     assert cli.main(["run", str(path), "--runs-dir", str(tmp_path / "out")]) == 0
     capsys.readouterr()
     assert cli.main(["runs", "--runs-dir", str(tmp_path / "out")]) == 0
-    out = capsys.readouterr().out
-    assert "finished" in out and "accuracy" in out
+    header, row = capsys.readouterr().out.splitlines()[:2]
+    assert header.split() == ["run", "status", "best", "time", "memory"]  # 80 columns: the name holds the rest
+    name, status, best, value, _, memory, unit = row.split()
+    assert (
+        (status, best) == ("finished", "acc")
+        and unit in ("MiB", "GiB")
+        and name.startswith(next((tmp_path / "out").iterdir()).name)
+    )
+    assert 0 <= float(value) <= 1 and float(memory) > 0
 
 
 def test_runs_run_shows_its_evaluations_and_the_last_confusion_matrix(

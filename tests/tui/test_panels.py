@@ -15,7 +15,7 @@ from textual.widgets import DataTable, Input, Log, ProgressBar, Select, Static, 
 
 from engine.config import RunConfig, from_dict, load_config, save_config, validate_field
 from engine.errors import ConfigError, PredictError
-from engine.events import Evaluated, RunStarted, StepLogged
+from engine.events import DeviceUsage, Evaluated, RunStarted, StepLogged
 from engine.runner import Emit
 from tests.conftest import sentiment_rows, write_jsonl
 from tests.tui.conftest import CONFIG_FILE, reach, set_animations, settle, until
@@ -324,6 +324,21 @@ async def test_trust_remote_code_on_is_marked_beside_the_field_and_in_the_train_
 
 
 # -- Train ------------------------------------------------------------------------------------------------------
+
+
+async def test_the_train_header_names_the_device_as_it_is_read(make_app: Callable[..., WorkbenchApp]) -> None:
+    app = make_app(panel="train")
+    async with app.run_test(size=(160, 30)) as pilot:
+        started = next(e for e in run_script("runs/x") if isinstance(e, RunStarted))
+        app.train_panel.handle(started)
+        await pilot.pause()
+        assert " · cpu · " in text_of(app, "#train-status")  # before the first reading: the device's name
+        app.train_panel.handle(DeviceUsage("NVIDIA H100", 87.0, 6144.0, 81920.0))
+        await pilot.pause()
+        assert " · NVIDIA H100 87% 6.0 GiB/80.0 GiB · " in text_of(app, "#train-status")
+        app.train_panel.handle(DeviceUsage("CPU", 195.0, 900.0, 24000.0))
+        await pilot.pause()
+        assert " · CPU 195% 900 MiB RSS · " in text_of(app, "#train-status")
 
 
 async def test_train_panel_streams_every_step_epoch_rows_and_log_lines(

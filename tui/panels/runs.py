@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import ClassVar
 
@@ -16,7 +15,7 @@ from textual.widgets import DataTable, Static
 from textual.worker import Worker, WorkerState
 
 from engine.errors import describe_failure
-from engine.events import fmt_duration
+from engine.events import fmt_duration, fmt_memory
 from engine.runs import RunDir, RunInfo, list_runs
 from tui.panels import PANELS
 from tui.widgets.class_report import ClassReport
@@ -26,17 +25,6 @@ from tui.widgets.loss_chart import LossChart
 from tui.widgets.sized_table import SizedTable
 
 TITLE = PANELS["runs"][1]
-
-
-def fmt_best(info: RunInfo) -> str:
-    if not info.best_metric or info.best_value is None:
-        return "-"
-    name = {"accuracy": "acc", "eval_loss": "eval loss"}.get(info.best_metric, info.best_metric)
-    return f"{name} {info.best_value:.4f}"
-
-
-def fmt_date(started: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(started))
 
 
 class RunsPanel(Vertical):
@@ -104,7 +92,7 @@ class RunsPanel(Vertical):
     def on_mount(self) -> None:
         table = self.query_one("#runs-table", DataTable)
         table.add_column(" ", key="mark", width=1)
-        table.add_columns("run", "status", "best", "date", "time", "task", "model")
+        table.add_columns("run", "status", "best", "date", "time", "task", "model", "memory")
         self.query_one(EpochTable).show(RunCurves())
         self.query_one(ClassReport).display = False
         self._render_title()
@@ -139,11 +127,12 @@ class RunsPanel(Vertical):
                 "✓" if r.name in self.marked else " ",
                 r.name,
                 r.status,
-                fmt_best(r),
-                fmt_date(r.started),
+                r.best_text,
+                r.started_text,
                 fmt_duration(r.duration_seconds),
                 r.task or "-",
                 r.model or "-",
+                fmt_memory(r.peak_memory_mb),
                 key=r.name,
             )
         if self.runs:

@@ -12,6 +12,7 @@ from textual.widgets import Log, ProgressBar, Static
 from engine.config import RunConfig
 from engine.events import (
     CheckpointSaved,
+    DeviceUsage,
     EpochEnded,
     Evaluated,
     Event,
@@ -26,6 +27,7 @@ from engine.events import (
     StepLogged,
     StopRequested,
     fmt_duration,
+    fmt_memory,
 )
 from tui.controller import RunState
 from tui.panels import PANELS
@@ -34,6 +36,17 @@ from tui.widgets.fixed_text import FixedText
 from tui.widgets.loss_chart import LossChart
 
 TITLE = PANELS["train"][1]
+
+
+def usage_text(u: DeviceUsage) -> str:
+    """ "NVIDIA H100 80GB HBM3 87% 12.3 GiB/79.6 GiB" or "CPU 195% 1.2 GiB RSS": the device as a user names it."""
+    busy = "" if u.utilization_percent is None else f" {u.utilization_percent:.0f}%"
+    if u.device == "CPU":
+        return f"CPU{busy} {fmt_memory(u.memory_used_mb)} RSS"
+    total = "" if u.memory_total_mb is None else f"/{fmt_memory(u.memory_total_mb)}"
+    return f"{u.device}{busy} {fmt_memory(u.memory_used_mb)}{total}"
+
+
 #: Shown in the status line while the config lets the model run code from its own repository.
 REMOTE_CODE_MARK = "⚠ trust_remote_code ON"
 
@@ -60,6 +73,8 @@ class TrainPanel(Vertical):
         self.last_step: StepLogged | None = None
         #: The last optimizer step done (StepDone comes every step; StepLogged only at logging steps).
         self.step_done = 0
+        #: The run's device, as last read (DeviceUsage every few seconds while it trains).
+        self.usage: DeviceUsage | None = None
         self.curves = RunCurves(task=cfg.task)
         self.error: str | None = None
         #: A resumed run's earlier events, folded in when its RunStarted says which step it resumes from.
@@ -104,6 +119,7 @@ class TrainPanel(Vertical):
         self.started = None
         self.last_step = None
         self.step_done = 0
+        self.usage = None
         self.error = None
         self.history = []
         self.curves = RunCurves(task=cfg.task)
@@ -173,6 +189,9 @@ class TrainPanel(Vertical):
             )
             self._render_status()
             self._render_progress()
+        elif isinstance(event, DeviceUsage):
+            self.usage = event
+            self._render_status()
         elif isinstance(event, Status):
             self.write_log(f"{event.stage} {event.detail}".rstrip())
         elif isinstance(event, LogMessage):
@@ -211,7 +230,8 @@ class TrainPanel(Vertical):
             parts.append(REMOTE_CODE_MARK)
         s = self.started
         if s is not None:
-            parts += [s.model, s.task, s.engine, s.device, s.precision, f"{fmt_params(s.num_parameters)} params"]
+            device = usage_text(self.usage) if self.usage is not None else s.device
+            parts += [s.model, s.task, s.engine, device, s.precision, f"{fmt_params(s.num_parameters)} params"]
         else:
             parts += [cfg.model.name_or_path, cfg.task, cfg.engine, f"device {cfg.train.device}"]
             parts.append(f"precision {cfg.train.precision}")
@@ -234,8 +254,6 @@ class TrainPanel(Vertical):
                 f"{logged.samples_per_second:.1f} samples/s",
                 f"loss {logged.loss:.4f}",
             ]
-            if logged.device_memory_mb is not None:
-                parts.append(f"GPU {logged.device_memory_mb:,.0f} MiB")
         return " · ".join(parts)
 
     def _render_progress(self) -> None:
