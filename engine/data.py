@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.config import DataConfig
 from engine.errors import DataError
+from engine.events import Emit, Status
 from engine.hub import datasets_offline_unless_reachable
 
 if TYPE_CHECKING:
@@ -352,8 +353,47 @@ def encode_labels(train: Dataset, evals: Dataset | None, label_field: str) -> tu
     return apply(train), apply(evals) if evals is not None else None, names
 
 
+class RowProgress:
+    """Says how far a pass over rows has got, as a Status with a real percentage, at each tenth done."""
+
+    def __init__(self, say: Emit, stage: str, total: int) -> None:
+        self.say, self.stage, self.total = say, stage, total
+        self.done = 0
+        self._next_tenth = 1
+
+    def add(self, rows: int) -> None:
+        self.done += rows
+        tenth = self.done * 10 // max(self.total, 1)
+        if tenth >= self._next_tenth:
+            self._next_tenth = tenth + 1
+            percent = min(100, self.done * 100 // max(self.total, 1))
+            self.say(Status(self.stage, f"{percent}% ({self.done:,} of {self.total:,} rows)"))
+
+
+class _Counted:
+    """A map function that counts its rows into a ``RowProgress``. datasets fingerprints a map by pickling its
+    function; the count (which holds the run's emitter) stays out of that, so a re-run finds the cached tokens
+    instead of warning that the function cannot be hashed and tokenizing again."""
+
+    def __init__(self, fn: Callable[[dict[str, list[Any]]], Any], progress: RowProgress, column: str) -> None:
+        self.fn, self.progress, self.column = fn, progress, column
+
+    def __call__(self, batch: dict[str, list[Any]]) -> Any:
+        self.progress.add(len(batch[self.column]))
+        return self.fn(batch)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"fn": self.fn, "column": self.column}
+
+
 def tokenize(
-    ds: Dataset, tokenizer: PreTrainedTokenizerBase, text_field: str, max_length: int, *, task: str
+    ds: Dataset,
+    tokenizer: PreTrainedTokenizerBase,
+    text_field: str,
+    max_length: int,
+    *,
+    task: str,
+    progress: RowProgress | None = None,
 ) -> Dataset:
     """Batched tokenization, truncated to ``max_length`` and padded later per batch (see ``build_collator``).
 
@@ -369,6 +409,9 @@ def tokenize(
             max_length=max_length,
             return_special_tokens_mask=task == "masked-lm",
         )
+
+    if progress is not None:
+        fn = _Counted(fn, progress, text_field)
 
     out = ds.map(fn, batched=True, remove_columns=remove, desc="tokenizing")
     out.set_format("torch")
@@ -437,8 +480,9 @@ class PreparedData:
     eval_set: str = ""
 
 
-def prepare(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, task: str) -> PreparedData:
-    """Load, check, subsample, encode labels and tokenize: everything a DataLoader needs."""
+def prepare(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, task: str, say: Emit | None = None) -> PreparedData:
+    """Load, check, subsample, encode labels and tokenize: everything a DataLoader needs; ``say`` hears how
+    far tokenizing has got."""
     check_max_length(cfg.max_length, tokenizer)
     needs_labels = task == "classification"
     splits = load_splits(cfg, needs_labels=needs_labels)
@@ -447,7 +491,11 @@ def prepare(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, task: str) -> P
     if needs_labels:
         assert cfg.label_field is not None
         train, evals, names = encode_labels(train, evals, cfg.label_field)
-    train = tokenize(train, tokenizer, cfg.text_field, cfg.max_length, task=task)
+
+    def progress(split: str, ds: Dataset) -> RowProgress | None:
+        return None if say is None else RowProgress(say, f"tokenizing {split}", len(ds))
+
+    train = tokenize(train, tokenizer, cfg.text_field, cfg.max_length, task=task, progress=progress("train", train))
     if evals is not None:
-        evals = tokenize(evals, tokenizer, cfg.text_field, cfg.max_length, task=task)
+        evals = tokenize(evals, tokenizer, cfg.text_field, cfg.max_length, task=task, progress=progress("eval", evals))
     return PreparedData(train, evals, names, splits.eval_set)

@@ -102,7 +102,7 @@ def setup(cfg: RunConfig, emit: Emit) -> Setup:
     emit(Status("loading tokenizer", cfg.model.name_or_path))
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
     emit(Status("loading data", cfg.data.source))
-    data = prepare(cfg.data, tokenizer, cfg.task)
+    data = prepare(cfg.data, tokenizer, cfg.task, emit)
 
     # 2. model (seeded so the fresh head is the same on every run)
     set_seed(t.seed)

@@ -334,7 +334,7 @@ def _run_once(
     if cfg.task == "causal-lm":
         _check_causal_tokenizer(cfg, tokenizer)
     emit(Status("loading data", cfg.data.source))
-    data: PreparedData = prepare(cfg.data, tokenizer, cfg.task)
+    data: PreparedData = prepare(cfg.data, tokenizer, cfg.task, emit)
     train, evals = data.train, data.eval
     collator: BatchSeededMasking | None = None
     eval_collator = None

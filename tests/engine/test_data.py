@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -171,3 +172,44 @@ def test_one_class_only_is_a_user_error(tmp_path: Path) -> None:
     train = load_splits(DataConfig(source=str(src), eval_split=None), needs_labels=True).train
     with pytest.raises(DataError, match="has only one class"):
         encode_labels(train, None, "label")
+
+
+def test_tokenizing_says_how_far_it_got_in_real_percentages(tmp_path: Path) -> None:
+    from engine.data import RowProgress, tokenize
+    from engine.events import Status
+
+    src = write_jsonl(tmp_path / "d.jsonl", sentiment_rows(2500))
+    ds = load_source(str(src))["train"]
+    said: list[Status] = []
+    tokenize(ds, load_tokenizer("minilm"), "text", 16, task="masked-lm", progress=RowProgress(said.append, "t", 2500))
+    # datasets maps 1,000 rows at a time
+    assert [s.detail for s in said] == [
+        "40% (1,000 of 2,500 rows)",
+        "80% (2,000 of 2,500 rows)",
+        "100% (2,500 of 2,500 rows)",
+    ]
+
+
+def test_counting_rows_keeps_tokenized_data_cached_between_runs(tmp_path: Path) -> None:
+    """The map's fingerprint must not hash the run's emitter: a second run reuses the first one's tokens."""
+    from engine.data import RowProgress, tokenize
+
+    src = write_jsonl(tmp_path / "d.jsonl", sentiment_rows(50))
+    ds = load_source(str(src))["train"]
+    tok = load_tokenizer("minilm")
+
+    class Emitter:
+        """Like a run's emitter, which datasets fails to hash (it warns and picks a random fingerprint)."""
+
+        def __reduce__(self) -> Any:
+            raise TypeError("cannot pickle an emitter")
+
+        def __call__(self, event: Any) -> None:
+            pass
+
+    say = Emitter()
+
+    first, second = (
+        tokenize(ds, tok, "text", 16, task="masked-lm", progress=RowProgress(say, "t", 50)) for _ in range(2)
+    )
+    assert first.cache_files and first.cache_files == second.cache_files
