@@ -341,7 +341,7 @@ def check_consistency(cfg: RunConfig) -> None:
         raise ConfigError(
             "data.eval_fraction",
             f'{fraction} holds out part of train, but data.eval_split names the split "{split}"; '
-            "set data.eval_split: auto (or null) to hold out, or drop eval_fraction",
+            "set data.eval_split: null to hold out that share instead, or drop eval_fraction",
         )
     if cfg.task == "classification" and not cfg.data.label_field:
         raise ConfigError("data.label_field", "classification needs a label column; name it here")

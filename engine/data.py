@@ -214,7 +214,8 @@ def hold_out(ds: Dataset, fraction: float, seed: int, stratify_by: str | None) -
     n_eval = held_out_rows(len(ds), fraction)
     if n_eval >= len(ds):
         raise DataError(
-            f"data.eval_fraction: {fraction:g} of {len(ds)} training rows leaves none to train on; use a smaller share"
+            f"data.eval_fraction: {fraction:g} of {len(ds)} training rows leaves none to train on; use a smaller "
+            "share, or data.eval_fraction: null to train without an eval set"
         )
     if stratify_by is None:
         parts = ds.train_test_split(test_size=n_eval, seed=seed)
@@ -224,6 +225,11 @@ def hold_out(ds: Dataset, fraction: float, seed: int, stratify_by: str | None) -
     rng = random.Random(seed)
     by_class: dict[Any, list[int]] = {}
     for i, value in enumerate(ds[stratify_by]):
+        if not isinstance(value, int | str):  # bool is an int
+            raise DataError(
+                f'data.label_field: column "{stratify_by}" holds {type(value).__name__} values such as {value!r}; '
+                "labels must be strings or integers"
+            )
         by_class.setdefault(value, []).append(i)
     classes = sorted(by_class, key=str)
     # Largest remainder: each class's share rounds so that the counts add up to n_eval.

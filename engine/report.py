@@ -23,8 +23,9 @@ def _shade(share: float, full: tuple[int, int, int]) -> str:
 def confusion_grid(confusion: Sequence[Sequence[int]], labels: Sequence[str]) -> Table:
     """Rows = true labels, columns = predicted; each cell shaded by its share of the row."""
     from rich.table import Table
+    from rich.text import Text
 
-    names = [label_of(labels, i) for i in range(len(confusion))]
+    names = [Text(label_of(labels, i)) for i in range(len(confusion))]  # a label is text, never markup
     grid = Table(show_edge=False, pad_edge=False, box=None)
     grid.add_column("true \\ predicted", style="bold", no_wrap=True)
     for name in names:
@@ -42,11 +43,12 @@ def confusion_grid(confusion: Sequence[Sequence[int]], labels: Sequence[str]) ->
 def class_table(confusion: Sequence[Sequence[int]], labels: Sequence[str]) -> Table:
     """Precision, recall, F1 and support of each class."""
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(show_edge=False, pad_edge=False, box=None)
     table.add_column("class", style="bold", no_wrap=True)
     for column in ("precision", "recall", "F1", "support"):
         table.add_column(column, justify="right")
     for c in class_scores(confusion, labels):
-        table.add_row(c.label, f"{c.precision:.3f}", f"{c.recall:.3f}", f"{c.f1:.3f}", str(c.support))
+        table.add_row(Text(c.label), f"{c.precision:.3f}", f"{c.recall:.3f}", f"{c.f1:.3f}", str(c.support))
     return table

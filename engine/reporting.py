@@ -80,23 +80,37 @@ def flat_config(cfg: RunConfig) -> dict[str, Any]:
 
 class Reporter:
     """Starts its trackers at the run's first RunStarted (the main process's, once the engine has set up its
-    processes) and logs each event's scalars; a failing tracker is logged, never fails the run."""
+    processes) and logs each event's scalars. A tracker that fails is dropped with one warning; it never fails
+    the run."""
 
     def __init__(self, cfg: RunConfig, run_dir: RunDir, say: Emit) -> None:
         self.cfg = cfg
         self.run_dir = run_dir
         self.say = say
+        self.started = False
+        #: The trackers that started and have not failed since.
         self.trackers: list[GeneralTracker] = []
 
-    def _start(self) -> None:
+    def _start(self, start_step: int) -> None:
+        from accelerate import PartialState
         from accelerate.tracking import TensorBoardTracker, WandBTracker
 
+        PartialState()  # the engine's, by now; accelerate's trackers log through it
         report_to = self.cfg.output.report_to
+        wanted: list[GeneralTracker] = []
         if "tensorboard" in report_to:
-            # logs in RUN/tensorboard: `tensorboard --logdir runs` shows every run by its folder name
-            self.trackers.append(TensorBoardTracker("tensorboard", self.run_dir.path))
+            # logs in RUN/tensorboard: `tensorboard --logdir runs` shows every run by its folder name. A resumed
+            # run purges what its earlier session logged after the checkpoint it resumes from: it logs it again.
+            purge = {"purge_step": start_step + 1} if start_step else {}
+            wanted.append(TensorBoardTracker("tensorboard", self.run_dir.path, **purge))
         if "wandb" in report_to:
-            settings: dict[str, Any] = {"name": self.run_dir.name, "dir": str(self.run_dir.path)}
+            # one wandb run per run folder, continued when the run is resumed
+            settings: dict[str, Any] = {
+                "name": self.run_dir.name,
+                "id": self.run_dir.name,
+                "resume": "allow",
+                "dir": str(self.run_dir.path),
+            }
             if "WANDB_MODE" not in os.environ and not wandb_has_credentials():
                 settings["mode"] = "offline"  # wandb would otherwise stop the run to ask for a key
                 self.say(
@@ -107,24 +121,45 @@ class Reporter:
                         "tunebench.reporting",
                     )
                 )
-            self.trackers.append(WandBTracker("tunebench", **settings))
+            wanted.append(WandBTracker("tunebench", **settings))
         hyperparameters = flat_config(self.cfg)
-        for tracker in self.trackers:
+        for tracker in wanted:
             tracker.main_process_only = False  # events come from the main process only
-            tracker.start()
-            tracker.store_init_configuration(hyperparameters)
+            try:
+                tracker.start()
+                tracker.store_init_configuration(hyperparameters)
+            except Exception as exc:
+                self._drop(tracker, "start", exc)
+                continue
+            self.trackers.append(tracker)
+
+    def _drop(self, tracker: GeneralTracker, doing: str, exc: Exception) -> None:
+        """Give up on a tracker that failed, saying so once; the run and the other trackers go on."""
+        log.debug("report_to: %s failed to %s", tracker.name, doing, exc_info=exc)
+        self.say(
+            LogMessage(
+                "warning",
+                f"report_to: {tracker.name} failed to {doing} ({type(exc).__name__}: {exc}); no more is sent to it, "
+                "events.jsonl has everything",
+                "tunebench.reporting",
+            )
+        )
+        if tracker in self.trackers:
+            self.trackers.remove(tracker)
 
     def see(self, event: Event) -> None:
-        try:
-            if isinstance(event, RunStarted) and not self.trackers:
-                self._start()
-            found = scalars(event)
-            if found is not None:
-                values, step = found
-                for tracker in self.trackers:
-                    tracker.log(values, step=step)
-        except Exception:
-            log.exception("report_to: logging %s failed; events.jsonl still has it", event.type)
+        if isinstance(event, RunStarted) and not self.started:
+            self.started = True
+            self._start(event.start_step)
+        found = scalars(event)
+        if found is None:
+            return
+        values, step = found
+        for tracker in list(self.trackers):
+            try:
+                tracker.log(values, step=step)
+            except Exception as exc:
+                self._drop(tracker, "log", exc)
 
     def close(self) -> None:
         for tracker in self.trackers:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import resource
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -57,6 +56,10 @@ def _rss_bytes() -> int:
 
 
 def peak_rss_bytes() -> int:
+    try:
+        import resource  # Unix only
+    except ImportError:
+        return 0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
 
@@ -86,6 +89,14 @@ class DeviceProbe:
         self._last_read = time.monotonic()
         if self.cuda:
             return self._read_gpu()
+        if self.device.type == "mps":
+            import torch
+
+            return DeviceUsage(
+                device="Apple GPU (mps)",
+                utilization_percent=None,
+                memory_used_mb=torch.mps.current_allocated_memory() / MIB,
+            )
         wall, cpu = time.monotonic(), time.process_time()
         busy = (cpu - self._cpu[1]) / max(wall - self._cpu[0], 1e-9) * 100
         self._cpu = (wall, cpu)

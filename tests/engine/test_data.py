@@ -213,3 +213,9 @@ def test_counting_rows_keeps_tokenized_data_cached_between_runs(tmp_path: Path) 
         tokenize(ds, tok, "text", 16, task="masked-lm", progress=RowProgress(say, "t", 50)) for _ in range(2)
     )
     assert first.cache_files and first.cache_files == second.cache_files
+
+
+def test_list_labels_in_a_held_out_split_are_a_clear_error(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "d.jsonl", [{"text": f"t{i}", "label": [i % 2]} for i in range(20)])
+    with pytest.raises(DataError, match=r'^data\.label_field: column "label" holds list values such as \[0\]'):
+        load_splits(DataConfig(source=str(src)), needs_labels=True)

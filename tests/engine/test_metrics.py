@@ -32,3 +32,11 @@ def test_the_report_lists_every_count_and_score() -> None:
     lines = [" ".join(line.split()) for line in console.export_text().splitlines()]
     assert lines[:3] == ["true \\ predicted neg pos", "neg 2 1", "pos 0 3"]
     assert "neg 1.000 0.667 0.800 3" in lines and "pos 0.750 1.000 0.857 3" in lines
+
+
+def test_labels_are_shown_as_written_never_as_markup() -> None:
+    console = Console(width=80, record=True, file=io.StringIO())
+    console.print(confusion_grid([[1, 0], [0, 1]], ["[neg]", "a[/b]"]))
+    console.print(class_table([[1, 0], [0, 1]], ["[neg]", "a[/b]"]))
+    text = console.export_text()
+    assert text.count("[neg]") == 3 and text.count("a[/b]") == 3  # grid column, grid row, class table row

@@ -3,6 +3,7 @@ without credentials are handled without a prompt or a traceback."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import sys
@@ -111,3 +112,45 @@ def test_wandb_without_credentials_logs_offline_and_says_so(
     assert [step for step, values in calls["logged"] if "train/loss" in values] == steps
     assert calls.get("finished")
     assert json.loads((result.run_dir / "summary.json").read_text())["status"] == "finished"
+
+
+def test_a_tracker_that_fails_is_dropped_with_one_warning_and_the_run_goes_on(
+    tmp_path: Path, tiny_bert_dir: Path, sentiment_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from accelerate.tracking import TensorBoardTracker
+
+    def broken(self: Any) -> None:
+        raise RuntimeError("protobuf version clash")
+
+    monkeypatch.setattr(TensorBoardTracker, "start", broken)
+    cfg = tiny_config(tiny_bert_dir, sentiment_file, tmp_path / "runs", {"output.report_to": ["tensorboard"]})
+    _, events = run(cfg)
+    said = [e.message for e in events if isinstance(e, LogMessage) and "report_to" in e.message]
+    assert said == [
+        "report_to: tensorboard failed to start (RuntimeError: protobuf version clash); no more is sent to it, "
+        "events.jsonl has everything"
+    ]
+
+
+def test_a_resumed_run_replaces_what_its_earlier_session_logged_after_the_checkpoint(tmp_path: Path) -> None:
+    from engine.config import from_dict
+    from engine.events import RunStarted
+    from engine.runs import RunDir
+
+    cfg = from_dict({"output": {"report_to": ["tensorboard"]}})
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.path.mkdir()
+
+    def session(start: int, last: int, loss: float) -> None:
+        reporter = reporting.Reporter(cfg, run_dir, lambda event: None)
+        started = RunStarted(str(run_dir.path), "run", "classification", "loop", "m", "cpu", "fp32", 1, 1, 1, 1, 10, 1)
+        reporter.see(dataclasses.replace(started, start_step=start))
+        for step in range(start + 1, last + 1):
+            reporter.see(StepLogged(step, 10, step / 10, loss, 1e-3, 1.0, 1.0, 1.0))
+        reporter.close()
+
+    session(0, 8, loss=2.0)  # killed after step 8; its checkpoint was at step 5
+    session(5, 10, loss=1.0)
+    assert read_scalars(run_dir.path)["train/loss"] == [(s, 2.0) for s in range(1, 6)] + [
+        (s, 1.0) for s in range(6, 11)
+    ]

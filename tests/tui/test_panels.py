@@ -15,7 +15,7 @@ from textual.widgets import DataTable, Input, Log, ProgressBar, Select, Static, 
 
 from engine.config import RunConfig, from_dict, load_config, save_config, validate_field
 from engine.errors import ConfigError, PredictError
-from engine.events import DeviceUsage, Evaluated, RunStarted, StepLogged
+from engine.events import DeviceUsage, Evaluated, RunFinished, RunStarted, StepLogged
 from engine.runner import Emit
 from tests.conftest import sentiment_rows, write_jsonl
 from tests.tui.conftest import CONFIG_FILE, reach, set_animations, settle, until
@@ -339,6 +339,9 @@ async def test_the_train_header_names_the_device_as_it_is_read(make_app: Callabl
         app.train_panel.handle(DeviceUsage("CPU", 195.0, 900.0, 24000.0))
         await pilot.pause()
         assert " · CPU 195% 900 MiB RSS · " in text_of(app, "#train-status")
+        app.train_panel.handle(next(e for e in run_script("runs/x") if isinstance(e, RunFinished)))
+        await pilot.pause()
+        assert " · cpu · " in text_of(app, "#train-status")  # a reading is shown only while it is live
 
 
 async def test_train_panel_streams_every_step_epoch_rows_and_log_lines(
