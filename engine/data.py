@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import logging
-import random
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,6 +12,7 @@ from engine.config import DataConfig
 from engine.errors import DataError
 from engine.events import Emit, Status
 from engine.hub import datasets_offline_unless_reachable
+from engine.splits import EvalChoice, choose_eval, hold_out
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -151,107 +151,6 @@ def _split(dd: DatasetDict, name: str, key: str, source: str) -> Dataset:
         )
         raise DataError(f'{key}: split "{name}" not in {source} (splits: {", ".join(dd)}){hint}')
     return dd[name]
-
-
-#: Splits that ``data.eval_split: auto`` evaluates on, the first one the source has.
-AUTO_EVAL_SPLITS = ("validation", "test")
-
-
-@dataclass(frozen=True)
-class EvalChoice:
-    """The eval set a config asks of a source: a split, a share of train held out, or none."""
-
-    split: str | None = None
-    fraction: float | None = None
-    stratify_by: str | None = None
-
-    def describe(self, rows: int | None = None) -> str:
-        counted = "" if rows is None else f" ({rows} rows)"
-        if self.split is not None:
-            return f"{self.split} split{counted}"
-        if self.fraction is not None:
-            how = f", stratified by {self.stratify_by}" if self.stratify_by else ""
-            return f"{self.fraction:g} of train held out{how}{counted}"
-        return "none (no eval split and data.eval_fraction is null)"
-
-
-def choose_eval(cfg: DataConfig, splits: Collection[str], *, needs_labels: bool) -> EvalChoice:
-    """Which eval set ``data.eval_split`` and ``data.eval_fraction`` pick from a source with these splits."""
-    named = cfg.eval_split
-    if named == "auto":
-        named = next((s for s in AUTO_EVAL_SPLITS if s in splits and s != cfg.train_split), None)
-    if named is not None:
-        return EvalChoice(split=named)
-    if cfg.eval_fraction is None:
-        return EvalChoice()
-    return EvalChoice(fraction=cfg.eval_fraction, stratify_by=cfg.label_field if needs_labels else None)
-
-
-def held_out_rows(rows: int, fraction: float) -> int:
-    return max(1, round(rows * fraction))
-
-
-def describe_eval(cfg: DataConfig, split_rows: Mapping[str, int], *, needs_labels: bool) -> str:
-    """The eval set a run of ``cfg`` will use, with its rows, from the source's split sizes alone (the Data
-    panel shows it before any run)."""
-    choice = choose_eval(cfg, list(split_rows), needs_labels=needs_labels)
-    if choice.split is not None:
-        if choice.split not in split_rows:
-            return f"{choice.split} split missing"
-        rows: int | None = split_rows[choice.split]
-    elif choice.fraction is not None and cfg.train_split in split_rows:
-        rows = held_out_rows(split_rows[cfg.train_split], choice.fraction)
-    else:
-        rows = None
-    if rows is not None and cfg.eval_size is not None:
-        rows = min(rows, cfg.eval_size)
-    return choice.describe(rows)
-
-
-def hold_out(ds: Dataset, fraction: float, seed: int, stratify_by: str | None) -> tuple[Dataset, Dataset]:
-    """Split ``fraction`` of the rows off as an eval set, seeded; per class in the same share when
-    ``stratify_by`` names the label column (each class keeps at least one training row)."""
-    n_eval = held_out_rows(len(ds), fraction)
-    if n_eval >= len(ds):
-        raise DataError(
-            f"data.eval_fraction: {fraction:g} of {len(ds)} training rows leaves none to train on; use a smaller "
-            "share, or data.eval_fraction: null to train without an eval set"
-        )
-    if stratify_by is None:
-        parts = ds.train_test_split(test_size=n_eval, seed=seed)
-        return parts["train"], parts["test"]
-    # Not datasets' stratify_by_column: it takes only a ClassLabel column, and casting to one would re-encode
-    # the labels that encode_labels names.
-    rng = random.Random(seed)
-    by_class: dict[Any, list[int]] = {}
-    for i, value in enumerate(ds[stratify_by]):
-        if not isinstance(value, int | str):  # bool is an int
-            raise DataError(
-                f'data.label_field: column "{stratify_by}" holds {type(value).__name__} values such as {value!r}; '
-                "labels must be strings or integers"
-            )
-        by_class.setdefault(value, []).append(i)
-    classes = sorted(by_class, key=str)
-    # Largest remainder: each class's share rounds so that the counts add up to n_eval.
-    quota = {c: len(by_class[c]) * n_eval / len(ds) for c in classes}
-    take = {c: min(int(quota[c]), len(by_class[c]) - 1) for c in classes}
-    for c in sorted(classes, key=lambda c: quota[c] - int(quota[c]), reverse=True):
-        if sum(take.values()) >= n_eval:
-            break
-        if take[c] < len(by_class[c]) - 1:
-            take[c] += 1
-    eval_rows: list[int] = []
-    for c in classes:
-        rows = by_class[c]
-        rng.shuffle(rows)
-        eval_rows.extend(rows[: take[c]])
-    if not eval_rows:
-        raise DataError(
-            "data.eval_fraction: no class of data.label_field has two rows to share with eval; add rows or name "
-            "an eval split"
-        )
-    held = set(eval_rows)
-    return ds.select([i for i in range(len(ds)) if i not in held]), ds.select(sorted(eval_rows))
 
 
 def _subsample(ds: Dataset, size: int | None, seed: int, what: str) -> Dataset:

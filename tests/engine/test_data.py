@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 
 from engine.config import DataConfig
-from engine.data import bundled_samples, describe_eval, encode_labels, load_source, load_splits, prepare
+from engine.data import bundled_samples, encode_labels, load_source, load_splits, prepare
 from engine.errors import DataError
 from engine.models import load_tokenizer
+from engine.splits import describe_eval
 from tests.conftest import sentiment_rows, write_jsonl
 
 

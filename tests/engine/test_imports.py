@@ -16,6 +16,7 @@ LIGHT_MODULES = [
     "engine.config",
     "engine.events",
     "engine.metrics",
+    "engine.splits",
     "engine.control",
     "engine.runs",
     "engine.runner",

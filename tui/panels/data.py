@@ -18,9 +18,9 @@ from textual.worker import Worker, WorkerState
 
 from engine.browse import DatasetBrowser, LabelCount, Sample, SplitView, TokenizedSample
 from engine.config import RunConfig
-from engine.data import describe_eval
 from engine.errors import describe_failure
 from engine.events import LogMessage
+from engine.splits import describe_eval
 from tui import heap
 from tui.bridge import LibraryLog
 from tui.panels import PANELS
