@@ -184,7 +184,7 @@ class Splits:
 
     @property
     def eval_set(self) -> str:
-        """What the user reads: "test split (100 rows)", "0.1 of train held out, stratified by label (12 rows)"."""
+        """What the user reads: "test split (100 rows)", "10% of train, stratified by label (12 rows)"."""
         return self.eval_choice.describe(len(self.eval) if self.eval is not None else None)
 
 

@@ -33,7 +33,7 @@ class EvalChoice:
             return f"{self.split} split{counted}"
         if self.fraction is not None:
             how = f", stratified by {self.stratify_by}" if self.stratify_by else ""
-            return f"{self.fraction:g} of train held out{how}{counted}"
+            return f"{self.fraction * 100:g}% of train{how}{counted}"
         return "none (no eval split and data.eval_fraction is null)"
 
 

@@ -91,7 +91,7 @@ def test_auto_eval_holds_out_a_tenth_of_a_single_file(tmp_path: Path) -> None:
     src = write_jsonl(tmp_path / "reviews.csv.jsonl", sentiment_rows(120))
     got = load_splits(DataConfig(source=str(src)), needs_labels=True)
     assert got.eval is not None and (len(got.train), len(got.eval)) == (108, 12)
-    assert got.eval_set == "0.1 of train held out, stratified by label (12 rows)"
+    assert got.eval_set == "10% of train, stratified by label (12 rows)"
     assert not set(got.train["text"]) & set(got.eval["text"])
 
 
@@ -126,7 +126,7 @@ def test_masked_lm_hold_out_is_not_stratified(tmp_path: Path) -> None:
     src = write_jsonl(tmp_path / "d.jsonl", [{"text": f"line {i}"} for i in range(30)])
     got = load_splits(DataConfig(source=str(src), label_field=None), needs_labels=False)
     assert got.eval is not None and len(got.eval) == 3
-    assert got.eval_set == "0.1 of train held out (3 rows)"
+    assert got.eval_set == "10% of train (3 rows)"
 
 
 def test_a_share_that_leaves_no_training_row_is_refused(tmp_path: Path) -> None:

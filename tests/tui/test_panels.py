@@ -164,7 +164,7 @@ async def test_changing_the_data_source_in_config_refreshes_the_data_panel(
         assert app.query_one(PagedTable).row_count == 37
         assert str(source) in text_of(app, "#data-title")
         # one file and no split named: the eval set a run will use is held out of train, and the title says so
-        assert text_of(app, "#data-title").endswith("eval: 0.1 of train held out, stratified by label (4 rows)")
+        assert text_of(app, "#data-title").endswith("eval: 10% of train, stratified by label (4 rows)")
 
 
 async def test_the_data_panel_names_the_eval_split_a_run_will_use(make_app: Callable[..., WorkbenchApp]) -> None:
