@@ -107,6 +107,8 @@ class _Console:
                 c.print(f"[dim]{event.stage}[/dim] {event.detail}")
         elif isinstance(event, ev.LogMessage):
             c.print(f"[yellow]{event.level}:[/yellow] {event.message.splitlines()[0] if event.message else ''}")
+        elif isinstance(event, ev.RunFinished) and event.note:
+            c.print(event.note)
         elif isinstance(event, ev.RunStarted):
             c.print(
                 f"[bold]{event.run_name}[/bold]: {event.task} with {event.engine} "

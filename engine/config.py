@@ -69,6 +69,23 @@ def _f(default: Any, doc: str, check: Check | None = None) -> Any:
     return field(default=default, metadata={"doc": doc, "check": check})
 
 
+#: The metrics each task's evaluation reports (``Evaluated``), without the "eval_" prefix of the loss.
+EVAL_METRICS: dict[str, tuple[str, ...]] = {
+    "classification": ("loss", "accuracy", "macro_f1"),
+    "masked-lm": ("loss", "perplexity", "accuracy"),
+    "causal-lm": ("loss", "perplexity", "accuracy"),
+}
+#: Metrics where smaller is better; greater_is_better: null infers from this.
+LOWER_IS_BETTER = ("loss", "perplexity")
+
+
+def best_direction(train: TrainConfig) -> tuple[str, bool]:
+    """(metric without the "eval_" prefix, whether greater is better) of ``train.metric_for_best_model``."""
+    metric = train.metric_for_best_model.removeprefix("eval_")
+    greater = train.greater_is_better
+    return metric, (metric not in LOWER_IS_BETTER) if greater is None else greater
+
+
 #: Held out of train when the source has no eval split; a named eval_split ignores it (one other value is an error).
 DEFAULT_EVAL_FRACTION = 0.1
 
@@ -128,6 +145,16 @@ class TrainConfig:
         None, "CPU threads for torch; null = one per core headless, all but one in the workbench.", AT_LEAST_ONE
     )
     auto_find_batch_size: bool = _f(False, "On out-of-memory, halve per_device_train_batch_size and start over.")
+    metric_for_best_model: str = _f(
+        "eval_loss", "Eval metric that decides the best model and early stopping: eval_loss, accuracy, macro_f1, ..."
+    )
+    greater_is_better: bool | None = _f(None, "Whether a larger metric is better; null infers it from the metric.")
+    early_stopping_patience: int | None = _f(
+        None, "Stop after this many evaluations without improvement; null = never stop early.", AT_LEAST_ONE
+    )
+    early_stopping_threshold: float = _f(
+        0.0, "How much the metric must improve on the best to count as an improvement.", NON_NEGATIVE
+    )
 
 
 @dataclass
@@ -335,6 +362,15 @@ def check_consistency(cfg: RunConfig) -> None:
         raise ConfigError(
             "engine",
             f'engine "{cfg.engine}" does not train task "{cfg.task}"; use engine: {" or ".join(others)}',
+        )
+    metric = cfg.train.metric_for_best_model
+    known = EVAL_METRICS[cfg.task]
+    if metric.removeprefix("eval_") not in known:
+        hint = difflib.get_close_matches(metric.removeprefix("eval_"), known, n=1)
+        extra = f' (did you mean "{hint[0]}"?)' if hint else ""
+        raise ConfigError(
+            "train.metric_for_best_model",
+            f'"{metric}" is not an eval metric of {cfg.task}; use one of {", ".join(known)}{extra}',
         )
     split, fraction = cfg.data.eval_split, cfg.data.eval_fraction
     if split not in (None, "auto") and fraction not in (None, DEFAULT_EVAL_FRACTION):

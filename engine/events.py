@@ -166,6 +166,8 @@ class RunFinished(Event):
     metrics: dict[str, float] = field(default_factory=dict)
     #: The most memory this session of the run held (GPU memory on CUDA, else resident memory), in MiB.
     peak_memory_mb: float | None = None
+    #: Why a finished run ended before its last epoch ("stopped early at step 24: ..."), else "".
+    note: str = ""
 
 
 @dataclass(frozen=True)

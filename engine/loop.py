@@ -26,7 +26,9 @@ from engine.checkpoint import (
 from engine.config import RunConfig, save_config
 from engine.control import RunControl
 from engine.data import BatchSeededMasking, PreparedData, build_collator, prepare
+from engine.early_stopping import EarlyStopping
 from engine.errors import CheckpointError
+from engine.evaluation import evaluate
 from engine.events import CheckpointSaved, Status
 from engine.faults import kill_point
 from engine.models import (
@@ -48,7 +50,6 @@ from engine.stepping import (
     StepBook,
     checkpoint_to_resume,
     guard_memory,
-    perplexity_of,
     run_started,
 )
 
@@ -180,55 +181,6 @@ def setup(cfg: RunConfig, emit: Emit) -> Setup:
     )
 
 
-def evaluate(s: Setup, task: str, seed: int) -> dict[str, Any]:
-    """Eval loss plus accuracy, macro-F1 and the confusion matrix (classification), or perplexity and token
-    accuracy (LMs)."""
-    import torch
-
-    assert s.eval_loader is not None
-    acc = s.accelerator
-    model = s.model
-    model.eval()
-    loss_sum, weight_sum = (torch.zeros((), device=acc.device, dtype=torch.float64) for _ in range(2))
-    correct, counted = (torch.zeros((), device=acc.device, dtype=torch.long) for _ in range(2))
-    num_labels = len(s.data.label_names) or 1
-    confusion = torch.zeros((num_labels, num_labels), device=acc.device, dtype=torch.long)
-    # Masks for LM eval are random: fix them so epochs compare fairly, without disturbing training RNG.
-    with torch.random.fork_rng(devices=[acc.device] if acc.device.type == "cuda" else []), torch.no_grad():
-        torch.manual_seed(seed)
-        for batch in s.eval_loader:
-            out = model(**batch)
-            kill_point("evaluate")
-            labels = batch["labels"]
-            if task == "classification":
-                preds, labels = acc.gather_for_metrics((out.logits.argmax(-1), labels))
-                hits, n = preds == labels, labels.numel()
-                confusion += torch.bincount(labels * num_labels + preds, minlength=confusion.numel()).view_as(confusion)
-            else:
-                logits = out.logits
-                if task == "causal-lm":
-                    logits, labels = logits[:, :-1], labels[:, 1:]
-                mask = labels != -100
-                hits, n = (logits.argmax(-1) == labels) & mask, mask.sum()
-            correct += hits.sum()
-            counted += n
-            loss_sum += out.loss.double() * n
-            weight_sum += n
-    model.train()
-    loss_sum, weight_sum, correct, counted = (acc.reduce(x, "sum") for x in (loss_sum, weight_sum, correct, counted))
-    eval_loss = (loss_sum / weight_sum.clamp(min=1)).item()
-    accuracy = (correct.double() / counted.clamp(min=1)).item()
-    if task == "classification":
-        tp = confusion.diag().double()
-        precision = tp / confusion.sum(0).double().clamp(min=1)
-        recall = tp / confusion.sum(1).double().clamp(min=1)
-        f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
-        present = (confusion.sum(0) + confusion.sum(1)) > 0  # classes absent from labels and preds don't count
-        macro_f1 = f1[present].mean().item() if bool(present.any()) else 0.0
-        return {"eval_loss": eval_loss, "accuracy": accuracy, "macro_f1": macro_f1, "confusion": confusion.tolist()}
-    return {"eval_loss": eval_loss, "perplexity": perplexity_of(eval_loss), "accuracy": accuracy}
-
-
 def run(cfg: RunConfig, emit: Emit, control: RunControl, run_dir: RunDir, *, resume: bool = False) -> Outcome:
     """Train ``cfg`` with the plain loop; see the run contract in ARCHITECTURE.md.
 
@@ -310,6 +262,10 @@ def _train(
         )
     )
 
+    # The early-stopping count of a resumed run comes from the evaluations it made before its checkpoint.
+    early = EarlyStopping.for_run(t, run_dir.events() if resume else (), state.step)
+    note = ""
+
     # 5. train
     model = s.model
     model.train()
@@ -370,13 +326,15 @@ def _train(
             scores = evaluate(s, cfg.task, t.seed)
             progress.stage = "training"
             book.evaluated(epoch, step, time.perf_counter() - eval_start, **scores)
+            if early.see(scores, step) and epoch < t.num_train_epochs:
+                note = early.note(step)
         stopped = control.should_stop
         state = _position(s, book, step, epoch + 1)  # the next epoch starts afresh
         if (t.save_strategy == "epoch" or stopped) and last_saved != step:
             # Its shuffle comes from the generator as it is now.
             sampler = generator.get_state() if generator is not None else None
             last_saved = _save_checkpoint(s, run_dir, book, t.save_total_limit, sampler, state)
-        if stopped:
+        if stopped or note:
             break
 
     # 6. save what we have, also when stopped
@@ -385,7 +343,7 @@ def _train(
     if acc.is_main_process:
         save_final_model(acc.unwrap_model(model), s.tokenizer, run_dir, book.say)
     status = "stopped" if stopped else "finished"
-    return Outcome(status=status, step=step, model_dir=run_dir.model_dir, metrics=dict(book.metrics))
+    return Outcome(status=status, step=step, model_dir=run_dir.model_dir, metrics=dict(book.metrics), note=note)
 
 
 def _step_calls(s: Setup, accumulation_steps: int) -> tuple[Any, Any, Callable[..., Any], Callable[..., Any]]:

@@ -53,6 +53,8 @@ class Outcome:
     step: int
     model_dir: Path | None
     metrics: dict[str, float] = field(default_factory=dict)
+    #: Why a finished run ended before its last epoch ("stopped early at step 24: ..."), else "".
+    note: str = ""
 
 
 class EnginePath(Protocol):
@@ -105,6 +107,7 @@ class _Summary:
         self.step = 0
         self.evals: list[Evaluated] = []
         self.label_names: list[str] = []
+        self.note = ""
         #: The most memory any earlier session of the run held (their RunFinished); this one's is read at the end.
         self.peak_memory_mb: float | None = None
 
@@ -115,6 +118,8 @@ class _Summary:
             self.label_names = event.label_names
         elif isinstance(event, StepLogged | RunFinished):
             self.step = event.step  # RunFinished: the last optimizer step, logged or not
+            if isinstance(event, RunFinished):
+                self.note = event.note
             if isinstance(event, RunFinished) and event.peak_memory_mb is not None:
                 self.peak_memory_mb = max(self.peak_memory_mb or 0.0, event.peak_memory_mb)
         elif isinstance(event, Evaluated):
@@ -166,6 +171,7 @@ class _Summary:
             "best_metric": metric,
             "best_value": value,
             "final_metrics": final,
+            "note": self.note,
             "peak_memory_mb": max(self.peak_memory_mb or 0.0, peak_memory_mb()),
             "evaluations": [evaluation_dict(e, self.label_names) for e in self.evals],
             "error": error,
@@ -339,6 +345,7 @@ class Runner:
                     model_dir=str(outcome.model_dir) if outcome.model_dir else None,
                     metrics=outcome.metrics,
                     peak_memory_mb=peak_memory_mb(),
+                    note=outcome.note,
                 )
             )
             run_dir.write_summary(summary.as_dict(outcome.status))

@@ -21,6 +21,7 @@ Causal LM keeps TRL's own SFT path: next-token loss, labels built from the token
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -31,11 +32,12 @@ from typing import TYPE_CHECKING, Any
 
 from engine.callbacks import STATE_FILE, EventCallback, new_event_callback
 from engine.checkpoint import write_checkpoint
-from engine.config import RunConfig
+from engine.config import RunConfig, best_direction
 from engine.control import RunControl
 from engine.data import BatchSeededMasking, PreparedData, build_collator, prepare
+from engine.early_stopping import EarlyStopping, early_stop_note
 from engine.errors import CheckpointError, ModelError
-from engine.events import Status
+from engine.events import Evaluated, Event, RunStarted, Status
 from engine.faults import kill_point
 from engine.models import (
     count_parameters,
@@ -47,7 +49,14 @@ from engine.models import (
 )
 from engine.runner import Emit, Outcome
 from engine.runs import RunDir
-from engine.stepping import Progress, checkpoint_to_resume, guard_memory, run_started, samples_per_step
+from engine.stepping import (
+    Progress,
+    checkpoint_to_resume,
+    guard_memory,
+    perplexity_of,
+    run_started,
+    samples_per_step,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -76,6 +85,7 @@ def sft_config(cfg: RunConfig, run_dir: RunDir, device: torch.device, precision:
     from trl import SFTConfig
 
     t = cfg.train
+    metric, greater = best_direction(t)
     settings: dict[str, Any] = dict(
         output_dir=str(run_dir.checkpoints_dir),
         learning_rate=t.learning_rate,
@@ -95,6 +105,11 @@ def sft_config(cfg: RunConfig, run_dir: RunDir, device: torch.device, precision:
         logging_steps=t.logging_steps,
         logging_nan_inf_filter=False,  # a NaN loss must reach the logs (and fail the run), not be averaged away
         eval_strategy="epoch" if has_eval else "no",
+        # the best model and early stopping (EarlyStoppingCallback) go by this metric; the trainer's log adds the
+        # eval_perplexity and eval_accuracy that the loop engine also reports
+        metric_for_best_model=f"eval_{metric}" if has_eval else None,
+        greater_is_better=greater if has_eval else None,
+        restore_callback_states_from_checkpoint=True,  # a resumed run keeps its early-stopping count
         prediction_loss_only=True,  # never gather (batch x length x vocab) logits; metrics come from compute_loss
         save_strategy=t.save_strategy,
         save_steps=t.save_steps,
@@ -144,6 +159,13 @@ def _trainer_classes() -> tuple[type, type]:
         #: While a checkpoint is written: the temporary folder that stands in for the output folder.
         staging: str | None = None
 
+        def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+            if "eval_loss" in logs:  # the metrics the loop engine reports too, for metric_for_best_model
+                logs.setdefault("eval_perplexity", perplexity_of(logs["eval_loss"]))
+                if "eval_mean_token_accuracy" in logs:
+                    logs.setdefault("eval_accuracy", logs["eval_mean_token_accuracy"])
+            super().log(logs, start_time)
+
         def _get_output_dir(self, trial: Any) -> str:
             return self.staging or super()._get_output_dir(trial)
 
@@ -157,6 +179,10 @@ def _trainer_classes() -> tuple[type, type]:
                     super(TunebenchSFTTrainer, self)._save_checkpoint(model, trial)
                 finally:
                     self.staging = None
+                    # The Trainer's best-checkpoint path (kept once metric_for_best_model is set) points into the
+                    # staging folder, gone after the rename; its next rotation would stat it. Rotation is
+                    # write_checkpoint's.
+                    self.state.best_model_checkpoint = None
                 written = folder / f"checkpoint-{step}"  # the Trainer's own name under its output folder
                 for item in written.iterdir():
                     os.replace(item, folder / item.name)
@@ -323,7 +349,7 @@ def run(cfg: RunConfig, emit: Emit, control: RunControl, run_dir: RunDir, *, res
 def _run_once(
     cfg: RunConfig, progress: Progress, *, emit: Emit, control: RunControl, run_dir: RunDir, resume: bool
 ) -> Outcome:
-    from transformers import PrinterCallback, set_seed
+    from transformers import EarlyStoppingCallback, PrinterCallback, set_seed
 
     t = cfg.train
     device, precision = set_up_device(t)
@@ -372,10 +398,27 @@ def _run_once(
         num_parameters=count_parameters(model),
         world_size=args.world_size,
     )
-    events = new_event_callback(emit, control, run_started=started, batch_size=samples_per_step(t, args.world_size))
+    # transformers' EarlyStoppingCallback decides; this copy of its rule keeps the best step for the run's end
+    # line (Trainer records that step only when it saves checkpoints itself)
+    rule = EarlyStopping.for_run(t)
+
+    def watched(event: Event) -> None:
+        nonlocal rule
+        if isinstance(event, RunStarted) and resume:  # the evaluations before the checkpoint count too
+            rule = EarlyStopping.for_run(t, run_dir.events(), event.start_step)
+        elif isinstance(event, Evaluated):
+            rule.see(dataclasses.asdict(event), event.step)
+        emit(event)
+
+    events = new_event_callback(watched, control, run_started=started, batch_size=samples_per_step(t, args.world_size))
     events.seeded_masking = collator
     causal_cls, masked_cls = _trainer_classes()
     trainer_cls = masked_cls if cfg.task == "masked-lm" else causal_cls
+    early = (
+        [EarlyStoppingCallback(t.early_stopping_patience, t.early_stopping_threshold)]
+        if t.early_stopping_patience is not None and evals is not None
+        else []
+    )
     trainer = trainer_cls(
         model=model,
         args=args,
@@ -383,7 +426,7 @@ def _run_once(
         train_dataset=train,
         eval_dataset=evals,
         processing_class=tokenizer,
-        callbacks=[events],
+        callbacks=[events, *early],
     )
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout
     trainer.events = events
@@ -410,9 +453,16 @@ def _run_once(
     if trainer.is_world_process_zero():
         save_final_model(trainer.accelerator.unwrap_model(trainer.model), tokenizer, run_dir, emit)
     trainer.accelerator.wait_for_everyone()
+    state = trainer.state
+    note = ""
+    counter = early[0].early_stopping_patience_counter if early else 0
+    stopped_early = early and counter >= early[0].early_stopping_patience and not events.stopped
+    if stopped_early and state.global_step < state.max_steps:
+        note = early_stop_note(args.metric_for_best_model, counter, rule.best, rule.best_step, state.global_step)
     return Outcome(
         status="stopped" if events.stopped else "finished",
-        step=trainer.state.global_step,
+        step=state.global_step,
         model_dir=run_dir.model_dir,
         metrics=dict(events.last_metrics),
+        note=note,
     )

@@ -142,7 +142,7 @@ class RunController:
             if event.status == "stopped":
                 self._set(RunState.STOPPED, f"{took}; r in the Runs panel resumes it")
             else:
-                self._set(RunState.FINISHED, f"done {took}")
+                self._set(RunState.FINISHED, event.note or f"done {took}")
         elif isinstance(event, RunFailed):
             self._set(RunState.FAILED, "see the message above the chart")
 

@@ -64,6 +64,14 @@ def test_a_run_that_ends_on_its_own_reads_finished_with_its_last_step() -> None:
     assert (ctl.state, ctl.detail) == (RunState.FINISHED, "done at step 24 in 1:05")
 
 
+def test_a_run_that_stopped_early_says_so_and_reads_finished() -> None:
+    ctl, _, _ = controller()
+    ctl.take(started())
+    note = "stopped early at step 12: eval_loss did not improve for 2 evaluations (best 0.3100 at step 4)"
+    ctl.take(RunFinished(status="finished", step=12, duration_seconds=9.0, model_dir="m", note=note))
+    assert (ctl.state, ctl.detail) == (RunState.FINISHED, note)
+
+
 def test_pause_asks_once_and_the_paused_state_comes_from_the_run() -> None:
     ctl, handle, _ = controller()
     ctl.take(started())

@@ -291,6 +291,20 @@ async def test_report_to_takes_a_comma_separated_list(make_app: Callable[..., Wo
         assert app.config_panel.is_valid and app.config_panel.config.output.report_to == []
 
 
+async def test_an_optional_switch_offers_null_and_takes_it_back(make_app: Callable[..., WorkbenchApp]) -> None:
+    app = make_app(panel="config")
+    async with app.run_test(size=(100, 40)) as pilot:
+        await until(pilot, lambda: app.config_panel.form_built, "the form is built")
+        select = app.query_one("#field-train--greater_is_better", Select)
+        assert select.value == "null"
+        select.value = "true"
+        await pilot.pause()
+        assert app.config_panel.config.train.greater_is_better is True
+        select.value = "null"
+        await pilot.pause()
+        assert app.config_panel.config.train.greater_is_better is None and app.config_panel.is_valid
+
+
 async def test_path_input_completes_yaml_files_and_folders(workbench_config: RunConfig) -> None:
     Path("configs").mkdir()
     suggester = PathSuggester()

@@ -72,7 +72,7 @@ def field_specs() -> list[FieldSpec]:
             if get_origin(kind) is Literal:
                 choices = tuple(str(c) for c in get_args(kind))
             elif kind is bool:
-                choices = ("true", "false")
+                choices = ("null", "true", "false") if optional else ("true", "false")
             path = f"{section}.{f.name}" if section else f.name
             specs.append(FieldSpec(path, section, f.name, kind, optional, choices, docs.get(path, "")))
 
@@ -105,7 +105,7 @@ def parse_text(spec: FieldSpec, text: str) -> Any:
     if not text.strip():
         return None
     if spec.choices is not None and spec.kind is bool:
-        return text == "true"
+        return None if text == "null" else text == "true"
     if spec.kind is str or spec.choices is not None:
         return text.strip()
     return parse_yaml(text, spec.path)
@@ -219,7 +219,7 @@ class ConfigPanel(Vertical):
         if spec.choices is not None:
             return Select[str](
                 [(c, c) for c in spec.choices],
-                value=format_value(value),
+                value=format_value(value) or "null",  # an optional field's null is a choice of its own
                 allow_blank=False,
                 compact=True,
                 id=spec.widget_id,
@@ -398,7 +398,9 @@ class ConfigPanel(Vertical):
             for spec in self.specs:
                 widget = self.query_one(f"#{spec.widget_id}")
                 text = format_value(get_value(cfg, spec.path))
-                if isinstance(widget, Input | Select):
+                if isinstance(widget, Select):
+                    widget.value = text or "null"
+                elif isinstance(widget, Input):
                     widget.value = text
         for path in list(self.errors):
             self._show_error(path, None)

@@ -1,0 +1,61 @@
+"""The loop engine's evaluation: eval loss with accuracy, macro-F1 and the confusion matrix (classification), or
+perplexity and token accuracy (language models), reduced over every process."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from engine.faults import kill_point
+from engine.stepping import perplexity_of
+
+if TYPE_CHECKING:
+    from engine.loop import Setup
+
+
+def evaluate(s: Setup, task: str, seed: int) -> dict[str, Any]:
+    """Eval loss plus accuracy, macro-F1 and the confusion matrix (classification), or perplexity and token
+    accuracy (LMs)."""
+    import torch
+
+    assert s.eval_loader is not None
+    acc = s.accelerator
+    model = s.model
+    model.eval()
+    loss_sum, weight_sum = (torch.zeros((), device=acc.device, dtype=torch.float64) for _ in range(2))
+    correct, counted = (torch.zeros((), device=acc.device, dtype=torch.long) for _ in range(2))
+    num_labels = len(s.data.label_names) or 1
+    confusion = torch.zeros((num_labels, num_labels), device=acc.device, dtype=torch.long)
+    # Masks for LM eval are random: fix them so epochs compare fairly, without disturbing training RNG.
+    with torch.random.fork_rng(devices=[acc.device] if acc.device.type == "cuda" else []), torch.no_grad():
+        torch.manual_seed(seed)
+        for batch in s.eval_loader:
+            out = model(**batch)
+            kill_point("evaluate")
+            labels = batch["labels"]
+            if task == "classification":
+                preds, labels = acc.gather_for_metrics((out.logits.argmax(-1), labels))
+                hits, n = preds == labels, labels.numel()
+                confusion += torch.bincount(labels * num_labels + preds, minlength=confusion.numel()).view_as(confusion)
+            else:
+                logits = out.logits
+                if task == "causal-lm":
+                    logits, labels = logits[:, :-1], labels[:, 1:]
+                mask = labels != -100
+                hits, n = (logits.argmax(-1) == labels) & mask, mask.sum()
+            correct += hits.sum()
+            counted += n
+            loss_sum += out.loss.double() * n
+            weight_sum += n
+    model.train()
+    loss_sum, weight_sum, correct, counted = (acc.reduce(x, "sum") for x in (loss_sum, weight_sum, correct, counted))
+    eval_loss = (loss_sum / weight_sum.clamp(min=1)).item()
+    accuracy = (correct.double() / counted.clamp(min=1)).item()
+    if task == "classification":
+        tp = confusion.diag().double()
+        precision = tp / confusion.sum(0).double().clamp(min=1)
+        recall = tp / confusion.sum(1).double().clamp(min=1)
+        f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
+        present = (confusion.sum(0) + confusion.sum(1)) > 0  # classes absent from labels and preds don't count
+        macro_f1 = f1[present].mean().item() if bool(present.any()) else 0.0
+        return {"eval_loss": eval_loss, "accuracy": accuracy, "macro_f1": macro_f1, "confusion": confusion.tolist()}
+    return {"eval_loss": eval_loss, "perplexity": perplexity_of(eval_loss), "accuracy": accuracy}

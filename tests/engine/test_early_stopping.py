@@ -1,0 +1,94 @@
+"""Early stopping: the loop engine's rule is transformers' EarlyStoppingCallback's, and both engines end a run
+at the same evaluation with the same line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.early_stopping import EarlyStopping
+from engine.events import Evaluated, Event, RunFinished
+from engine.runner import Runner
+from tests.conftest import tiny_config, write_jsonl
+
+HISTORIES = [
+    # (metric values in order, greater_is_better, patience, threshold)
+    ([0.9, 0.8, 0.85, 0.84, 0.79, 0.80, 0.81], False, 2, 0.0),
+    ([0.9, 0.8, 0.85, 0.84, 0.79, 0.80, 0.81], False, 3, 0.0),
+    ([0.50, 0.55, 0.56, 0.57, 0.52, 0.60, 0.58, 0.59], True, 2, 0.02),
+    ([1.0, 1.0, 1.0, 1.0], False, 2, 0.0),
+    ([0.3, 0.2, 0.1, 0.05], False, 1, 0.0),
+]
+
+
+def hf_stop_index(values: list[float], greater: bool, patience: int, threshold: float) -> int | None:
+    """Where transformers' callback stops, driven as Trainer drives it: on_evaluate, then the best metric moves."""
+    import numpy as np
+    from transformers import EarlyStoppingCallback, TrainerControl, TrainerState, TrainingArguments
+
+    args = TrainingArguments(
+        output_dir="unused", metric_for_best_model="eval_loss", greater_is_better=greater, eval_strategy="epoch"
+    )
+    state, control = TrainerState(), TrainerControl()
+    callback = EarlyStoppingCallback(patience, threshold)
+    for i, value in enumerate(values):
+        callback.on_evaluate(args, state, control, metrics={"eval_loss": value})
+        operator = np.greater if greater else np.less  # Trainer._determine_best_metric
+        if state.best_metric is None or operator(value, state.best_metric):
+            state.best_metric = value
+        if control.should_training_stop:
+            return i
+    return None
+
+
+@pytest.mark.parametrize(("values", "greater", "patience", "threshold"), HISTORIES)
+def test_the_loop_rule_stops_where_transformers_callback_does(
+    values: list[float], greater: bool, patience: int, threshold: float
+) -> None:
+    rule = EarlyStopping("loss", greater, patience, threshold)
+    ours = next((i for i, v in enumerate(values) if rule.see({"eval_loss": v}, step=i)), None)
+    assert ours == hf_stop_index(values, greater, patience, threshold)
+
+
+def run(cfg: Any) -> tuple[Any, list[Event]]:
+    events: list[Event] = []
+    result = Runner(cfg, subscribers=[events.append]).run()
+    assert result.status == "finished", result.error
+    return result, events
+
+
+@pytest.mark.parametrize("save", ["no", "epoch"])
+@pytest.mark.parametrize("engine", ["loop", "sft"])
+def test_both_engines_stop_at_the_same_evaluation(engine: str, save: str, tmp_path: Path, tiny_bert_dir: Path) -> None:
+    """No evaluation beats the first by 100: with patience 1 the run ends after its second of four epochs (with
+    checkpoints too: the Trainer then tracks its best checkpoint, which the SFT engine's staging must survive)."""
+    rows = write_jsonl(tmp_path / "rows.jsonl", [{"text": f"the cafe was lovely, visit {i}"} for i in range(48)])
+    cfg = tiny_config(
+        tiny_bert_dir,
+        rows,
+        tmp_path / "runs",
+        {
+            "task": "masked-lm",
+            "engine": engine,
+            "data.label_field": None,
+            "train.num_train_epochs": 4,
+            "train.early_stopping_patience": 1,
+            "train.early_stopping_threshold": 100.0,
+            "train.save_strategy": save,
+            "train.save_total_limit": 1,
+        },
+    )
+    result, events = run(cfg)
+    evaluated = [e for e in events if isinstance(e, Evaluated)]
+    assert [e.epoch for e in evaluated] == [1, 2]
+    finished = next(e for e in events if isinstance(e, RunFinished))
+    first = evaluated[0]
+    assert finished.note == (
+        f"stopped early at step {evaluated[1].step}: eval_loss did not improve for 1 evaluations "
+        f"(best {min(first.eval_loss, evaluated[1].eval_loss):.4f} at step "
+        f"{first.step if first.eval_loss <= evaluated[1].eval_loss else evaluated[1].step})"
+    )
+    assert json.loads((result.run_dir / "summary.json").read_text())["note"] == finished.note
