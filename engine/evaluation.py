@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from engine.faults import kill_point
+from engine.metrics import macro_f1
 from engine.stepping import perplexity_of
 
 if TYPE_CHECKING:
@@ -51,11 +52,6 @@ def evaluate(s: Setup, task: str, seed: int) -> dict[str, Any]:
     eval_loss = (loss_sum / weight_sum.clamp(min=1)).item()
     accuracy = (correct.double() / counted.clamp(min=1)).item()
     if task == "classification":
-        tp = confusion.diag().double()
-        precision = tp / confusion.sum(0).double().clamp(min=1)
-        recall = tp / confusion.sum(1).double().clamp(min=1)
-        f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
-        present = (confusion.sum(0) + confusion.sum(1)) > 0  # classes absent from labels and preds don't count
-        macro_f1 = f1[present].mean().item() if bool(present.any()) else 0.0
-        return {"eval_loss": eval_loss, "accuracy": accuracy, "macro_f1": macro_f1, "confusion": confusion.tolist()}
+        counts = confusion.tolist()
+        return {"eval_loss": eval_loss, "accuracy": accuracy, "macro_f1": macro_f1(counts), "confusion": counts}
     return {"eval_loss": eval_loss, "perplexity": perplexity_of(eval_loss), "accuracy": accuracy}

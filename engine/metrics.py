@@ -36,6 +36,12 @@ def class_scores(confusion: Sequence[Sequence[int]], labels: Sequence[str]) -> l
     return out
 
 
+def macro_f1(confusion: Sequence[Sequence[int]]) -> float:
+    """Mean F1 over the classes that appear in the labels or the predictions; 0 when none does."""
+    present = [c for i, c in enumerate(class_scores(confusion, [])) if c.support or sum(row[i] for row in confusion)]
+    return sum(c.f1 for c in present) / len(present) if present else 0.0
+
+
 def label_of(labels: Sequence[str], index: int) -> str:
     """The name of class ``index``; its number when the run named fewer classes."""
     return labels[index] if index < len(labels) else str(index)

@@ -7,7 +7,7 @@ import io
 import pytest
 from rich.console import Console
 
-from engine.metrics import class_scores
+from engine.metrics import class_scores, macro_f1
 from engine.report import class_table, confusion_grid
 
 
@@ -18,6 +18,14 @@ def test_per_class_scores_from_a_hand_made_confusion_matrix() -> None:
     assert (cat.precision, cat.recall, cat.support) == (pytest.approx(2 / 3), pytest.approx(2 / 3), 3)
     assert (dog.precision, dog.recall, dog.f1) == (pytest.approx(2 / 3), 1.0, pytest.approx(0.8))
     assert (bird.precision, bird.recall, bird.f1, bird.support) == (0.0, 0.0, 0.0, 1)  # never predicted
+
+
+def test_macro_f1_averages_the_classes_that_appear_in_labels_or_predictions() -> None:
+    # the third class is neither a label nor a prediction: it does not count
+    assert macro_f1([[2, 1, 0], [0, 2, 0], [0, 0, 0]]) == pytest.approx((0.8 + 0.8) / 2)
+    # the bird is a label but never predicted: it counts with F1 0
+    assert macro_f1([[2, 1, 0], [0, 2, 0], [1, 0, 0]]) == pytest.approx((2 / 3 + 0.8 + 0.0) / 3)
+    assert macro_f1([[0]]) == 0.0
 
 
 def test_a_class_the_run_did_not_name_is_shown_by_its_number() -> None:
