@@ -1,5 +1,6 @@
 """Early stopping by ``train.metric_for_best_model``: transformers' EarlyStoppingCallback rule, which the SFT
-engine uses as that callback and the loop engine through ``EarlyStopping``; and the line a run's end shows."""
+engine uses as that callback and the loop engine through ``EarlyStopping``, and the Runner to say why a run
+stopped early."""
 
 from __future__ import annotations
 
@@ -49,15 +50,11 @@ class EarlyStopping:
         return self.patience is not None and self.count >= self.patience
 
     def note(self, step: int) -> str:
-        """What the run's end says when it stopped early."""
-        return early_stop_note(self.metric, self.count, self.best, self.best_step, step)
-
-
-def early_stop_note(metric: str, count: int, best: float | None, best_step: int, step: int) -> str:
-    """ "stopped early at step 24: eval_loss did not improve for 2 evaluations (best 0.3100 at step 12)"."""
-    name = "eval_loss" if metric.removeprefix("eval_") == "loss" else metric.removeprefix("eval_")
-    shown = "-" if best is None else f"{best:.4f}"
-    return (
-        f"stopped early at step {step}: {name} did not improve for {count} evaluations "
-        f"(best {shown} at step {best_step})"
-    )
+        """What the run's end says when it stopped early at ``step``: "stopped early at step 24: eval_loss did not
+        improve for 2 evaluations (best 0.3100 at step 12)"."""
+        name = "eval_loss" if self.metric == "loss" else self.metric
+        shown = "-" if self.best is None else f"{self.best:.4f}"
+        return (
+            f"stopped early at step {step}: {name} did not improve for {self.count} evaluations "
+            f"(best {shown} at step {self.best_step})"
+        )

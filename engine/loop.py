@@ -264,7 +264,7 @@ def _train(
 
     # The early-stopping count of a resumed run comes from the evaluations it made before its checkpoint.
     early = EarlyStopping.for_run(t, run_dir.events() if resume else (), state.step)
-    note = ""
+    stopped_early = False
 
     # 5. train
     model = s.model
@@ -326,15 +326,14 @@ def _train(
             scores = evaluate(s, cfg.task, t.seed)
             progress.stage = "training"
             book.evaluated(epoch, step, time.perf_counter() - eval_start, **scores)
-            if early.see(scores, step) and epoch < t.num_train_epochs:
-                note = early.note(step)
+            stopped_early = early.see(scores, step) and epoch < t.num_train_epochs
         stopped = control.should_stop
         state = _position(s, book, step, epoch + 1)  # the next epoch starts afresh
         if (t.save_strategy == "epoch" or stopped) and last_saved != step:
             # Its shuffle comes from the generator as it is now.
             sampler = generator.get_state() if generator is not None else None
             last_saved = _save_checkpoint(s, run_dir, book, t.save_total_limit, sampler, state)
-        if stopped or note:
+        if stopped or stopped_early:
             break
 
     # 6. save what we have, also when stopped
@@ -343,7 +342,9 @@ def _train(
     if acc.is_main_process:
         save_final_model(acc.unwrap_model(model), s.tokenizer, run_dir, book.say)
     status = "stopped" if stopped else "finished"
-    return Outcome(status=status, step=step, model_dir=run_dir.model_dir, metrics=dict(book.metrics), note=note)
+    return Outcome(
+        status=status, step=step, model_dir=run_dir.model_dir, metrics=dict(book.metrics), stopped_early=stopped_early
+    )
 
 
 def _step_calls(s: Setup, accumulation_steps: int) -> tuple[Any, Any, Callable[..., Any], Callable[..., Any]]:

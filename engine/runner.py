@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from engine.config import RunConfig, load_config
 from engine.control import RunControl
+from engine.early_stopping import EarlyStopping
 from engine.errors import DISK_ERRNOS, RunFolderError, UserError, describe_failure
 from engine.events import (
     EPHEMERAL,
@@ -53,8 +54,8 @@ class Outcome:
     step: int
     model_dir: Path | None
     metrics: dict[str, float] = field(default_factory=dict)
-    #: Why a finished run ended before its last epoch ("stopped early at step 24: ..."), else "".
-    note: str = ""
+    #: Early stopping ended the run before its last epoch (the Runner says why, from the evaluations).
+    stopped_early: bool = False
 
 
 class EnginePath(Protocol):
@@ -120,8 +121,8 @@ class _Summary:
             self.step = event.step  # RunFinished: the last optimizer step, logged or not
             if isinstance(event, RunFinished):
                 self.note = event.note
-            if isinstance(event, RunFinished) and event.peak_memory_mb is not None:
-                self.peak_memory_mb = max(self.peak_memory_mb or 0.0, event.peak_memory_mb)
+                if event.peak_memory_mb is not None:
+                    self.peak_memory_mb = max(self.peak_memory_mb or 0.0, event.peak_memory_mb)
         elif isinstance(event, Evaluated):
             # A run resumed from a checkpoint taken before an evaluation that then happened evaluates again:
             # the same step, the same result. It counts once.
@@ -142,6 +143,10 @@ class _Summary:
     def resumed_at(self, step: int) -> None:
         """Forget evaluations from after ``step``: the resumed run redoes that part."""
         self.evals = [e for e in self.evals if e.step <= step]
+
+    def early_stop_note(self, step: int) -> str:
+        """Why the run stopped early at ``step``, from its evaluations (earlier sessions' included)."""
+        return EarlyStopping.for_run(self.cfg.train, self.evals, step).note(step)
 
     def best(self) -> tuple[str | None, float | None]:
         if not self.evals:
@@ -345,7 +350,7 @@ class Runner:
                     model_dir=str(outcome.model_dir) if outcome.model_dir else None,
                     metrics=outcome.metrics,
                     peak_memory_mb=peak_memory_mb(),
-                    note=outcome.note,
+                    note=summary.early_stop_note(outcome.step) if outcome.stopped_early else "",
                 )
             )
             run_dir.write_summary(summary.as_dict(outcome.status))

@@ -21,7 +21,6 @@ Causal LM keeps TRL's own SFT path: next-token loss, labels built from the token
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import logging
@@ -35,9 +34,8 @@ from engine.checkpoint import write_checkpoint
 from engine.config import RunConfig, best_direction
 from engine.control import RunControl
 from engine.data import BatchSeededMasking, PreparedData, build_collator, prepare
-from engine.early_stopping import EarlyStopping, early_stop_note
 from engine.errors import CheckpointError, ModelError
-from engine.events import Evaluated, Event, RunStarted, Status
+from engine.events import Status
 from engine.faults import kill_point
 from engine.models import (
     count_parameters,
@@ -398,19 +396,7 @@ def _run_once(
         num_parameters=count_parameters(model),
         world_size=args.world_size,
     )
-    # transformers' EarlyStoppingCallback decides; this copy of its rule keeps the best step for the run's end
-    # line (Trainer records that step only when it saves checkpoints itself)
-    rule = EarlyStopping.for_run(t)
-
-    def watched(event: Event) -> None:
-        nonlocal rule
-        if isinstance(event, RunStarted) and resume:  # the evaluations before the checkpoint count too
-            rule = EarlyStopping.for_run(t, run_dir.events(), event.start_step)
-        elif isinstance(event, Evaluated):
-            rule.see(dataclasses.asdict(event), event.step)
-        emit(event)
-
-    events = new_event_callback(watched, control, run_started=started, batch_size=samples_per_step(t, args.world_size))
+    events = new_event_callback(emit, control, run_started=started, batch_size=samples_per_step(t, args.world_size))
     events.seeded_masking = collator
     causal_cls, masked_cls = _trainer_classes()
     trainer_cls = masked_cls if cfg.task == "masked-lm" else causal_cls
@@ -454,15 +440,11 @@ def _run_once(
         save_final_model(trainer.accelerator.unwrap_model(trainer.model), tokenizer, run_dir, emit)
     trainer.accelerator.wait_for_everyone()
     state = trainer.state
-    note = ""
-    counter = early[0].early_stopping_patience_counter if early else 0
-    stopped_early = early and counter >= early[0].early_stopping_patience and not events.stopped
-    if stopped_early and state.global_step < state.max_steps:
-        note = early_stop_note(args.metric_for_best_model, counter, rule.best, rule.best_step, state.global_step)
+    patience_spent = bool(early) and early[0].early_stopping_patience_counter >= early[0].early_stopping_patience
     return Outcome(
         status="stopped" if events.stopped else "finished",
         step=state.global_step,
         model_dir=run_dir.model_dir,
         metrics=dict(events.last_metrics),
-        note=note,
+        stopped_early=patience_spent and not events.stopped and state.global_step < state.max_steps,
     )
