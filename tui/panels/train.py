@@ -165,6 +165,9 @@ class TrainPanel(Vertical):
 
     def handle(self, event: Event) -> None:
         """Fold one engine event into the panel (UI thread)."""
+        if isinstance(event, Paused | RunFinished | RunFailed) and self.usage is not None:
+            self.usage = None  # a device reading is shown only while the run trains: the header names the device
+            self._render_status()
         if self.curves.add(event):
             self.query_one(EpochTable).show(self.curves)
             chart = self.query_one(LossChart)
@@ -199,23 +202,17 @@ class TrainPanel(Vertical):
         elif isinstance(event, CheckpointSaved):
             self.write_log(f"checkpoint saved at step {event.step}: {event.path}")
         elif isinstance(event, Paused):
-            self.usage = None  # a reading is live only while the run trains
-            self._render_status()
             self.write_log(f"paused at step {event.step}")
         elif isinstance(event, Resumed):
             self.write_log(f"resumed at step {event.step}")
         elif isinstance(event, StopRequested):
             self.write_log(f"stopping at step {event.step}; saving what the run has")
         elif isinstance(event, RunFinished):
-            self.usage = None  # the header names the device again, not its last reading
-            self._render_status()
             self.write_log(
                 f"run {event.status} at step {event.step} after {fmt_duration(event.duration_seconds)}; "
                 f"model: {event.model_dir or 'not saved'}"
             )
         elif isinstance(event, RunFailed):
-            self.usage = None
-            self._render_status()
             self.show_failure(event.error, event.traceback)
 
     def show_failure(self, message: str, tb: str | None = None) -> None:
