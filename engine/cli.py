@@ -254,7 +254,7 @@ def cmd_show_run(name: str, runs_dir: str) -> int:
     from rich.table import Table
 
     from engine.events import Evaluated, RunStarted
-    from engine.report import class_table, confusion_grid
+    from engine.report import class_report
     from engine.runs import find_run_dir
 
     run = find_run_dir(name, runs_dir)
@@ -285,10 +285,8 @@ def cmd_show_run(name: str, runs_dir: str) -> int:
     last = evals[-1]
     if last.confusion is not None:
         labels = starts[-1].label_names if starts else []
-        console.print(f"\n[bold]confusion matrix[/bold], epoch {last.epoch}, step {last.step} (rows: true labels)")
-        console.print(confusion_grid(last.confusion, labels))
         console.print()
-        console.print(class_table(last.confusion, labels))
+        console.print(class_report(last, labels))
     return EXIT_OK
 
 

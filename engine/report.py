@@ -9,7 +9,10 @@ from typing import TYPE_CHECKING
 from engine.metrics import class_scores, label_of
 
 if TYPE_CHECKING:
+    from rich.console import Group
     from rich.table import Table
+
+    from engine.events import Evaluated
 
 #: Cell backgrounds from none to all of a true label's rows: right answers go green, wrong ones red.
 _RIGHT, _WRONG, _EMPTY = (46, 160, 67), (198, 40, 40), (40, 40, 40)
@@ -52,3 +55,16 @@ def class_table(confusion: Sequence[Sequence[int]], labels: Sequence[str]) -> Ta
     for c in class_scores(confusion, labels):
         table.add_row(Text(c.label), f"{c.precision:.3f}", f"{c.recall:.3f}", f"{c.f1:.3f}", str(c.support))
     return table
+
+
+def class_report(evaluated: Evaluated, labels: Sequence[str]) -> Group:
+    """A heading that names the evaluation, its confusion grid and its per-class table."""
+    from rich.console import Group
+    from rich.text import Text
+
+    assert evaluated.confusion is not None
+    where = f"epoch {evaluated.epoch}, step {evaluated.step}"
+    heading = Text.assemble(("confusion matrix", "bold"), f", {where} (rows: true labels)")
+    return Group(
+        heading, confusion_grid(evaluated.confusion, labels), Text(""), class_table(evaluated.confusion, labels)
+    )

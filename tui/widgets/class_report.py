@@ -11,19 +11,10 @@ class ClassReport(Static):
     """Drawn by ``engine.report``, as ``tunebench runs RUN`` prints it."""
 
     def show(self, curves: RunCurves) -> None:
-        from rich.console import Group
-        from rich.text import Text
-
-        from engine.report import class_table, confusion_grid
+        from engine.report import class_report
 
         last = curves.last_confusion
-        if last is None or last.confusion is None:
+        if last is None:
             self.update("no confusion matrix: the run has no classification evaluation yet")
             return
-        heading = Text.from_markup(
-            f"[bold]confusion matrix[/bold], epoch {last.epoch}, step {last.step} (rows: true labels)"
-        )
-        labels = curves.label_names
-        self.update(
-            Group(heading, confusion_grid(last.confusion, labels), Text(""), class_table(last.confusion, labels))
-        )
+        self.update(class_report(last, curves.label_names))
