@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.events import CheckpointSaved, Event, RunStarted
 from engine.faults import kill_point
-from engine.stepping import DivergenceWatch, StepBook, TrainClock, perplexity_of
+from engine.stepping import DivergenceWatch, StepBook, TrainClock, mid_epoch, perplexity_of
 
 if TYPE_CHECKING:
     import torch
@@ -89,10 +89,13 @@ class EventCallback:
         self._step = 0
         #: A masking collator with a ``position`` (engine.data.BatchSeededMasking), re-positioned on resume.
         self.seeded_masking: Any = None
-        #: Runs an evaluation (the trainer's ``evaluate``); None when the run has no eval set.
-        self.evaluate: Callable[[], Any] | None = None
+        #: Evaluates after the epoch that ended at the given step, when the eval schedule says so; None when the
+        #: run has no eval set.
+        self.evaluate: Callable[[int], Any] | None = None
         self._updates_per_epoch: int | None = None
         self._epoch_ended = False
+        #: An evaluation due at an epoch's last step (eval_strategy: steps), held back until the epoch has ended.
+        self._eval_after_epoch = False
         #: What the checkpoint a run resumes from says of its epoch (see ``checkpoint_state``).
         self._resumed: dict[str, Any] | None = None
         self._resumed_metrics: dict[str, float] = {}
@@ -120,7 +123,7 @@ class EventCallback:
 
         One device sync (the epoch's loss sum); checkpoints are rare.
         """
-        at_epoch_end = bool(self._updates_per_epoch) and state.global_step % (self._updates_per_epoch or 1) == 0
+        at_epoch_end = self._at_epoch_end(state.global_step)
         return {
             "step": state.global_step,
             "epoch_loss_sum": self.book.epoch_loss.tensor.item(),
@@ -130,6 +133,10 @@ class EventCallback:
             "epoch_end_pending": at_epoch_end and not self._epoch_ended,
             "last_metrics": dict(self.last_metrics),
         }
+
+    def _at_epoch_end(self, step: int) -> bool:
+        """``step`` is the last of an epoch."""
+        return bool(self._updates_per_epoch) and step % (self._updates_per_epoch or 1) == 0
 
     def restore(self, saved: dict[str, Any]) -> None:
         """Continue from ``checkpoint_state``'s record, before the Trainer resumes from the same checkpoint."""
@@ -180,7 +187,7 @@ class EventCallback:
                 self._take_epoch_sums(resumed)
                 self._end_epoch(args, state)
                 if self.evaluate is not None:
-                    self.evaluate()
+                    self.evaluate(state.global_step)
 
     def on_epoch_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -203,6 +210,10 @@ class EventCallback:
         book.step_done(state.global_step)
         book.add_samples(self.batch_size)
         kill_point("step", state.global_step)
+        if control.should_evaluate and self._at_epoch_end(state.global_step):
+            # Evaluated after EpochEnded, as in the loop engine (engine.stepping.evaluation_due).
+            control.should_evaluate = False
+            self._eval_after_epoch = True
         if control.should_save or control.should_log:
             book.divergence.check()  # before a NaN model is written as a checkpoint
         if book.obey(state.global_step):
@@ -237,6 +248,9 @@ class EventCallback:
             return
         kill_point("epoch-end", state.global_step)
         self._end_epoch(args, state)
+        if self._eval_after_epoch:
+            control.should_evaluate = True
+            self._eval_after_epoch = False
 
     def _end_epoch(self, args: TrainingArguments, state: TrainerState) -> None:
         self._epoch_ended = True
@@ -257,8 +271,9 @@ class EventCallback:
             return
         # masked-token accuracy for MLM; TRL's next-token accuracy for causal LM
         accuracy = _float(metrics.get("eval_accuracy", metrics.get("eval_mean_token_accuracy")))
+        epoch = float(state.epoch or 0.0)
         self.book.evaluated(
-            round(state.epoch or 0),
+            round(epoch) if self._at_epoch_end(state.global_step) else mid_epoch(epoch),
             state.global_step,
             _float(metrics.get("eval_runtime")) or 0.0,
             eval_loss=eval_loss,

@@ -116,12 +116,14 @@ def write_checkpoint(
     write: Callable[[Path], None],
     *,
     keep: int | None = None,
+    best: Path | None = None,
 ) -> Path:
     """Write a checkpoint atomically and prune old ones; returns its final path.
 
     ``write(folder)`` fills a temporary folder. Then every file is fsynced, the marker written, the folder
     renamed to ``checkpoint-<step>`` and the parent fsynced. Only after that are checkpoints beyond ``keep``
-    deleted, oldest first, so a failure never costs one that was already complete.
+    deleted, oldest first, so a failure never costs one that was already complete. The new checkpoint and
+    ``best`` (the best evaluated one) are never deleted: with ``keep: 1`` two may stay, as in transformers.
     """
     final = checkpoints_dir / checkpoint_name(step)
     try:
@@ -148,10 +150,20 @@ def write_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if keep is not None:
-        for old in complete_checkpoints(checkpoints_dir)[:-keep]:
-            if old != final:
-                shutil.rmtree(old, ignore_errors=True)
+        prune(checkpoints_dir, keep, protected={final, best})
     return final
+
+
+def prune(checkpoints_dir: Path, keep: int, protected: set[Path | None]) -> None:
+    """Delete the oldest complete checkpoints until ``keep`` are left, sparing the ``protected`` ones."""
+    done = complete_checkpoints(checkpoints_dir)
+    excess = len(done) - max(keep, len(protected & set(done)))
+    for old in done:
+        if excess <= 0:
+            break
+        if old not in protected:
+            shutil.rmtree(old, ignore_errors=True)
+            excess -= 1
 
 
 def _disk_error(where: Path, exc: OSError) -> CheckpointError:
@@ -262,6 +274,22 @@ def _safe_torch_load(path: Path) -> Any:
         ) from None
 
 
+def load_weights(folder: Path, model: torch.nn.Module) -> None:
+    """Load a checkpoint's weights into ``model`` (no code runs: safetensors)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_model
+
+    try:
+        missing, unexpected = load_model(model, str(folder / MODEL_FILE), strict=False)
+    except (SafetensorError, OSError, RuntimeError) as exc:
+        raise CheckpointError(f"checkpoint {folder}: {MODEL_FILE} does not fit this model ({exc})") from None
+    if missing or unexpected:
+        raise CheckpointError(
+            f"checkpoint {folder} was written for another model ({len(missing)} missing, "
+            f"{len(unexpected)} unexpected weights); resume only with the run's own config.yaml"
+        )
+
+
 def load_training_checkpoint(
     folder: Path,
     *,
@@ -272,9 +300,6 @@ def load_training_checkpoint(
 ) -> tuple[TrainingState, dict[str, Any]]:
     """Load weights, optimizer and scheduler into the given objects; return the counters and the RNG states
     (restore those last, right before training goes on)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_model
-
     for name in (STATE_FILE, MODEL_FILE, OPTIMIZER_FILE, SCHEDULER_FILE, RNG_FILE):
         if not (folder / name).is_file():
             raise CheckpointError(f"checkpoint {folder} lacks {name}; delete it to resume from an older one")
@@ -283,15 +308,7 @@ def load_training_checkpoint(
         state = TrainingState(**raw)
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"checkpoint {folder}: {STATE_FILE} is unreadable ({exc})") from None
-    try:
-        missing, unexpected = load_model(model, str(folder / MODEL_FILE), strict=False)
-    except (SafetensorError, OSError, RuntimeError) as exc:
-        raise CheckpointError(f"checkpoint {folder}: {MODEL_FILE} does not fit this model ({exc})") from None
-    if missing or unexpected:
-        raise CheckpointError(
-            f"checkpoint {folder} was written for another model ({len(missing)} missing, "
-            f"{len(unexpected)} unexpected weights); resume only with the run's own config.yaml"
-        )
+    load_weights(folder, model)
     optimizer.load_state_dict(_safe_torch_load(folder / OPTIMIZER_FILE))
     scheduler.load_state_dict(_safe_torch_load(folder / SCHEDULER_FILE))
     if scaler is not None and (folder / SCALER_FILE).is_file():

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import PredictError, UserError
-from engine.events import fmt_duration, fmt_memory
+from engine.events import fmt_duration, fmt_epoch, fmt_memory
 
 if TYPE_CHECKING:
     from engine.predict import PredictResult
@@ -95,13 +95,20 @@ class _Console:
         )
         self.task_id: Any = None
         self.header_done = False
-        self.train_loss: dict[int, float] = {}
-        self.epoch_time: dict[int, float] = {}
+        self.lm = False
+        #: An epoch's end, printed with the evaluation that follows it at the same step, or alone.
+        self.epoch_end: Any = None
 
     def __call__(self, event: Any) -> None:
         from engine import events as ev
 
         c = self.progress.console
+        if self.epoch_end is not None and not isinstance(event, ev.Status | ev.LogMessage | ev.DeviceUsage):
+            ended, self.epoch_end = self.epoch_end, None
+            if isinstance(event, ev.Evaluated) and event.step == ended.step:
+                self._row(ended, event)
+                return
+            self._row(ended, None)
         if isinstance(event, ev.Status):
             if self.task_id is None:
                 c.print(f"[dim]{event.stage}[/dim] {event.detail}")
@@ -110,6 +117,7 @@ class _Console:
         elif isinstance(event, ev.RunFinished) and event.note:
             c.print(event.note)
         elif isinstance(event, ev.RunStarted):
+            self.lm = event.task != "classification"
             c.print(
                 f"[bold]{event.run_name}[/bold]: {event.task} with {event.engine} "
                 f"on {event.device} ({event.precision}), "
@@ -130,10 +138,9 @@ class _Console:
                 eta=fmt_duration(event.eta_seconds),
             )
         elif isinstance(event, ev.EpochEnded):
-            self.train_loss[event.epoch] = event.train_loss
-            self.epoch_time[event.epoch] = event.duration_seconds
+            self.epoch_end = event
         elif isinstance(event, ev.Evaluated):
-            self._row(event)
+            self._row(None, event)
         elif isinstance(event, ev.Paused):
             c.print(f"[yellow]paused at step {event.step}[/yellow]")
         elif isinstance(event, ev.StopRequested):
@@ -141,20 +148,26 @@ class _Console:
         elif isinstance(event, ev.CheckpointSaved):
             c.print(f"[dim]checkpoint saved: {event.path}[/dim]")
 
-    def _row(self, e: Any) -> None:
+    def _row(self, ended: Any, evaluated: Any) -> None:
+        """One line of the epoch table: an epoch's end (EpochEnded) and/or an evaluation (Evaluated)."""
         c = self.progress.console
-        third, third_value = ("macro-F1", e.macro_f1) if e.perplexity is None else ("perplexity", e.perplexity)
+        third = "perplexity" if self.lm else "macro-F1"
         if not self.header_done:
             c.print(
                 f"[bold]{'epoch':>5}  {'train loss':>10}  {'eval loss':>9}  {'accuracy':>8}  {third:>10}  {'time':>6}"
             )
             self.header_done = True
-        train = self.train_loss.get(e.epoch)
+
+        def number(value: float | None, width: int, digits: int) -> str:
+            return f"{'-':>{width}}" if value is None else f"{value:{width}.{digits}f}"
+
+        e = evaluated
+        third_value = None if e is None else e.perplexity if self.lm else e.macro_f1
+        seconds = (ended.duration_seconds if ended else 0.0) + (e.duration_seconds if e else 0.0)
         c.print(
-            f"{e.epoch:>5}  {'-' if train is None else format(train, '10.4f'):>10}  {e.eval_loss:9.4f}  "
-            f"{'-' if e.accuracy is None else format(e.accuracy, '8.3f'):>8}  "
-            f"{'-' if third_value is None else format(third_value, '10.4f'):>10}  "
-            f"{fmt_duration(self.epoch_time.get(e.epoch, 0) + e.duration_seconds):>6}"
+            f"{fmt_epoch(e.epoch if e else ended.epoch):>5}  {number(ended and ended.train_loss, 10, 4)}  "
+            f"{number(e and e.eval_loss, 9, 4)}  {number(e and e.accuracy, 8, 3)}  {number(third_value, 10, 4)}  "
+            f"{fmt_duration(seconds):>6}"
         )
 
     def close(self) -> None:

@@ -27,6 +27,7 @@ Task = Literal["classification", "masked-lm", "causal-lm"]
 EngineName = Literal["loop", "sft"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 SaveStrategy = Literal["epoch", "steps", "no"]
+EvalStrategy = Literal["epoch", "steps", "no"]
 Tracker = Literal["tensorboard", "wandb"]
 SchedulerType = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"]
 
@@ -145,6 +146,15 @@ class TrainConfig:
         None, "CPU threads for torch; null = one per core headless, all but one in the workbench.", AT_LEAST_ONE
     )
     auto_find_batch_size: bool = _f(False, "On out-of-memory, halve per_device_train_batch_size and start over.")
+    eval_strategy: EvalStrategy = _f(
+        "epoch", "When to evaluate: epoch | steps (every eval_steps) | no (needs an eval set to do anything)."
+    )
+    eval_steps: int | None = _f(
+        None, "Optimizer steps between evaluations when eval_strategy is steps; null = logging_steps.", AT_LEAST_ONE
+    )
+    load_best_model_at_end: bool = _f(
+        False, "model/ gets the best evaluated checkpoint's weights; needs save_strategy equal to eval_strategy."
+    )
     metric_for_best_model: str = _f(
         "eval_loss", "Eval metric that decides the best model and early stopping: eval_loss, accuracy, macro_f1, ..."
     )
@@ -249,7 +259,9 @@ def coerce_value(path: str, tp: Any, check: Check | None, value: Any) -> Any:
         return list(dict.fromkeys(items))  # each once, in the order given
     if get_origin(inner) is Literal:
         choices = get_args(inner)
-        if value in choices:
+        if value is False and "no" in choices:  # YAML 1.1 reads a bare no as false
+            return "no"
+        if isinstance(value, str) and value in choices:
             return value
         hint = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
         extra = f' (did you mean "{hint[0]}"?)' if hint else ""
@@ -372,6 +384,7 @@ def check_consistency(cfg: RunConfig) -> None:
             "train.metric_for_best_model",
             f'"{metric}" is not an eval metric of {cfg.task}; use one of {", ".join(known)}{extra}',
         )
+    _check_evaluation_schedule(cfg.train)
     split, fraction = cfg.data.eval_split, cfg.data.eval_fraction
     if split not in (None, "auto") and fraction not in (None, DEFAULT_EVAL_FRACTION):
         raise ConfigError(
@@ -384,6 +397,38 @@ def check_consistency(cfg: RunConfig) -> None:
     device = cfg.train.device
     if not (device in ("auto", "cpu", "cuda", "mps") or (device.startswith("cuda:") and device[5:].isdigit())):
         raise ConfigError("train.device", f"expected auto, cpu, cuda, cuda:N or mps, got {_show(device)}")
+
+
+def eval_every(train: TrainConfig) -> int:
+    """Optimizer steps between evaluations under ``eval_strategy: steps`` (transformers' default: logging_steps)."""
+    return train.eval_steps or train.logging_steps
+
+
+def _check_evaluation_schedule(t: TrainConfig) -> None:
+    """Early stopping and the best model need evaluations; the best model also a checkpoint at each of them
+    (transformers' TrainingArguments rules, with the setting that fixes them named)."""
+    if t.eval_strategy == "no":
+        needs_evals = "needs evaluations, but train.eval_strategy is no; set it to epoch or steps"
+        if t.early_stopping_patience is not None:
+            raise ConfigError("train.early_stopping_patience", needs_evals)
+        if t.load_best_model_at_end:
+            raise ConfigError("train.load_best_model_at_end", needs_evals)
+        return
+    if not t.load_best_model_at_end:
+        return
+    if t.save_strategy != t.eval_strategy:
+        raise ConfigError(
+            "train.load_best_model_at_end",
+            f"needs a checkpoint at every evaluation; set train.save_strategy: {t.eval_strategy} "
+            f"(now {t.save_strategy}) to match train.eval_strategy",
+        )
+    every = eval_every(t)
+    if t.eval_strategy == "steps" and t.save_steps % every:
+        raise ConfigError(
+            "train.save_steps",
+            f"{t.save_steps} is not a multiple of the {every} steps between evaluations, so the best model may "
+            f"have no checkpoint; set train.save_steps: {every * max(1, t.save_steps // every)}",
+        )
 
 
 def validate_field(cfg: RunConfig, path: str, value: Any) -> RunConfig:

@@ -1,6 +1,6 @@
-"""Early stopping by ``train.metric_for_best_model``: transformers' EarlyStoppingCallback rule, which the SFT
-engine uses as that callback and the loop engine through ``EarlyStopping``, and the Runner to say why a run
-stopped early."""
+"""The best evaluation and early stopping by ``train.metric_for_best_model``: transformers' rules (the Trainer's
+best metric, its EarlyStoppingCallback), which the SFT engine gets from transformers and the loop engine through
+``EarlyStopping``; the Runner uses it to say why a run stopped early and which evaluation was the best."""
 
 from __future__ import annotations
 
@@ -32,8 +32,13 @@ class EarlyStopping:
                 rule.see(dataclasses.asdict(event), event.step)
         return rule
 
+    @property
+    def metric_name(self) -> str:
+        """The metric as evaluations name it: eval_loss, accuracy, ..."""
+        return "eval_loss" if self.metric == "loss" else self.metric
+
     def value(self, scores: Mapping[str, float | None]) -> float | None:
-        return scores.get("eval_loss" if self.metric == "loss" else self.metric)
+        return scores.get(self.metric_name)
 
     def see(self, scores: Mapping[str, float | None], step: int) -> bool:
         """Fold in one evaluation; True when training should stop now."""
@@ -52,9 +57,8 @@ class EarlyStopping:
     def note(self, step: int) -> str:
         """What the run's end says when it stopped early at ``step``: "stopped early at step 24: eval_loss did not
         improve for 2 evaluations (best 0.3100 at step 12)"."""
-        name = "eval_loss" if self.metric == "loss" else self.metric
         shown = "-" if self.best is None else f"{self.best:.4f}"
         return (
-            f"stopped early at step {step}: {name} did not improve for {self.count} evaluations "
+            f"stopped early at step {step}: {self.metric_name} did not improve for {self.count} evaluations "
             f"(best {shown} at step {self.best_step})"
         )

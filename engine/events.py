@@ -122,7 +122,8 @@ class EpochEnded(Event):
 
 @dataclass(frozen=True)
 class Evaluated(Event):
-    epoch: int
+    #: The epoch at an epoch's end (an int); an evaluation inside an epoch has its fraction (1.5 = mid-epoch 2).
+    epoch: float
     step: int
     eval_loss: float
     accuracy: float | None = None
@@ -220,6 +221,11 @@ def fmt_duration(seconds: float | None) -> str:
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def fmt_epoch(epoch: float) -> str:
+    """``2`` at an epoch's end, ``1.50`` inside one (an evaluation every N steps)."""
+    return str(int(epoch)) if float(epoch).is_integer() else f"{epoch:.2f}"
 
 
 def fmt_memory(mib: float | None) -> str:

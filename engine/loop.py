@@ -14,11 +14,16 @@ import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.checkpoint import (
     TrainingState,
+    checkpoint_name,
+    complete_checkpoints,
     load_training_checkpoint,
+    load_weights,
+    prune,
     restore_rng_states,
     save_training_checkpoint,
     write_checkpoint,
@@ -29,7 +34,7 @@ from engine.data import BatchSeededMasking, PreparedData, build_collator, prepar
 from engine.early_stopping import EarlyStopping
 from engine.errors import CheckpointError
 from engine.evaluation import evaluate
-from engine.events import CheckpointSaved, Status
+from engine.events import CheckpointSaved, Status, fmt_epoch
 from engine.faults import kill_point
 from engine.models import (
     check_vocab,
@@ -49,7 +54,9 @@ from engine.stepping import (
     Progress,
     StepBook,
     checkpoint_to_resume,
+    evaluation_due,
     guard_memory,
+    mid_epoch,
     run_started,
 )
 
@@ -266,6 +273,16 @@ def _train(
     early = EarlyStopping.for_run(t, run_dir.events() if resume else (), state.step)
     stopped_early = False
 
+    def evaluate_at(epoch_at: float, step: int) -> bool:
+        """Evaluate now and report it; True when early stopping ends the run here."""
+        book.say(Status("evaluating", f"epoch {fmt_epoch(epoch_at)}"))
+        progress.stage = "evaluating"
+        eval_start = time.perf_counter()
+        scores = evaluate(s, cfg.task, t.seed)
+        progress.stage = "training"
+        book.evaluated(epoch_at, step, time.perf_counter() - eval_start, **scores)
+        return early.see(scores, step) and step < s.total_steps
+
     # 5. train
     model = s.model
     model.train()
@@ -302,6 +319,9 @@ def _train(
                 book.divergence.check()
                 epoch_float = epoch - 1 + batches_done / max(per_epoch, 1)
                 book.log(step, epoch_float, book.window_mean(), float(s.scheduler.get_last_lr()[0]))
+            inside = batches_done < per_epoch  # an evaluation due at an epoch's end comes after EpochEnded
+            if s.eval_loader is not None and inside and evaluation_due(t, step, s.total_steps, epoch_end=False):
+                stopped_early = evaluate_at(mid_epoch(epoch - 1 + batches_done / per_epoch), step)
             kill_point("step", step)
             stopped = book.obey(step)
             if stopped or (t.save_strategy == "steps" and step % t.save_steps == 0):
@@ -310,41 +330,66 @@ def _train(
                 epoch_done = batches_done >= per_epoch
                 sampler = generator.get_state() if epoch_done and generator is not None else epoch_sampler_state
                 position = _position(s, book, step, epoch, batches_done)
-                last_saved = _save_checkpoint(s, run_dir, book, t.save_total_limit, sampler, position)
-            if stopped:
+                last_saved = _save_checkpoint(s, run_dir, book, t.save_total_limit, sampler, position, early)
+            if stopped or stopped_early:
                 break
-        if stopped:
+        if stopped or stopped_early:
             break
         kill_point("epoch-end", step)
         book.divergence.check()
         book.clock.close_window()
         book.end_epoch(epoch, step, batches_done)
-        if s.eval_loader is not None:
-            book.say(Status("evaluating", f"epoch {epoch}"))
-            progress.stage = "evaluating"
-            eval_start = time.perf_counter()
-            scores = evaluate(s, cfg.task, t.seed)
-            progress.stage = "training"
-            book.evaluated(epoch, step, time.perf_counter() - eval_start, **scores)
-            stopped_early = early.see(scores, step) and epoch < t.num_train_epochs
+        if s.eval_loader is not None and evaluation_due(t, step, s.total_steps, epoch_end=True):
+            stopped_early = evaluate_at(epoch, step)
         stopped = control.should_stop
         state = _position(s, book, step, epoch + 1)  # the next epoch starts afresh
         if (t.save_strategy == "epoch" or stopped) and last_saved != step:
             # Its shuffle comes from the generator as it is now.
             sampler = generator.get_state() if generator is not None else None
-            last_saved = _save_checkpoint(s, run_dir, book, t.save_total_limit, sampler, state)
+            last_saved = _save_checkpoint(s, run_dir, book, t.save_total_limit, sampler, state, early)
         if stopped or stopped_early:
             break
 
     # 6. save what we have, also when stopped
     progress.stage = "saving the model"
     acc.wait_for_everyone()
+    model_step = None
     if acc.is_main_process:
+        if not stopped:  # a stopped run keeps its last weights and checkpoints, to be resumed
+            if t.load_best_model_at_end:
+                model_step = _load_best(acc.unwrap_model(model), run_dir, early, step, book.say)
+            if t.save_total_limit is not None:  # the newest is no longer needed to resume (as in transformers)
+                prune(run_dir.checkpoints_dir, t.save_total_limit, protected={_best_checkpoint(run_dir, early)})
         save_final_model(acc.unwrap_model(model), s.tokenizer, run_dir, book.say)
     status = "stopped" if stopped else "finished"
     return Outcome(
-        status=status, step=step, model_dir=run_dir.model_dir, metrics=dict(book.metrics), stopped_early=stopped_early
+        status=status,
+        step=step,
+        model_dir=run_dir.model_dir,
+        metrics=dict(book.metrics),
+        stopped_early=stopped_early,
+        model_step=model_step,
     )
+
+
+def _best_checkpoint(run_dir: RunDir, early: EarlyStopping) -> Path | None:
+    """Where the best evaluation's checkpoint is (or would be); None before any evaluation."""
+    return run_dir.checkpoints_dir / checkpoint_name(early.best_step) if early.best is not None else None
+
+
+def _load_best(model: torch.nn.Module, run_dir: RunDir, early: EarlyStopping, step: int, say: Emit) -> int | None:
+    """``train.load_best_model_at_end``: the best evaluated checkpoint's weights into ``model``; returns its step,
+    or None when the model keeps the last weights (no evaluation, or its checkpoint is gone)."""
+    best = _best_checkpoint(run_dir, early)
+    if best is None:
+        return None
+    if early.best_step != step:
+        if best not in complete_checkpoints(run_dir.checkpoints_dir):
+            log.warning("the best checkpoint, %s, is gone; model/ holds the weights of step %d", best.name, step)
+            return None
+        say(Status("loading the best model", best.name))
+        load_weights(best, model)
+    return early.best_step
 
 
 def _step_calls(s: Setup, accumulation_steps: int) -> tuple[Any, Any, Callable[..., Any], Callable[..., Any]]:
@@ -408,9 +453,16 @@ def _position(s: Setup, book: StepBook, step: int, epoch: int, batches_done: int
 
 
 def _save_checkpoint(
-    s: Setup, run_dir: RunDir, book: StepBook, keep: int | None, sampler_state: torch.Tensor | None, at: TrainingState
+    s: Setup,
+    run_dir: RunDir,
+    book: StepBook,
+    keep: int | None,
+    sampler_state: torch.Tensor | None,
+    at: TrainingState,
+    early: EarlyStopping,
 ) -> int:
-    """Write a checkpoint of the run as it stands ``at`` (the main process writes, all wait); returns its step."""
+    """Write a checkpoint of the run as it stands ``at`` (the main process writes, all wait); returns its step.
+    Rotation keeps the best evaluation's checkpoint (``early`` knows which)."""
     acc = s.accelerator
     book.divergence.check()  # a NaN model is never written as a checkpoint
     acc.wait_for_everyone()
@@ -428,6 +480,7 @@ def _save_checkpoint(
                 scaler=acc.scaler,
             ),
             keep=keep,
+            best=_best_checkpoint(run_dir, early),
         )
         book.say(CheckpointSaved(step=at.step, epoch=at.epoch_float, path=str(path)))
     acc.wait_for_everyone()

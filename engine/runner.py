@@ -56,6 +56,8 @@ class Outcome:
     metrics: dict[str, float] = field(default_factory=dict)
     #: Early stopping ended the run before its last epoch (the Runner says why, from the evaluations).
     stopped_early: bool = False
+    #: ``train.load_best_model_at_end``: the step of the best evaluation, whose weights model/ holds.
+    model_step: int | None = None
 
 
 class EnginePath(Protocol):
@@ -111,6 +113,8 @@ class _Summary:
         self.note = ""
         #: The most memory any earlier session of the run held (their RunFinished); this one's is read at the end.
         self.peak_memory_mb: float | None = None
+        #: The step whose weights model/ holds when it is not the last (train.load_best_model_at_end).
+        self.model_step: int | None = None
 
     def see(self, event: Event) -> None:
         if isinstance(event, RunStarted):
@@ -144,9 +148,23 @@ class _Summary:
         """Forget evaluations from after ``step``: the resumed run redoes that part."""
         self.evals = [e for e in self.evals if e.step <= step]
 
-    def early_stop_note(self, step: int) -> str:
-        """Why the run stopped early at ``step``, from its evaluations (earlier sessions' included)."""
-        return EarlyStopping.for_run(self.cfg.train, self.evals, step).note(step)
+    def end_note(self, outcome: Outcome) -> str:
+        """Why the run stopped early, and which step model/ holds when it is the best rather than the last, from
+        the run's evaluations (earlier sessions' included)."""
+        rule = EarlyStopping.for_run(self.cfg.train, self.evals, outcome.step)
+        notes = [rule.note(outcome.step)] if outcome.stopped_early else []
+        if outcome.model_step is not None:
+            self.model_step = outcome.model_step
+            notes.append(f"model/ holds step {outcome.model_step}, the best {rule.metric_name} ({rule.best:.4f})")
+        return "; ".join(notes)
+
+    def best_model(self) -> dict[str, Any] | None:
+        """The best evaluation by train.metric_for_best_model, and whether model/ holds its weights."""
+        rule = EarlyStopping.for_run(self.cfg.train, self.evals, self.step)
+        if rule.best is None:
+            return None
+        loaded = self.model_step is not None and self.model_step == rule.best_step
+        return {"metric": rule.metric_name, "value": rule.best, "step": rule.best_step, "in_model_dir": loaded}
 
     def best(self) -> tuple[str | None, float | None]:
         if not self.evals:
@@ -179,6 +197,7 @@ class _Summary:
             "note": self.note,
             "peak_memory_mb": max(self.peak_memory_mb or 0.0, peak_memory_mb()),
             "evaluations": [evaluation_dict(e, self.label_names) for e in self.evals],
+            "best_model": self.best_model(),
             "error": error,
         }
 
@@ -350,7 +369,7 @@ class Runner:
                     model_dir=str(outcome.model_dir) if outcome.model_dir else None,
                     metrics=outcome.metrics,
                     peak_memory_mb=peak_memory_mb(),
-                    note=summary.early_stop_note(outcome.step) if outcome.stopped_early else "",
+                    note=summary.end_note(outcome),
                 )
             )
             run_dir.write_summary(summary.as_dict(outcome.status))

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.callbacks import STATE_FILE, EventCallback, new_event_callback
 from engine.checkpoint import write_checkpoint
-from engine.config import RunConfig, best_direction
+from engine.config import RunConfig, best_direction, eval_every
 from engine.control import RunControl
 from engine.data import BatchSeededMasking, PreparedData, build_collator, prepare
 from engine.errors import CheckpointError, ModelError
@@ -50,6 +50,7 @@ from engine.runs import RunDir
 from engine.stepping import (
     Progress,
     checkpoint_to_resume,
+    evaluation_due,
     guard_memory,
     perplexity_of,
     run_started,
@@ -102,7 +103,9 @@ def sft_config(cfg: RunConfig, run_dir: RunDir, device: torch.device, precision:
         logging_strategy="steps",
         logging_steps=t.logging_steps,
         logging_nan_inf_filter=False,  # a NaN loss must reach the logs (and fail the run), not be averaged away
-        eval_strategy="epoch" if has_eval else "no",
+        eval_strategy=t.eval_strategy if has_eval else "no",
+        eval_steps=eval_every(t),
+        load_best_model_at_end=t.load_best_model_at_end and has_eval,
         # the best model and early stopping (EarlyStoppingCallback) go by this metric; the trainer's log adds the
         # eval_perplexity and eval_accuracy that the loop engine also reports
         metric_for_best_model=f"eval_{metric}" if has_eval else None,
@@ -143,6 +146,7 @@ def _no_activation_checkpointing(config_cls: type) -> dict[str, bool]:
 def _trainer_classes() -> tuple[type, type]:
     """(causal-LM trainer, masked-LM trainer), built on first use so that trl loads with the run."""
     import torch
+    from transformers.trainer import TRAINER_STATE_NAME
     from trl import SFTTrainer
 
     class TunebenchSFTTrainer(SFTTrainer):
@@ -167,9 +171,27 @@ def _trainer_classes() -> tuple[type, type]:
         def _get_output_dir(self, trial: Any) -> str:
             return self.staging or super()._get_output_dir(trial)
 
+        def best_checkpoint(self, saving: int | None = None) -> Path | None:
+            """The best evaluation's checkpoint under the run's checkpoints folder (``saving``: the step being
+            written now, which counts as there); None when there is none."""
+            step = self.state.best_global_step
+            if not step:
+                return None
+            path = Path(self.args.output_dir or ".") / f"checkpoint-{step}"
+            return path if step == saving or path.is_dir() else None
+
+        def _load_best_model(self) -> None:
+            # The best evaluation may come after the checkpoint of its own step was written (an epoch's last
+            # step under eval_strategy: steps), when the Trainer has not yet pointed at it.
+            best = self.best_checkpoint()
+            if best is not None:
+                self.state.best_model_checkpoint = str(best)
+                super()._load_best_model()
+
         def _save_checkpoint(self, model: Any, trial: Any) -> None:
             """The Trainer's checkpoint plus the callback's state, renamed into place only when complete."""
             step = self.state.global_step
+            best = self.best_checkpoint(saving=step)
 
             def stage_in(folder: Path) -> None:
                 self.staging = str(folder)
@@ -177,11 +199,15 @@ def _trainer_classes() -> tuple[type, type]:
                     super(TunebenchSFTTrainer, self)._save_checkpoint(model, trial)
                 finally:
                     self.staging = None
-                    # The Trainer's best-checkpoint path (kept once metric_for_best_model is set) points into the
-                    # staging folder, gone after the rename; its next rotation would stat it. Rotation is
-                    # write_checkpoint's.
-                    self.state.best_model_checkpoint = None
+                    # The Trainer points at the best checkpoint inside its output folder, here the staging folder
+                    # that is gone after the rename: point at where the best one is kept instead, also in the
+                    # saved state, which a resumed run reads. Not after a stop: the Trainer would then load the best
+                    # model and, keeping one checkpoint, delete the newest, which the stopped run resumes from.
+                    stopping = self.events is not None and self.events.stopped
+                    self.state.best_model_checkpoint = str(best) if best is not None and not stopping else None
                 written = folder / f"checkpoint-{step}"  # the Trainer's own name under its output folder
+                if self.args.should_save:
+                    self.state.save_to_json(str(written / TRAINER_STATE_NAME))
                 for item in written.iterdir():
                     os.replace(item, folder / item.name)
                 written.rmdir()
@@ -190,7 +216,9 @@ def _trainer_classes() -> tuple[type, type]:
                     (folder / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
 
             if self.args.should_save:
-                write_checkpoint(Path(self.args.output_dir or "."), step, stage_in, keep=self.args.save_total_limit)
+                write_checkpoint(
+                    Path(self.args.output_dir or "."), step, stage_in, keep=self.args.save_total_limit, best=best
+                )
             else:
                 # Another process of a multi-process run: the model and optimizer are rank 0's to write; what
                 # the Trainer writes here (this rank's RNG state) is not kept, so its resume reseeds this rank.
@@ -420,7 +448,13 @@ def _run_once(
     trainer.eval_collator = eval_collator
     trainer.progress = progress
     if evals is not None:
-        events.evaluate = trainer.evaluate
+
+        def evaluate_after_epoch(step: int) -> None:
+            # As the Trainer's own evaluations do: the best metric follows this one too.
+            if evaluation_due(t, step, trainer.state.max_steps, epoch_end=True):
+                trainer._determine_best_metric(trainer.evaluate(), None)
+
+        events.evaluate = evaluate_after_epoch
 
     checkpoint = None
     if resume:
@@ -447,4 +481,6 @@ def _run_once(
         model_dir=run_dir.model_dir,
         metrics=dict(events.last_metrics),
         stopped_early=patience_spent and not events.stopped and state.global_step < state.max_steps,
+        # the Trainer loads the best checkpoint at the end when it knows one (load_best_model_at_end)
+        model_step=state.best_global_step if args.load_best_model_at_end and state.best_model_checkpoint else None,
     )

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.checkpoint import latest_checkpoint, remove_partial
+from engine.config import eval_every
 from engine.errors import OutOfMemory, TrainingDiverged
 from engine.events import (
     Emit,
@@ -321,17 +322,19 @@ class StepBook:
 
     def evaluated(
         self,
-        epoch: int,
+        epoch: float,
         step: int,
         seconds: float,
         *,
+        left_out: bool = False,
         eval_loss: float,
         accuracy: float | None = None,
         macro_f1: float | None = None,
         perplexity: float | None = None,
         confusion: list[list[int]] | None = None,
     ) -> None:
-        """Emit Evaluated and keep its scores with the epoch's metrics; evaluation time is not training time."""
+        """Emit Evaluated and keep its scores with the epoch's metrics; evaluation time is not training time
+        (``left_out``: the caller has already taken those seconds out of the clock)."""
         scores = {"eval_loss": eval_loss, "perplexity": perplexity, "accuracy": accuracy, "macro_f1": macro_f1}
         self.metrics.update({name: value for name, value in scores.items() if value is not None})
         self.say(
@@ -346,7 +349,8 @@ class StepBook:
                 confusion=confusion,
             )
         )
-        self.clock.leave_out(seconds)
+        if not left_out:
+            self.clock.leave_out(seconds)
 
     def loss_sums(self) -> tuple[float, float]:
         """(epoch, window) loss sums over all processes, for a checkpoint; one device sync."""
@@ -355,6 +359,23 @@ class StepBook:
         sums = torch.stack([self.epoch_loss.tensor, self.window_loss.tensor])
         epoch, window = (sums if self._reduce is None else self._reduce(sums)).tolist()
         return epoch, window
+
+
+def evaluation_due(train: TrainConfig, step: int, total_steps: int, *, epoch_end: bool) -> bool:
+    """Whether an evaluation follows optimizer step ``step``, by transformers' schedule: at each epoch's end under
+    eval_strategy epoch; under steps, every eval_steps steps and at the last step.
+
+    One due at an epoch's last step comes after that epoch's EpochEnded in both engines, so that the epoch's row
+    has its train loss when its scores arrive.
+    """
+    if train.eval_strategy == "epoch":
+        return epoch_end
+    return train.eval_strategy == "steps" and (step % eval_every(train) == 0 or step == total_steps)
+
+
+def mid_epoch(epoch: float) -> float:
+    """An evaluation's epoch inside an epoch, cut to two decimals: never rounded up to read as the epoch's end."""
+    return math.floor(epoch * 100 + 1e-6) / 100  # 0.29 * 100 is 28.999...
 
 
 def perplexity_of(eval_loss: float) -> float:

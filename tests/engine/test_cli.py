@@ -164,3 +164,30 @@ def test_run_progress_shows_the_engines_eta(capsys: pytest.CaptureFixture[str]) 
     )
     view.close()
     assert "ETA 2:05" in capsys.readouterr().out
+
+
+def test_epoch_rows_join_an_epochs_end_with_its_evaluation_and_show_the_others_alone(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from engine.cli import _Console
+    from engine.events import EpochEnded, Evaluated, RunFinished, Status
+
+    console = _Console()
+    for event in [
+        Evaluated(epoch=0.6, step=3, eval_loss=0.9, accuracy=0.5, macro_f1=0.4),
+        EpochEnded(epoch=1, step=5, train_loss=0.8, duration_seconds=4.0),
+        Evaluated(epoch=1.2, step=6, eval_loss=0.7, accuracy=0.6, macro_f1=0.5),
+        EpochEnded(epoch=2, step=10, train_loss=0.5, duration_seconds=4.0),
+        Status("evaluating", "epoch 2"),
+        Evaluated(epoch=2, step=10, eval_loss=0.6, accuracy=0.7, macro_f1=0.6, duration_seconds=1.0),
+        RunFinished(status="finished", step=10, duration_seconds=9.0, model_dir=None),
+    ]:
+        console(event)
+    console.close()
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.strip()[:1].isdigit()]
+    assert rows == [
+        ["0.60", "-", "0.9000", "0.500", "0.4000", "0:00"],
+        ["1", "0.8000", "-", "-", "-", "0:04"],
+        ["1.20", "-", "0.7000", "0.600", "0.5000", "0:00"],
+        ["2", "0.5000", "0.6000", "0.700", "0.6000", "0:05"],
+    ]

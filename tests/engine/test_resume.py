@@ -112,6 +112,10 @@ def _restore_torch_threads() -> Any:
 
 
 def _assert_same_result(straight: Path, resumed: Path) -> None:
+    steps = [
+        [e.step for e in read_events(run / "events.jsonl") if isinstance(e, Evaluated)] for run in (straight, resumed)
+    ]
+    assert steps[0] == steps[1], "the resumed run evaluates at the same steps, and none twice"
     a, b = _weights(straight), _weights(resumed)
     assert a.keys() == b.keys()
     worst = max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
@@ -136,12 +140,20 @@ def _resumed_from(run: Path) -> int:
 def test_loop_run_killed_mid_epoch_and_resumed_matches_uninterrupted_run(
     tmp_path: Path, make_config: Callable[..., Any]
 ) -> None:
-    # 72 training rows in batches of 8: 9 batches per epoch, so step 7 is inside epoch 1 and checkpoint-6 too.
+    # 72 training rows in batches of 8: 9 batches per epoch, so step 7 is inside epoch 1 and checkpoint-6 too,
+    # written after the evaluation at step 6.
     data = write_jsonl(tmp_path / "rows.jsonl", sentiment_rows(96))
     cfg = make_config(
         task="masked-lm",
         data={"source": str(data), "label_field": None, "eval_fraction": 0.25},
-        train={"num_train_epochs": 2, "save_strategy": "steps", "save_steps": 3, "torch_threads": 1},
+        train={
+            "num_train_epochs": 2,
+            "save_strategy": "steps",
+            "save_steps": 3,
+            "eval_strategy": "steps",
+            "eval_steps": 3,
+            "torch_threads": 1,
+        },
     )
     straight, resumed = _kill_resume_and_compare(tmp_path, cfg, freeze_at=7)
     assert _resumed_from(resumed) == 6
@@ -161,7 +173,14 @@ def test_sft_run_killed_mid_epoch_and_resumed_matches_uninterrupted_run(
         engine="sft",
         model={"name_or_path": str(tiny_gpt2_dir)},
         data={"source": str(write_jsonl(tmp_path / "rows.jsonl", sentiment_rows(96))), "label_field": None},
-        train={"num_train_epochs": 2, "save_strategy": "steps", "save_steps": 3, "torch_threads": 1},
+        train={
+            "num_train_epochs": 2,
+            "save_strategy": "steps",
+            "save_steps": 3,
+            "eval_strategy": "steps",
+            "eval_steps": 3,
+            "torch_threads": 1,
+        },
     )
     straight, resumed = _kill_resume_and_compare(tmp_path, cfg, freeze_at=5)
     assert _resumed_from(resumed) == 3

@@ -201,7 +201,8 @@ class RunsPanel(Vertical):
             chart.set_series("eval loss", curves.evals, marker="dot")
             table.show(curves)
             self.query_one(ClassReport).show(curves)
-            title = f"{name}: {len(curves.epochs)} epochs, {len(curves.steps)} loss points"
+            epochs = sum(float(row.epoch).is_integer() for row in curves.epochs.values())
+            title = f"{name}: {epochs} epochs, {len(curves.steps)} loss points"
             if curves.last_confusion is not None:
                 title += " · v: confusion matrix"
         else:

@@ -1,11 +1,12 @@
-"""Per-epoch metrics: folded from engine events (live or read back from events.jsonl) and shown as a table."""
+"""Per-epoch metrics, and the evaluations inside epochs (eval_strategy: steps): folded from engine events (live or
+read back from events.jsonl) and shown as a table."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from engine.events import EpochEnded, Evaluated, Event, RunStarted, StepLogged, fmt_duration
+from engine.events import EpochEnded, Evaluated, Event, RunStarted, StepLogged, fmt_duration, fmt_epoch
 from tui.widgets.sized_table import SizedTable
 
 Point = tuple[float, float]
@@ -17,7 +18,9 @@ def fmt_number(value: float | None, digits: int = 4) -> str:
 
 @dataclass
 class EpochRow:
-    epoch: int
+    """An epoch's end, or an evaluation inside an epoch: one optimizer step's train loss and scores."""
+
+    epoch: float
     train_loss: float | None = None
     eval_loss: float | None = None
     accuracy: float | None = None
@@ -34,6 +37,7 @@ class RunCurves:
     steps: list[Point] = field(default_factory=list)
     epoch_train: list[Point] = field(default_factory=list)
     evals: list[Point] = field(default_factory=list)
+    #: Rows by the optimizer step they belong to: an epoch's end and its evaluation share one.
     epochs: dict[int, EpochRow] = field(default_factory=dict)
     label_names: list[str] = field(default_factory=list)
     #: The latest classification evaluation that has a confusion matrix (``ClassReport`` shows it).
@@ -60,13 +64,14 @@ class RunCurves:
             self.steps.append((event.step, event.loss))
             return True
         if isinstance(event, EpochEnded):
-            row = self.epochs.setdefault(event.epoch, EpochRow(event.epoch))
+            row = self.epochs.setdefault(event.step, EpochRow(event.epoch))
+            row.epoch = event.epoch
             row.train_loss = event.train_loss
             row.seconds += event.duration_seconds
             self.epoch_train.append((event.step, event.train_loss))
             return True
         if isinstance(event, Evaluated):
-            row = self.epochs.setdefault(event.epoch, EpochRow(event.epoch))
+            row = self.epochs.setdefault(event.step, EpochRow(event.epoch))
             row.eval_loss = event.eval_loss
             row.accuracy = event.accuracy
             row.macro_f1 = event.macro_f1
@@ -80,7 +85,8 @@ class RunCurves:
 
 
 class EpochTable(SizedTable[str]):
-    """One row per epoch: train loss, eval loss, accuracy and macro-F1 (or perplexity for LMs), and time."""
+    """One row per epoch (and per evaluation inside one, its epoch a fraction): train loss, eval loss, accuracy and
+    macro-F1 (or perplexity for LMs), and time."""
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
@@ -95,16 +101,16 @@ class EpochTable(SizedTable[str]):
             self._lm = lm
         else:
             self.clear()
-        for row in sorted(curves.epochs.values(), key=lambda r: r.epoch):
+        for step, row in sorted(curves.epochs.items()):
             third_value = fmt_number(row.perplexity, 2) if lm else fmt_number(row.macro_f1, 3)
             self.add_row(
-                str(row.epoch),
+                fmt_epoch(row.epoch),
                 fmt_number(row.train_loss),
                 fmt_number(row.eval_loss),
                 fmt_number(row.accuracy, 3),
                 third_value,
                 fmt_duration(row.seconds),
-                key=str(row.epoch),
+                key=str(step),
             )
         if self.row_count:
             self.move_cursor(row=self.row_count - 1, animate=False)

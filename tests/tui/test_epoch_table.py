@@ -1,0 +1,41 @@
+"""The epoch table's rows: one per epoch's end, one per evaluation inside an epoch (eval_strategy: steps)."""
+
+from __future__ import annotations
+
+from engine.events import EpochEnded, Evaluated, RunStarted
+from tui.widgets.epoch_table import RunCurves
+
+
+def started() -> RunStarted:
+    return RunStarted(
+        run_dir="r",
+        run_name="r",
+        task="classification",
+        engine="loop",
+        model="m",
+        device="cpu",
+        precision="fp32",
+        num_parameters=1,
+        num_train_samples=40,
+        num_eval_samples=8,
+        num_epochs=2,
+        total_steps=10,
+        batch_size=8,
+    )
+
+
+def test_evaluations_inside_epochs_get_their_own_rows_and_an_epochs_end_shares_its_step() -> None:
+    curves = RunCurves.from_events(
+        [
+            started(),
+            Evaluated(epoch=0.6, step=3, eval_loss=0.9, accuracy=0.5),
+            EpochEnded(epoch=1, step=5, train_loss=0.8, duration_seconds=4.0),
+            Evaluated(epoch=1.2, step=6, eval_loss=0.7, accuracy=0.6),
+            EpochEnded(epoch=2, step=10, train_loss=0.5, duration_seconds=4.0),
+            Evaluated(epoch=2, step=10, eval_loss=0.6, accuracy=0.7, duration_seconds=1.0),
+        ]
+    )
+    rows = [(step, row.epoch, row.train_loss, row.eval_loss) for step, row in sorted(curves.epochs.items())]
+    assert rows == [(3, 0.6, None, 0.9), (5, 1, 0.8, None), (6, 1.2, None, 0.7), (10, 2, 0.5, 0.6)]
+    assert curves.epochs[10].seconds == 5.0
+    assert curves.evals == [(3, 0.9), (6, 0.7), (10, 0.6)]
