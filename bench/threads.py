@@ -1,7 +1,7 @@
 """Training throughput for torch.set_num_threads(1) and (2), headless and beside a UI-like event loop, with the
 training in a thread of the UI's process or in a child process.
 
-The workbench trains in a child process (engine.child); a front that trains in a thread of its own process
+The workbench trains in a process of its own (engine.detached); a front that trains in a thread of its own process
 shares the interpreter lock with it. This bench trains the same model for each thread count, in turn, three
 times, in these settings:
 

@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a config field, e.g. --set train.learning_rate=3e-5 (repeatable)",
     )
     run.add_argument("--runs-dir", default=None, help="folder for run folders (default: output.runs_dir)")
+    run.add_argument(
+        "--detach",
+        action="store_true",
+        help="train in a process of its own that outlives this terminal; print its folder once it trains, and return",
+    )
 
     predict = sub.add_parser("predict", help="fill masks, classify or generate with a model")
     predict.add_argument("--model", required=True, help="run folder, model folder, hub id, or minilm")
@@ -68,6 +73,22 @@ def build_parser() -> argparse.ArgumentParser:
     runs = sub.add_parser("runs", help="list runs, or show one run's evaluations")
     runs.add_argument("run", nargs="?", help="a run folder, or its name in --runs-dir: its evaluations and classes")
     runs.add_argument("--runs-dir", default="runs")
+
+    run_help = "a run folder, its name in --runs-dir, or a unique prefix of the name"
+    follow = sub.add_parser("follow", help="show a run's progress as tunebench run does; Ctrl+C leaves the run alone")
+    follow.add_argument("run", help=run_help)
+    follow.add_argument("--runs-dir", default="runs")
+    attach = sub.add_parser("attach", help="open the workbench on a run's Train panel, following it")
+    attach.add_argument("run", nargs="?", help=run_help + "; default: the most recent live run")
+    attach.add_argument("--runs-dir", default="runs")
+    for command, what in (
+        ("stop", "stop a live run at its next step; it saves"),
+        ("pause", "pause a live run"),
+        ("resume", "resume a paused run"),
+    ):
+        one = sub.add_parser(command, help=what)
+        one.add_argument("run", help=run_help)
+        one.add_argument("--runs-dir", default="runs")
     return parser
 
 
@@ -124,10 +145,13 @@ class _Console:
                 f"{event.num_parameters / 1e6:.1f}M parameters, {event.num_train_samples} train samples, "
                 f"eval: {event.eval_set or f'{event.num_eval_samples} rows'}, {event.total_steps} steps"
             )
-            self.progress.start()
-            self.task_id = self.progress.add_task(
-                "epoch 1", total=event.total_steps, completed=event.start_step, loss="-", speed="-", eta="-"
-            )
+            if self.task_id is None:
+                self.progress.start()
+                self.task_id = self.progress.add_task(
+                    "epoch 1", total=event.total_steps, completed=event.start_step, loss="-", speed="-", eta="-"
+                )
+            else:  # a resumed session of the run (tunebench follow replays them all): the same bar goes on
+                self.progress.update(self.task_id, total=event.total_steps, completed=event.start_step)
         elif isinstance(event, ev.StepLogged) and self.task_id is not None:
             self.progress.update(
                 self.task_id,
@@ -184,7 +208,9 @@ def _runner_for(args: argparse.Namespace) -> Any:
             raise UserError(f"give either a config or --resume RUN_DIR, not both (got {args.config} and --resume)")
         if args.overrides:
             raise UserError("--set: a resumed run keeps its saved config.yaml; start a new run to change settings")
-        return Runner.from_run_dir(args.resume)
+        from engine.live import resolve_run
+
+        return Runner.from_run_dir(resolve_run(args.resume, args.runs_dir or "runs").path)
     if args.config is None:
         raise UserError("run: give a config file (e.g. sample_configs/quickstart-classify.yaml) or --resume RUN_DIR")
     return Runner(load_config(args.config, args.overrides), runs_dir=args.runs_dir)
@@ -198,6 +224,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     except UserError as exc:
         _error(str(exc))
         return EXIT_USER
+    if args.detach:
+        return _detach(runner)
     view = _Console()
     runner.subscribe(view)
     stops = 0
@@ -235,6 +263,70 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_STOPPED if result.status == "stopped" and stops else EXIT_OK
 
 
+def _detach(runner: Any) -> int:
+    """``run --detach``: the same run in a process of its own; returns once it trains (or has failed to start)."""
+    from engine.detached import RunDiedError, start_detached
+
+    print("starting the run in the background; it returns once training begins", file=sys.stderr)
+    try:
+        run, pid = start_detached(runner.cfg, runner.runs_dir, resume=runner.resume_dir)
+    except RunDiedError as exc:
+        _error(str(exc))
+        return EXIT_INTERNAL
+    except KeyboardInterrupt:
+        _error("stopped waiting; the run may still start (tunebench runs lists it)")
+        return EXIT_STOPPED
+    print(f"training: {run.path} (pid {pid})")
+    print(f"  tunebench follow {run.name}    tunebench pause|resume|stop {run.name}")
+    return EXIT_OK
+
+
+def cmd_follow(args: argparse.Namespace) -> int:
+    """Show a run's events as ``tunebench run`` does, from its start, until it is no longer live."""
+    from engine.detached import DetachedRun
+    from engine.live import resolve_run
+
+    run = resolve_run(args.run, args.runs_dir)
+    view = _Console()
+    try:
+        result = DetachedRun.attach(run.path, subscribers=[view]).run()
+    except KeyboardInterrupt:
+        view.close()
+        print(f"stopped following; {run.name} goes on (tunebench stop {run.name} stops it)")
+        return EXIT_STOPPED
+    finally:
+        view.close()
+    if result.status == "failed":
+        _error(result.error or "the run failed")
+        return EXIT_USER if result.user_error else EXIT_INTERNAL
+    print(f"{result.status}: {run.path}")
+    return EXIT_OK
+
+
+def attach_target(name: str | None, runs_dir: str) -> Any:
+    """The run ``tunebench attach`` opens: ``name`` resolved, or the most recent live run in ``runs_dir``."""
+    from engine.live import resolve_run
+    from engine.runs import LIVE, RunDir, list_runs
+
+    if name is not None:
+        return resolve_run(name, runs_dir)
+    live = [r for r in list_runs(runs_dir) if r.status in LIVE]
+    if not live:
+        raise UserError(f"no live run in {runs_dir}/; tunebench attach RUN opens any run, tunebench runs lists them")
+    return RunDir(live[0].path)
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    """``stop``, ``pause`` or ``resume``: leave the command in the live run's folder."""
+    from engine.live import resolve_run, send_command
+
+    run = resolve_run(args.run, args.runs_dir)
+    send_command(run, args.command)
+    when = "at its next optimizer step" if args.command != "resume" else "now"
+    print(f"{args.command}: sent to {run.name}; it acts {when} (tunebench follow {run.name} shows it)")
+    return EXIT_OK
+
+
 # ----------------------------------------------------------------------------------------------------------
 # runs, ui
 
@@ -254,7 +346,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     columns = ["run", "status", "best", "time", "memory"] + (["started", "task", "model"] if wide else [])
     table = Table(*columns, box=None, pad_edge=False, header_style="bold")
     for r in list_runs(args.runs_dir):
-        cells = [r.name, r.status, r.best_text, fmt_duration(r.duration_seconds), fmt_memory(r.peak_memory_mb)]
+        cells = [r.name, r.status_text, r.best_text, fmt_duration(r.duration_seconds), fmt_memory(r.peak_memory_mb)]
         table.add_row(*cells, *([r.started_text, r.task, r.model] if wide else []))
     console.print(table)
     return EXIT_OK
@@ -267,10 +359,10 @@ def cmd_show_run(name: str, runs_dir: str) -> int:
     from rich.table import Table
 
     from engine.events import Evaluated, RunStarted
+    from engine.live import resolve_run
     from engine.report import class_report
-    from engine.runs import find_run_dir
 
-    run = find_run_dir(name, runs_dir)
+    run = resolve_run(name, runs_dir)
     events = run.events()
     summary = run.read_summary() or {}
     starts = [e for e in events if isinstance(e, RunStarted)]
@@ -384,7 +476,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def main(argv: list[str] | None = None, open_ui: Callable[[str], int] | None = None) -> int:
+def main(argv: list[str] | None = None, open_ui: Callable[..., int] | None = None) -> int:
     """Run one command. ``open_ui`` opens the workbench; the ``tunebench`` script (tui.launch) passes it, so
     that the engine itself never imports the TUI."""
     args = build_parser().parse_args(argv)
@@ -399,6 +491,16 @@ def main(argv: list[str] | None = None, open_ui: Callable[[str], int] | None = N
             return cmd_run(args)
         if args.command == "runs":
             return cmd_runs(args)
+        if args.command == "follow":
+            return cmd_follow(args)
+        if args.command == "attach":
+            run = attach_target(args.run, args.runs_dir)
+            if open_ui is None:
+                _error(f"the workbench opens with the tunebench command; headless: tunebench follow {run.name}")
+                return EXIT_USER
+            return int(open_ui(str(run.config_path), attach=run.path) or 0)
+        if args.command in ("stop", "pause", "resume"):
+            return cmd_control(args)
         if args.command == "predict":
             return cmd_predict(args)
         raise AssertionError(f"unhandled command {args.command}")

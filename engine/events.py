@@ -30,6 +30,10 @@ class Event:
 Emit = Callable[[Event], None]
 
 
+#: The version of ``events.jsonl``'s layout, in each RunStarted: a viewer refuses a newer one than it knows.
+EVENTS_FORMAT = 1
+
+
 @dataclass(frozen=True)
 class RunStarted(Event):
     run_dir: str
@@ -50,6 +54,8 @@ class RunStarted(Event):
     start_step: int = 0
     #: Which eval set data.eval_split chose, and its rows: "test split (100 rows)".
     eval_set: str = ""
+    #: ``EVENTS_FORMAT`` of the Tunebench that wrote the run.
+    format: int = EVENTS_FORMAT
 
 
 @dataclass(frozen=True)

@@ -267,7 +267,7 @@ def count_parameters(model: torch.nn.Module) -> int:
 
 def set_torch_threads(threads: int | None) -> None:
     """``train.torch_threads``; null leaves torch's setting as it is (one thread per core unless the process set
-    another: the workbench's child process does, ``engine.child --torch-threads``)."""
+    another: the workbench's runs do, ``engine.detached --torch-threads``)."""
     import torch
 
     if threads:

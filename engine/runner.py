@@ -5,8 +5,8 @@ The CLI, the TUI and the tests all drive runs through this class::
     runner = Runner(cfg, subscribers=[events.append])
     runner.start(); runner.pause(); runner.resume(); runner.stop(); result = runner.join()
 
-``RunHandle`` is what a front needs of a run: ``Runner`` (this process) and ``engine.child.ChildRun`` (a child
-process) both are one.
+``RunHandle`` is what a front needs of a run: ``Runner`` (this process) and ``engine.detached.DetachedRun`` (a
+process of its own, through the run's folder) both are one.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from engine.events import (
     RunStarted,
     StepLogged,
 )
+from engine.live import Beacon
 from engine.logs import capture_library_logs
 from engine.metrics import class_scores, label_of
 from engine.reporting import Reporter, check_installed
@@ -97,6 +98,9 @@ class RunHandle(Protocol):
     def pause(self) -> None: ...
     def resume(self) -> None: ...
     def stop(self) -> None: ...
+    def leave(self) -> None:
+        """The front goes away: a detached run trains on (``run()`` returns); a run in the front's own process
+        or child stops at its next step and saves."""
 
 
 class _Summary:
@@ -234,12 +238,15 @@ class Runner:
         subscribers: list[Emit] | tuple[Emit, ...] = (),
         runs_dir: str | Path | None = None,
         resume_dir: str | Path | None = None,
+        fresh_dir: str | Path | None = None,
     ) -> None:
         self.cfg = cfg
         self.control = RunControl()
         self.runs_dir = runs_dir
         #: An existing run folder to continue instead of creating a new one (see ``from_run_dir``).
         self.resume_dir = Path(resume_dir) if resume_dir is not None else None
+        #: A new run's folder, made (by create_run_dir) before this process started: a detached run's.
+        self.fresh_dir = Path(fresh_dir) if fresh_dir is not None else None
         self.run_dir: RunDir | None = None
         self.result: RunResult | None = None
         self._subscribers: list[Emit] = list(subscribers)
@@ -287,6 +294,9 @@ class Runner:
     def resume(self) -> None:
         self.control.request_resume()
 
+    def leave(self) -> None:
+        self.control.request_stop()  # a run in this process cannot outlive it
+
     def is_alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
@@ -308,6 +318,8 @@ class Runner:
             if self.resume_dir is not None:
                 self.run_dir = open_run_dir(self.resume_dir)
                 summary.replay(read_events(self.run_dir.events_path))
+            elif self.fresh_dir is not None:
+                self.run_dir = RunDir(self.fresh_dir)
             else:
                 self.run_dir = create_run_dir(self.cfg, self.runs_dir)
         except UserError as exc:
@@ -318,14 +330,19 @@ class Runner:
         run_dir = self.run_dir
         try:
             with run_dir.lock():
-                self._run_locked(run_dir, summary, resuming)
+                beacon = Beacon(run_dir, self.control)  # its pid, heartbeat and commands, for other processes
+                beacon.start()
+                try:
+                    self._run_locked(run_dir, summary, resuming, beacon)
+                finally:
+                    beacon.close()
         except RunFolderError as exc:  # the lock: another process took the run in the meantime
             self._fan_out(RunFailed(error=str(exc), user_error=True))
             self.result = RunResult("failed", run_dir.path, error=str(exc), user_error=True)
         assert self.result is not None
         return self.result
 
-    def _run_locked(self, run_dir: RunDir, summary: _Summary, resuming: bool) -> None:
+    def _run_locked(self, run_dir: RunDir, summary: _Summary, resuming: bool, beacon: Beacon) -> None:
         event_log = EventLog(run_dir.events_path)
         started = False
         reporter: Reporter | None = None
@@ -343,6 +360,7 @@ class Runner:
                 if resuming:
                     summary.resumed_at(event.start_step)
             summary.see(event)
+            beacon.see(event)
             kept = not isinstance(event, LogMessage) or event.level in ("warning", "error", "critical")
             if kept and not isinstance(event, EPHEMERAL):
                 event_log.write(event)

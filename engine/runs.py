@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -21,7 +22,7 @@ from typing import Any
 
 from engine.config import RunConfig
 from engine.errors import RunFolderError
-from engine.events import Event, event_from_dict
+from engine.events import Event, StepLogged, event_from_dict, fmt_duration
 from engine.faults import kill_point
 from engine.files import atomic_write_text, rename_durably, sync_tree
 
@@ -32,6 +33,12 @@ LOG_FILE = "run.log"
 MODEL_DIR = "model"
 CHECKPOINTS_DIR = "checkpoints"
 LOCK_FILE = ".lock"
+#: The states of a run that some process trains now.
+LIVE = ("running", "paused")
+#: Where the process that trains a run keeps its pid, host, state and heartbeat (engine.live.Beacon).
+LIVE_FILE = "live.json"
+#: A heartbeat older than this, from a process on another host, means the run is gone.
+STALE_SECONDS = 30.0
 
 
 def slugify(text: str, limit: int = 48) -> str:
@@ -178,6 +185,27 @@ class RunDir:
         finally:
             fh.close()
 
+    def read_live(self) -> dict[str, Any] | None:
+        try:
+            record = json.loads((self.path / LIVE_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
+
+    def live_state(self) -> str | None:
+        """ "running" or "paused" while some process trains the run, else None.
+
+        On this host the run's lock says it (the system drops it when the process dies, even on SIGKILL); a process
+        on another host sharing the folder counts while its heartbeat is fresh.
+        """
+        record = self.read_live() or {}
+        state = str(record.get("state") or "running")
+        if self.is_running():
+            return state
+        elsewhere = record.get("host") not in (None, socket.gethostname())
+        fresh = time.time() - float(record.get("heartbeat") or 0.0) < STALE_SECONDS
+        return state if elsewhere and fresh else None
+
     def is_running(self) -> bool:
         """Whether some process holds this run's lock right now."""
         if not self.lock_path.exists():
@@ -253,14 +281,6 @@ def open_run_dir(path: str | os.PathLike[str]) -> RunDir:
     return run
 
 
-def find_run_dir(name: str, runs_dir: str | os.PathLike[str]) -> RunDir:
-    """A run folder given by its path or by its name in ``runs_dir``, to read (any state)."""
-    for candidate in (Path(name).expanduser(), Path(runs_dir) / name):
-        if (candidate / CONFIG_FILE).is_file():
-            return RunDir(candidate)
-    raise RunFolderError(f"{name}: no run folder by that path or in {runs_dir}/; tunebench runs lists them")
-
-
 def remove_run_dir(run: RunDir) -> None:
     """Delete a run folder that holds nothing worth keeping (a run that failed before its first step)."""
     shutil.rmtree(run.path, ignore_errors=True)
@@ -283,6 +303,41 @@ def save_dir_atomically(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
+def live_progress(run: RunDir) -> str:
+    """ "37/114 · loss 1.4531 · ETA 1:29" for a live run: its step from live.json, its last logged loss and ETA
+    from the end of events.jsonl (read from the end, so a long run costs no more than a short one)."""
+    step = (run.read_live() or {}).get("step")
+    logged = _last_step_logged(run.events_path)
+    parts = []
+    if isinstance(step, list) and len(step) == 2:
+        parts.append(f"{step[0]}/{step[1]}")
+    elif logged is not None:
+        parts.append(f"{logged.step}/{logged.total_steps}")
+    if logged is not None:
+        parts += [f"loss {logged.loss:.4f}", f"ETA {fmt_duration(logged.eta_seconds)}"]
+    return " · ".join(parts)
+
+
+def _last_step_logged(path: Path, tail_bytes: int = 65536) -> StepLogged | None:
+    try:
+        with open(path, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, size - tail_bytes))
+            lines = fh.read().split(b"\n")
+    except OSError:
+        return None
+    for line in reversed(lines):
+        if b'"StepLogged"' not in line:
+            continue
+        try:
+            event = event_from_dict(json.loads(line))
+        except (ValueError, KeyError, TypeError):
+            continue
+        if isinstance(event, StepLogged):
+            return event
+    return None
+
+
 @dataclass
 class RunInfo:
     """One row of the runs list."""
@@ -298,6 +353,12 @@ class RunInfo:
     best_value: float | None
     #: The most memory the run held (GPU memory on CUDA, else the process's resident memory), in MiB.
     peak_memory_mb: float | None = None
+    #: A live run's progress: "37/114 · loss 1.4531 · ETA 1:29".
+    progress: str = ""
+
+    @property
+    def status_text(self) -> str:
+        return f"{self.status} {self.progress}" if self.progress else self.status
 
     @property
     def best_text(self) -> str:
@@ -339,6 +400,10 @@ def list_runs(runs_dir: str | os.PathLike[str]) -> list[RunInfo]:
                 )
             )
         else:
-            status = "running" if run.is_running() else "killed"
-            out.append(RunInfo(path, path.name, status, "", "", path.stat().st_mtime, None, None, None))
+            status = run.live_state() or "killed"
+            info = RunInfo(path, path.name, status, "", "", path.stat().st_mtime, None, None, None)
+            if status in LIVE:
+                info.progress = live_progress(run)
+            out.append(info)
+    out.sort(key=lambda r: r.status not in LIVE)  # live runs first, each group newest first
     return out

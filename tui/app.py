@@ -1,7 +1,8 @@
 """WorkbenchApp: five panels, global keys, and the one training run the app owns.
 
-Threads: the run trains in a child process (``engine.child.ChildRun``), which one app-level thread worker
-starts, feeds control to and reads events from; the events reach the UI only through ``tui.bridge``
+Threads: the run trains in a detached process of its own (``engine.detached.DetachedRun``), which one app-level
+thread worker starts (or attaches to), sends commands to and reads events from, through the run's folder; the
+run goes on when the workbench closes. The events reach the UI only through ``tui.bridge``
 (``post_message``). Data loading, tokenizing, listing runs and predicting run in their own
 thread workers and post typed messages back. No widget is touched off the UI thread.
 """
@@ -15,6 +16,7 @@ import os
 import threading
 from collections.abc import AsyncGenerator, Iterable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from textual import on
@@ -29,6 +31,7 @@ from textual.worker import Worker
 from engine.config import RunConfig
 from tui import heap
 from tui.bridge import (
+    AttachFactory,
     EngineEvent,
     LibraryLog,
     LogBridge,
@@ -36,6 +39,7 @@ from tui.bridge import (
     RunHistory,
     RunnerFactory,
     StepsLogged,
+    engine_attacher,
     engine_resumer,
     engine_runner,
 )
@@ -95,8 +99,10 @@ class WorkbenchApp(App[int]):
         *,
         runner_factory: RunnerFactory = engine_runner,
         resume_factory: ResumeFactory = engine_resumer,
+        attach_factory: AttachFactory = engine_attacher,
         predict_backend: Backend | None = None,
         initial_panel: str = "data",
+        attach: Path | None = None,
     ) -> None:
         super().__init__()
         if "TEXTUAL_ANIMATIONS" not in os.environ:
@@ -109,6 +115,9 @@ class WorkbenchApp(App[int]):
         self.config_path = config_path
         self.runner_factory = runner_factory
         self.resume_factory = resume_factory
+        self.attach_factory = attach_factory
+        #: A run folder to follow on the Train panel as soon as the panels are up (``tunebench attach``).
+        self.attach = attach
         self.predict_backend = predict_backend
         self.initial_panel = initial_panel
         #: Set once the first frame is on screen (Textual's Ready event; start-up benchmarks wait on it).
@@ -202,10 +211,13 @@ class WorkbenchApp(App[int]):
         # Loading the data imports `datasets` in a worker; started here, it does not slow the first frame.
         if self.panels_mounted.is_set():
             self._load_panel(self.initial_panel)
+            if self.attach is not None:
+                self.training.attach_run(self.attach)
 
     def on_unmount(self) -> None:
-        # Quitting does not stop a thread worker; stop the run and wait for it to save, so no thread is left.
-        self.training.stop_and_wait(timeout=120)
+        # Quitting does not stop a thread worker: leave the run (a detached one trains on; one in this process
+        # stops and saves) and wait for the worker, so no thread is left.
+        self.training.leave_and_wait(timeout=120)
         if self._log_handler is not None:
             logging.getLogger().removeHandler(self._log_handler)
         heap.thaw()
@@ -329,6 +341,9 @@ class WorkbenchApp(App[int]):
 
     def on_runs_panel_resume_run(self, message: RunsPanel.ResumeRun) -> None:
         self.training.resume_run(message.run_dir)
+
+    def on_runs_panel_attach_run(self, message: RunsPanel.AttachRun) -> None:
+        self.training.attach_run(message.run_dir)
 
     @on(StepsLogged)
     def _on_steps(self, message: StepsLogged) -> None:

@@ -1,7 +1,7 @@
 """The one place where engine events become Textual messages.
 
 A run's subscribers are called on the thread that delivers its events: the app's training worker, which reads
-them from the run's child process (``engine.child``), or the run's own thread for an in-process ``Runner``. A
+them from the run's folder (``engine.detached``), or the run's own thread for an in-process ``Runner``. A
 subscriber must never wait for the UI: each event is wrapped in a ``Message`` and handed to ``post_message``,
 which is thread-safe and returns at once. Step events (``StepDone``, ``StepLogged``) are buffered here; the
 first one since the app last took them posts one ``StepsLogged``, and the app takes them all at once, at most
@@ -36,10 +36,12 @@ STEP_REFRESH_SECONDS = 0.5
 class EngineEvent(Message):
     """An engine event other than a step (status, epoch, eval, checkpoint, pause, end of run)."""
 
-    def __init__(self, bridge: EventBridge, event: Event) -> None:
+    def __init__(self, bridge: EventBridge, event: Event, steps_before: int) -> None:
         super().__init__()
         self.bridge = bridge
         self.event = event
+        #: How many step events the run had sent before this one: the app shows those first, and no later ones.
+        self.steps_before = steps_before
 
 
 class StepsLogged(Message):
@@ -77,6 +79,9 @@ class EventBridge:
         self._post = post
         self._lock = threading.Lock()
         self._steps: list[StepLogged | StepDone] = []
+        #: Step events received so far; the first waiting in ``_steps`` is number ``_taken``.
+        self._received = 0
+        self._taken = 0
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, StepLogged | StepDone):
@@ -84,22 +89,30 @@ class EventBridge:
             # already on its way, and waking the UI thread again would only cost it (and a core) for nothing.
             with self._lock:
                 self._steps.append(event)
+                self._received += 1
                 first = len(self._steps) == 1
             if first:
                 self._post(StepsLogged(self))
         else:
-            self._post(EngineEvent(self, event))
+            with self._lock:
+                received = self._received
+            self._post(EngineEvent(self, event, received))
 
-    def take_steps(self) -> list[StepLogged | StepDone]:
-        """Every step event since the last call, oldest first (UI thread)."""
+    def take_steps(self, upto: int | None = None) -> list[StepLogged | StepDone]:
+        """The step events waiting, oldest first; with ``upto``, only those among the first ``upto`` the run sent
+        (the ones before an EngineEvent: a run read from its folder sends a burst at once) (UI thread)."""
         with self._lock:
-            steps, self._steps = self._steps, []
+            count = len(self._steps) if upto is None else max(0, min(len(self._steps), upto - self._taken))
+            steps, self._steps = self._steps[:count], self._steps[count:]
+            self._taken += count
         return steps
 
 
 RunnerFactory = Callable[[RunConfig, list[Emit]], "RunHandle"]
 #: Continues the run in a folder; raises ``engine.errors.UserError`` when that run cannot be resumed.
 ResumeFactory = Callable[[Path, list[Emit]], "RunHandle"]
+#: Follows the run in a folder, from its first event; raises ``engine.errors.UserError`` for a folder that is no run.
+AttachFactory = Callable[[Path, list[Emit]], "RunHandle"]
 
 
 def torch_threads_beside_the_ui() -> int:
@@ -110,18 +123,26 @@ def torch_threads_beside_the_ui() -> int:
 
 
 def engine_runner(cfg: RunConfig, subscribers: list[Emit]) -> RunHandle:
-    """The real engine: a ``Runner`` writing under the config's runs folder, in a child process (engine.child):
-    a run in a thread of the app would wait for the UI thread's Python whenever it draws."""
-    from engine.child import ChildRun  # imported with the first run, not before the first frame
+    """The real engine: a detached run under the config's runs folder (engine.detached), which trains on when the
+    workbench goes away and takes no time from the UI thread (a run in a thread of the app would wait for the
+    UI's Python whenever it draws)."""
+    from engine.detached import DetachedRun  # imported with the first run, not before the first frame
 
-    return ChildRun(cfg, subscribers=subscribers, torch_threads=torch_threads_beside_the_ui())
+    return DetachedRun(cfg, subscribers=subscribers, torch_threads=torch_threads_beside_the_ui())
 
 
 def engine_resumer(run_dir: Path, subscribers: list[Emit]) -> RunHandle:
-    """The real engine continuing a stopped, failed or killed run in its own folder (in a child process)."""
-    from engine.child import ChildRun
+    """The real engine continuing a stopped, failed or killed run in its own folder (detached)."""
+    from engine.detached import DetachedRun
 
-    return ChildRun.from_run_dir(run_dir, subscribers=subscribers, torch_threads=torch_threads_beside_the_ui())
+    return DetachedRun.from_run_dir(run_dir, subscribers=subscribers, torch_threads=torch_threads_beside_the_ui())
+
+
+def engine_attacher(run_dir: Path, subscribers: list[Emit]) -> RunHandle:
+    """Follow the run in ``run_dir``, live or over, from its first event."""
+    from engine.detached import DetachedRun
+
+    return DetachedRun.attach(run_dir, subscribers=subscribers)
 
 
 class LogBridge(logging.Handler):

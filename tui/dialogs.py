@@ -12,31 +12,36 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Static
 
 
-class ConfirmQuit(ModalScreen[bool]):
-    """Asked when quitting during a run."""
+class ConfirmQuit(ModalScreen[str | None]):
+    """Asked when quitting during a run: "leave" it training, "stop" it (it saves), or None to stay."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("y", "answer(True)", "Stop and quit"),
-        Binding("n,escape", "answer(False)", "Keep training"),
+        Binding("l", "answer('leave')", "Leave it training"),
+        Binding("s", "answer('stop')", "Stop, save and quit"),
+        Binding("escape,c", "answer(None)", "Cancel"),
     ]
 
     def compose(self) -> ComposeResult:
         with Vertical(id="confirm-dialog"):
             yield Static("A run is in progress.", classes="panel-title")
-            yield Static("Quit now? The run stops at the next step and saves what it has (its model and events).")
+            yield Static(
+                "Quit the workbench? The run can train on without it (tunebench attach shows it again), or stop at "
+                "its next step and save what it has."
+            )
             with Horizontal(id="confirm-buttons"):
-                yield Button("Stop and quit (y)", variant="error", id="confirm-yes")
-                yield Button("Keep training (n)", variant="primary", id="confirm-no")
+                yield Button("Leave it training (l)", variant="primary", id="confirm-leave")
+                yield Button("Stop and save (s)", variant="error", id="confirm-stop")
+                yield Button("Cancel (Esc)", id="confirm-cancel")
 
     def on_mount(self) -> None:
-        self.query_one("#confirm-no", Button).focus()
+        self.query_one("#confirm-leave", Button).focus()
 
-    def action_answer(self, yes: bool) -> None:
-        self.dismiss(yes)
+    def action_answer(self, answer: str | None) -> None:
+        self.dismiss(answer)
 
     @on(Button.Pressed)
     def _on_button(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "confirm-yes")
+        self.dismiss({"confirm-leave": "leave", "confirm-stop": "stop"}.get(event.button.id or ""))
 
 
 class HelpScreen(ModalScreen[None]):

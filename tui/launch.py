@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 
-def open_workbench(config_path: str) -> int:
-    """Open the workbench on ``config_path``; exit code 2 when the config cannot be read."""
+def open_workbench(config_path: str, attach: Path | None = None) -> int:
+    """Open the workbench on ``config_path`` (following the run in ``attach``, on the Train panel); exit code 2
+    when the config cannot be read."""
     import os
 
     from engine.config import load_config
@@ -19,7 +21,7 @@ def open_workbench(config_path: str) -> int:
     except ConfigError as exc:
         print(f"tunebench: error: {exc}", file=sys.stderr)
         return 2
-    app = WorkbenchApp(cfg, config_path)
+    app = WorkbenchApp(cfg, config_path, attach=attach, initial_panel="train" if attach else "data")
     app.run()
     return app.return_code or 0
 

@@ -44,11 +44,11 @@ class RunDriver:
         self._steps_shown_at = 0.0
         self._steps_timer: Timer | None = None
 
-    def stop_and_wait(self, timeout: float) -> None:
-        """Stop the run and wait for it to save (quitting does not stop a thread worker)."""
+    def leave_and_wait(self, timeout: float) -> None:
+        """Leave the run (a detached one trains on) and wait for the worker (quitting does not stop a thread)."""
         handle = self.app.controller.handle
         if handle is not None and not self._run_done.is_set():
-            handle.stop()
+            handle.leave()
             self._run_done.wait(timeout=timeout)
 
     def start(self) -> None:
@@ -80,12 +80,27 @@ class RunDriver:
             return
         self._launch(runner, bridge, f"resuming {run_dir.name} from its latest checkpoint", resumed=run_dir)
 
-    def _launch(self, runner: RunHandle, bridge: EventBridge, detail: str, resumed: Path | None = None) -> None:
+    def attach_run(self, run_dir: Path) -> None:
+        """Follow the run in ``run_dir`` on the Train panel: its whole history, then live if it still trains."""
+        if self.app.controller.active:
+            self.app.notify(f"a run is already on the Train panel; leave it (q) before attaching {run_dir.name}")
+            return
+        bridge = EventBridge(self.app.post_message)
+        try:
+            runner = self.app.attach_factory(run_dir, [bridge])
+        except UserError as exc:
+            self.app.notify(str(exc), title="cannot attach", severity="error", timeout=10)
+            return
+        self._launch(runner, bridge, f"attached to {run_dir.name}", title=f"attached to {run_dir.name}")
+
+    def _launch(
+        self, runner: RunHandle, bridge: EventBridge, detail: str, resumed: Path | None = None, title: str = "new run"
+    ) -> None:
         """Run ``runner`` in the app's training worker; its events reach the Train panel through ``bridge``.
 
         ``resumed`` is the folder of a resumed run: its earlier events are read in the worker and posted first.
         """
-        self.app.train_panel.reset(runner.cfg, f"resuming {resumed.name}" if resumed else "new run")
+        self.app.train_panel.reset(runner.cfg, f"resuming {resumed.name}" if resumed else title)
         self.app.controller.begin(runner, bridge, detail)
         if self.app.active_panel != "train":
             self.app.action_show_panel("train")
@@ -123,14 +138,17 @@ class RunDriver:
 
         self.app.push_screen(ConfirmQuit(), callback=self._on_quit_answer)
 
-    def _on_quit_answer(self, stop: bool | None) -> None:
-        if not stop:
+    def _on_quit_answer(self, answer: str | None) -> None:
+        if answer is None:
             return
-        if not self.app.controller.active:
+        if not self.app.controller.active or self.app.controller.handle is None:
             self.app.exit(0)
             return
         self.quitting = True
-        self.app.controller.stop("saving, then quitting")
+        if answer == "stop":
+            self.app.controller.stop("saving, then quitting")
+        else:
+            self.app.controller.handle.leave()
         self.quit_worker = self.app.run_worker(
             self._exit_after_run(), group="quit", exclusive=True, exit_on_error=False
         )
@@ -158,15 +176,17 @@ class RunDriver:
         elif self._steps_timer is None:
             self._steps_timer = self.app.set_timer(wait, self._show_steps)
 
-    def _show_steps(self) -> None:
-        """Hand the steps waiting in the bridge to the Train panel and the run bar."""
-        if self._steps_timer is not None:
-            self._steps_timer.stop()
-            self._steps_timer = None
-        self._steps_shown_at = time.monotonic()
+    def _show_steps(self, upto: int | None = None) -> None:
+        """Hand the steps waiting in the bridge (``upto``: the first that many of the run's) to the Train panel
+        and the run bar."""
+        if upto is None:
+            if self._steps_timer is not None:
+                self._steps_timer.stop()
+                self._steps_timer = None
+            self._steps_shown_at = time.monotonic()
         if self.app.controller.bridge is None:
             return
-        steps = self.app.controller.bridge.take_steps()
+        steps = self.app.controller.bridge.take_steps(upto)
         if steps:
             self.app.train_panel.add_steps(steps)
             self.render_run_bar()
@@ -179,7 +199,7 @@ class RunDriver:
         event = message.event
         if message.bridge is not self.app.controller.bridge:
             return
-        self._show_steps()  # the steps before this event first, in order
+        self._show_steps(upto=message.steps_before)  # the steps before this event first, and only those
         self.app.train_panel.handle(event)
         self.app.controller.take(event)
         if isinstance(event, RunStarted):

@@ -125,7 +125,7 @@ def test_runs_run_shows_its_evaluations_and_the_last_confusion_matrix(
 def test_runs_of_a_folder_that_is_no_run_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["runs", "nothing-here", "--runs-dir", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == (
-        f"tunebench: error: nothing-here: no run folder by that path or in {tmp_path}/; tunebench runs lists them"
+        f"tunebench: error: nothing-here: no run by that path, name or prefix in {tmp_path}/; tunebench runs lists them"
     )
 
 

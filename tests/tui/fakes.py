@@ -151,6 +151,9 @@ class ScriptedRunner:
     def stop(self) -> None:
         self.control.request_stop()
 
+    def leave(self) -> None:
+        self.control.request_stop()
+
 
 class ScriptedEngine:
     """A runner factory for the app: every run plays ``script_for(cfg)``; the runners are kept for asserts."""

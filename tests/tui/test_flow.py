@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,8 +13,8 @@ from typing import Any
 import pytest
 from textual.widgets import DataTable, Input, Static
 
-from engine.child import ChildRun
 from engine.config import RunConfig, load_config, save_config
+from engine.detached import DetachedRun
 from engine.events import Event, StepLogged
 from engine.runner import Emit, Runner
 from engine.runs import RunDir
@@ -51,7 +53,7 @@ def real_app(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hold: FirstStepHold
 ) -> Callable[[RunConfig], WorkbenchApp]:
     """A workbench with the real engine and predictor on a config saved as ./flow.yaml; the Runner trains in the
-    app's worker thread (not the child process the workbench starts by default), so ``hold`` can stop it."""
+    app's worker thread (not the detached process the workbench starts by default), so ``hold`` can stop it."""
     monkeypatch.chdir(tmp_path)
 
     def runner(cfg: RunConfig, subscribers: list[Emit]) -> Runner:
@@ -119,7 +121,7 @@ async def test_newcomer_flow_browse_edit_train_pause_resume_predict_and_find_the
         assert (listed.name, listed.status) == (run_dir.name, "finished")
 
 
-async def test_by_default_a_run_trains_in_a_child_process_and_the_workbench_shows_all_of_it(
+async def test_by_default_a_run_trains_in_a_detached_process_and_the_workbench_shows_all_of_it(
     make_config: Callable[..., RunConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
@@ -130,7 +132,8 @@ async def test_by_default_a_run_trains_in_a_child_process_and_the_workbench_show
         await pilot.press("f4", "s")
         assert await reach(app, "finished", "failed") == "finished", app.train_panel.error
         await pilot.pause()
-        assert isinstance(app.controller.handle, ChildRun) and app.controller.handle.pid not in (None, os.getpid())
+        handle = app.controller.handle
+        assert isinstance(handle, DetachedRun) and handle.pid not in (None, os.getpid())
         started = app.train_panel.started
         assert started is not None
         assert len(app.query_one("#train-chart", LossChart).series["train loss (step)"].points) == started.total_steps
@@ -174,7 +177,7 @@ async def test_quitting_mid_run_asks_stops_saves_and_leaves_no_thread(
         await pilot.press("q")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmQuit)
-        await pilot.press("y")
+        await pilot.press("s")
         hold.release.set()
         await until(pilot, lambda: app.training.quit_worker is not None, "quit starts")
         assert app.training.quit_worker is not None
@@ -221,3 +224,36 @@ async def test_a_stopped_run_resumes_from_the_runs_panel_and_finishes_in_the_sam
         assert app.training.worker is not None
         await app.training.worker.wait()
         await until(pilot, lambda: [r.status for r in app.runs_panel.runs] == ["finished"], "the list updates")
+
+
+async def test_a_run_left_training_finishes_without_the_workbench_and_a_new_one_attaches_to_it(
+    make_config: Callable[..., RunConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = make_config(train={"num_train_epochs": 30}, data={"train_size": 32, "eval_size": 16})  # ~10 s
+    save_config(cfg, "flow.yaml")
+    app = WorkbenchApp(cfg, "flow.yaml")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("f4", "s")
+        await reach(app, "training")
+        handle = app.controller.handle
+        assert isinstance(handle, DetachedRun) and handle.run_dir is not None and handle.pid is not None
+        run = handle.run_dir
+        await pilot.press("q")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmQuit)
+        await pilot.press("l")
+        await until(pilot, lambda: app.training.quit_worker is not None, "quit starts")
+        assert app.training.quit_worker is not None
+        await app.training.quit_worker.wait()
+    assert app.return_code == 0
+    deadline = time.monotonic() + 120
+    while (run.read_summary() or {}).get("status") != "finished":  # the run goes on alone
+        assert time.monotonic() < deadline, "the run left training did not finish"
+        await asyncio.sleep(0.2)
+
+    again = WorkbenchApp(load_config(run.config_path), str(run.config_path), attach=run.path)
+    async with again.run_test(size=(120, 40)) as pilot:
+        assert await reach(again, "finished", "failed") == "finished", again.train_panel.error
+        await pilot.pause()
+        assert again.query_one("#train-epochs", DataTable).row_count == 30

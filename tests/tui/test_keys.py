@@ -253,12 +253,12 @@ async def test_q_during_a_run_asks_first_then_stops_the_run_and_exits(make_app: 
         await pilot.press("q")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmQuit)
-        await pilot.press("n")
+        await pilot.press("escape")
         await pilot.pause()
         assert app.controller.state == "training" and app.return_code is None
         await pilot.press("q")
         await pilot.pause()
-        await pilot.press("y")
+        await pilot.press("s")
         await pilot.pause()
         assert app.training.quit_worker is not None
         await app.training.quit_worker.wait()
@@ -297,3 +297,21 @@ async def test_a_run_keeps_streaming_while_a_dialog_is_open(make_app: Callable[.
         await pilot.pause()
         assert isinstance(app.screen, HelpScreen)
         assert app.workbench.query_one("#train-epochs", EpochTable).row_count == 3
+
+
+async def test_q_then_l_leaves_the_run_and_exits(make_app: Callable[..., WorkbenchApp]) -> None:
+    gate = threading.Event()
+    engine = ScriptedEngine("runs/gated", gate=gate)
+    app = make_app(panel="train", engine=engine)
+    async with app.run_test() as pilot:
+        await pilot.press("s")
+        await reach(app, "training")
+        await pilot.press("q")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmQuit)
+        await pilot.press("l")
+        await pilot.pause()
+        assert app.training.quit_worker is not None
+        await app.training.quit_worker.wait()
+        assert app.return_code == 0
+    assert engine.runners[0].finished.is_set()  # a scripted run lives in this process: leaving it stops it

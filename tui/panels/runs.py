@@ -16,7 +16,7 @@ from textual.worker import Worker, WorkerState
 
 from engine.errors import describe_failure
 from engine.events import fmt_duration, fmt_memory
-from engine.runs import RunDir, RunInfo, list_runs
+from engine.runs import LIVE, RunDir, RunInfo, list_runs
 from tui.panels import PANELS
 from tui.widgets.class_report import ClassReport
 from tui.widgets.epoch_table import EpochTable, RunCurves
@@ -25,6 +25,10 @@ from tui.widgets.loss_chart import LossChart
 from tui.widgets.sized_table import SizedTable
 
 TITLE = PANELS["runs"][1]
+
+
+#: How often the list is read again while it shows a live run.
+LIVE_REFRESH_SECONDS = 2.0
 
 
 class RunsPanel(Vertical):
@@ -36,6 +40,7 @@ class RunsPanel(Vertical):
         Binding("l", "load_config", "Load cfg", tooltip="Load the highlighted run's config into the Config panel"),
         Binding("p", "predict_with", "Predict", tooltip="Predict with the highlighted run's model as fine-tuned"),
         Binding("r", "resume", "Resume", tooltip="Resume the highlighted stopped, failed or killed run"),
+        Binding("a", "attach", "Attach", tooltip="Follow the highlighted run on the Train panel, from its start"),
         # Off the footer, which is full at 80 columns; the open run's title names it, and F1 lists it.
         Binding("v", "toggle_classes", "Classes", show=False, tooltip="Swap the curves for the confusion matrix"),
         Binding("ctrl+r", "refresh", "Reload list", show=False, tooltip="Reload the list of runs"),
@@ -68,6 +73,13 @@ class RunsPanel(Vertical):
 
     class ResumeRun(Message):
         """Continue this stopped, failed or killed run in its own folder."""
+
+        def __init__(self, run_dir: Path) -> None:
+            super().__init__()
+            self.run_dir = run_dir
+
+    class AttachRun(Message):
+        """Follow this run on the Train panel: its history, then live while it trains."""
 
         def __init__(self, run_dir: Path) -> None:
             super().__init__()
@@ -126,7 +138,7 @@ class RunsPanel(Vertical):
             table.add_row(
                 "✓" if r.name in self.marked else " ",
                 r.name,
-                r.status,
+                r.status_text,
                 r.best_text,
                 r.started_text,
                 fmt_duration(r.duration_seconds),
@@ -138,6 +150,12 @@ class RunsPanel(Vertical):
         if self.runs:
             table.move_cursor(row=min(max(cursor, 0), len(self.runs) - 1), animate=False)
         self._render_title()
+        if any(r.status in LIVE for r in self.runs):  # their step and ETA move: list again while on screen
+            self.set_timer(LIVE_REFRESH_SECONDS, self._refresh_live)
+
+    def _refresh_live(self) -> None:
+        if self.display and self.region.area > 0:
+            self.refresh_runs()
 
     def _render_title(self) -> None:
         parts = [TITLE, self.runs_dir, f"{len(self.runs)} run{'s' if len(self.runs) != 1 else ''}"]
@@ -234,6 +252,11 @@ class RunsPanel(Vertical):
         info = self.current()
         if info is not None:
             self.post_message(self.ResumeRun(info.path))
+
+    def action_attach(self) -> None:
+        info = self.current()
+        if info is not None:
+            self.post_message(self.AttachRun(info.path))
 
     def action_refresh(self) -> None:
         self.refresh_runs()

@@ -1,30 +1,41 @@
-"""A run in a child process: the caller sees the same events, control and result as with an in-process Runner."""
+"""A detached run seen from a front (the workbench's DetachedRun): the same events, control and result as an
+in-process Runner, read from and sent through the run's folder."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from engine.child import ChildRun
+from engine.detached import DetachedRun
 from engine.errors import UserError
-from engine.events import Event, Paused, Resumed, RunFailed, RunFinished, RunStarted, StepLogged, StopRequested
-from engine.runs import read_events
+from engine.events import (
+    DeviceUsage,
+    Event,
+    Paused,
+    Resumed,
+    RunFailed,
+    RunFinished,
+    RunStarted,
+    StepDone,
+    StepLogged,
+    StopRequested,
+)
+from engine.runs import list_runs, read_events
 
 pytestmark = pytest.mark.slow  # starts training processes
 
 
-def test_a_child_run_streams_every_event_and_returns_the_result(make_config: Callable[..., Any]) -> None:
+def test_a_detached_run_streams_every_event_and_returns_the_result(
+    make_config: Callable[..., Any], tmp_path: Path
+) -> None:
     cfg = make_config()
     events: list[Event] = []
-    result = ChildRun(cfg, subscribers=[events.append]).run()
+    result = DetachedRun(cfg, subscribers=[events.append], runs_dir=tmp_path / "runs").run()
     assert result.status == "finished" and result.run_dir is not None
     started = next(e for e in events if isinstance(e, RunStarted))
     assert Path(started.run_dir) == result.run_dir
@@ -32,12 +43,14 @@ def test_a_child_run_streams_every_event_and_returns_the_result(make_config: Cal
     steps = [e.step for e in events if isinstance(e, StepLogged)]
     assert steps == list(range(1, len(steps) + 1)) and len(steps) == 30  # 120 train rows, batch 8, 2 epochs
     assert result.metrics["accuracy"] == pytest.approx(events[-1].metrics["accuracy"])
-    # what the caller saw is what the run wrote
     on_disk = [e for e in read_events(result.run_dir / "events.jsonl") if isinstance(e, StepLogged)]
     assert [e.loss for e in on_disk] == [e.loss for e in events if isinstance(e, StepLogged)]
+    assert not (result.run_dir / "live.json").exists()
 
 
-def test_pause_resume_and_stop_reach_the_child(make_config: Callable[..., Any]) -> None:
+def test_pause_resume_and_stop_reach_the_run_and_the_live_readings_arrive(
+    make_config: Callable[..., Any], tmp_path: Path
+) -> None:
     events: list[Event] = []
 
     def drive(event: Event) -> None:
@@ -49,17 +62,21 @@ def test_pause_resume_and_stop_reach_the_child(make_config: Callable[..., Any]) 
         elif isinstance(event, Resumed):
             run.stop()
 
-    run = ChildRun(make_config(), subscribers=[drive])
+    run = DetachedRun(make_config(train={"num_train_epochs": 20}), subscribers=[drive], runs_dir=tmp_path)
     result = run.run()
     assert result.status == "stopped"
     kinds = [type(e).__name__ for e in events]
     assert kinds.index("Paused") < kinds.index("Resumed") < kinds.index("StopRequested")
     assert isinstance(events[-1], RunFinished) and events[-1].status == "stopped"
     stopped = next(e for e in events if isinstance(e, StopRequested))
-    assert stopped.step < 30
+    assert stopped.step < 300
+    assert any(isinstance(e, StepDone) for e in events)  # from live.json: events.jsonl has no StepDone
+    assert any(isinstance(e, DeviceUsage) and e.device == "CPU" for e in events)
 
 
-def test_a_child_killed_mid_run_is_a_failed_run_that_says_so(make_config: Callable[..., Any]) -> None:
+def test_a_run_killed_mid_run_is_a_failed_run_that_says_so_and_lists_as_killed(
+    make_config: Callable[..., Any], tmp_path: Path
+) -> None:
     events: list[Event] = []
 
     def kill(event: Event) -> None:
@@ -67,51 +84,31 @@ def test_a_child_killed_mid_run_is_a_failed_run_that_says_so(make_config: Callab
         if isinstance(event, StepLogged) and event.step == 1 and run.pid is not None:
             os.kill(run.pid, signal.SIGKILL)
 
-    run = ChildRun(make_config(), subscribers=[kill])
+    run = DetachedRun(make_config(train={"num_train_epochs": 20}), subscribers=[kill], runs_dir=tmp_path)
     result = run.run()
     assert result.status == "failed" and not result.user_error
-    assert result.error is not None and "killed by signal 9" in result.error
+    assert result.error is not None and "was killed by signal 9" in result.error
     assert result.run_dir is not None and result.run_dir.is_dir()  # the folder a resume continues
     assert isinstance(events[-1], RunFailed) and events[-1].error == result.error
+    assert [r.status for r in list_runs(tmp_path)] == ["killed"]
 
 
-def test_a_user_error_in_the_child_arrives_as_the_same_clear_failure(
+def test_a_user_error_arrives_as_the_same_clear_failure_and_leaves_no_folder(
     make_config: Callable[..., Any], tmp_path: Path
 ) -> None:
     cfg = make_config(model={"name_or_path": str(tmp_path / "no-such-model")})
     events: list[Event] = []
-    result = ChildRun(cfg, subscribers=[events.append]).run()
-    assert result.status == "failed" and result.user_error
+    result = DetachedRun(cfg, subscribers=[events.append], runs_dir=tmp_path / "runs").run()
+    assert result.status == "failed" and result.user_error and result.run_dir is None
     assert result.error is not None and "no-such-model" in result.error
     assert isinstance(events[-1], RunFailed) and events[-1].error == result.error
+    assert not any((tmp_path / "runs").iterdir())
 
 
-def test_resuming_a_finished_run_is_refused_before_any_process_starts(make_config: Callable[..., Any]) -> None:
-    result = ChildRun(make_config(train={"num_train_epochs": 1})).run()
+def test_resuming_a_finished_run_is_refused_before_any_process_starts(
+    make_config: Callable[..., Any], tmp_path: Path
+) -> None:
+    result = DetachedRun(make_config(train={"num_train_epochs": 1}), runs_dir=tmp_path).run()
     assert result.run_dir is not None
     with pytest.raises(UserError, match="already finished"):
-        ChildRun.from_run_dir(result.run_dir)
-
-
-def test_when_the_parent_goes_away_the_child_stops_the_run_and_saves_it(make_config: Callable[..., Any]) -> None:
-    cfg = make_config(train={"num_train_epochs": 50})
-    child = subprocess.Popen(
-        [sys.executable, "-m", "engine.child", cfg.to_yaml()],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert child.stdin is not None and child.stdout is not None
-    run_dir = None
-    for line in child.stdout:  # read up to the first step, then vanish as a killed workbench would
-        message = json.loads(line)
-        run_dir = message.get("run_dir", run_dir)
-        if message.get("type") == "StepLogged":
-            break
-    child.stdin.close()
-    child.stdout.close()
-    assert child.wait(timeout=120) == 0
-    assert run_dir is not None
-    summary = json.loads((Path(run_dir) / "summary.json").read_text(encoding="utf-8"))
-    assert summary["status"] == "stopped"
+        DetachedRun.from_run_dir(result.run_dir)

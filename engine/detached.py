@@ -1,0 +1,276 @@
+"""Detached runs: a run in a process of its own session, which a closed terminal or a dropped SSH session does not
+reach; its folder is all anyone needs to follow and control it (engine.live).
+
+    python -m engine.detached RUN_DIR [--resume] [--torch-threads N]
+
+trains the config in ``RUN_DIR`` (a fresh folder made by ``start_detached``, or a run to continue), with its
+stdout and stderr in ``RUN_DIR/stdout.log`` and ``stderr.log``. SIGTERM stops it at the next step and saves.
+``--torch-threads N`` applies where the config leaves ``train.torch_threads`` null (the workbench leaves the UI a
+core of its own).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from engine.config import RunConfig, load_config
+from engine.errors import RunFolderError, UserError
+from engine.events import DeviceUsage, Emit, Event, RunFailed, RunFinished, RunStarted, StepDone
+from engine.live import EventFollower, send_command
+from engine.runner import Runner, RunResult, fan_out
+from engine.runs import EVENTS_FILE, RunDir, create_run_dir, open_run_dir
+
+STDOUT_FILE = "stdout.log"
+STDERR_FILE = "stderr.log"
+#: Lines of the run's stderr read for the message when its process dies.
+STDERR_TAIL = 15
+#: How often a front reads the events a detached run has written.
+FOLLOW_SECONDS = 0.25
+
+
+class RunDiedError(RuntimeError):
+    """The run's process ended before training began, without saying why in its events."""
+
+
+class DetachedRun:
+    """A run in a detached process, seen from a front: ``run()`` starts it (or continues ``resume_dir``, or
+    attaches to the run in ``attach_dir``), passes the events it writes to its folder to the subscribers, and
+    returns once the run is no longer live, or at once when the front ``leave``s it (the run goes on).
+
+    Pause, resume and stop go to the run's folder (engine.live); given before its process listens, they wait.
+    """
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        *,
+        subscribers: list[Emit] | tuple[Emit, ...] = (),
+        runs_dir: str | Path | None = None,
+        resume_dir: Path | None = None,
+        attach_dir: Path | None = None,
+        torch_threads: int | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.runs_dir = runs_dir
+        self.resume_dir = resume_dir
+        self.attach_dir = attach_dir
+        #: Torch threads for a config that leaves ``train.torch_threads`` null.
+        self.torch_threads = torch_threads
+        self.run_dir: RunDir | None = None
+        self.pid: int | None = None
+        self._subscribers = list(subscribers)
+        self._pending: list[str] = []
+        self._lock = threading.Lock()
+        self._left = threading.Event()
+
+    @classmethod
+    def from_run_dir(
+        cls, path: str | Path, *, subscribers: list[Emit] | tuple[Emit, ...] = (), torch_threads: int | None = None
+    ) -> DetachedRun:
+        """Continue the stopped, failed or killed run in ``path``; raises UserError at once if it cannot be."""
+        run = open_run_dir(path)
+        return cls(
+            load_config(run.config_path), subscribers=subscribers, resume_dir=run.path, torch_threads=torch_threads
+        )
+
+    @classmethod
+    def attach(cls, path: str | Path, *, subscribers: list[Emit] | tuple[Emit, ...] = ()) -> DetachedRun:
+        """Follow the run in ``path`` from its first event: live, or read to its end when it is over."""
+        run = RunDir(Path(path))
+        if not run.config_path.is_file():
+            raise RunFolderError(f"{run.path}: not a run folder (it has no config.yaml); pass a folder under runs/")
+        return cls(load_config(run.config_path), subscribers=subscribers, attach_dir=run.path)
+
+    # -- control (any thread) ---------------------------------------------------------------------------------
+    def pause(self) -> None:
+        self._command("pause")
+
+    def resume(self) -> None:
+        self._command("resume")
+
+    def stop(self) -> None:
+        self._command("stop")
+
+    def leave(self) -> None:
+        """Stop following; the run trains on."""
+        self._left.set()
+
+    def _command(self, command: str) -> None:
+        with self._lock:
+            self._pending.append(command)
+        self._send_pending()
+
+    def _send_pending(self) -> None:
+        with self._lock:
+            if self.run_dir is None or not self._pending or self.run_dir.live_state() is None:
+                return  # not listening yet: sent when it is
+            pending, self._pending = self._pending, []
+        for command in pending:
+            with contextlib.suppress(RunFolderError):  # it ended meanwhile: nothing to control
+                send_command(self.run_dir, command)
+
+    # -- the run ----------------------------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        process: subprocess.Popen[bytes] | None = None
+        try:
+            if self.attach_dir is not None:
+                run, follower = RunDir(self.attach_dir), EventFollower(self.attach_dir / EVENTS_FILE)
+            else:
+                run, process, follower = self._spawn()
+        except UserError as exc:
+            fan_out(self._subscribers, RunFailed(error=str(exc), user_error=True))
+            return RunResult("failed", None, error=str(exc), user_error=True)
+        with self._lock:
+            self.run_dir = run
+        ended: Event | None = None
+        live = _LiveReadings()
+        try:
+            while True:
+                alive = process.poll() is None if process is not None else run.live_state() is not None
+                self._send_pending()
+                for event in follower.poll():
+                    if isinstance(event, RunStarted | RunFinished | RunFailed):
+                        ended = None if isinstance(event, RunStarted) else event
+                    fan_out(self._subscribers, event)
+                if alive and ended is None:
+                    for event in live.news(run):
+                        fan_out(self._subscribers, event)
+                if not alive or self._left.wait(FOLLOW_SECONDS):
+                    break
+        finally:
+            follower.close()
+        return self._result(run, ended, process)
+
+    def _spawn(self) -> tuple[RunDir, subprocess.Popen[bytes], EventFollower]:
+        """Make (or open) the run's folder and start its process; read its events from here on."""
+        run = open_run_dir(self.resume_dir) if self.resume_dir is not None else create_run_dir(self.cfg, self.runs_dir)
+        run.events_path.touch()
+        # Opened before the process starts: a new run that fails removes its folder, and this handle still reads
+        # the RunFailed it wrote.
+        follower = EventFollower(run.events_path, offset=run.events_path.stat().st_size)
+        follower.open()
+        argv = [sys.executable, "-m", "engine.detached", str(run.path)]
+        argv += ["--resume"] if self.resume_dir is not None else []
+        argv += ["--torch-threads", str(self.torch_threads)] if self.torch_threads else []
+        with open(run.path / STDOUT_FILE, "ab") as out, open(run.path / STDERR_FILE, "ab") as err:
+            process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True, close_fds=True
+            )
+        self.pid = process.pid
+        return run, process, follower
+
+    def _result(self, run: RunDir, ended: Event | None, process: subprocess.Popen[bytes] | None) -> RunResult:
+        kept = run.path if run.path.exists() else None
+        if isinstance(ended, RunFinished):
+            return RunResult(ended.status, kept, dict(ended.metrics))
+        if isinstance(ended, RunFailed):
+            return RunResult("failed", kept, error=ended.error, user_error=ended.user_error)
+        if self._left.is_set():
+            return RunResult("running", kept)
+        if process is not None:
+            error = _died_message(run, process.returncode)
+        else:
+            error = f"{run.name} is not live: it was killed (resume continues it from its last checkpoint)"
+        fan_out(self._subscribers, RunFailed(error=error, user_error=process is None))
+        return RunResult("failed", kept, error=error, user_error=process is None)
+
+
+class _LiveReadings:
+    """What a live run keeps in live.json rather than events.jsonl, as the events it would have sent: the step
+    under way (StepDone) and the device's last reading (DeviceUsage), each once."""
+
+    def __init__(self) -> None:
+        self._step: list[int] | None = None
+        self._usage: dict[str, Any] | None = None
+
+    def news(self, run: RunDir) -> list[Event]:
+        record = run.read_live() or {}
+        out: list[Event] = []
+        step, usage = record.get("step"), record.get("usage")
+        with contextlib.suppress(TypeError, ValueError):
+            if step and step != self._step:
+                self._step = step
+                out.append(StepDone(step=int(step[0]), total_steps=int(step[1])))
+            if usage and usage != self._usage:
+                self._usage = usage
+                out.append(DeviceUsage(**usage))
+        return out
+
+
+def start_detached(
+    cfg: RunConfig | None, runs_dir: str | Path | None = None, *, resume: str | Path | None = None
+) -> tuple[RunDir, int]:
+    """Start ``cfg`` (or continue the run in ``resume``) in a detached process, and return its folder and pid once
+    training has begun: the config, data and model are known good then.
+
+    Raises UserError, with the run's own one-line message, when it fails before its first step (a new run's
+    folder is then gone), and RunDiedError when its process ends without a word.
+    """
+    started = threading.Event()
+    handle: DetachedRun
+
+    def watch(event: Event) -> None:
+        if isinstance(event, RunStarted):
+            started.set()
+            handle.leave()
+
+    if resume is not None:
+        handle = DetachedRun.from_run_dir(resume, subscribers=[watch])
+    else:
+        assert cfg is not None
+        handle = DetachedRun(cfg, subscribers=[watch], runs_dir=runs_dir)
+    result = handle.run()
+    if started.is_set() and handle.run_dir is not None and handle.pid is not None:
+        return handle.run_dir, handle.pid
+    if result.user_error:
+        raise UserError(result.error or "the run failed before its first step")
+    raise RunDiedError(result.error or "the run's process ended before training began")
+
+
+def _died_message(run: RunDir, code: int | None) -> str:
+    try:
+        tail = (run.path / STDERR_FILE).read_text(encoding="utf-8", errors="replace").splitlines()[-STDERR_TAIL:]
+    except OSError:
+        tail = []
+    last = next((line.strip() for line in reversed(tail) if line.strip()), "")
+    how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
+    return f"the training process {how} before the run ended" + (f": {last}" if last else "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    path, resume = Path(args[0]), "--resume" in args[1:]
+    threads = int(args[args.index("--torch-threads") + 1]) if "--torch-threads" in args else None
+    # A new session has no terminal to hang up; ignore SIGHUP too, should someone send it to the group.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        runner = Runner.from_run_dir(path) if resume else Runner(load_config(path / "config.yaml"), fresh_dir=path)
+    except UserError as exc:
+        print(f"tunebench: error: {exc}", file=sys.stderr)
+        return 2
+    if threads and runner.cfg.train.torch_threads is None:
+        import torch  # this process is for training: torch loads now or a moment later, with the engine
+
+        torch.set_num_threads(threads)  # a null train.torch_threads leaves torch's setting as it is
+
+    def stop(_signum: int, _frame: Any) -> None:
+        runner.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    runner.start()
+    while runner.is_alive():  # the main thread stays free for signals
+        runner.join(0.5)
+    result = runner.result
+    if result is None or result.status == "failed":
+        return 2 if result is not None and result.user_error else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
