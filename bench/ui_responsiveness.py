@@ -1,4 +1,4 @@
-"""UI responsiveness while a real run trains on the CPU, started from the workbench (in its child process).
+"""UI responsiveness while a real run trains on the CPU, started from the workbench (in its own process).
 
 The real ``WorkbenchApp`` is driven with Pilot (headless, 120x40; each frame is also turned into terminal
 bytes, see uilib.FrameProbe). Before training, the panel keys F2..F6 are pressed and a word is typed into

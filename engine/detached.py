@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,11 @@ STDOUT_FILE = "stdout.log"
 STDERR_FILE = "stderr.log"
 #: Lines of the run's stderr read for the message when its process dies.
 STDERR_TAIL = 15
-#: How often a front reads the events a detached run has written.
-FOLLOW_SECONDS = 0.25
+#: How often a front reads the events a detached run has written (a read of an open file: cheap when there is
+#: nothing new), and how often it asks whether the run is still live and reads live.json (BENCHMARKS.md,
+#: live_follow.py, has what following costs and how soon a pause shows).
+FOLLOW_SECONDS = 0.05
+CHECK_SECONDS = 0.5
 
 
 class RunDiedError(RuntimeError):
@@ -130,17 +134,20 @@ class DetachedRun:
             self.run_dir = run
         ended: Event | None = None
         live = _LiveReadings()
+        alive, checked = True, 0.0
         try:
             while True:
-                alive = process.poll() is None if process is not None else run.live_state() is not None
-                self._send_pending()
-                for event in follower.poll():
+                if time.monotonic() - checked >= CHECK_SECONDS:
+                    checked = time.monotonic()
+                    alive = process.poll() is None if process is not None else run.live_state() is not None
+                    self._send_pending()
+                    if alive and ended is None:
+                        for event in live.news(run):
+                            fan_out(self._subscribers, event)
+                for event in follower.poll():  # after the check: what a run wrote before it ended is read
                     if isinstance(event, RunStarted | RunFinished | RunFailed):
                         ended = None if isinstance(event, RunStarted) else event
                     fan_out(self._subscribers, event)
-                if alive and ended is None:
-                    for event in live.news(run):
-                        fan_out(self._subscribers, event)
                 if not alive or self._left.wait(FOLLOW_SECONDS):
                     break
         finally:

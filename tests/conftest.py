@@ -151,3 +151,26 @@ def make_config(tmp_path: Path, tiny_bert_dir: Path) -> Callable[..., Any]:
         return tiny_config(tiny_bert_dir, data, tmp_path / "runs", overrides, **sections)
 
     return make
+
+
+def run_started(**fields: Any) -> Any:
+    """A RunStarted event for tests that feed events to a viewer: a small CPU classification run, ``fields`` over
+    the defaults."""
+    from engine.events import RunStarted
+
+    defaults: dict[str, Any] = {
+        "run_dir": "runs/r",
+        "run_name": "r",
+        "task": "classification",
+        "engine": "loop",
+        "model": "m",
+        "device": "cpu",
+        "precision": "fp32",
+        "num_parameters": 1000,
+        "num_train_samples": 40,
+        "num_eval_samples": 8,
+        "num_epochs": 2,
+        "total_steps": 10,
+        "batch_size": 8,
+    }
+    return RunStarted(**{**defaults, **fields})

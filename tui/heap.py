@@ -3,8 +3,8 @@
 Once torch, transformers or datasets are imported, the process holds hundreds of thousands of objects that
 live as long as it does, and each full collection walks all of them with the interpreter lock held, so the
 UI stalls (docs/perf-log.md, causes 3 and 15, has the figures). ``gc.freeze`` moves the objects alive at a quiet
-point out of the collector's reach; collections then see only what was made since. (A run trains in a child
-process, whose Runner does the same for its own heap.)
+point out of the collector's reach; collections then see only what was made since. (A run trains in a process
+of its own, whose Runner does the same for its own heap.)
 
 The app freezes once its panels are mounted, after a panel has loaded a dataset or models, and when a run
 starts (the engine modules imported to start it). Whatever was frozen and later becomes cyclic garbage

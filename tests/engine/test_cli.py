@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from engine import cli
+from tests.conftest import run_started
 
 
 def write_config(tmp_path: Path, cfg: Any) -> Path:
@@ -130,26 +131,10 @@ def test_runs_of_a_folder_that_is_no_run_exits_2(tmp_path: Path, capsys: pytest.
 
 
 def test_run_progress_shows_the_engines_eta(capsys: pytest.CaptureFixture[str]) -> None:
-    from engine.events import RunStarted, StepLogged
+    from engine.events import StepLogged
 
     view = cli._Console()
-    view(
-        RunStarted(
-            run_dir="r",
-            run_name="r",
-            task="classification",
-            engine="loop",
-            model="m",
-            device="cpu",
-            precision="fp32",
-            num_parameters=1000,
-            num_train_samples=10,
-            num_eval_samples=2,
-            num_epochs=1,
-            total_steps=10,
-            batch_size=2,
-        )
-    )
+    view(run_started(num_train_samples=10, num_eval_samples=2, num_epochs=1, batch_size=2))
     view(
         StepLogged(
             step=3,

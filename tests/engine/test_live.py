@@ -31,7 +31,7 @@ from engine.live import (
 )
 from engine.runner import Runner
 from engine.runs import RunDir, list_runs
-from tests.conftest import sentiment_rows, write_jsonl
+from tests.conftest import run_started, sentiment_rows, write_jsonl
 
 
 def until(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
@@ -69,21 +69,7 @@ def test_a_follower_waits_for_a_torn_line_and_reads_a_growing_file(tmp_path: Pat
 
 
 def test_a_follower_refuses_a_newer_events_format(tmp_path: Path) -> None:
-    started = RunStarted(
-        run_dir=str(tmp_path / "run-x"),
-        run_name="run-x",
-        task="classification",
-        engine="loop",
-        model="m",
-        device="cpu",
-        precision="fp32",
-        num_parameters=1,
-        num_train_samples=1,
-        num_eval_samples=0,
-        num_epochs=1,
-        total_steps=1,
-        batch_size=1,
-    )
+    started = run_started(run_dir=str(tmp_path / "run-x"), run_name="run-x")
     record = {**started.to_dict(), "format": EVENTS_FORMAT + 1}
     (tmp_path / "events.jsonl").write_text(json.dumps(record) + "\n", encoding="utf-8")
     with pytest.raises(

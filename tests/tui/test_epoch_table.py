@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-from engine.events import EpochEnded, Evaluated, RunStarted
+from engine.events import EpochEnded, Evaluated
+from tests.conftest import run_started
 from tui.widgets.epoch_table import RunCurves
-
-
-def started() -> RunStarted:
-    return RunStarted(
-        run_dir="r",
-        run_name="r",
-        task="classification",
-        engine="loop",
-        model="m",
-        device="cpu",
-        precision="fp32",
-        num_parameters=1,
-        num_train_samples=40,
-        num_eval_samples=8,
-        num_epochs=2,
-        total_steps=10,
-        batch_size=8,
-    )
 
 
 def test_evaluations_inside_epochs_get_their_own_rows_and_an_epochs_end_shares_its_step() -> None:
     curves = RunCurves.from_events(
         [
-            started(),
+            run_started(),
             Evaluated(epoch=0.6, step=3, eval_loss=0.9, accuracy=0.5),
             EpochEnded(epoch=1, step=5, train_loss=0.8, duration_seconds=4.0),
             Evaluated(epoch=1.2, step=6, eval_loss=0.7, accuracy=0.6),
