@@ -3,6 +3,7 @@
 Layout of one checkpoint, ``<run>/checkpoints/checkpoint-<step>/``::
 
     model.safetensors   weights (safetensors: no code runs on load)
+    config.json, tokenizer files    so that the checkpoint loads as a model (Predict, while the run trains)
     optimizer.pt        optimizer state  } loaded with torch.load(weights_only=True)
     scheduler.pt        scheduler state  }
     rng.pt              python, numpy, torch (and cuda) RNG states, and the sampler's generator state
@@ -238,8 +239,10 @@ def save_training_checkpoint(
     state: TrainingState,
     epoch_sampler_state: torch.Tensor | None,
     scaler: Any = None,
+    tokenizer: Any = None,
 ) -> None:
-    """Fill ``folder`` with everything a resumed run needs (called inside :func:`write_checkpoint`).
+    """Fill ``folder`` with everything a resumed run needs (called inside :func:`write_checkpoint`), and the
+    model's config and ``tokenizer``, so that it also loads as a model folder.
 
     ``epoch_sampler_state`` is the shuffling generator's state at the start of the current epoch: the resumed
     run rewinds to it and skips the batches already done, so it sees the same batches in the same order.
@@ -248,6 +251,11 @@ def save_training_checkpoint(
     from safetensors.torch import save_model
 
     save_model(model, str(folder / MODEL_FILE))
+    config = getattr(model, "config", None)
+    if config is not None:
+        config.save_pretrained(folder)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
     torch.save(optimizer.state_dict(), folder / OPTIMIZER_FILE)
     torch.save(scheduler.state_dict(), folder / SCHEDULER_FILE)
     if scaler is not None:  # fp16 loss scale: part of the trajectory

@@ -478,6 +478,7 @@ def _save_checkpoint(
                 state=at,
                 epoch_sampler_state=sampler_state,
                 scaler=acc.scaler,
+                tokenizer=s.tokenizer,
             ),
             keep=keep,
             best=_best_checkpoint(run_dir, early),

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine.checkpoint import latest_checkpoint
 from engine.errors import ModelError, PredictError, UserError
 from engine.models import (
     AUTO_CLASSES,
@@ -23,7 +24,7 @@ from engine.models import (
     resolve_model_path,
     untrained_head_warning,
 )
-from engine.runs import CONFIG_FILE, MODEL_DIR
+from engine.runs import CHECKPOINTS_DIR, CONFIG_FILE, MODEL_DIR
 
 if TYPE_CHECKING:
     import torch
@@ -125,9 +126,12 @@ def resolve(model: str) -> str:
         raise PredictError("model: no model given; name a run folder, a model folder, a hub id, or minilm")
     path = Path(model).expanduser()
     if path.is_dir() and (path / CONFIG_FILE).is_file() and not (path / MODEL_DIR / "config.json").is_file():
+        latest = latest_checkpoint(path / CHECKPOINTS_DIR)
+        if latest is not None and (latest / "config.json").is_file():
+            return str(latest)  # a run still training (or killed): its latest checkpoint, marked as such
         raise PredictError(
-            f"model: the run {model} has no model yet (a run writes {MODEL_DIR}/ when it finishes or is stopped); "
-            "wait for it to end or pick a finished run"
+            f"model: the run {model} has no model or checkpoint yet (a run writes {MODEL_DIR}/ when it finishes or "
+            "is stopped); wait for its first checkpoint or pick a finished run"
         )
     try:
         return resolve_model_path(model)
@@ -201,6 +205,8 @@ class Predictor:
     pipe: Any
     head_warning: str | None = None
     token_limit: int = 512
+    #: Said with every result: a run's checkpoint rather than its finished model.
+    source_note: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -212,7 +218,7 @@ class Predictor:
         return self.head_warning is not None
 
     def _warnings(self, *extra: str | None) -> tuple[str, ...]:
-        return tuple(w for w in (self.head_warning, *extra) if w)
+        return tuple(w for w in (self.head_warning, self.source_note, *extra) if w)
 
     def _encode(self, text: str) -> tuple[Any, str | None]:
         """Tokenize like the pipeline does; over-long text is cut to the model's limit, with a warning."""
@@ -362,7 +368,16 @@ def _build(name: str, path: str, task: str, device: torch.device, trust_remote_c
         pipe=pipe,
         head_warning=untrained_head_warning(loaded.newly_initialized, task),
         token_limit=_token_limit(tokenizer, model),
+        source_note=checkpoint_note(path),
     )
+
+
+def checkpoint_note(path: str) -> str | None:
+    """ "checkpoint-40: the run has no model yet; this is its latest checkpoint" for a run's checkpoint folder."""
+    folder = Path(path)
+    if folder.parent.name != CHECKPOINTS_DIR:
+        return None
+    return f"{folder.name}: the run has no model yet (still training?); this is its latest checkpoint"
 
 
 def load_predictor(

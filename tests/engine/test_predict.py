@@ -154,8 +154,26 @@ def fake_run(tmp_path: Path, model_dir: Path | None, base: str) -> Path:
 
 def test_run_folder_without_a_model_yet_is_an_error(tmp_path: Path) -> None:
     run = fake_run(tmp_path, None, "minilm")
-    with pytest.raises(PredictError, match="has no model yet"):
+    with pytest.raises(PredictError, match="has no model or checkpoint yet"):
         predict(str(run), "this is a [MASK] movie!", device="cpu")
+
+
+@pytest.mark.parametrize("engine", ["loop", "sft"])
+def test_a_run_still_training_predicts_with_its_latest_checkpoint_and_says_so(
+    engine: str, tmp_path: Path, tiny_bert_dir: Path
+) -> None:
+    from engine.runner import Runner
+    from tests.conftest import tiny_config, write_jsonl
+
+    rows = write_jsonl(tmp_path / "rows.jsonl", [{"text": f"the cafe was lovely, visit {i}"} for i in range(24)])
+    overrides = {"task": "masked-lm", "engine": engine, "data.label_field": None, "train.save_strategy": "epoch"}
+    result = Runner(tiny_config(tiny_bert_dir, rows, tmp_path / "runs", overrides)).run()
+    assert result.status == "finished" and result.run_dir is not None
+    shutil.rmtree(result.run_dir / "model")  # as it is while the run trains
+    (latest,) = sorted((result.run_dir / "checkpoints").iterdir())[-1:]
+    got = predict(str(result.run_dir), "this is a [MASK] movie!", top_k=3, device="cpu")
+    assert isinstance(got, FillMaskResult) and len(got.masks[0]) == 3
+    assert f"{latest.name}: the run has no model yet (still training?); this is its latest checkpoint" in got.warnings
 
 
 def test_compare_puts_the_base_model_beside_the_fine_tuned_one(tmp_path: Path, tiny_bert_dir: Path) -> None:
