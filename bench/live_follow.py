@@ -8,10 +8,11 @@ viewers cost it.
    (``DetachedRun.attach``, each in a thread, as ``tunebench follow`` and the workbench follow): each viewer's
    CPU, as a share of one core, while it follows (goal: at most 2 %); and pause -> Paused seen by a viewer, ten
    times: the p95 minus the run's step time (goal: at most 100 ms).
-3. The same run with no viewer and with two, alternating, two pairs: training throughput with two viewers over
+3. The same run with no viewer and with two, alternating, three pairs: training throughput with two viewers over
    none (goal: at least 0.97).
 
-    python bench/live_follow.py           # ~3 minutes on 2 CPU cores
+    python bench/live_follow.py                 # ~3 minutes on 2 CPU cores
+    python bench/live_follow.py --attach-only   # part 1 alone (~30 s), for before/after comparisons
     python bench/live_follow.py --smoke
 """
 
@@ -190,7 +191,9 @@ def train_detached(cfg: Any, viewers: int, pauses: int) -> tuple[float, float, l
 
 
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0])
+    args = parse_args(
+        __doc__.splitlines()[0], [("--attach-only", {"action": "store_true", "help": "measure the attach only"})]
+    )
     from benchlib import quiet_transformers
 
     quiet_transformers()
@@ -204,6 +207,10 @@ def main() -> None:
 
         long_run = write_long_run(cfg, steps)
         attach = [asyncio.run(attach_seconds(cfg, config_path, long_run, steps)) for _ in range(1 if args.smoke else 3)]
+        if args.attach_only:
+            print(f"attach {steps:,} steps, s (each): " + " ".join(f"{s:.2f}" for s in attach))
+            ratio_line("attach_100k_seconds", statistics.median(attach), ATTACH_GOAL_SECONDS, higher_is_better=False)
+            return
 
         # long enough that every pause lands before the run's end
         longer = dataclasses.replace(
@@ -211,7 +218,7 @@ def main() -> None:
         )
         _speed, step_seconds, cpu, latencies = train_detached(longer, viewers=2, pauses=3 if args.smoke else 10)
         pairs = []
-        for _ in range(1 if args.smoke else 2):
+        for _ in range(1 if args.smoke else 3):
             alone, *_ = train_detached(cfg, viewers=0, pauses=0)
             watched, *_ = train_detached(cfg, viewers=2, pauses=0)
             pairs.append((alone, watched))

@@ -1,6 +1,6 @@
 """Run every benchmark script, one process each, and print every RATIO line at the end.
 
-    python bench/run_all.py                 # all CPU benches (~6 minutes on 2 CPU cores)
+    python bench/run_all.py                 # all CPU benches (~15 minutes on 2 CPU cores)
     python bench/run_all.py --smoke         # every script in its tiny mode (proves they all still work)
     python bench/run_all.py --only threads padding
 
@@ -30,6 +30,7 @@ ORDER = [
     "predict_latency",
     "startup",
     "ui_responsiveness",
+    "live_follow",
     "data_browsing",
     "gpu_train",
 ]

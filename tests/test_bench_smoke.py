@@ -26,6 +26,7 @@ SCRIPTS = [
     "predict_latency",
     "startup",
     "ui_responsiveness",
+    "live_follow",
     "data_browsing",
     "gpu_train",
 ]

@@ -157,8 +157,7 @@ class TrainPanel(Vertical):
         logged = [s for s in steps if isinstance(s, StepLogged)]
         self.step_done = max([self.step_done, *(s.step for s in steps)])
         if logged:
-            for step in logged:
-                self.curves.add(step)
+            self.curves.add_steps(logged)
             self.last_step = logged[-1]
             self.query_one(LossChart).extend("train loss (step)", [(s.step, s.loss) for s in logged])
         self._render_progress()
