@@ -40,8 +40,8 @@ log = logging.getLogger("tunebench.live")
 
 COMMANDS_DIR = "commands"
 COMMANDS = ("pause", "resume", "stop")
-#: How often the beacon looks for commands (a directory listing: BENCHMARKS.md, live_follow.py, has what the
-#: whole beacon costs a run).
+#: How often the beacon looks for commands: a directory listing, twenty times a second, for a pause within a
+#: step and 100 ms of the key (docs/perf-log.md, cause 20).
 POLL_SECONDS = 0.05
 #: How often it rewrites its heartbeat.
 HEARTBEAT_SECONDS = 5.0

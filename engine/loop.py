@@ -341,7 +341,7 @@ def _train(
         book.end_epoch(epoch, step, batches_done)
         if s.eval_loader is not None and evaluation_due(t, step, s.total_steps, epoch_end=True):
             stopped_early = evaluate_at(epoch, step)
-        stopped = control.should_stop
+        stopped = book.stop_requested(step)
         state = _position(s, book, step, epoch + 1)  # the next epoch starts afresh
         if (t.save_strategy == "epoch" or stopped) and last_saved != step:
             # Its shuffle comes from the generator as it is now.

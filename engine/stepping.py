@@ -294,7 +294,12 @@ class StepBook:
             if not control.should_stop:
                 self.say(Resumed(step=step))
             self.clock.leave_out(time.perf_counter() - paused_at)
-        if control.should_stop and not self.stopped:
+        return self.stop_requested(step)
+
+    def stop_requested(self, step: int) -> bool:
+        """Whether the run must stop at ``step`` (also between steps: a stop that came during an evaluation);
+        True once, with StopRequested emitted."""
+        if self.control.should_stop and not self.stopped:
             self.stopped = True
             self.say(StopRequested(step=step))
             return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -57,8 +58,8 @@ def test_pause_resume_and_stop_reach_the_run_and_the_live_readings_arrive(
         events.append(event)
         if isinstance(event, StepLogged) and event.step == 2:
             run.pause()
-        elif isinstance(event, Paused):
-            run.resume()
+        elif isinstance(event, Paused):  # paused a while: live.json's readings reach the viewer meanwhile
+            threading.Timer(1.5, run.resume).start()
         elif isinstance(event, Resumed):
             run.stop()
 

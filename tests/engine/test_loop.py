@@ -247,3 +247,24 @@ def test_adamw_is_fused_on_the_cpu(make_config: Any) -> None:
 
     s = setup(make_config(), lambda _event: None)
     assert s.optimizer.optimizer.defaults["fused"] is True
+
+
+def test_a_stop_during_an_evaluation_is_announced_like_any_other(make_config: Any) -> None:
+    """A stop that arrives while the epoch's evaluation runs ends the run at that epoch, with StopRequested (the
+    CLI's "stopping at step N" and a viewer's state come from it)."""
+    from engine.events import Status, StopRequested
+    from engine.runner import Runner
+
+    events: list[Any] = []
+
+    def stop_while_evaluating(event: Any) -> None:
+        events.append(event)
+        if isinstance(event, Status) and event.stage == "evaluating":
+            runner.stop()
+
+    runner = Runner(make_config(), subscribers=[stop_while_evaluating])
+    result = runner.run()
+    assert result.status == "stopped"
+    (stop,) = [e for e in events if isinstance(e, StopRequested)]
+    first_epoch_end = next(e for e in events if e.type == "EpochEnded")
+    assert stop.step == first_epoch_end.step

@@ -111,6 +111,17 @@ def _restore_torch_threads() -> Any:
     torch.set_num_threads(threads)
 
 
+#: Two epochs with a checkpoint and an evaluation every 3 steps, on one torch thread (the same here and in the child).
+EVERY_3_STEPS = {
+    "num_train_epochs": 2,
+    "save_strategy": "steps",
+    "save_steps": 3,
+    "eval_strategy": "steps",
+    "eval_steps": 3,
+    "torch_threads": 1,
+}
+
+
 def _assert_same_result(straight: Path, resumed: Path) -> None:
     steps = [
         [e.step for e in read_events(run / "events.jsonl") if isinstance(e, Evaluated)] for run in (straight, resumed)
@@ -146,14 +157,7 @@ def test_loop_run_killed_mid_epoch_and_resumed_matches_uninterrupted_run(
     cfg = make_config(
         task="masked-lm",
         data={"source": str(data), "label_field": None, "eval_fraction": 0.25},
-        train={
-            "num_train_epochs": 2,
-            "save_strategy": "steps",
-            "save_steps": 3,
-            "eval_strategy": "steps",
-            "eval_steps": 3,
-            "torch_threads": 1,
-        },
+        train=EVERY_3_STEPS,
     )
     straight, resumed = _kill_resume_and_compare(tmp_path, cfg, freeze_at=7)
     assert _resumed_from(resumed) == 6
@@ -173,14 +177,7 @@ def test_sft_run_killed_mid_epoch_and_resumed_matches_uninterrupted_run(
         engine="sft",
         model={"name_or_path": str(tiny_gpt2_dir)},
         data={"source": str(write_jsonl(tmp_path / "rows.jsonl", sentiment_rows(96))), "label_field": None},
-        train={
-            "num_train_epochs": 2,
-            "save_strategy": "steps",
-            "save_steps": 3,
-            "eval_strategy": "steps",
-            "eval_steps": 3,
-            "torch_threads": 1,
-        },
+        train=EVERY_3_STEPS,
     )
     straight, resumed = _kill_resume_and_compare(tmp_path, cfg, freeze_at=5)
     assert _resumed_from(resumed) == 3

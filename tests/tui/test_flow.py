@@ -16,6 +16,7 @@ from textual.widgets import DataTable, Input, Static
 from engine.config import RunConfig, load_config, save_config
 from engine.detached import DetachedRun
 from engine.events import Event, StepLogged
+from engine.live import send_command
 from engine.runner import Emit, Runner
 from engine.runs import RunDir
 from tests.tui.conftest import reach, until
@@ -239,6 +240,8 @@ async def test_a_run_left_training_finishes_without_the_workbench_and_a_new_one_
         handle = app.controller.handle
         assert isinstance(handle, DetachedRun) and handle.run_dir is not None and handle.pid is not None
         run = handle.run_dir
+        await pilot.press("space")  # paused, the run is still there to leave however fast the machine is
+        await reach(app, "paused")
         await pilot.press("q")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmQuit)
@@ -247,6 +250,8 @@ async def test_a_run_left_training_finishes_without_the_workbench_and_a_new_one_
         assert app.training.quit_worker is not None
         await app.training.quit_worker.wait()
     assert app.return_code == 0
+    assert run.live_state() == "paused", "the run waits without the workbench"
+    send_command(run, "resume")
     deadline = time.monotonic() + 120
     while (run.read_summary() or {}).get("status") != "finished":  # the run goes on alone
         assert time.monotonic() < deadline, "the run left training did not finish"
