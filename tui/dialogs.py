@@ -29,8 +29,8 @@ class ConfirmQuit(ModalScreen[str | None]):
                 "its next step and save what it has."
             )
             with Horizontal(id="confirm-buttons"):
-                yield Button("Leave it training (l)", variant="primary", id="confirm-leave")
-                yield Button("Stop and save (s)", variant="error", id="confirm-stop")
+                yield Button("Leave running (l)", variant="primary", id="confirm-leave")
+                yield Button("Stop, save (s)", variant="error", id="confirm-stop")
                 yield Button("Cancel (Esc)", id="confirm-cancel")
 
     def on_mount(self) -> None:
