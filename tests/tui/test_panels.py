@@ -786,3 +786,25 @@ async def test_the_progress_bar_counts_optimizer_steps_between_logged_steps(
         await pilot.pause()
         assert "step 14/24" in panel.progress_text() and f"loss {logged.loss:.4f}" in panel.progress_text()
         assert app.query_one("#train-progress", ProgressBar).progress == 14
+
+
+async def test_a_live_run_keeps_one_refresh_pending_however_often_the_list_is_read(
+    make_app: Callable[..., WorkbenchApp], two_runs: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import time
+
+    record = {"pid": 1, "host": "another-host", "state": "running", "heartbeat": time.time(), "step": [3, 9]}
+    (Path("runs") / two_runs[0] / "summary.json").unlink()  # no summary: a run still training, on another host
+    (Path("runs") / two_runs[0] / "live.json").write_text(json.dumps(record))
+    app = make_app(panel="runs")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: [r.status for r in app.runs_panel.runs] == ["running", "finished"], "the list")
+        scheduled: list[Any] = []
+        set_timer = app.runs_panel.set_timer
+        monkeypatch.setattr(app.runs_panel, "set_timer", lambda *a, **k: scheduled.append(a) or set_timer(*a, **k))
+        for _ in range(3):  # the key, the tab, a run's end: each lists the runs again
+            app.runs_panel.refresh_runs()
+            await settle(pilot)
+        assert scheduled == []  # the re-listing already pending serves them all
+        assert app.runs_panel.runs[0].status_text.startswith("running 3/9")

@@ -11,6 +11,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.message import Message
+from textual.timer import Timer
 from textual.widgets import DataTable, Static
 from textual.worker import Worker, WorkerState
 
@@ -90,6 +91,8 @@ class RunsPanel(Vertical):
         self.runs_dir = runs_dir
         self.runs: list[RunInfo] = []
         self.marked: set[str] = set()
+        #: The one pending re-listing while a live run is on the list (every listing would otherwise add one).
+        self._live_timer: Timer | None = None
         self.opened: list[str] = []
 
     def compose(self) -> ComposeResult:
@@ -150,10 +153,12 @@ class RunsPanel(Vertical):
         if self.runs:
             table.move_cursor(row=min(max(cursor, 0), len(self.runs) - 1), animate=False)
         self._render_title()
-        if any(r.status in LIVE for r in self.runs):  # their step and ETA move: list again while on screen
-            self.set_timer(LIVE_REFRESH_SECONDS, self._refresh_live)
+        live = any(r.status in LIVE for r in self.runs)
+        if live and self._live_timer is None:  # their step and ETA move: list again while on screen
+            self._live_timer = self.set_timer(LIVE_REFRESH_SECONDS, self._refresh_live)
 
     def _refresh_live(self) -> None:
+        self._live_timer = None
         if self.display and self.region.area > 0:
             self.refresh_runs()
 
