@@ -291,11 +291,12 @@ def cmd_follow(args: argparse.Namespace) -> int:
     try:
         result = DetachedRun.attach(run.path, subscribers=[view]).run()
     except KeyboardInterrupt:
-        view.close()
+        result = None
+    finally:
+        view.close()  # the progress bar ends before anything else is printed
+    if result is None:
         print(f"stopped following; {run.name} goes on (tunebench stop {run.name} stops it)")
         return EXIT_STOPPED
-    finally:
-        view.close()
     if result.status == "failed":
         _error(result.error or "the run failed")
         return EXIT_USER if result.user_error else EXIT_INTERNAL

@@ -158,7 +158,6 @@ class _Summary:
         rule = EarlyStopping.for_run(self.cfg.train, self.evals, outcome.step)
         notes = [rule.note(outcome.step)] if outcome.stopped_early else []
         if outcome.model_step is not None:
-            self.model_step = outcome.model_step
             notes.append(f"model/ holds step {outcome.model_step}, the best {rule.metric_name} ({rule.best:.4f})")
         return "; ".join(notes)
 
@@ -390,6 +389,7 @@ class Runner:
                     note=summary.end_note(outcome),
                 )
             )
+            summary.model_step = outcome.model_step
             run_dir.write_summary(summary.as_dict(outcome.status))
             self.result = RunResult(outcome.status, run_dir.path, outcome.metrics)
         except UserError as exc:
