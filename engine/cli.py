@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -198,10 +198,12 @@ class _Console:
         self.progress.stop()
 
 
-def _runner_for(args: argparse.Namespace) -> Any:
-    """A Runner for a new run from ``config``, or for the run folder given to ``--resume``."""
+def _handle_for(args: argparse.Namespace, subscribers: list[Any]) -> Any:
+    """A DetachedRun for a new run from ``config``, or for the run folder given to ``--resume``; raises UserError
+    for a bad config or run folder before any process starts."""
     from engine.config import load_config
-    from engine.runner import Runner
+    from engine.detached import DetachedRun
+    from engine.reporting import check_installed
 
     if args.resume is not None:
         if args.config is not None:
@@ -210,52 +212,72 @@ def _runner_for(args: argparse.Namespace) -> Any:
             raise UserError("--set: a resumed run keeps its saved config.yaml; start a new run to change settings")
         from engine.live import resolve_run
 
-        return Runner.from_run_dir(resolve_run(args.resume, args.runs_dir or "runs").path)
+        path = resolve_run(args.resume, args.runs_dir or "runs").path
+        return DetachedRun.from_run_dir(path, subscribers=subscribers)
     if args.config is None:
         raise UserError("run: give a config file (e.g. sample_configs/quickstart-classify.yaml) or --resume RUN_DIR")
-    return Runner(load_config(args.config, args.overrides), runs_dir=args.runs_dir)
+    cfg = load_config(args.config, args.overrides)
+    check_installed(cfg.output.report_to)  # here, before a process starts: the run's would say the same, later
+    return DetachedRun(cfg, subscribers=subscribers, runs_dir=args.runs_dir)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from engine.events import RunFailed
+    """Train in a process of the run's own (engine.detached), followed here until it ends. Ctrl+C or SIGTERM stops
+    it at its next step and it saves; a second one stops following. A closed terminal or a dropped SSH session
+    ends only the following: the run trains on, and ``tunebench follow`` or ``attach`` finds it again."""
+    from engine.events import RunFailed, RunStarted
+
+    if args.detach:
+        return _detach(args)
+    view = _Console()
+    failures: list[RunFailed] = []
+
+    def watch(event: Any) -> None:
+        if isinstance(event, RunFailed):
+            failures.append(event)
+        elif isinstance(event, RunStarted) and handle.run_dir is not None and not failures:
+            view.progress.console.print(
+                f"[dim]{handle.run_dir.path} (pid {handle.pid}); if this terminal goes, the run trains on: "
+                f"tunebench follow {handle.run_dir.name}[/dim]",
+                soft_wrap=True,
+            )
 
     try:
-        runner = _runner_for(args)
+        handle = _handle_for(args, [view, watch])
     except UserError as exc:
         _error(str(exc))
         return EXIT_USER
-    if args.detach:
-        return _detach(runner)
-    view = _Console()
-    runner.subscribe(view)
+    outcome: list[Any] = []
+    follower = threading.Thread(target=lambda: outcome.append(handle.run()), name="tunebench-follow", daemon=True)
     stops = 0
 
     def on_signal(signum: int, _frame: Any) -> None:
         nonlocal stops
         stops += 1
-        if stops > 1:  # a second Ctrl+C means "now"
-            view.close()
-            os._exit(EXIT_STOPPED)
-        view.progress.console.print("[yellow]stop requested; saving (Ctrl+C again to abort at once)[/yellow]")
-        runner.stop()
+        if stops == 1:
+            view.progress.console.print("[yellow]stop requested; saving (Ctrl+C again stops following)[/yellow]")
+            handle.stop()
+        else:  # the run still saves and ends on its own
+            handle.leave()
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        runner.start()
-        while runner.is_alive():  # the main thread stays free to receive signals
-            runner.join(0.2)
+        follower.start()
+        while follower.is_alive():  # the main thread stays free to receive signals
+            follower.join(0.2)
     finally:
         view.close()
         for s, h in old.items():
             signal.signal(s, h)
-    result = runner.result
-    assert result is not None
+    result = outcome[0]
+    if result.status == "running":  # left by a second Ctrl+C
+        name = handle.run_dir.name if handle.run_dir else "the run"
+        print(f"stopped following; {name} saves and stops on its own (tunebench follow {name} shows it)")
+        return EXIT_STOPPED
     if result.status == "failed":
         _error(result.error or "the run failed")
-        if not result.user_error:
-            failed = [e for e in (runner.run_dir.events() if runner.run_dir else []) if isinstance(e, RunFailed)]
-            if failed and failed[-1].traceback:
-                print(failed[-1].traceback, file=sys.stderr)
+        if not result.user_error and failures and failures[-1].traceback:
+            print(failures[-1].traceback, file=sys.stderr)
         if result.run_dir:
             print(f"run folder: {result.run_dir}", file=sys.stderr)
         return EXIT_USER if result.user_error else EXIT_INTERNAL
@@ -263,13 +285,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_STOPPED if result.status == "stopped" and stops else EXIT_OK
 
 
-def _detach(runner: Any) -> int:
-    """``run --detach``: the same run in a process of its own; returns once it trains (or has failed to start)."""
+def _detach(args: argparse.Namespace) -> int:
+    """``run --detach``: the run in a process of its own; returns once it trains (or has failed to start)."""
     from engine.detached import RunDiedError, start_detached
 
+    try:
+        handle = _handle_for(args, [])
+    except UserError as exc:
+        _error(str(exc))
+        return EXIT_USER
     print("starting the run in the background; it returns once training begins", file=sys.stderr)
     try:
-        run, pid = start_detached(runner.cfg, runner.runs_dir, resume=runner.resume_dir)
+        run, pid = start_detached(handle.cfg, handle.runs_dir, resume=handle.resume_dir)
     except RunDiedError as exc:
         _error(str(exc))
         return EXIT_INTERNAL

@@ -31,6 +31,7 @@ STDOUT_FILE = "stdout.log"
 STDERR_FILE = "stderr.log"
 #: Lines of the run's stderr read for the message when its process dies.
 STDERR_TAIL = 15
+ERROR_PREFIX = "tunebench: error: "
 #: How often a front reads the events a detached run has written (a read of an open file: cheap when there is
 #: nothing new), and how often it asks whether the run is still live and reads live.json (BENCHMARKS.md,
 #: live_follow.py, has what following costs and how soon a pause shows).
@@ -180,12 +181,14 @@ class DetachedRun:
             return RunResult("failed", kept, error=ended.error, user_error=ended.user_error)
         if self._left.is_set():
             return RunResult("running", kept)
+        user_error = True
         if process is not None:
-            error = _died_message(run, process.returncode)
+            # Its events could not say why (a full disk): its last words on stderr may.
+            error, user_error = _died_message(run, process.returncode)
         else:
             error = f"{run.name} is not live: it was killed (resume continues it from its last checkpoint)"
-        fan_out(self._subscribers, RunFailed(error=error, user_error=process is None))
-        return RunResult("failed", kept, error=error, user_error=process is None)
+        fan_out(self._subscribers, RunFailed(error=error, user_error=user_error))
+        return RunResult("failed", kept, error=error, user_error=user_error)
 
 
 class _LiveReadings:
@@ -240,14 +243,18 @@ def start_detached(
     raise RunDiedError(result.error or "the run's process ended before training began")
 
 
-def _died_message(run: RunDir, code: int | None) -> str:
+def _died_message(run: RunDir, code: int | None) -> tuple[str, bool]:
+    """Why the run's process ended without a final event, and whether that is the user's to fix: its own one-line
+    error (``main`` prints it) when it left one, else how it ended and its last line on stderr."""
     try:
         tail = (run.path / STDERR_FILE).read_text(encoding="utf-8", errors="replace").splitlines()[-STDERR_TAIL:]
     except OSError:
         tail = []
     last = next((line.strip() for line in reversed(tail) if line.strip()), "")
+    if code == 2 and last.startswith(ERROR_PREFIX):
+        return last.removeprefix(ERROR_PREFIX), True
     how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
-    return f"the training process {how} before the run ended" + (f": {last}" if last else "")
+    return f"the training process {how} before the run ended" + (f": {last}" if last else ""), False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -259,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         runner = Runner.from_run_dir(path) if resume else Runner(load_config(path / "config.yaml"), fresh_dir=path)
     except UserError as exc:
-        print(f"tunebench: error: {exc}", file=sys.stderr)
+        print(f"{ERROR_PREFIX}{exc}", file=sys.stderr)
         return 2
     if threads and runner.cfg.train.torch_threads is None:
         import torch  # this process is for training: torch loads now or a moment later, with the engine
@@ -275,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         runner.join(0.5)
     result = runner.result
     if result is None or result.status == "failed":
+        if result is not None:  # for a front that could not read it from events.jsonl (a full disk)
+            print(f"{ERROR_PREFIX}{result.error}", file=sys.stderr)
         return 2 if result is not None and result.user_error else 1
     return 0
 

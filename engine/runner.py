@@ -363,6 +363,10 @@ class Runner:
             kept = not isinstance(event, LogMessage) or event.level in ("warning", "error", "critical")
             if kept and not isinstance(event, EPHEMERAL):
                 event_log.write(event)
+                if event_log.write_error is not None and not self.control.should_stop:
+                    # A run whose events cannot be written is invisible to every viewer: stop it at the next
+                    # step, saving what it can, and fail with the disk's message (raised below).
+                    self.control.request_stop()
                 if reporter is not None:
                     reporter.see(event)
             self._fan_out(event)
@@ -378,6 +382,8 @@ class Runner:
             with capture_library_logs(emit, run_dir.log_path):
                 engine = engine_path(self.cfg.engine)
                 outcome = engine(self.cfg, emit, self.control, run_dir, resume=resuming)
+            if event_log.write_error is not None:
+                raise event_log.write_error
             emit(
                 RunFinished(
                     status=outcome.status,

@@ -174,3 +174,18 @@ def run_started(**fields: Any) -> Any:
         "batch_size": 8,
     }
     return RunStarted(**{**defaults, **fields})
+
+
+@pytest.fixture
+def in_run_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
+    """``in_run_process(code)`` runs ``code`` at the start of every Python process this test starts, such as the
+    process a ``tunebench run`` trains in (engine.detached), where a monkeypatch of this process cannot reach:
+    it becomes a ``sitecustomize`` module on PYTHONPATH."""
+
+    def patch(code: str) -> None:
+        folder = tmp_path / "in-run-process"
+        folder.mkdir(exist_ok=True)
+        (folder / "sitecustomize.py").write_text(code, encoding="utf-8")
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")])))
+
+    return patch

@@ -72,14 +72,11 @@ def test_data_error_exits_2_without_traceback(
 
 
 def test_internal_failure_exits_1_and_shows_the_traceback(
-    make_config: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    make_config: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], in_run_process: Any
 ) -> None:
-    import engine.loop
-
-    def broken(*_args: Any, **_kw: Any) -> Any:
-        raise RuntimeError("boom")
-
-    monkeypatch.setattr(engine.loop, "run", broken)
+    in_run_process(
+        "import engine.loop\ndef broken(*_args, **_kw):\n    raise RuntimeError('boom')\nengine.loop.run = broken\n"
+    )
     path = write_config(tmp_path, make_config())
     assert cli.main(["run", str(path), "--runs-dir", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err

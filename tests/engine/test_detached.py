@@ -3,9 +3,13 @@ in-process Runner, read from and sent through the run's folder."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -113,3 +117,90 @@ def test_resuming_a_finished_run_is_refused_before_any_process_starts(
     assert result.run_dir is not None
     with pytest.raises(UserError, match="already finished"):
         DetachedRun.from_run_dir(result.run_dir)
+
+
+# In the run's process: wait at step 3 until a file appears, after saying so in another.
+WAIT_AT_STEP_3 = """
+import pathlib, time
+import engine.runner
+
+real_init = engine.runner.Runner.__init__
+
+def init(self, *args, **kwargs):
+    real_init(self, *args, **kwargs)
+
+    def hold(event):
+        if event.type == "StepLogged" and event.step == 3:
+            pathlib.Path({marker!r}).touch()
+            while not pathlib.Path({release!r}).exists():
+                time.sleep(0.05)
+
+    self.subscribe(hold)
+
+engine.runner.Runner.__init__ = init
+"""
+
+
+def test_tunebench_run_trains_in_its_own_process_which_a_hang_up_does_not_reach(
+    make_config: Callable[..., Any], tmp_path: Path, in_run_process: Callable[[str], None]
+) -> None:
+    """``tunebench run`` without --detach follows its run in the foreground; an SSH drop (SIGHUP to the CLI, whose
+    default is to end it) ends only the following."""
+    config = tmp_path / "config.yaml"
+    config.write_text(make_config().to_yaml(), encoding="utf-8")
+    runs, marker, release = tmp_path / "runs", tmp_path / "at-step-3", tmp_path / "go-on"
+    in_run_process(WAIT_AT_STEP_3.format(marker=str(marker), release=str(release)))
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "run", str(config), "--runs-dir", str(runs)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not marker.exists() and cli.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), cli.communicate()[1][-2000:]
+    (run,) = list(runs.iterdir())
+    live = read_live_pid(run)
+    assert live != cli.pid and os.getsid(live) == live  # a session of its own: the terminal's hang-up misses it
+
+    cli.send_signal(signal.SIGHUP)
+    cli.communicate(timeout=30)
+    assert cli.returncode == -signal.SIGHUP
+    release.touch()
+    summary = run / "summary.json"
+    while not summary.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert json.loads(summary.read_text())["status"] == "finished"
+
+
+def read_live_pid(run: Path) -> int:
+    return int(json.loads((run / "live.json").read_text())["pid"])
+
+
+FULL_DISK_AT_STEP_4 = """
+import errno
+import engine.runs
+
+real = engine.runs.EventLog.write
+
+def write(log, event):
+    if event.type == "StepLogged" and event.step >= 4:
+        log.write_error = log.write_error or OSError(errno.ENOSPC, "No space left on device")
+    real(log, event)
+
+engine.runs.EventLog.write = write
+"""
+
+
+def test_a_viewer_hears_why_a_run_whose_events_cannot_be_written_ended(
+    make_config: Callable[..., Any], tmp_path: Path, in_run_process: Callable[[str], None]
+) -> None:
+    """The run's final event cannot reach events.jsonl; its process's last line on stderr carries the message."""
+    in_run_process(FULL_DISK_AT_STEP_4)
+    events: list[Event] = []
+    result = DetachedRun(make_config(), subscribers=[events.append], runs_dir=tmp_path / "runs").run()
+    assert result.status == "failed" and result.user_error and result.run_dir is not None
+    assert result.error is not None and result.error.startswith(f"cannot write to the run folder {result.run_dir}")
+    assert isinstance(events[-1], RunFailed) and events[-1].error == result.error
+    assert [e.step for e in events if isinstance(e, StepLogged)] == [1, 2, 3]

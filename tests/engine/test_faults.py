@@ -9,6 +9,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -168,6 +169,42 @@ def test_full_disk_fails_clearly_and_keeps_the_checkpoint_already_written(
     assert next(e for e in events if isinstance(e, RunStarted)).start_step == 2
 
 
+def test_a_disk_that_fills_while_events_are_written_stops_the_run_which_then_resumes(
+    monkeypatch: pytest.MonkeyPatch, make_config: Callable[..., Any]
+) -> None:
+    """events.jsonl is what every viewer follows: a run that cannot append to it stops at its next step, saves
+    what it can and fails with the disk's message, so that nobody watches a run that looks frozen."""
+    import engine.runs
+    from engine.events import StepLogged
+
+    real = engine.runs.EventLog.write
+
+    def write(log: Any, event: Any) -> None:
+        if isinstance(event, StepLogged) and event.step >= 4:
+            log.write_error = log.write_error or OSError(errno.ENOSPC, "No space left on device")
+        real(log, event)
+
+    monkeypatch.setattr(engine.runs.EventLog, "write", write)
+    cfg = make_config(train={"num_train_epochs": 2})  # 30 steps
+    result = Runner(cfg).run()
+
+    assert result.status == "failed" and result.user_error and result.run_dir is not None
+    assert result.error == (
+        f"cannot write to the run folder {result.run_dir} (No space left on device); free disk space or fix its "
+        f"permissions, then resume with tunebench run --resume {result.run_dir}"
+    )
+    written = engine.runs.read_events(result.run_dir / "events.jsonl")
+    assert [e.step for e in written if isinstance(e, StepLogged)] == [1, 2, 3]  # whole lines, nothing torn
+    stopped_at = latest_checkpoint(result.run_dir / "checkpoints")
+    assert stopped_at is not None and stopped_at.name in ("checkpoint-4", "checkpoint-5")  # the next step
+
+    monkeypatch.undo()  # space freed: the run resumes from where it stopped
+    events: list[Any] = []
+    resumed = Runner.from_run_dir(result.run_dir, subscribers=[events.append]).run()
+    assert resumed.status == "finished", resumed.error
+    assert next(e for e in events if isinstance(e, RunStarted)).start_step == int(stopped_at.name.split("-")[1])
+
+
 @pytest.mark.parametrize("crash", [RuntimeError("boom in forward"), SystemExit(3)], ids=["exception", "exit"])
 def test_a_crash_in_the_worker_becomes_a_failed_result_and_never_reaches_the_caller(
     monkeypatch: pytest.MonkeyPatch, make_config: Callable[..., Any], crash: BaseException
@@ -189,11 +226,11 @@ def test_a_crash_in_the_worker_becomes_a_failed_result_and_never_reaches_the_cal
     assert len(failed) == 1 and failed[0].traceback and type(crash).__name__ in failed[0].traceback
 
 
-# The CLI in a child process, with a subscriber that waits (in the worker) until the stop request arrives:
-# SIGTERM is then sure to land mid-run, with no sleeps.
-SIGTERM_CHILD = """
-import sys
-import engine.cli, engine.runner
+# In the process the run trains in, a subscriber that holds the worker at step 3 until the stop request arrives,
+# and says so in a file: SIGTERM to the CLI is then sure to land mid-run, with no sleeps.
+HOLD_AT_STEP_3 = """
+import pathlib, sys
+import engine.runner
 
 real_init = engine.runner.Runner.__init__
 
@@ -202,38 +239,38 @@ def init(self, *args, **kwargs):
 
     def hold(event):
         if event.type == "StepLogged" and event.step == 3:
-            print("step 3", file=sys.stderr, flush=True)
+            pathlib.Path({marker!r}).touch()
             self.control.stop.wait()
 
     self.subscribe(hold)
 
 engine.runner.Runner.__init__ = init
-sys.exit(engine.cli.main(["run", sys.argv[1], "--runs-dir", sys.argv[2]]))
 """
 
 
 @pytest.mark.slow
 def test_sigterm_on_a_headless_run_saves_a_checkpoint_and_marks_it_stopped(
-    tmp_path: Path, make_config: Callable[..., Any]
+    tmp_path: Path, make_config: Callable[..., Any], in_run_process: Callable[[str], None]
 ) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(make_config().to_yaml(), encoding="utf-8")
-    runs = tmp_path / "runs"
-    child = subprocess.Popen(
-        [sys.executable, "-c", SIGTERM_CHILD, str(config), str(runs)],
+    runs, marker = tmp_path / "runs", tmp_path / "at-step-3"
+    in_run_process(HOLD_AT_STEP_3.format(marker=str(marker)))
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "run", str(config), "--runs-dir", str(runs)],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert child.stderr is not None
-    for line in child.stderr:
-        if line.startswith("step 3"):
-            break
-    child.send_signal(signal.SIGTERM)
-    _out, err = child.communicate(timeout=120)
+    deadline = time.monotonic() + 120
+    while not marker.exists() and cli.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), cli.communicate()[1][-2000:]
+    cli.send_signal(signal.SIGTERM)
+    _out, err = cli.communicate(timeout=120)
 
-    assert child.returncode == 130, err[-2000:]
+    assert cli.returncode == 130, err[-2000:]
     (run,) = list(runs.iterdir())
     assert json.loads((run / "summary.json").read_text())["status"] == "stopped"
     assert latest_checkpoint(run / "checkpoints") == run / "checkpoints" / "checkpoint-3"
