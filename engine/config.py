@@ -175,6 +175,8 @@ class OutputConfig:
         default_factory=list,
         metadata={"doc": "Also log the scalars to tensorboard and/or wandb (comma-separated).", "check": None},
     )
+    parent: str | None = _f(None, "The run this config was cloned from (its folder name); null = none.")
+    sweep: str | None = _f(None, "The sweep this run belongs to (tunebench sweep sets it); null = none.")
 
 
 @dataclass

@@ -188,6 +188,8 @@ class _Summary:
             "engine": self.cfg.engine,
             "model": self.cfg.model.name_or_path,
             "data": self.cfg.data.source,
+            "parent": self.cfg.output.parent,
+            "sweep": self.cfg.output.sweep,
             "device": self.device,
             "precision": self.precision,
             "started": self.started,

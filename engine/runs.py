@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from engine.config import RunConfig
 from engine.errors import RunFolderError
 from engine.events import Event, StepLogged, event_from_dict, fmt_duration
@@ -355,6 +357,10 @@ class RunInfo:
     peak_memory_mb: float | None = None
     #: A live run's progress: "37/114 · loss 1.4531 · ETA 1:29".
     progress: str = ""
+    #: The run it was cloned from (a folder name beside it), and the sweep it belongs to (``output.parent``,
+    #: ``output.sweep``).
+    parent: str | None = None
+    sweep: str | None = None
 
     @property
     def status_text(self) -> str:
@@ -397,13 +403,36 @@ def list_runs(runs_dir: str | os.PathLike[str]) -> list[RunInfo]:
                     best_metric=summary.get("best_metric"),
                     best_value=summary.get("best_value"),
                     peak_memory_mb=summary.get("peak_memory_mb"),
+                    parent=summary.get("parent"),
+                    sweep=summary.get("sweep"),
                 )
             )
         else:
             status = run.live_state() or "killed"
             info = RunInfo(path, path.name, status, "", "", path.stat().st_mtime, None, None, None)
+            info.parent, info.sweep = _lineage(run)
             if status in LIVE:
                 info.progress = live_progress(run)
             out.append(info)
     out.sort(key=lambda r: r.status not in LIVE)  # live runs first, each group newest first
     return out
+
+
+def _lineage(run: RunDir) -> tuple[str | None, str | None]:
+    """``output.parent`` and ``output.sweep`` from a run's config.yaml: a run without a summary (live, killed) has
+    them nowhere else."""
+    try:
+        output = (yaml.safe_load(run.config_path.read_text(encoding="utf-8")) or {}).get("output") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None, None
+    parent, sweep = output.get("parent"), output.get("sweep")
+    return (str(parent) if parent else None), (str(sweep) if sweep else None)
+
+
+def lineage(name: str, runs: list[RunInfo]) -> list[str]:
+    """``name`` and the runs it descends from, nearest first, as far as ``runs`` holds them."""
+    parents = {r.name: r.parent for r in runs}
+    chain = [name]
+    while (parent := parents.get(chain[-1])) and parent not in chain:
+        chain.append(parent)
+    return chain

@@ -322,6 +322,11 @@ class WorkbenchApp(App[int]):
             self.notify(f"loaded the config of {message.path.parent.name}")
         self.action_show_panel("config")
 
+    def on_runs_panel_clone_run(self, message: RunsPanel.CloneRun) -> None:
+        if self.config_panel.clone_run(message.run_dir):
+            self.notify(f"a new config from {message.run_dir.name}; s on the Train panel starts it")
+        self.action_show_panel("config")
+
     def on_runs_panel_use_for_predict(self, message: RunsPanel.UseForPredict) -> None:
         self.predict_panel.set_tuned(str(message.run_dir), "picked in Runs")
         self.action_show_panel("predict")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -624,6 +625,43 @@ async def test_l_loads_a_runs_config_and_p_predicts_with_its_model(
         await pilot.pause()
         assert app.active_panel == "predict"
         assert app.predict_panel.tuned is not None and Path(app.predict_panel.tuned).name == two_runs[1]
+
+
+async def test_n_starts_a_new_config_from_a_run_which_it_names_as_parent(
+    make_app: Callable[..., WorkbenchApp], two_runs: list[str]
+) -> None:
+    app = make_app(panel="runs")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: len(app.runs_panel.runs) == 2, "the runs list")
+        await pilot.press("n")
+        await pilot.pause()
+        assert app.active_panel == "config"
+        cfg = app.config_panel.config
+        assert cfg.output.parent == two_runs[1] and cfg.train.learning_rate == pytest.approx(2e-4)
+        assert f"from {two_runs[1]}" in text_of(app, "#config-title")
+        assert app.cfg.output.parent == two_runs[1]  # what s on the Train panel starts
+        record = Path("runs") / two_runs[1] / "config.yaml"
+        before = record.read_text()
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert "not saved" in text_of(app, "#config-status") and record.read_text() == before
+
+
+async def test_an_opened_run_names_the_runs_it_descends_from(
+    make_app: Callable[..., WorkbenchApp], two_runs: list[str], workbench_config: RunConfig
+) -> None:
+    child = "20240104-100000-classification-minilm"
+    summary = {**summary_for(workbench_config, started=1_704_362_400, best=0.9), "parent": two_runs[1]}
+    write_run(Path("runs"), child, workbench_config, run_script(f"runs/{child}"), summary)
+    (Path("runs") / two_runs[1] / "summary.json").write_text(
+        json.dumps({**summary_for(workbench_config, started=1_704_189_600, best=0.8), "parent": two_runs[0]})
+    )
+    app = make_app(panel="runs")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: len(app.runs_panel.runs) == 3, "the runs list")
+        await pilot.press("enter")
+        await until(pilot, lambda: app.runs_panel.opened == [child], "the run opens")
+        assert text_of(app, "#runs-detail-title").endswith(f"from {two_runs[1]} ← {two_runs[0]}")
 
 
 @pytest.fixture

@@ -31,6 +31,8 @@ from engine.config import (
     validate_field,
 )
 from engine.errors import ConfigError
+from engine.runs import CONFIG_FILE as RUN_CONFIG_FILE
+from engine.runs import EVENTS_FILE
 from tui.panels import PANELS
 from tui.widgets.fixed_text import FixedText
 
@@ -55,6 +57,11 @@ class FieldSpec:
     @property
     def widget_id(self) -> str:
         return "field-" + self.path.replace(".", "--")
+
+
+def is_run_record(path: Path) -> bool:
+    """Whether ``path`` is a run folder's config.yaml: what the run trained with, never to be overwritten."""
+    return path.name == RUN_CONFIG_FILE and (path.parent / EVENTS_FILE).exists()
 
 
 def field_specs() -> list[FieldSpec]:
@@ -359,7 +366,10 @@ class ConfigPanel(Vertical):
             note.display = self.config.model.trust_remote_code
         state = f"{len(self.errors)} invalid" if self.errors else "valid"
         changes = f"{len(differs)} changed from file" if differs else "as in file"
-        self.query_one("#config-title", Static).update(Content(f"{TITLE} · {self.path} · {changes} · {state}"))
+        origin = f" · from {self.config.output.parent}" if self.config.output.parent else ""
+        self.query_one("#config-title", Static).update(
+            Content(f"{TITLE} · {self.path}{origin} · {changes} · {state}")
+        )
 
     @on(DescendantFocus)
     def _show_help(self, event: DescendantFocus) -> None:
@@ -424,6 +434,18 @@ class ConfigPanel(Vertical):
         self._after_edit(changed)
         return True
 
+    def clone_run(self, run_dir: Path) -> bool:
+        """Start a new config from a run's: ``output.parent`` names the run (the new run records it), and it
+        leaves any sweep. False (with the message shown) when the run's config cannot be loaded."""
+        if not self.load_path(str(run_dir / RUN_CONFIG_FILE)):
+            return False
+        output = dataclasses.replace(self.config.output, parent=run_dir.name, sweep=None)
+        self.config = dataclasses.replace(self.config, output=output)
+        self._fill(self.config)
+        self._status(f"from {run_dir.name}: edit, then s on the Train panel starts the new run")
+        self._after_edit(("output.parent", "output.sweep"))
+        return True
+
     def action_load(self) -> None:
         self.load_path(self.query_one("#config-path", Input).value.strip())
 
@@ -433,6 +455,13 @@ class ConfigPanel(Vertical):
             self._status(f"not saved: fix {first} first ({self.errors[first][1]})", error=True)
             return
         path = self.query_one("#config-path", Input).value.strip()
+        if is_run_record(Path(path)):
+            self._status(
+                f"not saved: {path} is the record of run {Path(path).parent.name}; name a new file above "
+                "(e.g. sample_configs/my-run.yaml)",
+                error=True,
+            )
+            return
         try:
             save_config(self.config, path)
         except OSError as exc:

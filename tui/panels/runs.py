@@ -17,7 +17,7 @@ from textual.worker import Worker, WorkerState
 
 from engine.errors import describe_failure
 from engine.events import fmt_duration, fmt_memory
-from engine.runs import LIVE, RunDir, RunInfo, list_runs
+from engine.runs import LIVE, RunDir, RunInfo, lineage, list_runs
 from tui.panels import PANELS
 from tui.widgets.class_report import ClassReport
 from tui.widgets.epoch_table import EpochTable, RunCurves
@@ -38,7 +38,8 @@ class RunsPanel(Vertical):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("m", "mark", "Mark", tooltip="Mark the highlighted run (or unmark it)"),
         Binding("o", "overlay", "Overlay", tooltip="Overlay the loss curves of the marked runs"),
-        Binding("l", "load_config", "Load cfg", tooltip="Load the highlighted run's config into the Config panel"),
+        Binding("n", "clone", "New from", tooltip="Start a new config from the highlighted run's (it records it)"),
+        Binding("l", "load_config", "Load cfg", show=False, tooltip="Load the run's config into the Config panel"),
         Binding("p", "predict_with", "Predict", tooltip="Predict with the highlighted run's model as fine-tuned"),
         Binding("r", "resume", "Resume", tooltip="Resume the highlighted stopped, failed or killed run"),
         Binding("a", "attach", "Attach", tooltip="Follow the highlighted run on the Train panel, from its start"),
@@ -64,6 +65,13 @@ class RunsPanel(Vertical):
         def __init__(self, path: Path) -> None:
             super().__init__()
             self.path = path
+
+    class CloneRun(Message):
+        """Start a new config from this run's, with the run as its parent."""
+
+        def __init__(self, run_dir: Path) -> None:
+            super().__init__()
+            self.run_dir = run_dir
 
     class UseForPredict(Message):
         """Use this run's model as the fine-tuned side of the Predict panel."""
@@ -226,6 +234,9 @@ class RunsPanel(Vertical):
             self.query_one(ClassReport).show(curves)
             epochs = sum(float(row.epoch).is_integer() for row in curves.epochs.values())
             title = f"{name}: {epochs} epochs, {len(curves.steps)} loss points"
+            ancestors = lineage(name, self.runs)[1:]
+            if ancestors:
+                title += " · from " + " ← ".join(ancestors)
             if curves.last_confusion is not None:
                 title += " · v: confusion matrix"
         else:
@@ -246,6 +257,11 @@ class RunsPanel(Vertical):
         info = self.current()
         if info is not None:
             self.post_message(self.LoadConfig(RunDir(info.path).config_path))
+
+    def action_clone(self) -> None:
+        info = self.current()
+        if info is not None:
+            self.post_message(self.CloneRun(info.path))
 
     def action_predict_with(self) -> None:
         info = self.current()
