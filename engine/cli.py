@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
         one = sub.add_parser(command, help=what)
         one.add_argument("run", help=run_help)
         one.add_argument("--runs-dir", default="runs")
+    # Commands with a module of their own: each adds its parsers, with ``handler`` set to the function to call.
+    from engine import compare
+
+    compare.add_parsers(sub)
     return parser
 
 
@@ -531,6 +535,8 @@ def main(argv: list[str] | None = None, open_ui: Callable[..., int] | None = Non
             return cmd_control(args)
         if args.command == "predict":
             return cmd_predict(args)
+        if hasattr(args, "handler"):
+            return int(args.handler(args))
         raise AssertionError(f"unhandled command {args.command}")
     except UserError as exc:
         _error(str(exc))

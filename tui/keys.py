@@ -43,6 +43,7 @@ class KeyPlace:
 
 def key_places(app: App[Any]) -> list[KeyPlace]:
     """Every binding of the workbench, grouped by where it applies; the panels' modules load here."""
+    from tui.compare import CompareScreen
     from tui.panels.config import ConfigPanel
     from tui.panels.data import DataPanel, SampleScreen
     from tui.panels.predict import PredictPanel
@@ -63,6 +64,7 @@ def key_places(app: App[Any]) -> list[KeyPlace]:
         KeyPlace("Config", _bindings(ConfigPanel.BINDINGS), "config"),
         KeyPlace("Predict", _bindings(PredictPanel.BINDINGS), "predict"),
         KeyPlace("Runs", _bindings(RunsPanel.BINDINGS), "runs"),
+        KeyPlace("Comparison", _bindings(CompareScreen.BINDINGS), commands=False),
     ]
 
 

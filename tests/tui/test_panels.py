@@ -664,6 +664,61 @@ async def test_an_opened_run_names_the_runs_it_descends_from(
         assert text_of(app, "#runs-detail-title").endswith(f"from {two_runs[1]} ← {two_runs[0]}")
 
 
+async def test_c_compares_marked_runs_and_x_swaps_the_chart_to_the_eval_metric(
+    make_app: Callable[..., WorkbenchApp], two_runs: list[str]
+) -> None:
+    from tui.compare import CompareScreen
+
+    app = make_app(panel="runs")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: len(app.runs_panel.runs) == 2, "the runs list")
+        notes = record_notes(app)
+        await pilot.press("c")  # nothing marked, no parent, no sweep
+        await pilot.pause()
+        assert not isinstance(app.screen, CompareScreen)
+        assert any("mark two or more runs" in n for n in notes)
+        await pilot.press("m", "down", "m", "c")
+        await until(pilot, lambda: getattr(app.screen, "comparison", None) is not None, "the comparison")
+        screen = app.screen
+        assert isinstance(screen, CompareScreen) and screen.comparison is not None
+        diff = screen.query_one("#compare-diff", DataTable)
+        assert [str(diff.get_row_at(i)[0]) for i in range(diff.row_count)] == ["train.learning_rate"]
+        legends = screen.comparison.legends  # newest first, as listed
+        assert legends == ["lr=2e-4", "lr=1e-4"]
+        chart = screen.query_one("#compare-chart", LossChart)
+        assert set(chart.series) == set(legends) and len(chart.series["lr=2e-4"].points) == 24
+        evals = screen.query_one("#compare-evals", DataTable)
+        last = [str(cell) for cell in evals.get_row_at(2)]  # eval loss at epoch 3: only the longer run has it
+        assert last[1:] == ["3", "0.3000 ★", "-"]
+        await pilot.press("x")
+        assert [p[0] for p in chart.series["lr=2e-4"].points] == [8, 16, 24]  # eval loss at each evaluation
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, CompareScreen) and app.active_panel == "runs"
+
+
+async def test_c_on_a_run_with_a_parent_compares_it_with_its_parent(
+    make_app: Callable[..., WorkbenchApp], two_runs: list[str], workbench_config: RunConfig
+) -> None:
+    from tui.compare import CompareScreen
+
+    child = "20240104-100000-classification-minilm"
+    cfg = validate_field(workbench_config, "train.learning_rate", 1e-4)  # as two_runs[0]
+    cfg = validate_field(cfg, "output.parent", two_runs[0])
+    cfg = validate_field(cfg, "train.num_train_epochs", 9)
+    summary = {**summary_for(cfg, started=1_704_362_400, best=0.9), "parent": two_runs[0]}
+    write_run(Path("runs"), child, cfg, run_script(f"runs/{child}"), summary)
+    app = make_app(panel="runs")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: len(app.runs_panel.runs) == 3, "the runs list")
+        await pilot.press("c")
+        await until(pilot, lambda: getattr(app.screen, "comparison", None) is not None, "the comparison")
+        assert isinstance(app.screen, CompareScreen)
+        c = app.screen.comparison
+        assert c is not None and [r.name for r in c.runs] == [two_runs[0], child]
+        assert [row.key for row in c.diff] == ["train.num_train_epochs"]  # lineage aside
+
+
 @pytest.fixture
 def stopped_run(workbench_config: RunConfig) -> str:
     """A run stopped at step 12 of 24, as the engine leaves it on disk."""

@@ -125,3 +125,31 @@ class TestRunsPanel:
             await finish_drawing(pilot)
 
         assert snap_compare(app, terminal_size=size, run_before=run_before)
+
+
+class TestCompareScreen:
+    """Two runs of different learning rates and lengths compared: the config diff, the evaluations side by side
+    with the best marked, the overlaid losses and the ranking."""
+
+    @SIZES
+    def test_compare_screen(
+        self,
+        snap_compare: Compare,
+        make_app: Callable[..., WorkbenchApp],
+        workbench_config: RunConfig,
+        utc: None,
+        size: Any,
+    ) -> None:
+        for i, name in enumerate(["20240101-100000-classification-minilm", "20240102-100000-classification-minilm"]):
+            cfg = validate_field(workbench_config, "train.learning_rate", 1e-4 * (i + 1))
+            summary = summary_for(cfg, started=1_704_103_200 + 86_400 * i, best=0.7 + i / 10)
+            write_run(Path("runs"), name, cfg, run_script(f"runs/{name}", epochs=2 + i), summary)
+        app = make_app(panel="runs")
+
+        async def run_before(pilot: Pilot[Any]) -> None:
+            await until(pilot, lambda: len(app.runs_panel.runs) == 2, "the runs list")
+            await pilot.press("m", "down", "m", "c")
+            await until(pilot, lambda: getattr(app.screen, "comparison", None) is not None, "the comparison")
+            await finish_drawing(pilot)
+
+        assert snap_compare(app, terminal_size=size, run_before=run_before)

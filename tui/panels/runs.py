@@ -37,7 +37,13 @@ class RunsPanel(Vertical):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("m", "mark", "Mark", tooltip="Mark the highlighted run (or unmark it)"),
-        Binding("o", "overlay", "Overlay", tooltip="Overlay the loss curves of the marked runs"),
+        Binding(
+            "c",
+            "compare",
+            "Compare",
+            tooltip="Compare the marked runs; unmarked: the highlighted run's sweep, or the run and its parent",
+        ),
+        Binding("o", "overlay", "Overlay", show=False, tooltip="Overlay the loss curves of the marked runs"),
         Binding("n", "clone", "New from", tooltip="Start a new config from the highlighted run's (it records it)"),
         Binding("l", "load_config", "Load cfg", show=False, tooltip="Load the run's config into the Config panel"),
         Binding("p", "predict_with", "Predict", tooltip="Predict with the highlighted run's model as fine-tuned"),
@@ -204,6 +210,31 @@ class RunsPanel(Vertical):
             self.app.notify("mark two or more runs with m, then press o", severity="warning")
             return
         self.open_runs(names)
+
+    def action_compare(self) -> None:
+        from tui.compare import CompareScreen  # with its first use, not before the workbench's first frame
+
+        marked = [r for r in self.runs if r.name in self.marked]
+        info = self.current()
+        if len(marked) >= 2:
+            runs, why = marked, f"{len(marked)} marked runs"
+        elif info is not None and info.sweep:
+            runs = [r for r in self.runs if r.sweep == info.sweep]
+            runs, why = runs[::-1], f"sweep {info.sweep} ({len(runs)} runs)"  # oldest first: the order queued
+        elif info is not None and info.parent and (parent := self._run_named(info.parent)) is not None:
+            runs, why = [parent, info], f"{info.name} and its parent"
+        else:
+            runs, why = [], ""
+        if len(runs) < 2:
+            self.app.notify(
+                "mark two or more runs with m, then press c (a run of a sweep, or with a parent, compares without)",
+                severity="warning",
+            )
+            return
+        self.app.push_screen(CompareScreen([r.path for r in runs], why))
+
+    def _run_named(self, name: str) -> RunInfo | None:
+        return next((r for r in self.runs if r.name == name), None)
 
     def open_runs(self, names: list[str]) -> None:
         self.query_one("#runs-detail-title", Static).update(Content(f"reading {', '.join(names)}…"))
