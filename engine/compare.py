@@ -448,7 +448,10 @@ def format_value(value: Any, compact: bool = False) -> str:
         plain = _exponent(f"{value:g}" if compact else repr(value))
         if not math.isfinite(value):
             return plain
-        mantissa, _, exponent = f"{value:.{5 if compact else 16}e}".partition("e")
+        # the shortest scientific form that reads back as the value (6 significant digits when compact)
+        forms = [f"{value:.{p}e}" for p in ([5] if compact else range(17))]
+        shortest = next((t for t in forms if compact or float(t) == value), forms[-1])
+        mantissa, _, exponent = shortest.partition("e")
         scientific = _exponent(f"{float(mantissa)!r}e{exponent}").replace(".0e", "e")
         return scientific if len(scientific) < len(plain) else plain
     if isinstance(value, list):

@@ -438,3 +438,22 @@ def test_a_compared_run_holds_its_task_data_and_metric(runs: Path) -> None:
         "eval_loss",
         False,
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "full", "compact"),
+    [
+        (0.0003, "3e-4", "3e-4"),
+        (2.5e-5, "2.5e-5", "2.5e-5"),
+        (0.1, "0.1", "0.1"),
+        (0.30000000000000004, "0.30000000000000004", "0.3"),
+        (16, "16", "16"),
+        (True, "true", "true"),
+        (None, "null", "null"),
+        (["a", "b"], "a, b", "a,b"),
+    ],
+)
+def test_a_value_reads_in_the_shorter_of_its_plain_and_scientific_forms(value: Any, full: str, compact: str) -> None:
+    from engine.compare import format_value
+
+    assert (format_value(value), format_value(value, compact=True)) == (full, compact)
