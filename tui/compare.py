@@ -129,7 +129,8 @@ class CompareScreen(ModalScreen[None]):
             ]
             text = f"by {label}: " + " · ".join(places)
             if c.best_values:
-                text += "\nbest settings: " + ", ".join(f"{k}={format_value(v, compact=True)}" for k, v in c.best_values)
+                settings = ", ".join(f"{k}={format_value(v, compact=True)}" for k, v in c.best_values)
+                text += f"\nbest settings: {settings}"
         self.query_one("#compare-ranking", Static).update(Content(text))
 
     def _draw_chart(self) -> None:
@@ -142,8 +143,8 @@ class CompareScreen(ModalScreen[None]):
             if self.chart_shows == "loss":
                 chart.set_series(legend, run.step_losses)
             else:
-                points = [(e.step, e.metrics[c.ranking_metric]) for e in run.evaluations if c.ranking_metric in e.metrics]
-                chart.set_series(legend, points)
+                metric = c.ranking_metric
+                chart.set_series(legend, [(e.step, e.metrics[metric]) for e in run.evaluations if metric in e.metrics])
         label = METRIC_LABELS.get(c.ranking_metric, c.ranking_metric)
         chart.empty_text = "no steps logged yet" if self.chart_shows == "loss" else f"no {label} yet"
         title = "train loss per step" if self.chart_shows == "loss" else f"{label} per evaluation, by step"

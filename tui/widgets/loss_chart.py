@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -152,7 +152,9 @@ class LossChart(Widget):
     def series(self) -> dict[str, Series]:
         return self._series
 
-    def set_series(self, name: str, points: list[Point], *, marker: str = "braille", color: str | None = None) -> None:
+    def set_series(
+        self, name: str, points: Sequence[Point], *, marker: str = "braille", color: str | None = None
+    ) -> None:
         self._series[name] = Series(name, list(points), marker, color)
         self._changed()
 
