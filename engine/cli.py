@@ -90,9 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
         one.add_argument("run", help=run_help)
         one.add_argument("--runs-dir", default="runs")
     # Commands with a module of their own: each adds its parsers, with ``handler`` set to the function to call.
-    from engine import compare
+    from engine import compare, queue
 
     compare.add_parsers(sub)
+    queue.add_parsers(sub)
     return parser
 
 

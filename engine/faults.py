@@ -12,6 +12,12 @@ Unset, a point costs one dictionary lookup. The points:
     evaluate             an evaluation has begun
     model-save           the final model's files are written, not yet renamed into place
     summary-write        the run has ended (its last event is written), summary.json is not yet
+
+and in the queue runner (engine.queue), at each step of starting an entry's run:
+
+    queue-claimed        the entry is marked claimed with its run folder's name
+    queue-folder         the run folder and its config.yaml are made, no process started
+    queue-spawned        the run's process is started, not yet known to train
 """
 
 from __future__ import annotations

@@ -1,0 +1,473 @@
+"""The run queue and grid sweeps: entries kept in order on disk, checked when queued, never lost by two writers;
+one queue runner per runs folder, which starts each entry once, even across a kill -9 of the runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from engine import cli, queue
+from engine.config import RunConfig, load_config
+from engine.errors import ConfigError, UserError
+from engine.faults import ENV as KILL_AT
+from engine.runs import read_events
+
+GRID = ["--grid", "train.learning_rate=1e-5,3e-5,1e-4", "--grid", "train.per_device_train_batch_size=8,16"]
+
+
+def write_config(tmp_path: Path, text: str = "", name: str = "base.yaml") -> Path:
+    """A valid config (the defaults, runs in tmp_path/runs) with ``text`` appended."""
+    path = tmp_path / name
+    path.write_text(f"output:\n  runs_dir: {tmp_path / 'runs'}\n{text}", encoding="utf-8")
+    return path
+
+
+def labels(runs: Path) -> list[str]:
+    return [e.label for e in queue.list_queue(runs)]
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Iterator[Path]:
+    """A runs folder; any queue runner left on it is stopped at the end."""
+    folder = tmp_path / "runs"
+    yield folder
+    pid = queue.runner_state(folder)
+    if pid is not None:
+        os.kill(pid, signal.SIGKILL)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The queue
+
+
+def test_entries_keep_their_order_and_move_among_the_queued(runs: Path) -> None:
+    for name in "abcd":
+        queue.add(runs, RunConfig(), name)
+    assert labels(runs) == ["a", "b", "c", "d"]
+    assert [e.id for e in queue.list_queue(runs)] == ["1", "2", "3", "4"]
+    assert queue.move(runs, "3", -1) == 2
+    assert labels(runs) == ["a", "c", "b", "d"]
+    assert queue.move(runs, "1", +1) == 2
+    assert labels(runs) == ["c", "a", "b", "d"]
+    assert queue.move(runs, "4", -(10**9)) == 1  # top
+    assert labels(runs) == ["d", "c", "a", "b"]
+    assert queue.move(runs, "4", -1) == 1  # already first: it stays
+    assert labels(runs) == ["d", "c", "a", "b"]
+
+
+def test_removing_an_entry_keeps_the_others_and_ids_are_never_reused(runs: Path) -> None:
+    for name in "abc":
+        queue.add(runs, RunConfig(), name)
+    removed = queue.remove(runs, "2")
+    assert removed.label == "b" and labels(runs) == ["a", "c"]
+    assert queue.add(runs, RunConfig(), "d").id == "4"
+    with pytest.raises(UserError, match=r"^2: no entry by that id .*tunebench queue ls"):
+        queue.remove(runs, "2")
+    with pytest.raises(UserError, match=r"^9: no entry by that id .*tunebench queue ls"):
+        queue.move(runs, "9", 1)
+
+
+def test_queue_cli_adds_lists_moves_and_removes(tmp_path: Path, runs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path)
+    assert cli.main(["queue", "add", str(config), "--set", "train.learning_rate=3e-5"]) == 0
+    assert cli.main(["queue", "add", str(config)]) == 0  # runs dir: the config's output.runs_dir
+    assert cli.main(["queue", "move", "2", "top", "--runs-dir", str(runs)]) == 0
+    capsys.readouterr()
+    assert cli.main(["queue", "ls", "--runs-dir", str(runs)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["#", "id", "state", "label", "run"]
+    assert out[1].split() == ["1", "2", "queued", "base.yaml"]
+    assert out[2].split() == ["2", "1", "queued", "base.yaml", "train.learning_rate=3e-5"]
+    assert "not running" in out[3]
+    assert {e.cwd for e in queue.list_queue(runs)} == {os.getcwd()}  # where its relative paths start from
+    assert cli.main(["queue", "rm", "1", "--runs-dir", str(runs)]) == 0
+    assert labels(runs) == ["base.yaml"]
+    assert cli.main(["queue", "rm", "7", "--runs-dir", str(runs)]) == 2
+    assert capsys.readouterr().err.strip().endswith("tunebench queue ls lists them")
+
+
+@pytest.mark.parametrize(
+    "text, overrides, culprit",
+    [
+        ("train:\n  learning_rate: fast\n", [], "train.learning_rate"),
+        ("", ["--set", "train.num_train_epochs=0"], "train.num_train_epochs"),
+        ("", ["--set", "train.epochs=3"], "train.epochs"),
+    ],
+)
+def test_a_bad_config_is_refused_when_queued_and_nothing_is_queued(
+    tmp_path: Path, runs: Path, capsys: pytest.CaptureFixture[str], text: str, overrides: list[str], culprit: str
+) -> None:
+    config = write_config(tmp_path, text)
+    assert cli.main(["queue", "add", str(config), *overrides]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith(f"tunebench: error: {culprit}:")
+    assert queue.list_queue(runs) == []
+    assert not (runs / ".queue" / "queue.json").exists()
+
+
+def test_add_checks_a_config_built_in_code(runs: Path) -> None:
+    cfg = RunConfig()
+    cfg.train.learning_rate = -1.0
+    with pytest.raises(ConfigError, match=r"train\.learning_rate"):
+        queue.add(runs, cfg, "bad")
+    assert queue.list_queue(runs) == []
+
+
+def test_two_processes_adding_at_once_lose_no_entry(runs: Path) -> None:
+    code = (
+        "import sys\nfrom engine.config import RunConfig\nfrom engine import queue\n"
+        "for i in range(25):\n    queue.add(sys.argv[1], RunConfig(), f'{sys.argv[2]}-{i}')\n"
+    )
+    writers = [subprocess.Popen([sys.executable, "-c", code, str(runs), name]) for name in ("a", "b")]
+    assert [w.wait(timeout=120) for w in writers] == [0, 0]
+    entries = queue.list_queue(runs)
+    assert sorted(e.label for e in entries) == sorted(f"{n}-{i}" for n in "ab" for i in range(25))
+    assert sorted(int(e.id) for e in entries) == list(range(1, 51))
+    for name in "ab":  # each writer's entries in the order it added them
+        assert [e.label for e in entries if e.label.startswith(name)] == [f"{name}-{i}" for i in range(25)]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Sweeps
+
+
+def test_a_sweep_expands_to_every_combination_with_its_sweep_id_and_run_names(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    runs = queue.expand_grid(config, GRID[1::2], ["train.num_train_epochs=1"], sweep="abc123")
+    assert [grid for grid, _cfg in runs] == [
+        {"train.learning_rate": lr, "train.per_device_train_batch_size": bs}
+        for lr in ("1e-5", "3e-5", "1e-4")
+        for bs in ("8", "16")
+    ]
+    for grid, cfg in runs:
+        assert cfg.train.learning_rate == float(grid["train.learning_rate"])
+        assert cfg.train.per_device_train_batch_size == int(grid["train.per_device_train_batch_size"])
+        assert cfg.train.num_train_epochs == 1
+        assert cfg.output.sweep == "abc123"
+    names = [cfg.output.run_name for _grid, cfg in runs]
+    assert names[0] == "classification-minilm-lr1e-5_bs8" and names[-1] == "classification-minilm-lr1e-4_bs16"
+    assert len(set(names)) == 6
+
+
+def test_sweep_queues_its_runs_as_one_sweep_and_dry_run_queues_nothing(
+    tmp_path: Path, runs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path)
+    assert cli.main(["sweep", str(config), *GRID, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "6 runs" in out and "classification-minilm-lr3e-5_bs16" in out and "nothing queued" in out
+    assert queue.list_queue(runs) == []
+
+    assert cli.main(["sweep", str(config), *GRID]) == 0
+    entries = queue.list_queue(runs)
+    assert len(entries) == 6 and len({e.sweep for e in entries}) == 1
+    (sweep,) = {e.sweep for e in entries}
+    assert sweep is not None and f"sweep {sweep}" in capsys.readouterr().out
+    first = entries[0]
+    assert first.grid == {"train.learning_rate": "1e-5", "train.per_device_train_batch_size": "8"}
+    assert first.label == "base.yaml learning_rate=1e-5 per_device_train_batch_size=8"
+    assert first.run_config().output.sweep == sweep
+    assert yaml.safe_load(first.config_yaml)["output"]["run_name"] == "classification-minilm-lr1e-5_bs8"
+
+
+@pytest.mark.parametrize(
+    "grid, message",
+    [
+        ("train.learning_rate=1e-5,-3e-5", '--grid train.learning_rate: expected a positive number, got "-3e-5"'),
+        ("train.lr_scheduler_type=linear,cosin", "--grid train.lr_scheduler_type: expected one of"),
+        ("train.learnin_rate=1e-5", '--grid train.learnin_rate: unknown key (did you mean "learning_rate"?)'),
+        ("trian.learning_rate=1e-5", "--grid trian.learning_rate: unknown key"),
+        ("train.learning_rate=1e-5,,3e-5", "--grid train.learning_rate: an empty value"),
+        ("output.run_name=a,b", "--grid output.run_name: output settings name and place a sweep's runs"),
+        ("train.learning_rate", "--grid: expected section.key=v1,v2"),
+    ],
+)
+def test_a_bad_grid_value_queues_nothing_and_names_it(
+    tmp_path: Path, runs: Path, capsys: pytest.CaptureFixture[str], grid: str, message: str
+) -> None:
+    config = write_config(tmp_path)
+    code = cli.main(["sweep", str(config), "--grid", "train.per_device_train_batch_size=8,16", "--grid", grid])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith(f"tunebench: error: {message}")
+    assert queue.list_queue(runs) == []
+
+
+def test_a_combination_that_breaks_a_rule_between_settings_names_its_grid_values(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "train:\n  load_best_model_at_end: true\n")
+    with pytest.raises(ConfigError, match=r"train.load_best_model_at_end: .*\(with --grid train.save_strategy=steps"):
+        queue.expand_grid(config, ["train.save_strategy=epoch,steps"])
+
+
+def test_following_a_sweep_prints_a_row_per_run_as_it_ends(
+    tmp_path: Path, runs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    grid_runs = queue.expand_grid(write_config(tmp_path), ["train.seed=1,2,3"], sweep="s1")
+    done, failed, removed = queue.add_sweep(runs, grid_runs, "s1", "base.yaml")
+    folder = runs / "20250101-000000-classification-minilm-seed1"
+    folder.mkdir(parents=True)
+    summary = {"status": "finished", "best_metric": "accuracy", "best_value": 0.8}
+    (folder / "summary.json").write_text(json.dumps(summary))
+    with queue._changing(runs) as q:  # as the runner leaves them: one run finished, one failed to start
+        q.entries[0].state, q.entries[0].run = "started", folder.name
+        q.entries[1].state, q.entries[1].error = "failed", "model.name_or_path: no such model"
+    queue.remove(runs, removed.id)
+    assert queue.follow_sweep(runs, "s1", [done.id, failed.id, removed.id]) == 1
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert rows[0] == ["seed=1", "finished", "acc", "0.8000", folder.name]
+    assert rows[1][:3] == ["seed=2", "failed", "-"] and rows[1][-2:] == ["such", "model"]
+    assert rows[2] == ["removed", "-", "entry", removed.id]
+    assert rows[3] == ["sweep", "s1:", "1", "of", "3", "runs", "finished"]
+
+
+def test_ctrl_c_stops_following_a_sweep_and_leaves_it_queued(
+    tmp_path: Path, runs: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entries = queue.add_sweep(runs, queue.expand_grid(write_config(tmp_path), ["train.seed=1,2"]), "s2", "x")
+
+    def interrupt(_seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(queue.time, "sleep", interrupt)
+    assert queue.follow_sweep(runs, "s2", [e.id for e in entries]) == 130
+    assert "the sweep goes on" in capsys.readouterr().out
+    assert [e.state for e in queue.list_queue(runs)] == ["queued", "queued"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The runner: one per runs folder, GPUs, and the claim across a kill -9
+
+
+def test_two_queue_runners_on_one_runs_folder_never_both_run(runs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pid = queue.start_runner(runs)
+    assert queue.runner_state(runs) == pid and os.getsid(pid) == pid  # a session of its own
+    with pytest.raises(queue.RunnerRunning, match=f"already runs .*pid {pid}"):
+        queue.start_runner(runs)
+    second = subprocess.run(
+        [sys.executable, "-m", "engine.queue", str(runs)], capture_output=True, text=True, timeout=60
+    )
+    assert second.returncode == queue.EXIT_RUNNER_RUNNING and f"pid {pid}" in second.stderr
+    assert cli.main(["queue", "start", "--runs-dir", str(runs)]) == 2
+    assert "already runs" in capsys.readouterr().err
+    assert queue.stop_runner(runs) == pid
+    assert queue.runner_state(runs) is None
+    assert queue.stop_runner(runs) is None
+
+
+def test_gpus_come_from_cuda_visible_devices_and_each_run_gets_the_least_busy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,2")
+    assert queue.detect_gpus() == ["0", "2"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert queue.detect_gpus() == []
+    assert queue.pick_gpu(["0", "2"], []) == "0"
+    assert queue.pick_gpu(["0", "2"], ["0"]) == "2"
+    assert queue.pick_gpu(["0", "2"], ["0", "2", "2"]) == "0"
+    assert queue.pick_gpu([], ["0"]) is None
+
+
+# In a run's process: wait before training until a file appears, after writing the process's pid and the GPUs it
+# sees to another.
+HOLD_BEFORE_TRAINING = """
+import os, pathlib, time
+import engine.runner
+
+real_init = engine.runner.Runner.__init__
+
+def init(self, *args, **kwargs):
+    pathlib.Path({pid_file!r}).write_text(f"{{os.getpid()}} {{os.environ.get('CUDA_VISIBLE_DEVICES', '-')}}")
+    while not pathlib.Path({release!r}).exists():
+        time.sleep(0.05)
+    real_init(self, *args, **kwargs)
+
+engine.runner.Runner.__init__ = init
+"""
+
+
+def wait_for(check: Callable[[], Any], seconds: float = 60.0, what: str = "") -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what or check}")
+
+
+@pytest.mark.parametrize(
+    "kill_at, outcome",
+    [
+        ("queue-claimed", "queued"),  # its folder never appeared
+        ("queue-folder", "queued"),  # its folder and config.yaml were written, its process never started
+        ("queue-spawned", "started"),  # its process started: it holds the claim
+    ],
+)
+def test_a_runner_killed_at_each_step_of_a_claim_leaves_an_entry_that_starts_at_most_once(
+    tmp_path: Path,
+    runs: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    in_run_process: Callable[[str], None],
+    kill_at: str,
+    outcome: str,
+) -> None:
+    pid_file, release = tmp_path / "run.pid", tmp_path / "release"
+    in_run_process(HOLD_BEFORE_TRAINING.format(pid_file=str(pid_file), release=str(release)))
+    queue.add(runs, load_config(write_config(tmp_path)), "held")
+    monkeypatch.setenv(KILL_AT, kill_at)
+    runner = subprocess.run([sys.executable, "-m", "engine.queue", str(runs)], capture_output=True, timeout=60)
+    assert runner.returncode == -signal.SIGKILL
+    (entry,) = queue.list_queue(runs)
+    assert entry.state == "claimed" and entry.run is not None
+    assert queue.run_status(runs, entry) == "starting"
+    try:
+        if outcome == "started":
+            wait_for(pid_file.exists, what="the run's process")
+        (settled,) = queue._recover_claims(runs)  # what the next runner does first
+        assert settled.state == outcome
+        (after,) = queue.list_queue(runs)
+        assert after.state == outcome
+        if outcome == "queued":
+            assert after.run is None and not (runs / entry.run).exists()
+            assert not pid_file.exists()
+        else:
+            assert after.run == entry.run and (runs / entry.run / "config.yaml").is_file()
+            assert queue.run_status(runs, after) == "starting"  # alive, not training yet: it is held
+    finally:
+        if pid_file.exists():
+            os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+    if outcome == "started":
+        wait_for(lambda: queue.run_status(runs, after) == "killed", 30, "the run's end")
+
+
+def test_a_run_sees_only_the_gpu_the_runner_gives_it(
+    tmp_path: Path,
+    runs: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    in_run_process: Callable[[str], None],
+) -> None:
+    pid_file, release = tmp_path / "run.pid", tmp_path / "release"
+    in_run_process(HOLD_BEFORE_TRAINING.format(pid_file=str(pid_file), release=str(release)))
+    queue.add(runs, load_config(write_config(tmp_path)), "on a GPU")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    monkeypatch.setenv(KILL_AT, "queue-spawned")  # the runner stops there; its run's process waits, held
+    subprocess.run([sys.executable, "-m", "engine.queue", str(runs)], capture_output=True, timeout=60)
+    try:
+        seen = wait_for(lambda: pid_file.exists() and len(pid_file.read_text().split()) == 2, what="the run")
+        assert seen and pid_file.read_text().split()[1] == "3"
+        assert queue.list_queue(runs)[0].gpu == "3"
+    finally:
+        if pid_file.exists():
+            os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Runs started by the runner (slow)
+
+
+def wait_ended(runs: Path, count: int, seconds: float = 600.0) -> list[queue.QueueEntry]:
+    def ended() -> list[queue.QueueEntry] | None:
+        entries = queue.list_queue(runs)
+        done = len(entries) == count and all(queue.run_status(runs, e) in queue.ENDED for e in entries)
+        return entries if done else None
+
+    result: list[queue.QueueEntry] = wait_for(ended, seconds, "the queue's runs to end")
+    return result
+
+
+def summary(runs: Path, entry: queue.QueueEntry) -> dict[str, Any]:
+    assert entry.run is not None
+    result: dict[str, Any] = json.loads((runs / entry.run / "summary.json").read_text())
+    return result
+
+
+@pytest.mark.slow
+def test_the_runner_starts_queued_runs_one_after_another_and_goes_on_past_one_that_fails(
+    make_config: Callable[..., Any], tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"
+    queue.add(runs, make_config(train={"num_train_epochs": 1}), "first")
+    queue.add(runs, make_config(model={"name_or_path": str(tmp_path / "no-such-model")}), "bad model")
+    queue.add(runs, make_config(train={"num_train_epochs": 1}), "third")
+    try:
+        pid = queue.start_runner(runs)
+        first, bad, third = wait_ended(runs, 3)
+    finally:
+        queue.stop_runner(runs)
+    assert queue.runner_state(runs) is None
+    assert [queue.run_status(runs, e) for e in (first, bad, third)] == ["finished", "failed", "finished"]
+    assert bad.state == "failed" and bad.error is not None and "no-such-model" in bad.error and bad.run is None
+    one, two = summary(runs, first), summary(runs, third)
+    assert two["started"] >= one["ended"]  # one at a time
+    assert sorted(p.name for p in runs.iterdir() if not p.name.startswith(".")) == sorted([first.run, third.run])
+    log = (runs / ".queue" / "stdout.log").read_text()
+    assert f"runner {pid}" in log and "failed to start" in log
+
+
+# In a run's process: wait at step 3 until a file appears, after saying so in another.
+WAIT_AT_STEP_3 = """
+import pathlib, time
+import engine.runner
+
+real_init = engine.runner.Runner.__init__
+
+def init(self, *args, **kwargs):
+    real_init(self, *args, **kwargs)
+
+    def hold(event):
+        if event.type == "StepLogged" and event.step == 3:
+            pathlib.Path({marker!r}).touch()
+            while not pathlib.Path({release!r}).exists():
+                time.sleep(0.05)
+
+    self.subscribe(hold)
+
+engine.runner.Runner.__init__ = init
+"""
+
+
+@pytest.mark.slow
+def test_a_runner_killed_mid_run_comes_back_without_starting_any_run_twice(
+    make_config: Callable[..., Any], tmp_path: Path, in_run_process: Callable[[str], None]
+) -> None:
+    runs, marker, release = tmp_path / "runs", tmp_path / "at-step-3", tmp_path / "go-on"
+    in_run_process(WAIT_AT_STEP_3.format(marker=str(marker), release=str(release)))
+    queue.add(runs, make_config(train={"num_train_epochs": 1}), "first")
+    queue.add(runs, make_config(train={"num_train_epochs": 1}), "second")
+    try:
+        old = queue.start_runner(runs)
+        wait_for(marker.exists, 300, "the first run to reach step 3")
+        os.kill(old, signal.SIGKILL)
+        wait_for(lambda: queue.runner_state(runs) is None, 30, "the runner's end")
+        first = queue.list_queue(runs)[0]
+        assert first.state == "started" and queue.run_status(runs, first) == "running"
+
+        new = queue.start_runner(runs)
+        log = runs / ".queue" / "stdout.log"
+        wait_for(lambda: f"runner {new} on" in log.read_text(), 30, "the new runner")
+        time.sleep(4 * queue.POLL_SECONDS)  # a few rounds of the new runner: the first run still holds the one slot
+        assert [p.name for p in runs.iterdir() if not p.name.startswith(".")] == [first.run]
+        assert [e.state for e in queue.list_queue(runs)] == ["started", "queued"]
+
+        release.touch()
+        one, two = wait_ended(runs, 2)
+    finally:
+        release.touch()
+        queue.stop_runner(runs)
+    assert one.run == first.run and two.run != one.run
+    assert [queue.run_status(runs, e) for e in (one, two)] == ["finished", "finished"]
+    for entry in (one, two):
+        assert entry.run is not None
+        starts = [e for e in read_events(runs / entry.run / "events.jsonl") if e.type == "RunStarted"]
+        assert len(starts) == 1
+    assert summary(runs, two)["started"] >= summary(runs, one)["ended"]
