@@ -719,6 +719,64 @@ async def test_c_on_a_run_with_a_parent_compares_it_with_its_parent(
         assert [row.key for row in c.diff] == ["train.num_train_epochs"]  # lineage aside
 
 
+async def test_queued_entries_list_under_live_runs_and_k_j_x_reorder_and_remove_them(
+    make_app: Callable[..., WorkbenchApp], two_runs: list[str], workbench_config: RunConfig
+) -> None:
+    from engine import queue
+
+    for lr in (1e-5, 2e-5, 3e-5):
+        queue.add("runs", validate_field(workbench_config, "train.learning_rate", lr), f"lr {lr}")
+    app = make_app(panel="runs")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: len(app.runs_panel.rows) == 5, "the runs and the queue")
+        table = app.query_one("#runs-table", DataTable)
+
+        def names() -> list[str]:
+            return [str(table.get_row_at(i)[1]) for i in range(table.row_count)]
+
+        assert names() == ["#1 lr 1e-05", "#2 lr 2e-05", "#3 lr 3e-05", *reversed(two_runs)]
+        assert [str(table.get_row_at(i)[2]) for i in range(3)] == ["queued 1", "queued 2", "queued 3"]
+        assert "3 queued, no runner (Q starts it)" in text_of(app, "#runs-title")
+        await pilot.press("J")  # #1 goes after #2
+        await until(pilot, lambda: names()[:2] == ["#2 lr 2e-05", "#1 lr 1e-05"], "the move")
+        assert [e.id for e in queue.list_queue("runs")] == ["2", "1", "3"]
+        assert app.runs_panel.current_entry() is not None and app.runs_panel.current_entry().id == "1"
+        await pilot.press("K", "K")  # back to the top, and no further
+        await until(pilot, lambda: names()[0] == "#1 lr 1e-05", "the moves")
+        await pilot.press("down", "x")
+        await until(pilot, lambda: len(app.runs_panel.rows) == 4, "the removal")
+        assert [e.id for e in queue.list_queue("runs")] == ["1", "3"]
+
+
+async def test_a_sweeps_runs_list_together_under_a_heading_that_compares_them(
+    make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig
+) -> None:
+    from tui.compare import CompareScreen
+    from tui.panels.runs import SweepRow
+
+    days = {"a1": 1, "b": 2, "a2": 3}  # another run between the sweep's two
+    for name, day in days.items():
+        sweep = "4f2a01" if name.startswith("a") else None
+        cfg = validate_field(workbench_config, "train.learning_rate", 1e-5 * day)
+        summary = {**summary_for(cfg, started=1_704_103_200 + 86_400 * day, best=0.5 + day / 10), "sweep": sweep}
+        folder = f"2024010{day}-100000-{name}"
+        write_run(Path("runs"), folder, cfg, run_script(f"runs/{folder}"), summary)
+    app = make_app(panel="runs")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: len(app.runs_panel.rows) == 4, "the runs list")
+        table = app.query_one("#runs-table", DataTable)
+        shown = [str(table.get_row_at(i)[1]) for i in range(table.row_count)]
+        assert shown == ["sweep 4f2a01: 2 runs", "  20240103-100000-a2", "  20240101-100000-a1", "20240102-100000-b"]
+        assert isinstance(app.runs_panel.rows[0], SweepRow)
+        assert str(table.get_row_at(0)[3]) == "acc 0.8000"  # the sweep's best
+        await pilot.press("enter")
+        await until(pilot, lambda: getattr(app.screen, "comparison", None) is not None, "the comparison")
+        assert isinstance(app.screen, CompareScreen)
+        c = app.screen.comparison
+        assert c is not None and [r.name for r in c.runs] == ["20240101-100000-a1", "20240103-100000-a2"]
+        assert c.ranking_metric == "eval_loss" and len(c.ranking) == 2
+
+
 @pytest.fixture
 def stopped_run(workbench_config: RunConfig) -> str:
     """A run stopped at step 12 of 24, as the engine leaves it on disk."""

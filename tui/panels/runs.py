@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -15,7 +16,9 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Static
 from textual.worker import Worker, WorkerState
 
-from engine.errors import describe_failure
+from engine import queue
+from engine.compare import metric_greater_is_better
+from engine.errors import UserError, describe_failure
 from engine.events import fmt_duration, fmt_memory
 from engine.runs import LIVE, RunDir, RunInfo, lineage, list_runs
 from tui.panels import PANELS
@@ -30,6 +33,52 @@ TITLE = PANELS["runs"][1]
 
 #: How often the list is read again while it shows a live run.
 LIVE_REFRESH_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    """The heading of a sweep's runs in the list: enter or c compares them, m marks them all."""
+
+    sweep: str
+    runs: list[RunInfo]
+
+    @property
+    def status_text(self) -> str:
+        counts: dict[str, int] = {}
+        for r in self.runs:
+            counts[r.status] = counts.get(r.status, 0) + 1
+        return ", ".join(f"{n} {status}" for status, n in counts.items())
+
+    @property
+    def best(self) -> RunInfo | None:
+        """The run with the best best_value (of the first run's metric: a sweep's runs share it)."""
+        rated = [r for r in self.runs if r.best_value is not None and r.best_metric == self.runs[0].best_metric]
+        if not rated:
+            return None
+        higher = metric_greater_is_better(rated[0].best_metric or "")
+        return (max if higher else min)(rated, key=lambda r: r.best_value or 0.0)
+
+
+#: A row of the runs list: a run, an entry of the queue not yet a run, or a sweep's heading.
+Row = RunInfo | queue.QueueEntry | SweepRow
+
+
+def list_rows(runs: list[RunInfo], entries: list[queue.QueueEntry]) -> list[Row]:
+    """The list as shown: live runs, then the queue's entries that are not runs yet (in queue order), then the
+    other runs newest first, each sweep's runs together under a heading, where its newest run would be."""
+    live = [r for r in runs if r.status in LIVE]
+    waiting = [e for e in entries if e.state != queue.STARTED]
+    rows: list[Row] = [*live, *waiting]
+    rest = [r for r in runs if r.status not in LIVE]
+    done: set[str] = set()
+    for r in rest:
+        if r.sweep is None:
+            rows.append(r)
+        elif r.sweep not in done:
+            done.add(r.sweep)
+            members = [m for m in rest if m.sweep == r.sweep]
+            rows += [SweepRow(r.sweep, members), *members] if len(members) > 1 else members
+    return rows
 
 
 class RunsPanel(Vertical):
@@ -52,12 +101,22 @@ class RunsPanel(Vertical):
         # Off the footer, which is full at 80 columns; the open run's title names it, and F1 lists it.
         Binding("v", "toggle_classes", "Classes", show=False, tooltip="Swap the curves for the confusion matrix"),
         Binding("ctrl+r", "refresh", "Reload list", show=False, tooltip="Reload the list of runs"),
+        Binding("K,shift+up", "move_queued(-1)", "Sooner", show=False, tooltip="Move the queued entry up the queue"),
+        Binding("J,shift+down", "move_queued(1)", "Later", show=False, tooltip="Move the queued entry down the queue"),
+        Binding("x,delete", "remove_queued", "Unqueue", show=False, tooltip="Take the queued entry off the queue"),
+        Binding("Q", "toggle_runner", "Queue runner", show=False, tooltip="Start the queue runner, or stop it"),
     ]
 
     class Listed(Message):
-        def __init__(self, runs: list[RunInfo]) -> None:
+        def __init__(
+            self, runs: list[RunInfo], entries: list[queue.QueueEntry], runner: int | None, problem: str | None
+        ) -> None:
             super().__init__()
             self.runs = runs
+            self.entries = entries
+            #: The queue runner's pid, if one runs; why the queue cannot be read, if it cannot.
+            self.runner = runner
+            self.problem = problem
 
     class Opened(Message):
         def __init__(self, names: list[str], curves: dict[str, RunCurves]) -> None:
@@ -104,6 +163,10 @@ class RunsPanel(Vertical):
         super().__init__(id=id)
         self.runs_dir = runs_dir
         self.runs: list[RunInfo] = []
+        self.rows: list[Row] = []
+        self.entries: list[queue.QueueEntry] = []
+        self.runner: int | None = None
+        self.queue_problem: str | None = None
         self.marked: set[str] = set()
         #: The one pending re-listing while a live run is on the list (every listing would otherwise add one).
         self._live_timer: Timer | None = None
@@ -141,35 +204,84 @@ class RunsPanel(Vertical):
 
     @work(thread=True, exclusive=True, group="runs", exit_on_error=False, description="list runs")
     def _list(self, runs_dir: str) -> None:
-        self.post_message(self.Listed(list_runs(runs_dir)))
+        try:
+            entries, problem = queue.list_queue(runs_dir), None
+        except UserError as exc:  # a queue file it cannot read: the runs still list
+            entries, problem = [], str(exc)
+        self.post_message(self.Listed(list_runs(runs_dir), entries, queue.runner_state(runs_dir), problem))
 
     @on(Listed)
     def _on_listed(self, message: Listed) -> None:
-        self.runs = message.runs
+        self.runs, self.entries, self.runner, self.queue_problem = (
+            message.runs,
+            message.entries,
+            message.runner,
+            message.problem,
+        )
+        self.rows = list_rows(self.runs, self.entries)
         names = {r.name for r in self.runs}
         self.marked &= names
         table = self.query_one("#runs-table", DataTable)
         cursor = table.cursor_row
         table.clear()
-        for r in self.runs:
-            table.add_row(
-                "✓" if r.name in self.marked else " ",
-                r.name,
-                r.status_text,
-                r.best_text,
-                r.started_text,
-                fmt_duration(r.duration_seconds),
-                r.task or "-",
-                r.model or "-",
-                fmt_memory(r.peak_memory_mb),
-                key=r.name,
-            )
-        if self.runs:
-            table.move_cursor(row=min(max(cursor, 0), len(self.runs) - 1), animate=False)
+        place = 0
+        for row in self.rows:
+            if isinstance(row, RunInfo):
+                indent = "  " if row.sweep is not None and self._in_sweep_group(row) else ""
+                table.add_row(
+                    "✓" if row.name in self.marked else " ",
+                    indent + row.name,
+                    row.status_text,
+                    row.best_text,
+                    row.started_text,
+                    fmt_duration(row.duration_seconds),
+                    row.task or "-",
+                    row.model or "-",
+                    fmt_memory(row.peak_memory_mb),
+                    key=row.name,
+                )
+            elif isinstance(row, SweepRow):
+                best = row.best
+                table.add_row(
+                    "✓" if all(r.name in self.marked for r in row.runs) else " ",
+                    f"sweep {row.sweep}: {len(row.runs)} runs",
+                    row.status_text,
+                    best.best_text if best is not None else "-",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    key=f"sweep:{row.sweep}",
+                )
+            else:
+                status = row.state
+                if row.state == queue.QUEUED:
+                    place += 1
+                    status = f"queued {place}"
+                elif row.state == queue.CLAIMED:
+                    status = "starting"
+                table.add_row(
+                    " ",
+                    f"#{row.id} {row.label}",
+                    status,
+                    "-",
+                    row.added_text,
+                    "-",
+                    str(row.config.get("task", "-")),
+                    str((row.config.get("model") or {}).get("name_or_path", "-")),
+                    "-",
+                    key=f"queue:{row.id}",
+                )
+        if self.rows:
+            table.move_cursor(row=min(max(cursor, 0), len(self.rows) - 1), animate=False)
         self._render_title()
-        live = any(r.status in LIVE for r in self.runs)
-        if live and self._live_timer is None:  # their step and ETA move: list again while on screen
+        live = any(r.status in LIVE for r in self.runs) or any(e.state != queue.STARTED for e in self.entries)
+        if live and self._live_timer is None:  # their step, ETA and turn move: list again while on screen
             self._live_timer = self.set_timer(LIVE_REFRESH_SECONDS, self._refresh_live)
+
+    def _in_sweep_group(self, run: RunInfo) -> bool:
+        return any(isinstance(row, SweepRow) and run in row.runs for row in self.rows)
 
     def _refresh_live(self) -> None:
         self._live_timer = None
@@ -180,28 +292,67 @@ class RunsPanel(Vertical):
         parts = [TITLE, self.runs_dir, f"{len(self.runs)} run{'s' if len(self.runs) != 1 else ''}"]
         if self.marked:
             parts.append(f"{len(self.marked)} marked")
+        waiting = sum(e.state == queue.QUEUED for e in self.entries)
+        if self.queue_problem:
+            parts.append("queue unreadable")
+        elif waiting or self.runner is not None:
+            runner = f"runner pid {self.runner}" if self.runner is not None else "no runner (Q starts it)"
+            parts.append(f"{waiting} queued, {runner}")
         self.query_one("#runs-title", Static).update(Content(" · ".join(parts)))
 
     # -- selection ------------------------------------------------------------------------------------------
-    def current(self) -> RunInfo | None:
+    def current_row(self) -> Row | None:
         table = self.query_one("#runs-table", DataTable)
-        if not self.runs or table.cursor_row < 0 or table.cursor_row >= len(self.runs):
+        if not self.rows or table.cursor_row < 0 or table.cursor_row >= len(self.rows):
             return None
-        return self.runs[table.cursor_row]
+        return self.rows[table.cursor_row]
+
+    def current(self) -> RunInfo | None:
+        """The highlighted run (None on a queued entry or a sweep's heading)."""
+        row = self.current_row()
+        return row if isinstance(row, RunInfo) else None
+
+    def current_entry(self) -> queue.QueueEntry | None:
+        row = self.current_row()
+        return row if isinstance(row, queue.QueueEntry) else None
 
     @on(DataTable.RowSelected, "#runs-table")
     def _on_selected(self, event: DataTable.RowSelected) -> None:
-        info = self.current()
-        if info is not None:
-            self.open_runs([info.name])
+        row = self.current_row()
+        if isinstance(row, RunInfo):
+            self.open_runs([row.name])
+        elif isinstance(row, SweepRow):
+            self.action_compare()
+
+    @on(DataTable.RowHighlighted, "#runs-table")
+    def _on_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        row = self.current_row()
+        if isinstance(row, queue.QueueEntry):
+            what = f"error: {row.error}" if row.error else row.state
+            self.query_one("#runs-detail-title", Static).update(
+                Content(f"queue entry #{row.id} ({what}) · K/J move it, x takes it off the queue, Q starts the runner")
+            )
+        elif isinstance(row, SweepRow):
+            self.query_one("#runs-detail-title", Static).update(
+                Content(f"sweep {row.sweep}: {len(row.runs)} runs · enter or c compares and ranks them")
+            )
 
     def action_mark(self) -> None:
-        info = self.current()
-        if info is None:
+        row = self.current_row()
+        if isinstance(row, SweepRow):
+            names = {r.name for r in row.runs}
+            self.marked = self.marked - names if names <= self.marked else self.marked | names
+        elif isinstance(row, RunInfo):
+            self.marked ^= {row.name}
+        else:
             return
-        self.marked ^= {info.name}
         table = self.query_one("#runs-table", DataTable)
-        table.update_cell(info.name, "mark", "✓" if info.name in self.marked else " ")
+        for r in self.rows:
+            if isinstance(r, RunInfo):
+                table.update_cell(r.name, "mark", "✓" if r.name in self.marked else " ")
+            elif isinstance(r, SweepRow):
+                mark = "✓" if all(m.name in self.marked for m in r.runs) else " "
+                table.update_cell(f"sweep:{r.sweep}", "mark", mark)
         self._render_title()
 
     def action_overlay(self) -> None:
@@ -215,12 +366,14 @@ class RunsPanel(Vertical):
         from tui.compare import CompareScreen  # with its first use, not before the workbench's first frame
 
         marked = [r for r in self.runs if r.name in self.marked]
+        row = self.current_row()
         info = self.current()
+        sweep = row.sweep if isinstance(row, RunInfo | SweepRow) else None
         if len(marked) >= 2:
             runs, why = marked, f"{len(marked)} marked runs"
-        elif info is not None and info.sweep:
-            runs = [r for r in self.runs if r.sweep == info.sweep]
-            runs, why = runs[::-1], f"sweep {info.sweep} ({len(runs)} runs)"  # oldest first: the order queued
+        elif sweep:
+            runs = [r for r in self.runs if r.sweep == sweep]
+            runs, why = runs[::-1], f"sweep {sweep} ({len(runs)} runs)"  # oldest first: the order queued
         elif info is not None and info.parent and (parent := self._run_named(info.parent)) is not None:
             runs, why = [parent, info], f"{info.name} and its parent"
         else:
@@ -313,9 +466,60 @@ class RunsPanel(Vertical):
     def action_refresh(self) -> None:
         self.refresh_runs()
 
+    # -- the queue ------------------------------------------------------------------------------------------
+    def action_move_queued(self, delta: int) -> None:
+        entry = self.current_entry()
+        if entry is None or entry.state != queue.QUEUED:
+            self.app.notify("K/J move a queued entry: highlight one first", severity="warning")
+            return
+        try:
+            queue.move(self.runs_dir, entry.id, delta)
+        except UserError as exc:
+            self.app.notify(str(exc), severity="warning")
+            return
+        table = self.query_one("#runs-table", DataTable)
+        first = next(i for i, r in enumerate(self.rows) if isinstance(r, queue.QueueEntry))
+        waiting = [r for r in self.rows if isinstance(r, queue.QueueEntry) and r.state == queue.QUEUED]
+        place = max(0, min(len(waiting) - 1, waiting.index(entry) + delta))
+        table.move_cursor(row=first + place, animate=False)  # the cursor follows the entry
+        self.refresh_runs()
+
+    def action_remove_queued(self) -> None:
+        entry = self.current_entry()
+        if entry is None:
+            self.app.notify("x takes a queued entry off the queue: highlight one first", severity="warning")
+            return
+        try:
+            queue.remove(self.runs_dir, entry.id)
+        except UserError as exc:
+            self.app.notify(str(exc), severity="warning")
+            return
+        self.app.notify(f"took #{entry.id} off the queue")
+        self.refresh_runs()
+
+    def action_toggle_runner(self) -> None:
+        self._toggle_runner(self.runs_dir, self.runner is None)
+
+    @work(thread=True, exclusive=True, group="runs-runner", exit_on_error=False, description="queue runner")
+    def _toggle_runner(self, runs_dir: str, start: bool) -> None:
+        # Starting waits until the runner holds its lock, stopping until it exits: up to seconds, off the UI.
+        try:
+            if start:
+                note = f"queue runner started (pid {queue.start_runner(runs_dir)}); it outlives the workbench"
+            else:
+                pid = queue.stop_runner(runs_dir)
+                note = f"queue runner (pid {pid}) stopped; runs it started go on" if pid else "no queue runner runs"
+        except UserError as exc:
+            note = str(exc)
+        self.app.call_from_thread(self._runner_toggled, note)
+
+    def _runner_toggled(self, note: str) -> None:
+        self.app.notify(note)
+        self.refresh_runs()
+
     @on(Worker.StateChanged)
     def _on_worker(self, event: Worker.StateChanged) -> None:
-        if event.worker.group in ("runs", "runs-open") and event.state == WorkerState.ERROR:
+        if event.worker.group in ("runs", "runs-open", "runs-runner") and event.state == WorkerState.ERROR:
             assert event.worker.error is not None
             message, _tb = describe_failure(event.worker.error)
             self.query_one("#runs-detail-title", Static).update(Content(f"✗ {message}"))
