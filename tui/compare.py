@@ -18,7 +18,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 from textual.worker import Worker, WorkerState
 
-from engine.compare import METRIC_LABELS, Comparison, compare, format_value, load_compared_run
+from engine.compare import METRIC_LABELS, NAMING_KEYS, Comparison, compare, format_value, load_compared_run
 from engine.errors import describe_failure
 from engine.runs import RunDir
 from tui.widgets.fixed_text import FixedText
@@ -95,9 +95,11 @@ class CompareScreen(ModalScreen[None]):
         table = self.query_one("#compare-diff", DataTable)
         table.clear(columns=True)
         table.add_columns("setting", *c.legends)
-        if not c.diff:
+        # output.run_name names a run, which its column's legend already does (a sweep's differ in every run)
+        rows = [row for row in c.diff if row.key not in NAMING_KEYS]
+        if not rows:
             table.add_row(Text("the same config"), *(Text("") for _ in c.runs))
-        for row in c.diff:
+        for row in rows:
             table.add_row(Text(row.key), *(Text(format_value(v, compact=True)) for v in row.values))
 
     def _fill_evals(self, c: Comparison) -> None:
