@@ -189,3 +189,32 @@ def in_run_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[
         monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")])))
 
     return patch
+
+
+def hold_run_at(step: int, marker: Path, release: Path | None = None) -> str:
+    """Code for ``in_run_process``: the run's worker touches ``marker`` at its logged step ``step``, then waits
+    there until ``release`` exists (or, without one, until a stop is requested): whatever a test does next lands
+    mid-run, with no sleeps."""
+    wait = (
+        f"while not pathlib.Path({str(release)!r}).exists():\n                time.sleep(0.05)"
+        if release is not None
+        else "self.control.stop.wait()"
+    )
+    return f"""
+import pathlib, time
+import engine.runner
+
+real_init = engine.runner.Runner.__init__
+
+def init(self, *args, **kwargs):
+    real_init(self, *args, **kwargs)
+
+    def hold(event):
+        if event.type == "StepLogged" and event.step == {step}:
+            pathlib.Path({str(marker)!r}).touch()
+            {wait}
+
+    self.subscribe(hold)
+
+engine.runner.Runner.__init__ = init
+"""

@@ -31,6 +31,7 @@ from engine.events import (
     StopRequested,
 )
 from engine.runs import list_runs, read_events
+from tests.conftest import hold_run_at
 
 pytestmark = pytest.mark.slow  # starts training processes
 
@@ -119,28 +120,6 @@ def test_resuming_a_finished_run_is_refused_before_any_process_starts(
         DetachedRun.from_run_dir(result.run_dir)
 
 
-# In the run's process: wait at step 3 until a file appears, after saying so in another.
-WAIT_AT_STEP_3 = """
-import pathlib, time
-import engine.runner
-
-real_init = engine.runner.Runner.__init__
-
-def init(self, *args, **kwargs):
-    real_init(self, *args, **kwargs)
-
-    def hold(event):
-        if event.type == "StepLogged" and event.step == 3:
-            pathlib.Path({marker!r}).touch()
-            while not pathlib.Path({release!r}).exists():
-                time.sleep(0.05)
-
-    self.subscribe(hold)
-
-engine.runner.Runner.__init__ = init
-"""
-
-
 def test_tunebench_run_trains_in_its_own_process_which_a_hang_up_does_not_reach(
     make_config: Callable[..., Any], tmp_path: Path, in_run_process: Callable[[str], None]
 ) -> None:
@@ -149,7 +128,7 @@ def test_tunebench_run_trains_in_its_own_process_which_a_hang_up_does_not_reach(
     config = tmp_path / "config.yaml"
     config.write_text(make_config().to_yaml(), encoding="utf-8")
     runs, marker, release = tmp_path / "runs", tmp_path / "at-step-3", tmp_path / "go-on"
-    in_run_process(WAIT_AT_STEP_3.format(marker=str(marker), release=str(release)))
+    in_run_process(hold_run_at(3, marker, release))
     cli = subprocess.Popen(
         [sys.executable, "-m", "engine.cli", "run", str(config), "--runs-dir", str(runs)],
         stdout=subprocess.PIPE,

@@ -21,7 +21,7 @@ import engine.loop
 from engine.checkpoint import complete_checkpoints, latest_checkpoint
 from engine.events import RunFailed, RunStarted
 from engine.runner import Runner
-from tests.conftest import sentiment_rows, write_jsonl
+from tests.conftest import hold_run_at, sentiment_rows, write_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -226,28 +226,6 @@ def test_a_crash_in_the_worker_becomes_a_failed_result_and_never_reaches_the_cal
     assert len(failed) == 1 and failed[0].traceback and type(crash).__name__ in failed[0].traceback
 
 
-# In the process the run trains in, a subscriber that holds the worker at step 3 until the stop request arrives,
-# and says so in a file: SIGTERM to the CLI is then sure to land mid-run, with no sleeps.
-HOLD_AT_STEP_3 = """
-import pathlib, sys
-import engine.runner
-
-real_init = engine.runner.Runner.__init__
-
-def init(self, *args, **kwargs):
-    real_init(self, *args, **kwargs)
-
-    def hold(event):
-        if event.type == "StepLogged" and event.step == 3:
-            pathlib.Path({marker!r}).touch()
-            self.control.stop.wait()
-
-    self.subscribe(hold)
-
-engine.runner.Runner.__init__ = init
-"""
-
-
 @pytest.mark.slow
 def test_sigterm_on_a_headless_run_saves_a_checkpoint_and_marks_it_stopped(
     tmp_path: Path, make_config: Callable[..., Any], in_run_process: Callable[[str], None]
@@ -255,7 +233,7 @@ def test_sigterm_on_a_headless_run_saves_a_checkpoint_and_marks_it_stopped(
     config = tmp_path / "config.yaml"
     config.write_text(make_config().to_yaml(), encoding="utf-8")
     runs, marker = tmp_path / "runs", tmp_path / "at-step-3"
-    in_run_process(HOLD_AT_STEP_3.format(marker=str(marker)))
+    in_run_process(hold_run_at(3, marker))
     cli = subprocess.Popen(
         [sys.executable, "-m", "engine.cli", "run", str(config), "--runs-dir", str(runs)],
         cwd=REPO,

@@ -21,6 +21,7 @@ from engine.config import RunConfig, load_config
 from engine.errors import ConfigError, UserError
 from engine.faults import ENV as KILL_AT
 from engine.runs import read_events
+from tests.conftest import hold_run_at
 
 GRID = ["--grid", "train.learning_rate=1e-5,3e-5,1e-4", "--grid", "train.per_device_train_batch_size=8,16"]
 
@@ -414,34 +415,12 @@ def test_the_runner_starts_queued_runs_one_after_another_and_goes_on_past_one_th
     assert f"runner {pid}" in log and "failed to start" in log
 
 
-# In a run's process: wait at step 3 until a file appears, after saying so in another.
-WAIT_AT_STEP_3 = """
-import pathlib, time
-import engine.runner
-
-real_init = engine.runner.Runner.__init__
-
-def init(self, *args, **kwargs):
-    real_init(self, *args, **kwargs)
-
-    def hold(event):
-        if event.type == "StepLogged" and event.step == 3:
-            pathlib.Path({marker!r}).touch()
-            while not pathlib.Path({release!r}).exists():
-                time.sleep(0.05)
-
-    self.subscribe(hold)
-
-engine.runner.Runner.__init__ = init
-"""
-
-
 @pytest.mark.slow
 def test_a_runner_killed_mid_run_comes_back_without_starting_any_run_twice(
     make_config: Callable[..., Any], tmp_path: Path, in_run_process: Callable[[str], None]
 ) -> None:
     runs, marker, release = tmp_path / "runs", tmp_path / "at-step-3", tmp_path / "go-on"
-    in_run_process(WAIT_AT_STEP_3.format(marker=str(marker), release=str(release)))
+    in_run_process(hold_run_at(3, marker, release))
     queue.add(runs, make_config(train={"num_train_epochs": 1}), "first")
     queue.add(runs, make_config(train={"num_train_epochs": 1}), "second")
     try:
