@@ -32,6 +32,7 @@ ORDER = [
     "ui_responsiveness",
     "live_follow",
     "data_browsing",
+    "runs_list",
     "gpu_train",
 ]
 RATIO = re.compile(r"^RATIO \S+=\S+ goal=\S+ (PASS|FAIL)$")

@@ -28,6 +28,7 @@ SCRIPTS = [
     "ui_responsiveness",
     "live_follow",
     "data_browsing",
+    "runs_list",
     "gpu_train",
 ]
 RATIO = re.compile(r"^RATIO [a-z0-9_]+=-?[0-9.]+ goal=(>=|<=)[0-9.]+ (PASS|FAIL)$")

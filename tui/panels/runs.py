@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -225,9 +226,10 @@ class RunsPanel(Vertical):
         cursor = table.cursor_row
         table.clear()
         place = 0
+        grouped = {r.name for row in self.rows if isinstance(row, SweepRow) for r in row.runs}
         for row in self.rows:
             if isinstance(row, RunInfo):
-                indent = "  " if row.sweep is not None and self._in_sweep_group(row) else ""
+                indent = "  " if row.name in grouped else ""
                 table.add_row(
                     "✓" if row.name in self.marked else " ",
                     indent + row.name,
@@ -263,7 +265,7 @@ class RunsPanel(Vertical):
                     status = "starting"
                 table.add_row(
                     " ",
-                    f"#{row.id} {row.label}",
+                    Text(f"#{row.id} {row.label}"),  # a label is what the user typed: never markup
                     status,
                     "-",
                     row.added_text,
@@ -276,12 +278,10 @@ class RunsPanel(Vertical):
         if self.rows:
             table.move_cursor(row=min(max(cursor, 0), len(self.rows) - 1), animate=False)
         self._render_title()
-        live = any(r.status in LIVE for r in self.runs) or any(e.state != queue.STARTED for e in self.entries)
+        waiting = any(e.state in (queue.QUEUED, queue.CLAIMED) for e in self.entries)
+        live = waiting or any(r.status in LIVE for r in self.runs)
         if live and self._live_timer is None:  # their step, ETA and turn move: list again while on screen
             self._live_timer = self.set_timer(LIVE_REFRESH_SECONDS, self._refresh_live)
-
-    def _in_sweep_group(self, run: RunInfo) -> bool:
-        return any(isinstance(row, SweepRow) and run in row.runs for row in self.rows)
 
     def _refresh_live(self) -> None:
         self._live_timer = None
