@@ -384,7 +384,7 @@ def check_consistency(cfg: RunConfig) -> None:
         extra = f' (did you mean "{hint[0]}"?)' if hint else ""
         raise ConfigError(
             "train.metric_for_best_model",
-            f'"{metric}" is not an eval metric of {cfg.task}; use one of {", ".join(known)}{extra}',
+            f'{_show(metric)} is not an eval metric of {cfg.task}; use one of {", ".join(known)}{extra}',
         )
     _check_evaluation_schedule(cfg.train)
     split, fraction = cfg.data.eval_split, cfg.data.eval_fraction
