@@ -2,7 +2,8 @@
 
 Layout of one checkpoint, ``<run>/checkpoints/checkpoint-<step>/``::
 
-    model.safetensors   weights (safetensors: no code runs on load)
+    model.safetensors   weights (safetensors: no code runs on load); a LoRA run has its adapter instead:
+                        adapter_config.json and adapter_model.safetensors (engine.adapters)
     config.json, tokenizer files    so that the checkpoint loads as a model (Predict, while the run trains)
     optimizer.pt        optimizer state  } loaded with torch.load(weights_only=True)
     scheduler.pt        scheduler state  }
@@ -33,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine import adapters
 from engine.errors import DISK_ERRNOS, CheckpointError
 from engine.faults import kill_point
 from engine.files import fsync_path, rename_durably, sync_tree, write_synced
@@ -240,9 +242,11 @@ def save_training_checkpoint(
     epoch_sampler_state: torch.Tensor | None,
     scaler: Any = None,
     tokenizer: Any = None,
+    base: str = "",
 ) -> None:
     """Fill ``folder`` with everything a resumed run needs (called inside :func:`write_checkpoint`), and the
-    model's config and ``tokenizer``, so that it also loads as a model folder.
+    model's config and ``tokenizer``, so that it also loads as a model folder (a LoRA model: its adapter on
+    ``base``).
 
     ``epoch_sampler_state`` is the shuffling generator's state at the start of the current epoch: the resumed
     run rewinds to it and skips the batches already done, so it sees the same batches in the same order.
@@ -250,10 +254,13 @@ def save_training_checkpoint(
     import torch
     from safetensors.torch import save_model
 
-    save_model(model, str(folder / MODEL_FILE))
-    config = getattr(model, "config", None)
-    if config is not None:
-        config.save_pretrained(folder)
+    if adapters.is_adapter_model(model):
+        adapters.save_adapter(model, folder, base)  # the frozen base is not saved again: it reloads as it was
+    else:
+        save_model(model, str(folder / MODEL_FILE))
+        config = getattr(model, "config", None)
+        if config is not None:
+            config.save_pretrained(folder)
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
     torch.save(optimizer.state_dict(), folder / OPTIMIZER_FILE)
@@ -282,11 +289,19 @@ def _safe_torch_load(path: Path) -> Any:
         ) from None
 
 
+def weights_file(model: torch.nn.Module) -> str:
+    """The file that holds what a checkpoint of ``model`` trains: its weights, or its adapter's."""
+    return adapters.ADAPTER_WEIGHTS if adapters.is_adapter_model(model) else MODEL_FILE
+
+
 def load_weights(folder: Path, model: torch.nn.Module) -> None:
     """Load a checkpoint's weights into ``model`` (no code runs: safetensors)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_model
 
+    if adapters.is_adapter_model(model):
+        adapters.load_adapter_weights(folder, model)
+        return
     try:
         missing, unexpected = load_model(model, str(folder / MODEL_FILE), strict=False)
     except (SafetensorError, OSError, RuntimeError) as exc:
@@ -308,7 +323,7 @@ def load_training_checkpoint(
 ) -> tuple[TrainingState, dict[str, Any]]:
     """Load weights, optimizer and scheduler into the given objects; return the counters and the RNG states
     (restore those last, right before training goes on)."""
-    for name in (STATE_FILE, MODEL_FILE, OPTIMIZER_FILE, SCHEDULER_FILE, RNG_FILE):
+    for name in (STATE_FILE, weights_file(model), OPTIMIZER_FILE, SCHEDULER_FILE, RNG_FILE):
         if not (folder / name).is_file():
             raise CheckpointError(f"checkpoint {folder} lacks {name}; delete it to resume from an older one")
     try:

@@ -90,10 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
         one.add_argument("run", help=run_help)
         one.add_argument("--runs-dir", default="runs")
     # Commands with a module of their own: each adds its parsers, with ``handler`` set to the function to call.
-    from engine import compare, queue
+    from engine import compare, export, queue
 
     compare.add_parsers(sub)
     queue.add_parsers(sub)
+    export.add_parsers(sub)
     return parser
 
 

@@ -96,11 +96,37 @@ AT_LEAST_ONE = Check(ge=1)
 FRACTION = Check(gt=0, lt=1)
 
 
+#: ``model.lora.target_modules`` and ``modules_to_save``: let the model's architecture decide.
+AUTO = "auto"
+
+
+def _names(default: list[str], doc: str) -> Any:
+    return field(default_factory=lambda: list(default), metadata={"doc": doc, "check": None})
+
+
+@dataclass
+class LoraConfig:
+    r: int = _f(8, "Rank of the adapter matrices: more is more capacity and more trainable weights.", AT_LEAST_ONE)
+    alpha: int = _f(16, "Scale of the adapter's update (it is multiplied by alpha / r).", AT_LEAST_ONE)
+    dropout: float = _f(0.05, "Dropout on the adapter's input while training.", Check(ge=0, lt=1))
+    target_modules: list[str] = _names(
+        [AUTO], "Layers that get adapters: auto = the attention projections (query, key, value / c_attn / q_proj ...)."
+    )
+    modules_to_save: list[str] = _names(
+        [AUTO], "Modules trained in full beside the adapters: auto = a classifier's head (none for language models)."
+    )
+
+
 @dataclass
 class ModelConfig:
     name_or_path: str = _f("minilm", 'Hub id, local folder, or the bundled alias "minilm".')
     num_labels: int | None = _f(None, "Classifier size; null takes it from the data.", AT_LEAST_ONE)
     trust_remote_code: bool = _f(False, "Run code shipped with a hub model. Only for models you trust.")
+    lora: LoraConfig | None = _f(
+        None, "LoRA adapters (peft) instead of training every weight, e.g. {r: 8}; null = full fine-tuning."
+    )
+    load_in_4bit: bool = _f(False, "QLoRA: load the frozen base model in 4 bits (bitsandbytes, CUDA only; needs lora).")
+    load_in_8bit: bool = _f(False, "Load the frozen base model in 8 bits (bitsandbytes, CUDA only; needs lora).")
 
 
 @dataclass
@@ -164,6 +190,12 @@ class TrainConfig:
     )
     early_stopping_threshold: float = _f(
         0.0, "How much the metric must improve on the best to count as an improvement.", NON_NEGATIVE
+    )
+    gradient_checkpointing: bool = _f(
+        False, "Recompute activations in the backward pass: much less memory for about a third more time a step."
+    )
+    torch_compile: bool = _f(
+        False, "Compile the model with torch.compile: faster steps on a GPU after a slow first one."
     )
 
 
@@ -230,7 +262,11 @@ def unwrap_optional(tp: Any) -> tuple[Any, bool]:
 
 
 def _expected(tp: Any, check: Check | None) -> str:
+    if dataclasses.is_dataclass(tp):
+        return f"a mapping of keys ({', '.join(f.name for f in fields(tp))})"
     if get_origin(tp) is list:
+        if get_args(tp)[0] is str:
+            return "a list of names"
         return "a list from " + _expected(get_args(tp)[0], check).removeprefix("one of ")
     if get_origin(tp) is Literal:
         return "one of " + ", ".join(str(a) for a in get_args(tp))
@@ -250,6 +286,8 @@ def coerce_value(path: str, tp: Any, check: Check | None, value: Any) -> Any:
         if optional:
             return None
         raise ConfigError(path, f"expected {_expected(inner, check)}, got null")
+    if isinstance(inner, type) and dataclasses.is_dataclass(inner):  # a block inside a section (model.lora)
+        return _build_section(inner, path, value)
     want = _expected(inner, check)
     bad = ConfigError(path, f"expected {want}, got {_show(value)}")
     if get_origin(inner) is list:
@@ -335,7 +373,8 @@ def _build_section(cls: type, path: str, raw: Any) -> Any:
     if raw is None:
         return cls()
     if not isinstance(raw, Mapping):
-        raise ConfigError(path, f"expected a mapping of keys, got {_show(raw)}")
+        what = "a mapping of keys" if path in SECTIONS else _expected(cls, None)
+        raise ConfigError(path, f"expected {what}, got {_show(raw)}")
     hints = _hints(cls)
     known = [f.name for f in fields(cls)]
     kwargs: dict[str, Any] = {}
@@ -399,6 +438,29 @@ def check_consistency(cfg: RunConfig) -> None:
     device = cfg.train.device
     if not (device in ("auto", "cpu", "cuda", "mps") or (device.startswith("cuda:") and device[5:].isdigit())):
         raise ConfigError("train.device", f"expected auto, cpu, cuda, cuda:N or mps, got {_show(device)}")
+    _check_adapters(cfg.model)
+
+
+def _check_adapters(m: ModelConfig) -> None:
+    """LoRA's module lists and quantization; whether the modules exist is checked when the model loads."""
+    if m.lora is not None:
+        for key in ("target_modules", "modules_to_save"):
+            names = getattr(m.lora, key)
+            if AUTO in names and len(names) > 1:
+                raise ConfigError(
+                    f"model.lora.{key}", f"give auto alone or a list of module names, not both: {', '.join(names)}"
+                )
+        if not m.lora.target_modules:
+            raise ConfigError("model.lora.target_modules", "expected at least one module name, or auto")
+    if m.load_in_4bit and m.load_in_8bit:
+        raise ConfigError("model.load_in_8bit", "load_in_4bit is on too; pick one of the two")
+    for key in ("load_in_4bit", "load_in_8bit"):
+        if getattr(m, key) and m.lora is None:
+            raise ConfigError(
+                f"model.{key}",
+                "a quantized model trains only through adapters; set model.lora (e.g. --set model.lora.r=8) or "
+                f"turn {key} off",
+            )
 
 
 def eval_every(train: TrainConfig) -> int:
@@ -434,25 +496,46 @@ def _check_evaluation_schedule(t: TrainConfig) -> None:
 
 
 def validate_field(cfg: RunConfig, path: str, value: Any) -> RunConfig:
-    """Return a copy of ``cfg`` with ``path`` set to ``value``, validated; the TUI calls this per keystroke."""
+    """Return a copy of ``cfg`` with ``path`` set to ``value``, validated; the TUI calls this per keystroke.
+
+    A key inside a block that is off (``model.lora.r`` while ``model.lora`` is null) turns the block on.
+    """
     raw = cfg.to_dict()
     section, _, key = path.partition(".")
-    if key:
-        if section not in SECTIONS:
-            raise _unknown_key("", section, list(SECTIONS))
-        if not isinstance(raw.get(section), dict):
-            raw[section] = {}
-        raw[section][key] = value
-    else:
-        raw[section] = value
+    if key and section not in SECTIONS:
+        raise _unknown_key("", section, list(SECTIONS))
+    _set_path(raw, path.split("."), value)
     return from_dict(raw)
 
 
+def _set_path(raw: dict[str, Any], parts: list[str], value: Any) -> None:
+    """``raw[a][b][c] = value`` for ``parts`` [a, b, c]; what is on the way and not a mapping becomes one."""
+    where = raw
+    for part in parts[:-1]:
+        inner = where.get(part)
+        where[part] = dict(inner) if isinstance(inner, Mapping) else {}
+        where = where[part]
+    where[parts[-1]] = value
+
+
+def _blocks(cls: type) -> dict[str, type]:
+    """The fields of ``cls`` that are blocks of keys of their own (``model.lora``): name -> dataclass."""
+    hints = _hints(cls)
+    out: dict[str, type] = {}
+    for f in fields(cls):
+        inner, _optional = unwrap_optional(hints[f.name])
+        if isinstance(inner, type) and dataclasses.is_dataclass(inner):
+            out[f.name] = inner
+    return out
+
+
 def field_docs() -> dict[str, str]:
-    """Dotted key path -> one-line help, for forms and ``--help`` output."""
+    """Dotted key path -> one-line help, for forms and ``--help`` output (a block's keys too: ``model.lora.r``)."""
     docs = {f.name: f.metadata["doc"] for f in fields(RunConfig) if f.name not in SECTIONS}
     for name, cls in SECTIONS.items():
         docs.update({f"{name}.{f.name}": f.metadata["doc"] for f in fields(cls)})
+        for block, block_cls in _blocks(cls).items():
+            docs.update({f"{name}.{block}.{f.name}": f.metadata["doc"] for f in fields(block_cls)})
     return docs
 
 
@@ -503,13 +586,9 @@ def apply_overrides(raw: Any, overrides: list[str]) -> dict[str, Any]:
             raise ConfigError("--set", f"expected key.path=value, got {_show(item)}")
         value = parse_yaml(text, f"--set {key}") if text.strip() else None
         section, _, name = key.partition(".")
-        if name:
-            if section not in SECTIONS:
-                raise _unknown_key("", section, [f.name for f in fields(RunConfig)])
-            sub = out.get(section)
-            out[section] = {**(sub if isinstance(sub, Mapping) else {}), name: value}
-        else:
-            out[key] = value
+        if name and section not in SECTIONS:
+            raise _unknown_key("", section, [f.name for f in fields(RunConfig)])
+        _set_path(out, key.split("."), value)  # model.lora.r=8 turns model.lora on; model.lora=null off
     return out
 
 

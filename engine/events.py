@@ -56,6 +56,37 @@ class RunStarted(Event):
     eval_set: str = ""
     #: ``EVENTS_FORMAT`` of the Tunebench that wrote the run.
     format: int = EVENTS_FORMAT
+    #: Parameters that train; None when all of them do (full fine-tuning, or a run written before this field).
+    trainable_parameters: int | None = None
+    #: The adapter that trains instead of the whole model ("LoRA r=8"); "" for full fine-tuning.
+    adapter: str = ""
+
+    @property
+    def parameters_text(self) -> str:
+        """ "LoRA r=8 · 0.9 % of 22.7 M parameters trainable", or "22.7 M parameters"."""
+        return fmt_parameters(self.num_parameters, self.trainable_parameters, self.adapter)
+
+
+def fmt_count(n: float) -> str:
+    """``22.7 M``, ``110 k``, ``950``."""
+    if n >= 1e9:
+        return f"{n / 1e9:.1f} B"
+    if n >= 1e6:
+        return f"{n / 1e6:.1f} M"
+    if n >= 1e4:
+        return f"{n / 1e3:.0f} k"
+    return f"{n:.0f}"
+
+
+def fmt_parameters(total: int, trainable: int | None = None, adapter: str = "") -> str:
+    """How much of a model trains: "LoRA r=8 · 0.9 % of 22.7 M parameters trainable", or "22.7 M parameters"
+    when every parameter does."""
+    if trainable is None or (trainable >= total and not adapter):
+        return f"{fmt_count(total)} parameters"
+    share = 100 * trainable / max(total, 1)
+    shown = f"{share:.1f}" if share >= 1 else f"{share:.2g}"
+    text = f"{shown} % of {fmt_count(total)} parameters trainable"
+    return f"{adapter} · {text}" if adapter else text
 
 
 @dataclass(frozen=True)

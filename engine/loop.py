@@ -37,11 +37,17 @@ from engine.evaluation import evaluate
 from engine.events import CheckpointSaved, Status, fmt_epoch
 from engine.faults import kill_point
 from engine.models import (
+    CompiledForward,
+    base_name,
+    check_compile,
+    check_model_options,
     check_vocab,
-    count_parameters,
     label_kwargs,
     load_model,
     load_tokenizer,
+    parameter_fields,
+    prepare_for_training,
+    quantization_kwargs,
     save_final_model,
     set_up_device,
     untrained_head_warning,
@@ -88,6 +94,10 @@ class Setup:
     train_generator: torch.Generator | None = None
     #: The training collator; a masked-LM one is re-positioned on resume (see BatchSeededMasking).
     train_collator: Any = None
+    #: What the training step calls: the model, or its compiled form (train.torch_compile).
+    forward: Callable[..., Any] | None = None
+    #: The base model a LoRA adapter's folders name (engine.models.base_name).
+    base: str = ""
 
 
 def setup(cfg: RunConfig, emit: Emit) -> Setup:
@@ -100,6 +110,9 @@ def setup(cfg: RunConfig, emit: Emit) -> Setup:
 
     t = cfg.train
     device, precision = set_up_device(t)
+    check_model_options(cfg.model, device)
+    if t.torch_compile:
+        check_compile(device)
     accelerator = Accelerator(
         cpu=device.type == "cpu",
         mixed_precision="no" if precision == "fp32" else precision,
@@ -120,6 +133,7 @@ def setup(cfg: RunConfig, emit: Emit) -> Setup:
         cfg.model.name_or_path,
         trust_remote_code=cfg.model.trust_remote_code,
         **label_kwargs(cfg.task, data.label_names, cfg.model.num_labels),
+        **quantization_kwargs(cfg.model, device, precision),
     )
     if loaded.mismatched:
         log.warning(
@@ -134,6 +148,7 @@ def setup(cfg: RunConfig, emit: Emit) -> Setup:
     check_vocab(tokenizer, model, cfg.model.name_or_path)
     if cfg.task == "causal-lm" and model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
+    model = prepare_for_training(loaded, cfg, emit)  # gradient checkpointing, LoRA adapters
 
     # 3. batches
     train_collator = build_collator(cfg.task, tokenizer, t.mlm_probability)
@@ -172,6 +187,7 @@ def setup(cfg: RunConfig, emit: Emit) -> Setup:
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
     if eval_loader is not None:
         eval_loader = accelerator.prepare(eval_loader)
+    forward = CompiledForward(model) if t.torch_compile else model
     return Setup(
         accelerator,
         model,
@@ -185,6 +201,8 @@ def setup(cfg: RunConfig, emit: Emit) -> Setup:
         total_steps,
         generator,
         train_collator,
+        forward,
+        base_name(cfg.model.name_or_path),
     )
 
 
@@ -264,8 +282,8 @@ def _train(
             state.step,
             device=str(acc.device),
             precision=s.precision,
-            num_parameters=count_parameters(s.model),
             world_size=acc.num_processes,
+            **parameter_fields(acc.unwrap_model(s.model), cfg),
         )
     )
 
@@ -286,6 +304,7 @@ def _train(
     # 5. train
     model = s.model
     model.train()
+    forward = s.forward or model
     optimizer, scheduler, clip_grad_norm, backward = _step_calls(s, t.gradient_accumulation_steps)
     step, stopped = state.step, False
     last_saved = step if resume and step else -1
@@ -300,7 +319,7 @@ def _train(
         book.start_window(state.window_loss_sum, state.window_batches, state.window_samples)
         for batch in _epoch_batches(s, epoch, batches_done):
             with acc.accumulate(model):
-                loss = model(**batch).loss
+                loss = forward(**batch).loss
                 backward(loss)
                 if acc.sync_gradients:
                     if t.max_grad_norm > 0:
@@ -360,7 +379,7 @@ def _train(
                 model_step = _load_best(acc.unwrap_model(model), run_dir, early, step, book.say)
             if t.save_total_limit is not None:  # the newest is no longer needed to resume (as in transformers)
                 prune(run_dir.checkpoints_dir, t.save_total_limit, protected={_best_checkpoint(run_dir, early)})
-        save_final_model(acc.unwrap_model(model), s.tokenizer, run_dir, book.say)
+        save_final_model(acc.unwrap_model(model), s.tokenizer, run_dir, book.say, s.base)
     status = "stopped" if stopped else "finished"
     return Outcome(
         status=status,
@@ -479,6 +498,7 @@ def _save_checkpoint(
                 epoch_sampler_state=sampler_state,
                 scaler=acc.scaler,
                 tokenizer=s.tokenizer,
+                base=s.base,
             ),
             keep=keep,
             best=_best_checkpoint(run_dir, early),

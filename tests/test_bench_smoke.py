@@ -30,6 +30,7 @@ SCRIPTS = [
     "data_browsing",
     "runs_list",
     "gpu_train",
+    "lora",
 ]
 RATIO = re.compile(r"^RATIO [a-z0-9_]+=-?[0-9.]+ goal=(>=|<=)[0-9.]+ (PASS|FAIL)$")
 

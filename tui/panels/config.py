@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args, get_origin, get_type_hints
 
+import yaml
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -102,6 +103,8 @@ def format_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, list):
         return ", ".join(str(v) for v in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # a block of keys (model.lora): one line
+        return yaml.safe_dump(dataclasses.asdict(value), default_flow_style=True, sort_keys=False, width=2**16).strip()
     return str(value)
 
 
@@ -367,9 +370,7 @@ class ConfigPanel(Vertical):
         state = f"{len(self.errors)} invalid" if self.errors else "valid"
         changes = f"{len(differs)} changed from file" if differs else "as in file"
         origin = f" · from {self.config.output.parent}" if self.config.output.parent else ""
-        self.query_one("#config-title", Static).update(
-            Content(f"{TITLE} · {self.path}{origin} · {changes} · {state}")
-        )
+        self.query_one("#config-title", Static).update(Content(f"{TITLE} · {self.path}{origin} · {changes} · {state}"))
 
     @on(DescendantFocus)
     def _show_help(self, event: DescendantFocus) -> None:
