@@ -148,7 +148,7 @@ class _Console:
             c.print(
                 f"[bold]{event.run_name}[/bold]: {event.task} with {event.engine} "
                 f"on {event.device} ({event.precision}), "
-                f"{event.num_parameters / 1e6:.1f}M parameters, {event.num_train_samples} train samples, "
+                f"{event.parameters_text}, {event.num_train_samples} train samples, "
                 f"eval: {event.eval_set or f'{event.num_eval_samples} rows'}, {event.total_steps} steps"
             )
             if self.task_id is None:
@@ -504,6 +504,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         result = predict(
             args.model, args.text, top_k=args.top_k, max_new_tokens=args.max_new_tokens, device=args.device
         )
+    if result.description:  # "adapter on minilm": what answered
+        print(f"{args.model}: {result.description}", file=sys.stderr)
     for warning in result.warnings:
         print(f"tunebench: warning: {args.model}: {warning}", file=sys.stderr)
     print(json.dumps(predict_json(result), ensure_ascii=False) if args.json else predict_text(result))

@@ -39,6 +39,14 @@ TOKENIZER_FILES = (
 )
 
 
+class NotEmptyError(UserError):
+    """The destination holds something, and replacing it was not asked for."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        super().__init__(f"export: {out} is not empty; add --force to replace what is in it, or pick another folder")
+
+
 @dataclass(frozen=True)
 class Exported:
     """What ``export`` wrote."""
@@ -68,7 +76,7 @@ def check_destination(out: Path, source: RunDir, *, force: bool) -> None:
     if source.path.resolve().is_relative_to(out.resolve()):
         raise UserError(f"export: {out} holds the run {source.name} itself; pick another folder")
     if out.is_dir() and any(out.iterdir()) and not force:
-        raise UserError(f"export: {out} is not empty; add --force to replace what is in it, or pick another folder")
+        raise NotEmptyError(out)
 
 
 def export(source: RunDir, out: Path, *, merge: bool = False, force: bool = False) -> Exported:

@@ -1,7 +1,9 @@
-"""The workbench's dialogs: the quit question asked during a run, and the list of keys."""
+"""The workbench's dialogs: the quit question asked during a run, the list of keys, and where to export a run."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 from textual import on
@@ -9,7 +11,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, DataTable, Static
+from textual.widgets import Button, Checkbox, DataTable, Input, Static
 
 
 class ConfirmQuit(ModalScreen[str | None]):
@@ -66,3 +68,46 @@ class HelpScreen(ModalScreen[None]):
         for where, key, description in self.rows:
             table.add_row(key, description, where)
         table.focus()
+
+
+@dataclass(frozen=True)
+class ExportChoice:
+    """Where the Runs panel's export writes a run's model, and how."""
+
+    out: str
+    merge: bool
+    force: bool
+
+
+class ExportScreen(ModalScreen[ExportChoice | None]):
+    """Asks where to export a run's model (``tunebench export``): the folder, whether to merge a LoRA adapter
+    into its base, and whether to replace what the folder holds."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "dismiss", "Cancel", tooltip="Close without exporting"),
+    ]
+
+    def __init__(self, run_name: str, *, adapter: bool) -> None:
+        super().__init__()
+        self.run_name = run_name
+        self.adapter = adapter
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="export-dialog"):
+            yield Static(f"Export {self.run_name}", classes="panel-title")
+            yield Static("A Hugging Face model folder that transformers.pipeline loads without Tunebench.")
+            yield Input(str(Path("exports") / self.run_name), id="export-out")
+            yield Checkbox("merge the LoRA adapter into its base (a standalone model)", self.adapter, id="export-merge")
+            yield Checkbox("replace what the folder holds", False, id="export-force")
+            yield Static("enter exports · tab moves · esc cancels", classes="hint")
+
+    def on_mount(self) -> None:
+        self.query_one("#export-merge", Checkbox).display = self.adapter
+        self.query_one("#export-out", Input).focus()
+
+    @on(Input.Submitted, "#export-out")
+    def _on_submit(self, event: Input.Submitted) -> None:
+        if not event.value.strip():
+            return
+        merge = self.adapter and self.query_one("#export-merge", Checkbox).value
+        self.dismiss(ExportChoice(event.value.strip(), merge, self.query_one("#export-force", Checkbox).value))

@@ -44,6 +44,7 @@ class KeyPlace:
 def key_places(app: App[Any]) -> list[KeyPlace]:
     """Every binding of the workbench, grouped by where it applies; the panels' modules load here."""
     from tui.compare import CompareScreen
+    from tui.dialogs import ExportScreen
     from tui.panels.config import ConfigPanel
     from tui.panels.data import DataPanel, SampleScreen
     from tui.panels.predict import PredictPanel
@@ -65,6 +66,7 @@ def key_places(app: App[Any]) -> list[KeyPlace]:
         KeyPlace("Predict", _bindings(PredictPanel.BINDINGS), "predict"),
         KeyPlace("Runs", _bindings(RunsPanel.BINDINGS), "runs"),
         KeyPlace("Comparison", _bindings(CompareScreen.BINDINGS), commands=False),
+        KeyPlace("Export dialog", _bindings(ExportScreen.BINDINGS), commands=False),
     ]
 
 

@@ -359,6 +359,18 @@ async def test_the_train_header_names_the_device_as_it_is_read(make_app: Callabl
         assert " · cpu · " in text_of(app, "#train-status")  # a reading is shown only while it is live
 
 
+async def test_the_train_header_says_how_much_of_a_lora_run_trains(make_app: Callable[..., WorkbenchApp]) -> None:
+    import dataclasses
+
+    app = make_app(panel="train")
+    async with app.run_test(size=(200, 30)) as pilot:
+        started = next(e for e in run_script("runs/x") if isinstance(e, RunStarted))
+        lora = dataclasses.replace(started, num_parameters=22_700_000, trainable_parameters=204_300, adapter="LoRA r=8")
+        app.train_panel.handle(lora)
+        await pilot.pause()
+        assert text_of(app, "#train-status").endswith(" · LoRA r=8 · 0.9 % of 22.7 M parameters trainable")
+
+
 async def test_train_panel_streams_every_step_epoch_rows_and_log_lines(
     make_app: Callable[..., WorkbenchApp], scripted_engine: ScriptedEngine
 ) -> None:
@@ -446,6 +458,23 @@ async def test_enter_predicts_with_base_and_fine_tuned_side_by_side(
         base_warning = app.query_one("#predict-base .predict-warning", Static)
         assert base_warning.display and "newly initialized" in str(base_warning.render())
         assert not app.query_one("#predict-tuned .predict-warning").display
+
+
+async def test_the_fine_tuned_side_of_a_lora_run_says_it_is_an_adapter_on_its_base(
+    make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig
+) -> None:
+    run = Path("runs") / "20240101-120000-classification-minilm"
+    (run / "model").mkdir(parents=True)
+    (run / "config.yaml").write_text(workbench_config.to_yaml())
+    (run / "model" / "config.json").write_text("{}")
+    (run / "model" / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "minilm"}))
+    app = make_app(panel="predict")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await app.panels_mounted.wait()
+        app.predict_panel.set_tuned(str(run), "picked in Runs")
+        await pilot.pause()
+        heading = text_of(app, "#predict-tuned .side-title")
+        assert heading == f"fine-tuned · {run.name} (adapter on minilm, picked in Runs)"
 
 
 async def test_before_any_run_only_the_base_model_predicts(
@@ -775,6 +804,42 @@ async def test_a_sweeps_runs_list_together_under_a_heading_that_compares_them(
         c = app.screen.comparison
         assert c is not None and [r.name for r in c.runs] == ["20240101-100000-a1", "20240103-100000-a2"]
         assert c.ranking_metric == "eval_loss" and len(c.ranking) == 2
+
+
+async def test_e_exports_the_highlighted_runs_model_to_the_folder_given(
+    make_app: Callable[..., WorkbenchApp], two_runs: list[str]
+) -> None:
+    from tui.dialogs import ExportScreen
+
+    model = Path("runs") / two_runs[1] / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"id2label": {"0": "bad", "1": "good"}}')
+    (model / "model.safetensors").write_bytes(b"weights")
+    app = make_app(panel="runs")
+    notes = record_notes(app)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: len(app.runs_panel.runs) == 2, "the runs list")
+        await pilot.press("e")
+        await pilot.pause()
+        assert isinstance(app.screen, ExportScreen)
+        assert not app.screen.query_one("#export-merge").display  # not a LoRA run: nothing to merge
+        out = app.screen.query_one("#export-out", Input)
+        assert out.value == f"exports/{two_runs[1]}"
+        out.value = "exports/mine"
+        await pilot.press("enter")
+        await until(pilot, lambda: any(n.startswith("exports/mine: the model of") for n in notes), "the export")
+        assert (Path("exports/mine") / "model.safetensors").read_bytes() == b"weights"
+        await pilot.press("e")
+        await pilot.pause()
+        app.screen.query_one("#export-out", Input).value = "exports/mine"
+        await pilot.press("enter")
+        await until(pilot, lambda: any("is not empty" in n for n in notes), "the refusal")
+        assert any("replace what the folder holds" in n for n in notes)
+        await pilot.press("e")
+        await pilot.pause()
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, ExportScreen)
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from textual.worker import Worker, WorkerState
 from engine.config import RunConfig
 from engine.errors import describe_failure
 from engine.events import LogMessage
-from engine.predict import MODES
+from engine.predict import MODES, describe
 from tui import heap
 from tui.bridge import LibraryLog
 from tui.panels import PANELS
@@ -165,6 +165,7 @@ class PredictPanel(Vertical):
         self.backend: Backend = backend or engine_backend
         self.tuned: str | None = None
         self.tuned_origin = ""
+        self.tuned_description = ""
         #: The (base, fine-tuned, device) models predicted with so far: the first query of each loads them.
         self._loaded: set[tuple[str, str | None, str]] = set()
         self.result: PredictionView | None = None
@@ -232,6 +233,8 @@ class PredictPanel(Vertical):
         """Use ``run_dir`` (a run folder) as the fine-tuned side; None = base model only."""
         self.tuned = run_dir
         self.tuned_origin = origin
+        # "adapter on minilm": read from one small file, so the heading says it before the model loads
+        self.tuned_description = describe(run_dir) if run_dir else ""
         self._render_headings()
 
     def _render_headings(self) -> None:
@@ -240,7 +243,8 @@ class PredictPanel(Vertical):
             Content(f"{TITLE} · {self.mode} · base {self.cfg.model.name_or_path} · fine-tuned {tuned}")
         )
         self.query_one("#predict-base .side-title", Static).update(Content(f"base · {self.cfg.model.name_or_path}"))
-        heading = f"fine-tuned · {tuned}" + (f" ({self.tuned_origin})" if self.tuned and self.tuned_origin else "")
+        notes = [n for n in (self.tuned_description, self.tuned_origin) if n] if self.tuned else []
+        heading = f"fine-tuned · {tuned}" + (f" ({', '.join(notes)})" if notes else "")
         self.query_one("#predict-tuned .side-title", Static).update(Content(heading))
         if self.tuned is None:
             self._fill_side("#predict-tuned", None, "train a run (F4, s) or pick one in Runs (F6, p)")

@@ -22,6 +22,7 @@ from engine.compare import metric_greater_is_better
 from engine.errors import UserError, describe_failure
 from engine.events import fmt_duration, fmt_memory
 from engine.runs import LIVE, RunDir, RunInfo, lineage, list_runs
+from tui.dialogs import ExportChoice, ExportScreen
 from tui.panels import PANELS
 from tui.widgets.class_report import ClassReport
 from tui.widgets.epoch_table import EpochTable, RunCurves
@@ -99,6 +100,7 @@ class RunsPanel(Vertical):
         Binding("p", "predict_with", "Predict", tooltip="Predict with the highlighted run's model as fine-tuned"),
         Binding("r", "resume", "Resume", tooltip="Resume the highlighted stopped, failed or killed run"),
         Binding("a", "attach", "Attach", tooltip="Follow the highlighted run on the Train panel, from its start"),
+        Binding("e", "export", "Export", show=False, tooltip="Export the highlighted run's model to a folder"),
         # Off the footer, which is full at 80 columns; the open run's title names it, and F1 lists it.
         Binding("v", "toggle_classes", "Classes", show=False, tooltip="Swap the curves for the confusion matrix"),
         Binding("ctrl+r", "refresh", "Reload list", show=False, tooltip="Reload the list of runs"),
@@ -466,6 +468,36 @@ class RunsPanel(Vertical):
     def action_refresh(self) -> None:
         self.refresh_runs()
 
+    def action_export(self) -> None:
+        from engine.adapters import is_adapter_folder
+
+        info = self.current()
+        if info is None:
+            return
+        run = RunDir(info.path)
+
+        def chosen(choice: ExportChoice | None) -> None:
+            if choice is not None:
+                self.app.notify(f"exporting {run.name} to {choice.out}…")
+                self._export(run, choice)
+
+        self.app.push_screen(ExportScreen(run.name, adapter=is_adapter_folder(run.model_dir)), chosen)
+
+    @work(thread=True, exclusive=True, group="runs-export", exit_on_error=False, description="export a run")
+    def _export(self, run: RunDir, choice: ExportChoice) -> None:
+        from engine.export import NotEmptyError, export
+
+        try:
+            done = export(run, Path(choice.out).expanduser(), merge=choice.merge, force=choice.force)
+        except NotEmptyError as exc:
+            note = f"{exc.out} is not empty: e again, and tick “replace what the folder holds”, or pick another folder"
+            self.app.call_from_thread(self.app.notify, note, severity="error")
+            return
+        except UserError as exc:  # the run has no model yet, ...
+            self.app.call_from_thread(self.app.notify, str(exc).removeprefix("export: "), severity="error")
+            return
+        self.app.call_from_thread(self.app.notify, done.summary, title="exported", timeout=10)
+
     # -- the queue ------------------------------------------------------------------------------------------
     def action_move_queued(self, delta: int) -> None:
         entry = self.current_entry()
@@ -519,7 +551,7 @@ class RunsPanel(Vertical):
 
     @on(Worker.StateChanged)
     def _on_worker(self, event: Worker.StateChanged) -> None:
-        if event.worker.group in ("runs", "runs-open", "runs-runner") and event.state == WorkerState.ERROR:
+        if event.worker.group.startswith("runs") and event.state == WorkerState.ERROR:
             assert event.worker.error is not None
             message, _tb = describe_failure(event.worker.error)
             self.query_one("#runs-detail-title", Static).update(Content(f"✗ {message}"))

@@ -233,7 +233,8 @@ class TrainPanel(Vertical):
         s = self.started
         if s is not None:
             device = usage_text(self.usage) if self.usage is not None else s.device
-            parts += [s.model, s.task, s.engine, device, s.precision, f"{fmt_params(s.num_parameters)} params"]
+            params = s.parameters_text if s.adapter else f"{fmt_params(s.num_parameters)} params"
+            parts += [s.model, s.task, s.engine, device, s.precision, params]
         else:
             parts += [cfg.model.name_or_path, cfg.task, cfg.engine, f"device {cfg.train.device}"]
             parts.append(f"precision {cfg.train.precision}")
