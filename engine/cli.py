@@ -130,7 +130,10 @@ class _Console:
         from engine import events as ev
 
         c = self.progress.console
-        if self.epoch_end is not None and not isinstance(event, ev.Status | ev.LogMessage | ev.DeviceUsage):
+        # Progress readings (a followed run's come from live.json, at any time) never split a row.
+        if self.epoch_end is not None and not isinstance(
+            event, ev.Status | ev.LogMessage | ev.DeviceUsage | ev.StepDone
+        ):
             ended, self.epoch_end = self.epoch_end, None
             if isinstance(event, ev.Evaluated) and event.step == ended.step:
                 self._row(ended, event)

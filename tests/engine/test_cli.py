@@ -152,7 +152,7 @@ def test_epoch_rows_join_an_epochs_end_with_its_evaluation_and_show_the_others_a
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from engine.cli import _Console
-    from engine.events import EpochEnded, Evaluated, RunFinished, Status
+    from engine.events import DeviceUsage, EpochEnded, Evaluated, RunFinished, Status, StepDone
 
     console = _Console()
     for event in [
@@ -161,6 +161,9 @@ def test_epoch_rows_join_an_epochs_end_with_its_evaluation_and_show_the_others_a
         Evaluated(epoch=1.2, step=6, eval_loss=0.7, accuracy=0.6, macro_f1=0.5),
         EpochEnded(epoch=2, step=10, train_loss=0.5, duration_seconds=4.0),
         Status("evaluating", "epoch 2"),
+        # a followed run's readings from live.json come between any two events
+        StepDone(step=10, total_steps=10),
+        DeviceUsage("CPU", 180.0, 900.0),
         Evaluated(epoch=2, step=10, eval_loss=0.6, accuracy=0.7, macro_f1=0.6, duration_seconds=1.0),
         RunFinished(status="finished", step=10, duration_seconds=9.0, model_dir=None),
     ]:
