@@ -24,7 +24,7 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
 from textual.screen import Screen
-from textual.widget import MountError
+from textual.widget import MountError, Widget
 from textual.widgets import Input, Static, TabPane
 from textual.worker import Worker
 
@@ -296,8 +296,11 @@ class WorkbenchApp(App[int]):
         """Escape out of a text field, so that single-key bindings (q, s, …) act again; tab goes back in."""
         from textual.widgets import TextArea  # not at import: TextArea's modules would delay the first frame
 
-        if isinstance(self.focused, Input | TextArea):
-            self.screen.set_focus(None)
+        focused = self.focused
+        if isinstance(focused, Input | TextArea):
+            # The nearest container that takes the focus keeps its panel's keys working (Q in the Config form).
+            holder = next((n for n in focused.ancestors if isinstance(n, Widget) and n.can_focus), None)
+            self.screen.set_focus(holder)
 
     # -- config ---------------------------------------------------------------------------------------------
     # Panel messages are handled by name (on_<panel>_<message>): the panels' modules load after the first frame.

@@ -257,6 +257,32 @@ async def test_save_writes_the_form_and_load_reads_a_file(
         assert app.config_panel.config == other
 
 
+async def test_q_queues_the_form_as_it_is_and_refuses_an_invalid_one(
+    make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig
+) -> None:
+    from engine import queue
+
+    runs = workbench_config.output.runs_dir
+    app = make_app(panel="config")
+    async with app.run_test(size=(100, 40)) as pilot:
+        await until(pilot, lambda: app.config_panel.form_built, "the form is built")
+        field = app.query_one("#field-train--num_train_epochs", Input)
+        field.value = "0"
+        await pilot.pause()
+        field.focus()
+        await pilot.press("escape", "Q")  # out of the field, so that Q is a key, not a letter
+        assert "not queued: fix train.num_train_epochs first" in text_of(app, "#config-status")
+        assert queue.list_queue(runs) == []
+        field.value = "5"
+        await pilot.pause()
+        field.focus()
+        await pilot.press("escape", "Q")
+        (entry,) = queue.list_queue(runs)
+        assert entry.run_config().train.num_train_epochs == 5
+        assert entry.label == f"{Path(CONFIG_FILE).name} train.num_train_epochs=5"
+        assert text_of(app, "#config-status").startswith(f"queued #1 in {runs}/ (1 waiting); Q in the Runs panel")
+
+
 async def test_fixing_one_field_clears_the_error_it_caused_on_another(make_app: Callable[..., WorkbenchApp]) -> None:
     app = make_app(panel="config")
     async with app.run_test(size=(100, 40)) as pilot:

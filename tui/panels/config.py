@@ -31,7 +31,7 @@ from engine.config import (
     unwrap_optional,
     validate_field,
 )
-from engine.errors import ConfigError
+from engine.errors import ConfigError, UserError
 from engine.runs import CONFIG_FILE as RUN_CONFIG_FILE
 from engine.runs import EVENTS_FILE
 from tui.panels import PANELS
@@ -165,6 +165,7 @@ class ConfigPanel(Vertical):
         Binding("ctrl+s", "save", "Save", tooltip="Save the form to the YAML file named above it"),
         Binding("ctrl+l", "load", "Load", tooltip="Load the YAML file named above the form"),
         Binding("ctrl+r", "reset", "Reset", tooltip="Reset the form to the file it was loaded from"),
+        Binding("Q", "queue", "Queue", tooltip="Add the config in the form to the run queue (Q in Runs starts it)"),
     ]
 
     class Changed(Message):
@@ -472,6 +473,26 @@ class ConfigPanel(Vertical):
         self.file_config = self.config
         self._status(f"saved {path}")
         self._refresh_marks()
+
+    def action_queue(self) -> None:
+        from engine import queue
+
+        if self.errors:
+            first = next(iter(self.errors))
+            self._status(f"not queued: fix {first} first ({self.errors[first][1]})", error=True)
+            return
+        changed = [f"{path}={format_value(get_value(self.config, path))}" for path in self.differs_from_file()]
+        label = " ".join([Path(self.path).name, *changed])
+        runs_dir = self.config.output.runs_dir
+        try:
+            entry = queue.add(runs_dir, self.config, label)
+            waiting = sum(e.state == queue.QUEUED for e in queue.list_queue(runs_dir))
+            runner = queue.runner_state(runs_dir)
+        except (ConfigError, UserError) as exc:
+            self._status(f"not queued: {exc}", error=True)
+            return
+        then = "the queue runner starts it in turn" if runner else "Q in the Runs panel (F6) starts the queue runner"
+        self._status(f"queued #{entry.id} in {runs_dir}/ ({waiting} waiting); {then}")
 
     def action_reset(self) -> None:
         before = self.config
