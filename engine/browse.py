@@ -6,12 +6,14 @@ hundred; filters and label counts are vectorised Arrow compute. Nothing here imp
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import DataError
+from engine.errors import DataError, UserError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -182,7 +184,9 @@ class SplitView:
         positions = pc.indices_nonzero(mask)
         return SplitView(self.ds, self.name, self.text_field, self.label_field, positions=positions, query=query)
 
-    def tokenize(self, position: int, tokenizer: PreTrainedTokenizerBase, max_length: int) -> TokenizedSample:
+    def tokenize(
+        self, position: int, tokenizer: PreTrainedTokenizerBase | FastTokenizer, max_length: int
+    ) -> TokenizedSample:
         """The sample at ``position`` tokenized the way training does, and the tokens truncation drops."""
         return tokenize_text(self.sample(position).text, tokenizer, max_length)
 
@@ -192,8 +196,74 @@ def _tokens(tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> list[str]:
     return [out] if isinstance(out, str) else list(out)
 
 
-def tokenize_text(text: str, tokenizer: PreTrainedTokenizerBase, max_length: int) -> TokenizedSample:
+class FastTokenizer:
+    """A model's ``tokenizer.json`` through the ``tokenizers`` library: the same tokens, ids and masks as the
+    transformers tokenizer that training loads from it, without importing transformers and torch into the
+    workbench's process (seconds and hundreds of MB for a sample's token view)."""
+
+    def __init__(self, path: Path) -> None:
+        from tokenizers import Tokenizer
+
+        self._tokenizer = Tokenizer.from_file(str(path))
+        self._tokenizer.no_padding()
+        self._truncating_at: int | None = None
+        #: transformers returns token_type_ids for BERT-like tokenizers only: those whose post-processor gives
+        #: a second sequence its own type.
+        self.has_token_types = _pairs_have_a_type(json.loads(path.read_text(encoding="utf-8")).get("post_processor"))
+
+    @classmethod
+    def for_model(cls, name_or_path: str) -> FastTokenizer | None:
+        """The fast tokenizer of a local model folder (or ``minilm``), or None where there is none to read."""
+        from engine.models import resolve_model_path
+
+        try:
+            path = Path(resolve_model_path(name_or_path)) / "tokenizer.json"
+        except UserError:
+            return None
+        return cls(path) if path.is_file() else None
+
+    def encode(self, text: str, max_length: int | None) -> Any:
+        if max_length != self._truncating_at:
+            if max_length is None:
+                self._tokenizer.no_truncation()
+            else:
+                self._tokenizer.enable_truncation(max_length)
+            self._truncating_at = max_length
+        return self._tokenizer.encode(text)
+
+
+def _pairs_have_a_type(processor: Any) -> bool:
+    if not isinstance(processor, dict):
+        return False
+    kind = processor.get("type")
+    if kind == "BertProcessing":
+        return True
+    if kind == "Sequence":
+        return any(_pairs_have_a_type(p) for p in processor.get("processors") or [])
+    if kind == "TemplateProcessing":
+        # a piece reads {"Sequence": {"id": "B", "type_id": 1}} or {"SpecialToken": {"id": "[SEP]", "type_id": 1}}
+        pieces: list[dict[str, dict[str, Any]]] = [p for p in processor.get("pair") or [] if isinstance(p, dict)]
+        return any(inner.get("type_id", 0) != 0 for piece in pieces for inner in piece.values())
+    return False
+
+
+def tokenize_text(text: str, tokenizer: PreTrainedTokenizerBase | FastTokenizer, max_length: int) -> TokenizedSample:
     """Tokenize like ``engine.data.tokenize`` (truncation at ``max_length``) and list what is cut off."""
+    if isinstance(tokenizer, FastTokenizer):
+        kept_encoding, full_encoding = tokenizer.encode(text, max_length), tokenizer.encode(text, None)
+        kept_text_tokens = len(kept_encoding.ids) - sum(kept_encoding.special_tokens_mask)
+        full_text_tokens = [
+            t for t, special in zip(full_encoding.tokens, full_encoding.special_tokens_mask, strict=True) if not special
+        ]
+        return TokenizedSample(
+            tokens=list(kept_encoding.tokens),
+            input_ids=list(kept_encoding.ids),
+            attention_mask=list(kept_encoding.attention_mask),
+            token_type_ids=list(kept_encoding.type_ids) if tokenizer.has_token_types else None,
+            max_length=max_length,
+            full_length=len(full_encoding.ids),
+            dropped=full_text_tokens[kept_text_tokens:],
+        )
     kept = tokenizer(text, truncation=True, max_length=max_length, return_special_tokens_mask=True)
     # verbose=False: the untruncated pass is expected to exceed the limit, so no warning for it.
     full = tokenizer(text, return_special_tokens_mask=True, verbose=False)

@@ -126,3 +126,29 @@ def test_tokenization_matches_training_and_lists_what_truncation_drops(tiny_bert
 
     whole = tokenize_text(text, tokenizer, 64)
     assert not whole.truncated and whole.dropped == [] and whole.length == whole.full_length
+
+
+@pytest.mark.parametrize("model", ["tiny_bert_dir", "tiny_gpt2_dir", "minilm"])
+def test_the_fast_tokenizer_gives_what_the_transformers_tokenizer_gives(
+    model: str, request: pytest.FixtureRequest
+) -> None:
+    """The Data panel's sample view reads tokenizer.json without transformers; what it shows must be what
+    training gets, type ids included only where transformers returns them."""
+    from engine.browse import FastTokenizer
+    from engine.models import load_tokenizer
+
+    name = model if model == "minilm" else str(request.getfixturevalue(model))
+    fast, slow = FastTokenizer.for_model(name), load_tokenizer(name)
+    assert fast is not None
+    texts = ["the bakery was wonderful today and the staff were friendly and quick", "Naïve café, ¡olé! 42 % off", ""]
+    for text in texts:
+        for max_length in (4, 8, 64):
+            assert tokenize_text(text, fast, max_length) == tokenize_text(text, slow, max_length), (text, max_length)
+
+
+def test_a_model_without_a_tokenizer_json_has_no_fast_tokenizer(tmp_path: Path) -> None:
+    from engine.browse import FastTokenizer
+
+    (tmp_path / "config.json").write_text("{}")
+    assert FastTokenizer.for_model(str(tmp_path)) is None
+    assert FastTokenizer.for_model(str(tmp_path / "missing")) is None

@@ -45,3 +45,33 @@ def test_the_first_frame_is_up_before_any_training_library_loads() -> None:
     """The ready event fires on the first frame; at that moment none of the heavy libraries is imported."""
     out = python(FIRST_FRAME, *HEAVY)
     assert out[:2] == ["ready", "none"]
+
+
+PANELS_WITHOUT_TORCH = """
+import asyncio, sys
+from engine.config import load_config
+from tui.app import WorkbenchApp
+from tui.panels.data import SampleScreen
+
+async def main():
+    app = WorkbenchApp(load_config("sample_configs/quickstart-classify.yaml"), "quickstart-classify.yaml")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await app.panels_mounted.wait()
+        while app.data_panel.view is None:
+            await pilot.pause(0.05)
+        await pilot.press("enter")  # a sample with its tokens
+        while not (isinstance(app.screen, SampleScreen) and app.screen.tokens is not None):
+            await pilot.pause(0.05)
+        await pilot.press("escape", "f3", "f4", "f6")
+        await pilot.pause(0.5)
+        print("torch" if "torch" in sys.modules else "none")
+        await pilot.press("ctrl+q")
+
+asyncio.run(main())
+"""
+
+
+def test_the_data_config_train_and_runs_panels_draw_without_torch() -> None:
+    """Only Predict (and a run's own process) needs torch: the workbench's process reads a sample's tokens from the
+    model's tokenizer.json, and stays hundreds of MB lighter."""
+    assert python(PANELS_WITHOUT_TORCH)[0] == "none"

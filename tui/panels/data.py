@@ -16,7 +16,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, ProgressBar, Select, Static
 from textual.worker import Worker, WorkerState
 
-from engine.browse import DatasetBrowser, LabelCount, Sample, SplitView, TokenizedSample
+from engine.browse import DatasetBrowser, FastTokenizer, LabelCount, Sample, SplitView, TokenizedSample
 from engine.config import RunConfig
 from engine.errors import describe_failure
 from engine.events import LogMessage
@@ -36,11 +36,14 @@ TITLE = PANELS["data"][1]
 
 
 @functools.lru_cache(maxsize=4)
-def cached_tokenizer(name_or_path: str, trust_remote_code: bool) -> PreTrainedTokenizerBase:
-    """One tokenizer per model, loaded once per session (worker thread)."""
+def cached_tokenizer(name_or_path: str, trust_remote_code: bool) -> PreTrainedTokenizerBase | FastTokenizer:
+    """One tokenizer per model, loaded once per session (worker thread): the model's tokenizer.json where it has
+    one (no transformers, no torch in this process), else transformers' (a hub id, custom code)."""
     from engine.logs import quiet_libraries
     from engine.models import load_tokenizer
 
+    if not trust_remote_code and (fast := FastTokenizer.for_model(name_or_path)) is not None:
+        return fast
     quiet_libraries()
     return load_tokenizer(name_or_path, trust_remote_code)
 
