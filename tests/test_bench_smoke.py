@@ -29,6 +29,7 @@ SCRIPTS = [
     "live_follow",
     "data_browsing",
     "runs_list",
+    "memory",
     "gpu_train",
     "lora",
 ]

@@ -1,0 +1,114 @@
+"""Memory of the workbench's process: idle on the quickstart with its data loaded, with a sample's tokens open,
+and while it follows a run, against a bare Textual app (one Label) idle.
+
+Each app runs headless (Pilot, 120x40) in a fresh Python process and reports its resident set size (RSS, MiB)
+at each point. The goal is the issue's: the workbench with its data loaded stays within 1.3 x (the bare app +
+the loaded dataset's Arrow bytes). The run it follows is a finished run of 20,000 logged steps written by the
+bench, attached as `tunebench attach` does.
+
+    python bench/memory.py            # ~20 seconds on 2 CPU cores
+    python bench/memory.py --smoke
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from benchlib import REPO_ROOT, machine_line, parse_args, print_table, ratio_line, scratch_dir
+
+GOAL = 1.3
+
+BARE = """
+import asyncio, psutil
+from textual.app import App
+from textual.widgets import Label
+
+class Bare(App):
+    def compose(self):
+        yield Label("ready")
+
+async def main():
+    app = Bare()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.5)
+        print(psutil.Process().memory_info().rss / 2**20)
+
+asyncio.run(main())
+"""
+
+WORKBENCH = """
+import asyncio, json, sys, psutil
+from pathlib import Path
+from engine.config import load_config
+from tui.app import WorkbenchApp
+from tui.panels.data import SampleScreen
+
+def rss():
+    return psutil.Process().memory_info().rss / 2**20
+
+async def main(config, run):
+    out = {}
+    app = WorkbenchApp(load_config(config), config)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await app.panels_mounted.wait()
+        while app.data_panel.view is None:
+            await pilot.pause(0.05)
+        await pilot.pause(0.5)
+        out["data loaded"] = rss()
+        out["dataset MiB"] = sum(
+            split.data.nbytes for split in app.data_panel.browser.splits.values()
+        ) / 2**20
+        await pilot.press("enter")
+        while not (isinstance(app.screen, SampleScreen) and app.screen.tokens is not None):
+            await pilot.pause(0.05)
+        await pilot.pause(0.2)
+        out["sample tokens open"] = rss()
+        await pilot.press("escape", "f4")
+        app.training.attach_run(Path(run))
+        while app.controller.state != "finished":
+            await pilot.pause(0.05)
+        await pilot.pause(0.5)
+        out["following a run"] = rss()
+        out["torch imported"] = "torch" in sys.modules
+        await pilot.press("ctrl+q")
+    print(json.dumps(out))
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+def run_python(code: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-c", code, *args], cwd=REPO_ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"the measured app failed:\n{done.stderr[-3000:]}")
+    return done.stdout.strip().splitlines()[-1]
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0])
+    print(machine_line(with_torch=False))
+    steps = 2_000 if args.smoke else 20_000
+    config = str(REPO_ROOT / "sample_configs" / "quickstart-classify.yaml")
+    with scratch_dir("memory") as tmp:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from live_follow import write_long_run
+
+        from engine.config import from_dict
+
+        run = write_long_run(from_dict({"output": {"runs_dir": str(tmp / "runs")}}), steps)
+        bare = float(run_python(BARE))
+        workbench = json.loads(run_python(WORKBENCH, config, str(run)))
+    dataset = workbench.pop("dataset MiB")
+    torch_imported = workbench.pop("torch imported")
+    rows = [["bare Textual app, idle", f"{bare:.0f}"], ["quickstart dataset, Arrow bytes", f"{dataset:.1f}"]]
+    rows += [[f"workbench, {point}", f"{mib:.0f}"] for point, mib in workbench.items()]
+    rows.append(["torch imported by the workbench", str(torch_imported)])
+    print_table(["process", "RSS MiB"], rows)
+    ratio_line("workbench_rss_vs_bare", workbench["data loaded"] / (bare + dataset), GOAL, higher_is_better=False)
+
+
+if __name__ == "__main__":
+    main()
