@@ -21,7 +21,16 @@ from typing import TYPE_CHECKING, Any
 
 from engine.events import CheckpointSaved, Event, RunStarted
 from engine.faults import kill_point
-from engine.stepping import DivergenceWatch, StepBook, TrainClock, mid_epoch, perplexity_of
+from engine.stepping import (
+    DivergenceWatch,
+    StepBook,
+    TrainClock,
+    gather_over_processes,
+    max_over_processes,
+    mean_over_processes,
+    mid_epoch,
+    perplexity_of,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -157,15 +166,24 @@ class EventCallback:
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
+        many = args.world_size > 1
         self._book = StepBook(
             self.emit,
             self.run_control,
             main=state.is_world_process_zero,
             total_steps=state.max_steps,
             device=args.device,
-            divergence=DivergenceWatch(args.learning_rate, Path(args.output_dir or "."), args.device),
+            divergence=DivergenceWatch(
+                args.learning_rate,
+                Path(args.output_dir or "."),
+                args.device,
+                gather_over_processes if many else None,
+            ),
             clock=TrainClock(timed_from=state.global_step),
             metrics=self._resumed_metrics,
+            # the epoch's train loss over every process, and the commands of the main one on all of them
+            reduce=mean_over_processes if many else None,
+            share=max_over_processes(args.device) if many else None,
         )
         self._step = state.global_step
         dataloader = kwargs.get("train_dataloader")

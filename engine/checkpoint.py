@@ -25,6 +25,7 @@ Here nothing is unpickled (``tests/engine/test_security.py``).
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
 import shutil
@@ -41,6 +42,8 @@ from engine.files import fsync_path, rename_durably, sync_tree, write_synced
 
 if TYPE_CHECKING:
     import torch
+
+log = logging.getLogger("tunebench.checkpoint")
 
 MARKER = "COMPLETE"
 STATE_FILE = "state.json"
@@ -232,6 +235,26 @@ def restore_rng_states(states: dict[str, Any], sampler_generator: torch.Generato
         sampler_generator.set_state(states["sampler"])
 
 
+def rng_of_rank(states: dict[str, Any], rank: int, processes: int) -> dict[str, Any]:
+    """The RNG states one process of a run restores: its own where the checkpoint holds every process's (a
+    many-process run's), else the main process's, with a warning when the run's process count changed (the
+    rest of the run then draws other random numbers than it would have)."""
+    ranks = states.get("ranks")
+    saved = len(ranks) if isinstance(ranks, list) else 1
+    if saved != processes:
+        if rank == 0:
+            log.warning(
+                "the checkpoint was written by %d process(es) and the run goes on with %d: its random numbers "
+                "(dropout, masks) differ from an uninterrupted run's from here on",
+                saved,
+                processes,
+            )
+        return states
+    if isinstance(ranks, list):
+        return {**ranks[rank], **({"sampler": states["sampler"]} if "sampler" in states else {})}
+    return states
+
+
 def save_training_checkpoint(
     folder: Path,
     *,
@@ -243,6 +266,7 @@ def save_training_checkpoint(
     scaler: Any = None,
     tokenizer: Any = None,
     base: str = "",
+    rank_rngs: list[dict[str, Any]] | None = None,
 ) -> None:
     """Fill ``folder`` with everything a resumed run needs (called inside :func:`write_checkpoint`), and the
     model's config and ``tokenizer``, so that it also loads as a model folder (a LoRA model: its adapter on
@@ -250,6 +274,7 @@ def save_training_checkpoint(
 
     ``epoch_sampler_state`` is the shuffling generator's state at the start of the current epoch: the resumed
     run rewinds to it and skips the batches already done, so it sees the same batches in the same order.
+    ``rank_rngs``: every process's ``rng_states()`` in rank order, for a run of many processes.
     """
     import torch
     from safetensors.torch import save_model
@@ -270,6 +295,8 @@ def save_training_checkpoint(
     rng = rng_states()
     if epoch_sampler_state is not None:
         rng["sampler"] = epoch_sampler_state
+    if rank_rngs is not None:
+        rng["ranks"] = rank_rngs
     torch.save(rng, folder / RNG_FILE)
     (folder / STATE_FILE).write_text(json.dumps(asdict(state), indent=2) + "\n", encoding="utf-8")
 

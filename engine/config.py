@@ -29,6 +29,7 @@ Precision = Literal["auto", "fp32", "bf16", "fp16"]
 SaveStrategy = Literal["epoch", "steps", "no"]
 EvalStrategy = Literal["epoch", "steps", "no"]
 Tracker = Literal["tensorboard", "wandb"]
+Backend = Literal["auto", "nccl", "gloo"]
 SchedulerType = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"]
 
 #: Which engines implement which tasks.
@@ -211,6 +212,22 @@ class OutputConfig:
     sweep: str | None = _f(None, "The sweep this run belongs to (tunebench sweep sets it); null = none.")
 
 
+#: ``launch.num_processes``: one process per visible GPU (1 on CPU).
+ProcessCount = int | Literal["auto"]
+
+
+@dataclass
+class LaunchConfig:
+    num_processes: ProcessCount = _f(
+        1, "Training processes (torchrun): an integer, or auto = one per visible GPU (1 on CPU).", AT_LEAST_ONE
+    )
+    backend: Backend = _f("auto", "Process-group backend: auto = nccl on CUDA, gloo on CPU.")
+    accelerate_config: str | None = _f(
+        None, "An accelerate config file (FSDP, DeepSpeed, many machines): runs accelerate launch with it."
+    )
+    gpu_ids: str | None = _f(None, 'GPUs the run may use, e.g. "0,1" (CUDA_VISIBLE_DEVICES); null = all.')
+
+
 @dataclass
 class RunConfig:
     task: Task = _f("classification", "classification | masked-lm | causal-lm")
@@ -219,6 +236,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -232,6 +250,7 @@ SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "train": TrainConfig,
     "output": OutputConfig,
+    "launch": LaunchConfig,
 }
 
 
@@ -261,7 +280,16 @@ def unwrap_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
+def _alternatives(tp: Any) -> tuple[Any, ...]:
+    """The members of a union that is not just ``X | None`` (``int | Literal["auto"]``); () for any other type."""
+    if get_origin(tp) in (Union, types.UnionType) and type(None) not in get_args(tp):
+        return get_args(tp)
+    return ()
+
+
 def _expected(tp: Any, check: Check | None) -> str:
+    if _alternatives(tp):
+        return " or ".join(_expected(member, check).removeprefix("one of ") for member in _alternatives(tp))
     if dataclasses.is_dataclass(tp):
         return f"a mapping of keys ({', '.join(f.name for f in fields(tp))})"
     if get_origin(tp) is list:
@@ -290,6 +318,13 @@ def coerce_value(path: str, tp: Any, check: Check | None, value: Any) -> Any:
         return _build_section(inner, path, value)
     want = _expected(inner, check)
     bad = ConfigError(path, f"expected {want}, got {_show(value)}")
+    if _alternatives(inner):
+        for member in _alternatives(inner):
+            try:
+                return coerce_value(path, member, check, value)
+            except ConfigError:
+                continue
+        raise bad
     if get_origin(inner) is list:
         if isinstance(value, str):  # what a form or --set gives: "tensorboard, wandb"
             value = [part.strip() for part in value.split(",") if part.strip()]
@@ -423,7 +458,7 @@ def check_consistency(cfg: RunConfig) -> None:
         extra = f' (did you mean "{hint[0]}"?)' if hint else ""
         raise ConfigError(
             "train.metric_for_best_model",
-            f'{_show(metric)} is not an eval metric of {cfg.task}; use one of {", ".join(known)}{extra}',
+            f"{_show(metric)} is not an eval metric of {cfg.task}; use one of {', '.join(known)}{extra}",
         )
     _check_evaluation_schedule(cfg.train)
     split, fraction = cfg.data.eval_split, cfg.data.eval_fraction
@@ -439,6 +474,30 @@ def check_consistency(cfg: RunConfig) -> None:
     if not (device in ("auto", "cpu", "cuda", "mps") or (device.startswith("cuda:") and device[5:].isdigit())):
         raise ConfigError("train.device", f"expected auto, cpu, cuda, cuda:N or mps, got {_show(device)}")
     _check_adapters(cfg.model)
+    _check_launch(cfg.launch)
+
+
+_GPU_IDS = re.compile(r"[0-9]+(,[0-9]+)*")
+
+
+def _is_file(path: str) -> bool:
+    """Whether ``path`` names a file; a name the system refuses (too long, a NUL in it) names none."""
+    try:
+        return Path(path).expanduser().is_file()
+    except (OSError, ValueError, RuntimeError):  # RuntimeError: ~user of no such user
+        return False
+
+
+def _check_launch(launch: LaunchConfig) -> None:
+    """What can be told from the config alone; the GPUs and cores there are are checked when the run launches
+    (``engine.detached.check_launch``)."""
+    if launch.gpu_ids is not None and not _GPU_IDS.fullmatch(launch.gpu_ids.replace(" ", "")):
+        raise ConfigError("launch.gpu_ids", f'expected GPU numbers such as "0,1", got {_show(launch.gpu_ids)}')
+    if launch.accelerate_config is not None and not _is_file(launch.accelerate_config):
+        raise ConfigError(
+            "launch.accelerate_config",
+            f"{_show(launch.accelerate_config)} is not a file; write one with accelerate config, or set it to null",
+        )
 
 
 def _check_adapters(m: ModelConfig) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 
 class RunControl:
@@ -32,7 +33,12 @@ class RunControl:
     def should_stop(self) -> bool:
         return self.stop.is_set()
 
-    def wait_while_paused(self) -> None:
-        """Block the calling (worker) thread while paused; return at once if not paused, or when stopped."""
+    def wait_while_paused(self, timeout: float | None = None) -> None:
+        """Block the calling (worker) thread while paused; return at once if not paused, or when stopped, or
+        after ``timeout`` seconds (None: no limit)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         while self.pause.is_set() and not self.stop.is_set():
-            self._wake.wait(0.5)
+            left = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+            if left <= 0:
+                return
+            self._wake.wait(left)

@@ -1,17 +1,25 @@
 """Detached runs: a run in a process of its own session, which a closed terminal or a dropped SSH session does not
 reach; its folder is all anyone needs to follow and control it (engine.live).
 
-    python -m engine.detached RUN_DIR [--resume] [--torch-threads N]
+    python -m engine.detached RUN_DIR [--resume] [--torch-threads N] [--rank]
 
 trains the config in ``RUN_DIR`` (a fresh folder made by ``start_detached``, or a run to continue), with its
 stdout and stderr in ``RUN_DIR/stdout.log`` and ``stderr.log``. SIGTERM stops it at the next step and saves.
 ``--torch-threads N`` applies where the config leaves ``train.torch_threads`` null (the workbench leaves the UI a
 core of its own).
+
+A run of ``launch.num_processes`` > 1 (or with ``launch.accelerate_config``) is still one such process: it becomes
+the launcher, and runs the existing launcher (``torch.distributed.run``, or ``accelerate launch`` with the config
+file) over ``python -m engine.detached RUN_DIR --rank``. Rank 0 is the Runner that owns the folder (lock, beacon,
+events, checkpoints, model, summary); the other ranks train beside it and write nothing there. SIGTERM to the
+launcher becomes a stop command for rank 0, which shares it with the others at the next step.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import signal
 import subprocess
 import sys
@@ -21,11 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import RunConfig, load_config
-from engine.errors import RunFolderError, UserError
+from engine.control import RunControl
+from engine.errors import ConfigError, RunFolderError, UserError
 from engine.events import DeviceUsage, Emit, Event, RunFailed, RunFinished, RunStarted, StepDone
 from engine.live import EventFollower, send_command
-from engine.runner import Runner, RunResult, fan_out
-from engine.runs import EVENTS_FILE, RunDir, create_run_dir, open_run_dir
+from engine.runner import Runner, RunResult, engine_path, fan_out
+from engine.runs import EVENTS_FILE, EventLog, RunDir, create_run_dir, open_run_dir, remove_run_dir
+
+log = logging.getLogger("tunebench.detached")
 
 STDOUT_FILE = "stdout.log"
 STDERR_FILE = "stderr.log"
@@ -157,6 +168,7 @@ class DetachedRun:
 
     def _spawn(self) -> tuple[RunDir, subprocess.Popen[bytes], EventFollower]:
         """Make (or open) the run's folder and start its process; read its events from here on."""
+        launch_processes(self.cfg)  # a launch that cannot work fails here, before a new run has a folder
         run = open_run_dir(self.resume_dir) if self.resume_dir is not None else create_run_dir(self.cfg, self.runs_dir)
         run.events_path.touch()
         # Opened before the process starts: a new run that fails removes its folder, and this handle still reads
@@ -257,17 +269,155 @@ def _died_message(run: RunDir, code: int | None) -> tuple[str, bool]:
     return f"the training process {how} before the run ended" + (f": {last}" if last else ""), False
 
 
+def launch_processes(cfg: RunConfig) -> int:
+    """The processes ``cfg.launch`` asks for on this machine (``auto`` resolved); raises ConfigError, naming the
+    key, where the GPUs or cores are too few. Without an accelerate config, more than 1 means torchrun."""
+    launch = cfg.launch
+    if launch.num_processes == 1 and launch.gpu_ids is None:
+        return 1  # the common case: no torch import in the front
+    import torch
+
+    on_cuda = cfg.train.device not in ("cpu", "mps") and torch.cuda.is_available()
+    gpus = torch.cuda.device_count() if on_cuda else 0
+    if launch.gpu_ids is not None:
+        ids = [int(i) for i in launch.gpu_ids.replace(" ", "").split(",")]
+        if not on_cuda or max(ids) >= gpus:
+            raise ConfigError(
+                "launch.gpu_ids",
+                f"names GPU {max(ids)}, but {gpus} CUDA GPUs are visible; name GPUs 0 to {gpus - 1}"
+                if on_cuda
+                else "names GPUs, but this machine trains on CPU (no CUDA GPU); set it to null",
+            )
+        gpus = len(ids)
+    n = launch.num_processes if isinstance(launch.num_processes, int) else max(gpus, 1)
+    if n > 1 and cfg.train.device.startswith("cuda:"):
+        raise ConfigError(
+            "train.device",
+            f"{cfg.train.device} pins one GPU, but launch.num_processes is {n}; set train.device: "
+            "auto and pick the GPUs with launch.gpu_ids",
+        )
+    if on_cuda and n > gpus:
+        raise ConfigError(
+            "launch.num_processes", f"{n} processes, but {gpus} GPUs are visible; set it to {gpus} or less, or auto"
+        )
+    if not on_cuda:
+        if launch.backend == "nccl":
+            raise ConfigError("launch.backend", "nccl needs CUDA GPUs and this run trains on CPU; use gloo or auto")
+        cores = os.cpu_count() or 1
+        if n > cores:
+            raise ConfigError(
+                "launch.num_processes",
+                f"{n} processes on CPU, but this machine has {cores} cores; set it to {cores} or less",
+            )
+        if n > 1:
+            log.warning(
+                "launch.num_processes: %d processes share %d CPU cores; on CPU this checks a many-GPU setup rather "
+                "than speeding training up",
+                n,
+                cores,
+            )
+    return n
+
+
+def launch_argv(cfg: RunConfig, run_path: Path, processes: int, *, resume: bool = False) -> list[str]:
+    """The launcher's command line for the ranks of a run: ``accelerate launch`` with ``launch.accelerate_config``
+    (which then decides the machines, and the processes unless launch.num_processes is above 1), else torchrun on
+    this machine alone."""
+    rank = ["engine.detached", str(run_path), "--rank"] + (["--resume"] if resume else [])
+    if cfg.launch.accelerate_config is not None:
+        argv = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", cfg.launch.accelerate_config]
+        argv += ["--num_processes", str(processes)] if processes > 1 else []
+        return [*argv, "--module", *rank]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        str(processes),
+        "--standalone",
+        "-m",
+        *rank,
+    ]
+
+
+def launch_env(cfg: RunConfig, processes: int, torch_threads: int | None = None) -> dict[str, str]:
+    """The ranks' environment: ``launch.gpu_ids`` as CUDA_VISIBLE_DEVICES, and ``torch_threads`` (the
+    workbench's), else the cores, shared out between the processes (torchrun would give each one thread);
+    ``train.torch_threads`` and an OMP_NUM_THREADS already set win."""
+    env = dict(os.environ)
+    if cfg.launch.gpu_ids is not None:
+        env["CUDA_VISIBLE_DEVICES"] = cfg.launch.gpu_ids.replace(" ", "")
+    share = max((torch_threads or os.cpu_count() or 1) // max(processes, 1), 1)
+    env.setdefault("OMP_NUM_THREADS", str(cfg.train.torch_threads or share))
+    return env
+
+
+def _launch(cfg: RunConfig, run: RunDir, processes: int, *, resume: bool, torch_threads: int | None) -> int:
+    """Run the ranks through the launcher and wait for them; SIGTERM (or Ctrl+C) stops the run at its next step,
+    saving, through the command rank 0 listens for."""
+    process = subprocess.Popen(
+        launch_argv(cfg, run.path, processes, resume=resume),
+        stdin=subprocess.DEVNULL,
+        env=launch_env(cfg, processes, torch_threads),
+    )
+
+    def stop(_signum: int, _frame: Any) -> None:
+        try:
+            send_command(run, "stop")
+        except RunFolderError:  # rank 0 is not listening yet (or any more): nothing to save, end the ranks
+            with contextlib.suppress(ProcessLookupError):
+                process.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    # torchrun ends every rank when one fails, and exits 1; rank 0's events say how the run ended.
+    return 0 if process.wait() == 0 else 1
+
+
+def _other_rank(path: Path, resume: bool) -> int:
+    """A rank other than 0 of a many-process run (rank 0 is a Runner, as in a run of one process): it trains beside
+    rank 0, emits nothing and writes nothing in the run folder."""
+    # Torchrun sends SIGTERM when another rank fails: stop at the next step (which the others share).
+    control = RunControl()
+    signal.signal(signal.SIGTERM, lambda _s, _f: control.request_stop())
+    try:
+        cfg = load_config(path / "config.yaml")
+        engine_path(cfg.engine)(cfg, _silent, control, RunDir(path), resume=resume)
+    except UserError as exc:
+        print(f"{ERROR_PREFIX}{exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _silent(_event: Event) -> None:
+    """A rank other than 0 reports nothing: rank 0 speaks for the run."""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     path, resume = Path(args[0]), "--resume" in args[1:]
     threads = int(args[args.index("--torch-threads") + 1]) if "--torch-threads" in args else None
     # A new session has no terminal to hang up; ignore SIGHUP too, should someone send it to the group.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    rank = "--rank" in args[1:]  # one of the processes the launcher below started
+    if rank and int(os.environ.get("RANK", "0")) != 0:
+        return _other_rank(path, resume)
     try:
         runner = Runner.from_run_dir(path) if resume else Runner(load_config(path / "config.yaml"), fresh_dir=path)
     except UserError as exc:
         print(f"{ERROR_PREFIX}{exc}", file=sys.stderr)
         return 2
+    try:
+        processes = 1 if rank else launch_processes(runner.cfg)
+    except ConfigError as exc:
+        print(f"{ERROR_PREFIX}{exc}", file=sys.stderr)
+        if not resume:  # a new run that cannot launch leaves no folder; its follower reads why from the event
+            with contextlib.closing(EventLog(RunDir(path).events_path)) as events:
+                events.write(RunFailed(error=str(exc), user_error=True))
+            remove_run_dir(RunDir(path))
+        return 2
+    if processes > 1 or (runner.cfg.launch.accelerate_config is not None and not rank):
+        return _launch(runner.cfg, RunDir(path), processes, resume=resume, torch_threads=threads)
     if threads and runner.cfg.train.torch_threads is None:
         import torch  # this process is for training: torch loads now or a moment later, with the engine
 

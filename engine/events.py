@@ -60,6 +60,10 @@ class RunStarted(Event):
     trainable_parameters: int | None = None
     #: The adapter that trains instead of the whole model ("LoRA r=8"); "" for full fine-tuning.
     adapter: str = ""
+    #: Training processes (launch.num_processes); batch_size is the global batch over all of them.
+    num_processes: int = 1
+    #: The process group's backend (gloo, nccl) of a many-process run; "" for one process.
+    backend: str = ""
 
     @property
     def parameters_text(self) -> str:

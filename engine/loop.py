@@ -25,6 +25,8 @@ from engine.checkpoint import (
     load_weights,
     prune,
     restore_rng_states,
+    rng_of_rank,
+    rng_states,
     save_training_checkpoint,
     write_checkpoint,
 )
@@ -47,6 +49,7 @@ from engine.models import (
     load_tokenizer,
     parameter_fields,
     prepare_for_training,
+    process_group_kwargs,
     quantization_kwargs,
     save_final_model,
     set_up_device,
@@ -62,6 +65,7 @@ from engine.stepping import (
     checkpoint_to_resume,
     evaluation_due,
     guard_memory,
+    max_over_processes,
     mid_epoch,
     run_started,
 )
@@ -117,6 +121,7 @@ def setup(cfg: RunConfig, emit: Emit) -> Setup:
         cpu=device.type == "cpu",
         mixed_precision="no" if precision == "fp32" else precision,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
+        kwargs_handlers=process_group_kwargs(cfg.launch, device),
     )
 
     # 1. tokenizer and data
@@ -176,15 +181,17 @@ def setup(cfg: RunConfig, emit: Emit) -> Setup:
     # (docs/perf-log.md, cause 8, has what it saves a step); it is also what transformers' Trainer, and so the
     # SFT engine, uses. CPU and CUDA have it since torch 2.4.
     optimizer = torch.optim.AdamW(groups, lr=t.learning_rate, fused=device.type in ("cpu", "cuda"))
+    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+    # Counted on the prepared loader: each process's share of the batches, so the schedule counts global steps.
     steps_per_epoch = math.ceil(len(train_loader) / t.gradient_accumulation_steps)
     total_steps = steps_per_epoch * t.num_train_epochs
     scheduler = get_scheduler(
         t.lr_scheduler_type,
-        optimizer=optimizer,
+        optimizer=optimizer.optimizer,
         num_warmup_steps=math.ceil(total_steps * t.warmup_ratio),
         num_training_steps=total_steps,
     )
-    model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
+    scheduler = accelerator.prepare(scheduler)
     if eval_loader is not None:
         eval_loader = accelerator.prepare(eval_loader)
     forward = CompiledForward(model) if t.torch_compile else model
@@ -253,11 +260,33 @@ def _run_once(
                 cfg.train.learning_rate, run_dir.checkpoints_dir, acc.device, acc.gather if many else None
             ),
             reduce=(lambda x: acc.reduce(x, "mean")) if many else None,
+            share=max_over_processes(acc.device) if many else None,
         )
         return _train(cfg, s, control, run_dir, resume, progress, book)
+    except RuntimeError as exc:
+        if many and _peer_lost(exc):
+            raise ProcessLost(
+                f"another process of this run ended at step {progress.step + 1} ({str(exc).splitlines()[0][:160]}); "
+                f"the launcher's lines in {run_dir.path / 'stderr.log'} name its rank, and tunebench run --resume "
+                f"{run_dir.path} continues from the last checkpoint"
+            ) from exc
+        raise
     finally:
         # The accelerator keeps references to everything it prepared; drop them so the memory can go.
         s.accelerator.free_memory()
+
+
+class ProcessLost(RuntimeError):
+    """A collective failed because another process of a many-process run is gone."""
+
+
+def _peer_lost(exc: RuntimeError) -> bool:
+    """Whether ``exc`` is a collective that lost its peer (a dead rank), rather than a bug of this process."""
+    import torch.distributed as dist
+
+    text = str(exc)
+    # gloo reports a dead peer as a plain RuntimeError with the socket's error; NCCL as a DistError
+    return isinstance(exc, dist.DistError) or "Connection reset by peer" in text or "Connection closed by peer" in text
 
 
 def _train(
@@ -283,6 +312,7 @@ def _train(
             device=str(acc.device),
             precision=s.precision,
             world_size=acc.num_processes,
+            backend=str(acc.state.backend or ""),
             **parameter_fields(acc.unwrap_model(s.model), cfg),
         )
     )
@@ -310,7 +340,7 @@ def _train(
     last_saved = step if resume and step else -1
     generator = s.train_generator
     if rng is not None:  # last, so that nothing above consumes the restored random streams
-        restore_rng_states(rng, generator)
+        restore_rng_states(rng_of_rank(rng, acc.process_index, acc.num_processes), generator)
     progress.stage = "training"
     for epoch in range(state.epoch, t.num_train_epochs + 1):  # ``state``: where this epoch starts (or resumes)
         batches_done = state.batches_done
@@ -425,7 +455,10 @@ def _step_calls(s: Setup, accumulation_steps: int) -> tuple[Any, Any, Callable[.
     acc = s.accelerator
     direct = acc.num_processes == 1 and acc.scaler is None and acc.distributed_type == DistributedType.NO
     if not direct:
-        return s.optimizer, s.scheduler, acc.clip_grad_norm_, acc.backward
+        # accelerate's scheduler wrapper steps once per process and step (its schedule counts per-process
+        # batches); this one counts global steps (setup), so it steps once.
+        scheduler = s.scheduler.scheduler if acc.num_processes > 1 else s.scheduler
+        return s.optimizer, scheduler, acc.clip_grad_norm_, acc.backward
     backward = acc.backward if accumulation_steps > 1 else torch.Tensor.backward
     return s.optimizer.optimizer, s.scheduler.scheduler, torch.nn.utils.clip_grad_norm_, backward
 
@@ -485,6 +518,12 @@ def _save_checkpoint(
     acc = s.accelerator
     book.divergence.check()  # a NaN model is never written as a checkpoint
     acc.wait_for_everyone()
+    rank_rngs: list[Any] | None = None
+    if acc.num_processes > 1:  # each process's dropout stream is its own: rank 0 writes them all
+        import torch.distributed as dist
+
+        rank_rngs = [None] * acc.num_processes
+        dist.all_gather_object(rank_rngs, rng_states())
     if acc.is_main_process:
         path = write_checkpoint(
             run_dir.checkpoints_dir,
@@ -499,6 +538,7 @@ def _save_checkpoint(
                 scaler=acc.scaler,
                 tokenizer=s.tokenizer,
                 base=s.base,
+                rank_rngs=rank_rngs,
             ),
             keep=keep,
             best=_best_checkpoint(run_dir, early),

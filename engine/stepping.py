@@ -48,6 +48,9 @@ log = logging.getLogger("tunebench.stepping")
 
 #: Combines a tensor over the processes of a run: a mean (loss sums) or a gather (the divergence record).
 Collective = Callable[["torch.Tensor"], "torch.Tensor"]
+#: Seconds a paused process of a many-process run waits between two looks at the others: well under the process
+#: group's timeout, so that a long pause never times the group out.
+PAUSED_SYNC_SECONDS = 0.5
 
 
 def _silent(_event: Event) -> None:
@@ -100,6 +103,8 @@ class DivergenceWatch:
         self._gather = gather
         self._step = torch.zeros((), dtype=torch.long, device=device)
         self._value = torch.zeros((), dtype=torch.float32, device=device)
+        #: The process whose loss went bad first (0 with one process).
+        self.bad_rank = 0
 
     def record(self, loss: torch.Tensor, step: int) -> None:
         """Remember ``loss`` (detached, float32), part of step ``step``, if it is the first non-finite one."""
@@ -115,8 +120,11 @@ class DivergenceWatch:
         steps, values = self._step.reshape(1), self._value.reshape(1)
         if self._gather is not None:
             steps, values = self._gather(steps), self._gather(values)
-        bad = [(n, v) for n, v in zip(steps.tolist(), values.tolist(), strict=True) if n]
-        return min(bad) if bad else None
+        bad = [(n, v, rank) for rank, (n, v) in enumerate(zip(steps.tolist(), values.tolist(), strict=True)) if n]
+        if not bad:
+            return None
+        step, value, self.bad_rank = min(bad)
+        return step, value
 
     def check(self, logged: tuple[int, float] | None = None) -> None:
         """Raise TrainingDiverged if a loss so far was NaN or infinite; call it sparingly (a device sync).
@@ -133,8 +141,9 @@ class DivergenceWatch:
         what = "NaN" if math.isnan(value) else "infinite"
         kept = latest_checkpoint(self.checkpoints_dir)
         where = f"; the last good checkpoint, {kept.name}, is kept" if kept else ""
+        on = f" on process {self.bad_rank}" if self._gather is not None else ""
         raise TrainingDiverged(
-            f"loss became {what} at step {step}; lower train.learning_rate (now {self.learning_rate:g}) or use "
+            f"loss became {what} at step {step}{on}; lower train.learning_rate (now {self.learning_rate:g}) or use "
             f"train.precision: fp32{where}"
         )
 
@@ -196,6 +205,8 @@ class StepBook:
         clock: Training time so far; a fresh clock for a fresh run.
         reduce: Mean of a loss sum over the processes (None with one process).
         metrics: The last finished epoch's metrics (a resumed run's, from its checkpoint).
+        share: With many processes, the element-wise maximum of ``[stop, pause]`` over them (an all-reduce): the
+            main process's commands reach every process at the same step, and a stop on any process stops all.
     """
 
     def __init__(
@@ -210,7 +221,9 @@ class StepBook:
         clock: TrainClock | None = None,
         reduce: Collective | None = None,
         metrics: dict[str, float] | None = None,
+        share: Callable[[list[int]], list[int]] | None = None,
     ) -> None:
+        self._share = share
         self.say: Emit = emit if main else _silent
         self.control = control
         self.total_steps = total_steps
@@ -285,21 +298,43 @@ class StepBook:
 
     def obey(self, step: int) -> bool:
         """Wait out a pause (its time is not training time), then tell whether the run must stop at ``step``;
-        True once, with StopRequested emitted."""
+        True once, with StopRequested emitted. Every process of a run calls it at the same steps."""
         control = self.control
-        if control.pause.is_set() and not control.should_stop:
+        stop, pause = self._flags()
+        if pause and not stop:
             paused_at = time.perf_counter()
             self.say(Paused(step=step))
-            control.wait_while_paused()
-            if not control.should_stop:
+            if self._share is None:
+                control.wait_while_paused()
+            else:
+                # Each process looks again every PAUSED_SYNC_SECONDS, all together: one all-reduce a round.
+                while pause and not stop:
+                    control.wait_while_paused(PAUSED_SYNC_SECONDS)
+                    stop, pause = self._flags()
+            if not stop:
                 self.say(Resumed(step=step))
             self.clock.leave_out(time.perf_counter() - paused_at)
-        return self.stop_requested(step)
+        return self._stop_once(step, stop)
 
     def stop_requested(self, step: int) -> bool:
         """Whether the run must stop at ``step`` (also between steps: a stop that came during an evaluation);
-        True once, with StopRequested emitted."""
-        if self.control.should_stop and not self.stopped:
+        True once, with StopRequested emitted. Every process of a run calls it at the same steps."""
+        stop, _pause = self._flags()
+        return self._stop_once(step, stop)
+
+    def _flags(self) -> tuple[bool, bool]:
+        """(stop, pause), agreed on by every process; a stop any of them was asked for becomes each one's."""
+        stop, pause = self.control.should_stop, self.control.pause.is_set()
+        if self._share is not None:
+            stop, pause = (bool(flag) for flag in self._share([int(stop), int(pause)]))
+            if stop:
+                self.control.request_stop()
+        return stop, pause
+
+    def _stop_once(self, step: int, stop: bool) -> bool:
+        """``stop`` as agreed in ``_flags``, never the flag read again: a stop that arrives in between must wait
+        for the next step on every process alike."""
+        if stop and not self.stopped:
             self.stopped = True
             self.say(StopRequested(step=step))
             return True
@@ -366,6 +401,39 @@ class StepBook:
         return epoch, window
 
 
+def max_over_processes(device: torch.device) -> Callable[[list[int]], list[int]]:
+    """The element-wise maximum of a few integers over the run's processes (one all-reduce, through the process
+    group the accelerator set up, under its timeout): how the main process's commands reach the others."""
+    import torch
+    import torch.distributed as dist
+
+    def share(values: list[int]) -> list[int]:
+        tensor = torch.tensor(values, dtype=torch.int32, device=device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return [int(v) for v in tensor.tolist()]
+
+    return share
+
+
+def mean_over_processes(tensor: torch.Tensor) -> torch.Tensor:
+    """The mean of ``tensor`` over the run's processes (an all-reduce), for an engine without accelerate's."""
+    import torch.distributed as dist
+
+    total = tensor.clone()
+    dist.all_reduce(total)
+    return total / dist.get_world_size()
+
+
+def gather_over_processes(tensor: torch.Tensor) -> torch.Tensor:
+    """Every process's ``tensor``, concatenated in rank order."""
+    import torch
+    import torch.distributed as dist
+
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)
+
+
 def evaluation_due(train: TrainConfig, step: int, total_steps: int, *, epoch_end: bool) -> bool:
     """Whether an evaluation follows optimizer step ``step``, by transformers' schedule: at each epoch's end under
     eval_strategy epoch; under steps, every eval_steps steps and at the last step.
@@ -406,12 +474,14 @@ def run_started(
     world_size: int,
     trainable_parameters: int | None = None,
     adapter: str = "",
+    backend: str = "",
 ) -> RunStarted:
     """The first event of a training session (the step it starts from is not 0 when resumed).
 
     Args:
         trainable_parameters: None when every parameter trains.
         adapter: "LoRA r=8" when adapters train instead of the model.
+        backend: The process group's backend when ``world_size`` is over 1.
     """
     return RunStarted(
         run_dir=str(run_dir.path),
@@ -432,6 +502,8 @@ def run_started(
         eval_set=data.eval_set,
         trainable_parameters=trainable_parameters,
         adapter=adapter,
+        num_processes=world_size,
+        backend=backend if world_size > 1 else "",
     )
 
 

@@ -44,6 +44,7 @@ def assets(tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
         "small_vocab": str(small_vocab),
         "three_labels": str(three_labels),
         "long_text": " ".join(words[i % len(words)] for i in range(400)),
+        "cores": str(os.cpu_count() or 1),
     }
 
 

@@ -395,6 +395,9 @@ async def test_the_train_header_says_how_much_of_a_lora_run_trains(make_app: Cal
         app.train_panel.handle(lora)
         await pilot.pause()
         assert text_of(app, "#train-status").endswith(" · LoRA r=8 · 0.9 % of 22.7 M parameters trainable")
+        app.train_panel.handle(dataclasses.replace(lora, num_processes=2, backend="gloo", batch_size=16))
+        await pilot.pause()
+        assert text_of(app, "#train-status").endswith(" trainable · 2 processes · gloo · batch 16")
 
 
 async def test_train_panel_streams_every_step_epoch_rows_and_log_lines(

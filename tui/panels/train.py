@@ -235,6 +235,8 @@ class TrainPanel(Vertical):
             device = usage_text(self.usage) if self.usage is not None else s.device
             params = s.parameters_text if s.adapter else f"{fmt_params(s.num_parameters)} params"
             parts += [s.model, s.task, s.engine, device, s.precision, params]
+            if s.num_processes > 1:
+                parts.append(f"{s.num_processes} processes · {s.backend} · batch {s.batch_size}")
         else:
             parts += [cfg.model.name_or_path, cfg.task, cfg.engine, f"device {cfg.train.device}"]
             parts.append(f"precision {cfg.train.precision}")
