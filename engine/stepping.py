@@ -306,6 +306,7 @@ class StepBook:
             self.say(Paused(step=step))
             if self._share is None:
                 control.wait_while_paused()
+                stop, pause = self._flags()  # a stop may have ended the pause
             else:
                 # Each process looks again every PAUSED_SYNC_SECONDS, all together: one all-reduce a round.
                 while pause and not stop:

@@ -211,6 +211,7 @@ def test_a_runner_obeys_commands_left_in_its_folder(tmp_path: Path, make_config:
     result = runner.join(60)
     assert result is not None and result.status == "stopped"
     assert any(e.type == "StopRequested" and e.step == paused.step for e in events)
+    assert not any(e.type == "Resumed" for e in events)  # a stop ends a pause without resuming
     assert [r.status for r in list_runs(run.path.parent)] == ["stopped"]
     with pytest.raises(RunFolderError, match="is not live: it is stopped"):
         send_command(run, "resume")
