@@ -175,13 +175,7 @@ class DetachedRun:
         # the RunFailed it wrote.
         follower = EventFollower(run.events_path, offset=run.events_path.stat().st_size)
         follower.open()
-        argv = [sys.executable, "-m", "engine.detached", str(run.path)]
-        argv += ["--resume"] if self.resume_dir is not None else []
-        argv += ["--torch-threads", str(self.torch_threads)] if self.torch_threads else []
-        with open(run.path / STDOUT_FILE, "ab") as out, open(run.path / STDERR_FILE, "ab") as err:
-            process = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True, close_fds=True
-            )
+        process = spawn_run_process(run, resume=self.resume_dir is not None, torch_threads=self.torch_threads)
         self.pid = process.pid
         return run, process, follower
 
@@ -196,7 +190,7 @@ class DetachedRun:
         user_error = True
         if process is not None:
             # Its events could not say why (a full disk): its last words on stderr may.
-            error, user_error = _died_message(run, process.returncode)
+            error, user_error = died_message(run, process.returncode)
         else:
             error = f"{run.name} is not live: it was killed (resume continues it from its last checkpoint)"
         fan_out(self._subscribers, RunFailed(error=error, user_error=user_error))
@@ -255,7 +249,35 @@ def start_detached(
     raise RunDiedError(result.error or "the run's process ended before training began")
 
 
-def _died_message(run: RunDir, code: int | None) -> tuple[str, bool]:
+def spawn_run_process(
+    run: RunDir,
+    *,
+    resume: bool = False,
+    torch_threads: int | None = None,
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
+    pass_fds: tuple[int, ...] = (),
+) -> subprocess.Popen[bytes]:
+    """Start ``python -m engine.detached`` on ``run``'s folder in a session of its own, its stdout and stderr in the
+    folder; ``pass_fds``: files it inherits (the queue's claim lock)."""
+    argv = [sys.executable, "-m", "engine.detached", str(run.path)]
+    argv += ["--resume"] if resume else []
+    argv += ["--torch-threads", str(torch_threads)] if torch_threads else []
+    with open(run.path / STDOUT_FILE, "ab") as out, open(run.path / STDERR_FILE, "ab") as err:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+            close_fds=True,
+            pass_fds=pass_fds,
+        )
+
+
+def died_message(run: RunDir, code: int | None) -> tuple[str, bool]:
     """Why the run's process ended without a final event, and whether that is the user's to fix: its own one-line
     error (``main`` prints it) when it left one, else how it ended and its last line on stderr."""
     try:

@@ -720,7 +720,7 @@ class QueueRunner:
 
     def _spawn(self, entry: QueueEntry, cfg: RunConfig) -> tuple[subprocess.Popen[bytes], RunDir, EventFollower]:
         """Lock the entry's claim, make its run folder and start the run's process, which inherits the claim."""
-        from engine.detached import STDERR_FILE, STDOUT_FILE
+        from engine.detached import spawn_run_process
         from engine.live import EventFollower
 
         assert entry.run is not None
@@ -738,27 +738,19 @@ class QueueRunner:
             # handle still reads the RunFailed it wrote.
             follower = EventFollower(run.events_path)
             follower.open()
-            argv = [sys.executable, "-m", "engine.detached", str(folder)]
             env = dict(os.environ)
+            threads = None
             if entry.gpu is not None:
                 env["CUDA_VISIBLE_DEVICES"] = entry.gpu
             elif not self.gpus and self.parallel > 1:  # CPU runs side by side share the cores
-                argv += ["--torch-threads", str(max(1, (os.cpu_count() or 1) // self.parallel))]
-            with (
-                open(folder / STDOUT_FILE, "ab") as out,
-                open(folder / STDERR_FILE, "ab") as err,
-                contextlib.ExitStack() as on_error,
-            ):
+                threads = max(1, (os.cpu_count() or 1) // self.parallel)
+            with contextlib.ExitStack() as on_error:
                 on_error.callback(follower.close)
-                process = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=err,
+                process = spawn_run_process(
+                    run,
+                    torch_threads=threads,
                     env=env,
                     cwd=entry.cwd if entry.cwd and Path(entry.cwd).is_dir() else None,
-                    start_new_session=True,
-                    close_fds=True,
                     pass_fds=(held.fileno(),),  # the claim lock: its process holds it from here to its end
                 )
                 on_error.pop_all()  # started: the follower is the caller's now
@@ -788,7 +780,7 @@ def pick_gpu(gpus: Sequence[str], busy: Sequence[str | None]) -> str | None:
 
 def _await_training(run: RunDir, process: subprocess.Popen[bytes], follower: EventFollower) -> str | None:
     """Wait until the run trains (None) or has failed (its one-line message)."""
-    from engine.detached import STDERR_FILE
+    from engine.detached import died_message
     from engine.events import RunFailed, RunStarted
 
     while True:
@@ -799,9 +791,7 @@ def _await_training(run: RunDir, process: subprocess.Popen[bytes], follower: Eve
             if isinstance(event, RunFailed):
                 return event.error
         if ended is not None:
-            how = f"was killed by signal {-ended}" if ended < 0 else f"exited with code {ended}"
-            last = _last_line(run.path / STDERR_FILE)
-            return f"the training process {how} before training began" + (f": {last}" if last else "")
+            return died_message(run, ended)[0]
         time.sleep(0.05)
 
 
