@@ -8,7 +8,8 @@ that every sample fills 128 tokens. Measured, one after another in one process:
 2. the engine: ``Runner`` on ``engine: loop`` (bf16 through accelerate) with the TUI's subscribers;
 3. a raw PyTorch loop (same collator, AdamW, schedule, clipping, bf16 autocast), eager;
 4. the same raw loop under ``torch.compile`` (the loop engine has no compile option);
-5. a raw ``transformers.Trainer`` (bf16=True, its defaults otherwise).
+5. a raw ``transformers.Trainer`` (bf16=True, its defaults otherwise);
+6. on a machine with more than one GPU, ``bench/scaling.py --gpus all``: all of them against one.
 
 Throughput counts steps after the first ``--warmup`` ones, between two synchronised points.
 MFU = 6 x parameters x tokens/s / measured bf16 peak.
@@ -21,6 +22,8 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -320,6 +323,10 @@ def main() -> None:
     ratio_line("gpu_engine_vs_raw_loop", engine.samples_per_second / eager.samples_per_second, ENGINE_GOAL)
     ratio_line("gpu_engine_vs_raw_trainer", engine.samples_per_second / trainer.samples_per_second, ENGINE_GOAL)
     ratio_line("gpu_engine_mfu", mfu(engine), MFU_GOAL)
+    if plan.device == "cuda" and torch.cuda.device_count() > 1:
+        # Then every GPU against one, through the launcher as a user runs it: bench/scaling.py's GPU mode.
+        print(f"\n=== scaling.py --gpus all ({torch.cuda.device_count()} GPUs)", flush=True)
+        subprocess.run([sys.executable, str(Path(__file__).with_name("scaling.py")), "--gpus", "all"], check=False)
 
 
 if __name__ == "__main__":

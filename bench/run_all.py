@@ -33,6 +33,7 @@ ORDER = [
     "live_follow",
     "data_browsing",
     "runs_list",
+    "scaling",
     "gpu_train",
 ]
 RATIO = re.compile(r"^RATIO \S+=\S+ goal=\S+ (PASS|FAIL)$")

@@ -32,6 +32,7 @@ SCRIPTS = [
     "memory",
     "gpu_train",
     "lora",
+    "scaling",
 ]
 RATIO = re.compile(r"^RATIO [a-z0-9_]+=-?[0-9.]+ goal=(>=|<=)[0-9.]+ (PASS|FAIL)$")
 
