@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+import orjson
+
 from engine.errors import RunFolderError
 from engine.events import EVENTS_FORMAT, DeviceUsage, Event, Paused, Resumed, RunStarted, StepDone, event_from_dict
 from engine.runs import CONFIG_FILE, LIVE_FILE, RunDir
@@ -218,10 +220,14 @@ class EventFollower:
         lines = (self._partial + chunk).split(b"\n")
         self._partial = lines.pop()  # the text after the last newline: a line still being written
         if len(lines) > 1000:  # a long history: one JSON document parses several times faster than its lines
-            try:
-                return [_event(record) for record in json.loads(b"[" + b",".join(lines) + b"]")]
-            except (ValueError, KeyError, TypeError):
-                pass  # a bad line in there: line by line, skipping it
+            document = b"[" + b",".join(lines) + b"]"
+            # orjson parses it in under half json's time, but refuses the NaN and Infinity that json writes (a
+            # diverged loss): json then takes the whole document, and a bad line sends it line by line.
+            for loads in (orjson.loads, json.loads):
+                try:
+                    return [_event(record) for record in loads(document)]
+                except (ValueError, KeyError, TypeError):
+                    continue
         return [event for event in map(_parse, lines) if event is not None]
 
     def close(self) -> None:

@@ -68,6 +68,34 @@ def test_a_follower_waits_for_a_torn_line_and_reads_a_growing_file(tmp_path: Pat
     follower.close()
 
 
+@pytest.mark.parametrize("odd", ["none", "nan loss", "bad line"])
+def test_a_follower_reads_a_long_history_whole_whatever_it_holds(tmp_path: Path, odd: str) -> None:
+    """An attach reads thousands of lines at once: a diverged (NaN) loss, which the fast parser refuses, and a
+    damaged line, which no parser takes, still leave every other event read, in order."""
+    steps = [
+        StepLogged(
+            step=i,
+            total_steps=3000,
+            epoch=i / 1000,
+            loss=float("nan") if odd == "nan loss" and i == 1500 else 1.0 / i,
+            learning_rate=1e-4,
+            samples_per_second=10.0,
+            elapsed_seconds=float(i),
+            eta_seconds=3000.0 - i,
+        )
+        for i in range(1, 3001)
+    ]
+    lines = [json.dumps(s.to_dict()) for s in steps]
+    if odd == "bad line":
+        lines.insert(1500, '{"type": "StepLogged", "step": ')
+    (tmp_path / "events.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    read = EventFollower(tmp_path / "events.jsonl").poll()
+    assert [e.step for e in read] == list(range(1, 3001))  # type: ignore[attr-defined]
+    assert read[10] == steps[10] and read[-1] == steps[-1]
+    if odd == "nan loss":
+        assert read[1499].loss != read[1499].loss  # type: ignore[attr-defined]
+
+
 def test_a_follower_refuses_a_newer_events_format(tmp_path: Path) -> None:
     started = run_started(run_dir=str(tmp_path / "run-x"), run_name="run-x")
     record = {**started.to_dict(), "format": EVENTS_FORMAT + 1}
