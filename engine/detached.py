@@ -149,7 +149,8 @@ class DetachedRun:
         alive, checked = True, 0.0
         try:
             while True:
-                if time.monotonic() - checked >= CHECK_SECONDS:
+                # Once the run has said its last word, only its exit is awaited: look for it at every read.
+                if ended is not None or time.monotonic() - checked >= CHECK_SECONDS:
                     checked = time.monotonic()
                     alive = process.poll() is None if process is not None else run.live_state() is not None
                     self._send_pending()
