@@ -86,9 +86,10 @@ def _numeric(text: str) -> bool:
     return text.replace(".", "", 1).replace("-", "", 1).replace("x", "").isdigit()
 
 
-def ratio_line(name: str, value: float, goal: float, *, higher_is_better: bool = True) -> bool:
-    """Print the closing ``RATIO`` line; ``goal`` is a floor when higher is better, else a ceiling."""
-    ok = value >= goal if higher_is_better else value <= goal
+def ratio_line(name: str, value: float, goal: float, *, higher_is_better: bool = True, valid: bool = True) -> bool:
+    """Print the closing ``RATIO`` line; ``goal`` is a floor when higher is better, else a ceiling. ``valid``
+    False fails the line whatever the value (a speed measured on a job that did not do the same work)."""
+    ok = valid and (value >= goal if higher_is_better else value <= goal)
     sign = ">=" if higher_is_better else "<="
     shown = f"{value:.1f}" if abs(value) >= 100 else f"{value:.4f}"
     print(f"RATIO {name}={shown} goal={sign}{goal:g} {'PASS' if ok else 'FAIL'}", flush=True)

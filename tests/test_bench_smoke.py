@@ -33,6 +33,7 @@ SCRIPTS = [
     "gpu_train",
     "lora",
     "scaling",
+    "time_to_accuracy",
 ]
 RATIO = re.compile(r"^RATIO [a-z0-9_]+=-?[0-9.]+ goal=(>=|<=)[0-9.]+ (PASS|FAIL)$")
 
