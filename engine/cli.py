@@ -218,11 +218,11 @@ def _handle_for(args: argparse.Namespace, subscribers: list[Any]) -> Any:
     if args.resume is not None:
         if args.config is not None:
             raise UserError(f"give either a config or --resume RUN_DIR, not both (got {args.config} and --resume)")
-        if args.overrides:
-            raise UserError("--set: a resumed run keeps its saved config.yaml; start a new run to change settings")
         from engine.live import resolve_run
 
         path = resolve_run(args.resume, args.runs_dir or "runs").path
+        if args.overrides and (note := DetachedRun.relaunch(path, args.overrides)):
+            print(f"note: {note}", file=sys.stderr)
         return DetachedRun.from_run_dir(path, subscribers=subscribers)
     if args.config is None:
         raise UserError("run: give a config file (e.g. sample_configs/quickstart-classify.yaml) or --resume RUN_DIR")

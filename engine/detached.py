@@ -18,6 +18,8 @@ launcher becomes a stop command for rank 0, which shares it with the others at t
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import logging
 import os
 import signal
@@ -28,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.config import RunConfig, load_config
+from engine.config import RunConfig, load_config, save_config
 from engine.control import RunControl
 from engine.errors import ConfigError, RunFolderError, UserError
 from engine.events import DeviceUsage, Emit, Event, RunFailed, RunFinished, RunStarted, StepDone
@@ -93,6 +95,44 @@ class DetachedRun:
         run = open_run_dir(path)
         return cls(
             load_config(run.config_path), subscribers=subscribers, resume_dir=run.path, torch_threads=torch_threads
+        )
+
+    @staticmethod
+    def relaunch(path: str | Path, overrides: list[str]) -> str | None:
+        """Change where the stopped run in ``path`` goes on: ``launch.*`` overrides only, written to its config.yaml.
+
+        On another number of processes the global batch stays what it was (``per_device_train_batch_size``
+        becomes it ÷ the new count), so the steps, the schedule and the place in the data stay the run's; the
+        random streams (dropout, masks) cannot. Returns a note saying so, or None when the count is unchanged;
+        raises UserError for another key, a bad value, or a global batch that does not split."""
+        run = open_run_dir(path)
+        if other := [o.split("=", 1)[0] for o in overrides if not o.startswith("launch.")]:
+            raise UserError(
+                f"--set {other[0]}: a resumed run keeps its saved config.yaml but for launch.* (the processes it "
+                "runs on); start a new run to change it"
+            )
+        before = load_config(run.config_path)
+        after = load_config(run.config_path, overrides)
+        old, new = last_processes(run) or launch_processes(before), launch_processes(after)
+        if new != old:
+            t = before.train
+            batch = t.per_device_train_batch_size * old
+            if batch % new:
+                raise UserError(
+                    f"launch.num_processes={new}: the run's global batch of {batch} (per_device_train_batch_size "
+                    f"{t.per_device_train_batch_size} × {old} processes) does not split over {new}; pick a divisor "
+                    f"of {batch}"
+                )
+            after = dataclasses.replace(
+                after, train=dataclasses.replace(after.train, per_device_train_batch_size=batch // new)
+            )
+        save_config(after, run.config_path)
+        if new == old:
+            return None
+        return (
+            f"{run.name} trained on {old} process(es) and goes on with {new}, {batch // new} samples each (the same "
+            f"global batch of {batch}): close to the run it would have been, not exact (its random numbers differ "
+            "from here on)"
         )
 
     @classmethod
@@ -290,6 +330,18 @@ def died_message(run: RunDir, code: int | None) -> tuple[str, bool]:
         return last.removeprefix(ERROR_PREFIX), True
     how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
     return f"the training process {how} before the run ended" + (f": {last}" if last else ""), False
+
+
+def last_processes(run: RunDir) -> int | None:
+    """The processes of the run's last session, from its last RunStarted; None before it ever started."""
+    found = None
+    with contextlib.suppress(FileNotFoundError), open(run.events_path, "rb") as fh:
+        for line in fh:  # a prefix test per line: the steps' lines are not parsed
+            if line.startswith(b'{"type": "RunStarted"'):
+                found = line
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        return int(json.loads(found).get("num_processes", 1)) if found else None
+    return None
 
 
 def launch_processes(cfg: RunConfig) -> int:

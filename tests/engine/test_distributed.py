@@ -4,6 +4,7 @@ commands that reach every rank."""
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -12,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from engine.config import RunConfig, from_dict
+from engine.cli import main
+from engine.config import RunConfig, from_dict, load_config
 from engine.detached import DetachedRun, launch_argv, launch_processes
-from engine.errors import ConfigError
+from engine.errors import ConfigError, UserError
 from engine.events import (
     CheckpointSaved,
     EpochEnded,
@@ -28,8 +30,8 @@ from engine.events import (
     StopRequested,
 )
 from engine.runner import Runner
-from engine.runs import list_runs, read_events
-from tests.conftest import TINY_BERT, _minilm_tokenizer, sentiment_rows, tiny_config, write_jsonl
+from engine.runs import EventLog, create_run_dir, list_runs, read_events
+from tests.conftest import TINY_BERT, _minilm_tokenizer, run_started, sentiment_rows, tiny_config, write_jsonl
 
 #: How far a 2-process run's logged losses and eval scores may be from one process's with the same global batch.
 #: Measured on a 2-core CPU (gloo, fp32): the largest difference over the 16 losses and 2 evaluations of the test
@@ -111,8 +113,8 @@ def test_two_processes_of_batch_8_log_what_one_process_of_batch_16_does(
 
 
 @pytest.mark.slow
-def test_pause_and_stop_reach_both_processes_and_the_stopped_run_resumes(
-    make_config: Callable[..., Any], tmp_path: Path
+def test_pause_and_stop_reach_both_processes_and_the_stopped_run_resumes_on_one(
+    make_config: Callable[..., Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     cfg = make_config({"launch.num_processes": 2, "train.num_train_epochs": 30})
     events: list[Event] = []
@@ -149,12 +151,46 @@ def test_pause_and_stop_reach_both_processes_and_the_stopped_run_resumes(
     saved = [e for e in events if isinstance(e, CheckpointSaved)]
     assert saved and saved[-1].step == finished.step
 
+    # It goes on with one process: the global batch stays 2 x 8 samples, so its steps and schedule do too.
+    # (An exact resume on the same processes: test_a_two_process_run_stopped_and_resumed_ends_with_...)
     run_dir = Path(next(e for e in events if isinstance(e, RunStarted)).run_dir)
-    again: list[Event] = []
-    result = DetachedRun.from_run_dir(run_dir, subscribers=[again.append]).run()
-    assert result.status == "finished", result.error
-    resumed = next(e for e in again if isinstance(e, RunStarted))
-    assert resumed.start_step == finished.step and resumed.num_processes == 2
+    code = main(["run", "--resume", str(run_dir), "--set", "launch.num_processes=1"])
+    assert code == 0
+    assert (
+        f"note: {run_dir.name} trained on 2 process(es) and goes on with 1, 16 samples each" in capsys.readouterr().err
+    )
+    saved_config = load_config(run_dir / "config.yaml")
+    assert (saved_config.launch.num_processes, saved_config.train.per_device_train_batch_size) == (1, 16)
+    sessions = [e for e in read_events(run_dir / "events.jsonl") if isinstance(e, RunStarted)]
+    assert [(e.num_processes, e.batch_size, e.total_steps) for e in sessions] == [(2, 16, 30 * 8), (1, 16, 30 * 8)]
+    assert sessions[1].start_step == finished.step
+    steps = [e.step for e in read_events(run_dir / "events.jsonl") if isinstance(e, StepLogged)]
+    assert steps[-1] == 30 * 8 and sorted(set(steps)) == list(range(1, 30 * 8 + 1))
+
+
+def test_a_resumed_run_changes_only_its_processes_and_keeps_its_global_batch(
+    make_config: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)  # room for 2 processes on any CI machine
+    cfg = make_config({"train.per_device_train_batch_size": 3})
+    run = create_run_dir(cfg)
+    EventLog(run.events_path).write(run_started(run_dir=str(run.path), run_name=run.name, num_processes=1))
+    before = run.config_path.read_bytes()
+
+    with pytest.raises(UserError, match=r"^--set train.seed: a resumed run keeps its saved config.yaml but for launch"):
+        DetachedRun.relaunch(run.path, ["launch.num_processes=2", "train.seed=3"])
+    with pytest.raises(
+        UserError,
+        match=r"^launch.num_processes=2: the run's global batch of 3 \(per_device_train_batch_size 3 × 1 processes\) "
+        r"does not split over 2; pick a divisor of 3$",
+    ):
+        DetachedRun.relaunch(run.path, ["launch.num_processes=2"])
+    assert run.config_path.read_bytes() == before  # nothing written on a refusal
+
+    with pytest.raises(ConfigError, match=r"^launch\.backend"):
+        DetachedRun.relaunch(run.path, ["launch.backend=smoke-signals"])
+    assert DetachedRun.relaunch(run.path, ["launch.num_processes=1", "launch.backend=gloo"]) is None
+    assert load_config(run.config_path).launch.backend == "gloo"
 
 
 def test_a_bad_launch_value_names_its_key(make_config: Callable[..., Any]) -> None:
