@@ -17,12 +17,12 @@ from textual.screen import Screen
 
 if TYPE_CHECKING:
     from tui.app import WorkbenchApp
+    from tui.widgets.paged_table import PagedTable
 
 #: (where, key, what) for keys that Textual's widgets handle on their own, with no binding of ours.
 WIDGET_KEYS = (
     ("Config", "→", "Accept the path completion in the file field"),
     ("Predict", "⏎", "Predict the text in the input"),
-    ("Runs", "⏎", "Open the highlighted run: its curves and epochs"),
 )
 
 
@@ -46,10 +46,9 @@ def key_places(app: App[Any]) -> list[KeyPlace]:
     from tui.compare import CompareScreen
     from tui.dialogs import ExportScreen
     from tui.panels.config import ConfigPanel
-    from tui.panels.data import DataPanel, SampleScreen
+    from tui.panels.data import DataPanel, SampleScreen, SamplesTable
     from tui.panels.predict import PredictPanel
-    from tui.panels.runs import RunsPanel
-    from tui.widgets.paged_table import PagedTable
+    from tui.panels.runs import RunsPanel, RunsTable
 
     everywhere = [
         *_bindings(type(app).BINDINGS),
@@ -60,11 +59,12 @@ def key_places(app: App[Any]) -> list[KeyPlace]:
     return [
         KeyPlace("everywhere", tuple(b for b in everywhere if b.description or b.tooltip)),
         KeyPlace("Data", _bindings(DataPanel.BINDINGS), "data"),
-        KeyPlace("Data table", _bindings(PagedTable.BINDINGS), "data", commands=False),
+        KeyPlace("Data table", _table_bindings(SamplesTable), "data", commands=False),
         KeyPlace("Sample view", _bindings(SampleScreen.BINDINGS), commands=False),
         KeyPlace("Config", _bindings(ConfigPanel.BINDINGS), "config"),
         KeyPlace("Predict", _bindings(PredictPanel.BINDINGS), "predict"),
         KeyPlace("Runs", _bindings(RunsPanel.BINDINGS), "runs"),
+        KeyPlace("Runs table", _table_bindings(RunsTable), "runs", commands=False),
         KeyPlace("Comparison", _bindings(CompareScreen.BINDINGS), commands=False),
         KeyPlace("Export dialog", _bindings(ExportScreen.BINDINGS), commands=False),
     ]
@@ -72,6 +72,14 @@ def key_places(app: App[Any]) -> list[KeyPlace]:
 
 def _bindings(bindings: Iterable[BindingType]) -> tuple[Binding, ...]:
     return tuple(b for b in bindings if isinstance(b, Binding))
+
+
+def _table_bindings(table: type[PagedTable[Any]]) -> tuple[Binding, ...]:
+    """A table's bindings and its base's, where the table's own replace the base's for the same action."""
+    from tui.widgets.paged_table import PagedTable
+
+    by_action = {b.action: b for b in (*_bindings(PagedTable.BINDINGS), *_bindings(table.BINDINGS))}
+    return tuple(by_action.values())
 
 
 def key_text(app: App[Any], binding: Binding) -> str:

@@ -22,8 +22,8 @@ from engine.runs import RunDir
 from tests.tui.conftest import reach, until
 from tui.app import WorkbenchApp
 from tui.dialogs import ConfirmQuit
+from tui.panels.data import SamplesTable
 from tui.widgets.loss_chart import LossChart
-from tui.widgets.paged_table import PagedTable
 from tui.widgets.score_bars import ScoreBars
 
 pytestmark = pytest.mark.slow  # trains real runs from the workbench
@@ -82,7 +82,7 @@ async def test_newcomer_flow_browse_edit_train_pause_resume_predict_and_find_the
     app = real_app(cfg)
     async with app.run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: app.data_panel.view is not None, "the data shows")
-        assert app.query_one(PagedTable).row_count == rows
+        assert app.query_one(SamplesTable).row_count == rows
 
         await pilot.press("f3")
         await until(pilot, lambda: app.config_panel.form_built, "the form is built")

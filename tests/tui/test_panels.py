@@ -25,12 +25,11 @@ from tests.tui.helpers import sample_rows, summary_for, write_run
 from tui.app import WorkbenchApp
 from tui.bridge import EventBridge, StepsLogged
 from tui.panels.config import REMOTE_CODE_NOTE, PathSuggester
-from tui.panels.data import DataPanel, SampleScreen
+from tui.panels.data import DataPanel, SampleScreen, SamplesTable
 from tui.panels.predict import PredictionView, PredictRequest
-from tui.panels.runs import RunsPanel
+from tui.panels.runs import RunsPanel, RunsTable
 from tui.panels.train import REMOTE_CODE_MARK
 from tui.widgets.loss_chart import LossChart
-from tui.widgets.paged_table import PagedTable
 from tui.widgets.score_bars import ScoreBars
 
 
@@ -68,7 +67,7 @@ async def test_data_panel_reads_only_the_pages_on_screen(make_app: Callable[...,
     app = make_app()
     async with app.run_test() as pilot:
         await until(pilot, lambda: app.data_panel.view is not None, "the train split shows")
-        table = app.query_one(PagedTable)
+        table = app.query_one(SamplesTable)
         assert table.row_count == len(rows)
         first = table.row_at(0)
         assert first is not None and first.label == rows[0]["label"]
@@ -98,7 +97,7 @@ async def test_filter_keeps_only_rows_containing_the_text(make_app: Callable[...
         await until(pilot, lambda: app.data_panel.view is not None, "the train split shows")
         await pilot.press("slash", *"great", "enter")
         await until(pilot, lambda: app.data_panel.view is not None and app.data_panel.view.query == "great", "filter")
-        table = app.query_one(PagedTable)
+        table = app.query_one(SamplesTable)
         assert table.row_count == len(matching)
         assert [table.row_at(i).index for i in range(3)] == matching[:3]  # type: ignore[union-attr]
         assert f"{len(matching):,} of {len(rows):,} rows" in text_of(app, "#data-title")
@@ -110,7 +109,7 @@ async def test_t_shows_the_next_split(make_app: Callable[..., WorkbenchApp]) -> 
         await until(pilot, lambda: app.data_panel.view is not None, "the train split shows")
         await pilot.press("t")
         await until(pilot, lambda: app.data_panel.view is not None and app.data_panel.view.name == "test", "split")
-        assert app.query_one(PagedTable).row_count == len(sample_rows("movies-sample", "test"))
+        assert app.query_one(SamplesTable).row_count == len(sample_rows("movies-sample", "test"))
         assert app.query_one("#data-split", Select).value == "test"
 
 
@@ -162,7 +161,7 @@ async def test_changing_the_data_source_in_config_refreshes_the_data_panel(
         await pilot.pause()
         await pilot.press("f2")
         await until(pilot, lambda: app.data_panel.view is not None, "the new data shows")
-        assert app.query_one(PagedTable).row_count == 37
+        assert app.query_one(SamplesTable).row_count == 37
         assert str(source) in text_of(app, "#data-title")
         # one file and no split named: the eval set a run will use is held out of train, and the title says so
         assert text_of(app, "#data-title").endswith("eval: 10% of train, stratified by label (4 rows)")
@@ -596,9 +595,9 @@ async def test_runs_panel_lists_runs_newest_first_and_opens_one(
     app = make_app(panel="runs")
     async with app.run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: len(app.runs_panel.runs) == 2, "the runs list")
-        table = app.query_one("#runs-table", DataTable)
-        assert [str(table.get_row_at(i)[1]) for i in range(2)] == list(reversed(two_runs))
-        assert str(table.get_row_at(0)[3]) == "acc 0.8000"
+        table = app.query_one("#runs-table", RunsTable)
+        assert [table.cells_at(i)[1] for i in range(2)] == list(reversed(two_runs))
+        assert table.cells_at(0)[3] == "acc 0.8000"
         await pilot.press("enter")
         await until(pilot, lambda: app.runs_panel.opened == [two_runs[1]], "the run opens")
         assert app.query_one("#runs-epochs", DataTable).row_count == 3
@@ -787,13 +786,13 @@ async def test_queued_entries_list_under_live_runs_and_k_j_x_reorder_and_remove_
     app = make_app(panel="runs")
     async with app.run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: len(app.runs_panel.rows) == 5, "the runs and the queue")
-        table = app.query_one("#runs-table", DataTable)
+        table = app.query_one("#runs-table", RunsTable)
 
         def names() -> list[str]:
-            return [str(table.get_row_at(i)[1]) for i in range(table.row_count)]
+            return [table.cells_at(i)[1] for i in range(table.row_count)]
 
         assert names() == ["#1 lr 1e-05", "#2 lr 2e-05", "#3 lr 3e-05", *reversed(two_runs)]
-        assert [str(table.get_row_at(i)[2]) for i in range(3)] == ["queued 1", "queued 2", "queued 3"]
+        assert [table.cells_at(i)[2] for i in range(3)] == ["queued 1", "queued 2", "queued 3"]
         assert "3 queued, no runner (Q starts it)" in text_of(app, "#runs-title")
         await pilot.press("J")  # #1 goes after #2
         await until(pilot, lambda: names()[:2] == ["#2 lr 2e-05", "#1 lr 1e-05"], "the move")
@@ -822,11 +821,11 @@ async def test_a_sweeps_runs_list_together_under_a_heading_that_compares_them(
     app = make_app(panel="runs")
     async with app.run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: len(app.runs_panel.rows) == 4, "the runs list")
-        table = app.query_one("#runs-table", DataTable)
-        shown = [str(table.get_row_at(i)[1]) for i in range(table.row_count)]
+        table = app.query_one("#runs-table", RunsTable)
+        shown = [table.cells_at(i)[1] for i in range(table.row_count)]
         assert shown == ["sweep 4f2a01: 2 runs", "  20240103-100000-a2", "  20240101-100000-a1", "20240102-100000-b"]
         assert isinstance(app.runs_panel.rows[0], SweepRow)
-        assert str(table.get_row_at(0)[3]) == "acc 0.8000"  # the sweep's best
+        assert table.cells_at(0)[3] == "acc 0.8000"  # the sweep's best
         await pilot.press("enter")
         await until(pilot, lambda: getattr(app.screen, "comparison", None) is not None, "the comparison")
         assert isinstance(app.screen, CompareScreen)
@@ -1053,3 +1052,73 @@ async def test_a_live_run_keeps_one_refresh_pending_however_often_the_list_is_re
             await settle(pilot)
         assert scheduled == []  # the re-listing already pending serves them all
         assert app.runs_panel.runs[0].status_text.startswith("running 3/9")
+
+
+def many_runs(workbench_config: RunConfig, count: int) -> list[str]:
+    """``count`` finished run folders, config and summary only, newest last."""
+    names = []
+    for i in range(count):
+        name = f"2024{i // 100 + 1:02d}{i % 100:02d}-100000-classification-minilm"
+        folder = Path("runs") / name
+        folder.mkdir(parents=True)
+        (folder / "config.yaml").write_text(workbench_config.to_yaml())
+        (folder / "summary.json").write_text(json.dumps(summary_for(workbench_config, started=1e9 + i, best=0.5)))
+        names.append(name)
+    return names
+
+
+async def test_the_runs_list_draws_only_the_rows_on_screen(
+    make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = many_runs(workbench_config, 300)
+    drawn: set[str] = set()
+    cells = RunsPanel._cells
+
+    def counted(panel: RunsPanel, line: Any) -> tuple[str, ...]:
+        drawn.add(line.cells[0])
+        return cells(panel, line)
+
+    monkeypatch.setattr(RunsPanel, "_cells", counted)
+    app = make_app(panel="runs")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: len(app.runs_panel.rows) == 300, "the runs list")
+        await settle(pilot)
+        table = app.query_one("#runs-table", RunsTable)
+        assert names[-1] in drawn and drawn <= set(names[-table.size.height :])  # the newest: a screenful
+        await pilot.press("end")
+        await settle(pilot)
+        assert names[0] in drawn and len(drawn) <= 2 * table.size.height
+
+
+async def test_the_live_refresh_keeps_the_cursor_the_scroll_and_the_marks(
+    make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig
+) -> None:
+    names = many_runs(workbench_config, 60)
+    app = make_app(panel="runs")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: len(app.runs_panel.rows) == 60, "the runs list")
+        await pilot.press("pagedown", "pagedown", "m", "down")
+        table = app.query_one("#runs-table", RunsTable)
+        cursor, top = table.cursor, table.scroll_offset.y
+        assert cursor > table.size.height and top > 0
+        app.runs_panel.refresh_runs()
+        await settle(pilot)
+        assert (table.cursor, table.scroll_offset.y) == (cursor, top)
+        assert app.runs_panel.marked == {names[-cursor]}  # newest first: the row above the cursor's
+        assert table.cells_at(cursor - 1)[0] == "✓" and table.cells_at(cursor)[0] == " "
+        current = app.runs_panel.current()
+        assert current is not None and current.name == names[-cursor - 1]
+
+
+async def test_left_and_right_scroll_the_runs_columns_that_do_not_fit(
+    make_app: Callable[..., WorkbenchApp], two_runs: list[str]
+) -> None:
+    app = make_app(panel="runs")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: len(app.runs_panel.runs) == 2, "the runs list")
+        table = app.query_one("#runs-table", RunsTable)
+        assert table.render_line(0).text.startswith("    run ") and "memory" not in table.render_line(0).text
+        await pilot.press("right", "right")
+        await until(pilot, lambda: table.render_line(0).text.startswith("  run "), "the columns scroll")
+        await pilot.press("left")
+        await until(pilot, lambda: table.render_line(0).text.startswith("   run "), "the columns scroll back")

@@ -16,7 +16,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, ProgressBar, Select, Static
 from textual.worker import Worker, WorkerState
 
-from engine.browse import DatasetBrowser, FastTokenizer, LabelCount, Sample, SplitView, TokenizedSample
+from engine.browse import DatasetBrowser, FastTokenizer, LabelCount, Row, Sample, SplitView, TokenizedSample
 from engine.config import RunConfig
 from engine.errors import describe_failure
 from engine.events import LogMessage
@@ -25,7 +25,7 @@ from tui import heap
 from tui.bridge import LibraryLog
 from tui.panels import PANELS
 from tui.widgets.fixed_text import FixedText
-from tui.widgets.paged_table import PagedTable
+from tui.widgets.paged_table import Column, PagedTable
 from tui.widgets.score_bars import ScoreBars
 from tui.widgets.sized_table import SizedTable
 
@@ -33,6 +33,32 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 TITLE = PANELS["data"][1]
+
+
+class SamplesTable(PagedTable[Row]):
+    """A split's rows: the sample's index, its label (where the split has labels) and a preview of its text."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "open", "Open sample")]
+
+    def __init__(self, label_title: str, *, id: str | None = None) -> None:
+        super().__init__(self._sample_cells, sample_columns(label_title, 5, 8), id=id)
+        self.label_title = label_title
+        self._labelled = True
+
+    def show(self, view: SplitView | None, *, index_width: int = 5, label_width: int = 8) -> None:
+        """Show ``view`` from its first row (``None`` empties the table); a ``label_width`` of 0 drops labels."""
+        self._labelled = bool(label_width)
+        self.set_source(view, sample_columns(self.label_title, index_width, label_width))
+
+    def _sample_cells(self, row: Row) -> tuple[str, ...]:
+        return (str(row.index), row.label, row.preview) if self._labelled else (str(row.index), row.preview)
+
+
+def sample_columns(label_title: str, index_width: int, label_width: int) -> list[Column]:
+    columns = [Column("#", max(index_width, 1), right=True, component="paged-table--index")]
+    if label_width:
+        columns.append(Column(label_title, max(label_width, len(label_title)), component="paged-table--label"))
+    return [*columns, Column("text")]
 
 
 @functools.lru_cache(maxsize=4)
@@ -93,7 +119,7 @@ class DataPanel(Vertical):
             yield ProgressBar(total=1, show_eta=False, show_percentage=False, id="data-progress")
             yield Static("", id="data-status")
         with Horizontal(id="data-body"):
-            yield PagedTable(label_title=self.cfg.data.label_field or "label", id="data-table")
+            yield SamplesTable(self.cfg.data.label_field or "label", id="data-table")
             with Vertical(id="data-side"):
                 yield Static("Labels", classes="side-title")
                 yield ScoreBars(id="data-histogram")
@@ -135,7 +161,7 @@ class DataPanel(Vertical):
         self.browser = None
         self.view = None
         self.error = None
-        self.query_one(PagedTable).set_source(None)
+        self.query_one(SamplesTable).show(None)
         self.query_one(ScoreBars).set_counts([])
         self._busy(f"loading {key[0]}…")
         self._open(key)
@@ -182,8 +208,8 @@ class DataPanel(Vertical):
         self.view = message.view
         view = message.view
         labels = [c.label for c in message.histogram]
-        table = self.query_one(PagedTable)
-        table.set_source(
+        table = self.query_one(SamplesTable)
+        table.show(
             view,
             index_width=len(str(max(view.total_rows - 1, 0))),
             label_width=min(max((len(x) for x in labels), default=0), 16) if view.label_field else 0,
@@ -257,7 +283,7 @@ class DataPanel(Vertical):
     def _on_filter(self, event: Input.Submitted) -> None:
         if self.view is not None:
             self.show_split(self.view.name, event.value.strip())
-            self.query_one(PagedTable).focus()
+            self.query_one(SamplesTable).focus()
 
     def action_focus_filter(self) -> None:
         self.query_one("#data-filter", Input).focus()
@@ -270,7 +296,7 @@ class DataPanel(Vertical):
         self.query_one("#data-split", Select).value = following
 
     def focus_main(self) -> None:
-        self.query_one(PagedTable).focus()
+        self.query_one(SamplesTable).focus()
 
     @on(PagedTable.RowOpened)
     def _on_open(self, event: PagedTable.RowOpened) -> None:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
-from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -14,7 +13,7 @@ from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.message import Message
 from textual.timer import Timer
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 from textual.worker import Worker, WorkerState
 
 from engine import queue
@@ -28,7 +27,7 @@ from tui.widgets.class_report import ClassReport
 from tui.widgets.epoch_table import EpochTable, RunCurves
 from tui.widgets.fixed_text import FixedText
 from tui.widgets.loss_chart import LossChart
-from tui.widgets.sized_table import SizedTable
+from tui.widgets.paged_table import Column, PagedTable, RowList, column_widths
 
 TITLE = PANELS["runs"][1]
 
@@ -83,6 +82,79 @@ def list_rows(runs: list[RunInfo], entries: list[queue.QueueEntry]) -> list[Row]
     return rows
 
 
+#: The columns after the mark's.
+TITLES = ("run", "status", "best", "date", "time", "task", "model", "memory")
+
+
+def row_cells(rows: list[Row]) -> list[tuple[str, ...]]:
+    """Each row's cells under ``TITLES``: a sweep's runs indented under its heading, queued entries numbered."""
+    grouped = {r.name for row in rows if isinstance(row, SweepRow) for r in row.runs}
+    place = 0
+    out: list[tuple[str, ...]] = []
+    for row in rows:
+        if isinstance(row, RunInfo):
+            out.append(
+                (
+                    ("  " if row.name in grouped else "") + row.name,
+                    row.status_text,
+                    row.best_text,
+                    row.started_text,
+                    fmt_duration(row.duration_seconds),
+                    row.task or "-",
+                    row.model or "-",
+                    fmt_memory(row.peak_memory_mb),
+                )
+            )
+        elif isinstance(row, SweepRow):
+            best = row.best
+            out.append(
+                (
+                    f"sweep {row.sweep}: {len(row.runs)} runs",
+                    row.status_text,
+                    best.best_text if best is not None else "-",
+                    *[""] * 5,
+                )
+            )
+        else:
+            status = row.state
+            if row.state == queue.QUEUED:
+                place += 1
+                status = f"queued {place}"
+            elif row.state == queue.CLAIMED:
+                status = "starting"
+            out.append(
+                (
+                    f"#{row.id} {row.label}",
+                    status,
+                    "-",
+                    row.added_text,
+                    "-",
+                    str(row.config.get("task", "-")),
+                    str((row.config.get("model") or {}).get("name_or_path", "-")),
+                    "-",
+                )
+            )
+    return out
+
+
+class ListedRow(NamedTuple):
+    """A row of the list with its cells' text (the mark's aside, which changes without a listing)."""
+
+    row: Row
+    cells: tuple[str, ...]
+
+
+class RunsTable(PagedTable[ListedRow]):
+    """The runs list, drawn a screenful at a time: a DataTable measured every cell of every run on each listing."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "open", "Open", show=False, tooltip="Open the highlighted run: its curves and epochs"),
+        Binding("left", "scroll_left", "Scroll left", show=False, tooltip="Scroll the columns left"),
+        Binding("right", "scroll_right", "Scroll right", show=False, tooltip="Scroll the columns right"),
+    ]
+    OPEN_CLICKS = 1
+
+
 class RunsPanel(Vertical):
     """Lists runs newest first. Enter opens one; m marks; o overlays the marked runs' loss curves; r resumes one."""
 
@@ -112,7 +184,13 @@ class RunsPanel(Vertical):
 
     class Listed(Message):
         def __init__(
-            self, runs: list[RunInfo], entries: list[queue.QueueEntry], runner: int | None, problem: str | None
+            self,
+            runs: list[RunInfo],
+            entries: list[queue.QueueEntry],
+            runner: int | None,
+            problem: str | None,
+            lines: list[ListedRow],
+            widths: list[int],
         ) -> None:
             super().__init__()
             self.runs = runs
@@ -120,6 +198,9 @@ class RunsPanel(Vertical):
             #: The queue runner's pid, if one runs; why the queue cannot be read, if it cannot.
             self.runner = runner
             self.problem = problem
+            #: The rows as listed, with their cells, and the width of each column that fits them.
+            self.lines = lines
+            self.widths = widths
 
     class Opened(Message):
         def __init__(self, names: list[str], curves: dict[str, RunCurves]) -> None:
@@ -177,7 +258,9 @@ class RunsPanel(Vertical):
 
     def compose(self) -> ComposeResult:
         yield FixedText(TITLE, id="runs-title", classes="panel-title")
-        yield SizedTable[str](id="runs-table", cursor_type="row", zebra_stripes=True)
+        yield RunsTable(
+            self._cells, self._columns([len(t) for t in TITLES]), padding=1, zebra_stripes=True, id="runs-table"
+        )
         yield Static("", id="runs-detail-title", classes="side-title")
         with Horizontal(id="runs-detail"):
             yield LossChart(empty_text="enter opens a run; m marks runs, o overlays them", id="runs-chart")
@@ -185,15 +268,26 @@ class RunsPanel(Vertical):
             yield EpochTable(id="runs-epochs")
 
     def on_mount(self) -> None:
-        table = self.query_one("#runs-table", DataTable)
-        table.add_column(" ", key="mark", width=1)
-        table.add_columns("run", "status", "best", "date", "time", "task", "model", "memory")
         self.query_one(EpochTable).show(RunCurves())
         self.query_one(ClassReport).display = False
         self._render_title()
 
     def focus_main(self) -> None:
-        self.query_one("#runs-table", DataTable).focus()
+        self.query_one(RunsTable).focus()
+
+    @staticmethod
+    def _columns(widths: list[int]) -> list[Column]:
+        return [Column(" ", 1), *(Column(title, width) for title, width in zip(TITLES, widths, strict=True))]
+
+    def _cells(self, line: ListedRow) -> tuple[str, ...]:
+        row = line.row
+        if isinstance(row, RunInfo):
+            mark = row.name in self.marked
+        elif isinstance(row, SweepRow):
+            mark = all(r.name in self.marked for r in row.runs)
+        else:
+            mark = False
+        return ("✓" if mark else " ", *line.cells)
 
     def set_runs_dir(self, runs_dir: str) -> None:
         if runs_dir != self.runs_dir:
@@ -207,11 +301,17 @@ class RunsPanel(Vertical):
 
     @work(thread=True, exclusive=True, group="runs", exit_on_error=False, description="list runs")
     def _list(self, runs_dir: str) -> None:
+        # Reading the folders and laying out the rows both scale with the runs: neither is done on the UI thread.
         try:
             entries, problem = queue.list_queue(runs_dir), None
         except UserError as exc:  # a queue file it cannot read: the runs still list
             entries, problem = [], str(exc)
-        self.post_message(self.Listed(list_runs(runs_dir), entries, queue.runner_state(runs_dir), problem))
+        runs = list_runs(runs_dir)
+        rows = list_rows(runs, entries)
+        cells = row_cells(rows)
+        lines = [ListedRow(row, texts) for row, texts in zip(rows, cells, strict=True)]
+        listed = self.Listed(runs, entries, queue.runner_state(runs_dir), problem, lines, column_widths(TITLES, cells))
+        self.post_message(listed)
 
     @on(Listed)
     def _on_listed(self, message: Listed) -> None:
@@ -221,64 +321,9 @@ class RunsPanel(Vertical):
             message.runner,
             message.problem,
         )
-        self.rows = list_rows(self.runs, self.entries)
-        names = {r.name for r in self.runs}
-        self.marked &= names
-        table = self.query_one("#runs-table", DataTable)
-        cursor = table.cursor_row
-        table.clear()
-        place = 0
-        grouped = {r.name for row in self.rows if isinstance(row, SweepRow) for r in row.runs}
-        for row in self.rows:
-            if isinstance(row, RunInfo):
-                indent = "  " if row.name in grouped else ""
-                table.add_row(
-                    "✓" if row.name in self.marked else " ",
-                    indent + row.name,
-                    row.status_text,
-                    row.best_text,
-                    row.started_text,
-                    fmt_duration(row.duration_seconds),
-                    row.task or "-",
-                    row.model or "-",
-                    fmt_memory(row.peak_memory_mb),
-                    key=row.name,
-                )
-            elif isinstance(row, SweepRow):
-                best = row.best
-                table.add_row(
-                    "✓" if all(r.name in self.marked for r in row.runs) else " ",
-                    f"sweep {row.sweep}: {len(row.runs)} runs",
-                    row.status_text,
-                    best.best_text if best is not None else "-",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    key=f"sweep:{row.sweep}",
-                )
-            else:
-                status = row.state
-                if row.state == queue.QUEUED:
-                    place += 1
-                    status = f"queued {place}"
-                elif row.state == queue.CLAIMED:
-                    status = "starting"
-                table.add_row(
-                    " ",
-                    Text(f"#{row.id} {row.label}"),  # a label is what the user typed: never markup
-                    status,
-                    "-",
-                    row.added_text,
-                    "-",
-                    str(row.config.get("task", "-")),
-                    str((row.config.get("model") or {}).get("name_or_path", "-")),
-                    "-",
-                    key=f"queue:{row.id}",
-                )
-        if self.rows:
-            table.move_cursor(row=min(max(cursor, 0), len(self.rows) - 1), animate=False)
+        self.rows = [line.row for line in message.lines]
+        self.marked &= {r.name for r in self.runs}
+        self.query_one(RunsTable).set_source(RowList(message.lines), self._columns(message.widths), keep_place=True)
         self._render_title()
         waiting = any(e.state in (queue.QUEUED, queue.CLAIMED) for e in self.entries)
         live = waiting or any(r.status in LIVE for r in self.runs)
@@ -304,10 +349,10 @@ class RunsPanel(Vertical):
 
     # -- selection ------------------------------------------------------------------------------------------
     def current_row(self) -> Row | None:
-        table = self.query_one("#runs-table", DataTable)
-        if not self.rows or table.cursor_row < 0 or table.cursor_row >= len(self.rows):
+        cursor = self.query_one(RunsTable).cursor
+        if not 0 <= cursor < len(self.rows):
             return None
-        return self.rows[table.cursor_row]
+        return self.rows[cursor]
 
     def current(self) -> RunInfo | None:
         """The highlighted run (None on a queued entry or a sweep's heading)."""
@@ -318,16 +363,16 @@ class RunsPanel(Vertical):
         row = self.current_row()
         return row if isinstance(row, queue.QueueEntry) else None
 
-    @on(DataTable.RowSelected, "#runs-table")
-    def _on_selected(self, event: DataTable.RowSelected) -> None:
+    @on(RunsTable.RowOpened, "#runs-table")
+    def _on_selected(self, event: RunsTable.RowOpened) -> None:
         row = self.current_row()
         if isinstance(row, RunInfo):
             self.open_runs([row.name])
         elif isinstance(row, SweepRow):
             self.action_compare()
 
-    @on(DataTable.RowHighlighted, "#runs-table")
-    def _on_highlighted(self, event: DataTable.RowHighlighted) -> None:
+    @on(RunsTable.RowHighlighted, "#runs-table")
+    def _on_highlighted(self, event: RunsTable.RowHighlighted) -> None:
         row = self.current_row()
         if isinstance(row, queue.QueueEntry):
             what = f"error: {row.error}" if row.error else row.state
@@ -348,13 +393,7 @@ class RunsPanel(Vertical):
             self.marked ^= {row.name}
         else:
             return
-        table = self.query_one("#runs-table", DataTable)
-        for r in self.rows:
-            if isinstance(r, RunInfo):
-                table.update_cell(r.name, "mark", "✓" if r.name in self.marked else " ")
-            elif isinstance(r, SweepRow):
-                mark = "✓" if all(m.name in self.marked for m in r.runs) else " "
-                table.update_cell(f"sweep:{r.sweep}", "mark", mark)
+        self.query_one(RunsTable).refresh()  # marks are drawn from self.marked
         self._render_title()
 
     def action_overlay(self) -> None:
@@ -509,11 +548,10 @@ class RunsPanel(Vertical):
         except UserError as exc:
             self.app.notify(str(exc), severity="warning")
             return
-        table = self.query_one("#runs-table", DataTable)
         first = next(i for i, r in enumerate(self.rows) if isinstance(r, queue.QueueEntry))
         waiting = [r for r in self.rows if isinstance(r, queue.QueueEntry) and r.state == queue.QUEUED]
         place = max(0, min(len(waiting) - 1, waiting.index(entry) + delta))
-        table.move_cursor(row=first + place, animate=False)  # the cursor follows the entry
+        self.query_one(RunsTable).cursor = first + place  # the cursor follows the entry
         self.refresh_runs()
 
     def action_remove_queued(self) -> None:

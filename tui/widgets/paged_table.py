@@ -1,42 +1,91 @@
-"""A table over any number of rows that reads only the pages on screen (the Line API, no row widgets)."""
+"""A table over any number of rows that draws only the rows on screen (the Line API, no row widgets)."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import ClassVar, Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
+from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
 from textual.binding import Binding, BindingType
-from textual.events import Click
+from textual.events import Click, Leave, MouseMove
 from textual.geometry import Size
 from textual.message import Message
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from engine.browse import Row
+RowT = TypeVar("RowT")
+RowT_co = TypeVar("RowT_co", covariant=True)
 
 
-class PageSource(Protocol):
+class PageSource(Protocol[RowT_co]):
     def __len__(self) -> int: ...
-    def page(self, start: int, count: int) -> list[Row]: ...
+    def page(self, start: int, count: int) -> Sequence[RowT_co]: ...
 
 
-def fit(text: str, width: int) -> str:
+class RowList(Generic[RowT]):
+    """Rows already in memory, as a ``PageSource``."""
+
+    def __init__(self, rows: Sequence[RowT]) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def page(self, start: int, count: int) -> Sequence[RowT]:
+        return self.rows[start : start + count]
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column: its title, its width in cells (0: the room the other columns leave), its alignment, and the
+    component class its cells take (off the cursor's row)."""
+
+    title: str
+    width: int = 0
+    right: bool = False
+    component: str = ""
+
+
+def text_width(text: str) -> int:
+    return len(text) if text.isascii() else cell_len(text)
+
+
+def fit(text: str, width: int, *, right: bool = False) -> str:
     """``text`` cut or padded to exactly ``width`` cells (an ellipsis marks a cut)."""
     if width <= 0:
         return ""
+    if not text.isascii():
+        if cell_len(text) > width:
+            return set_cell_size(text, width - 1) + "…"
+        pad = " " * (width - cell_len(text))
+        return pad + text if right else text + pad
     if len(text) > width:
         return text[: width - 1] + "…"
-    return text.ljust(width)
+    return text.rjust(width) if right else text.ljust(width)
 
 
-class PagedTable(ScrollView, can_focus=True):
-    """Index, label and text columns over a ``PageSource``; a header line stays on top.
+def column_widths(titles: Sequence[str], rows: Sequence[Sequence[str]]) -> list[int]:
+    """The width of each column that fits its title and every row's cell."""
+    widths = [text_width(t) for t in titles]
+    for cells in rows:
+        for i, text in enumerate(cells):
+            n = text_width(text)
+            if n > widths[i]:
+                widths[i] = n
+    return widths
+
+
+class PagedTable(ScrollView, Generic[RowT], can_focus=True):
+    """Columns over a ``PageSource``; a header line stays on top, and the columns scroll sideways with it.
 
     Rows are read a page at a time when they scroll into view, and a few recent pages are kept, so a million
     rows cost what a screenful costs. A 100-row page is a small Arrow slice whatever the split's size
     (BENCHMARKS.md, data_browsing.py), so pages are read on the UI thread; opening and filtering run in workers.
+    ``cells`` turns a row into its cells' text when the row is drawn.
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -46,11 +95,13 @@ class PagedTable(ScrollView, can_focus=True):
         Binding("pagedown", "page(1)", "Page down", show=False),
         Binding("home", "jump(0)", "First", show=False),
         Binding("end", "jump(-1)", "Last", show=False),
-        Binding("enter", "open", "Open sample"),
+        Binding("enter", "open", "Open"),
     ]
     COMPONENT_CLASSES: ClassVar[set[str]] = {
         "paged-table--header",
         "paged-table--cursor",
+        "paged-table--hover",
+        "paged-table--even-row",
         "paged-table--index",
         "paged-table--label",
     }
@@ -59,52 +110,90 @@ class PagedTable(ScrollView, can_focus=True):
     PagedTable > .paged-table--header { text-style: bold; background: $panel; }
     PagedTable > .paged-table--cursor { background: $block-cursor-blurred-background; }
     PagedTable:focus > .paged-table--cursor { background: $block-cursor-background; color: $block-cursor-foreground; }
+    PagedTable > .paged-table--hover { background: $block-hover-background; }
+    PagedTable > .paged-table--even-row { background: $surface-lighten-1 50%; }
+    PagedTable:dark > .paged-table--even-row { background: $surface-darken-1 40%; }
     PagedTable > .paged-table--index { color: $text-muted; }
     PagedTable > .paged-table--label { color: $text-accent; }
     """
 
     PAGE_SIZE = 100
     CACHED_PAGES = 16
+    #: Clicks on the highlighted row that open it: 2 is a double click, 1 any click on it.
+    OPEN_CLICKS = 2
 
     cursor: reactive[int] = reactive(0, always_update=True, init=False)
 
     class RowOpened(Message):
         """Enter (or a click on the highlighted row) asked to open a row."""
 
-        def __init__(self, table: PagedTable, position: int, row: Row) -> None:
+        def __init__(self, table: PagedTable[Any], position: int, row: Any) -> None:
             super().__init__()
             self.table = table
             self.position = position
             self.row = row
 
-    def __init__(self, *, label_title: str = "label", id: str | None = None) -> None:
+        @property
+        def control(self) -> PagedTable[Any]:
+            return self.table
+
+    class RowHighlighted(Message):
+        """The cursor was set, to a new row or again to the same one (the rows under it may have changed)."""
+
+        def __init__(self, table: PagedTable[Any], position: int) -> None:
+            super().__init__()
+            self.table = table
+            self.position = position
+
+        @property
+        def control(self) -> PagedTable[Any]:
+            return self.table
+
+    def __init__(
+        self,
+        cells: Callable[[RowT], Sequence[str]],
+        columns: Sequence[Column],
+        *,
+        padding: int = 0,
+        zebra_stripes: bool = False,
+        id: str | None = None,
+    ) -> None:
+        """``padding``: blank cells on each side of a cell; without it, one blank cell follows each column."""
         super().__init__(id=id)
-        self.label_title = label_title
-        self._source: PageSource | None = None
+        self._row_cells = cells
+        self._columns = list(columns)
+        self._padding = padding
+        self.zebra_stripes = zebra_stripes
+        self._source: PageSource[RowT] | None = None
         self._count = 0
-        self._pages: OrderedDict[int, list[Row]] = OrderedDict()
-        self._index_width = 5
-        self._label_width = 8
+        self._pages: OrderedDict[int, Sequence[RowT]] = OrderedDict()
+        self._hover = -1
         self.pages_read = 0
 
     # -- data -----------------------------------------------------------------------------------------------
-    def set_source(self, source: PageSource | None, *, index_width: int = 5, label_width: int = 8) -> None:
-        """Show ``source`` from its first row; ``None`` empties the table."""
+    def set_source(
+        self, source: PageSource[RowT] | None, columns: Sequence[Column] | None = None, *, keep_place: bool = False
+    ) -> None:
+        """Show ``source`` (``None`` empties the table), from its first row or, with ``keep_place``, with the
+        cursor and the scroll where they were (as far as the new rows go)."""
         self._source = source
         self._count = len(source) if source is not None else 0
         self._pages.clear()
-        self._index_width = max(index_width, 1)
-        self._label_width = max(label_width, len(self.label_title)) if label_width else 0
-        self.virtual_size = Size(self.size.width, self._count + 1)
-        self.scroll_to(y=0, animate=False, immediate=True)
-        self.cursor = 0
+        if columns is not None:
+            self._columns = list(columns)
+        self.virtual_size = Size(self._content_width(), self._count + 1)
+        if keep_place:
+            self.cursor = min(self.cursor, max(self._count - 1, 0))
+        else:
+            self.scroll_to(y=0, animate=False, immediate=True)
+            self.cursor = 0
         self.refresh()
 
     @property
     def row_count(self) -> int:
         return self._count
 
-    def row_at(self, position: int) -> Row | None:
+    def row_at(self, position: int) -> RowT | None:
         if self._source is None or not 0 <= position < self._count:
             return None
         number, offset = divmod(position, self.PAGE_SIZE)
@@ -119,39 +208,69 @@ class PagedTable(ScrollView, can_focus=True):
             self._pages.move_to_end(number)
         return page[offset] if offset < len(page) else None
 
+    def cells_at(self, position: int) -> list[str]:
+        """The text of the row's cells as drawn, before fitting to their columns ([] past the last row)."""
+        row = self.row_at(position)
+        return [] if row is None else list(self._row_cells(row))
+
     # -- drawing --------------------------------------------------------------------------------------------
-    def _cells(self, index: str, label: str, text: str, width: int) -> list[tuple[str, str]]:
-        text_width = width - self._index_width - 1 - (self._label_width + 1 if self._label_width else 0)
-        cells = [(index.rjust(self._index_width) + " ", "paged-table--index")]
-        if self._label_width:
-            cells.append((fit(label, self._label_width) + " ", "paged-table--label"))
-        cells.append((fit(text, max(text_width, 0)), ""))
+    def _fixed_width(self) -> int:
+        """The width of the line but for the text of a column without a width."""
+        if self._padding:
+            return sum(c.width + 2 * self._padding for c in self._columns)
+        return sum(c.width for c in self._columns) + len(self._columns) - 1
+
+    def _content_width(self) -> int:
+        """As wide as the columns; a column without a width takes what the view leaves."""
+        if any(not c.width for c in self._columns):
+            return self.size.width
+        return self._fixed_width()
+
+    def _cells(self, texts: Sequence[str], width: int) -> list[tuple[str, str]]:
+        flex = max(width - self._fixed_width(), 0)
+        pad = " " * self._padding
+        last = len(self._columns) - 1
+        cells = []
+        for i, (column, text) in enumerate(zip(self._columns, texts, strict=False)):
+            cell = fit(text, column.width or flex, right=column.right)
+            if self._padding:
+                cell = f"{pad}{cell}{pad}"
+            elif i < last:
+                cell += " "
+            cells.append((cell, column.component))
         return cells
 
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width
+        full = width if any(not c.width for c in self._columns) else self._fixed_width()
+        scroll_x = round(self.scroll_offset.x)
         base = self.rich_style
         if y == 0:
             style = base + self.get_component_rich_style("paged-table--header")
-            cells = self._cells("#", self.label_title, "text", width)
-            return Strip([Segment("".join(c for c, _ in cells), style)], width).crop_extend(0, width, style)
+            cells = self._cells([c.title for c in self._columns], full)
+            line = Strip([Segment("".join(c for c, _ in cells), style)])
+            return line.crop_extend(scroll_x, scroll_x + width, base)
         position = round(self.scroll_offset.y) + y - 1
         row = self.row_at(position)
         if row is None:
             return Strip.blank(width, base)
         line_style = base
+        if self.zebra_stripes and position % 2 == 0:
+            line_style = base + self.get_component_rich_style("paged-table--even-row")
         if position == self.cursor:
             line_style = base + self.get_component_rich_style("paged-table--cursor")
+        elif position == self._hover:
+            line_style = base + self.get_component_rich_style("paged-table--hover")
         segments = []
-        for text, component in self._cells(str(row.index), row.label, row.preview, width):
+        for text, component in self._cells(self._row_cells(row), full):
             style = line_style
             if component and position != self.cursor:
                 style = line_style + self.get_component_rich_style(component)
             segments.append(Segment(text, style))
-        return Strip(segments).crop_extend(0, width, line_style)
+        return Strip(segments).crop_extend(scroll_x, scroll_x + width, base)
 
     def on_resize(self) -> None:
-        self.virtual_size = Size(self.size.width, self._count + 1)
+        self.virtual_size = Size(self._content_width(), self._count + 1)
 
     # -- cursor ---------------------------------------------------------------------------------------------
     @property
@@ -165,6 +284,7 @@ class PagedTable(ScrollView, can_focus=True):
         elif new >= top + self._visible_rows:
             self.scroll_to(y=new - self._visible_rows + 1, animate=False, immediate=True)
         self.refresh()
+        self.post_message(self.RowHighlighted(self, new))
 
     def _move_to(self, position: int) -> None:
         if self._count:
@@ -184,12 +304,27 @@ class PagedTable(ScrollView, can_focus=True):
         if row is not None:
             self.post_message(self.RowOpened(self, self.cursor, row))
 
+    # -- mouse ----------------------------------------------------------------------------------------------
+    def _position_at(self, y: int) -> int:
+        position = round(self.scroll_offset.y) + y - 1
+        return position if y > 0 and 0 <= position < self._count else -1
+
     def on_click(self, event: Click) -> None:
         offset = event.get_content_offset(self)
-        if offset is None or offset.y == 0:
-            return
-        position = round(self.scroll_offset.y) + offset.y - 1
-        if 0 <= position < self._count:
-            if position == self.cursor and event.chain >= 2:
+        position = -1 if offset is None else self._position_at(offset.y)
+        if position >= 0:
+            if position == self.cursor and event.chain >= self.OPEN_CLICKS:
                 self.action_open()
             self.cursor = position
+
+    def on_mouse_move(self, event: MouseMove) -> None:
+        offset = event.get_content_offset(self)
+        hover = -1 if offset is None else self._position_at(offset.y)
+        if hover != self._hover:
+            self._hover = hover
+            self.refresh()
+
+    def on_leave(self, event: Leave) -> None:
+        if self._hover >= 0:
+            self._hover = -1
+            self.refresh()
