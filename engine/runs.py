@@ -375,7 +375,16 @@ class RunInfo:
         return time.strftime("%Y-%m-%d %H:%M", time.localtime(self.started))
 
 
-def list_runs(runs_dir: str | os.PathLike[str]) -> list[RunInfo]:
+class RunsCache:
+    """The runs a listing made from summaries, each under its summary.json's stat: a later listing of the same
+    folder reads only the summaries that changed (a finished run's never does). A new summary is a new file
+    (``atomic_write_text``), so the stat tells it."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, tuple[tuple[int, int, int], RunInfo]] = {}
+
+
+def list_runs(runs_dir: str | os.PathLike[str], cache: RunsCache | None = None) -> list[RunInfo]:
     """Runs under ``runs_dir``, newest first, summarised from summary.json or, for live runs, events.jsonl."""
     try:
         with os.scandir(runs_dir) as scan:
@@ -383,40 +392,71 @@ def list_runs(runs_dir: str | os.PathLike[str]) -> list[RunInfo]:
             folders = sorted((e for e in scan if not e.name.startswith(".") and e.is_dir()), key=lambda e: e.name)
     except OSError:  # no such folder, or not a folder
         return []
+    known = cache.runs if cache is not None else None
+    seen: dict[str, tuple[tuple[int, int, int], RunInfo]] = {}
     out: list[RunInfo] = []
     for entry in reversed(folders):
         if not os.path.exists(os.path.join(entry.path, CONFIG_FILE)):
             continue
-        path = Path(entry.path)
-        summary = _read_summary(os.path.join(entry.path, SUMMARY_FILE))
-        if summary:
-            started = summary.get("started")
-            out.append(
-                RunInfo(
-                    path=path,
-                    name=entry.name,
-                    status=str(summary.get("status", "unknown")),
-                    task=str(summary.get("task", "")),
-                    model=str(summary.get("model", "")),
-                    started=float(started if started is not None else entry.stat().st_mtime),
-                    duration_seconds=summary.get("duration_seconds"),
-                    best_metric=summary.get("best_metric"),
-                    best_value=summary.get("best_value"),
-                    peak_memory_mb=summary.get("peak_memory_mb"),
-                    parent=summary.get("parent"),
-                    sweep=summary.get("sweep"),
-                )
-            )
-        else:
+        info = _summarised(entry, known, seen)
+        if info is None:
+            path = Path(entry.path)
             run = RunDir(path)
             status = run.live_state() or "killed"
             info = RunInfo(path, entry.name, status, "", "", entry.stat().st_mtime, None, None, None)
             info.parent, info.sweep = _lineage(run)
             if status in LIVE:
                 info.progress = live_progress(run)
-            out.append(info)
+        out.append(info)
+    if cache is not None:
+        cache.runs = seen  # only the runs still there
     out.sort(key=lambda r: r.status not in LIVE)  # live runs first, each group newest first
     return out
+
+
+def _summarised(
+    entry: os.DirEntry[str],
+    known: dict[str, tuple[tuple[int, int, int], RunInfo]] | None,
+    seen: dict[str, tuple[tuple[int, int, int], RunInfo]],
+) -> RunInfo | None:
+    """The run as its summary.json tells it (None without one): from ``known`` while the file is unchanged."""
+    path = os.path.join(entry.path, SUMMARY_FILE)
+    if known is None:
+        summary = _read_summary(path)
+        return _run_info(entry, summary) if summary else None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    key = (st.st_ino, st.st_size, st.st_mtime_ns)
+    hit = known.get(path)
+    if hit is not None and hit[0] == key:
+        info = hit[1]
+    else:
+        summary = _read_summary(path)
+        if not summary:
+            return None
+        info = _run_info(entry, summary)
+    seen[path] = (key, info)
+    return info
+
+
+def _run_info(entry: os.DirEntry[str], summary: dict[str, Any]) -> RunInfo:
+    started = summary.get("started")
+    return RunInfo(
+        path=Path(entry.path),
+        name=entry.name,
+        status=str(summary.get("status", "unknown")),
+        task=str(summary.get("task", "")),
+        model=str(summary.get("model", "")),
+        started=float(started if started is not None else entry.stat().st_mtime),
+        duration_seconds=summary.get("duration_seconds"),
+        best_metric=summary.get("best_metric"),
+        best_value=summary.get("best_value"),
+        peak_memory_mb=summary.get("peak_memory_mb"),
+        parent=summary.get("parent"),
+        sweep=summary.get("sweep"),
+    )
 
 
 def _read_summary(path: str) -> dict[str, Any] | None:

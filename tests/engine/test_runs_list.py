@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
+from typing import Any
 
-from engine.runs import list_runs
+from engine.runs import RunDir, RunsCache, list_runs
 
 
 def make_run(root: Path, name: str, summary: dict[str, object] | None = None) -> Path:
@@ -44,3 +46,22 @@ def test_a_summary_without_a_start_dates_the_run_by_its_folder(tmp_path: Path) -
 def test_a_missing_runs_folder_or_a_file_lists_nothing(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     assert list_runs(tmp_path / "missing") == [] and list_runs(tmp_path / "file") == []
+
+
+def test_a_cache_reads_again_only_the_summaries_that_changed(tmp_path: Path, monkeypatch: Any) -> None:
+    from engine import runs as runs_module
+
+    for day in (1, 2, 3):
+        make_run(tmp_path, f"2024010{day}-100000-r", {"status": "finished", "started": float(day)})
+    read: list[str] = []
+    real = runs_module._read_summary
+    monkeypatch.setattr(runs_module, "_read_summary", lambda path: read.append(Path(path).parent.name) or real(path))
+    cache = RunsCache()
+    assert len(list_runs(tmp_path, cache)) == 3 and len(read) == 3
+    read.clear()
+    RunDir(tmp_path / "20240102-100000-r").write_summary({"status": "stopped", "started": 2.0})
+    shutil.rmtree(tmp_path / "20240103-100000-r")
+    listed = list_runs(tmp_path, cache)
+    assert read == ["20240102-100000-r"]
+    assert [(r.name, r.status) for r in listed] == [("20240102-100000-r", "stopped"), ("20240101-100000-r", "finished")]
+    assert sorted(cache.runs) == sorted(str(r.path / "summary.json") for r in listed)  # the removed run's gone

@@ -20,7 +20,7 @@ from engine import queue
 from engine.compare import metric_greater_is_better
 from engine.errors import UserError, describe_failure
 from engine.events import fmt_duration, fmt_memory
-from engine.runs import LIVE, RunDir, RunInfo, lineage, list_runs
+from engine.runs import LIVE, RunDir, RunInfo, RunsCache, lineage, list_runs
 from tui.dialogs import ExportChoice, ExportScreen
 from tui.panels import PANELS
 from tui.widgets.class_report import ClassReport
@@ -71,13 +71,14 @@ def list_rows(runs: list[RunInfo], entries: list[queue.QueueEntry]) -> list[Row]
     waiting = [e for e in entries if e.state != queue.STARTED]
     rows: list[Row] = [*live, *waiting]
     rest = [r for r in runs if r.status not in LIVE]
-    done: set[str] = set()
+    sweeps: dict[str, list[RunInfo]] = {}
+    for r in rest:
+        if r.sweep is not None:
+            sweeps.setdefault(r.sweep, []).append(r)
     for r in rest:
         if r.sweep is None:
             rows.append(r)
-        elif r.sweep not in done:
-            done.add(r.sweep)
-            members = [m for m in rest if m.sweep == r.sweep]
+        elif (members := sweeps.pop(r.sweep, None)) is not None:  # at the sweep's newest run, once
             rows += [SweepRow(r.sweep, members), *members] if len(members) > 1 else members
     return rows
 
@@ -252,6 +253,8 @@ class RunsPanel(Vertical):
         self.runner: int | None = None
         self.queue_problem: str | None = None
         self.marked: set[str] = set()
+        #: Used by the listing's worker only: the live refresh reads again only the summaries that changed.
+        self._runs_cache = RunsCache()
         #: The one pending re-listing while a live run is on the list (every listing would otherwise add one).
         self._live_timer: Timer | None = None
         self.opened: list[str] = []
@@ -306,7 +309,7 @@ class RunsPanel(Vertical):
             entries, problem = queue.list_queue(runs_dir), None
         except UserError as exc:  # a queue file it cannot read: the runs still list
             entries, problem = [], str(exc)
-        runs = list_runs(runs_dir)
+        runs = list_runs(runs_dir, self._runs_cache)
         rows = list_rows(runs, entries)
         cells = row_cells(rows)
         lines = [ListedRow(row, texts) for row, texts in zip(rows, cells, strict=True)]
