@@ -7,8 +7,11 @@ evaluations, as the engine leaves them; every tenth a sweep's run, the last two 
    whether torch was imported (it must not be: listing runs needs no model).
 2. The Runs panel in the real app (Pilot, 120x40): from the panel's key to the frame that shows the listed
    rows, three times.
+3. The panel's live refresh (every 2 s while a run trains or the queue waits), eight times: the wall time from
+   the call to the new rows, and the UI thread's CPU time over a window holding the refresh and its frame,
+   less the same window without a refresh (the listing runs in a worker thread).
 
-    python bench/runs_list.py            # ~30 seconds on 2 CPU cores
+    python bench/runs_list.py            # ~40 seconds on 2 CPU cores
     python bench/runs_list.py --smoke    # 100 runs
 """
 
@@ -92,6 +95,38 @@ async def panel_seconds(cfg: Any, count: int) -> float:
         return time.perf_counter() - start
 
 
+REFRESH_WINDOW_SECONDS = 0.3
+
+
+async def refresh_costs(cfg: Any, count: int, times: int) -> tuple[list[float], list[float]]:
+    from tui.app import WorkbenchApp
+
+    async def ui_cpu_over_window(refresh: bool) -> tuple[float, float]:
+        began, cpu = time.perf_counter(), time.thread_time()  # this thread is the UI thread
+        listed = panel.rows
+        if refresh:
+            panel.refresh_runs()
+        while refresh and panel.rows is listed:
+            await asyncio.sleep(0.001)
+        wall = time.perf_counter() - began
+        await asyncio.sleep(max(REFRESH_WINDOW_SECONDS - wall, 0))
+        return wall, time.thread_time() - cpu
+
+    app = WorkbenchApp(cfg, "config.yaml", initial_panel="runs")
+    walls, cpus = [], []
+    async with app.run_test(size=(120, 40)) as pilot:
+        panel = app.runs_panel
+        while len(panel.rows) < count:
+            await asyncio.sleep(0.01)
+        await pilot.pause()
+        for _ in range(times):
+            _, idle = await ui_cpu_over_window(refresh=False)
+            wall, busy = await ui_cpu_over_window(refresh=True)
+            walls.append(wall)
+            cpus.append(busy - idle)
+    return walls, cpus
+
+
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0])
     count = 100 if args.smoke else 1000
@@ -100,10 +135,13 @@ def main() -> None:
         cfg = write_runs(tmp / "runs", count)
         cli = [cli_seconds(tmp / "runs") for _ in range(2 if args.smoke else 5)]
         panel = [asyncio.run(panel_seconds(cfg, count)) for _ in range(1 if args.smoke else 3)]
+        walls, cpus = asyncio.run(refresh_costs(cfg, count, 2 if args.smoke else 8))
     rows = [
         [f"tunebench runs, {count:,} runs, s (each)", " ".join(f"{s:.2f}" for s, _ in cli)],
         ["torch imported by tunebench runs", str(any(imported for _, imported in cli))],
         [f"Runs panel, {count:,} runs, key to frame, s (each)", " ".join(f"{s:.3f}" for s in panel)],
+        [f"live refresh, {count:,} runs, call to new rows, ms (median)", f"{median(walls) * 1000:.1f}"],
+        [f"live refresh, {count:,} runs, UI-thread CPU, ms (median)", f"{median(cpus) * 1000:.1f}"],
     ]
     print_table(["measure", "value"], rows)
     if any(imported for _, imported in cli):
