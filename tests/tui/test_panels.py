@@ -1122,3 +1122,21 @@ async def test_left_and_right_scroll_the_runs_columns_that_do_not_fit(
         await until(pilot, lambda: table.render_line(0).text.startswith("  run "), "the columns scroll")
         await pilot.press("left")
         await until(pilot, lambda: table.render_line(0).text.startswith("   run "), "the columns scroll back")
+
+
+async def test_the_cursor_stays_on_its_run_when_a_new_run_lists_above_it(
+    make_app: Callable[..., WorkbenchApp], two_runs: list[str], workbench_config: RunConfig
+) -> None:
+    app = make_app(panel="runs")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: len(app.runs_panel.rows) == 2, "the runs list")
+        await pilot.press("down")
+        newest = Path("runs") / "20240103-100000-classification-minilm"
+        newest.mkdir()
+        (newest / "config.yaml").write_text(workbench_config.to_yaml())
+        (newest / "summary.json").write_text(json.dumps(summary_for(workbench_config, started=1e9, best=0.5)))
+        app.runs_panel.refresh_runs()
+        await until(pilot, lambda: len(app.runs_panel.rows) == 3, "the new run listed")
+        current = app.runs_panel.current()
+        assert current is not None and current.name == two_runs[0]
+        assert app.query_one("#runs-table", RunsTable).cursor == 2

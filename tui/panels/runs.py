@@ -83,6 +83,15 @@ def list_rows(runs: list[RunInfo], entries: list[queue.QueueEntry]) -> list[Row]
     return rows
 
 
+def row_key(row: Row) -> str:
+    """What names a row from one listing to the next."""
+    if isinstance(row, RunInfo):
+        return row.name
+    if isinstance(row, SweepRow):
+        return f"sweep:{row.sweep}"
+    return f"queue:{row.id}"
+
+
 #: The columns after the mark's.
 TITLES = ("run", "status", "best", "date", "time", "task", "model", "memory")
 
@@ -324,9 +333,14 @@ class RunsPanel(Vertical):
             message.runner,
             message.problem,
         )
+        highlighted = self.current_row()
         self.rows = [line.row for line in message.lines]
         self.marked &= {r.name for r in self.runs}
-        self.query_one(RunsTable).set_source(RowList(message.lines), self._columns(message.widths), keep_place=True)
+        table = self.query_one(RunsTable)
+        table.set_source(RowList(message.lines), self._columns(message.widths), keep_place=True)
+        if highlighted is not None:  # the cursor stays on its run, entry or sweep where the rows around it moved
+            key = row_key(highlighted)
+            table.cursor = next((i for i, r in enumerate(self.rows) if row_key(r) == key), table.cursor)
         self._render_title()
         waiting = any(e.state in (queue.QUEUED, queue.CLAIMED) for e in self.entries)
         live = waiting or any(r.status in LIVE for r in self.runs)
@@ -551,11 +565,7 @@ class RunsPanel(Vertical):
         except UserError as exc:
             self.app.notify(str(exc), severity="warning")
             return
-        first = next(i for i, r in enumerate(self.rows) if isinstance(r, queue.QueueEntry))
-        waiting = [r for r in self.rows if isinstance(r, queue.QueueEntry) and r.state == queue.QUEUED]
-        place = max(0, min(len(waiting) - 1, waiting.index(entry) + delta))
-        self.query_one(RunsTable).cursor = first + place  # the cursor follows the entry
-        self.refresh_runs()
+        self.refresh_runs()  # the new listing puts the cursor where the entry went
 
     def action_remove_queued(self) -> None:
         entry = self.current_entry()
