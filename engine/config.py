@@ -198,6 +198,9 @@ class TrainConfig:
     torch_compile: bool = _f(
         False, "Compile the model with torch.compile: faster steps on a GPU after a slow first one."
     )
+    group_by_length: bool = _f(
+        False, "Batch samples of similar length together (shuffled in groups): less padding, faster steps."
+    )
 
 
 @dataclass

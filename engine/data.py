@@ -15,6 +15,7 @@ from engine.hub import datasets_offline_unless_reachable
 from engine.splits import EvalChoice, choose_eval, hold_out
 
 if TYPE_CHECKING:
+    import torch
     from datasets import Dataset, DatasetDict
     from transformers import PreTrainedTokenizerBase
 
@@ -364,6 +365,27 @@ def build_collator(task: str, tokenizer: PreTrainedTokenizerBase, mlm_probabilit
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return DataCollatorForLanguageModeling(tokenizer, mlm=False)
+
+
+def sample_lengths(ds: Dataset) -> list[int]:
+    """Tokens in each row's ``input_ids``, read from the Arrow column without building the rows."""
+    import pyarrow.compute as pc
+
+    lengths: list[int] = pc.list_value_length(ds.with_format("arrow")["input_ids"]).to_pylist()
+    return lengths
+
+
+def length_grouped_sampler(ds: Dataset, step_batch: int, generator: torch.Generator) -> Any:
+    """``train.group_by_length``: transformers' ``LengthGroupedSampler`` over ``ds``, shuffled by ``generator``.
+
+    It shuffles, cuts the order into mega-batches of up to 50 batches, and sorts each mega-batch by length, so
+    that consecutive runs of ``step_batch`` samples have similar lengths. ``step_batch`` is one optimizer step's
+    samples over every process and accumulated batch, so the order (and each step's samples) is the same
+    however the step is split: 2 processes of 8, 1 of 16, or 2 accumulated batches of 8.
+    """
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    return LengthGroupedSampler(step_batch, lengths=sample_lengths(ds), generator=generator)
 
 
 def check_max_length(max_length: int, tokenizer: PreTrainedTokenizerBase) -> None:

@@ -32,7 +32,7 @@ from engine.checkpoint import (
 )
 from engine.config import RunConfig, save_config
 from engine.control import RunControl
-from engine.data import BatchSeededMasking, PreparedData, build_collator, prepare
+from engine.data import BatchSeededMasking, PreparedData, build_collator, length_grouped_sampler, prepare
 from engine.early_stopping import EarlyStopping
 from engine.errors import CheckpointError
 from engine.evaluation import evaluate
@@ -160,10 +160,15 @@ def setup(cfg: RunConfig, emit: Emit) -> Setup:
     if cfg.task == "masked-lm":  # masks by batch position, so that a resumed run masks as the first one did
         train_collator = BatchSeededMasking(train_collator, t.seed, rank=accelerator.process_index)
     generator = torch.Generator().manual_seed(t.seed)
+    sampler = None
+    if t.group_by_length:  # the same generator shuffles, so a checkpoint's sampler state still places a resume
+        step_batch = t.per_device_train_batch_size * accelerator.num_processes * t.gradient_accumulation_steps
+        sampler = length_grouped_sampler(data.train, step_batch, generator)
     train_loader = DataLoader(
         data.train,
         batch_size=t.per_device_train_batch_size,
-        shuffle=True,
+        shuffle=sampler is None,
+        sampler=sampler,
         collate_fn=train_collator,
         generator=generator,
     )

@@ -161,6 +161,25 @@ def _trainer_classes() -> tuple[type, type]:
     from transformers.trainer import TRAINER_STATE_NAME
     from trl import SFTTrainer
 
+    from engine.data import length_grouped_sampler
+
+    class EpochSeeded:
+        """A sampler whose generator is seeded with (seed + epoch) before each pass; accelerate's data loader
+        calls ``set_epoch`` with the Trainer's epoch, also on the loader that skips a resumed epoch's batches."""
+
+        def __init__(self, sampler: Any, seed: int) -> None:
+            self.sampler, self.seed, self.epoch = sampler, seed, 0
+
+        def set_epoch(self, epoch: int) -> None:
+            self.epoch = epoch
+
+        def __len__(self) -> int:
+            return len(self.sampler)
+
+        def __iter__(self) -> Any:
+            self.sampler.generator.manual_seed(self.seed + self.epoch)
+            return iter(self.sampler)
+
     class TunebenchSFTTrainer(SFTTrainer):
         """SFTTrainer that feeds the event callback and evaluates with fixed random masks."""
 
@@ -174,6 +193,21 @@ def _trainer_classes() -> tuple[type, type]:
         staging: str | None = None
         #: The base model a LoRA adapter's folders name (engine.models.base_name).
         base: str = ""
+        #: train.group_by_length: the seed of the length-grouped order (None: the Trainer's own shuffle).
+        group_by_length_seed: int | None = None
+
+        def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+            # Not the Trainer's train_sampling_strategy="group_by_length": its sampler draws each epoch's order
+            # from the global RNG when the epoch starts, which a resumed run has not restored yet, and it would
+            # group evaluation batches too. This one draws epoch e's order from (seed, e), as the Trainer's
+            # seedable random sampler does, so a run resumed in any epoch gets the same batches.
+            seed = self.group_by_length_seed
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            if seed is None or dataset is None:
+                return super()._get_train_sampler(train_dataset)
+            a = self.args
+            step_batch = a.per_device_train_batch_size * a.world_size * a.gradient_accumulation_steps
+            return EpochSeeded(length_grouped_sampler(dataset, step_batch, torch.Generator()), seed)
 
         def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
             if "eval_loss" in logs:  # the metrics the loop engine reports too, for metric_for_best_model
@@ -492,6 +526,7 @@ def _run_once(
     trainer.eval_seed = t.seed
     trainer.eval_collator = eval_collator
     trainer.progress = progress
+    trainer.group_by_length_seed = t.seed if t.group_by_length else None
     if evals is not None:
 
         def evaluate_after_epoch(step: int) -> None:

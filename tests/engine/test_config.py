@@ -158,3 +158,10 @@ def test_every_field_has_help_text() -> None:
     docs = field_docs()
     assert "train.learning_rate" in docs and "data.source" in docs
     assert all(text.strip() for text in docs.values())
+
+
+def test_group_by_length_is_a_switch_named_in_its_error() -> None:
+    assert from_dict({"train": {"group_by_length": True}}).train.group_by_length is True
+    assert error_of({"train": {"group_by_length": "grouped"}}) == (
+        'train.group_by_length: expected true or false, got "grouped"'
+    )

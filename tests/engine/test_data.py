@@ -220,3 +220,41 @@ def test_list_labels_in_a_held_out_split_are_a_clear_error(tmp_path: Path) -> No
     src = write_jsonl(tmp_path / "d.jsonl", [{"text": f"t{i}", "label": [i % 2]} for i in range(20)])
     with pytest.raises(DataError, match=r'^data\.label_field: column "label" holds list values such as \[0\]'):
         load_splits(DataConfig(source=str(src)), needs_labels=True)
+
+
+def _padding_share(order: list[int], lengths: list[int], batch: int) -> float:
+    """Share of a batch's tokens that are padding, over batches of ``batch`` taken in ``order``."""
+    padded = real = 0
+    for start in range(0, len(order), batch):
+        sizes = [lengths[i] for i in order[start : start + batch]]
+        padded += max(sizes) * len(sizes)
+        real += sum(sizes)
+    return 1 - real / padded
+
+
+def test_length_grouped_order_is_seeded_holds_every_sample_once_and_pads_less() -> None:
+    import random
+
+    import datasets
+    import torch
+
+    from engine.data import length_grouped_sampler, sample_lengths
+
+    rng = random.Random(0)
+    lengths = [rng.choice([rng.randint(3, 12), rng.randint(40, 120)]) for _ in range(400)]
+    ds = datasets.Dataset.from_dict({"input_ids": [[7] * n for n in lengths]}).shuffle(seed=1)
+    ds.set_format("torch")  # as engine.data.tokenize leaves it
+    assert sample_lengths(ds) == [len(ids) for ids in ds.with_format(None)["input_ids"]]
+
+    def order(seed: int) -> list[int]:
+        return list(length_grouped_sampler(ds, 8, torch.Generator().manual_seed(seed)))
+
+    first = order(42)
+    assert sorted(first) == list(range(400)), "each sample once an epoch"
+    assert order(42) == first and order(43) != first, "the generator decides the order"
+    shuffled = torch.randperm(400, generator=torch.Generator().manual_seed(42)).tolist()
+    grouped, plain = _padding_share(first, sample_lengths(ds), 8), _padding_share(shuffled, sample_lengths(ds), 8)
+    assert grouped < plain / 4, (grouped, plain)
+    # Grouped, not sorted: the long and the short batches take turns through the epoch.
+    longest = [max(sample_lengths(ds)[i] for i in first[s : s + 8]) for s in range(0, 400, 8)]
+    assert longest != sorted(longest, reverse=True)

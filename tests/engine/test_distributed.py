@@ -77,16 +77,19 @@ def _scores(events: list[Event]) -> list[float]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("grouped", [False, True], ids=["shuffled", "group_by_length"])
 def test_two_processes_of_batch_8_log_what_one_process_of_batch_16_does(
-    no_dropout_bert_dir: Path, tmp_path: Path
+    no_dropout_bert_dir: Path, tmp_path: Path, grouped: bool
 ) -> None:
+    """Also with train.group_by_length: both processes draw the same grouped order, and each takes its share of
+    every step's 16 samples."""
     one: list[Event] = []
-    single = _config(no_dropout_bert_dir, tmp_path / "one", per_device_train_batch_size=16)
+    single = _config(no_dropout_bert_dir, tmp_path / "one", per_device_train_batch_size=16, group_by_length=grouped)
     outcome = Runner(single, subscribers=[one.append]).run()
     assert outcome.status == "finished", outcome.error
 
     two: list[Event] = []
-    cfg = _config(no_dropout_bert_dir, tmp_path / "two", per_device_train_batch_size=8)
+    cfg = _config(no_dropout_bert_dir, tmp_path / "two", per_device_train_batch_size=8, group_by_length=grouped)
     cfg = from_dict({**cfg.to_dict(), "launch": {"num_processes": 2}})
     result = DetachedRun(cfg, subscribers=[two.append], runs_dir=cfg.output.runs_dir).run()
     assert result.status == "finished", result.error
@@ -343,9 +346,13 @@ def test_a_killed_rank_ends_the_others_and_the_run_resumes(make_config: Callable
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["masked-lm", "causal-lm"])
+@pytest.mark.parametrize(
+    ("task", "grouped"),
+    [("masked-lm", False), ("causal-lm", False), ("causal-lm", True)],
+    ids=["masked-lm", "causal-lm", "causal-lm-group_by_length"],
+)
 def test_the_sft_engine_finishes_on_two_processes_in_one_run_folder(
-    task: str, tiny_bert_dir: Path, tiny_gpt2_dir: Path, tmp_path: Path
+    task: str, grouped: bool, tiny_bert_dir: Path, tiny_gpt2_dir: Path, tmp_path: Path
 ) -> None:
     rows = write_jsonl(tmp_path / "data.jsonl", sentiment_rows(160))
     model = tiny_bert_dir if task == "masked-lm" else tiny_gpt2_dir
@@ -353,7 +360,13 @@ def test_the_sft_engine_finishes_on_two_processes_in_one_run_folder(
         model,
         rows,
         tmp_path / "runs",
-        {"engine": "sft", "task": task, "launch.num_processes": 2, "train.metric_for_best_model": "eval_loss"},
+        {
+            "engine": "sft",
+            "task": task,
+            "launch.num_processes": 2,
+            "train.metric_for_best_model": "eval_loss",
+            "train.group_by_length": grouped,
+        },
         data={"label_field": None},
     )
     events: list[Event] = []

@@ -199,11 +199,13 @@ def test_pause_blocks_at_a_step_and_resume_continues_without_losing_steps(make_c
     assert steps == list(range(1, steps[-1] + 1)) and steps[-1] == of(events, RunStarted)[0].total_steps
 
 
+@pytest.mark.parametrize("grouped", [False, True], ids=["shuffled", "group_by_length"])
 def test_gradient_accumulation_takes_the_same_steps_as_one_bigger_batch(
-    make_config: Any, tmp_path: Path, tiny_bert_dir: Path
+    make_config: Any, tmp_path: Path, tiny_bert_dir: Path, grouped: bool
 ) -> None:
     """Batches of 4 accumulated two at a time train the same weights as batches of 8 (dropout off, so the
-    only differences are float rounding); the optimizer steps once per pair, and the schedule counts those."""
+    only differences are float rounding); the optimizer steps once per pair, and the schedule counts those.
+    With train.group_by_length too: the order groups a step's samples, however the step is split."""
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
     from tests.conftest import TINY_BERT
@@ -230,6 +232,7 @@ def test_gradient_accumulation_takes_the_same_steps_as_one_bigger_batch(
                 "learning_rate": 1e-3,
                 "per_device_train_batch_size": batch,
                 "gradient_accumulation_steps": accumulate,
+                "group_by_length": grouped,
             },
             output={"run_name": f"batch-{batch}x{accumulate}"},
         )
@@ -268,3 +271,31 @@ def test_a_stop_during_an_evaluation_is_announced_like_any_other(make_config: An
     (stop,) = [e for e in events if isinstance(e, StopRequested)]
     first_epoch_end = next(e for e in events if e.type == "EpochEnded")
     assert stop.step == first_epoch_end.step
+
+
+def test_group_by_length_batches_similar_lengths_in_a_seeded_order(tmp_path: Path, tiny_bert_dir: Path) -> None:
+    """With train.group_by_length the loop's batches pad less, hold every sample once an epoch, and come in the
+    same order for the same seed (a resumed run relies on that)."""
+    import random
+
+    from engine.loop import setup
+    from tests.conftest import tiny_config, write_jsonl
+
+    rng = random.Random(0)
+    words = [rng.choice([rng.randint(2, 12), rng.randint(16, 40)]) for _ in range(320)]
+    rows = [{"text": "word " * n, "label": i % 2} for i, n in enumerate(words)]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+
+    def epoch(grouped: bool) -> list[dict[str, Any]]:
+        cfg = tiny_config(tiny_bert_dir, data, tmp_path / "runs", {"train.group_by_length": grouped})
+        return list(setup(cfg, lambda _event: None).train_loader)
+
+    def padding(batches: list[dict[str, Any]]) -> float:
+        masks = [b["attention_mask"] for b in batches]
+        return 1 - sum(int(m.sum()) for m in masks) / sum(m.numel() for m in masks)
+
+    grouped, shuffled = epoch(True), epoch(False)
+    assert sum(len(b["labels"]) for b in grouped) == 240  # 320 rows, a quarter held out
+    assert padding(grouped) < padding(shuffled) / 2, (padding(grouped), padding(shuffled))
+    again = epoch(True)
+    assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(grouped, again, strict=True))

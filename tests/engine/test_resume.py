@@ -184,6 +184,51 @@ def test_sft_run_killed_mid_epoch_and_resumed_matches_uninterrupted_run(
     _assert_same_result(straight, resumed)
 
 
+def _rows_of_many_lengths(n: int) -> list[dict[str, Any]]:
+    """sentiment_rows with 0-20 filler words each, so that length-grouped batches differ from shuffled ones."""
+    import random
+
+    rng = random.Random(1)
+    return [{**row, "text": row["text"] + " and so on" * rng.randint(0, 20)} for row in sentiment_rows(n)]
+
+
+@pytest.mark.slow
+def test_loop_run_with_group_by_length_killed_in_epoch_two_resumes_to_the_uninterrupted_run(
+    tmp_path: Path, make_config: Callable[..., Any]
+) -> None:
+    # 72 training rows in batches of 8: 9 batches an epoch; step 13 is inside epoch 2, after checkpoint-12, so
+    # the resumed run must rebuild epoch 2's grouped order from the checkpoint's sampler state.
+    data = write_jsonl(tmp_path / "rows.jsonl", _rows_of_many_lengths(96))
+    cfg = make_config(
+        task="masked-lm",
+        data={"source": str(data), "label_field": None, "eval_fraction": 0.25},
+        train={**EVERY_3_STEPS, "group_by_length": True},
+    )
+    straight, resumed = _kill_resume_and_compare(tmp_path, cfg, freeze_at=13)
+    assert _resumed_from(resumed) == 12
+    _assert_same_result(straight, resumed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["causal-lm", "masked-lm"])
+def test_sft_run_with_group_by_length_killed_in_epoch_two_resumes_to_the_uninterrupted_run(
+    tmp_path: Path, make_config: Callable[..., Any], tiny_gpt2_dir: Path, task: str
+) -> None:
+    pytest.importorskip("engine.sft")
+    model = {"name_or_path": str(tiny_gpt2_dir)} if task == "causal-lm" else {}
+    cfg = make_config(
+        task=task,
+        engine="sft",
+        model=model,
+        data={"source": str(write_jsonl(tmp_path / "rows.jsonl", _rows_of_many_lengths(96))), "label_field": None},
+        train={**EVERY_3_STEPS, "group_by_length": True},
+    )
+    # 72 training rows in batches of 8: 9 steps an epoch; step 14 is inside epoch 2, after checkpoint-12.
+    straight, resumed = _kill_resume_and_compare(tmp_path, cfg, freeze_at=14)
+    assert _resumed_from(resumed) == 12
+    _assert_same_result(straight, resumed)
+
+
 def test_stop_saves_a_checkpoint_and_the_stopped_run_resumes_to_the_end(
     tmp_path: Path, make_config: Callable[..., Any]
 ) -> None:

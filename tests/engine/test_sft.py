@@ -353,3 +353,46 @@ def test_masked_lm_sample_configs_train_with_sft() -> None:
         "imdb",
         "text",
     )
+
+
+def test_sft_group_by_length_trains_on_batches_of_similar_length(tmp_path: Path, tiny_gpt2_dir: Path) -> None:
+    """train.group_by_length reaches the SFT engine's training batches: far less padding than shuffled ones."""
+    from engine.sft import _trainer_classes
+    from tests.conftest import tiny_config, write_jsonl
+
+    rng = random.Random(0)
+    filler = [" and so on" * rng.choice([rng.randint(0, 2), rng.randint(6, 9)]) for _ in range(160)]
+    rows = [{"text": f"the cafe was nice, visit {i}{more}"} for i, more in enumerate(filler)]
+    data = write_jsonl(tmp_path / "rows.jsonl", rows)
+    causal_cls = _trainer_classes()[0]
+    original = causal_cls.training_step
+
+    def padding(grouped: bool) -> float:
+        masks: list[Any] = []
+
+        def spy(self: Any, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+            masks.append(inputs["attention_mask"].clone())
+            return original(self, model, inputs, *args, **kwargs)
+
+        cfg = tiny_config(
+            tiny_gpt2_dir,
+            data,
+            tmp_path / f"runs-{grouped}",
+            {
+                "engine": "sft",
+                "task": "causal-lm",
+                "train.group_by_length": grouped,
+                "train.num_train_epochs": 1,
+                "train.eval_strategy": "no",
+            },
+            data={"label_field": None},
+        )
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(causal_cls, "training_step", spy)
+            result, _events = run_events(cfg)
+        assert result.status == "finished", result.error
+        assert sum(len(m) for m in masks) == 120  # every training row once
+        return 1 - sum(int(m.sum()) for m in masks) / sum(m.numel() for m in masks)
+
+    grouped, shuffled = padding(True), padding(False)
+    assert grouped < shuffled / 2, (grouped, shuffled)

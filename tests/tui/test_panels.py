@@ -216,6 +216,20 @@ async def test_an_invalid_value_shows_the_engine_message_and_blocks_start(
         assert app.focused is app.query_one("#field-train--learning_rate")
 
 
+async def test_group_by_length_is_a_true_false_choice_with_its_help(make_app: Callable[..., WorkbenchApp]) -> None:
+    app = make_app(panel="config")
+    async with app.run_test(size=(100, 40)) as pilot:
+        await until(pilot, lambda: app.config_panel.form_built, "the form is built")
+        switch = app.query_one("#field-train--group_by_length", Select)
+        assert switch.value == "false"
+        switch.focus()
+        await pilot.pause()
+        assert "train.group_by_length: Batch samples of similar length" in text_of(app, "#config-help")
+        switch.value = "true"
+        await pilot.pause()
+        assert app.config_panel.config.train.group_by_length is True
+
+
 async def test_changed_fields_are_marked_and_reset_brings_back_the_file(
     make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig
 ) -> None:
