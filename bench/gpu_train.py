@@ -134,6 +134,7 @@ def engine_run(plan: Plan, model_dir: Path, data_file: Path, runs_dir: Path) -> 
                 "learning_rate": 1e-4,
                 "num_train_epochs": 1,
                 "per_device_train_batch_size": plan.batch_size,
+                "group_by_length": False,  # the raw loop and Trainer shuffle
                 "logging_steps": plan.logging_steps,
                 "precision": plan.precision,
                 "device": plan.device,

@@ -194,6 +194,7 @@ def engine_config(s: Setting, runs_dir: Path) -> Any:
                 "seed": s.seed,
                 "device": "cpu",
                 "torch_threads": s.threads,
+                "group_by_length": False,  # the baseline shuffles; bench/padding.py measures grouping
                 "save_strategy": "no",
             },
             "output": {"runs_dir": str(runs_dir)},

@@ -199,7 +199,7 @@ class TrainConfig:
         False, "Compile the model with torch.compile: faster steps on a GPU after a slow first one."
     )
     group_by_length: bool = _f(
-        False, "Batch samples of similar length together (shuffled in groups): less padding, faster steps."
+        True, "Batch samples of similar length together (shuffled in groups): less padding; false = plain shuffle."
     )
 
 

@@ -221,13 +221,13 @@ async def test_group_by_length_is_a_true_false_choice_with_its_help(make_app: Ca
     async with app.run_test(size=(100, 40)) as pilot:
         await until(pilot, lambda: app.config_panel.form_built, "the form is built")
         switch = app.query_one("#field-train--group_by_length", Select)
-        assert switch.value == "false"
+        assert switch.value == "true"
         switch.focus()
         await pilot.pause()
         assert "train.group_by_length: Batch samples of similar length" in text_of(app, "#config-help")
-        switch.value = "true"
+        switch.value = "false"
         await pilot.pause()
-        assert app.config_panel.config.train.group_by_length is True
+        assert app.config_panel.config.train.group_by_length is False
 
 
 async def test_changed_fields_are_marked_and_reset_brings_back_the_file(
