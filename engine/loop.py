@@ -32,7 +32,14 @@ from engine.checkpoint import (
 )
 from engine.config import RunConfig, save_config
 from engine.control import RunControl
-from engine.data import BatchSeededMasking, PreparedData, build_collator, length_grouped_sampler, prepare
+from engine.data import (
+    BatchSeededMasking,
+    PreparedData,
+    build_collator,
+    length_grouped_sampler,
+    prepare,
+    sample_lengths,
+)
 from engine.early_stopping import EarlyStopping
 from engine.errors import CheckpointError
 from engine.evaluation import evaluate
@@ -174,11 +181,16 @@ def setup(cfg: RunConfig, emit: Emit) -> Setup:
     )
     # Eval masks come from the global RNG under a fixed seed (see evaluate), so eval has its own collator.
     eval_collator = build_collator(cfg.task, tokenizer, t.mlm_probability)
-    eval_loader = (
-        DataLoader(data.eval, batch_size=t.per_device_eval_batch_size, collate_fn=eval_collator)
-        if data.eval is not None
-        else None
-    )
+    eval_loader = None
+    if data.eval is not None:
+        # Shortest first: what eval counts does not depend on the order, and batches of similar length pad least.
+        lengths = sample_lengths(data.eval)
+        eval_loader = DataLoader(
+            data.eval,
+            batch_size=t.per_device_eval_batch_size,
+            sampler=sorted(range(len(lengths)), key=lengths.__getitem__),
+            collate_fn=eval_collator,
+        )
 
     # 4. optimizer and schedule
     groups = weight_decay_groups(model, t.weight_decay)
