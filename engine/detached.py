@@ -35,7 +35,7 @@ from engine.control import RunControl
 from engine.errors import ConfigError, RunFolderError, UserError
 from engine.events import DeviceUsage, Emit, Event, RunFailed, RunFinished, RunStarted, StepDone
 from engine.live import EventFollower, send_command
-from engine.runner import Runner, RunResult, engine_path, fan_out
+from engine.runner import Runner, RunResult, engine_path, fan_out, fan_out_many
 from engine.runs import EVENTS_FILE, EventLog, RunDir, create_run_dir, open_run_dir, remove_run_dir
 
 log = logging.getLogger("tunebench.detached")
@@ -197,10 +197,12 @@ class DetachedRun:
                     if alive and ended is None:
                         for event in live.news(run):
                             fan_out(self._subscribers, event)
-                for event in follower.poll():  # after the check: what a run wrote before it ended is read
+                events = follower.poll()  # after the check: what a run wrote before it ended is read
+                for event in events:
                     if isinstance(event, RunStarted | RunFinished | RunFailed):
                         ended = None if isinstance(event, RunStarted) else event
-                    fan_out(self._subscribers, event)
+                if events:
+                    fan_out_many(self._subscribers, events)
                 if not alive or self._left.wait(FOLLOW_SECONDS):
                     break
         finally:

@@ -220,6 +220,21 @@ def evaluation_dict(event: Evaluated, label_names: list[str]) -> dict[str, Any]:
     return out
 
 
+def fan_out_many(subscribers: list[Emit], events: list[Event]) -> None:
+    """``fan_out`` for a burst (a run's history read from its folder): a subscriber with a ``many`` method takes
+    the list in one call, any other gets the events one by one."""
+    for fn in subscribers:
+        many = getattr(fn, "many", None)
+        if many is None:
+            for event in events:
+                fan_out([fn], event)
+            continue
+        try:
+            many(events)
+        except Exception:
+            log.exception("event subscriber %r failed on a burst of %d events", fn, len(events))
+
+
 def fan_out(subscribers: list[Emit], event: Event) -> None:
     """Call each subscriber with ``event``; a broken subscriber must not take the run down."""
     for fn in subscribers:

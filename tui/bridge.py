@@ -98,6 +98,25 @@ class EventBridge:
                 received = self._received
             self._post(EngineEvent(self, event, received))
 
+    def many(self, events: list[Event]) -> None:
+        """What calling this with each event does, for a burst (a run's history read from its folder, 100,000
+        steps for a long run): each run of step events goes in under one lock, with at most one message."""
+        i, n = 0, len(events)
+        while i < n:
+            j = i
+            while j < n and isinstance(events[j], StepLogged | StepDone):
+                j += 1
+            if j > i:
+                with self._lock:
+                    first = not self._steps
+                    self._steps.extend(events[i:j])  # type: ignore[arg-type]
+                    self._received += j - i
+                if first:
+                    self._post(StepsLogged(self))
+            if j < n:
+                self(events[j])
+            i = j + 1
+
     def take_steps(self, upto: int | None = None) -> list[StepLogged | StepDone]:
         """The step events waiting, oldest first; with ``upto``, only those among the first ``upto`` the run sent
         (the ones before an EngineEvent: a run read from its folder sends a burst at once) (UI thread)."""

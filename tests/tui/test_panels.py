@@ -16,9 +16,9 @@ from textual.widgets import DataTable, Input, Log, ProgressBar, Select, Static, 
 
 from engine.config import RunConfig, from_dict, load_config, save_config, validate_field
 from engine.errors import ConfigError, PredictError
-from engine.events import DeviceUsage, Evaluated, RunFinished, RunStarted, StepLogged
+from engine.events import DeviceUsage, EpochEnded, Evaluated, RunFinished, RunStarted, StepLogged
 from engine.runner import Emit
-from tests.conftest import sentiment_rows, write_jsonl
+from tests.conftest import run_started, sentiment_rows, write_jsonl
 from tests.tui.conftest import CONFIG_FILE, reach, set_animations, settle, until
 from tests.tui.fakes import ScriptedEngine, ScriptedRunner, run_script
 from tests.tui.helpers import sample_rows, summary_for, write_run
@@ -459,6 +459,32 @@ def test_the_bridge_posts_once_for_the_steps_that_wait_and_again_after_they_are_
         bridge(step)
     assert [type(m) for m in posted] == [StepsLogged, StepsLogged]
     assert bridge.take_steps() == steps[5:] and bridge.take_steps() == []
+
+
+def test_the_bridge_takes_a_burst_as_it_takes_the_same_events_one_by_one() -> None:
+    """An attach hands the bridge a run's whole history at once: the same messages, counts and steps."""
+    steps = [StepLogged(i, 9, i / 9, 1.0, 1e-4, 100.0, i * 0.01, 1.0, time=0.0) for i in range(1, 10)]
+    ended = EpochEnded(epoch=1, step=5, train_loss=1.0, duration_seconds=1.0, time=0.0)
+    burst = [run_started(), *steps[:5], ended, *steps[5:], ended]
+
+    def seen(bridge: EventBridge, posted: list[Any]) -> list[Any]:
+        out = []
+        for message in posted:
+            if isinstance(message, StepsLogged):
+                out.append(("steps", bridge.take_steps()))
+            else:
+                out.append((message.event, message.steps_before, bridge.take_steps(message.steps_before)))
+        return out
+
+    one_by_one: list[Any] = []
+    single = EventBridge(one_by_one.append)
+    for event in burst:
+        single(event)
+    at_once: list[Any] = []
+    many = EventBridge(at_once.append)
+    many.many(burst)
+    assert [type(m) for m in at_once] == [type(m) for m in one_by_one]
+    assert seen(many, at_once) == seen(single, one_by_one)
 
 
 async def test_an_engine_failure_shows_and_a_new_run_can_start(make_app: Callable[..., WorkbenchApp]) -> None:
