@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from engine.runner import RunHandle
     from tui.app import WorkbenchApp
 
+#: Seconds after a run's worker ends before the heap's sweep (tui/heap.py).
+SWEEP_DELAY_SECONDS = 2.0
+
 
 class RunDriver:
     """Runs the app's one run in a thread worker and shows what it says."""
@@ -114,7 +117,6 @@ class RunDriver:
                     self.app.post_message(RunHistory(bridge, read_events(RunDir(resumed).events_path)))
                 return runner.run()
             finally:
-                heap.collect_and_freeze()  # the sweep for what was frozen and has since become garbage
                 done.set()
 
         self.worker = self.app.run_worker(
@@ -218,6 +220,10 @@ class RunDriver:
     def worker_changed(self, event: Worker.StateChanged) -> None:
         if event.worker is not self.worker or not event.worker.is_finished:
             return
+        # The sweep for what was frozen and has since become garbage: a full pass over the heap, once the run's
+        # last frames are drawn (an attach to a long finished run ends at once, while its history is still
+        # being shown, and the pass would hold the interpreter lock the UI draws with).
+        self.app.set_timer(SWEEP_DELAY_SECONDS, heap.collect_and_freeze)
         if self.app.screen_stack and self.app.workbench.query("#runs-panel"):
             self.app.runs_panel.refresh_runs()  # the summary is written after the last event: list the final status
         if event.state == WorkerState.ERROR and self.app.controller.active:

@@ -12,6 +12,7 @@ from engine.runner import Emit, RunResult
 from tests.tui.conftest import reach, settle
 from tests.tui.fakes import ScriptedRunner, run_script
 from tui.app import WorkbenchApp
+from tui.run_driver import SWEEP_DELAY_SECONDS
 
 
 async def test_a_started_workbench_freezes_its_heap_and_thaws_it_on_exit(
@@ -55,5 +56,6 @@ async def test_what_a_run_left_in_cycles_is_collected_when_it_ends(
         await pilot.press("s")
         await reach(app, "finished")
         await settle(pilot)
+        await pilot.pause(SWEEP_DELAY_SECONDS + 0.5)  # the sweep waits for the run's last frames
         assert FreezingRunner.left is not None
         assert FreezingRunner.left() is None, "the run's cycle outlived the run"

@@ -29,6 +29,7 @@ from engine.events import (
     fmt_duration,
     fmt_memory,
 )
+from tui import heap
 from tui.controller import RunState
 from tui.panels import PANELS
 from tui.widgets.epoch_table import EpochTable, RunCurves
@@ -49,6 +50,8 @@ def usage_text(u: DeviceUsage) -> str:
 
 #: Shown in the status line while the config lets the model run code from its own repository.
 REMOTE_CODE_MARK = "⚠ trust_remote_code ON"
+#: Steps handed over at once beyond which they are a run's history read from its folder, not live steps.
+HISTORY_FREEZE_STEPS = 10_000
 
 
 def fmt_params(n: int) -> str:
@@ -160,6 +163,10 @@ class TrainPanel(Vertical):
             self.curves.add_steps(logged)
             self.last_step = logged[-1]
             self.query_one(LossChart).extend("train loss (step)", [(s.step, s.loss) for s in logged])
+            if len(logged) > HISTORY_FREEZE_STEPS:
+                # An attached run's history: it lives as long as the panel shows the run, so keep the collector's
+                # passes from walking it again and again (tui/heap.py).
+                heap.freeze()
         self._render_progress()
 
     def handle(self, event: Event) -> None:
