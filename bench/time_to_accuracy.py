@@ -12,7 +12,8 @@ size (16), learning rate (1e-4), warm-up share, epochs (3) and seed, one evaluat
 Each side is a whole process, start-up, data loading and the final save included; the sides take turns (A, B, C,
 A, B, C, ...) so that they see the same load from anything else on the machine. Per side: wall seconds, peak
 RSS (the process and whatever it waited for) and the final eval accuracy. RATIO lines: A / B wall time (goal
->= 3.0) and B / C wall time (goal <= 1.0), each printed only as PASS when the accuracies agree within 0.02.
+>= 3.0) and B / C wall time (goal <= 1.0), each a FAIL whatever its value when B's accuracy is more than 0.02
+below the other side's.
 
 Cases (``--cases``): the bundled reviews at max_length 128 and 256, and ``longtail-*``, reviews of one label
 joined into texts whose lengths follow a long tail (most of one review, a few of many), at the same lengths.
@@ -337,9 +338,10 @@ def main() -> None:
         ("course", "course_loop_vs_tunebench_wall", COURSE_GOAL, True),
         ("trainer", "tunebench_vs_trainer_wall", TRAINER_GOAL, False),
     ):
-        same = abs(acc[other] - acc["tunebench"]) <= ACCURACY_TOLERANCE
+        # A speed bought with accuracy does not count; a higher accuracy (seed noise on 150 reviews) costs nothing.
+        same = acc["tunebench"] >= acc[other] - ACCURACY_TOLERANCE
         if not same:
-            print(f"{case}: accuracy differs by more than {ACCURACY_TOLERANCE} from the {other}'s: the ratio fails")
+            print(f"{case}: tunebench's accuracy is over {ACCURACY_TOLERANCE} below the {other}'s: the ratio fails")
         value = wall[other] / wall["tunebench"] if higher else wall["tunebench"] / wall[other]
         # --smoke: a tiny random model's accuracy after one epoch is noise
         ratio_line(name, value, goal, higher_is_better=higher, valid=same or args.smoke)
