@@ -18,7 +18,7 @@ below the other side's.
 Cases (``--cases``): the bundled reviews at max_length 128 and 256, and ``longtail-*``, reviews of one label
 joined into texts whose lengths follow a long tail (most of one review, a few of many), at the same lengths.
 
-    python bench/time_to_accuracy.py                          # reviews-128, 3 pairs: ~25 minutes on 2 cores
+    python bench/time_to_accuracy.py                          # reviews-128, 3 pairs: ~15 minutes on 2 cores
     python bench/time_to_accuracy.py --cases all --pairs 1    # the four cases once
     python bench/time_to_accuracy.py --smoke                  # a tiny random BERT, 1 epoch, seconds
 """
