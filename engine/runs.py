@@ -468,13 +468,21 @@ def _read_summary(path: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _safe_yaml(text: str) -> Any:
+    """``yaml.safe_load`` through libyaml's safe loader where PyYAML has it: several times faster than the
+    pure-Python one, and a runs folder's killed runs add up."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def _lineage(run: RunDir) -> tuple[str | None, str | None]:
     """``output.parent`` and ``output.sweep`` from a run's config.yaml: a run without a summary (live, killed) has
     them nowhere else."""
     try:
-        # libyaml's loader where PyYAML has it: much faster than the pure-Python one, and killed runs add up.
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        output = (yaml.load(run.config_path.read_text(encoding="utf-8"), Loader=loader) or {}).get("output") or {}
+        output = (_safe_yaml(run.config_path.read_text(encoding="utf-8")) or {}).get("output") or {}
     except (OSError, yaml.YAMLError, AttributeError):
         return None, None
     parent, sweep = output.get("parent"), output.get("sweep")

@@ -54,6 +54,13 @@ def test_engine_parses_yaml_only_with_safe_load() -> None:
         not (isinstance(c.func, ast.Attribute) and getattr(c.func.value, "id", "") == "yaml") for _, c in _calls("load")
     )
     assert _calls("unsafe_load") == [] and _calls("full_load") == []
+    # nor through a loader class of its own: only the safe ones (SafeLoader, libyaml's CSafeLoader)
+    unsafe = {"Loader", "FullLoader", "UnsafeLoader", "CLoader", "CFullLoader", "CUnsafeLoader", "UnsafeConstructor"}
+    for path in sorted(ENGINE.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            is_yaml = isinstance(node, ast.Attribute) and getattr(node.value, "id", "") == "yaml"
+            assert not (is_yaml and node.attr in unsafe), f"{path.name}:{node.lineno} uses yaml.{node.attr}"
+            assert not (isinstance(node, ast.Constant) and node.value in unsafe), f"{path.name}:{node.lineno}"
 
 
 def test_every_torch_load_in_the_engine_passes_weights_only_true() -> None:
