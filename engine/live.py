@@ -64,6 +64,7 @@ class Beacon:
         self.step: tuple[int, int] | None = None
         self.usage: dict[str, Any] | None = None
         self._changed = True
+        self._state_changed = False
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -85,7 +86,10 @@ class Beacon:
         """Take in the run's state (a pause is real once the training loop obeys it), step and device reading;
         called on the run's thread, so it only keeps them for the beacon's thread to write."""
         if isinstance(event, Paused | Resumed | RunStarted):
-            self.state = "paused" if isinstance(event, Paused) else "running"
+            state = "paused" if isinstance(event, Paused) else "running"
+            # A viewer that has read the Paused event may look at live.json next: a new state goes out at once.
+            self._state_changed = self._state_changed or state != self.state
+            self.state = state
         elif isinstance(event, StepDone):
             self.step = (event.step, event.total_steps)
         elif isinstance(event, DeviceUsage):
@@ -107,14 +111,14 @@ class Beacon:
             try:
                 self._obey_commands()
                 since = time.monotonic() - last_beat
-                if since >= HEARTBEAT_SECONDS or (self._changed and since >= LIVE_EVERY_SECONDS):
+                if since >= HEARTBEAT_SECONDS or self._state_changed or (self._changed and since >= LIVE_EVERY_SECONDS):
                     self._beat()
                     last_beat = time.monotonic()
             except OSError as exc:  # a full disk or a removed folder must not end the run
                 log.debug("beacon: %s", exc)
 
     def _beat(self) -> None:
-        self._changed = False
+        self._changed = self._state_changed = False
         record = {
             "pid": os.getpid(),
             "host": socket.gethostname(),

@@ -250,7 +250,10 @@ async def test_a_run_left_training_finishes_without_the_workbench_and_a_new_one_
         assert app.training.quit_worker is not None
         await app.training.quit_worker.wait()
     assert app.return_code == 0
-    assert run.live_state() == "paused", "the run waits without the workbench"
+    deadline = time.monotonic() + 5  # live.json takes a pause within the beacon's next look (0.05 s)
+    while run.live_state() != "paused":
+        assert time.monotonic() < deadline, f"the run waits without the workbench: {run.live_state()}"
+        await asyncio.sleep(0.05)
     send_command(run, "resume")
     deadline = time.monotonic() + 120
     while (run.read_summary() or {}).get("status") != "finished":  # the run goes on alone
