@@ -392,7 +392,7 @@ def list_runs(runs_dir: str | os.PathLike[str], cache: RunsCache | None = None) 
             folders = sorted((e for e in scan if not e.name.startswith(".") and e.is_dir()), key=lambda e: e.name)
     except OSError:  # no such folder, or not a folder
         return []
-    known = cache.runs if cache is not None else None
+    known = cache.runs if cache is not None else {}
     seen: dict[str, tuple[tuple[int, int, int], RunInfo]] = {}
     out: list[RunInfo] = []
     for entry in reversed(folders):
@@ -416,14 +416,11 @@ def list_runs(runs_dir: str | os.PathLike[str], cache: RunsCache | None = None) 
 
 def _summarised(
     entry: os.DirEntry[str],
-    known: dict[str, tuple[tuple[int, int, int], RunInfo]] | None,
+    known: dict[str, tuple[tuple[int, int, int], RunInfo]],
     seen: dict[str, tuple[tuple[int, int, int], RunInfo]],
 ) -> RunInfo | None:
     """The run as its summary.json tells it (None without one): from ``known`` while the file is unchanged."""
     path = os.path.join(entry.path, SUMMARY_FILE)
-    if known is None:
-        summary = _read_summary(path)
-        return _run_info(entry, summary) if summary else None
     try:
         st = os.stat(path)
     except OSError:
