@@ -250,16 +250,14 @@ class EventFollower:
 
 @contextlib.contextmanager
 def _no_collections() -> Iterator[None]:
-    """Keep the cyclic collector away from a long history: its events are plain dicts of numbers, with no cycles
-    to find, yet the collections their allocations set off walk them again and again (0.3 s of an attach of
-    100,000 steps). They are built with the collector off, then frozen (``gc.freeze``) with everything else
-    alive: refcounting still frees them, and later passes skip them."""
+    """Keep the cyclic collector off while a long history is built: its events are plain dicts of numbers, with
+    no cycles to find, yet the collections their allocations set off walk them again and again. (Whether to
+    freeze them afterwards is the front's choice: the workbench does, tui/heap.py.)"""
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
-        gc.freeze()
         if enabled:
             gc.enable()
 
