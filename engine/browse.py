@@ -1,14 +1,17 @@
 """Page access to a dataset for the Data panel: rows, one sample, its tokenization, label counts, a filter.
 
-Every read is a slice of the memory-mapped Arrow table, so a split of a million rows pages as fast as one of a
-hundred; filters and label counts are vectorised Arrow compute. Nothing here imports Textual.
+Small local JSON lines are read into Python lists, so drawing the panel imports neither datasets nor pyarrow;
+any other source pages from its memory-mapped Arrow table, so a split of a million rows pages as fast as one
+of a hundred, with filters and label counts in vectorised Arrow compute. Nothing here imports Textual.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+import sys
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +20,7 @@ from engine.errors import DataError, UserError
 
 if TYPE_CHECKING:
     import pyarrow as pa
-    from datasets import Dataset, DatasetDict
+    from datasets import Dataset
     from transformers import PreTrainedTokenizerBase
 
 #: Characters of text kept in a row preview; the table crops it further to its width.
@@ -87,58 +90,158 @@ def _preview(text: Any) -> str:
     return _SPACES.sub(" ", str(text)[: PREVIEW_CHARS * 2]).strip()[:PREVIEW_CHARS]
 
 
+class ArrowColumns:
+    """A split as a ``datasets.Dataset``: reads are slices of its memory-mapped Arrow table, filters and label
+    counts vectorised Arrow compute, so a million rows page as fast as a hundred."""
+
+    def __init__(self, ds: Dataset) -> None:
+        self.ds = ds
+        self.column_names: list[str] = list(ds.column_names)
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.ds.data.nbytes)
+
+    def label_names(self, column: str) -> list[str] | None:
+        from datasets import ClassLabel
+
+        feature = self.ds.features.get(column)
+        return list(feature.names) if isinstance(feature, ClassLabel) else None
+
+    def rows(self, indices: list[int]) -> dict[str, list[Any]]:
+        if indices == list(range(indices[0], indices[-1] + 1)):
+            return self.ds[indices[0] : indices[-1] + 1]  # a contiguous slice: the cheapest read
+        return self.ds[indices]
+
+    def row(self, index: int) -> dict[str, Any]:
+        return dict(self.ds[index])
+
+    def value_counts(self, column: str, positions: Sequence[int] | None) -> list[tuple[Any, int]]:
+        import pyarrow.compute as pc
+
+        values = self.ds.data.column(column)
+        if isinstance(positions, _ArrowPositions):
+            values = pc.take(values, positions.array)
+        elif positions is not None:
+            values = pc.take(values, list(positions))
+        return [(item["values"], int(item["counts"])) for item in pc.value_counts(values).to_pylist()]
+
+    def matching(self, column: str, query: str) -> Sequence[int]:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        values = self.ds.data.column(column)
+        if not pa.types.is_string(values.type) and not pa.types.is_large_string(values.type):
+            values = pc.cast(values, pa.string())
+        mask = pc.fill_null(pc.match_substring(values, query, ignore_case=True), False)
+        return _ArrowPositions(pc.indices_nonzero(mask))
+
+
+class _ArrowPositions(Sequence[int]):
+    """Row indices that stay an Arrow array (a filter of a million rows can match most of them)."""
+
+    def __init__(self, array: pa.Array) -> None:
+        self.array = array
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [int(v) for v in self.array[i].to_pylist()]
+        return int(self.array[i].as_py())
+
+
+class ListColumns:
+    """A split read from JSON lines into Python lists: for the small local files the Data panel mostly shows,
+    without importing datasets and pyarrow into the workbench (BENCHMARKS.md, memory)."""
+
+    def __init__(self, columns: dict[str, list[Any]]) -> None:
+        self.columns = columns
+        self.column_names = list(columns)
+        self._rows = len(next(iter(columns.values()))) if columns else 0
+
+    def __len__(self) -> int:
+        return self._rows
+
+    @property
+    def nbytes(self) -> int:
+        """The lists and their values (strings, numbers) as Python holds them."""
+        return sum(sys.getsizeof(c) + sum(map(sys.getsizeof, c)) for c in self.columns.values())
+
+    def label_names(self, column: str) -> list[str] | None:
+        return None  # JSON has no class-label type: the values are the names
+
+    def rows(self, indices: list[int]) -> dict[str, list[Any]]:
+        return {name: [values[i] for i in indices] for name, values in self.columns.items()}
+
+    def row(self, index: int) -> dict[str, Any]:
+        return {name: values[index] for name, values in self.columns.items()}
+
+    def value_counts(self, column: str, positions: Sequence[int] | None) -> list[tuple[Any, int]]:
+        values = self.columns[column]
+        counts = Counter(values if positions is None else (values[i] for i in positions))
+        return list(counts.items())
+
+    def matching(self, column: str, query: str) -> Sequence[int]:
+        needle = query.lower()
+        return [i for i, v in enumerate(self.columns[column]) if v is not None and needle in str(v).lower()]
+
+
+Columns = ArrowColumns | ListColumns
+
+
 class SplitView:
     """One split, or the rows of it that match a filter; positions run 0..len-1 over the visible rows."""
 
     def __init__(
         self,
-        ds: Dataset,
+        columns: Columns,
         name: str,
         text_field: str,
         label_field: str | None,
         *,
-        positions: pa.Array | None = None,
+        positions: Sequence[int] | None = None,
         query: str = "",
     ) -> None:
-        from datasets import ClassLabel
-
-        self.ds = ds
+        self.columns = columns
         self.name = name
         self.text_field = text_field
-        self.label_field = label_field if label_field in ds.column_names else None
+        self.label_field = label_field if label_field in columns.column_names else None
         self.query = query
         #: Split indices of the visible rows; None = all rows in order.
         self._positions = positions
-        feature = ds.features.get(self.label_field) if self.label_field else None
-        self.label_names: list[str] | None = list(feature.names) if isinstance(feature, ClassLabel) else None
+        self.label_names = columns.label_names(self.label_field) if self.label_field else None
 
     def __len__(self) -> int:
-        return len(self.ds) if self._positions is None else len(self._positions)
+        return len(self.columns) if self._positions is None else len(self._positions)
 
     @property
     def total_rows(self) -> int:
         """Rows in the whole split, filter or not."""
-        return len(self.ds)
+        return len(self.columns)
+
+    @property
+    def column_names(self) -> list[str]:
+        return self.columns.column_names
 
     def index_of(self, position: int) -> int:
         """The split index of the row at ``position``."""
         if not 0 <= position < len(self):
             raise IndexError(f"row {position} is outside 0..{len(self) - 1}")
-        return position if self._positions is None else int(self._positions[position].as_py())
-
-    def _rows(self, indices: list[int]) -> dict[str, list[Any]]:
-        if not indices:
-            return {c: [] for c in self.ds.column_names}
-        if self._positions is None and indices == list(range(indices[0], indices[-1] + 1)):
-            return self.ds[indices[0] : indices[-1] + 1]  # a contiguous slice: the cheapest read
-        return self.ds[indices]
+        return position if self._positions is None else self._positions[position]
 
     def page(self, start: int, count: int) -> list[Row]:
         """Up to ``count`` rows from ``start``; an empty list past the end."""
         start = max(start, 0)
         stop = min(start + max(count, 0), len(self))
-        indices = [self.index_of(p) for p in range(start, stop)]
-        columns = self._rows(indices)
+        if start >= stop:
+            return []
+        indices = list(range(start, stop)) if self._positions is None else list(self._positions[start:stop])
+        columns = self.columns.rows(indices)
         texts = columns[self.text_field]
         labels = columns[self.label_field] if self.label_field else [None] * len(indices)
         return [
@@ -149,7 +252,7 @@ class SplitView:
     def sample(self, position: int) -> Sample:
         """The full sample at ``position``."""
         index = self.index_of(position)
-        row = self.ds[index]
+        row = self.columns.row(index)
         label = _label_name(row.get(self.label_field), self.label_names) if self.label_field else ""
         others = {k: str(v) for k, v in row.items() if k not in (self.text_field, self.label_field)}
         text = row[self.text_field]
@@ -157,32 +260,20 @@ class SplitView:
 
     def label_histogram(self) -> list[LabelCount]:
         """Rows per label over the visible rows, most frequent first (ties by name)."""
-        import pyarrow.compute as pc
-
         if not self.label_field:
             return []
-        column = self.ds.data.column(self.label_field)
-        if self._positions is not None:
-            column = pc.take(column, self._positions)
         counts: dict[str, int] = {}
-        for item in pc.value_counts(column).to_pylist():
-            name = _label_name(item["values"], self.label_names)
-            counts[name] = counts.get(name, 0) + int(item["counts"])
+        for value, count in self.columns.value_counts(self.label_field, self._positions):
+            name = _label_name(value, self.label_names)
+            counts[name] = counts.get(name, 0) + count
         return [LabelCount(k, v) for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
 
     def filter(self, query: str) -> SplitView:
         """The rows of the whole split whose text contains ``query`` (case-insensitive); "" = all rows."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
         if not query:
-            return SplitView(self.ds, self.name, self.text_field, self.label_field)
-        column = self.ds.data.column(self.text_field)
-        if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
-            column = pc.cast(column, pa.string())
-        mask = pc.fill_null(pc.match_substring(column, query, ignore_case=True), False)
-        positions = pc.indices_nonzero(mask)
-        return SplitView(self.ds, self.name, self.text_field, self.label_field, positions=positions, query=query)
+            return SplitView(self.columns, self.name, self.text_field, self.label_field)
+        positions = self.columns.matching(self.text_field, query)
+        return SplitView(self.columns, self.name, self.text_field, self.label_field, positions=positions, query=query)
 
     def tokenize(
         self, position: int, tokenizer: PreTrainedTokenizerBase | FastTokenizer, max_length: int
@@ -285,31 +376,55 @@ def tokenize_text(text: str, tokenizer: PreTrainedTokenizerBase | FastTokenizer,
     )
 
 
-class DatasetBrowser:
-    """All splits of one data source, loaded once through ``engine.data.load_source``."""
+#: Local JSON lines up to this many bytes are read into lists (ListColumns); bigger files page from Arrow.
+LIGHT_BYTES = 64 * 2**20
 
-    def __init__(self, splits: DatasetDict, source: str, text_field: str, label_field: str | None) -> None:
-        self.splits = splits
+
+class DatasetBrowser:
+    """All splits of one data source, loaded once."""
+
+    def __init__(self, splits: Mapping[str, Columns], source: str, text_field: str, label_field: str | None) -> None:
+        self.splits = dict(splits)
         self.source = source
         self.text_field = text_field
         self.label_field = label_field
-        for name, ds in splits.items():
-            if text_field not in ds.column_names:
+        for name, columns in splits.items():
+            if text_field not in columns.column_names:
                 raise DataError(
                     f'data.text_field: column "{text_field}" not in split {name} of {source} '
-                    f"(columns: {', '.join(ds.column_names)})"
+                    f"(columns: {', '.join(columns.column_names)})"
                 )
 
     @classmethod
     def open(cls, source: str, text_field: str, label_field: str | None) -> DatasetBrowser:
-        """Load ``source`` (a bundled sample, a local file or folder, or a hub id) and check its text column."""
-        from engine.data import load_source
+        """Load ``source`` (a bundled sample, a local file or folder, or a hub id) and check its text column.
 
-        return cls(load_source(source), source, text_field, label_field)
+        Small local JSON lines are read directly; everything else, and JSON lines that only ``datasets``
+        reads (a document over many lines, NaN), through ``engine.data.load_source``, as training loads it.
+        """
+        from engine.data import check_not_empty, load_source, local_files
+
+        files = local_files(source)
+        if files is not None and _light(files):
+            check_not_empty(files)
+            light = read_json_lines(source, files)
+            if light is not None:
+                return cls(light, source, text_field, label_field)
+        from engine.logs import quiet_libraries
+
+        quiet_libraries()  # datasets' progress bars would draw over a terminal UI
+        return cls(
+            {name: ArrowColumns(ds) for name, ds in load_source(source).items()}, source, text_field, label_field
+        )
 
     @property
     def split_names(self) -> list[str]:
         return list(self.splits)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the loaded splits take."""
+        return sum(columns.nbytes for columns in self.splits.values())
 
     def split(self, name: str) -> SplitView:
         if name not in self.splits:
@@ -319,3 +434,32 @@ class DatasetBrowser:
     def label_missing(self, split: str) -> bool:
         """Whether the configured label column is absent from ``split`` (a problem only for classification)."""
         return bool(self.label_field) and self.label_field not in self.splits[split].column_names
+
+
+def _light(files: dict[str, list[str]]) -> bool:
+    paths = [Path(f) for fs in files.values() for f in fs]
+    return all(p.suffix.lower() == ".jsonl" for p in paths) and sum(p.stat().st_size for p in paths) <= LIGHT_BYTES
+
+
+def read_json_lines(source: str, files: dict[str, list[str]]) -> dict[str, ListColumns] | None:
+    """Each split's JSON lines as columns in order of first appearance (a key a row lacks is None), as
+    ``datasets`` reads them; None where a line is not a JSON object that orjson reads (``datasets`` decides)."""
+    import orjson
+
+    splits: dict[str, ListColumns] = {}
+    for split, paths in files.items():
+        rows: list[dict[str, Any]] = []
+        for path in paths:
+            try:
+                text = Path(path).read_bytes().decode("utf-8")
+            except UnicodeDecodeError:
+                raise DataError(f"data.source: {source} is not UTF-8 text; re-save it as UTF-8") from None
+            try:
+                rows.extend(orjson.loads(line) for line in text.splitlines() if line.strip())
+            except orjson.JSONDecodeError:
+                return None
+        if not all(isinstance(row, dict) for row in rows):
+            return None
+        names = list(dict.fromkeys(key for row in rows for key in row))
+        splits[split] = ListColumns({name: [row.get(name) for row in rows] for name in names})
+    return splits

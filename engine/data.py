@@ -66,10 +66,7 @@ def _load_files(label: str, data_files: dict[str, list[str]]) -> DatasetDict:
     if len(suffixes) != 1:
         raise DataError(f"data.source: {label} mixes file types ({', '.join(sorted(suffixes))}); use one")
     suffix = suffixes.pop()
-    for fs in data_files.values():
-        for f in fs:
-            if Path(f).stat().st_size == 0:
-                raise DataError(f"data.source: {f} is empty; give a file with one sample per row")
+    check_not_empty(data_files)
     builder, extra = BUILDERS[suffix]
     try:
         return datasets.load_dataset(builder, data_files=data_files, **extra)
@@ -98,33 +95,51 @@ def _exception_chain(exc: BaseException) -> list[BaseException]:
     return chain
 
 
+def local_files(source: str) -> dict[str, list[str]] | None:
+    """The data files of a bundled sample or a local file or folder, by split; None for a hub id or a dataset
+    saved with ``save_to_disk``. Raises DataError for a local path that does not exist or holds no data."""
+    if source in bundled_samples():
+        return _files_by_split(SAMPLES_DIR / source)
+    if not _looks_local(source):
+        return None
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise DataError(f"data.source: {source} not found; check the path, or {_offline_hint()}")
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix not in BUILDERS:
+            raise DataError(
+                f"data.source: {source} has an unknown extension {suffix or '(none)'}; "
+                f"use one of {', '.join(sorted(BUILDERS))}"
+            )
+        return {"train": [str(path)]}
+    if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+        return None
+    files = _files_by_split(path)
+    if not files:
+        raise DataError(
+            f"data.source: {source} holds no data files ({', '.join(sorted(BUILDERS))}) and no saved dataset"
+        )
+    return files
+
+
+def check_not_empty(data_files: dict[str, list[str]]) -> None:
+    for fs in data_files.values():
+        for f in fs:
+            if Path(f).stat().st_size == 0:
+                raise DataError(f"data.source: {f} is empty; give a file with one sample per row")
+
+
 def load_source(source: str) -> DatasetDict:
     """All splits of a dataset, as given: a bundled sample, a local file/folder, or a hub id."""
     import datasets
 
-    if source in bundled_samples():
-        return _load_files(source, _files_by_split(SAMPLES_DIR / source))
-    if _looks_local(source):
-        path = Path(source).expanduser()
-        if not path.exists():
-            raise DataError(f"data.source: {source} not found; check the path, or {_offline_hint()}")
-        if path.is_file():
-            suffix = path.suffix.lower()
-            if suffix not in BUILDERS:
-                raise DataError(
-                    f"data.source: {source} has an unknown extension {suffix or '(none)'}; "
-                    f"use one of {', '.join(sorted(BUILDERS))}"
-                )
-            return _load_files(source, {"train": [str(path)]})
-        if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
-            loaded = datasets.load_from_disk(str(path))
-            return loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict(train=loaded)
-        files = _files_by_split(path)
-        if not files:
-            raise DataError(
-                f"data.source: {source} holds no data files ({', '.join(sorted(BUILDERS))}) and no saved dataset"
-            )
+    files = local_files(source)
+    if files is not None:
         return _load_files(source, files)
+    if _looks_local(source):  # a dataset saved with save_to_disk
+        loaded = datasets.load_from_disk(str(Path(source).expanduser()))
+        return loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict(train=loaded)
     try:
         with datasets_offline_unless_reachable():
             loaded = datasets.load_dataset(source)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from engine.browse import DatasetBrowser, SplitView, tokenize_text
+from engine.browse import ArrowColumns, DatasetBrowser, ListColumns, SplitView, tokenize_text
 from engine.errors import DataError
 from tests.conftest import sentiment_rows, write_jsonl
 
@@ -19,11 +21,28 @@ def rows() -> list[dict[str, Any]]:
     return out
 
 
+def open_as(backend: str, source: str, text_field: str = "text", label_field: str | None = "label") -> DatasetBrowser:
+    """``DatasetBrowser.open``, or the same source forced through datasets' Arrow tables, as bigger files go."""
+    if backend == "lists":
+        return DatasetBrowser.open(source, text_field, label_field)
+    from engine.data import load_source
+
+    splits = {name: ArrowColumns(ds) for name, ds in load_source(source).items()}
+    return DatasetBrowser(splits, source, text_field, label_field)
+
+
+@pytest.fixture(params=["lists", "arrow"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-def train(tmp_path: Path, rows: list[dict[str, Any]]) -> SplitView:
+def train(tmp_path: Path, rows: list[dict[str, Any]], backend: str) -> SplitView:
     write_jsonl(tmp_path / "data" / "train.jsonl", rows)
     write_jsonl(tmp_path / "data" / "test.jsonl", rows[:5])
-    return DatasetBrowser.open(str(tmp_path / "data"), "text", "label").split("train")
+    browser = open_as(backend, str(tmp_path / "data"))
+    assert isinstance(browser.splits["train"], ListColumns if backend == "lists" else ArrowColumns)
+    return browser.split("train")
 
 
 def test_pages_hold_index_label_and_a_one_line_preview(train: SplitView, rows: list[dict[str, Any]]) -> None:
@@ -38,8 +57,8 @@ def test_a_page_past_the_end_is_short_or_empty(train: SplitView, rows: list[dict
     assert train.page(len(rows), 10) == []
 
 
-def test_every_split_of_a_folder_is_browsable(tmp_path: Path, train: SplitView) -> None:
-    browser = DatasetBrowser.open(str(tmp_path / "data"), "text", "label")
+def test_every_split_of_a_folder_is_browsable(tmp_path: Path, train: SplitView, backend: str) -> None:
+    browser = open_as(backend, str(tmp_path / "data"))
     assert sorted(browser.split_names) == ["test", "train"]
     assert len(browser.split("test")) == 5
     with pytest.raises(DataError, match='split "valid" not in'):
@@ -75,19 +94,19 @@ def test_class_label_columns_show_label_names(tmp_path: Path) -> None:
     assert {c.label: c.count for c in view.label_histogram()} == {"neg": 1, "pos": 2}
 
 
-def test_a_missing_text_column_is_one_clear_line(tmp_path: Path) -> None:
+def test_a_missing_text_column_is_one_clear_line(tmp_path: Path, backend: str) -> None:
     write_jsonl(tmp_path / "d.jsonl", [{"body": "x", "label": 1}])
     with pytest.raises(DataError) as err:
-        DatasetBrowser.open(str(tmp_path / "d.jsonl"), "text", "label")
+        open_as(backend, str(tmp_path / "d.jsonl"))
     assert (
         str(err.value)
         == f'data.text_field: column "text" not in split train of {tmp_path / "d.jsonl"} (columns: body, label)'
     )
 
 
-def test_a_missing_label_column_browses_without_labels(tmp_path: Path) -> None:
+def test_a_missing_label_column_browses_without_labels(tmp_path: Path, backend: str) -> None:
     write_jsonl(tmp_path / "d.jsonl", [{"text": "a"}, {"text": "b"}])
-    browser = DatasetBrowser.open(str(tmp_path / "d.jsonl"), "text", "label")
+    browser = open_as(backend, str(tmp_path / "d.jsonl"))
     assert browser.label_missing("train")
     view = browser.split("train")
     assert [r.label for r in view.page(0, 2)] == ["", ""] and view.label_histogram() == []
@@ -101,13 +120,54 @@ def test_pages_of_a_million_rows_come_from_where_they_are_asked(tmp_path: Path) 
     table = pa.table(
         {"text": pa.array([f"review number {i}" for i in range(n)]), "label": pa.array([i % 5 for i in range(n)])}
     )
-    view = SplitView(Dataset(table), "train", "text", "label")
+    view = SplitView(ArrowColumns(Dataset(table)), "train", "text", "label")
     assert [(r.index, r.label, r.preview) for r in view.page(n - 2, 5)] == [
         (n - 2, str((n - 2) % 5), f"review number {n - 2}"),
         (n - 1, str((n - 1) % 5), f"review number {n - 1}"),
     ]
     matches = view.filter("number 99999")
     assert [r.index for r in matches.page(0, 20)] == [99999, *range(999990, 1000000)]
+
+
+def test_rows_read_as_lists_are_the_rows_datasets_reads(tmp_path: Path) -> None:
+    """Keys missing from some rows, nulls, numbers and unicode: both readers give the same columns and rows."""
+    rows: list[dict[str, Any]] = [
+        {"text": "Naïve café", "label": 2},
+        {"text": None, "label": 0, "extra": "x"},
+        {"label": 1, "text": "third\nline", "score": 0.5},
+    ]
+    write_jsonl(tmp_path / "d.jsonl", rows)
+    lists, arrow = (open_as(b, str(tmp_path / "d.jsonl")).split("train") for b in ("lists", "arrow"))
+    assert lists.column_names == arrow.column_names == ["text", "label", "extra", "score"]
+    assert lists.page(0, 5) == arrow.page(0, 5)
+    assert [lists.sample(i) for i in range(3)] == [arrow.sample(i) for i in range(3)]
+    assert lists.label_histogram() == arrow.label_histogram()
+    assert lists.filter("CAF").page(0, 5) == arrow.filter("CAF").page(0, 5)
+
+
+def test_json_lines_that_only_datasets_reads_are_still_browsed(tmp_path: Path) -> None:
+    (tmp_path / "nan.jsonl").write_text('{"text": "a", "score": NaN}\n{"text": "b", "score": 1.0}\n')
+    browser = DatasetBrowser.open(str(tmp_path / "nan.jsonl"), "text", None)
+    assert isinstance(browser.splits["train"], ArrowColumns)
+    assert [r.preview for r in browser.split("train").page(0, 5)] == ["a", "b"]
+
+
+def test_a_broken_json_line_is_one_clear_line_naming_the_file(tmp_path: Path) -> None:
+    (tmp_path / "bad.jsonl").write_text('{"text": "a"}\n{"text": \n')
+    with pytest.raises(DataError, match=r"^data.source: cannot parse .*bad.jsonl as json"):
+        DatasetBrowser.open(str(tmp_path / "bad.jsonl"), "text", None)
+
+
+def test_a_bundled_sample_is_browsed_without_datasets_pyarrow_or_torch() -> None:
+    code = (
+        "import sys\nfrom engine.browse import DatasetBrowser\n"
+        "b = DatasetBrowser.open('reviews-sample', 'text', 'label')\n"
+        "assert len(b.split('train')) > 0 and b.split('train').label_histogram()\n"
+        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(done.stdout.split())
+    assert not loaded & {"datasets", "pyarrow", "pandas", "torch", "transformers"}
 
 
 def test_tokenization_matches_training_and_lists_what_truncation_drops(tiny_bert_dir: Path) -> None:

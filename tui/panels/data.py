@@ -168,11 +168,8 @@ class DataPanel(Vertical):
 
     @work(thread=True, exclusive=True, group="data", exit_on_error=False, description="open dataset")
     def _open(self, key: tuple[str, str, str | None]) -> None:
-        from engine.logs import quiet_libraries
-
-        quiet_libraries()
         browser = DatasetBrowser.open(*key)
-        heap.freeze()  # datasets and its imports stay as long as the workbench
+        heap.freeze()  # the data, and datasets' imports where it took them, stay as long as the workbench
         self.post_message(self.BrowserReady(browser, key))
 
     @on(BrowserReady)
