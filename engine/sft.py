@@ -343,7 +343,10 @@ def _trainer_classes() -> tuple[type, type]:
                 # not on every position as model(**features) does. Same loss and gradients, less work.
                 # (Evaluation asks for outputs and drops them: prediction_loss_only; these are masked-only.)
                 encoder, head = split
-                logits = head(encoder(**features)[0][masked])
+                # The parts are called around the prepared model, whose forward holds the mixed-precision
+                # autocast: without this, a bf16 run computed in fp32.
+                with self.accelerator.autocast():
+                    logits = head(encoder(**features)[0][masked])
                 targets = labels[masked]
                 outputs = {"logits": logits}
             else:
