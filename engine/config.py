@@ -160,7 +160,7 @@ class TrainConfig:
     gradient_accumulation_steps: int = _f(1, "Batches whose gradients add up to one step.", AT_LEAST_ONE)
     max_grad_norm: float = _f(1.0, "Gradient clipping norm; 0 turns clipping off.", NON_NEGATIVE)
     seed: int = _f(42, "Seed for weights init, dropout and data order.", NON_NEGATIVE)
-    precision: Precision = _f("auto", "auto = bf16 on GPUs that support it, fp32 on CPU.")
+    precision: Precision = _f("auto", "auto = bf16 on GPUs and CPUs that compute it natively, else fp32.")
     device: str = _f("auto", "auto | cpu | cuda | cuda:N | mps")
     logging_steps: int = _f(10, "Optimizer steps between loss events.", AT_LEAST_ONE)
     mlm_probability: float = _f(0.15, "Share of tokens masked for masked-LM training.", FRACTION)

@@ -115,6 +115,7 @@ def setup(cfg: RunConfig, emit: Emit) -> Setup:
     """Stage 1-4: device, tokenizer, data, model, optimizer and schedule, all placed by the accelerator."""
     import torch
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
     from torch.utils.data import DataLoader
     from transformers import get_scheduler
@@ -124,6 +125,9 @@ def setup(cfg: RunConfig, emit: Emit) -> Setup:
     check_model_options(cfg.model, device)
     if t.torch_compile:
         check_compile(device)
+    # The mixed precision is process-wide state in accelerate: a process that trains several runs (the Runner
+    # API) would keep the first run's; transformers' Trainer resets it the same way.
+    AcceleratorState._reset_state()
     accelerator = Accelerator(
         cpu=device.type == "cpu",
         mixed_precision="no" if precision == "fp32" else precision,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,17 @@ TINY_BERT: dict[str, Any] = {
     "intermediate_size": 64,
     "max_position_embeddings": 128,
 }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fp32_on_every_cpu() -> Iterator[None]:
+    """precision: auto takes the CPU as one without native bf16 (it would be bf16 on one with it), so that a
+    test's numbers do not depend on the machine; tests/engine/test_precision.py covers bf16 on the CPU."""
+    from engine import models
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(models, "cpu_has_native_bf16", lambda: False)
+        yield
 
 
 def _minilm_tokenizer() -> Any:

@@ -165,7 +165,7 @@ def test_stop_mid_epoch_saves_the_model_and_marks_the_run_stopped(make_config: A
     runner.subscribe(stop_at_step_4)
     holder["runner"] = runner
     result = runner.run()
-    assert result.status == "stopped"
+    assert result.status == "stopped", result.error
     assert of(events, StopRequested)[0].step == 4
     assert not of(events, EpochEnded), "the run stopped inside the first epoch"
     assert isinstance(events[-1], RunFinished) and events[-1].status == "stopped"
@@ -267,7 +267,7 @@ def test_a_stop_during_an_evaluation_is_announced_like_any_other(make_config: An
 
     runner = Runner(make_config(), subscribers=[stop_while_evaluating])
     result = runner.run()
-    assert result.status == "stopped"
+    assert result.status == "stopped", result.error
     (stop,) = [e for e in events if isinstance(e, StopRequested)]
     first_epoch_end = next(e for e in events if e.type == "EpochEnded")
     assert stop.step == first_epoch_end.step
