@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import shutil
 import signal
 import sys
 import threading
@@ -370,24 +372,32 @@ def cmd_control(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
     from engine.runs import list_runs
 
     if args.run is not None:
         return cmd_show_run(args.run, args.runs_dir)
 
-    console = Console()
     # The run's name already holds its date, task and model: those columns come only where they fit.
-    wide = console.width >= 120
-    columns = ["run", "status", "best", "time", "memory"] + (["started", "task", "model"] if wide else [])
-    table = Table(*columns, box=None, pad_edge=False, header_style="bold")
-    for r in list_runs(args.runs_dir):
-        cells = [r.name, r.status_text, r.best_text, fmt_duration(r.duration_seconds), fmt_memory(r.peak_memory_mb)]
-        table.add_row(*cells, *([r.started_text, r.task, r.model] if wide else []))
-    console.print(table)
+    wide = shutil.get_terminal_size().columns >= 120
+    header = ["run", "status", "best", "time", "memory"] + (["started", "task", "model"] if wide else [])
+    rows = [
+        [r.name, r.status_text, r.best_text, fmt_duration(r.duration_seconds), fmt_memory(r.peak_memory_mb)]
+        + ([r.started_text, r.task, r.model] if wide else [])
+        for r in list_runs(args.runs_dir)
+    ]
+    print_columns(header, rows)
     return EXIT_OK
+
+
+def print_columns(header: list[str], rows: list[list[str]]) -> None:
+    """Left-aligned columns, one line per row (a header in bold on a terminal): a rich Table measures and wraps
+    every cell, most of the time ``tunebench runs`` takes over a thousand runs (BENCHMARKS.md, run list)."""
+    widths = [max(map(len, column)) for column in zip(header, *rows, strict=True)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+    title = "  ".join(cell.ljust(width) for cell, width in zip(header, widths, strict=True)).rstrip()
+    if sys.stdout.isatty() and not os.environ.get("NO_COLOR"):
+        title = f"\033[1m{title}\033[0m"
+    sys.stdout.write("\n".join([title, *lines]) + "\n")
 
 
 def cmd_show_run(name: str, runs_dir: str) -> int:

@@ -83,6 +83,11 @@ def test_internal_failure_exits_1_and_shows_the_traceback(
     assert "tunebench: error: internal error: RuntimeError: boom" in err and "Traceback" in err
 
 
+def test_columns_are_aligned_one_line_per_row(capsys: pytest.CaptureFixture[str]) -> None:
+    cli.print_columns(["run", "status"], [["a-long-name", "ok"], ["b", "killed"]])
+    assert capsys.readouterr().out == "run          status\na-long-name  ok\nb            killed\n"
+
+
 def test_runs_lists_finished_runs(make_config: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write_config(tmp_path, make_config(train={"num_train_epochs": 1}))
     assert cli.main(["run", str(path), "--runs-dir", str(tmp_path / "out")]) == 0
