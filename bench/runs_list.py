@@ -5,8 +5,8 @@ evaluations, as the engine leaves them; every tenth a sweep's run, the last two 
 
 1. ``tunebench runs --runs-dir ...`` as a whole process (start-up included), five times: wall seconds, and
    whether torch was imported (it must not be: listing runs needs no model).
-2. The Runs panel in the real app (Pilot, 120x40): from the panel's key to the frame that shows the listed
-   rows, three times.
+2. The Runs panel in the real app (headless, 120x40): from the panel's key, posted as a terminal posts it, to
+   the first frame composed with the listed rows (``uilib.FrameProbe``), three times.
 3. The panel's live refresh (every 2 s while a run trains or the queue waits), eight times: the wall time from
    the call to the new rows, and the UI thread's CPU time over a window holding the refresh and its frame,
    less the same window without a refresh (the listing runs in a worker thread).
@@ -81,18 +81,17 @@ def cli_seconds(root: Path) -> tuple[float, bool]:
 
 
 async def panel_seconds(cfg: Any, count: int) -> float:
+    from uilib import FrameProbe
+
     from tui.app import WorkbenchApp
 
     app = WorkbenchApp(cfg, "config.yaml", initial_panel="data")
     async with app.run_test(size=(120, 40)) as pilot:
         await app.panels_mounted.wait()
         await pilot.pause()
-        start = time.perf_counter()
-        await pilot.press("f6")
-        while len(app.runs_panel.rows) < count:
-            await asyncio.sleep(0.002)
-        await pilot.pause()  # the frame that shows them
-        return time.perf_counter() - start
+        probe = FrameProbe(app)
+        # the first frame composed with every run listed; the key posted as a terminal posts it
+        return await probe.time_key("f6", lambda: len(app.runs_panel.rows) >= count) / 1000
 
 
 REFRESH_WINDOW_SECONDS = 0.3
