@@ -41,8 +41,8 @@ from benchlib import (
 )
 from uilib import FrameProbe, LagSampler
 
-KEY_GOAL_MS = 50.0
-LAG_GOAL_MS = 10.0
+KEY_GOAL_MS = 25.0
+LAG_GOAL_MS = 5.0
 THROUGHPUT_GOAL = 0.95
 PANEL_KEYS = (("f2", "data"), ("f3", "config"), ("f5", "predict"), ("f6", "runs"), ("f4", "train"))
 TYPED = "wonderful"

@@ -208,7 +208,7 @@ class WorkbenchApp(App[int]):
         self.ready.set()
         await self._mount_panels()
         heap.freeze()  # the libraries and widgets of a started workbench live as long as it does
-        # Loading the data imports `datasets` in a worker; started here, it does not slow the first frame.
+        # The data loads in a worker (a big or hub dataset imports `datasets`); started here, after the first frame.
         if self.panels_mounted.is_set():
             self._load_panel(self.initial_panel)
             if self.attach is not None:
