@@ -192,7 +192,11 @@ def train_detached(cfg: Any, viewers: int, pauses: int) -> tuple[float, float, l
 
 def main() -> None:
     args = parse_args(
-        __doc__.splitlines()[0], [("--attach-only", {"action": "store_true", "help": "measure the attach only"})]
+        __doc__.splitlines()[0],
+        [
+            ("--attach-only", {"action": "store_true", "help": "measure the attach only"}),
+            ("--pairs", {"type": int, "default": 3, "help": "training runs alone and with viewers (default 3)"}),
+        ],
     )
     from benchlib import quiet_transformers
 
@@ -218,7 +222,7 @@ def main() -> None:
         )
         _speed, step_seconds, cpu, latencies = train_detached(longer, viewers=2, pauses=3 if args.smoke else 10)
         pairs = []
-        for _ in range(1 if args.smoke else 3):
+        for _ in range(1 if args.smoke else args.pairs):
             alone, *_ = train_detached(cfg, viewers=0, pauses=0)
             watched, *_ = train_detached(cfg, viewers=2, pauses=0)
             pairs.append((alone, watched))

@@ -252,6 +252,7 @@ def engine_config(s: Setting, runs_dir: Path) -> Any:
                 "device": "cpu",
                 "torch_threads": s.threads,
                 "group_by_length": False,  # the baseline shuffles; bench/padding.py measures grouping
+                "precision": "fp32",  # the baseline's math (auto is bf16 on a CPU with native bf16)
                 "save_strategy": "no",
             },
             "output": {"runs_dir": str(runs_dir)},

@@ -1,8 +1,9 @@
 """Memory of the workbench's process: idle on the quickstart with its data loaded, with a sample's tokens open,
-and while it follows a run, against a bare Textual app (one Label) idle.
+and while it follows a run, against a bare Textual app (one Label) idle; and the workbench whose data source is
+missing, which holds no data.
 
 Each app runs headless (Pilot, 120x40) in a fresh Python process and reports its resident set size (RSS, MiB)
-at each point. The goal is the issue's: the workbench with its data loaded stays within 1.3 x (the bare app +
+at each point. The goal: the workbench with its data loaded stays within 1.3 x (the bare app +
 the bytes the loaded dataset takes: its Python lists and values for small JSON lines, its Arrow table
 otherwise). The run it follows is a finished run of 20,000 logged steps written by the
 bench, attached as `tunebench attach` does.
@@ -80,6 +81,26 @@ asyncio.run(main(sys.argv[1], sys.argv[2]))
 """
 
 
+# The workbench whose data source does not load: the same app holding no data, the floor the data path sits on.
+NO_DATA = """
+import asyncio, sys, psutil
+from engine.config import from_dict
+from tui.app import WorkbenchApp
+
+async def main():
+    app = WorkbenchApp(from_dict({"data": {"source": sys.argv[1]}}), "config.yaml")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await app.panels_mounted.wait()
+        while app.data_panel.error is None:
+            await pilot.pause(0.05)
+        await pilot.pause(0.5)
+        print(psutil.Process().memory_info().rss / 2**20)
+        await pilot.press("ctrl+q")
+
+asyncio.run(main())
+"""
+
+
 def run_python(code: str, *args: str) -> str:
     done = subprocess.run([sys.executable, "-c", code, *args], cwd=REPO_ROOT, capture_output=True, text=True)
     if done.returncode != 0:
@@ -100,11 +121,13 @@ def main() -> None:
 
         run = write_long_run(from_dict({"output": {"runs_dir": str(tmp / "runs")}}), steps)
         bare = float(run_python(BARE))
+        no_data = float(run_python(NO_DATA, str(tmp / "no-such-data.jsonl")))
         workbench = json.loads(run_python(WORKBENCH, config, str(run)))
     dataset = workbench.pop("dataset MiB")
     torch_imported = workbench.pop("torch imported")
     datasets_imported = workbench.pop("datasets imported")
     rows = [["bare Textual app, idle", f"{bare:.0f}"], ["quickstart dataset, bytes held", f"{dataset:.1f}"]]
+    rows.append(["workbench, its data source missing (no data held)", f"{no_data:.0f}"])
     rows += [[f"workbench, {point}", f"{mib:.0f}"] for point, mib in workbench.items()]
     rows.append(["torch imported by the workbench", str(torch_imported)])
     rows.append(["datasets imported by the workbench", str(datasets_imported)])

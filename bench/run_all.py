@@ -33,13 +33,20 @@ ORDER = [
     "live_follow",
     "data_browsing",
     "runs_list",
+    "memory",
     "scaling",
     "time_to_accuracy",
     "gpu_train",
 ]
 #: Arguments of a full run (not --smoke), where a script's own default takes too long for the whole run to stay
 #: under 15 minutes; the script alone gives the settled figure.
-FULL_RUN_ARGS = {"time_to_accuracy": ["--pairs", "1"]}
+FULL_RUN_ARGS = {
+    "time_to_accuracy": ["--pairs", "1"],
+    "threads": ["--rounds", "2"],
+    "ui_responsiveness": ["--pairs", "2"],
+    "sft_overhead": ["--rounds", "2"],
+    "live_follow": ["--pairs", "2"],
+}
 RATIO = re.compile(r"^RATIO \S+=\S+ goal=\S+ (PASS|FAIL)$")
 
 

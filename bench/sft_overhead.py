@@ -195,6 +195,7 @@ def engine_config(s: Setting, runs_dir: Path) -> Any:
                 "device": "cpu",
                 "torch_threads": s.threads,
                 "group_by_length": False,  # the baseline shuffles; bench/padding.py measures grouping
+                "precision": "fp32",  # the baseline's math (auto is bf16 on a CPU with native bf16)
                 "save_strategy": "no",
             },
             "output": {"runs_dir": str(runs_dir)},
@@ -227,7 +228,8 @@ def engine_run(s: Setting, runs_dir: Path, every_position: bool = False) -> Meas
 
 
 def main() -> None:
-    args = parse_args(__doc__ or "", [THREADS_OPTION])
+    rounds = ("--rounds", {"type": int, "default": 3, "help": "rounds of the three sides (default 3)"})
+    args = parse_args(__doc__ or "", [THREADS_OPTION, rounds])
     quiet_transformers()
     print(machine_line())
     runs: list[Measured] = []
@@ -252,7 +254,7 @@ def main() -> None:
         )
         warm = Setting(**{**setting.__dict__, "epochs": 1, "train_size": min(32, setting.train_size)})
         run_in_thread(lambda: raw_trainer(warm, tmp / "warm"))  # untimed warm-up
-        for n in range(1 if args.smoke else 3):
+        for n in range(1 if args.smoke else args.rounds):
             out = tmp / f"raw-{n}"
             runs.append(run_in_thread(functools.partial(raw_trainer, setting, out)))  # a worker thread, as the engine's
             runs.append(engine_run(setting, tmp / "runs"))

@@ -200,7 +200,7 @@ def engine_default_threads() -> int:
 
 
 def main() -> None:
-    args = parse_args(__doc__ or "")
+    args = parse_args(__doc__ or "", [("--rounds", {"type": int, "default": 3, "help": "rounds (default 3)"})])
     quiet_transformers()
     print(machine_line())
     import torch
@@ -216,7 +216,7 @@ def main() -> None:
         rate = units_per_ms()
         alone = timed(functools.partial(python_work, round(BURST_SECONDS * 1000 * rate))) * 1000
         print(f"a panel key's worth of UI work, nothing else running: {alone:.1f} ms")
-        for round_ in range(1 if args.smoke else 3):
+        for round_ in range(1 if args.smoke else args.rounds):
             for where in ("thread", "child"):
                 for threads in (1, 2):
                     for ui_rate in (None, rate) if round_ % 2 == 0 else (rate, None):  # alternate which goes first

@@ -287,6 +287,7 @@ def main() -> None:
                     "help": "key rounds while training (default 2; 0: the panel is only watched)",
                 },
             ),
+            ("--pairs", {"type": int, "default": PAIRS, "help": f"UI and headless runs (default {PAIRS})"}),
         ],
     )
     quiet_transformers()
@@ -309,7 +310,7 @@ def main() -> None:
             f"engine's default)"
         )
         asyncio.run(headless(run_config(model_dir, tmp / "runs", True, args.threads), 2))  # warm-up
-        for _ in range(1 if args.smoke else PAIRS):
+        for _ in range(1 if args.smoke else args.pairs):
             ui_runs.append(
                 asyncio.run(drive_app(cfg, config_path, rounds=1 if args.smoke else args.rounds, steps=steps))
             )
