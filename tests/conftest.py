@@ -138,6 +138,9 @@ def tiny_config(
             "per_device_eval_batch_size": 16,
             "logging_steps": 1,
             "device": "cpu",
+            # fp32 on every CPU, in the test's process and in the runs it starts (fp32_on_every_cpu reaches
+            # only this process): a test compares numbers across them.
+            "precision": "fp32",
             "save_strategy": "no",
         },
         "output": {"runs_dir": str(runs)},
