@@ -455,7 +455,8 @@ def read_json_lines(source: str, files: dict[str, list[str]]) -> dict[str, ListC
             except UnicodeDecodeError:
                 raise DataError(f"data.source: {source} is not UTF-8 text; re-save it as UTF-8") from None
             try:
-                rows.extend(orjson.loads(line) for line in text.splitlines() if line.strip())
+                # split at "\n" only: str.splitlines also splits at U+2028 and the like, which JSON strings hold raw
+                rows.extend(orjson.loads(line) for line in text.split("\n") if line.strip())
             except orjson.JSONDecodeError:
                 return None
         if not all(isinstance(row, dict) for row in rows):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -132,12 +133,15 @@ def test_pages_of_a_million_rows_come_from_where_they_are_asked(tmp_path: Path) 
 def test_rows_read_as_lists_are_the_rows_datasets_reads(tmp_path: Path) -> None:
     """Keys missing from some rows, nulls, numbers and unicode: both readers give the same columns and rows."""
     rows: list[dict[str, Any]] = [
-        {"text": "Naïve café", "label": 2},
+        {"text": "Naïve café\u2028next line", "label": 2},
         {"text": None, "label": 0, "extra": "x"},
         {"label": 1, "text": "third\nline", "score": 0.5},
     ]
-    write_jsonl(tmp_path / "d.jsonl", rows)
+    (tmp_path / "d.jsonl").write_text(
+        "".join(json.dumps(row, ensure_ascii=False) + "\r\n" for row in rows), encoding="utf-8"
+    )  # raw U+2028 in a string, Windows line ends: still JSON lines, still read as lists
     lists, arrow = (open_as(b, str(tmp_path / "d.jsonl")).split("train") for b in ("lists", "arrow"))
+    assert isinstance(lists.columns, ListColumns)
     assert lists.column_names == arrow.column_names == ["text", "label", "extra", "score"]
     assert lists.page(0, 5) == arrow.page(0, 5)
     assert [lists.sample(i) for i in range(3)] == [arrow.sample(i) for i in range(3)]
