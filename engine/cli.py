@@ -393,8 +393,7 @@ def print_columns(header: list[str], rows: list[list[str]]) -> None:
     """Left-aligned columns, one line per row (a header in bold on a terminal): a rich Table measures and wraps
     every cell, most of the time ``tunebench runs`` takes over a thousand runs (BENCHMARKS.md, run list)."""
     widths = [max(map(len, column)) for column in zip(header, *rows, strict=True)]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
-    title = "  ".join(cell.ljust(width) for cell, width in zip(header, widths, strict=True)).rstrip()
+    title, *lines = ("  ".join(map(str.ljust, row, widths)).rstrip() for row in [header, *rows])
     if sys.stdout.isatty() and not os.environ.get("NO_COLOR"):
         title = f"\033[1m{title}\033[0m"
     sys.stdout.write("\n".join([title, *lines]) + "\n")
