@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 #: (where, key, what) for keys that Textual's widgets handle on their own, with no binding of ours.
 WIDGET_KEYS = (
     ("Config", "→", "Accept the path completion in the file field"),
+    ("Config", "↑, ↓, tab, shift+tab", "Edit the field above or below"),
+    ("Config", "pgup, pgdn", "Edit the field ten above or below"),
+    ("Config", "←, →", "Step through a choice field's values"),
     ("Predict", "⏎", "Predict the text in the input"),
 )
 

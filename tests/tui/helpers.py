@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.config import RunConfig
 from engine.data import SAMPLES_DIR
 from engine.events import Event
 from engine.files import atomic_write_text
 from engine.runs import EventLog, RunDir
+
+if TYPE_CHECKING:
+    from tui.app import WorkbenchApp
+    from tui.panels.config import FieldEditor
 
 
 def sample_rows(name: str, split: str) -> list[dict[str, Any]]:
@@ -43,3 +47,11 @@ def summary_for(cfg: RunConfig, *, started: float, best: float, status: str = "f
         "best_metric": "accuracy",
         "best_value": best,
     }
+
+
+def edit_field(app: WorkbenchApp, path: str, text: str) -> FieldEditor:
+    """Move the Config form's editor to the field ``path`` and replace its text, as typing over it would."""
+    panel = app.config_panel
+    panel.focus_field(path)
+    panel.editor.value = text
+    return panel.editor

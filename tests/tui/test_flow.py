@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import DataTable, Static
 
 from engine.config import RunConfig, load_config, save_config
 from engine.detached import DetachedRun
@@ -67,8 +67,9 @@ def real_app(
     return make
 
 
-async def type_into(pilot: Any, field: Input, text: str) -> None:
-    field.focus()
+async def type_into(pilot: Any, app: WorkbenchApp, path: str, text: str) -> None:
+    """Type ``text`` over the Config form's field ``path``."""
+    app.config_panel.focus_field(path)
     await pilot.pause()
     await pilot.press("end", "ctrl+u", *text)
     await pilot.pause()
@@ -86,7 +87,7 @@ async def test_newcomer_flow_browse_edit_train_pause_resume_predict_and_find_the
 
         await pilot.press("f3")
         await until(pilot, lambda: app.config_panel.form_built, "the form is built")
-        await type_into(pilot, app.query_one("#field-train--learning_rate", Input), "0.004")
+        await type_into(pilot, app, "train.learning_rate", "0.004")
         assert app.config_panel.config.train.learning_rate == 0.004
 
         await pilot.press("f4", "s")
@@ -158,7 +159,7 @@ async def test_a_failing_run_shows_its_error_and_the_next_run_trains(
 
         await pilot.press("f3")
         await until(pilot, lambda: app.config_panel.form_built, "the form is built")
-        await type_into(pilot, app.query_one("#field-data--text_field", Input), "text")
+        await type_into(pilot, app, "data.text_field", "text")
         assert app.config_panel.config.data.text_field == "text"
         await pilot.press("f4")
         await pilot.pause()

@@ -21,7 +21,7 @@ from engine.runner import Emit
 from tests.conftest import run_started, sentiment_rows, write_jsonl
 from tests.tui.conftest import CONFIG_FILE, reach, set_animations, settle, until
 from tests.tui.fakes import ScriptedEngine, ScriptedRunner, run_script
-from tests.tui.helpers import sample_rows, summary_for, write_run
+from tests.tui.helpers import edit_field, sample_rows, summary_for, write_run
 from tui.app import WorkbenchApp
 from tui.bridge import EventBridge, StepsLogged
 from tui.panels.config import REMOTE_CODE_NOTE, PathSuggester
@@ -156,8 +156,7 @@ async def test_changing_the_data_source_in_config_refreshes_the_data_panel(
     app = make_app(panel="config")
     async with app.run_test() as pilot:
         await until(pilot, lambda: app.config_panel.form_built, "the form is built")
-        field = app.query_one("#field-data--source", Input)
-        field.value = str(source)
+        edit_field(app, "data.source", str(source))
         await pilot.pause()
         await pilot.press("f2")
         await until(pilot, lambda: app.data_panel.view is not None, "the new data shows")
@@ -181,16 +180,18 @@ async def test_the_column_fields_offer_the_loaded_datasets_columns(make_app: Cal
         await until(pilot, lambda: app.data_panel.view is not None, "the data is loaded")
         await pilot.press("f3")
         await until(pilot, lambda: app.config_panel.form_built, "the form is built")
-        field = app.query_one("#field-data--label_field", Input)
-        field.focus()
+        app.config_panel.focus_field("data.label_field")
         await pilot.pause()
         assert "Columns: text, label" in text_of(app, "#config-help")
-        assert field.suggester is not None
-        assert await field.suggester.get_suggestion("la") == "label"
+        suggester = app.config_panel.editor.suggester
+        assert suggester is not None
+        assert await suggester.get_suggestion("la") == "label"
         # another source: its columns are not known until the Data panel loads it
-        app.query_one("#field-data--source", Input).value = "reviews-sample"
+        edit_field(app, "data.source", "reviews-sample")
         await pilot.pause()
-        assert await field.suggester.get_suggestion("la") is None
+        assert await suggester.get_suggestion("la") is None
+        app.config_panel.focus_field("data.source")
+        assert app.config_panel.editor.suggester is None  # not a column field
 
 
 # -- Config -----------------------------------------------------------------------------------------------------
@@ -204,30 +205,32 @@ async def test_an_invalid_value_shows_the_engine_message_and_blocks_start(
     app = make_app(panel="config")
     async with app.run_test(size=(100, 40)) as pilot:
         await until(pilot, lambda: app.config_panel.form_built, "the form is built")
-        app.query_one("#field-train--learning_rate", Input).focus()
-        app.query_one("#field-train--learning_rate", Input).value = "-1"
+        edit_field(app, "train.learning_rate", "-1")
+        app.config_panel.focus_field("engine")
         await pilot.pause()
-        error = app.query_one("#err-field-train--learning_rate", Static)
-        assert error.display and expected.value.message in str(error.render())
+        below = str(app.query_one("#config-below", Static).render())
+        assert f"✗ {expected.value.message}" in below.split("learning_rate")[1].splitlines()[1]
         await pilot.press("f4", "s")
         await pilot.pause()
         assert scripted_engine.runners == []
         assert app.active_panel == "config"
-        assert app.focused is app.query_one("#field-train--learning_rate")
+        assert app.focused is app.config_panel.editor and app.config_panel.current.path == "train.learning_rate"
+        assert f"✗ {expected.value.message}" in str(app.query_one("#config-below", Static).render()).splitlines()[0]
 
 
 async def test_group_by_length_is_a_true_false_choice_with_its_help(make_app: Callable[..., WorkbenchApp]) -> None:
     app = make_app(panel="config")
     async with app.run_test(size=(100, 40)) as pilot:
         await until(pilot, lambda: app.config_panel.form_built, "the form is built")
-        switch = app.query_one("#field-train--group_by_length", Select)
-        assert switch.value == "true"
-        switch.focus()
+        app.config_panel.focus_field("train.group_by_length")
         await pilot.pause()
+        assert app.config_panel.editor.value == "true"
         assert "train.group_by_length: Batch samples of similar length" in text_of(app, "#config-help")
-        switch.value = "false"
-        await pilot.pause()
+        await pilot.press("right")
+        assert app.config_panel.editor.value == "false"
         assert app.config_panel.config.train.group_by_length is False
+        await pilot.press("right")
+        assert app.config_panel.config.train.group_by_length is True
 
 
 async def test_changed_fields_are_marked_and_reset_brings_back_the_file(
@@ -236,14 +239,17 @@ async def test_changed_fields_are_marked_and_reset_brings_back_the_file(
     app = make_app(panel="config")
     async with app.run_test(size=(100, 40)) as pilot:
         await until(pilot, lambda: app.config_panel.form_built, "the form is built")
-        field = app.query_one("#field-train--learning_rate", Input)
-        field.value = "0.001"
+        field = edit_field(app, "train.learning_rate", "0.001")
         await pilot.pause()
-        assert str(app.query_one("#key-field-train--learning_rate", Static).render()).startswith("●")
+        assert str(app.query_one("#config-key", Static).render()).startswith("● learning_rate")
+        app.config_panel.focus_field("engine")  # the field is a line of the form now
+        await pilot.pause()
+        assert "● learning_rate" in str(app.query_one("#config-below", Static).render())
         assert "1 changed from file" in text_of(app, "#config-title")
         assert app.config_panel.config.train.learning_rate == 0.001
         await pilot.press("ctrl+r")
         await pilot.pause()
+        app.config_panel.focus_field("train.learning_rate")
         assert field.value == str(workbench_config.train.learning_rate)
         assert app.config_panel.config == workbench_config
         assert "as in file" in text_of(app, "#config-title")
@@ -257,7 +263,7 @@ async def test_save_writes_the_form_and_load_reads_a_file(
     app = make_app(panel="config")
     async with app.run_test(size=(100, 40)) as pilot:
         await until(pilot, lambda: app.config_panel.form_built, "the form is built")
-        app.query_one("#field-train--num_train_epochs", Input).value = "5"
+        edit_field(app, "train.num_train_epochs", "5")
         await pilot.pause()
         await pilot.press("ctrl+s")
         await pilot.pause()
@@ -266,7 +272,7 @@ async def test_save_writes_the_form_and_load_reads_a_file(
         app.query_one("#config-path", Input).value = "other.yaml"
         await pilot.press("ctrl+l")
         await pilot.pause()
-        assert app.query_one("#field-train--num_train_epochs", Input).value == "7"
+        assert app.config_panel.editor.value == "7"
         assert app.config_panel.config == other
 
 
@@ -279,16 +285,13 @@ async def test_q_queues_the_form_as_it_is_and_refuses_an_invalid_one(
     app = make_app(panel="config")
     async with app.run_test(size=(100, 40)) as pilot:
         await until(pilot, lambda: app.config_panel.form_built, "the form is built")
-        field = app.query_one("#field-train--num_train_epochs", Input)
-        field.value = "0"
+        edit_field(app, "train.num_train_epochs", "0")
         await pilot.pause()
-        field.focus()
         await pilot.press("escape", "Q")  # out of the field, so that Q is a key, not a letter
         assert "not queued: fix train.num_train_epochs first" in text_of(app, "#config-status")
         assert queue.list_queue(runs) == []
-        field.value = "5"
+        edit_field(app, "train.num_train_epochs", "5")
         await pilot.pause()
-        field.focus()
         await pilot.press("escape", "Q")
         (entry,) = queue.list_queue(runs)
         assert entry.run_config().train.num_train_epochs == 5
@@ -296,18 +299,49 @@ async def test_q_queues_the_form_as_it_is_and_refuses_an_invalid_one(
         assert text_of(app, "#config-status").startswith(f"queued #1 in {runs}/ (1 waiting); Q in the Runs panel")
 
 
+async def test_keys_typed_back_to_back_edit_the_field_the_editor_is_on(make_app: Callable[..., WorkbenchApp]) -> None:
+    from textual import events
+
+    app = make_app(panel="config")
+    async with app.run_test(size=(100, 40)) as pilot:
+        await until(pilot, lambda: app.config_panel.form_built, "the form is built")
+        app.config_panel.focus_field("train.num_train_epochs")
+        await pilot.pause()
+        # posted all at once, as a fast typist's keys reach the app: none waits for the one before to be handled;
+        # the editor selects a field's text as it comes to it, so typing replaces the value
+        for key in ["7", "down", "9", "up"]:
+            app.post_message(events.Key(key, key if len(key) == 1 else None))
+        await pilot.pause()
+        await pilot.pause()
+        train = app.config_panel.config.train
+        assert (train.num_train_epochs, train.per_device_train_batch_size) == (7, 9)
+        assert app.config_panel.current.path == "train.num_train_epochs"
+        assert app.config_panel.editor.value == "7"
+
+
+async def test_a_click_on_a_fields_line_edits_that_field(make_app: Callable[..., WorkbenchApp]) -> None:
+    app = make_app(panel="config")
+    async with app.run_test(size=(100, 40)) as pilot:
+        await until(pilot, lambda: app.config_panel.form_built, "the form is built")
+        below = app.query_one("#config-below", Static)
+        line = next(n for n, text in enumerate(str(below.render()).splitlines()) if "name_or_path" in text)
+        await pilot.click(below, offset=(4, line))
+        assert app.config_panel.current.path == "model.name_or_path"
+        assert app.focused is app.config_panel.editor and app.config_panel.editor.value == "minilm"
+
+
 async def test_fixing_one_field_clears_the_error_it_caused_on_another(make_app: Callable[..., WorkbenchApp]) -> None:
     app = make_app(panel="config")
     async with app.run_test(size=(100, 40)) as pilot:
         await until(pilot, lambda: app.config_panel.form_built, "the form is built")
-        app.query_one("#field-data--eval_split", Input).value = "test"
+        edit_field(app, "data.eval_split", "test")
         await pilot.pause()
         assert app.config_panel.is_valid
-        app.query_one("#field-data--eval_fraction", Input).value = "0.2"  # a share of train, beside a named split
+        edit_field(app, "data.eval_fraction", "0.2")  # a share of train, beside a named split
         await pilot.pause()
         assert not app.config_panel.is_valid
         assert "data.eval_fraction" in app.config_panel.errors
-        app.query_one("#field-data--eval_split", Input).value = "auto"
+        edit_field(app, "data.eval_split", "auto")
         await pilot.pause()
         assert app.config_panel.is_valid
         cfg = app.config_panel.config
@@ -318,9 +352,9 @@ async def test_report_to_takes_a_comma_separated_list(make_app: Callable[..., Wo
     app = make_app(panel="config")
     async with app.run_test(size=(100, 40)) as pilot:
         await until(pilot, lambda: app.config_panel.form_built, "the form is built")
-        field = app.query_one("#field-output--report_to", Input)
-        assert field.value == ""
-        field.value = "tensorboard, wandb"
+        app.config_panel.focus_field("output.report_to")
+        assert app.config_panel.editor.value == ""
+        field = edit_field(app, "output.report_to", "tensorboard, wandb")
         await pilot.pause()
         assert app.config_panel.config.output.report_to == ["tensorboard", "wandb"]
         field.value = "tensorbord"
@@ -335,12 +369,11 @@ async def test_an_optional_switch_offers_null_and_takes_it_back(make_app: Callab
     app = make_app(panel="config")
     async with app.run_test(size=(100, 40)) as pilot:
         await until(pilot, lambda: app.config_panel.form_built, "the form is built")
-        select = app.query_one("#field-train--greater_is_better", Select)
-        assert select.value == "null"
-        select.value = "true"
-        await pilot.pause()
+        app.config_panel.focus_field("train.greater_is_better")
+        assert app.config_panel.editor.value == "null"
+        await pilot.press("right")
         assert app.config_panel.config.train.greater_is_better is True
-        select.value = "null"
+        await pilot.press("left")
         await pilot.pause()
         assert app.config_panel.config.train.greater_is_better is None and app.config_panel.is_valid
 
@@ -361,10 +394,14 @@ async def test_trust_remote_code_on_is_marked_beside_the_field_and_in_the_train_
         await until(pilot, lambda: app.config_panel.form_built, "the form is built")
         note = app.query_one("#remote-code-note", Static)
         assert not note.display and REMOTE_CODE_MARK not in app.train_panel.status_text()
-        app.query_one("#field-model--trust_remote_code", Select).value = "true"
+        edit_field(app, "model.trust_remote_code", "true")
         await pilot.pause()
         assert app.config_panel.config.model.trust_remote_code is True
         assert note.display and str(note.render()) == REMOTE_CODE_NOTE
+        app.config_panel.focus_field("engine")  # off the field: its line carries the note
+        await pilot.pause()
+        assert not note.display
+        assert f"true  {REMOTE_CODE_NOTE}" in str(app.query_one("#config-below", Static).render())
         await pilot.press("f4")
         await pilot.pause()
         assert REMOTE_CODE_MARK in text_of(app, "#train-status")
@@ -372,7 +409,7 @@ async def test_trust_remote_code_on_is_marked_beside_the_field_and_in_the_train_
         await reach(app, "finished")
         assert REMOTE_CODE_MARK in text_of(app, "#train-status")  # still there once the run reports its model
         await pilot.press("f3")
-        app.query_one("#field-model--trust_remote_code", Select).value = "false"
+        edit_field(app, "model.trust_remote_code", "false")
         await pilot.pause()
         assert not note.display and REMOTE_CODE_MARK not in app.train_panel.status_text()
 

@@ -12,12 +12,11 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Input
 
 from engine.config import RunConfig, validate_field
 from tests.tui.conftest import reach, settle, until
 from tests.tui.fakes import run_script
-from tests.tui.helpers import summary_for, write_run
+from tests.tui.helpers import edit_field, summary_for, write_run
 from tui.app import WorkbenchApp
 from tui.widgets.sized_table import SizedTable
 
@@ -61,8 +60,8 @@ class TestConfigPanel:
 
         async def run_before(pilot: Pilot[Any]) -> None:
             await until(pilot, lambda: app.config_panel.form_built, "the form is built")
-            app.query_one("#field-model--num_labels", Input).value = "0"
-            app.query_one("#field-engine").focus()
+            edit_field(app, "model.num_labels", "0")
+            app.config_panel.focus_field("engine")
             await finish_drawing(pilot)
 
         assert snap_compare(app, terminal_size=size, run_before=run_before)

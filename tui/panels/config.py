@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args, get_origin, get_type_hints
 
 import yaml
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -18,8 +18,7 @@ from textual.content import Content
 from textual.events import DescendantFocus
 from textual.message import Message
 from textual.suggester import Suggester
-from textual.widget import Widget
-from textual.widgets import Input, Label, Select, Static
+from textual.widgets import Input, Label, Static
 
 from engine.config import (
     SECTIONS,
@@ -54,10 +53,6 @@ class FieldSpec:
     optional: bool
     choices: tuple[str, ...] | None
     doc: str
-
-    @property
-    def widget_id(self) -> str:
-        return "field-" + self.path.replace(".", "--")
 
 
 def is_run_record(path: Path) -> bool:
@@ -156,10 +151,90 @@ class ChoiceSuggester(Suggester):
 
 #: Fields that name a column of the dataset.
 COLUMN_FIELDS = ("data.text_field", "data.label_field")
+#: Keys that move the editor to another field, and by how many fields.
+MOVES = {"up": -1, "down": 1, "tab": 1, "shift+tab": -1, "pageup": -10, "pagedown": 10}
+
+
+class FieldEditor(Input):
+    """The form's one editor, on the field under the form's cursor. Edits, and the keys that move it to another
+    field or step through a choice field's values, are handled in the editor's own turn: a key typed right
+    after a move edits the field moved to, and an edit is never applied to a field the editor has left."""
+
+    def __init__(self, move: Callable[[int], bool], edit: Callable[[str], None], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._move = move
+        self._edit = edit
+        self._loading = False
+        #: A choice field's values (← and → step through them); None while the field is typed freely.
+        self.choices: tuple[str, ...] | None = None
+
+    def load(self, text: str, choices: tuple[str, ...] | None, suggester: Suggester | None, placeholder: str) -> None:
+        """Show a field's value, without reporting it as an edit."""
+        self.choices = choices
+        self.suggester = suggester
+        self.placeholder = placeholder
+        self._loading = True
+        try:
+            self.value = text
+        finally:
+            self._loading = False
+        self.select_all()  # as focus selects it: typing replaces the value, → or end keeps it
+
+    def _watch_value(self, value: str) -> None:
+        super()._watch_value(value)
+        if not self._loading:
+            self._edit(value)
+
+    async def _on_key(self, event: events.Key) -> None:
+        step = MOVES.get(event.key)
+        if step is None and self.choices and event.key in ("left", "right"):
+            forward = event.key == "right"
+            current = self.choices.index(self.value) if self.value in self.choices else (-1 if forward else 0)
+            self.value = self.choices[(current + (1 if forward else -1)) % len(self.choices)]
+            handled = True
+        else:
+            handled = step is not None and self._move(step)
+        if handled:
+            event.stop()
+            event.prevent_default()
+            return
+        await super()._on_key(event)
+
+
+class FieldLines(Static):
+    """Fields of the form drawn as text: those above the field being edited, or those below it. A field costs
+    a line here, not widgets of its own: each widget is laid out, shown and hidden with the panel
+    (docs/perf-log.md, cause 32). A click on a field's line edits it."""
+
+    class Picked(Message):
+        def __init__(self, path: str) -> None:
+            super().__init__()
+            self.path = path
+
+    def __init__(self, *, id: str) -> None:
+        super().__init__("", id=id, classes="field-lines")
+        #: The field each line shows; None for a section title or a blank line.
+        self.paths: list[str | None] = []
+        self._shown: Content | None = None
+
+    def show(self, lines: list[tuple[Content, str | None]]) -> None:
+        content = Content("\n").join(line for line, _path in lines)
+        if content == self._shown:
+            return
+        self.paths = [path for _line, path in lines]
+        self._shown = content
+        self.update(content)
+        self.display = bool(lines)
+
+    def on_click(self, event: events.Click) -> None:
+        path = self.paths[event.y] if 0 <= event.y < len(self.paths) else None
+        if path is not None:
+            self.post_message(self.Picked(path))
 
 
 class ConfigPanel(Vertical):
-    """Edit the run config; each change goes through ``engine.config.validate_field``."""
+    """Edit the run config; each change goes through ``engine.config.validate_field``. The form is drawn as
+    text around one editor, which moves from field to field."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+s", "save", "Save", tooltip="Save the form to the YAML file named above it"),
@@ -180,15 +255,17 @@ class ConfigPanel(Vertical):
     def __init__(self, cfg: RunConfig, path: str, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.specs = field_specs()
+        #: Cells of the key column: the change mark, the longest name and a gap.
+        self.key_width = max(len(s.name) for s in self.specs) + 4
         self.by_path = {s.path: s for s in self.specs}
-        self.by_widget = {s.widget_id: s for s in self.specs}
         self.file_config = cfg
         self.config = cfg
         self.path = path
         #: Field path -> (the value the user typed, the engine's message about it).
         self.errors: dict[str, tuple[Any, str]] = {}
         self.form_built = False
-        self._focus_pending: str | None = None
+        #: The field the editor is on, by its place in ``specs``.
+        self.cursor = 0
         #: The source the Data panel loaded last, and its columns (see ``column_choices``).
         self._columns: tuple[str, list[str]] = ("", [])
         self._column_suggester = ChoiceSuggester(self.column_choices)
@@ -197,6 +274,15 @@ class ConfigPanel(Vertical):
     def is_valid(self) -> bool:
         return not self.errors
 
+    @property
+    def current(self) -> FieldSpec:
+        """The field the editor is on."""
+        return self.specs[self.cursor]
+
+    @property
+    def editor(self) -> FieldEditor:
+        return self.query_one("#config-editor", FieldEditor)
+
     # -- layout ---------------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield FixedText(TITLE, id="config-title", classes="panel-title")
@@ -204,104 +290,130 @@ class ConfigPanel(Vertical):
             yield Label("file ", classes="field-key-short")
             yield Input(self.path, suggester=PathSuggester(), compact=True, id="config-path")
         yield Static("", id="config-status")
-        yield VerticalScroll(id="config-form")
+        with VerticalScroll(id="config-form"):
+            yield FieldLines(id="config-above")
+            with Horizontal(id="config-row", classes="field-row"):
+                yield Label("", id="config-key", classes="field-key")
+                yield FieldEditor(self._move, self._on_edit, compact=True, id="config-editor", classes="field-editor")
+                yield Static(Content(REMOTE_CODE_NOTE), id="remote-code-note", classes="field-note warning")
+            yield FieldLines(id="config-below")
         yield FixedText("", id="config-help", classes="hint")
 
-    def _form_widgets(self) -> list[Widget]:
-        widgets: list[Widget] = []
+    def on_mount(self) -> None:
+        self.query_one("#config-status").display = False
+        self.query_one("#config-key").styles.width = self.key_width
+        self.form_built = True
+        self._load_editor()
+        self._refresh_marks()
+
+    def _value_text(self, spec: FieldSpec) -> str:
+        """What the field holds: the text of a value the engine refused, else the config's value."""
+        pending = self.errors.get(spec.path)
+        return format_value(pending[0] if pending else get_value(self.config, spec.path))
+
+    def _draw(self, differs: set[str]) -> None:
+        """The fields above and below the editor, each on a line, with its error under it; and the editor's key."""
+        above: list[tuple[Content, str | None]] = []
+        below: list[tuple[Content, str | None]] = []
+        lines = above
         section = None
         for spec in self.specs:
             if spec.section != section:
+                if section is not None:
+                    lines.append((Content(""), None))
                 section = spec.section
-                widgets.append(Static(section or "run", classes="section-title"))
-            pending = self.errors.get(spec.path)
-            value = pending[0] if pending else get_value(self.config, spec.path)
-            key = Label(self._key_text(spec, False), classes="field-key", id=f"key-{spec.widget_id}")
-            row = [key, self._editor(spec, value)]
-            if spec.path == REMOTE_CODE_PATH:
-                row.append(Static("", classes="field-note warning", id="remote-code-note"))
-            widgets.append(Horizontal(*row, classes="field-row", id=f"row-{spec.widget_id}"))
-            error = Static("", classes="field-error", id=f"err-{spec.widget_id}")
-            error.display = False
-            widgets.append(error)
-        return widgets
-
-    def _editor(self, spec: FieldSpec, value: Any) -> Widget:
-        if spec.choices is not None:
-            return Select[str](
-                [(c, c) for c in spec.choices],
-                value=format_value(value) or "null",  # an optional field's null is a choice of its own
-                allow_blank=False,
-                compact=True,
-                id=spec.widget_id,
-                classes="field-editor",
-            )
-        placeholder = "null" if spec.optional else ""
-        return Input(
-            format_value(value),
-            placeholder=placeholder,
-            suggester=self._column_suggester if spec.path in COLUMN_FIELDS else None,
-            compact=True,
-            id=spec.widget_id,
-            classes="field-editor",
+                lines.append((Content.styled(section or "run", "bold $text-accent"), None))
+            if spec is self.current:
+                lines = below
+            else:
+                lines.append((self._field_line(spec, spec.path in differs), spec.path))
+            if spec.path in self.errors:
+                message = " " * self.key_width + f"✗ {self.errors[spec.path][1]}"
+                lines.append((Content.styled(message, "$text-error"), spec.path))
+        self.query_one("#config-above", FieldLines).show(above)
+        self.query_one("#config-below", FieldLines).show(below)
+        current = self.current
+        self.query_one("#config-key", Label).update(self._key_text(current, current.path in differs))
+        row = self.query_one("#config-row")
+        row.set_class(current.path in differs, "-changed")
+        row.set_class(current.path in self.errors, "-invalid")
+        self.query_one("#remote-code-note").display = (
+            current.path == REMOTE_CODE_PATH and self.config.model.trust_remote_code
         )
+
+    def _field_line(self, spec: FieldSpec, changed: bool) -> Content:
+        style = "bold $text-error" if spec.path in self.errors else "bold $text-warning" if changed else "$text-muted"
+        value = self._value_text(spec)
+        parts: list[tuple[str, str] | str] = [
+            (self._key_text(spec, changed).ljust(self.key_width), style),
+            value if value else ("null" if spec.optional else "", "dim"),
+        ]
+        if spec.path == REMOTE_CODE_PATH and self.config.model.trust_remote_code:
+            parts.append(("  " + REMOTE_CODE_NOTE, "bold $text-warning"))
+        return Content.assemble(*parts)
 
     @staticmethod
     def _key_text(spec: FieldSpec, changed: bool) -> str:
         return ("● " if changed else "  ") + spec.name
 
-    def on_mount(self) -> None:
-        self.query_one("#config-status").display = False
-        self._refresh_marks()
-        # The form is about a hundred widgets; build it after the first frame so start-up does not wait for it.
-        self.call_after_refresh(self._build_form)
+    def _load_editor(self) -> None:
+        """Put the current field's value, completions and help in the editor."""
+        spec = self.current
+        text = self._value_text(spec)
+        if spec.choices is not None and not text:
+            text = "null"  # an optional switch's null is a choice of its own
+        suggester = self._column_suggester if spec.path in COLUMN_FIELDS else None
+        self.editor.load(text, spec.choices, suggester, "null" if spec.optional else "")
+        if self.editor.has_focus:
+            self._render_help(spec)
 
-    async def _build_form(self) -> None:
-        await self.query_one("#config-form", VerticalScroll).mount_all(self._form_widgets())
-        if not self.query(f"#key-{self.specs[0].widget_id}"):
-            return  # the app closed before the form was up
-        self.form_built = True
-        for path, (_value, message) in self.errors.items():
-            self._show_error(path, message)
+    def _move(self, step: int) -> bool:
+        """Move the editor ``step`` fields on (back, when negative); False when it is at that end already."""
+        target = min(max(self.cursor + step, 0), len(self.specs) - 1)
+        if target == self.cursor:
+            return False
+        self._go_to(target)
+        return True
+
+    def _go_to(self, index: int) -> None:
+        self.cursor = index
+        self._load_editor()
         self._refresh_marks()
-        # The focus asked for before the form existed, unless the user has moved to another panel since (its
-        # pane is hidden then; the panel's next showing focuses it).
-        if self._focus_pending is not None and self.parent is not None and self.parent.display:
-            self.focus_field(self._focus_pending)
+        self.call_after_refresh(self._scroll_to_editor)
+
+    def _scroll_to_editor(self) -> None:
+        """Scroll the form to the editor, with the section title above it and the line under it (its error)."""
+        region = self.query_one("#config-row").virtual_region.grow((2, 0, 1, 0))
+        self.query_one("#config-form", VerticalScroll).scroll_to_region(region, animate=False)
+
+    @on(FieldLines.Picked)
+    def _on_pick(self, event: FieldLines.Picked) -> None:
+        self.focus_field(event.path)
 
     def focus_main(self) -> None:
         focused = self.app.focused
         if focused is None or self not in focused.ancestors:
-            self.focus_field(self.specs[0].path)
+            self.editor.focus()
 
     def focus_field(self, path: str) -> None:
-        if not self.form_built:
-            self._focus_pending = path
-            return
-        self._focus_pending = None
-        self.query_one(f"#{self.by_path[path].widget_id}").focus()
+        index = self.specs.index(self.by_path[path])
+        if index != self.cursor:
+            self._go_to(index)
+        self.editor.focus()
 
     # -- editing --------------------------------------------------------------------------------------------
-    @on(Input.Changed, ".field-editor")
-    def _on_input(self, event: Input.Changed) -> None:
-        assert event.input.id is not None
-        self._edit(self.by_widget[event.input.id], event.value)
-
-    @on(Select.Changed, ".field-editor")
-    def _on_select(self, event: Select.Changed) -> None:
-        assert event.select.id is not None
-        if isinstance(event.value, str):
-            self._edit(self.by_widget[event.select.id], event.value)
+    def _on_edit(self, text: str) -> None:
+        self._edit(self.current, text)
 
     def _edit(self, spec: FieldSpec, text: str) -> None:
         try:
             value = parse_text(spec, text)
         except ConfigError as exc:
-            self._set_error(spec.path, text, exc.message)
+            self.errors[spec.path] = (text, exc.message)
             self._after_edit((spec.path,))
             return
         if spec.path not in self.errors and value == get_value(self.config, spec.path):
-            return  # an editor reporting the value it already shows (mount, programmatic fill)
+            return  # the editor reporting the value it already shows
         self.set_field(spec.path, value)
 
     def set_field(self, path: str, value: Any) -> None:
@@ -310,10 +422,9 @@ class ConfigPanel(Vertical):
         try:
             self.config = validate_field(self.config, path, value)
             self.errors.pop(path, None)
-            self._show_error(path, None)
         except ConfigError as exc:
             message = exc.message if exc.path in (path, "") else str(exc)
-            self._set_error(path, value, message)
+            self.errors[path] = (value, message)
         # A fix here can make a field that failed next to it valid again (eval_split vs eval_fraction).
         progress = True
         while progress and self.errors:
@@ -324,28 +435,14 @@ class ConfigPanel(Vertical):
                 except ConfigError:
                     continue
                 del self.errors[other]
-                self._show_error(other, None)
                 progress = True
         changed = tuple(s.path for s in self.specs if get_value(before, s.path) != get_value(self.config, s.path))
         self._after_edit(changed)
 
-    def _set_error(self, path: str, value: Any, message: str) -> None:
-        self.errors[path] = (value, message)
-        self._show_error(path, message)
-
-    def _show_error(self, path: str, message: str | None) -> None:
-        if not self.form_built:
-            return
-        spec = self.by_path[path]
-        err = self.query_one(f"#err-{spec.widget_id}", Static)
-        err.update(Content(f"  ✗ {message}") if message else "")
-        err.display = message is not None
-        self.query_one(f"#row-{spec.widget_id}").set_class(message is not None, "-invalid")
-        if message is not None:
-            err.scroll_visible(animate=False)
-
     def _after_edit(self, changed: tuple[str, ...]) -> None:
         self._refresh_marks()
+        if self.current.path in self.errors:
+            self.call_after_refresh(self._scroll_to_editor)  # its message, under it, in view
         self.post_message(self.Changed(self.config, self.is_valid, changed))
 
     def differs_from_file(self) -> list[str]:
@@ -359,15 +456,8 @@ class ConfigPanel(Vertical):
 
     def _refresh_marks(self) -> None:
         differs = set(self.differs_from_file())
-        for spec in self.specs if self.form_built else ():
-            changed = spec.path in differs
-            key = self.query_one(f"#key-{spec.widget_id}", Label)
-            key.update(self._key_text(spec, changed))
-            self.query_one(f"#row-{spec.widget_id}").set_class(changed, "-changed")
         if self.form_built:
-            note = self.query_one("#remote-code-note", Static)
-            note.update(Content(REMOTE_CODE_NOTE))
-            note.display = self.config.model.trust_remote_code
+            self._draw(differs)
         state = f"{len(self.errors)} invalid" if self.errors else "valid"
         changes = f"{len(differs)} changed from file" if differs else "as in file"
         origin = f" · from {self.config.output.parent}" if self.config.output.parent else ""
@@ -375,13 +465,20 @@ class ConfigPanel(Vertical):
 
     @on(DescendantFocus)
     def _show_help(self, event: DescendantFocus) -> None:
-        self._render_help(self.by_widget.get(event.widget.id or ""))
+        self._render_help(self.current if event.widget.id == "config-editor" else None)
 
     def _render_help(self, spec: FieldSpec | None) -> None:
-        help_text = f"{spec.path}: {spec.doc}" if spec else "ctrl+l loads this file, ctrl+s saves the form to it"
-        if spec is not None and spec.path in COLUMN_FIELDS and self.column_choices():
+        if spec is None:
+            self.query_one("#config-help", Static).update(
+                Content("ctrl+l loads this file, ctrl+s saves the form to it · tab: the form")
+            )
+            return
+        help_text = f"{spec.path}: {spec.doc}"
+        if spec.choices is not None:
+            help_text += " (← → changes it)"
+        elif spec.path in COLUMN_FIELDS and self.column_choices():
             help_text += f" Columns: {', '.join(self.column_choices())} (→ completes)"
-        self.query_one("#config-help", Static).update(Content(help_text))
+        self.query_one("#config-help", Static).update(Content(help_text + " · ↑ ↓ other fields"))
 
     def column_choices(self) -> list[str]:
         """The columns of the config's dataset, once the Data panel has loaded it; else none."""
@@ -391,9 +488,8 @@ class ConfigPanel(Vertical):
     def set_columns(self, source: str, columns: list[str]) -> None:
         """Offer these columns in the column fields while the config's source is ``source``."""
         self._columns = (source, columns)
-        focused = self.by_widget.get(self.screen.focused.id or "") if self.screen.focused else None
-        if focused is not None and focused.path in COLUMN_FIELDS:
-            self._render_help(focused)
+        if self.editor.has_focus and self.current.path in COLUMN_FIELDS:
+            self._render_help(self.current)
 
     # -- file -----------------------------------------------------------------------------------------------
     def _status(self, text: str, error: bool = False) -> None:
@@ -403,20 +499,10 @@ class ConfigPanel(Vertical):
         status.display = bool(text)
 
     def _fill(self, cfg: RunConfig) -> None:
-        if not self.form_built:
-            self.errors.clear()
-            return
-        with self.prevent(Input.Changed, Select.Changed):
-            for spec in self.specs:
-                widget = self.query_one(f"#{spec.widget_id}")
-                text = format_value(get_value(cfg, spec.path))
-                if isinstance(widget, Select):
-                    widget.value = text or "null"
-                elif isinstance(widget, Input):
-                    widget.value = text
-        for path in list(self.errors):
-            self._show_error(path, None)
+        """Show ``cfg`` in the form, with no pending errors (the caller has set ``self.config``)."""
         self.errors.clear()
+        if self.form_built:
+            self._load_editor()
 
     def load_path(self, path: str) -> bool:
         """Load a YAML config into the form; False (with the message shown) when it cannot be used."""
