@@ -207,7 +207,7 @@ class WorkbenchApp(App[int]):
         """Textual's signal that the first frame (the tabs, the initial panel's title, the footer) is on screen."""
         self.ready.set()
         await self._mount_panels()
-        heap.freeze()  # the libraries and widgets of a started workbench live as long as it does
+        heap.start()  # the libraries and widgets of a started workbench live as long as it does
         # The data loads in a worker (a big or hub dataset imports `datasets`); started here, after the first frame.
         if self.panels_mounted.is_set():
             self._load_panel(self.initial_panel)

@@ -11,18 +11,22 @@ from engine.config import RunConfig
 from engine.runner import Emit, RunResult
 from tests.tui.conftest import reach, settle
 from tests.tui.fakes import ScriptedRunner, run_script
+from tui import heap
 from tui.app import WorkbenchApp
 from tui.run_driver import SWEEP_DELAY_SECONDS
 
 
-async def test_a_started_workbench_freezes_its_heap_and_thaws_it_on_exit(
+async def test_a_started_workbench_tunes_and_freezes_its_heap_and_restores_it_on_exit(
     make_app: Callable[..., WorkbenchApp],
 ) -> None:
+    defaults = gc.get_threshold()
     app = make_app(panel="train")
     async with app.run_test() as pilot:
         await settle(pilot)
         assert gc.get_freeze_count() > 10_000  # the libraries' objects: no full collection walks them
+        assert gc.get_threshold() == (heap.YOUNG_THRESHOLD, *defaults[1:])
     assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == defaults
 
 
 class Cycle:
