@@ -6,7 +6,8 @@ round of panel keys and typing (and two rounds before it, the panels' first visi
 libraries). Printed: each garbage collection by generation (from ``gc.callbacks``) in both, how
 often each kind of widget recomposed (Textual's footer did, four times per panel switch, until the workbench
 drew its own), how many messages and events the widgets handled (a panel switch sends Show, Resize and Hide
-to every widget that appears or goes), and each key's time to its frame.
+to every widget that appears or goes), how long each kind of widget took to draw its lines, and each key's
+time to its frame.
 
     python bench/ui_diagnose.py            # ~1 minute on 2 CPU cores
 """
@@ -43,7 +44,9 @@ class GcLog:
             self.ms[info["generation"]].append((time.perf_counter() - self._start) * 1000)
 
 
-async def diagnose(cfg: Any, config_path: Path) -> tuple[KeyTimes, dict[str, GcLog], Counter[str], Counter[str]]:
+async def diagnose(
+    cfg: Any, config_path: Path
+) -> tuple[KeyTimes, dict[str, GcLog], Counter[str], Counter[str], Counter[str]]:
     from textual.message import Message
     from textual.message_pump import MessagePump
     from textual.widget import Widget
@@ -65,8 +68,19 @@ async def diagnose(cfg: Any, config_path: Path) -> tuple[KeyTimes, dict[str, GcL
         handled[type(message).__name__] += 1
         await dispatch(pump, message)
 
+    #: Milliseconds each kind of widget spent drawing its lines for the frames of the round.
+    drawing: Counter[str] = Counter()
+    render_lines = Widget.render_lines
+
+    def timed_render_lines(widget: Widget, crop: Any) -> Any:
+        start = time.perf_counter()
+        lines = render_lines(widget, crop)
+        drawing[type(widget).__name__] += (time.perf_counter() - start) * 1000  # type: ignore[assignment]
+        return lines
+
     Widget.recompose = counted  # type: ignore[method-assign, assignment]
     MessagePump._dispatch_message = counted_dispatch  # type: ignore[method-assign, assignment]
+    Widget.render_lines = timed_render_lines  # type: ignore[method-assign]
     idle_gc, gc_log, end_gc = GcLog(), GcLog(), GcLog()
     times = KeyTimes()
     app = WorkbenchApp(cfg, str(config_path), initial_panel="train")
@@ -80,10 +94,12 @@ async def diagnose(cfg: Any, config_path: Path) -> tuple[KeyTimes, dict[str, GcL
         await app.controller.wait_for("training", "failed", "finished")
         recomposed.clear()
         handled.clear()
+        drawing.clear()
         gc_log.recording = True
         await key_round(app, probe, times, training=True)
         gc_log.recording = False
         in_round = Counter(handled)  # not the run's end and the app's shutdown that follow
+        drawn = Counter(drawing)
         end_gc.recording = True  # the app collects once when a run ends (tui/heap.py)
         if app.controller.state == "training":
             await pilot.press("x")
@@ -94,8 +110,9 @@ async def diagnose(cfg: Any, config_path: Path) -> tuple[KeyTimes, dict[str, GcL
         end_gc.recording = False
     Widget.recompose = original  # type: ignore[method-assign]
     MessagePump._dispatch_message = dispatch  # type: ignore[method-assign]
+    Widget.render_lines = render_lines  # type: ignore[method-assign]
     gcs = {"two rounds before the run": idle_gc, "the round while training": gc_log, "the run's end": end_gc}
-    return times, gcs, recomposed, in_round
+    return times, gcs, recomposed, in_round, drawn
 
 
 def main() -> None:
@@ -109,7 +126,7 @@ def main() -> None:
         model_dir = make_bert(tmp / "model", "small", max_positions=128)
         cfg = run_config(model_dir, tmp / "runs", False, None)
         save_config(cfg, tmp / "config.yaml")
-        times, gcs, recomposed, handled = asyncio.run(diagnose(cfg, tmp / "config.yaml"))
+        times, gcs, recomposed, handled, drawn = asyncio.run(diagnose(cfg, tmp / "config.yaml"))
         os.chdir(Path(__file__).resolve().parent.parent)
     print_table(
         ["phase", "generation", "collections", "total ms", "max ms"],
@@ -118,6 +135,8 @@ def main() -> None:
     print(f"recomposed during the round: {dict(recomposed) or 'nothing'}")
     top = ", ".join(f"{name} {n}" for name, n in handled.most_common(8))
     print(f"messages and events handled during the round: {sum(handled.values())} ({top}, ...)")
+    slowest = ", ".join(f"{name} {ms:.1f}" for name, ms in drawn.most_common(8))
+    print(f"ms the widgets spent drawing their lines during the round: {sum(drawn.values()):.1f} ({slowest}, ...)")
     print_table(
         ["panel key", "ms to frame"], [[k, " ".join(f"{v:.0f}" for v in vs)] for k, vs in times.by_panel_ms.items()]
     )
