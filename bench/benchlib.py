@@ -130,6 +130,17 @@ def rss_mb() -> float:
     return float(psutil.Process().memory_info().rss) / 2**20
 
 
+def compile_project() -> None:
+    """Compile the project's modules to bytecode, as pip does for an installed package and Python does at a
+    checkout's first start. Where PYTHONDONTWRITEBYTECODE is set (this VM sets it), a checkout never gets
+    them: each start would compile the workbench from source while the libraries it is compared with load
+    bytecode (docs/perf-log.md, cause 34). The caches go where Python keeps them, in ``__pycache__``."""
+    import compileall
+
+    for package in ("engine", "tui"):
+        compileall.compile_dir(REPO_ROOT / package, quiet=1)
+
+
 @contextlib.contextmanager
 def scratch_dir(prefix: str) -> Iterator[Path]:
     """A temporary folder removed afterwards (run folders, generated models and data)."""
