@@ -218,12 +218,17 @@ async def test_an_invalid_value_shows_the_engine_message_and_blocks_start(
         assert f"✗ {expected.value.message}" in str(app.query_one("#config-below", Static).render()).splitlines()[0]
 
 
+async def on_field(pilot: Any, app: WorkbenchApp, path: str) -> None:
+    """Wait for the Config form, put its editor on ``path`` and let the focus land there."""
+    await until(pilot, lambda: app.config_panel.form_built, "the form is built")
+    app.config_panel.focus_field(path)
+    await pilot.pause()
+
+
 async def test_group_by_length_is_a_true_false_choice_with_its_help(make_app: Callable[..., WorkbenchApp]) -> None:
     app = make_app(panel="config")
     async with app.run_test(size=(100, 40)) as pilot:
-        await until(pilot, lambda: app.config_panel.form_built, "the form is built")
-        app.config_panel.focus_field("train.group_by_length")
-        await pilot.pause()
+        await on_field(pilot, app, "train.group_by_length")
         assert app.config_panel.editor.value == "true"
         assert "train.group_by_length: Batch samples of similar length" in text_of(app, "#config-help")
         await pilot.press("right")
@@ -304,9 +309,7 @@ async def test_keys_typed_back_to_back_edit_the_field_the_editor_is_on(make_app:
 
     app = make_app(panel="config")
     async with app.run_test(size=(100, 40)) as pilot:
-        await until(pilot, lambda: app.config_panel.form_built, "the form is built")
-        app.config_panel.focus_field("train.num_train_epochs")
-        await pilot.pause()
+        await on_field(pilot, app, "train.num_train_epochs")
         # posted all at once, as a fast typist's keys reach the app: none waits for the one before to be handled;
         # the editor selects a field's text as it comes to it, so typing replaces the value
         for key in ["7", "down", "9", "up"]:
