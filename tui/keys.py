@@ -24,7 +24,7 @@ WIDGET_KEYS = (
     ("Config", "→", "Accept the path completion in the file field"),
     ("Config", "↑, ↓, tab, shift+tab", "Edit the field above or below"),
     ("Config", "pgup, pgdn", "Edit the field ten above or below"),
-    ("Config", "←, →", "Step through a choice field's values"),
+    ("Config", "←, →, a letter", "Step through a choice field's values, or pick one by its first letter"),
     ("Predict", "⏎", "Predict the text in the input"),
 )
 

@@ -24,7 +24,7 @@ from tests.tui.fakes import ScriptedEngine, ScriptedRunner, run_script
 from tests.tui.helpers import edit_field, sample_rows, summary_for, write_run
 from tui.app import WorkbenchApp
 from tui.bridge import EventBridge, StepsLogged
-from tui.panels.config import REMOTE_CODE_NOTE, PathSuggester
+from tui.panels.config import REMOTE_CODE_NOTE, PathSuggester, parse_text
 from tui.panels.data import DataPanel, SampleScreen, SamplesTable
 from tui.panels.predict import PredictionView, PredictRequest
 from tui.panels.runs import RunsPanel, RunsTable
@@ -326,11 +326,69 @@ async def test_a_click_on_a_fields_line_edits_that_field(make_app: Callable[...,
     app = make_app(panel="config")
     async with app.run_test(size=(100, 40)) as pilot:
         await until(pilot, lambda: app.config_panel.form_built, "the form is built")
+        edit_field(app, "data.eval_fraction", "2")  # an error line under it: the lines after it still map
+        app.config_panel.focus_field("data.label_field")
+        await pilot.pause()
         below = app.query_one("#config-below", Static)
-        line = next(n for n, text in enumerate(str(below.render()).splitlines()) if "name_or_path" in text)
+        line = next(n for n, text in enumerate(str(below.render()).splitlines()) if "max_length" in text)
         await pilot.click(below, offset=(4, line))
+        assert app.config_panel.current.path == "data.max_length"
+        assert app.focused is app.config_panel.editor and app.config_panel.editor.value == "64"
+        above = app.query_one("#config-above", Static)
+        line = next(n for n, text in enumerate(str(above.render()).splitlines()) if "name_or_path" in text)
+        await pilot.click(above, offset=(4, line))
         assert app.config_panel.current.path == "model.name_or_path"
-        assert app.focused is app.config_panel.editor and app.config_panel.editor.value == "minilm"
+        assert app.config_panel.editor.value == "minilm"
+
+
+async def test_a_choice_field_is_stepped_through_not_typed_into(make_app: Callable[..., WorkbenchApp]) -> None:
+    app = make_app(panel="config")
+    async with app.run_test(size=(100, 40)) as pilot:
+        await on_field(pilot, app, "train.group_by_length")
+        await pilot.press("z", "backspace", "ctrl+u", "ctrl+k")  # no value starts with z; nothing deletes
+        assert app.config_panel.editor.value == "true" and app.config_panel.config.train.group_by_length is True
+        await pilot.press("f")  # a value's first letter picks it
+        assert app.config_panel.config.train.group_by_length is False and app.config_panel.is_valid
+        await pilot.press("T")
+        assert app.config_panel.editor.value == "true" and app.config_panel.config.train.group_by_length is True
+        with pytest.raises(ConfigError, match="expected one of true, false"):
+            parse_text(app.config_panel.by_path["train.group_by_length"], "yes")  # pasted or loaded, not typed
+
+
+async def test_the_editor_moves_by_ten_and_leaves_the_form_at_its_ends(make_app: Callable[..., WorkbenchApp]) -> None:
+    app = make_app(panel="config")
+    async with app.run_test(size=(100, 40)) as pilot:
+        panel = app.config_panel
+        await on_field(pilot, app, panel.specs[0].path)
+        await pilot.press("pagedown", "pagedown")
+        assert panel.cursor == 20
+        await pilot.press("pageup")
+        assert panel.cursor == 10
+        await pilot.press("shift+tab", *["up"] * 12)
+        assert panel.cursor == 0 and app.focused is panel.editor
+        await pilot.press("shift+tab")  # at the first field: the focus leaves the editor
+        assert app.focused is not panel.editor and panel.cursor == 0
+        await on_field(pilot, app, panel.specs[-1].path)
+        await pilot.press("tab")
+        assert app.focused is not panel.editor and panel.cursor == len(panel.specs) - 1
+
+
+async def test_a_refused_value_comes_back_as_typed(make_app: Callable[..., WorkbenchApp]) -> None:
+    app = make_app(panel="config")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.config_panel.form_built, "the form is built")
+        edit_field(app, "train.num_train_epochs", "1.50")
+        edit_field(app, "train.lr_scheduler_type", "cos")
+        app.config_panel.focus_field("engine")
+        await pilot.pause()
+        text = str(app.query_one("#config-below", Static).render())
+        assert "num_train_epochs" in text and " 1.50" in text
+        # the engine's message, wrapped beside the key column, whole (its lines are cut at the form's edge)
+        message = app.config_panel.errors["train.lr_scheduler_type"][1]
+        assert " ".join(message.split()) in " ".join(text.replace("✗", "").split())
+        assert max(len(line) for line in text.splitlines()) <= 80
+        app.config_panel.focus_field("train.num_train_epochs")
+        assert app.config_panel.editor.value == "1.50"
 
 
 async def test_fixing_one_field_clears_the_error_it_caused_on_another(make_app: Callable[..., WorkbenchApp]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +110,8 @@ def parse_text(spec: FieldSpec, text: str) -> Any:
         return text.strip() or []  # the engine splits "a, b"
     if not text.strip():
         return None
+    if spec.choices is not None and text.strip() not in spec.choices:
+        raise ConfigError(spec.path, f"expected one of {', '.join(spec.choices)}, got {text.strip()!r}")
     if spec.choices is not None and spec.kind is bool:
         return None if text == "null" else text == "true"
     if spec.kind is str or spec.choices is not None:
@@ -153,6 +156,11 @@ class ChoiceSuggester(Suggester):
 COLUMN_FIELDS = ("data.text_field", "data.label_field")
 #: Keys that move the editor to another field, and by how many fields.
 MOVES = {"up": -1, "down": 1, "tab": 1, "shift+tab": -1, "pageup": -10, "pagedown": 10}
+#: The editor's actions that change its text: off in a choice field, whose values ← and → step through.
+EDIT_ACTIONS = frozenset(
+    {"delete_left", "delete_right", "delete_left_word", "delete_right_word", "delete_left_all", "delete_right_all"}
+    | {"cut", "paste"}
+)
 
 
 class FieldEditor(Input):
@@ -185,20 +193,34 @@ class FieldEditor(Input):
         if not self._loading:
             self._edit(value)
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if self.choices is not None and action in EDIT_ACTIONS:
+            return False
+        return super().check_action(action, parameters)
+
     async def _on_key(self, event: events.Key) -> None:
-        step = MOVES.get(event.key)
-        if step is None and self.choices and event.key in ("left", "right"):
+        # Input's own handler runs after this one (Textual calls each class's), unless the default is prevented.
+        if self.choices and event.key in ("left", "right"):
             forward = event.key == "right"
             current = self.choices.index(self.value) if self.value in self.choices else (-1 if forward else 0)
             self.value = self.choices[(current + (1 if forward else -1)) % len(self.choices)]
             handled = True
         else:
-            handled = step is not None and self._move(step)
+            handled = event.key in MOVES and self._move(MOVES[event.key])
         if handled:
             event.stop()
             event.prevent_default()
-            return
-        await super()._on_key(event)
+        elif self.choices is not None and event.is_printable and event.character is not None:
+            # A choice is never typed: a letter picks the next value that starts with it, as in a menu.
+            start = self.choices.index(self.value) + 1 if self.value in self.choices else 0
+            turn = self.choices[start:] + self.choices[:start]
+            self.value = next((c for c in turn if c.startswith(event.character.lower())), self.value)
+            event.stop()
+            event.prevent_default()
+
+    def _on_paste(self, event: events.Paste) -> None:
+        if self.choices is not None:
+            event.prevent_default()  # a choice is stepped through, not typed
 
 
 class FieldLines(Static):
@@ -263,6 +285,8 @@ class ConfigPanel(Vertical):
         self.path = path
         #: Field path -> (the value the user typed, the engine's message about it).
         self.errors: dict[str, tuple[Any, str]] = {}
+        #: Field path -> the text last typed in it, shown again while the engine refuses it.
+        self._typed: dict[str, str] = {}
         self.form_built = False
         #: The field the editor is on, by its place in ``specs``.
         self.cursor = 0
@@ -307,9 +331,11 @@ class ConfigPanel(Vertical):
         self._refresh_marks()
 
     def _value_text(self, spec: FieldSpec) -> str:
-        """What the field holds: the text of a value the engine refused, else the config's value."""
+        """What the field holds: the text of a value the engine refused, as typed; else the config's value."""
         pending = self.errors.get(spec.path)
-        return format_value(pending[0] if pending else get_value(self.config, spec.path))
+        if pending is None:
+            return format_value(get_value(self.config, spec.path))
+        return self._typed.get(spec.path, format_value(pending[0]))
 
     def _draw(self, differs: set[str]) -> None:
         """The fields above and below the editor, each on a line, with its error under it; and the editor's key."""
@@ -328,8 +354,8 @@ class ConfigPanel(Vertical):
             else:
                 lines.append((self._field_line(spec, spec.path in differs), spec.path))
             if spec.path in self.errors:
-                message = " " * self.key_width + f"✗ {self.errors[spec.path][1]}"
-                lines.append((Content.styled(message, "$text-error"), spec.path))
+                for part in self._wrapped(f"✗ {self.errors[spec.path][1]}"):
+                    lines.append((Content.styled(" " * self.key_width + part, "$text-error"), spec.path))
         self.query_one("#config-above", FieldLines).show(above)
         self.query_one("#config-below", FieldLines).show(below)
         current = self.current
@@ -340,6 +366,15 @@ class ConfigPanel(Vertical):
         self.query_one("#remote-code-note").display = (
             current.path == REMOTE_CODE_PATH and self.config.model.trust_remote_code
         )
+
+    def _wrapped(self, message: str) -> list[str]:
+        """A message in lines that fit beside the key column: the form's lines are cut, not wrapped, so that
+        a line is a field's line for a click."""
+        width = self.query_one("#config-form").scrollable_content_region.width or 80
+        return textwrap.wrap(message, max(width - self.key_width, 20), subsequent_indent="  ") or [message]
+
+    def on_resize(self) -> None:
+        self._refresh_marks()  # the error lines wrap at the form's width
 
     def _field_line(self, spec: FieldSpec, changed: bool) -> Content:
         style = "bold $text-error" if spec.path in self.errors else "bold $text-warning" if changed else "$text-muted"
@@ -406,6 +441,7 @@ class ConfigPanel(Vertical):
         self._edit(self.current, text)
 
     def _edit(self, spec: FieldSpec, text: str) -> None:
+        self._typed[spec.path] = text
         try:
             value = parse_text(spec, text)
         except ConfigError as exc:
@@ -475,7 +511,7 @@ class ConfigPanel(Vertical):
             return
         help_text = f"{spec.path}: {spec.doc}"
         if spec.choices is not None:
-            help_text += " (← → changes it)"
+            help_text += " (← → or a value's first letter changes it)"
         elif spec.path in COLUMN_FIELDS and self.column_choices():
             help_text += f" Columns: {', '.join(self.column_choices())} (→ completes)"
         self.query_one("#config-help", Static).update(Content(help_text + " · ↑ ↓ other fields"))
@@ -501,6 +537,7 @@ class ConfigPanel(Vertical):
     def _fill(self, cfg: RunConfig) -> None:
         """Show ``cfg`` in the form, with no pending errors (the caller has set ``self.config``)."""
         self.errors.clear()
+        self._typed.clear()
         if self.form_built:
             self._load_editor()
 
