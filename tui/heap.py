@@ -32,7 +32,7 @@ def start() -> None:
     if _defaults is None:
         _defaults = gc.get_threshold()
         gc.set_threshold(YOUNG_THRESHOLD, *_defaults[1:])
-    gc.freeze()
+    freeze()
 
 
 def freeze() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args, get_origin, get_type_hints
@@ -15,7 +15,7 @@ from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.content import Content
+from textual.content import Content, Span
 from textual.events import DescendantFocus
 from textual.message import Message
 from textual.suggester import Suggester
@@ -201,22 +201,21 @@ class FieldEditor(Input):
     async def _on_key(self, event: events.Key) -> None:
         # Input's own handler runs after this one (Textual calls each class's), unless the default is prevented.
         if self.choices and event.key in ("left", "right"):
-            forward = event.key == "right"
-            current = self.choices.index(self.value) if self.value in self.choices else (-1 if forward else 0)
-            self.value = self.choices[(current + (1 if forward else -1)) % len(self.choices)]
-            handled = True
-        else:
-            handled = event.key in MOVES and self._move(MOVES[event.key])
-        if handled:
-            event.stop()
-            event.prevent_default()
-        elif self.choices is not None and event.is_printable and event.character is not None:
-            # A choice is never typed: a letter picks the next value that starts with it, as in a menu.
-            start = self.choices.index(self.value) + 1 if self.value in self.choices else 0
-            turn = self.choices[start:] + self.choices[:start]
-            self.value = next((c for c in turn if c.startswith(event.character.lower())), self.value)
-            event.stop()
-            event.prevent_default()
+            self._choose(1 if event.key == "right" else -1)
+        elif self.choices and event.is_printable and event.character is not None:
+            self._choose(1, event.character.lower())  # a choice is never typed: a letter picks one, as in a menu
+        elif not (event.key in MOVES and self._move(MOVES[event.key])):
+            return
+        event.stop()
+        event.prevent_default()
+
+    def _choose(self, step: int, prefix: str = "") -> None:
+        """Go to the next choice ``step`` (1 or -1) away that starts with ``prefix``; stay if none does."""
+        assert self.choices
+        count = len(self.choices)
+        here = self.choices.index(self.value) if self.value in self.choices else (-1 if step > 0 else 0)
+        turn = (self.choices[(here + step * k) % count] for k in range(1, count + 1))
+        self.value = next((choice for choice in turn if choice.startswith(prefix)), self.value)
 
     def _on_paste(self, event: events.Paste) -> None:
         if self.choices is not None:
@@ -237,14 +236,15 @@ class FieldLines(Static):
         super().__init__("", id=id, classes="field-lines")
         #: The field each line shows; None for a section title or a blank line.
         self.paths: list[str | None] = []
-        self._shown: Content | None = None
+        self._shown: tuple[str, Sequence[Span]] | None = None
 
     def show(self, lines: list[tuple[Content, str | None]]) -> None:
         content = Content("\n").join(line for line, _path in lines)
-        if content == self._shown:
+        shown = (content.plain, content.spans)  # Content's == compares the text only, not its styles
+        if shown == self._shown:
             return
         self.paths = [path for _line, path in lines]
-        self._shown = content
+        self._shown = shown
         self.update(content)
         self.display = bool(lines)
 
