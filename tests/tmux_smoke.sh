@@ -15,9 +15,13 @@ HEIGHT=${HEIGHT:-24}
 TIMEOUT=${TIMEOUT:-60}
 SESSION="tunebench-smoke-$$"
 
+# A server of its own: the default one may be on its way out after another session's kill-session, and a
+# new-session that reaches it fails with "server exited unexpectedly".
+tmux() { command tmux -L "$SESSION" "$@"; }
+
 tmux new-session -d -s "$SESSION" -x "$WIDTH" -y "$HEIGHT" \
     "cd '$ROOT' && $TUNEBENCH; echo \"tunebench exited with \$?\"; sleep 30"
-trap 'tmux kill-session -t "$SESSION" 2>/dev/null || true' EXIT
+trap 'tmux kill-server 2>/dev/null || true' EXIT
 
 # Poll the screen until the text shows up (the terminal has no event to wait on), or give up after TIMEOUT s.
 wait_for() {

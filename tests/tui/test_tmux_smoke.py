@@ -32,8 +32,17 @@ def test_tunebench_shows_every_panel_in_a_real_terminal(size: tuple[int, int]) -
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def _tmux(session: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """tmux on a server of the session's own: the default server may be on its way out after the last session's
+    kill-session, and a new-session that reaches it fails with "server exited unexpectedly"."""
+    done = subprocess.run(["tmux", "-L", session, *args], capture_output=True, text=True)
+    if check and done.returncode != 0:
+        raise AssertionError(f"tmux {' '.join(args)} failed: {done.stderr.strip()}")
+    return done
+
+
 def _screen(session: str) -> str:
-    return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+    return _tmux(session, "capture-pane", "-p", "-t", session, check=False).stdout
 
 
 def _wait(what: str, ready: Callable[[], bool], timeout: float = 120.0, screen: str = "") -> None:
@@ -63,14 +72,12 @@ def test_a_run_outlives_a_hung_up_and_killed_workbench_and_attach_shows_it_finis
     save_config(cfg, tmp_path / "c.yaml")
     launch = f"cd '{tmp_path}' && {sys.executable} -m tui.launch"
     first, second = f"tb-run-{os.getpid()}", f"tb-attach-{os.getpid()}"
-    subprocess.run(
-        ["tmux", "new-session", "-d", "-s", first, "-x", "120", "-y", "40", f"{launch} ui c.yaml"], check=True
-    )
+    _tmux(first, "new-session", "-d", "-s", first, "-x", "120", "-y", "40", f"{launch} ui c.yaml")
     try:
         _wait("the workbench", lambda: "Data browser" in _screen(first), screen=first)
-        subprocess.run(["tmux", "send-keys", "-t", first, "F4"], check=True)
+        _tmux(first, "send-keys", "-t", first, "F4")
         _wait("the Train panel", lambda: "Training" in _screen(first), screen=first)
-        subprocess.run(["tmux", "send-keys", "-t", first, "s"], check=True)
+        _tmux(first, "send-keys", "-t", first, "s")
         runs = tmp_path / "runs"
         _wait(
             "the run's first step",
@@ -81,25 +88,18 @@ def test_a_run_outlives_a_hung_up_and_killed_workbench_and_attach_shows_it_finis
             ),
             screen=first,
         )
-        app_pid = int(
-            subprocess.run(
-                ["tmux", "list-panes", "-t", first, "-F", "#{pane_pid}"], capture_output=True, text=True
-            ).stdout.split()[0]
-        )
-        subprocess.run(["tmux", "kill-session", "-t", first], check=True)  # the terminal hangs up
+        app_pid = int(_tmux(first, "list-panes", "-t", first, "-F", "#{pane_pid}").stdout.split()[0])
+        _tmux(first, "kill-session", "-t", first)  # the terminal hangs up
         with contextlib.suppress(ProcessLookupError):
             os.killpg(app_pid, signal.SIGKILL)  # and whatever is left of the app dies
         (run_path,) = runs.iterdir()
         run = RunDir(run_path)
         assert run.live_state() in ("running", "paused"), "the run died with the workbench"
 
-        subprocess.run(
-            ["tmux", "new-session", "-d", "-s", second, "-x", "120", "-y", "40", f"{launch} attach --runs-dir runs"],
-            check=True,
-        )
+        _tmux(second, "new-session", "-d", "-s", second, "-x", "120", "-y", "40", f"{launch} attach --runs-dir runs")
         _wait("the attached run to finish", lambda: "✓ finished" in _screen(second), timeout=240, screen=second)
         assert (run.read_summary() or {}).get("status") == "finished"
-        subprocess.run(["tmux", "send-keys", "-t", second, "q"], check=True)
+        _tmux(second, "send-keys", "-t", second, "q")
     finally:
         for session in (first, second):
-            subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+            _tmux(session, "kill-server", check=False)
