@@ -25,7 +25,7 @@ from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widget import MountError, Widget
-from textual.widgets import Input, Static, TabPane
+from textual.widgets import Input, Static
 from textual.worker import Worker
 
 from engine.config import RunConfig
@@ -48,7 +48,7 @@ from tui.panels import PANELS, make_panel
 from tui.run_driver import RunDriver
 from tui.widgets.fixed_text import FixedText
 from tui.widgets.footer import WorkbenchFooter
-from tui.widgets.panel_tabs import PanelTabs
+from tui.widgets.panel_bar import Pane, PanelBar
 
 if TYPE_CHECKING:  # each panel's module is imported when the panel is mounted (tui.panels.make_panel)
     from textual.pilot import Pilot
@@ -129,18 +129,20 @@ class WorkbenchApp(App[int]):
         self.panels_mounted = asyncio.Event()
         #: The panel last brought on screen, whose data has been loaded.
         self._shown_panel: str | None = None
+        self._panel_bar = PanelBar({panel: self._tab_label(panel) for panel in PANELS}, initial_panel, id="panel-bar")
 
     # -- layout ---------------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
-        with PanelTabs(initial=self.initial_panel, id="panels"):
-            for panel in PANELS:
-                with TabPane(self._tab_label(panel), id=panel):
-                    if panel == self.initial_panel:  # its title only: the panel itself mounts after the first frame
-                        yield Static(PANELS[panel][1], id="first-frame-title", classes="panel-title")
-                    if panel != "train":
-                        # Under every panel but Train, which shows the same line at its top. One per pane, so a
-                        # panel switch never resizes the panels' area (that cost a second layout per switch).
-                        yield FixedText("", classes="run-bar")
+        yield self._panel_bar
+        for panel in PANELS:
+            with Pane(id=panel) as pane:
+                pane.display = panel == self.initial_panel
+                if panel == self.initial_panel:  # its title only: the panel itself mounts after the first frame
+                    yield Static(PANELS[panel][1], id="first-frame-title", classes="panel-title")
+                if panel != "train":
+                    # Under every panel but Train, which shows the same line at its top. One per pane, so a
+                    # panel switch never resizes the panels' area (that cost a second layout per switch).
+                    yield FixedText("", classes="run-bar")
         yield WorkbenchFooter()
 
     async def _mount_panels(self) -> None:
@@ -149,7 +151,7 @@ class WorkbenchApp(App[int]):
         initial = self.initial_panel
         try:
             for panel in [initial, *(p for p in PANELS if p != initial)]:
-                pane = self.workbench.query_one(f"#{panel}", TabPane)
+                pane = self.workbench.query_one(f"#{panel}", Pane)
                 await pane.remove_children("#first-frame-title")
                 await pane.mount(make_panel(panel, self.cfg, self.config_path, self.predict_backend))
                 if panel == initial:
@@ -196,7 +198,7 @@ class WorkbenchApp(App[int]):
 
     @property
     def active_panel(self) -> str:
-        return self.workbench.query_one(PanelTabs).active
+        return self._panel_bar.active
 
     def on_mount(self) -> None:
         self._log_handler = LogBridge(self.post_message)
@@ -224,25 +226,23 @@ class WorkbenchApp(App[int]):
 
     # -- panels ---------------------------------------------------------------------------------------------
     def action_show_panel(self, panel: str) -> None:
-        # Shown and focused here, not when the tabs' TabActivated message arrives: the next key, or the palette
-        # action that asked for the panel, may already be queued before that message.
-        self.workbench.query_one(PanelTabs).active = panel
+        # Shown, loaded and focused in this turn: the next key, or the palette action that asked for the panel,
+        # may already be queued.
+        shown = self.active_panel
+        if panel != shown:
+            self.workbench.query_one(f"#{shown}", Pane).display = False
+            self.workbench.query_one(f"#{panel}", Pane).display = True
+            self._panel_bar.active = panel
         self._panel_shown(panel)
 
-    @on(PanelTabs.TabActivated)
-    def _on_tab(self, event: PanelTabs.TabActivated) -> None:
-        # An activation reaches the app after the keys already queued: one for a pane a later key has replaced
-        # is stale, and acting on it would focus a panel that is no longer on show. The tabs' own first
-        # activation (the initial panel) can arrive before or after the panels mount; either way on_ready has
-        # loaded that panel, and a second load would redraw its list under the user.
-        pane = event.pane.id
-        if pane and pane == self.active_panel and pane != self._shown_panel and self.panels_mounted.is_set():
-            self._panel_shown(pane)
+    @on(PanelBar.Picked)
+    def _on_panel_picked(self, message: PanelBar.Picked) -> None:
+        self.action_show_panel(message.panel)
 
-    @on(PanelTabs.FocusStrayed)
-    def _on_focus_strayed(self, message: PanelTabs.FocusStrayed) -> None:
-        if message.active == self.active_panel and self._shown_panel == message.active:
-            self._focus_panel(message.active)
+    @on(Pane.FocusStrayed)
+    def _on_focus_strayed(self) -> None:
+        if self._shown_panel == self.active_panel:
+            self._focus_panel(self.active_panel)
 
     def _panel_shown(self, panel: str, load: bool = True) -> None:
         try:

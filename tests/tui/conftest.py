@@ -39,14 +39,6 @@ def set_animations(monkeypatch: pytest.MonkeyPatch, level: str | None) -> None:
     monkeypatch.setattr(textual.constants, "TEXTUAL_ANIMATIONS", level or "full")
 
 
-def tab_underline() -> type[Any]:
-    """The tab bar's ``Underline`` widget class: Textual 8.2 defines it in a private module
-    (``textual.widgets._tabs``) and exports it nowhere public; this is the tests' only use of it."""
-    from textual.widgets._tabs import Underline
-
-    return Underline
-
-
 @pytest.fixture
 def utc(monkeypatch: pytest.MonkeyPatch) -> None:
     """Dates render in UTC, whatever the machine's zone."""

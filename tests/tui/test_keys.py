@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections.abc import Callable
 from typing import Any
 
-import pytest
 from textual.command import CommandPalette
-from textual.widgets import DataTable, Input, TabbedContent
+from textual.widgets import DataTable, Input
 
 from engine.events import RunFinished
-from tests.tui.conftest import reach, set_animations, settle, tab_underline, until
+from tests.tui.conftest import reach, settle, until
 from tests.tui.fakes import ScriptedEngine
 from tui.app import PANELS, WorkbenchApp
 from tui.dialogs import ConfirmQuit, HelpScreen
 from tui.keys import NOT_COMMANDS, key_places, what
 from tui.widgets.epoch_table import EpochTable
 from tui.widgets.footer import WorkbenchFooter
+from tui.widgets.panel_bar import Pane, PanelBar
 
 
 def footer_actions(app: WorkbenchApp) -> dict[str, bool]:
@@ -35,9 +34,9 @@ async def test_the_run_bar_shows_under_every_panel_but_train_and_switching_keeps
         for key, panel in (("f4", "train"), ("f2", "data"), ("f6", "runs"), ("f4", "train"), ("f3", "config")):
             await pilot.press(key)
             await pilot.pause()
-            shown = [bar for bar in app.query_one(f"TabPane#{panel}").query(".run-bar") if bar.display]
+            shown = [bar for bar in app.query_one(f"Pane#{panel}").query(".run-bar") if bar.display]
             assert len(shown) == (0 if panel == "train" else 1), panel
-            sizes.add(app.query_one(TabbedContent).size)
+            sizes.add(app.query_one(f"Pane#{panel}").size)
         assert len(sizes) == 1  # a switch lays out the new panel once, at the size it already had
 
 
@@ -47,41 +46,34 @@ async def test_function_keys_switch_to_each_panel_and_focus_it(make_app: Callabl
         for key, panel in (("f3", "config"), ("f4", "train"), ("f5", "predict"), ("f6", "runs"), ("f2", "data")):
             await pilot.press(key)
             await pilot.pause()
-            assert app.query_one(TabbedContent).active == panel
+            assert app.active_panel == panel
+            assert [pane.id for pane in app.query(Pane) if pane.display] == [panel]
             title = app.query_one(f"#{panel}-panel .panel-title")
             assert PANELS[panel][1] in str(title.render())
             assert app.focused is not None and app.query_one(f"#{panel}-panel") in app.focused.ancestors
 
 
-async def test_a_panel_key_moves_the_tab_underline_at_once_unless_animations_are_asked_for(
-    make_app: Callable[..., WorkbenchApp], monkeypatch: pytest.MonkeyPatch
+async def test_the_panel_bar_marks_the_panel_on_show_and_a_click_on_a_name_shows_its_panel(
+    make_app: Callable[..., WorkbenchApp],
 ) -> None:
-    slides: list[str] = []
-    underline_class = tab_underline()
-    animate = underline_class.animate
-
-    def recorded(self: Any, attribute: str, *args: Any, **kwargs: Any) -> None:
-        slides.append(attribute)
-        animate(self, attribute, *args, **kwargs)
-
-    monkeypatch.setattr(underline_class, "animate", recorded)
-    for env, slid in ((None, False), ("full", True)):
-        set_animations(monkeypatch, env)
-        slides.clear()
-        app = make_app()
-        async with app.run_test() as pilot:
-            await pilot.press("f3")
-            await until(pilot, functools.partial(underline_under_active_tab, app), "the underline reaches Config")
-        # sliding redraws the tab bar on every frame for 0.3 s: 18 frames per panel key
-        assert bool(slides) is slid, env
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        bar = app.query_one(PanelBar)
+        await pilot.press("f3")
+        await pilot.pause()
+        assert marked(bar) == ["F3 Config"]
+        column = bar.render().plain.index("F6 Runs")
+        await pilot.click(PanelBar, offset=(column + 2, 0))
+        await pilot.pause()
+        assert app.active_panel == "runs" and marked(bar) == ["F6 Runs"]
+        assert app.focused is not None and app.runs_panel in app.focused.ancestors
 
 
-def underline_under_active_tab(app: WorkbenchApp) -> bool:
-    tab = app.query_one("#panels ContentTab.-active")
-    underline = app.query_one("#panels Underline", tab_underline())
-    return (underline.highlight_start, underline.highlight_end) == tab.virtual_region.shrink(
-        tab.styles.gutter
-    ).column_span
+def marked(bar: PanelBar) -> list[str]:
+    """The names drawn in the active name's style."""
+    content = bar.render()
+    active = bar.get_visual_style("panel-bar--active")
+    return [content.plain[span.start : span.end] for span in content.spans if span.style == active]
 
 
 async def test_f1_and_question_mark_open_a_help_screen_listing_every_key(make_app: Callable[..., WorkbenchApp]) -> None:
@@ -123,10 +115,10 @@ async def test_ctrl_p_palette_offers_every_bound_action_and_runs_it(make_app: Ca
         await settle(pilot)
         await pilot.press("enter")
         await settle(pilot)
-        assert app.query_one(TabbedContent).active == "runs"
+        assert app.active_panel == "runs"
         await pilot.press("ctrl+p", *"Data: Filter", "enter")  # a panel's action: its panel, then the action
         await settle(pilot)
-        assert app.query_one(TabbedContent).active == "data" and app.focused is app.query_one("#data-filter")
+        assert app.active_panel == "data" and app.focused is app.query_one("#data-filter")
 
 
 async def test_escape_leaves_a_text_field_so_single_keys_act_again(make_app: Callable[..., WorkbenchApp]) -> None:

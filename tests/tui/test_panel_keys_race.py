@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from textual import events
-from textual.widgets import TabbedContent
 
 from engine.browse import DatasetBrowser
 from tests.tui.conftest import settle
@@ -28,7 +27,7 @@ def post_keys(app: WorkbenchApp, keys: list[str]) -> None:
 
 
 def assert_on_show(app: WorkbenchApp, panel: str) -> None:
-    assert app.query_one(TabbedContent).active == panel
+    assert app.active_panel == panel
     focused = app.focused
     assert focused is not None and app.query_one(f"#{panel}-panel") in focused.ancestors, focused
 
