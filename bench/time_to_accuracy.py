@@ -257,6 +257,22 @@ def longtail(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
+def lengths_line(job: Job) -> str:
+    """How long the training texts are against max_length: what padding every text to it wastes, and what
+    dynamic padding can save at best."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(job.model)
+    with open(Path(job.data_dir) / "train.jsonl", encoding="utf-8") as fh:
+        texts = [json.loads(line)["text"] for line in fh]
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=job.max_length)["input_ids"]]
+    cut = sum(n == job.max_length for n in lengths) / len(lengths)
+    return (
+        f"train texts: {sum(lengths) / len(lengths):.1f} tokens on average of max_length {job.max_length} "
+        f"({sum(lengths) / len(lengths) / job.max_length:.0%}); {cut:.1%} reach it"
+    )
+
+
 def main() -> None:
     args = parse_args(
         __doc__ or "",
@@ -295,6 +311,7 @@ def main() -> None:
             kind, length = case.split("-")
             data = str(SAMPLES / "reviews-sample") if kind == "reviews" else str(longtail(tmp / "longtail"))
             job = Job(model, data, int(length), epochs)
+            print(f"{case}: {lengths_line(job)}", flush=True)
             results[case] = {side: [] for side in SIDES}
             for pair in range(pairs):
                 for side in SIDES:
