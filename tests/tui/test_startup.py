@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -27,6 +28,21 @@ asyncio.run(main())
 def python(code: str, *args: str) -> list[str]:
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True)
     return done.stdout.split("\n")
+
+
+def test_the_workbench_draws_up_to_120_frames_a_second_unless_textual_fps_says_otherwise() -> None:
+    """A key that comes just after a frame waits for the next frame slot (docs/perf-log.md, cause 37)."""
+    code = "import tui.app, textual.screen; print(round(1 / textual.screen.UPDATE_PERIOD))"
+    env = {name: value for name, value in os.environ.items() if name != "TEXTUAL_FPS"}
+    for fps, expected in ((None, "120"), ("30", "30")):
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            env=env if fps is None else {**env, "TEXTUAL_FPS": fps},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert done.stdout.strip() == expected
 
 
 def test_importing_the_workbench_loads_no_training_library() -> None:
