@@ -266,10 +266,11 @@ def lengths_line(job: Job) -> str:
     with open(Path(job.data_dir) / "train.jsonl", encoding="utf-8") as fh:
         texts = [json.loads(line)["text"] for line in fh]
     lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=job.max_length)["input_ids"]]
+    mean = sum(lengths) / len(lengths)
     cut = sum(n == job.max_length for n in lengths) / len(lengths)
     return (
-        f"train texts: {sum(lengths) / len(lengths):.1f} tokens on average of max_length {job.max_length} "
-        f"({sum(lengths) / len(lengths) / job.max_length:.0%}); {cut:.1%} reach it"
+        f"train texts: {mean:.1f} tokens on average of max_length {job.max_length} "
+        f"({mean / job.max_length:.0%}); {cut:.1%} reach it"
     )
 
 

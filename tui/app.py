@@ -72,7 +72,7 @@ class WorkbenchApp(App[int]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("f1", "help", "Help", key_display="F1", tooltip="Help: every key, where it applies"),
         Binding("question_mark", "help", "Help", show=False),
-        # One footer entry for the five panel keys keeps the footer inside 80 columns; the tabs and F1 list each.
+        # One footer entry for the five panel keys keeps the footer inside 80 columns; the panel bar and F1 list each.
         *(
             Binding(
                 key,
@@ -106,9 +106,9 @@ class WorkbenchApp(App[int]):
     ) -> None:
         super().__init__()
         if "TEXTUAL_ANIMATIONS" not in os.environ:
-            # Each animation frame is a screen update sent to the terminal (over SSH, often): Textual's tab
-            # underline slid over 18 frames on every panel key, each frame the UI thread's time and a CPU core's
-            # (docs/perf-log.md, cause 11). The workbench shows a change in one frame;
+            # Each animation frame is a screen update sent to the terminal (over SSH, often), and the UI
+            # thread's time and a CPU core's (docs/perf-log.md, cause 11: Textual's tab underline slid over 18
+            # frames on every panel key). The workbench shows a change in one frame;
             # TEXTUAL_ANIMATIONS=full brings the animations back.
             self.animation_level = "none"
         self.cfg = cfg
@@ -206,7 +206,7 @@ class WorkbenchApp(App[int]):
         self.training.render_run_bar()
 
     async def on_ready(self) -> None:
-        """Textual's signal that the first frame (the tabs, the initial panel's title, the footer) is on screen."""
+        """Textual's signal that the first frame (the panel bar, the initial panel's title, the footer) is on screen."""
         self.ready.set()
         await self._mount_panels()
         heap.start()  # the libraries and widgets of a started workbench live as long as it does
