@@ -33,13 +33,11 @@ Kill points (``TUNEBENCH_KILL_AT``, engine.faults) in the runner, for tests of e
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import itertools
 import json
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -58,6 +56,8 @@ from engine.files import atomic_write_text
 from engine.runs import EVENTS_FILE, LOCK_FILE, RunDir, RunInfo, default_run_name, slugify
 
 if TYPE_CHECKING:
+    import argparse
+
     from engine.live import EventFollower
 
 QUEUE_DIR = ".queue"
@@ -450,6 +450,8 @@ def sweep_run_name(cfg: RunConfig, grid: dict[str, str]) -> str:
 def new_sweep_id(runs_dir: str | os.PathLike[str]) -> str:
     """A short id (6 hex digits) that no sweep in the queue has."""
     taken = {e.sweep for e in list_queue(runs_dir)}
+    import secrets  # here: the workbench imports this module to list the queue, and never makes a sweep
+
     while True:
         sweep = secrets.token_hex(3)
         if sweep not in taken:
@@ -876,6 +878,8 @@ def _has_events(path: Path) -> bool:
 
 
 def runner_main(argv: list[str] | None = None) -> int:
+    import argparse  # here, as in the CLI: the workbench imports this module to list the queue
+
     parser = argparse.ArgumentParser(prog="python -m engine.queue", description="the queue runner of a runs folder")
     parser.add_argument("runs_dir")
     parser.add_argument("--parallel", type=int, default=None)

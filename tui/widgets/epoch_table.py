@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from rich.text import Text
+
 from engine.events import EpochEnded, Evaluated, Event, RunStarted, StepLogged, fmt_duration, fmt_epoch
 from tui.widgets.sized_table import SizedTable
 
@@ -88,7 +90,7 @@ class RunCurves:
         return False
 
 
-class EpochTable(SizedTable[str]):
+class EpochTable(SizedTable[Text]):
     """One row per epoch (and per evaluation inside one, its epoch a fraction): train loss, eval loss, accuracy and
     macro-F1 (or perplexity for LMs), and time."""
 
@@ -101,20 +103,21 @@ class EpochTable(SizedTable[str]):
         if lm != self._lm:
             self.clear(columns=True)
             third = "perplexity" if lm else "macro-F1"
-            self.add_columns("epoch", "train loss", "eval loss", "accuracy", third, "time")
+            # Text, not str: DataTable reads a str as markup, and markup loads rich's emoji table (1.4 MiB).
+            self.add_columns(*map(Text, ("epoch", "train loss", "eval loss", "accuracy", third, "time")))
             self._lm = lm
         else:
             self.clear()
         for step, row in sorted(curves.epochs.items()):
             third_value = fmt_number(row.perplexity, 2) if lm else fmt_number(row.macro_f1, 3)
-            self.add_row(
+            cells = (
                 fmt_epoch(row.epoch),
                 fmt_number(row.train_loss),
                 fmt_number(row.eval_loss),
                 fmt_number(row.accuracy, 3),
                 third_value,
                 fmt_duration(row.seconds),
-                key=str(step),
             )
+            self.add_row(*map(Text, cells), key=str(step))
         if self.row_count:
             self.move_cursor(row=self.row_count - 1, animate=False)
