@@ -362,9 +362,16 @@ class BatchSeededMasking:
         return self.collator(examples)
 
 
-def build_collator(task: str, tokenizer: PreTrainedTokenizerBase, mlm_probability: float = 0.15) -> Any:
-    """Per-batch padding; for masked LM, real random masking of ``mlm_probability`` of the non-special
-    tokens (labels -100 elsewhere); for causal LM, labels = inputs (the model shifts them).
+def build_collator(
+    task: str,
+    tokenizer: PreTrainedTokenizerBase,
+    mlm_probability: float = 0.15,
+    *,
+    pad_to_multiple_of: int | None = None,
+) -> Any:
+    """Per-batch padding (for classification, up to a multiple of ``pad_to_multiple_of`` tokens); for masked LM,
+    real random masking of ``mlm_probability`` of the non-special tokens (labels -100 elsewhere); for causal LM,
+    labels = inputs (the model shifts them).
 
     Masks come from the global RNG; wrap the collator in :class:`BatchSeededMasking` for masks that a resumed
     run reproduces exactly.
@@ -372,7 +379,7 @@ def build_collator(task: str, tokenizer: PreTrainedTokenizerBase, mlm_probabilit
     from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding
 
     if task == "classification":
-        return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
+        return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
     if task == "masked-lm":
         if tokenizer.mask_token is None:
             raise DataError("model.name_or_path: this tokenizer has no mask token, so it cannot train a masked LM")

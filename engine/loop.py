@@ -167,7 +167,10 @@ def setup(cfg: RunConfig, emit: Emit) -> Setup:
     model = prepare_for_training(loaded, cfg, emit)  # gradient checkpointing, LoRA adapters
 
     # 3. batches
-    train_collator = build_collator(cfg.task, tokenizer, t.mlm_probability)
+    # GPUs' tensor cores take sequences in multiples of 8 tokens. A CPU computes padding like any other token, so
+    # there each batch pads to its longest sample only (BENCHMARKS.md, "Padding on the CPU").
+    multiple = 8 if device.type == "cuda" else None
+    train_collator = build_collator(cfg.task, tokenizer, t.mlm_probability, pad_to_multiple_of=multiple)
     if cfg.task == "masked-lm":  # masks by batch position, so that a resumed run masks as the first one did
         train_collator = BatchSeededMasking(train_collator, t.seed, rank=accelerator.process_index)
     generator = torch.Generator().manual_seed(t.seed)
@@ -184,7 +187,7 @@ def setup(cfg: RunConfig, emit: Emit) -> Setup:
         generator=generator,
     )
     # Eval masks come from the global RNG under a fixed seed (see evaluate), so eval has its own collator.
-    eval_collator = build_collator(cfg.task, tokenizer, t.mlm_probability)
+    eval_collator = build_collator(cfg.task, tokenizer, t.mlm_probability, pad_to_multiple_of=multiple)
     eval_loader = None
     if data.eval is not None:
         # Shortest first: what eval counts does not depend on the order, and batches of similar length pad least.
