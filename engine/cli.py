@@ -276,7 +276,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         follower.start()
         while follower.is_alive():  # the main thread stays free to receive signals
-            follower.join(0.2)
+            follower.join(0.05)
     finally:
         view.close()
         for s, h in old.items():

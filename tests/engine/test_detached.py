@@ -183,3 +183,20 @@ def test_a_viewer_hears_why_a_run_whose_events_cannot_be_written_ended(
     assert result.error is not None and result.error.startswith(f"cannot write to the run folder {result.run_dir}")
     assert isinstance(events[-1], RunFailed) and events[-1].error == result.error
     assert [e.step for e in events if isinstance(e, StepLogged)] == [1, 2, 3]
+
+
+def test_a_run_process_leaves_with_its_code_its_output_flushed_and_exit_handlers_run(tmp_path: Path) -> None:
+    """``leave`` skips the interpreter's teardown, not what the run asked for at exit or what it printed."""
+    code = (
+        "import atexit, sys\n"
+        "from engine.detached import leave\n"
+        "atexit.register(lambda: open(sys.argv[1], 'w').write('ran'))\n"
+        "print('to stdout', end='')\n"
+        "print('to stderr', end='', file=sys.stderr)\n"
+        "leave(3)\n"
+        "print('never')\n"
+    )
+    marker = tmp_path / "atexit.txt"
+    done = subprocess.run([sys.executable, "-c", code, str(marker)], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (3, "to stdout", "to stderr")
+    assert marker.read_text() == "ran"
