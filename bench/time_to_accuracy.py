@@ -66,6 +66,9 @@ class Outcome:
     wall_seconds: float
     peak_rss_mb: float
     accuracy: float
+    #: Tunebench only: seconds from the spawn to the run's first event, and from its last event to the exit.
+    before_first_event: float | None = None
+    after_last_event: float | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -222,21 +225,28 @@ def run_side(side: str, job: Job, out: Path) -> Outcome:
         command = [sys.executable, __file__, "--side", side, "--job", json.dumps(job.__dict__), "--out", str(out)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     log = open(out / "output.log", "w", encoding="utf-8")  # noqa: SIM115 - closed below, after the wait
+    spawned = time.time()  # the events' clock
     start = time.perf_counter()
     process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - start
+    exited = time.time()
     process.returncode = os.waitstatus_to_exitcode(status)
     log.close()
     if process.returncode != 0:
         tail = (out / "output.log").read_text(encoding="utf-8")[-3000:]
         raise SystemExit(f"{side}: exited {process.returncode}\n{tail}")
+    outcome = Outcome(side, wall, usage.ru_maxrss / 1024, 0.0)
     if side == "tunebench":
         (summary,) = (out / "runs").glob("*/summary.json")
         accuracy = json.loads(summary.read_text(encoding="utf-8"))["evaluations"][-1]["accuracy"]
+        with open(summary.parent / "events.jsonl", encoding="utf-8") as fh:
+            times = [json.loads(line)["time"] for line in fh]
+        outcome.before_first_event, outcome.after_last_event = times[0] - spawned, exited - times[-1]
     else:
         accuracy = json.loads((out / "accuracy.json").read_text(encoding="utf-8"))
-    return Outcome(side, wall, usage.ru_maxrss / 1024, float(accuracy))
+    outcome.accuracy = float(accuracy)
+    return outcome
 
 
 def longtail(folder: Path, seed: int = 0) -> Path:
@@ -297,7 +307,9 @@ def main() -> None:
     if unknown := set(cases) - set(CASES):
         raise SystemExit(f"--cases: unknown {', '.join(sorted(unknown))}; pick from {', '.join(CASES)}, or all")
     print(machine_line())
-    from benchlib import scratch_dir
+    from benchlib import compile_project, scratch_dir
+
+    compile_project()  # bytecode for the project, as an installed package has it (docs/perf-log.md, cause 34)
 
     from engine.models import resolve_model_path
 
@@ -318,8 +330,14 @@ def main() -> None:
                 for side in SIDES:
                     outcome = run_side(side, job, tmp / f"{case}-{side}-{pair}")
                     results[case][side].append(outcome)
+                    ends = ""
+                    if outcome.before_first_event is not None and outcome.after_last_event is not None:
+                        ends = (
+                            f" (first event after {outcome.before_first_event:.1f} s, "
+                            f"exit {outcome.after_last_event:.2f} s after the last)"
+                        )
                     print(
-                        f"  {case} pair {pair + 1} {side}: {outcome.wall_seconds:.1f} s, "
+                        f"  {case} pair {pair + 1} {side}: {outcome.wall_seconds:.1f} s{ends}, "
                         f"{outcome.peak_rss_mb:.0f} MiB peak, accuracy {outcome.accuracy:.4f}",
                         flush=True,
                     )
