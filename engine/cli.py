@@ -275,8 +275,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         follower.start()
-        while follower.is_alive():  # the main thread stays free to receive signals
-            follower.join(0.05)
+        follower.join()  # signals still reach their handlers during the wait
     finally:
         view.close()
         for s, h in old.items():

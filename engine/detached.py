@@ -506,8 +506,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     runner.start()
-    while runner.is_alive():  # the main thread stays free for signals
-        runner.join(FOLLOW_SECONDS)
+    runner.join()  # no polling, so this thread never wakes while the run trains; signals still reach their handlers
     result = runner.result
     if result is None or result.status == "failed":
         if result is not None:  # for a front that could not read it from events.jsonl (a full disk)
