@@ -48,12 +48,19 @@ def machine_line(*, with_torch: bool = True) -> str:
 
     ``with_torch=False`` keeps torch out of the process (benches that read RSS or time imports).
     """
+    from engine.models import native_bf16
+
     model = platform.processor() or "unknown CPU"
     with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        # The VM's model name is often just "AMD EPYC": family and model tell a Zen 3 from a Zen 4, and the
+        # bf16 units decide what precision: auto trains in (BENCHMARKS.md, "Machine").
+        fields = dict(line.split(":", 1) for line in cpuinfo.split("\n\n")[0].splitlines() if ":" in line)
+        fields = {key.strip(): value.strip() for key, value in fields.items()}
+        model = (
+            f"{fields.get('model name', model)}, family {fields.get('cpu family', '?')} model "
+            f"{fields.get('model', '?')}, native bf16: {'yes' if native_bf16(cpuinfo) else 'no'}"
+        )
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     line = f"machine: {os.cpu_count()} CPUs ({model}), load average {load}"
     if with_torch:

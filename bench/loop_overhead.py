@@ -153,7 +153,7 @@ def plain_loop(s: Setting) -> Measured:
 
     set_seed(s.seed)
     model = AutoModelForSequenceClassification.from_pretrained(s.model_dir, num_labels=len(label_values))
-    collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
+    collator = DataCollatorWithPadding(tokenizer)  # to each batch's longest sample, as the engine pads on the CPU
     train_loader = DataLoader(
         train,
         batch_size=s.batch_size,
