@@ -55,8 +55,8 @@ def machine_line(*, with_torch: bool = True) -> str:
         cpuinfo = Path("/proc/cpuinfo").read_text()
         # The VM's model name is often just "AMD EPYC": family and model tell a Zen 3 from a Zen 4, and the
         # bf16 units decide what precision: auto trains in (BENCHMARKS.md, "Machine").
-        fields = dict(line.split(":", 1) for line in cpuinfo.split("\n\n")[0].splitlines() if ":" in line)
-        fields = {key.strip(): value.strip() for key, value in fields.items()}
+        first_cpu = cpuinfo.split("\n\n")[0].splitlines()
+        fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in first_cpu)}
         model = (
             f"{fields.get('model name', model)}, family {fields.get('cpu family', '?')} model "
             f"{fields.get('model', '?')}, native bf16: {'yes' if native_bf16(cpuinfo) else 'no'}"

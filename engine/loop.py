@@ -168,7 +168,7 @@ def setup(cfg: RunConfig, emit: Emit) -> Setup:
 
     # 3. batches
     # GPUs' tensor cores take sequences in multiples of 8 tokens. A CPU computes padding like any other token, so
-    # there each batch pads to its longest sample only (BENCHMARKS.md, "Padding on the CPU").
+    # there each batch pads to its longest sample only (docs/perf-log.md, cause 39).
     multiple = 8 if device.type == "cuda" else None
     train_collator = build_collator(cfg.task, tokenizer, t.mlm_probability, pad_to_multiple_of=multiple)
     if cfg.task == "masked-lm":  # masks by batch position, so that a resumed run masks as the first one did
