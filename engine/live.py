@@ -34,7 +34,17 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import orjson
 
 from engine.errors import RunFolderError
-from engine.events import EVENTS_FORMAT, DeviceUsage, Event, Paused, Resumed, RunStarted, StepDone, event_from_dict
+from engine.events import (
+    EVENTS_FORMAT,
+    DeviceUsage,
+    Event,
+    Paused,
+    Resumed,
+    RunStarted,
+    StepDone,
+    event_from_dict,
+    events_from_dicts,
+)
 from engine.runs import CONFIG_FILE, LIVE_FILE, RunDir
 
 if TYPE_CHECKING:
@@ -223,24 +233,34 @@ class EventFollower:
         self._fh.seek(self.offset)
         chunk = self._fh.read()
         self.offset += len(chunk)
-        lines = (self._partial + chunk).split(b"\n")
-        self._partial = lines.pop()  # the text after the last newline: a line still being written
-        if len(lines) > 1000:  # a long history: one JSON document parses several times faster than its lines
+        text = self._partial + chunk
+        end = text.rfind(b"\n")
+        if end < 0:  # no whole line yet
+            self._partial = text
+            return []
+        self._partial = text[end + 1 :]  # the text after the last newline: a line still being written
+        body = text[:end]
+        if body.count(b"\n") >= 1000:  # a long history: one JSON document parses several times faster than its lines
             with _no_collections():
-                return self._parse_many(lines)
-        return [event for event in map(_parse, lines) if event is not None]
+                return self._parse_many(body)
+        return [event for event in map(_parse, body.split(b"\n")) if event is not None]
 
     @staticmethod
-    def _parse_many(lines: list[bytes]) -> list[Event]:
-        document = b"[" + b",".join(lines) + b"]"
+    def _parse_many(body: bytes) -> list[Event]:
+        """The events of many whole lines (``body`` holds no last newline)."""
+        document = b"[" + body.replace(b"\n", b",") + b"]"
         # orjson parses it in under half json's time, but refuses the NaN and Infinity that json writes (a
         # diverged loss): json then takes the whole document, and a bad line sends it line by line.
         for loads in (orjson.loads, json.loads):
             try:
-                return [_event(record) for record in loads(document)]
-            except (ValueError, KeyError, TypeError):
+                events = events_from_dicts(loads(document))
+            except (ValueError, KeyError, TypeError, AttributeError):
                 continue
-        return [event for event in map(_parse, lines) if event is not None]
+            for event in events:
+                if type(event) is RunStarted:
+                    _check_format(event)
+            return events
+        return [event for event in map(_parse, body.split(b"\n")) if event is not None]
 
     def close(self) -> None:
         if self._fh is not None:
@@ -265,15 +285,20 @@ def _no_collections() -> Iterator[None]:
 def _parse(line: bytes) -> Event | None:
     try:
         return _event(json.loads(line))
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):  # AttributeError: a line that is no JSON object
         return None
 
 
 def _event(record: dict[str, Any]) -> Event:
     event = event_from_dict(record)
-    if isinstance(event, RunStarted) and event.format > EVENTS_FORMAT:
+    if isinstance(event, RunStarted):
+        _check_format(event)
+    return event
+
+
+def _check_format(event: RunStarted) -> None:
+    if event.format > EVENTS_FORMAT:
         raise RunFolderError(
             f"{Path(event.run_dir).name} was written by a newer Tunebench (events format {event.format}; this one "
             f"reads {EVENTS_FORMAT}); upgrade tunebench to follow it"
         )
-    return event

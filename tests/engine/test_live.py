@@ -68,10 +68,11 @@ def test_a_follower_waits_for_a_torn_line_and_reads_a_growing_file(tmp_path: Pat
     follower.close()
 
 
-@pytest.mark.parametrize("odd", ["none", "nan loss", "bad line"])
+@pytest.mark.parametrize("odd", ["none", "nan loss", "bad line", "not an object", "older and newer lines"])
 def test_a_follower_reads_a_long_history_whole_whatever_it_holds(tmp_path: Path, odd: str) -> None:
-    """An attach reads thousands of lines at once: a diverged (NaN) loss, which the fast parser refuses, and a
-    damaged line, which no parser takes, still leave every other event read, in order."""
+    """An attach reads thousands of lines at once: a diverged (NaN) loss, which the fast parser refuses, a
+    damaged line or one that is no object, which no parser takes, and lines of an older or newer version (a
+    field missing, one unknown) still leave every other event read, in order."""
     steps = [
         StepLogged(
             step=i,
@@ -88,12 +89,30 @@ def test_a_follower_reads_a_long_history_whole_whatever_it_holds(tmp_path: Path,
     lines = [json.dumps(s.to_dict()) for s in steps]
     if odd == "bad line":
         lines.insert(1500, '{"type": "StepLogged", "step": ')
+    if odd == "not an object":
+        lines.insert(1500, "7")
+    if odd == "older and newer lines":
+        older = steps[1499].to_dict()
+        del older["device_memory_mb"]  # a field this version added, with its default
+        lines[1499] = json.dumps(older)
+        lines[1599] = json.dumps({**steps[1599].to_dict(), "from_a_newer_version": 1})
     (tmp_path / "events.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     read = EventFollower(tmp_path / "events.jsonl").poll()
     assert [e.step for e in read] == list(range(1, 3001))  # type: ignore[attr-defined]
     assert read[10] == steps[10] and read[-1] == steps[-1]
     if odd == "nan loss":
         assert read[1499].loss != read[1499].loss  # type: ignore[attr-defined]
+    else:
+        assert read == steps
+
+
+def test_a_follower_refuses_a_newer_events_format_in_a_long_history(tmp_path: Path) -> None:
+    started = run_started(run_dir=str(tmp_path / "run-x"), run_name="run-x")
+    lines = [json.dumps({**started.to_dict(), "format": EVENTS_FORMAT + 1})]
+    lines += [json.dumps(StepDone(step=i, total_steps=2000).to_dict()) for i in range(1, 2001)]
+    (tmp_path / "events.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(RunFolderError, match=r"run-x was written by a newer Tunebench"):
+        EventFollower(tmp_path / "events.jsonl").poll()
 
 
 def test_a_follower_refuses_a_newer_events_format(tmp_path: Path) -> None:

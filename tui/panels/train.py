@@ -160,9 +160,9 @@ class TrainPanel(Vertical):
         logged = [s for s in steps if isinstance(s, StepLogged)]
         self.step_done = max([self.step_done, *(s.step for s in steps)])
         if logged:
-            self.curves.add_steps(logged)
+            points = self.curves.add_steps(logged)
             self.last_step = logged[-1]
-            self.query_one(LossChart).extend("train loss (step)", [(s.step, s.loss) for s in logged])
+            self.query_one(LossChart).extend("train loss (step)", points)
             if len(logged) > HISTORY_FREEZE_STEPS:
                 # An attached run's history: it lives as long as the panel shows the run, so keep the collector's
                 # passes from walking it again and again (tui/heap.py).

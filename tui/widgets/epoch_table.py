@@ -56,9 +56,12 @@ class RunCurves:
     def is_lm(self) -> bool:
         return self.task in ("masked-lm", "causal-lm")
 
-    def add_steps(self, logged: Iterable[StepLogged]) -> None:
-        """What ``add`` does with each StepLogged, in one go (an attached run's history brings 100,000)."""
-        self.steps.extend((event.step, event.loss) for event in logged)
+    def add_steps(self, logged: Iterable[StepLogged]) -> list[Point]:
+        """What ``add`` does with each StepLogged, in one go (an attached run's history brings 100,000); returns
+        the points added, for the chart to share."""
+        points: list[Point] = [(event.step, event.loss) for event in logged]
+        self.steps.extend(points)
+        return points
 
     def add(self, event: Event) -> bool:
         """Fold one event in; True when the chart or the table changed."""
