@@ -45,11 +45,15 @@ class FrameProbe:
 
     async def time_key(self, key: str, shown: Callable[[], bool], timeout: float = 10.0) -> float:
         """Post ``key`` as a terminal would; milliseconds until a frame is composed while ``shown()`` holds."""
+        return await self.time_action(lambda: self.app._driver.send_message(key_event(key)), shown, timeout)
+
+    async def time_action(self, act: Callable[[], object], shown: Callable[[], bool], timeout: float = 10.0) -> float:
+        """Call ``act`` on the app's loop; milliseconds until a frame is composed while ``shown()`` holds."""
         future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         self._waiting = (shown, future)
         start = time.perf_counter()
         try:
-            self.app._driver.send_message(key_event(key))
+            act()
             end = await asyncio.wait_for(future, timeout)
         finally:
             self._waiting = None
