@@ -3,11 +3,12 @@ and while it follows a run, against a bare Textual app (one Label) idle; and the
 missing, which holds no data.
 
 Each app runs headless (Pilot, 120x40) in a fresh Python process and reports its resident set size (RSS, MiB)
-at each point. The goal: the workbench with its data loaded stays within 1.3 x (the bare app +
-the bytes the loaded dataset takes: its Python lists and values for small JSON lines, its Arrow table
-otherwise). The run it follows is a finished run of 20,000 logged steps written by the
-bench, attached as `tunebench attach` does. Both apps load their modules from bytecode, as installed packages
-do (``benchlib.compile_project``): compiling from source leaves the compiler's memory in the process.
+at each point. The goal: the workbench with its data loaded stays within 1.3 x (the bare app + the bytes the
+loaded dataset takes: its Python lists and values for small JSON lines, its Arrow table otherwise). The run it
+follows is a finished run of 20,000 logged steps written by the bench, attached as `tunebench attach` does. The
+workbench's process first parses its command line as `tunebench ui CONFIG` does, which loads the command line's
+modules. Both apps load their modules from bytecode, as installed packages do (``benchlib.compile_project``):
+compiling from source leaves the compiler's memory in the process.
 
     python bench/memory.py            # ~20 seconds on 2 CPU cores
     python bench/memory.py --smoke
@@ -42,9 +43,13 @@ async def main():
 asyncio.run(main())
 """
 
+# Each workbench child parses its command line as `tunebench ui CONFIG` does first, so that it holds what the
+# command loads to get there (argparse, each subcommand's module) as the real workbench does.
 WORKBENCH = """
 import asyncio, json, sys, psutil
 from pathlib import Path
+from engine import cli
+cli.build_parser().parse_args(["ui", sys.argv[1]])
 from engine.config import load_config
 from tui.app import WorkbenchApp
 from tui.panels.data import SampleScreen
@@ -85,6 +90,8 @@ asyncio.run(main(sys.argv[1], sys.argv[2]))
 # The workbench whose data source does not load: the same app holding no data, the floor the data path sits on.
 NO_DATA = """
 import asyncio, sys, psutil
+from engine import cli
+cli.build_parser().parse_args(["ui", "config.yaml"])
 from engine.config import from_dict
 from tui.app import WorkbenchApp
 
