@@ -431,6 +431,25 @@ class DatasetBrowser:
             raise DataError(f'split "{name}" not in {self.source} (splits: {", ".join(self.splits)})')
         return SplitView(self.splits[name], name, self.text_field, self.label_field)
 
+    def class_names(self, splits: Sequence[str]) -> list[str] | None:
+        """The classes a classification run on these splits (train, eval) numbers, in class-id order, as
+        ``engine.data.encode_labels`` does; None without a label column, or with labels a run refuses."""
+        from engine.data import ordered_classes
+
+        label = self.label_field
+        present = [self.splits[s] for s in dict.fromkeys(splits) if s in self.splits]
+        present = [columns for columns in present if label and label in columns.column_names]
+        if not label or not present:
+            return None
+        names = present[0].label_names(label)
+        if names is None:
+            values = {value for columns in present for value, _ in columns.value_counts(label, None)}
+            try:
+                names = [str(v) for v in ordered_classes(values, label)]
+            except DataError:
+                return None
+        return names if len(names) >= 2 else None
+
     def label_missing(self, split: str) -> bool:
         """Whether the configured label column is absent from ``split`` (a problem only for classification)."""
         return bool(self.label_field) and self.label_field not in self.splits[split].column_names

@@ -231,6 +231,20 @@ def load_splits(cfg: DataConfig, *, needs_labels: bool) -> Splits:
     return Splits(train, evals, choice)
 
 
+def ordered_classes(values: set[Any], label_field: str) -> list[Any]:
+    """A label column's distinct values in class-id order (sorted); its class names are their ``str``."""
+    kinds = {type(v) for v in values}
+    if kinds - {int, str, bool}:
+        odd = next(v for v in values if type(v) not in (int, str, bool))
+        raise DataError(
+            f'data.label_field: column "{label_field}" holds {type(odd).__name__} values such as {odd!r}; '
+            "labels must be strings or integers"
+        )
+    if len(kinds) > 1:
+        raise DataError(f'data.label_field: column "{label_field}" mixes strings and numbers; use one kind')
+    return sorted(values)
+
+
 def encode_labels(train: Dataset, evals: Dataset | None, label_field: str) -> tuple[Dataset, Dataset | None, list[str]]:
     """Map any label values (strings, any ints, a ClassLabel) to contiguous ids in a ``labels`` column.
 
@@ -246,16 +260,7 @@ def encode_labels(train: Dataset, evals: Dataset | None, label_field: str) -> tu
         values: set[Any] = set(train.unique(label_field))
         if evals is not None:
             values |= set(evals.unique(label_field))
-        kinds = {type(v) for v in values}
-        if kinds - {int, str, bool}:
-            odd = next(v for v in values if type(v) not in (int, str, bool))
-            raise DataError(
-                f'data.label_field: column "{label_field}" holds {type(odd).__name__} values such as {odd!r}; '
-                "labels must be strings or integers"
-            )
-        if len(kinds) > 1:
-            raise DataError(f'data.label_field: column "{label_field}" mixes strings and numbers; use one kind')
-        ordered = sorted(values)
+        ordered = ordered_classes(values, label_field)
         names = [str(v) for v in ordered]
         ids = {v: i for i, v in enumerate(ordered)}
     if len(names) < 2:

@@ -95,6 +95,33 @@ def test_class_label_columns_show_label_names(tmp_path: Path) -> None:
     assert {c.label: c.count for c in view.label_histogram()} == {"neg": 1, "pos": 2}
 
 
+def test_class_names_number_the_classes_as_a_run_does(tmp_path: Path, backend: str) -> None:
+    """The classes of train and eval together, in the order ``encode_labels`` gives them ids: numbers sort as
+    numbers. A label column a run refuses (mixed kinds) has none."""
+    from engine.data import encode_labels, load_source
+
+    labels = [10, 2, 33, 2]
+    write_jsonl(tmp_path / "ints" / "train.jsonl", [{"text": f"t{i}", "label": v} for i, v in enumerate(labels)])
+    write_jsonl(tmp_path / "ints" / "test.jsonl", [{"text": "e", "label": 7}])
+    browser = open_as(backend, str(tmp_path / "ints"))
+    splits = load_source(str(tmp_path / "ints"))
+    _, _, names = encode_labels(splits["train"], splits["test"], "label")
+    assert browser.class_names(["train", "test"]) == names == ["2", "7", "10", "33"]
+    assert browser.class_names(["train", "missing"]) == ["2", "10", "33"]
+
+    write_jsonl(tmp_path / "mixed" / "train.jsonl", [{"text": "a", "label": 1}, {"text": "b", "label": "two"}])
+    assert open_as("lists", str(tmp_path / "mixed")).class_names(["train"]) is None
+    assert open_as("lists", str(tmp_path / "ints"), label_field=None).class_names(["train"]) is None
+
+
+def test_class_names_of_a_class_label_column_are_its_names(tmp_path: Path) -> None:
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    features = Features({"text": Value("string"), "label": ClassLabel(names=["neg", "pos", "mixed"])})
+    Dataset.from_dict({"text": ["bad", "good"], "label": [0, 1]}, features=features).save_to_disk(str(tmp_path / "s"))
+    assert DatasetBrowser.open(str(tmp_path / "s"), "text", "label").class_names(["train"]) == ["neg", "pos", "mixed"]
+
+
 def test_a_missing_text_column_is_one_clear_line(tmp_path: Path, backend: str) -> None:
     write_jsonl(tmp_path / "d.jsonl", [{"body": "x", "label": 1}])
     with pytest.raises(DataError) as err:

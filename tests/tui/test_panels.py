@@ -626,6 +626,36 @@ async def test_enter_predicts_with_base_and_fine_tuned_side_by_side(
         assert not app.query_one("#predict-tuned .predict-warning").display
 
 
+async def test_a_base_classifier_is_named_with_the_datas_classes_as_a_run_would_start_it(
+    make_app: Callable[..., WorkbenchApp],
+    fake_predictor: Callable[[PredictRequest], PredictionView],
+    workbench_config: RunConfig,
+) -> None:
+    """Before any run, the base model's untrained classifier has the data's classes (read by the Data panel), not
+    the two placeholder labels of a bare checkpoint; another data source or task forgets them."""
+    from engine.browse import DatasetBrowser
+
+    d = workbench_config.data
+    browser = DatasetBrowser.open(d.source, d.text_field, d.label_field)
+    classes = browser.class_names([d.train_split, d.eval_split or ""])
+    assert classes is not None and len(classes) >= 2
+    app = make_app(panel="data")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.data_panel.view is not None, "the train split shows")
+        await pilot.press("f5", "ctrl+t", "enter")
+        await until(pilot, lambda: app.predict_panel.result is not None, "predictions show")
+        assert fake_predictor.requests[-1].label_names == tuple(classes)  # type: ignore[attr-defined]
+
+        wider = dataclasses.replace(workbench_config.model, num_labels=len(classes) + 1)
+        app.predict_panel.set_config(dataclasses.replace(workbench_config, model=wider))
+        assert app.predict_panel.base_classes() == [*classes, f"LABEL_{len(classes)}"]
+        other = dataclasses.replace(workbench_config, data=dataclasses.replace(d, source="reviews-sample"))
+        app.predict_panel.set_config(other)
+        assert app.predict_panel.base_classes() == []
+        app.predict_panel.set_config(dataclasses.replace(workbench_config, task="masked-lm"))
+        assert app.predict_panel.base_classes() == []
+
+
 async def test_the_fine_tuned_side_of_a_lora_run_says_it_is_an_adapter_on_its_base(
     make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig
 ) -> None:

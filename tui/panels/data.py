@@ -83,18 +83,25 @@ class DataPanel(Vertical):
     ]
 
     class BrowserReady(Message):
-        def __init__(self, browser: DatasetBrowser, key: tuple[str, str, str | None]) -> None:
+        def __init__(
+            self, browser: DatasetBrowser, key: tuple[str, str, str | None], classes: list[str] | None
+        ) -> None:
             super().__init__()
             self.browser = browser
             self.key = key
+            self.classes = classes
 
     class ColumnsLoaded(Message):
-        """The columns of the config's dataset are known (the Config panel offers them for its column fields)."""
+        """The columns of the config's dataset are known (the Config panel offers them for its column fields),
+        and the classes of its label column, in class-id order, where it has one (the Predict panel names a base
+        model's untrained classifier's outputs with them)."""
 
-        def __init__(self, source: str, columns: list[str]) -> None:
+        def __init__(self, source: str, columns: list[str], label_field: str | None, classes: list[str] | None) -> None:
             super().__init__()
             self.source = source
             self.columns = columns
+            self.label_field = label_field
+            self.classes = classes
 
     class ViewReady(Message):
         def __init__(self, view: SplitView, histogram: list[LabelCount]) -> None:
@@ -169,8 +176,9 @@ class DataPanel(Vertical):
     @work(thread=True, exclusive=True, group="data", exit_on_error=False, description="open dataset")
     def _open(self, key: tuple[str, str, str | None]) -> None:
         browser = DatasetBrowser.open(*key)
+        classes = browser.class_names([self.cfg.data.train_split, self.cfg.data.eval_split or ""])
         heap.freeze()  # the data, and datasets' imports where it took them, stay as long as the workbench
-        self.post_message(self.BrowserReady(browser, key))
+        self.post_message(self.BrowserReady(browser, key, classes))
 
     @on(BrowserReady)
     def _on_browser(self, message: BrowserReady) -> None:
@@ -184,7 +192,8 @@ class DataPanel(Vertical):
         first = self.cfg.data.train_split if self.cfg.data.train_split in names else names[0]
         with self.prevent(Select.Changed):
             select.value = first
-        self.post_message(self.ColumnsLoaded(message.key[0], list(message.browser.splits[first].column_names)))
+        columns = list(message.browser.splits[first].column_names)
+        self.post_message(self.ColumnsLoaded(message.key[0], columns, message.key[2], message.classes))
         self.show_split(first, self.query_one("#data-filter", Input).value)
 
     def show_split(self, name: str, query: str = "") -> None:

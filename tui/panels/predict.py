@@ -92,6 +92,8 @@ class PredictRequest:
     device: str
     top_k: int = 5
     max_new_tokens: int = 40
+    #: The data's classes, for a base model without a trained classifier (the one a run would start from).
+    label_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,9 @@ def engine_backend(request: PredictRequest) -> PredictionView:
             device=request.device,
         )
         return PredictionView(to_view(pair.base), to_view(pair.tuned))
-    single = predict.load_predictor(request.base, task=request.task, device=request.device)
+    single = predict.load_predictor(
+        request.base, task=request.task, device=request.device, label_names=list(request.label_names) or None
+    )
     result = single.predict(request.text, top_k=request.top_k, max_new_tokens=request.max_new_tokens)
     return PredictionView(to_view(result), None)
 
@@ -166,6 +170,8 @@ class PredictPanel(Vertical):
         self.tuned: str | None = None
         self.tuned_origin = ""
         self.tuned_description = ""
+        #: The classes of the data's label column, by the (source, label column) the Data panel read them from.
+        self._data_classes: tuple[tuple[str, str | None], list[str]] | None = None
         #: The (base, fine-tuned, device) models predicted with so far: the first query of each loads them.
         self._loaded: set[tuple[str, str | None, str]] = set()
         self.result: PredictionView | None = None
@@ -228,6 +234,20 @@ class PredictPanel(Vertical):
         self.query_one("#predict-input", Input).placeholder = self._placeholder()
         self._render_headings()
         self._show_options()
+
+    def set_data_classes(self, source: str, label_field: str | None, classes: list[str] | None) -> None:
+        """The classes the Data panel found in ``source``'s label column (None: none it could read)."""
+        self._data_classes = ((source, label_field), classes) if classes else None
+
+    def base_classes(self) -> list[str]:
+        """The labels of the base model's classifier as a run of this config starts it: the data's classes (and
+        ``model.num_labels`` beyond them); [] where the data's are not known, or for another task."""
+        known, d = self._data_classes, self.cfg.data
+        if self.cfg.task != "classification" or known is None or known[0] != (d.source, d.label_field):
+            return []
+        classes = known[1]
+        extra = max((self.cfg.model.num_labels or 0) - len(classes), 0)
+        return classes + [f"LABEL_{i}" for i in range(len(classes), len(classes) + extra)]
 
     def set_tuned(self, run_dir: str | None, origin: str = "") -> None:
         """Use ``run_dir`` (a run folder) as the fine-tuned side; None = base model only."""
@@ -297,6 +317,7 @@ class PredictPanel(Vertical):
             device=self.cfg.train.device,
             top_k=top_k,
             max_new_tokens=max_new_tokens,
+            label_names=tuple(self.base_classes()),
         )
         self.busy = True
         both = "both models" if self.tuned else self.cfg.model.name_or_path
