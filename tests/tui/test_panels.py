@@ -62,6 +62,42 @@ async def test_data_panel_loading_bar_pulses_only_while_loading_and_only_with_an
         assert seen[-1] == (False, False), level  # idle, nothing refreshes, hidden or not
 
 
+async def test_the_samples_cursor_shows_focus_and_a_panel_key_redraws_only_its_row(
+    make_app: Callable[..., WorkbenchApp], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The table draws its cursor row one way focused and another blurred; a focus change redraws that row, and a
+    panel key back to Data draws no other row of the table again (its lines come from Textual's cache)."""
+    from textual.geometry import Region
+
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.data_panel.view is not None, "the train split shows")
+        table = app.query_one(SamplesTable)
+        await pilot.pause()
+
+        def cursor_background() -> object:
+            line = table.render_lines(Region(0, 1, table.size.width, 1))[0]  # row 0, under the header
+            return next(iter(line)).style.bgcolor  # type: ignore[union-attr]
+
+        focused = cursor_background()
+        await pilot.press("slash")  # to the filter field: the table keeps its place on screen, blurred
+        await pilot.pause()
+        assert not table.has_focus and cursor_background() != focused
+        await pilot.press("escape", "f2")  # out of the field; the panel key focuses its table
+        await pilot.pause()
+        assert table.has_focus and cursor_background() == focused
+
+        await pilot.press("f4")
+        await pilot.pause()
+        drawn: list[int] = []
+        original = SamplesTable.render_line
+        monkeypatch.setattr(SamplesTable, "render_line", lambda self, y: drawn.append(y) or original(self, y))
+        await pilot.press("f2")
+        await pilot.pause()
+        assert table.has_focus and drawn == [1]
+        assert cursor_background() == focused
+
+
 async def test_data_panel_reads_only_the_pages_on_screen(make_app: Callable[..., WorkbenchApp]) -> None:
     rows = sample_rows("movies-sample", "train")
     app = make_app()
@@ -133,7 +169,7 @@ async def test_enter_opens_a_sample_with_its_tokens_and_the_cut_marked(
         assert table.row_count == tokens.length + len(tokens.dropped)
         assert str(table.get_row_at(tokens.length)[0]).startswith("✂")
         assert "cut off" in str(screen.query_one("#sample-length", Static).render())
-        await pilot.press("escape")
+        await pilot.press("escape", "f2")  # out of the field; the panel key focuses its table
         await pilot.pause()
         assert not isinstance(app.screen, SampleScreen)
 
@@ -911,7 +947,7 @@ async def test_c_compares_marked_runs_and_x_swaps_the_chart_to_the_eval_metric(
         assert last[1:] == ["3", "0.3000 ★", "-"]
         await pilot.press("x")
         assert [p[0] for p in chart.series["lr=2e-4"].points] == [8, 16, 24]  # eval loss at each evaluation
-        await pilot.press("escape")
+        await pilot.press("escape", "f2")  # out of the field; the panel key focuses its table
         await pilot.pause()
         assert not isinstance(app.screen, CompareScreen) and app.active_panel == "runs"
 
@@ -1027,7 +1063,7 @@ async def test_e_exports_the_highlighted_runs_model_to_the_folder_given(
         assert any("replace what the folder holds" in n for n in notes)
         await pilot.press("e")
         await pilot.pause()
-        await pilot.press("escape")
+        await pilot.press("escape", "f2")  # out of the field; the panel key focuses its table
         await pilot.pause()
         assert not isinstance(app.screen, ExportScreen)
 

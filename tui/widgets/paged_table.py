@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
 from textual.binding import Binding, BindingType
-from textual.events import Click, Leave, MouseMove
+from textual.dom import NoScreen
+from textual.events import Blur, Click, DescendantBlur, DescendantFocus, Focus, Leave, MouseMove
 from textual.geometry import Size
 from textual.message import Message
 from textual.reactive import reactive
@@ -100,6 +102,7 @@ class PagedTable(ScrollView, Generic[RowT], can_focus=True):
     COMPONENT_CLASSES: ClassVar[set[str]] = {
         "paged-table--header",
         "paged-table--cursor",
+        "paged-table--cursor-blurred",
         "paged-table--hover",
         "paged-table--even-row",
         "paged-table--index",
@@ -108,8 +111,8 @@ class PagedTable(ScrollView, Generic[RowT], can_focus=True):
     DEFAULT_CSS = """
     PagedTable { height: 1fr; overflow-x: hidden; }
     PagedTable > .paged-table--header { text-style: bold; background: $panel; }
-    PagedTable > .paged-table--cursor { background: $block-cursor-blurred-background; }
-    PagedTable:focus > .paged-table--cursor { background: $block-cursor-background; color: $block-cursor-foreground; }
+    PagedTable > .paged-table--cursor { background: $block-cursor-background; color: $block-cursor-foreground; }
+    PagedTable > .paged-table--cursor-blurred { background: $block-cursor-blurred-background; }
     PagedTable > .paged-table--hover { background: $block-hover-background; }
     PagedTable > .paged-table--even-row { background: $surface-lighten-1 50%; }
     PagedTable:dark > .paged-table--even-row { background: $surface-darken-1 40%; }
@@ -258,7 +261,8 @@ class PagedTable(ScrollView, Generic[RowT], can_focus=True):
         if self.zebra_stripes and position % 2 == 0:
             line_style = base + self.get_component_rich_style("paged-table--even-row")
         if position == self.cursor:
-            line_style = base + self.get_component_rich_style("paged-table--cursor")
+            cursor = "paged-table--cursor" if self.has_focus else "paged-table--cursor-blurred"
+            line_style = base + self.get_component_rich_style(cursor)
         elif position == self._hover:
             line_style = base + self.get_component_rich_style("paged-table--hover")
         segments = []
@@ -268,6 +272,36 @@ class PagedTable(ScrollView, Generic[RowT], can_focus=True):
                 style = line_style + self.get_component_rich_style(component)
             segments.append(Segment(text, style))
         return Strip(segments).crop_extend(scroll_x, scroll_x + width, base)
+
+    # -- focus ----------------------------------------------------------------------------------------------
+    # Textual's Widget redraws every line of a widget that gains or loses focus. Here only the cursor's row
+    # changes (its two looks are component classes, not a :focus rule, which would also redraw everything):
+    # redraw that row. A panel key that focuses a table drew the whole table again (docs/perf-log.md, 43). A
+    # table whose CSS gives it another look when focused (the Runs panel's tint) is still redrawn whole, by
+    # the restyle that the focus change sets off.
+    def focus(self, scroll_visible: bool = True) -> Self:
+        """Widget.focus without its redraw of every line (the handlers below redraw the cursor's row)."""
+
+        def set_focus() -> None:
+            with contextlib.suppress(NoScreen):
+                self.screen.set_focus(self, scroll_visible=scroll_visible)
+
+        self.app.call_later(set_focus)
+        return self
+
+    def _on_focus(self, event: Focus) -> None:
+        event.prevent_default()  # Widget's handler: the same but for the whole redraw
+        self.has_focus = True
+        self.refresh_line(self.cursor + 1)
+        if self.parent is not None:
+            self.parent.post_message(DescendantFocus(self))
+
+    def _on_blur(self, event: Blur) -> None:
+        event.prevent_default()
+        self.has_focus = False
+        self.refresh_line(self.cursor + 1)
+        if self.parent is not None:
+            self.parent.post_message(DescendantBlur(self))
 
     def on_resize(self) -> None:
         self.virtual_size = Size(self._content_width(), self._count + 1)
