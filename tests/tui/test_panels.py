@@ -169,7 +169,7 @@ async def test_enter_opens_a_sample_with_its_tokens_and_the_cut_marked(
         assert table.row_count == tokens.length + len(tokens.dropped)
         assert str(table.get_row_at(tokens.length)[0]).startswith("✂")
         assert "cut off" in str(screen.query_one("#sample-length", Static).render())
-        await pilot.press("escape", "f2")  # out of the field; the panel key focuses its table
+        await pilot.press("escape")
         await pilot.pause()
         assert not isinstance(app.screen, SampleScreen)
 
@@ -947,7 +947,7 @@ async def test_c_compares_marked_runs_and_x_swaps_the_chart_to_the_eval_metric(
         assert last[1:] == ["3", "0.3000 ★", "-"]
         await pilot.press("x")
         assert [p[0] for p in chart.series["lr=2e-4"].points] == [8, 16, 24]  # eval loss at each evaluation
-        await pilot.press("escape", "f2")  # out of the field; the panel key focuses its table
+        await pilot.press("escape")
         await pilot.pause()
         assert not isinstance(app.screen, CompareScreen) and app.active_panel == "runs"
 
@@ -1063,7 +1063,7 @@ async def test_e_exports_the_highlighted_runs_model_to_the_folder_given(
         assert any("replace what the folder holds" in n for n in notes)
         await pilot.press("e")
         await pilot.pause()
-        await pilot.press("escape", "f2")  # out of the field; the panel key focuses its table
+        await pilot.press("escape")
         await pilot.pause()
         assert not isinstance(app.screen, ExportScreen)
 
