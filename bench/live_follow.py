@@ -140,8 +140,8 @@ async def attach_seconds(cfg: Any, config_path: Path, run_path: Path, steps: int
         def shown() -> bool:
             return app.controller.state == "finished" and len(app.train_panel.curves.steps) == steps
 
-        # Up to the first frame that shows it, as the terminal would get it; Pilot's pause, which also waits for
-        # every widget's queue and for the process to go idle, added up to 0.1 s of its own (docs/perf-log.md, 41).
+        # Up to the first frame that shows it, as the terminal would get it; Pilot's pause also waits for every
+        # widget's queue and for the process to go idle, which is the bench's time, not the user's (perf-log 41).
         took_ms = await probe.time_action(lambda: app.training.attach_run(run_path), shown, timeout=120)
         return took_ms / 1000
 

@@ -272,8 +272,8 @@ def event_from_dict(data: dict[str, Any]) -> Event:
 
 
 def events_from_dicts(records: list[dict[str, Any]]) -> list[Event]:
-    """``event_from_dict`` over a run's history, its fast path inlined: an attach to a long run rebuilds 100,000
-    events, and two calls per event were a third of the time it took (docs/perf-log.md, cause 41)."""
+    """``event_from_dict`` over a run's history, its fast path inlined: an attach to a long run rebuilds every
+    event, and two function calls per event were much of the time (docs/perf-log.md, cause 41)."""
     events: list[Event] = []
     append = events.append
     new = object.__new__

@@ -254,11 +254,11 @@ class EventFollower:
         for loads in (orjson.loads, json.loads):
             try:
                 events = events_from_dicts(loads(document))
+                for event in events:
+                    if type(event) is RunStarted:
+                        _check_format(event)
             except (ValueError, KeyError, TypeError, AttributeError):
                 continue
-            for event in events:
-                if type(event) is RunStarted:
-                    _check_format(event)
             return events
         return [event for event in map(_parse, body.split(b"\n")) if event is not None]
 

@@ -290,14 +290,14 @@ class PagedTable(ScrollView, Generic[RowT], can_focus=True):
         return self
 
     def _on_focus(self, event: Focus) -> None:
-        event.prevent_default()  # Widget's handler: the same but for the whole redraw
+        event.prevent_default()  # skip Widget._on_focus, which does this and redraws every line
         self.has_focus = True
         self.refresh_line(self.cursor + 1)
         if self.parent is not None:
             self.parent.post_message(DescendantFocus(self))
 
     def _on_blur(self, event: Blur) -> None:
-        event.prevent_default()
+        event.prevent_default()  # skip Widget._on_blur, likewise
         self.has_focus = False
         self.refresh_line(self.cursor + 1)
         if self.parent is not None:
