@@ -442,6 +442,10 @@ def load_predictor(
     with _CACHE_LOCK:
         hit = _CACHE.get(key)
         if hit is None:
+            # Other labels on the same model file replace the model loaded with the ones before (a base queried
+            # before and after its data's classes were known), so that no stale copy stays in memory.
+            for stale in [k for k in _CACHE if k[:5] == key[:5]]:
+                del _CACHE[stale]
             kwargs: dict[str, Any] = {}
             if task == "classification" and label_names:
                 kwargs = {

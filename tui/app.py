@@ -319,7 +319,9 @@ class WorkbenchApp(App[int]):
 
     def on_data_panel_columns_loaded(self, message: DataPanel.ColumnsLoaded) -> None:
         self.config_panel.set_columns(message.source, message.columns)
-        self.predict_panel.set_data_classes(message.source, message.label_field, message.classes)
+
+    def on_data_panel_classes_loaded(self, message: DataPanel.ClassesLoaded) -> None:
+        self.predict_panel.set_data_classes(message.key, message.classes)
 
     def on_runs_panel_load_config(self, message: RunsPanel.LoadConfig) -> None:
         if self.config_panel.load_path(str(message.path)):

@@ -131,6 +131,21 @@ def test_classify_returns_label_names_with_probabilities(classifier_dir: Path) -
     assert [(s.label, s.score) for s in result.labels] == [(r["label"], pytest.approx(r["score"])) for r in raw]
 
 
+def test_a_base_classifier_takes_the_labels_it_is_given_and_keeps_one_copy(tiny_bert_dir: Path) -> None:
+    """A bare encoder's new classifier is named with the data's classes; loaded again with other labels, it
+    replaces the copy loaded before instead of staying beside it."""
+    import engine.predict
+
+    engine.predict.clear_cache()
+    first = load_predictor(str(tiny_bert_dir), task="classification", device="cpu", label_names=["1", "2"])
+    again = load_predictor(str(tiny_bert_dir), task="classification", device="cpu", label_names=["1", "2"])
+    assert again is first
+    five = load_predictor(str(tiny_bert_dir), task="classification", device="cpu", label_names=list("12345"))
+    result = five.predict("the cafe was lovely", top_k=5)
+    assert isinstance(result, ClassifyResult) and {s.label for s in result.labels} == set("12345")
+    assert [p for p in engine.predict._CACHE.values() if p.path == five.path] == [five]
+
+
 def test_generate_continues_a_prompt_greedily_within_max_new_tokens(tiny_gpt2_dir: Path) -> None:
     predictor = load_predictor(str(tiny_gpt2_dir), device="cpu")
     first = predictor.generate("the cafe was", max_new_tokens=3)

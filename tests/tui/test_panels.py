@@ -667,29 +667,36 @@ async def test_a_base_classifier_is_named_with_the_datas_classes_as_a_run_would_
     fake_predictor: Callable[[PredictRequest], PredictionView],
     workbench_config: RunConfig,
 ) -> None:
-    """Before any run, the base model's untrained classifier has the data's classes (read by the Data panel), not
-    the two placeholder labels of a bare checkpoint; another data source or task forgets them."""
-    from engine.browse import DatasetBrowser
-
-    d = workbench_config.data
-    browser = DatasetBrowser.open(d.source, d.text_field, d.label_field)
-    classes = browser.class_names([d.train_split, d.eval_split or ""])
-    assert classes is not None and len(classes) >= 2
-    app = make_app(panel="data")
+    """Before any run, the base model's untrained classifier has the data's classes, numbered as a run numbers
+    them (train and the eval split "auto" picks, numbers in numeric order), not the two placeholder labels of
+    a bare checkpoint; another split, source or task, or too small a model.num_labels, forgets them."""
+    labels = [10, 2, 33, 2]
+    write_jsonl(Path("data") / "train.jsonl", [{"text": f"review {i}", "label": v} for i, v in enumerate(labels)])
+    write_jsonl(Path("data") / "test.jsonl", [{"text": "held out", "label": 7}])
+    cfg = dataclasses.replace(workbench_config, data=dataclasses.replace(workbench_config.data, source="data"))
+    assert cfg.data.eval_split == "auto"
+    app = make_app(panel="data", cfg=cfg)
     async with app.run_test(size=(120, 40)) as pilot:
-        await until(pilot, lambda: app.data_panel.view is not None, "the train split shows")
+        await until(pilot, lambda: app.predict_panel.base_classes() != [], "the data's classes reach Predict")
         await pilot.press("f5", "ctrl+t", "enter")
         await until(pilot, lambda: app.predict_panel.result is not None, "predictions show")
-        assert fake_predictor.requests[-1].label_names == tuple(classes)  # type: ignore[attr-defined]
+        assert fake_predictor.requests[-1].label_names == ("2", "7", "10", "33")  # type: ignore[attr-defined]
 
-        wider = dataclasses.replace(workbench_config.model, num_labels=len(classes) + 1)
-        app.predict_panel.set_config(dataclasses.replace(workbench_config, model=wider))
-        assert app.predict_panel.base_classes() == [*classes, f"LABEL_{len(classes)}"]
-        other = dataclasses.replace(workbench_config, data=dataclasses.replace(d, source="reviews-sample"))
-        app.predict_panel.set_config(other)
-        assert app.predict_panel.base_classes() == []
-        app.predict_panel.set_config(dataclasses.replace(workbench_config, task="masked-lm"))
-        assert app.predict_panel.base_classes() == []
+        def with_(**changes: Any) -> RunConfig:
+            model = dataclasses.replace(cfg.model, **changes.pop("model", {}))
+            data = dataclasses.replace(cfg.data, **changes.pop("data", {}))
+            return dataclasses.replace(cfg, model=model, data=data, **changes)
+
+        app.predict_panel.set_config(with_(model={"num_labels": 5}))
+        assert app.predict_panel.base_classes() == ["2", "7", "10", "33", "LABEL_4"]
+        for other in (
+            with_(model={"num_labels": 3}),
+            with_(data={"eval_split": "validation"}),
+            with_(data={"source": "reviews-sample"}),
+            with_(task="masked-lm"),
+        ):
+            app.predict_panel.set_config(other)
+            assert app.predict_panel.base_classes() == [], other
 
 
 async def test_the_fine_tuned_side_of_a_lora_run_says_it_is_an_adapter_on_its_base(

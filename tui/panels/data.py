@@ -17,10 +17,10 @@ from textual.widgets import DataTable, Input, ProgressBar, Select, Static
 from textual.worker import Worker, WorkerState
 
 from engine.browse import DatasetBrowser, FastTokenizer, LabelCount, Row, Sample, SplitView, TokenizedSample
-from engine.config import RunConfig
+from engine.config import DataConfig, RunConfig
 from engine.errors import describe_failure
 from engine.events import LogMessage
-from engine.splits import describe_eval
+from engine.splits import choose_eval, describe_eval
 from tui import heap
 from tui.bridge import LibraryLog
 from tui.panels import PANELS
@@ -33,6 +33,11 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 TITLE = PANELS["data"][1]
+
+
+def classes_key(data: DataConfig) -> tuple[str, str | None, str, str | None]:
+    """What the classes of a source's label column, as a run numbers them, depend on in the data config."""
+    return (data.source, data.label_field, data.train_split, data.eval_split)
 
 
 class SamplesTable(PagedTable[Row]):
@@ -83,24 +88,27 @@ class DataPanel(Vertical):
     ]
 
     class BrowserReady(Message):
-        def __init__(
-            self, browser: DatasetBrowser, key: tuple[str, str, str | None], classes: list[str] | None
-        ) -> None:
+        def __init__(self, browser: DatasetBrowser, key: tuple[str, str, str | None]) -> None:
             super().__init__()
             self.browser = browser
             self.key = key
-            self.classes = classes
 
     class ColumnsLoaded(Message):
-        """The columns of the config's dataset are known (the Config panel offers them for its column fields),
-        and the classes of its label column, in class-id order, where it has one (the Predict panel names a base
-        model's untrained classifier's outputs with them)."""
+        """The columns of the config's dataset are known (the Config panel offers them for its column fields)."""
 
-        def __init__(self, source: str, columns: list[str], label_field: str | None, classes: list[str] | None) -> None:
+        def __init__(self, source: str, columns: list[str]) -> None:
             super().__init__()
             self.source = source
             self.columns = columns
-            self.label_field = label_field
+
+    class ClassesLoaded(Message):
+        """The classes of the data's label column as a run numbers them (train and eval together, in class-id
+        order), or None where a run would take none; ``key`` is the data config they were read for
+        (``classes_key``). The Predict panel names a base model's untrained classifier's outputs with them."""
+
+        def __init__(self, key: tuple[str, str | None, str, str | None], classes: list[str] | None) -> None:
+            super().__init__()
+            self.key = key
             self.classes = classes
 
     class ViewReady(Message):
@@ -176,9 +184,13 @@ class DataPanel(Vertical):
     @work(thread=True, exclusive=True, group="data", exit_on_error=False, description="open dataset")
     def _open(self, key: tuple[str, str, str | None]) -> None:
         browser = DatasetBrowser.open(*key)
-        classes = browser.class_names([self.cfg.data.train_split, self.cfg.data.eval_split or ""])
         heap.freeze()  # the data, and datasets' imports where it took them, stay as long as the workbench
-        self.post_message(self.BrowserReady(browser, key, classes))
+        self.post_message(self.BrowserReady(browser, key))
+        # After the rows are on their way: counting the label column of a big source takes a while.
+        data = self.cfg.data
+        eval_split = choose_eval(data, browser.split_names, needs_labels=True).split
+        classes = browser.class_names([data.train_split] + ([eval_split] if eval_split else []))
+        self.post_message(self.ClassesLoaded(classes_key(data), classes))
 
     @on(BrowserReady)
     def _on_browser(self, message: BrowserReady) -> None:
@@ -192,8 +204,7 @@ class DataPanel(Vertical):
         first = self.cfg.data.train_split if self.cfg.data.train_split in names else names[0]
         with self.prevent(Select.Changed):
             select.value = first
-        columns = list(message.browser.splits[first].column_names)
-        self.post_message(self.ColumnsLoaded(message.key[0], columns, message.key[2], message.classes))
+        self.post_message(self.ColumnsLoaded(message.key[0], list(message.browser.splits[first].column_names)))
         self.show_split(first, self.query_one("#data-filter", Input).value)
 
     def show_split(self, name: str, query: str = "") -> None:

@@ -28,6 +28,7 @@ from engine.predict import MODES, describe
 from tui import heap
 from tui.bridge import LibraryLog
 from tui.panels import PANELS
+from tui.panels.data import classes_key
 from tui.widgets.score_bars import ScoreBars
 
 TITLE = PANELS["predict"][1]
@@ -92,7 +93,8 @@ class PredictRequest:
     device: str
     top_k: int = 5
     max_new_tokens: int = 40
-    #: The data's classes, for a base model without a trained classifier (the one a run would start from).
+    #: The labels of the base model's classifier as a run of the config starts it: the data's classes. Empty
+    #: where they are not known yet: the checkpoint's own labels then.
     label_names: tuple[str, ...] = ()
 
 
@@ -170,10 +172,11 @@ class PredictPanel(Vertical):
         self.tuned: str | None = None
         self.tuned_origin = ""
         self.tuned_description = ""
-        #: The classes of the data's label column, by the (source, label column) the Data panel read them from.
-        self._data_classes: tuple[tuple[str, str | None], list[str]] | None = None
-        #: The (base, fine-tuned, device) models predicted with so far: the first query of each loads them.
-        self._loaded: set[tuple[str, str | None, str]] = set()
+        #: The classes of the data's label column, with the data config the Data panel read them for.
+        self._data_classes: tuple[tuple[str, str | None, str, str | None], list[str]] | None = None
+        #: The (base, fine-tuned, device, base labels) models predicted with so far: the first query of each loads
+        #: them.
+        self._loaded: set[tuple[str, str | None, str, tuple[str, ...]]] = set()
         self.result: PredictionView | None = None
         self.busy = False
         #: The status line shows a top-k or max-new-tokens message (cleared once the value is fixed).
@@ -235,19 +238,22 @@ class PredictPanel(Vertical):
         self._render_headings()
         self._show_options()
 
-    def set_data_classes(self, source: str, label_field: str | None, classes: list[str] | None) -> None:
-        """The classes the Data panel found in ``source``'s label column (None: none it could read)."""
-        self._data_classes = ((source, label_field), classes) if classes else None
+    def set_data_classes(self, key: tuple[str, str | None, str, str | None], classes: list[str] | None) -> None:
+        """The classes the Data panel found for the data config ``key`` (``data.classes_key``); None: none."""
+        self._data_classes = (key, classes) if classes else None
 
     def base_classes(self) -> list[str]:
-        """The labels of the base model's classifier as a run of this config starts it: the data's classes (and
-        ``model.num_labels`` beyond them); [] where the data's are not known, or for another task."""
-        known, d = self._data_classes, self.cfg.data
-        if self.cfg.task != "classification" or known is None or known[0] != (d.source, d.label_field):
+        """The labels of the base model's classifier as a run of this config starts it (``label_kwargs``): the
+        data's classes, and ``model.num_labels`` beyond them. [] where they are not known for this config, for
+        another task, or where ``model.num_labels`` is too small for them (a run refuses that)."""
+        known = self._data_classes
+        if self.cfg.task != "classification" or known is None or known[0] != classes_key(self.cfg.data):
             return []
         classes = known[1]
-        extra = max((self.cfg.model.num_labels or 0) - len(classes), 0)
-        return classes + [f"LABEL_{i}" for i in range(len(classes), len(classes) + extra)]
+        size = self.cfg.model.num_labels or len(classes)
+        if size < len(classes):
+            return []
+        return classes + [f"LABEL_{i}" for i in range(len(classes), size)]
 
     def set_tuned(self, run_dir: str | None, origin: str = "") -> None:
         """Use ``run_dir`` (a run folder) as the fine-tuned side; None = base model only."""
@@ -327,7 +333,7 @@ class PredictPanel(Vertical):
     @work(thread=True, exclusive=True, group="predict", exit_on_error=False, description="predict")
     def _run(self, request: PredictRequest) -> None:
         view = self.backend(request)
-        models = (request.base, request.tuned, request.device)
+        models = (request.base, request.tuned, request.device, request.label_names)
         if models not in self._loaded:
             self._loaded.add(models)
             heap.freeze()  # the models just loaded stay while they are the ones predicted with
