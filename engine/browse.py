@@ -437,9 +437,11 @@ class DatasetBrowser:
         from engine.data import ordered_classes
 
         label = self.label_field
+        if not label:
+            return None
         present = [self.splits[s] for s in dict.fromkeys(splits) if s in self.splits]
-        present = [columns for columns in present if label and label in columns.column_names]
-        if not label or not present:
+        present = [columns for columns in present if label in columns.column_names]
+        if not present:
             return None
         names = present[0].label_names(label)
         if names is None:

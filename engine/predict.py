@@ -19,6 +19,7 @@ from engine.checkpoint import latest_checkpoint
 from engine.errors import ModelError, PredictError, UserError
 from engine.models import (
     AUTO_CLASSES,
+    label_kwargs,
     load_model,
     load_tokenizer,
     pick_device,
@@ -446,13 +447,7 @@ def load_predictor(
             # before and after its data's classes were known), so that no stale copy stays in memory.
             for stale in [k for k in _CACHE if k[:5] == key[:5]]:
                 del _CACHE[stale]
-            kwargs: dict[str, Any] = {}
-            if task == "classification" and label_names:
-                kwargs = {
-                    "num_labels": len(label_names),
-                    "id2label": dict(enumerate(label_names)),
-                    "label2id": {n: i for i, n in enumerate(label_names)},
-                }
+            kwargs = label_kwargs(task, label_names, None) if label_names else {}  # as a run names its classes
             hit = _CACHE[key] = _build(model, path, task, placed, trust_remote_code, **kwargs)
     return hit
 

@@ -22,8 +22,9 @@ from textual.widgets import Input, Label, Static
 from textual.worker import Worker, WorkerState
 
 from engine.config import RunConfig
-from engine.errors import describe_failure
+from engine.errors import ConfigError, describe_failure
 from engine.events import LogMessage
+from engine.models import label_kwargs
 from engine.predict import MODES, describe
 from tui import heap
 from tui.bridge import LibraryLog
@@ -243,17 +244,16 @@ class PredictPanel(Vertical):
         self._data_classes = (key, classes) if classes else None
 
     def base_classes(self) -> list[str]:
-        """The labels of the base model's classifier as a run of this config starts it (``label_kwargs``): the
-        data's classes, and ``model.num_labels`` beyond them. [] where they are not known for this config, for
+        """The labels of the base model's classifier as a run of this config starts it (``label_kwargs``: the
+        data's classes, and ``model.num_labels`` beyond them). [] where they are not known for this config, for
         another task, or where ``model.num_labels`` is too small for them (a run refuses that)."""
         known = self._data_classes
         if self.cfg.task != "classification" or known is None or known[0] != classes_key(self.cfg.data):
             return []
-        classes = known[1]
-        size = self.cfg.model.num_labels or len(classes)
-        if size < len(classes):
+        try:
+            return list(label_kwargs(self.cfg.task, known[1], self.cfg.model.num_labels)["id2label"].values())
+        except ConfigError:
             return []
-        return classes + [f"LABEL_{i}" for i in range(len(classes), size)]
 
     def set_tuned(self, run_dir: str | None, origin: str = "") -> None:
         """Use ``run_dir`` (a run folder) as the fine-tuned side; None = base model only."""
