@@ -11,9 +11,10 @@ size (16), learning rate (1e-4), warm-up share, epochs (3) and seed, one evaluat
 
 Each side is a whole process, start-up, data loading and the final save included; the sides take turns (A, B, C,
 A, B, C, ...) so that they see the same load from anything else on the machine. Per side: wall seconds, peak
-RSS (the process and whatever it waited for) and the final eval accuracy. RATIO lines: A / B wall time (goal
->= 3.0) and B / C wall time (goal <= 1.0), each a FAIL whatever its value when B's accuracy is more than 0.02
-below the other side's.
+RSS (the process and whatever it waited for), the final eval accuracy, and for A and B where the wall time
+went: setup before the first training step, the steps, evaluations, checkpoints and the rest. RATIO lines:
+A / B wall time (goal >= 3.0) and B / C wall time (goal <= 1.0), each a FAIL whatever its value when B's
+accuracy is more than 0.02 below the other side's.
 
 Cases (``--cases``): the bundled reviews at max_length 128 and 256, and ``longtail-*``, reviews of one label
 joined into texts whose lengths follow a long tail (most of one review, a few of many), at the same lengths.
@@ -25,6 +26,7 @@ joined into texts whose lengths follow a long tail (most of one review, a few of
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -69,6 +71,42 @@ class Outcome:
     #: Tunebench only: seconds from the spawn to the run's first event, and from its last event to the exit.
     before_first_event: float | None = None
     after_last_event: float | None = None
+    #: Course and Tunebench: where the wall time went (see Phases).
+    phases: Phases | None = None
+
+
+@dataclass
+class Phases:
+    """A side's wall time split: until its first training step (interpreter, imports, data, model), training
+    steps, evaluations, checkpoints, and the rest (the final save, the exit)."""
+
+    setup: float
+    train: float
+    evaluate: float
+    checkpoints: float
+    rest: float
+
+    def line(self) -> str:
+        return (
+            f"setup {self.setup:.1f} s, train {self.train:.1f} s, eval {self.evaluate:.1f} s, "
+            f"checkpoints {self.checkpoints:.1f} s, rest {self.rest:.1f} s"
+        )
+
+
+def tunebench_phases(events: list[dict[str, Any]], spawned: float, exited: float) -> Phases:
+    """The split of a ``tunebench run`` from its events' times: setup ends at RunStarted, each epoch's training
+    is its EpochEnded duration, an evaluation runs from its Status to its Evaluated, a checkpoint from the event
+    before it to its CheckpointSaved."""
+    started = next(e["time"] for e in events if e["type"] == "RunStarted")
+    train = sum(e["duration_seconds"] for e in events if e["type"] == "EpochEnded")
+    evaluate = checkpoints = 0.0
+    for before, event in itertools.pairwise(events):
+        if event["type"] == "Evaluated":
+            evaluate += event["time"] - before["time"]
+        elif event["type"] == "CheckpointSaved":
+            checkpoints += event["time"] - before["time"]
+    setup = started - spawned
+    return Phases(setup, train, evaluate, checkpoints, exited - spawned - setup - train - evaluate - checkpoints)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -114,7 +152,9 @@ def course(job: Job, out: Path) -> float:
         num_training_steps=num_training_steps,
     )
     accuracy = 0.0
+    started, train_seconds, eval_seconds = time.time(), 0.0, 0.0
     for epoch in range(job.epochs):
+        tick = time.perf_counter()
         model.train()
         total_loss = 0.0
         for batch in train_dataloader:
@@ -125,6 +165,8 @@ def course(job: Job, out: Path) -> float:
             lr_scheduler.step()
             optimizer.zero_grad()
             total_loss += loss.item()
+        train_seconds += time.perf_counter() - tick
+        tick = time.perf_counter()
         model.eval()
         correct = total = 0
         for batch in eval_dataloader:
@@ -133,7 +175,10 @@ def course(job: Job, out: Path) -> float:
             correct += (logits.argmax(dim=-1) == batch["labels"]).sum().item()
             total += len(batch["labels"])
         accuracy = correct / total
+        eval_seconds += time.perf_counter() - tick
         print(f"epoch {epoch + 1}: loss {total_loss / len(train_dataloader):.4f}, accuracy {accuracy:.4f}")
+    # The driver's clock is time.time() too: it turns these into the split of the whole process's wall time.
+    (out / "phases.json").write_text(json.dumps([started, train_seconds, eval_seconds]), encoding="utf-8")
     model.save_pretrained(out / "model")
     tokenizer.save_pretrained(out / "model")
     return accuracy
@@ -241,10 +286,16 @@ def run_side(side: str, job: Job, out: Path) -> Outcome:
         (summary,) = (out / "runs").glob("*/summary.json")
         accuracy = json.loads(summary.read_text(encoding="utf-8"))["evaluations"][-1]["accuracy"]
         with open(summary.parent / "events.jsonl", encoding="utf-8") as fh:
-            times = [json.loads(line)["time"] for line in fh]
-        outcome.before_first_event, outcome.after_last_event = times[0] - spawned, exited - times[-1]
+            events = [json.loads(line) for line in fh]
+        outcome.before_first_event = events[0]["time"] - spawned
+        outcome.after_last_event = exited - events[-1]["time"]
+        outcome.phases = tunebench_phases(events, spawned, exited)
     else:
         accuracy = json.loads((out / "accuracy.json").read_text(encoding="utf-8"))
+        if side == "course":
+            started, train, evaluate = json.loads((out / "phases.json").read_text(encoding="utf-8"))
+            setup = started - spawned
+            outcome.phases = Phases(setup, train, evaluate, 0.0, exited - spawned - setup - train - evaluate)
     outcome.accuracy = float(accuracy)
     return outcome
 
@@ -341,6 +392,8 @@ def main() -> None:
                         f"{outcome.peak_rss_mb:.0f} MiB peak, accuracy {outcome.accuracy:.4f}",
                         flush=True,
                     )
+                    if outcome.phases is not None:
+                        print(f"    {outcome.phases.line()}", flush=True)
 
     rows = []
     for case, sides in results.items():
@@ -364,6 +417,14 @@ def main() -> None:
             f"{rss['tunebench'] / rss['course']:.2f} of the course's; tunebench / trainer wall "
             f"{wall['tunebench'] / wall['trainer']:.2f}; accuracy course {acc['course']:.4f}, tunebench "
             f"{acc['tunebench']:.4f}, trainer {acc['trainer']:.4f}"
+        )
+        # Training steps alone against the whole process: how much of the lead the fixed costs take back.
+        train = {side: median([o.phases.train for o in sides[side] if o.phases]) for side in ("course", "tunebench")}
+        setup = {side: median([o.phases.setup for o in sides[side] if o.phases]) for side in ("course", "tunebench")}
+        print(
+            f"{case}: training steps alone, course / tunebench {train['course'] / train['tunebench']:.2f} "
+            f"({train['course']:.1f} vs {train['tunebench']:.1f} s); setup before the first step "
+            f"{setup['course']:.1f} vs {setup['tunebench']:.1f} s"
         )
     # The RATIO lines are the first case's (reviews-128 by default): a speed bought with accuracy does not count.
     case = cases[0]
