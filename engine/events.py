@@ -93,6 +93,10 @@ def fmt_parameters(total: int, trainable: int | None = None, adapter: str = "") 
     return f"{adapter} · {text}" if adapter else text
 
 
+#: The stage each engine's process emits first: a run's history starts a new session (a resume) there.
+FIRST_STAGE = "loading tokenizer"
+
+
 @dataclass(frozen=True)
 class Status(Event):
     """A stage change before or between training steps ("loading model", "tokenizing", "saving model")."""

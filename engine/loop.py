@@ -43,7 +43,7 @@ from engine.data import (
 from engine.early_stopping import EarlyStopping
 from engine.errors import CheckpointError
 from engine.evaluation import evaluate
-from engine.events import CheckpointSaved, Status, fmt_epoch
+from engine.events import FIRST_STAGE, CheckpointSaved, Status, fmt_epoch
 from engine.faults import kill_point
 from engine.models import (
     CompiledForward,
@@ -136,7 +136,7 @@ def setup(cfg: RunConfig, emit: Emit) -> Setup:
     )
 
     # 1. tokenizer and data
-    emit(Status("loading tokenizer", cfg.model.name_or_path))
+    emit(Status(FIRST_STAGE, cfg.model.name_or_path))
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
     emit(Status("loading data", cfg.data.source))
     data = prepare(cfg.data, tokenizer, cfg.task, emit)

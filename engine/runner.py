@@ -28,6 +28,7 @@ from engine.early_stopping import EarlyStopping
 from engine.errors import DISK_ERRNOS, RunFolderError, UserError, describe_failure
 from engine.events import (
     EPHEMERAL,
+    FIRST_STAGE,
     Emit,
     Evaluated,
     Event,
@@ -35,6 +36,7 @@ from engine.events import (
     RunFailed,
     RunFinished,
     RunStarted,
+    Status,
     StepLogged,
 )
 from engine.live import Beacon
@@ -108,7 +110,10 @@ class _Summary:
 
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
-        self.started = time.time()
+        #: When the run first started (an earlier session's start, once replayed) and when this session did.
+        self.started = self.session_started = time.time()
+        #: Seconds the run's earlier sessions ran: a resumed run's duration leaves out the time it lay stopped.
+        self.earlier_seconds = 0.0
         self.device = ""
         self.precision = ""
         self.step = 0
@@ -145,8 +150,13 @@ class _Summary:
         starts = [e for e in history if isinstance(e, RunStarted)]
         if starts:
             self.started = starts[0].time
+        self.earlier_seconds = sum(session[-1].time - session[0].time for session in _sessions(history))
         for event in history:
             self.see(event)
+
+    def duration(self) -> float:
+        """Seconds the run has run, over all its sessions: the gaps between them do not count."""
+        return self.earlier_seconds + time.time() - self.session_started
 
     def resumed_at(self, step: int) -> None:
         """Forget evaluations from after ``step``: the resumed run redoes that part."""
@@ -194,7 +204,7 @@ class _Summary:
             "precision": self.precision,
             "started": self.started,
             "ended": time.time(),
-            "duration_seconds": time.time() - self.started,
+            "duration_seconds": self.duration(),
             "step": self.step,
             "best_metric": metric,
             "best_value": value,
@@ -205,6 +215,17 @@ class _Summary:
             "best_model": self.best_model(),
             "error": error,
         }
+
+
+def _sessions(history: list[Event]) -> list[list[Event]]:
+    """A run's events cut into the sessions of its processes, each from its engine's first status (FIRST_STAGE)
+    on; a history without one is one session."""
+    sessions: list[list[Event]] = []
+    for event in history:
+        if not sessions or (isinstance(event, Status) and event.stage == FIRST_STAGE):
+            sessions.append([])
+        sessions[-1].append(event)
+    return sessions
 
 
 def evaluation_dict(event: Evaluated, label_names: list[str]) -> dict[str, Any]:
@@ -405,7 +426,7 @@ class Runner:
                 RunFinished(
                     status=outcome.status,
                     step=outcome.step,
-                    duration_seconds=time.time() - summary.started,
+                    duration_seconds=summary.duration(),
                     model_dir=str(outcome.model_dir) if outcome.model_dir else None,
                     metrics=outcome.metrics,
                     peak_memory_mb=peak_memory_mb(),

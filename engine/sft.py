@@ -36,7 +36,7 @@ from engine.config import RunConfig, best_direction, eval_every
 from engine.control import RunControl
 from engine.data import BatchSeededMasking, PreparedData, build_collator, prepare
 from engine.errors import CheckpointError, ModelError
-from engine.events import RunStarted, Status
+from engine.events import FIRST_STAGE, RunStarted, Status
 from engine.faults import kill_point
 from engine.models import (
     COLLECTIVE_TIMEOUT_SECONDS,
@@ -442,7 +442,7 @@ def _run_once(
         check_compile(device)
 
     # 1. tokenizer and data (tokenized once, by the same code as the loop)
-    emit(Status("loading tokenizer", cfg.model.name_or_path))
+    emit(Status(FIRST_STAGE, cfg.model.name_or_path))
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
     if cfg.task == "causal-lm":
         _check_causal_tokenizer(cfg, tokenizer)

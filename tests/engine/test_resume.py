@@ -250,6 +250,11 @@ def test_stop_saves_a_checkpoint_and_the_stopped_run_resumes_to_the_end(
     saved = [e for e in events if isinstance(e, CheckpointSaved)]
     assert [e.step for e in saved] == stop_at, "a stop writes a checkpoint even with save_strategy: no"
     assert json.loads((stopped.run_dir / "summary.json").read_text())["status"] == "stopped"
+    # As if the run had been stopped an hour ago: that hour is not part of its duration.
+    history = stopped.run_dir / "events.jsonl"
+    shifted = [{**row, "time": row["time"] - 3600} for row in map(json.loads, history.read_text().splitlines())]
+    history.write_text("".join(json.dumps(row) + "\n" for row in shifted))
+    first_session = shifted[-1]["time"] - shifted[0]["time"]
 
     more: list[Any] = []
     result = Runner.from_run_dir(stopped.run_dir, subscribers=[more.append]).run()
@@ -266,6 +271,9 @@ def test_stop_saves_a_checkpoint_and_the_stopped_run_resumes_to_the_end(
     evals = [e for e in read_events(stopped.run_dir / "events.jsonl") if isinstance(e, Evaluated)]
     assert [e.epoch for e in evals] == [1, 2]
     assert summary["best_value"] == max(e.accuracy or 0.0 for e in evals)
+    second_session = more[-1].time - more[0].time
+    assert first_session + second_session <= summary["duration_seconds"] < first_session + second_session + 5
+    assert finished.duration_seconds == pytest.approx(summary["duration_seconds"], abs=1)
 
 
 def test_save_total_limit_keeps_only_the_newest_complete_checkpoints(
