@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+    from engine.config import RunConfig
+
 log = logging.getLogger("tunebench.predict")
 
 #: What a prediction does for each training task.
@@ -147,17 +149,23 @@ def resolve(model: str) -> str:
         raise _as_predict_error(exc) from None
 
 
-def base_model_of(run_folder: str) -> str | None:
-    """The ``model.name_or_path`` a run was trained from, or None when ``run_folder`` is not a run."""
+def run_config_of(run_folder: str) -> RunConfig | None:
+    """The config a run was trained with, or None when ``run_folder`` is not a run (or its config is damaged)."""
     from engine.config import load_config
 
     path = Path(run_folder).expanduser() / CONFIG_FILE
     if not path.is_file():
         return None
     try:
-        return load_config(path).model.name_or_path
+        return load_config(path)
     except UserError:
         return None
+
+
+def base_model_of(run_folder: str) -> str | None:
+    """The ``model.name_or_path`` a run was trained from, or None when ``run_folder`` is not a run."""
+    cfg = run_config_of(run_folder)
+    return None if cfg is None else cfg.model.name_or_path
 
 
 def detect_task(path: str, *, trust_remote_code: bool = False) -> str:

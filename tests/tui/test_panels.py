@@ -20,7 +20,7 @@ from engine.events import DeviceUsage, EpochEnded, Evaluated, RunFinished, RunSt
 from engine.runner import Emit
 from tests.conftest import run_started, sentiment_rows, write_jsonl
 from tests.tui.conftest import CONFIG_FILE, reach, set_animations, settle, until
-from tests.tui.fakes import ScriptedEngine, ScriptedRunner, run_script
+from tests.tui.fakes import FakePredictor, ScriptedEngine, ScriptedRunner, run_script
 from tests.tui.helpers import edit_field, sample_rows, summary_for, write_run
 from tui.app import WorkbenchApp
 from tui.bridge import EventBridge, StepsLogged
@@ -716,6 +716,84 @@ async def test_the_fine_tuned_side_of_a_lora_run_says_it_is_an_adapter_on_its_ba
         assert heading == f"fine-tuned · {run.name} (adapter on minilm, picked in Runs)"
 
 
+def _run_folder(cfg: RunConfig, name: str, **changes: Any) -> str:
+    """A run folder holding only its config.yaml: what the Predict panel reads before the model loads."""
+    run = Path("runs") / name
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(dataclasses.replace(cfg, **changes).to_yaml())
+    return str(run)
+
+
+async def test_another_fine_tuned_run_clears_the_results_and_brings_its_task_and_base(
+    make_app: Callable[..., WorkbenchApp],
+    fake_predictor: Callable[[PredictRequest], PredictionView],
+    workbench_config: RunConfig,
+) -> None:
+    """Results of one run never stay under another run's name; the title and base side follow the run."""
+    classifier = _run_folder(workbench_config, "20240101-120000-classification-minilm")
+    mlm = _run_folder(
+        workbench_config,
+        "20240102-120000-masked-lm-tiny",
+        task="masked-lm",
+        model=dataclasses.replace(workbench_config.model, name_or_path="tiny-bert"),
+    )
+    app = make_app(panel="predict")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await app.panels_mounted.wait()
+        panel = app.predict_panel
+        panel.set_tuned(classifier, "picked in Runs")
+        await pilot.press("ctrl+t", "enter")
+        await until(pilot, lambda: panel.result is not None, "predictions show")
+        assert app.query("#predict-tuned ScoreBars")
+
+        panel.set_tuned(mlm, "this session's run")
+        await pilot.pause()
+        assert panel.result is None and not app.query("#predict-sides ScoreBars")
+        assert "press Enter to predict with this run" in text_of(app, "#predict-tuned .predict-results Static")
+        assert "fill-mask · base tiny-bert" in text_of(app, "#predict-title")
+        assert text_of(app, "#predict-base .side-title") == "base · tiny-bert"
+        await pilot.press("ctrl+t", "enter")
+        await until(pilot, lambda: panel.result is not None, "predictions show")
+        request = fake_predictor.requests[-1]  # type: ignore[attr-defined]
+        assert (request.text, request.base, request.tuned) == ("This is a [MASK] movie!", "tiny-bert", mlm)
+
+
+async def test_ctrl_b_sets_the_run_aside_and_brings_it_back(
+    make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig
+) -> None:
+    run = _run_folder(workbench_config, "20240101-120000-classification-minilm")
+    app = make_app(panel="predict")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await app.panels_mounted.wait()
+        panel = app.predict_panel
+        panel.set_tuned(run, "picked in Runs")
+        await pilot.press("ctrl+b")
+        assert panel.tuned is None
+        assert "ctrl+b predicts with 20240101-120000" in text_of(app, "#predict-tuned .predict-results Static")
+        await pilot.press("ctrl+b")
+        assert (panel.tuned, panel.tuned_origin) == (run, "picked in Runs")
+
+
+async def test_a_prediction_for_models_since_replaced_is_dropped(
+    make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig
+) -> None:
+    release = threading.Event()
+    fake = FakePredictor()
+
+    def slow(request: PredictRequest) -> PredictionView:
+        release.wait(10)
+        return fake(request)
+
+    run = _run_folder(workbench_config, "20240101-120000-classification-minilm")
+    app = make_app(panel="predict", predictor=slow)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("ctrl+t", "enter")
+        app.predict_panel.set_tuned(run, "this session's run")
+        release.set()
+        await until(pilot, lambda: not app.predict_panel.busy, "the prediction comes back")
+        assert app.predict_panel.result is None and not app.query("#predict-sides ScoreBars")
+
+
 async def test_before_any_run_only_the_base_model_predicts(
     make_app: Callable[..., WorkbenchApp], fake_predictor: Callable[[PredictRequest], PredictionView]
 ) -> None:
@@ -734,12 +812,16 @@ async def test_a_prediction_error_shows_its_message_and_the_panel_stays_usable(
     def refuse(request: PredictRequest) -> PredictionView:
         raise PredictError("text: no [MASK] in the text; type [MASK] where the model should fill in a word")
 
-    app = make_app(panel="predict", predictor=refuse)
+    answers = iter([FakePredictor(), refuse])
+    app = make_app(panel="predict", predictor=lambda request: next(answers)(request))
     async with app.run_test() as pilot:
-        await pilot.press(*"no mask here", "enter")
+        await pilot.press("ctrl+t", "enter")
+        await until(pilot, lambda: app.predict_panel.result is not None, "predictions show")
+        await pilot.press("home", "ctrl+k", *"no mask here", "enter")
         await until(pilot, lambda: "no [MASK]" in text_of(app, "#predict-status"), "the error shows")
         assert app.query_one("#predict-status").has_class("error")
         assert app.focused is app.query_one("#predict-input")
+        assert not app.query("#predict-sides ScoreBars"), "the last text's results do not stay under the error"
 
 
 async def test_top_k_typed_beside_the_text_sets_how_many_candidates_show(

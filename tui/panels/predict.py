@@ -25,7 +25,7 @@ from engine.config import RunConfig
 from engine.errors import ConfigError, describe_failure
 from engine.events import LogMessage
 from engine.models import label_kwargs
-from engine.predict import MODES, describe
+from engine.predict import MODES, describe, run_config_of
 from tui import heap
 from tui.bridge import LibraryLog
 from tui.panels import PANELS
@@ -157,14 +157,17 @@ class PredictPanel(Vertical):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+t", "example", "Example", tooltip="Fill in an example text for this model's task"),
-        Binding("ctrl+b", "clear_tuned", "Base only", tooltip="Predict with the base model only"),
+        Binding("ctrl+b", "base_only", "Base only", tooltip="Predict with the base model only; ctrl+b again: both"),
+        Binding("ctrl+b", "both_models", "Both", tooltip="Predict with the fine-tuned run set aside again too"),
     ]
 
     class Predicted(Message):
-        def __init__(self, request: PredictRequest, view: PredictionView) -> None:
+        def __init__(self, request: PredictRequest, view: PredictionView, models: tuple[str, str | None, str]) -> None:
             super().__init__()
             self.request = request
             self.view = view
+            #: (base, fine-tuned, mode) as they were when it was asked for
+            self.models = models
 
     def __init__(self, cfg: RunConfig, backend: Backend | None = None, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -173,6 +176,12 @@ class PredictPanel(Vertical):
         self.tuned: str | None = None
         self.tuned_origin = ""
         self.tuned_description = ""
+        #: The fine-tuned run's config (its task and base model); None without a run, or when it is unreadable.
+        self.tuned_config: RunConfig | None = None
+        #: The run ctrl+b set aside (folder, origin), which ctrl+b brings back.
+        self.set_aside: tuple[str, str] | None = None
+        #: (base, fine-tuned, mode) the sides show results of, or hints for.
+        self._models_shown: tuple[str, str | None, str] | None = None
         #: The classes of the data's label column, with the data config the Data panel read them for.
         self._data_classes: tuple[tuple[str, str | None, str, str | None], list[str]] | None = None
         #: The (base, fine-tuned, device, base labels) models predicted with so far: the first query of each loads
@@ -185,7 +194,17 @@ class PredictPanel(Vertical):
 
     @property
     def mode(self) -> str:
-        return MODES.get(self.cfg.task, "fill-mask")
+        """The fine-tuned run's task, which its base is compared on; else the config's."""
+        task = self.tuned_config.task if self.tuned_config else self.cfg.task
+        return MODES.get(task, "fill-mask")
+
+    @property
+    def base(self) -> str:
+        """The model the base side predicts with: the run's starting model, else the config's."""
+        return (self.tuned_config or self.cfg).model.name_or_path
+
+    def _models(self) -> tuple[str, str | None, str]:
+        return self.base, self.tuned, self.mode
 
     def compose(self) -> ComposeResult:
         yield Static(TITLE, id="predict-title", classes="panel-title")
@@ -219,8 +238,7 @@ class PredictPanel(Vertical):
     def on_mount(self) -> None:
         for warning in self.query(".predict-warning"):
             warning.display = False
-        self._render_headings()
-        self._show_options()
+        self._refresh_models()
 
     def _show_options(self) -> None:
         """top-k for fill-mask and classify; max new tokens for generation (greedy, so no top-k)."""
@@ -235,9 +253,16 @@ class PredictPanel(Vertical):
     # -- models ---------------------------------------------------------------------------------------------
     def set_config(self, cfg: RunConfig) -> None:
         self.cfg = cfg
+        self._refresh_models()
+
+    def _refresh_models(self) -> None:
+        """Headings, placeholder and options for the models as they are now; results shown for other models
+        (another run, base or task) are cleared, since they would read as these models' answers."""
         self.query_one("#predict-input", Input).placeholder = self._placeholder()
-        self._render_headings()
         self._show_options()
+        self._render_headings()
+        if self._models() != self._models_shown:
+            self._clear_results()
 
     def set_data_classes(self, key: tuple[str, str | None, str, str | None], classes: list[str] | None) -> None:
         """The classes the Data panel found for the data config ``key`` (``data.classes_key``); None: none."""
@@ -261,19 +286,34 @@ class PredictPanel(Vertical):
         self.tuned_origin = origin
         # "adapter on minilm": read from one small file, so the heading says it before the model loads
         self.tuned_description = describe(run_dir) if run_dir else ""
-        self._render_headings()
+        self.tuned_config = run_config_of(run_dir) if run_dir else None
+        if run_dir:
+            self.set_aside = None
+        self._refresh_models()
+        self.refresh_bindings()  # ctrl+b: "Base only" or "Both"
 
     def _render_headings(self) -> None:
         tuned = Path(self.tuned).name if self.tuned else "none yet"
         self.query_one("#predict-title", Static).update(
-            Content(f"{TITLE} · {self.mode} · base {self.cfg.model.name_or_path} · fine-tuned {tuned}")
+            Content(f"{TITLE} · {self.mode} · base {self.base} · fine-tuned {tuned}")
         )
-        self.query_one("#predict-base .side-title", Static).update(Content(f"base · {self.cfg.model.name_or_path}"))
+        self.query_one("#predict-base .side-title", Static).update(Content(f"base · {self.base}"))
         notes = [n for n in (self.tuned_description, self.tuned_origin) if n] if self.tuned else []
         heading = f"fine-tuned · {tuned}" + (f" ({', '.join(notes)})" if notes else "")
         self.query_one("#predict-tuned .side-title", Static).update(Content(heading))
-        if self.tuned is None:
-            self._fill_side("#predict-tuned", None, "train a run (F4, s) or pick one in Runs (F6, p)")
+
+    def _clear_results(self) -> None:
+        """Empty both sides; the fine-tuned side says how to get a result."""
+        self.result = None
+        self._models_shown = self._models()
+        self._fill_side("#predict-base", None)
+        if self.tuned:
+            hint = "press Enter to predict with this run and its base"
+        elif self.set_aside:
+            hint = f"base only: ctrl+b predicts with {Path(self.set_aside[0]).name} again"
+        else:
+            hint = "train a run (F4, s) or pick one in Runs (F6, p)"
+        self._fill_side("#predict-tuned", None, hint)
 
     # -- prediction -----------------------------------------------------------------------------------------
     @on(Input.Submitted, "#predict-input")
@@ -303,6 +343,7 @@ class PredictPanel(Vertical):
 
     def predict(self, text: str) -> None:
         if not text.strip():
+            self._clear_results()
             self._status("type a text first; ctrl+t fills in an example", error=True)
             return
         shown = MAX_NEW_TOKENS if self.mode == "generate" else TOP_K
@@ -317,7 +358,7 @@ class PredictPanel(Vertical):
         max_new_tokens = value if shown is MAX_NEW_TOKENS else MAX_NEW_TOKENS.default
         request = PredictRequest(
             text=text,
-            base=self.cfg.model.name_or_path,
+            base=self.base,
             tuned=self.tuned,
             task=self.cfg.task,
             device=self.cfg.train.device,
@@ -328,20 +369,23 @@ class PredictPanel(Vertical):
         self.busy = True
         both = "both models" if self.tuned else self.cfg.model.name_or_path
         self._status(f"predicting with {both}… (the first query loads the models)")
-        self._run(request)
+        self._run(request, self._models())
 
     @work(thread=True, exclusive=True, group="predict", exit_on_error=False, description="predict")
-    def _run(self, request: PredictRequest) -> None:
+    def _run(self, request: PredictRequest, models_shown: tuple[str, str | None, str]) -> None:
         view = self.backend(request)
         models = (request.base, request.tuned, request.device, request.label_names)
         if models not in self._loaded:
             self._loaded.add(models)
             heap.freeze()  # the models just loaded stay while they are the ones predicted with
-        self.post_message(self.Predicted(request, view))
+        self.post_message(self.Predicted(request, view, models_shown))
 
     @on(Predicted)
     def _on_predicted(self, message: Predicted) -> None:
         self.busy = False
+        if message.models != self._models():  # the run or config changed while it predicted
+            self._status("")
+            return
         self.result = message.view
         self._status(" · ".join(message.view.notes))
         self._fill_side("#predict-base", message.view.base)
@@ -355,6 +399,7 @@ class PredictPanel(Vertical):
         self.busy = False
         assert event.worker.error is not None
         message, tb = describe_failure(event.worker.error)
+        self._clear_results()
         self._status(message, error=True)
         if tb:
             self.post_message(LibraryLog(LogMessage("error", f"{message}\n{tb}", "tunebench.tui")))
@@ -397,5 +442,19 @@ class PredictPanel(Vertical):
         field_.value = EXAMPLES[self.mode]
         field_.focus()
 
-    def action_clear_tuned(self) -> None:
-        self.set_tuned(None)
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """ctrl+b sets the fine-tuned run aside, and brings it back: one of the two shows at a time."""
+        if action == "base_only":  # greyed while there is no run to set aside
+            return True if self.tuned else (False if self.set_aside else None)
+        if action == "both_models":
+            return self.tuned is None and self.set_aside is not None
+        return True
+
+    def action_base_only(self) -> None:
+        if self.tuned:
+            self.set_aside = (self.tuned, self.tuned_origin)
+            self.set_tuned(None)
+
+    def action_both_models(self) -> None:
+        if self.set_aside:
+            self.set_tuned(*self.set_aside)
