@@ -340,6 +340,29 @@ async def test_q_queues_the_form_as_it_is_and_refuses_an_invalid_one(
         assert text_of(app, "#config-status").startswith(f"queued #1 in {runs}/ (1 waiting); Q in the Runs panel")
 
 
+async def test_escape_from_a_field_says_where_the_focus_is_and_enter_goes_back_in(
+    make_app: Callable[..., WorkbenchApp],
+) -> None:
+    """Escape leaves the focus on the form's frame: its hint must not read as the file field's, whose
+    letters would then be taken for keys (a path with a q in it quit the app)."""
+    app = make_app(panel="config")
+    async with app.run_test(size=(100, 40)) as pilot:
+        await until(pilot, lambda: app.config_panel.form_built, "the form is built")
+        app.config_panel.editor.focus()
+        await pilot.press("escape")
+        frame = app.query_one("#config-form")
+        assert app.focused is frame
+        field = app.config_panel.current.path
+        assert text_of(app, "#config-help").startswith(f"out of the field: single keys act · enter edits {field}")
+        await pilot.press("shift+tab")
+        assert app.focused is app.query_one("#config-path")
+        assert text_of(app, "#config-help").startswith("ctrl+l loads this file")
+        await pilot.press("tab")
+        assert app.focused is frame
+        await pilot.press("enter")
+        assert app.focused is app.config_panel.editor
+
+
 async def test_keys_typed_back_to_back_edit_the_field_the_editor_is_on(make_app: Callable[..., WorkbenchApp]) -> None:
     from textual import events
 

@@ -254,6 +254,18 @@ class FieldLines(Static):
             self.post_message(self.Picked(path))
 
 
+class FormFrame(VerticalScroll):
+    """The form's scrolling frame. Escape from the editor leaves the focus here, so that the panel's and the
+    app's single keys act; Enter goes back into the field."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "edit", "Edit field", tooltip="Back into the field the editor is on"),
+    ]
+
+    def action_edit(self) -> None:
+        self.query_one(FieldEditor).focus()
+
+
 class ConfigPanel(Vertical):
     """Edit the run config; each change goes through ``engine.config.validate_field``. The form is drawn as
     text around one editor, which moves from field to field."""
@@ -314,7 +326,7 @@ class ConfigPanel(Vertical):
             yield Label("file ", classes="field-key-short")
             yield Input(self.path, suggester=PathSuggester(), compact=True, id="config-path")
         yield Static("", id="config-status")
-        with VerticalScroll(id="config-form"):
+        with FormFrame(id="config-form"):
             yield FieldLines(id="config-above")
             with Horizontal(id="config-row", classes="field-row"):
                 yield Label("", id="config-key", classes="field-key")
@@ -501,7 +513,12 @@ class ConfigPanel(Vertical):
 
     @on(DescendantFocus)
     def _show_help(self, event: DescendantFocus) -> None:
-        self._render_help(self.current if event.widget.id == "config-editor" else None)
+        if isinstance(event.widget, FormFrame):
+            self.query_one("#config-help", Static).update(
+                Content(f"out of the field: single keys act · enter edits {self.current.path} · shift+tab: the file")
+            )
+        else:
+            self._render_help(self.current if event.widget.id == "config-editor" else None)
 
     def _render_help(self, spec: FieldSpec | None) -> None:
         if spec is None:
