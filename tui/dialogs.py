@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Checkbox, DataTable, Input, Static
+from textual.widgets import Button, Checkbox, Input, Static
+
+if TYPE_CHECKING:
+    from rich.console import Group
 
 
 class ConfirmQuit(ModalScreen[str | None]):
@@ -47,7 +50,8 @@ class ConfirmQuit(ModalScreen[str | None]):
 
 
 class HelpScreen(ModalScreen[None]):
-    """Every key binding: global ones, each panel's, and the sample view's."""
+    """Every key binding, under where it acts: global ones, each panel's, the sample view's. Long actions wrap,
+    so nothing hides past the right edge at 80 columns."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,f1,question_mark,q", "dismiss", "Close"),
@@ -60,14 +64,32 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="help-dialog"):
             yield Static("Keys  (Esc closes; ctrl+p searches every action)", classes="panel-title")
-            yield DataTable[str](id="help-table", cursor_type="row", zebra_stripes=True)
+            with VerticalScroll(id="help-keys"):
+                yield Static(self.key_table())
+
+    def key_table(self) -> Group:
+        """A heading per place, and under it a grid of its keys, aligned across places."""
+        from rich.console import Group
+        from rich.table import Table  # here: the help is opened rarely, and the workbench loads this module
+        from rich.text import Text
+
+        places: dict[str, list[tuple[str, str]]] = {}
+        for where, key, description in self.rows:
+            places.setdefault(where, []).append((key, description))
+        key_width = max(len(key) for _where, key, _what in self.rows)
+        parts: list[Text | Table] = []
+        for where, keys in places.items():
+            parts.append(Text(("\n" if parts else "") + where, style="bold underline"))
+            grid = Table.grid(padding=(0, 2), expand=True)
+            grid.add_column(no_wrap=True, min_width=key_width)
+            grid.add_column(ratio=1)
+            for key, description in keys:
+                grid.add_row(Text(key, style="bold"), Text(description))  # Text: "[" in a key is not markup
+            parts.append(grid)
+        return Group(*parts)
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        table.add_columns("key", "action", "where")
-        for where, key, description in self.rows:
-            table.add_row(key, description, where)
-        table.focus()
+        self.query_one("#help-keys").focus()
 
 
 @dataclass(frozen=True)

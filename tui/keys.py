@@ -29,6 +29,9 @@ WIDGET_KEYS = (
 )
 
 
+#: Where space and x act: Train, and any panel while a run trains or is paused (x in Runs is its own).
+RUN_GOING = "Train, or any panel while a run goes"
+
 #: Bound actions the palette leaves out: the palette itself, and moving the focus (it would move it in the palette).
 NOT_COMMANDS = ("command_palette", "app.focus_next", "app.focus_previous", "leave_field")
 
@@ -59,8 +62,15 @@ def key_places(app: App[Any]) -> list[KeyPlace]:
         Binding(App.COMMAND_PALETTE_BINDING, "command_palette", "Palette", tooltip="Search every action"),
         *(b for b in _bindings(Screen.BINDINGS) if b.action.startswith("app.focus")),
     ]
+    listed = [b for b in everywhere if b.description or b.tooltip]
+    # App bindings that the app's check_action lets act only in some places: the help says where.
+    run_keys = {"start": "Train", "toggle_pause": RUN_GOING, "stop": RUN_GOING}
     return [
-        KeyPlace("everywhere", tuple(b for b in everywhere if b.description or b.tooltip)),
+        KeyPlace("everywhere", tuple(b for b in listed if b.action not in run_keys)),
+        *(
+            KeyPlace(where, tuple(b for b in listed if run_keys.get(b.action) == where))
+            for where in dict.fromkeys(run_keys.values())
+        ),
         KeyPlace("Data", _bindings(DataPanel.BINDINGS), "data"),
         KeyPlace("Data table", _table_bindings(SamplesTable), "data", commands=False),
         KeyPlace("Sample view", _bindings(SampleScreen.BINDINGS), commands=False),

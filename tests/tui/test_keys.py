@@ -6,15 +6,16 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from rich.console import Console
 from textual.command import CommandPalette
-from textual.widgets import DataTable, Input
+from textual.widgets import Input
 
 from engine.events import RunFinished
 from tests.tui.conftest import reach, settle, until
 from tests.tui.fakes import ScriptedEngine
 from tui.app import PANELS, WorkbenchApp
 from tui.dialogs import ConfirmQuit, HelpScreen
-from tui.keys import NOT_COMMANDS, key_places, what
+from tui.keys import NOT_COMMANDS, RUN_GOING, key_places, what
 from tui.widgets.epoch_table import EpochTable
 from tui.widgets.footer import WorkbenchFooter
 from tui.widgets.panel_bar import Pane, PanelBar
@@ -83,12 +84,20 @@ async def test_f1_and_question_mark_open_a_help_screen_listing_every_key(make_ap
             await pilot.press(key)
             await pilot.pause()
             assert isinstance(app.screen, HelpScreen)
-            table = app.screen.query_one(DataTable)
-            keys = [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
+            rows = app.screen.rows
+            keys = [key for _where, key, _what in rows]
             assert {"F1, ?", "F2", "F3", "F4", "F5", "F6", "s", "space", "x", "q, ^q", "^p", "esc"} <= set(keys)
             assert keys.count("r") == 1, "each binding is listed once"
-            actions = {str(table.get_row_at(i)[1]).split(" ")[0].rstrip(":") for i in range(table.row_count)}
+            actions = {what.split(" ")[0].rstrip(":") for _where, _key, what in rows}
             assert {"Start", "Pause", "Stop", "Quit", "Save", "Filter", "Mark", "Overlay", "Open", "Resume"} <= actions
+            where = {key: place for place, key, _what in rows if key in ("s", "space", "q, ^q")}
+            assert where == {"s": "Train", "space": RUN_GOING, "q, ^q": "everywhere"}
+            # At 80 columns every place and every action shows whole: long ones wrap instead of running off.
+            console = Console(width=76, record=True)
+            console.print(app.screen.key_table())
+            shown = " ".join(console.export_text().split())
+            for place, key, what in rows:
+                assert place in shown and f"{key} {' '.join(what.split())}" in shown, (place, key, what)
             await pilot.press("escape")
             await pilot.pause()
             assert not isinstance(app.screen, HelpScreen)
