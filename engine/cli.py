@@ -500,6 +500,7 @@ def predict_text(result: PredictResult) -> str:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """``tunebench predict``; a user error raises, and ``main`` turns it into one line and exit 2."""
+    from engine.config import DEVICES, valid_device
     from engine.logs import capture_library_logs
 
     try:
@@ -511,6 +512,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise PredictError(f"--top-k: expected at least 1, got {args.top_k}")
     if args.max_new_tokens < 1:
         raise PredictError(f"--max-new-tokens: expected at least 1, got {args.max_new_tokens}")
+    if not valid_device(args.device):
+        raise PredictError(f'--device: expected {DEVICES}, got "{args.device}"')
     # library chatter (load reports, progress bars) stays off the terminal; our own warnings come from the result
     with capture_library_logs(lambda _event: None):
         result = predict(
@@ -524,41 +527,52 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _dispatch(args: argparse.Namespace, open_ui: Callable[..., int] | None) -> int:
+    if args.command in (None, "ui"):
+        path = default_config_path(getattr(args, "config", None))
+        if open_ui is None:
+            _error(f"the workbench opens with the tunebench command; headless: tunebench run {path}")
+            return EXIT_USER
+        return int(open_ui(path) or 0)
+    if args.command == "run":
+        return cmd_run(args)
+    if args.command == "runs":
+        return cmd_runs(args)
+    if args.command == "follow":
+        return cmd_follow(args)
+    if args.command == "attach":
+        run = attach_target(args.run, args.runs_dir)
+        if open_ui is None:
+            _error(f"the workbench opens with the tunebench command; headless: tunebench follow {run.name}")
+            return EXIT_USER
+        return int(open_ui(str(run.config_path), attach=run.path) or 0)
+    if args.command in ("stop", "pause", "resume"):
+        return cmd_control(args)
+    if args.command == "predict":
+        return cmd_predict(args)
+    if hasattr(args, "handler"):
+        return int(args.handler(args))
+    raise AssertionError(f"unhandled command {args.command}")
+
+
 def main(argv: list[str] | None = None, open_ui: Callable[..., int] | None = None) -> int:
     """Run one command. ``open_ui`` opens the workbench; the ``tunebench`` script (tui.launch) passes it, so
     that the engine itself never imports the TUI."""
     args = build_parser().parse_args(argv)
     try:
-        if args.command in (None, "ui"):
-            path = default_config_path(getattr(args, "config", None))
-            if open_ui is None:
-                _error(f"the workbench opens with the tunebench command; headless: tunebench run {path}")
-                return EXIT_USER
-            return int(open_ui(path) or 0)
-        if args.command == "run":
-            return cmd_run(args)
-        if args.command == "runs":
-            return cmd_runs(args)
-        if args.command == "follow":
-            return cmd_follow(args)
-        if args.command == "attach":
-            run = attach_target(args.run, args.runs_dir)
-            if open_ui is None:
-                _error(f"the workbench opens with the tunebench command; headless: tunebench follow {run.name}")
-                return EXIT_USER
-            return int(open_ui(str(run.config_path), attach=run.path) or 0)
-        if args.command in ("stop", "pause", "resume"):
-            return cmd_control(args)
-        if args.command == "predict":
-            return cmd_predict(args)
-        if hasattr(args, "handler"):
-            return int(args.handler(args))
-        raise AssertionError(f"unhandled command {args.command}")
+        code = _dispatch(args, open_ui)
+        sys.stdout.flush()  # inside the try: a reader gone away is caught below
+        return code
     except UserError as exc:
         _error(str(exc))
         return EXIT_USER
     except KeyboardInterrupt:
         return EXIT_STOPPED
+    except BrokenPipeError:
+        # The reader left (`| head`): what was asked is done, only its output was cut. Python would report the
+        # pipe again when it flushes stdout at exit, so stdout goes to /dev/null.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -261,6 +261,14 @@ SECTIONS: dict[str, type] = {
 # Field-level coercion
 
 
+#: What train.device (and tunebench predict --device) accepts, as its errors say it.
+DEVICES = "auto, cpu, cuda, cuda:N or mps"
+
+
+def valid_device(device: str) -> bool:
+    return device in ("auto", "cpu", "cuda", "mps") or (device.startswith("cuda:") and device[5:].isdigit())
+
+
 def _show(v: Any) -> str:
     if isinstance(v, str):
         # json.dumps escapes newlines and control characters: a message stays one line whatever the value
@@ -473,9 +481,8 @@ def check_consistency(cfg: RunConfig) -> None:
         )
     if cfg.task == "classification" and not cfg.data.label_field:
         raise ConfigError("data.label_field", "classification needs a label column; name it here")
-    device = cfg.train.device
-    if not (device in ("auto", "cpu", "cuda", "mps") or (device.startswith("cuda:") and device[5:].isdigit())):
-        raise ConfigError("train.device", f"expected auto, cpu, cuda, cuda:N or mps, got {_show(device)}")
+    if not valid_device(cfg.train.device):
+        raise ConfigError("train.device", f"expected {DEVICES}, got {_show(cfg.train.device)}")
     _check_adapters(cfg.model)
     _check_launch(cfg.launch)
 
@@ -629,7 +636,11 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None
     except OSError as exc:
         raise ConfigError("", f"{p}: cannot read ({exc.strerror})") from None
     raw = parse_yaml(text, str(p))
-    if raw is not None and not isinstance(raw, Mapping):
+    if raw is None:  # an empty file, or only comments: not a request to train the defaults
+        raise ConfigError(
+            "", f"{p}: the config is empty; set at least task, model and data (sample_configs/ has examples)"
+        )
+    if not isinstance(raw, Mapping):
         raise ConfigError(
             "", f"{p}: the config must be a mapping of sections (task, model, data, ...), got {_show(raw)}"
         )

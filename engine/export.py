@@ -21,7 +21,7 @@ from typing import Any
 
 from engine import adapters
 from engine.errors import UserError
-from engine.runs import RunDir, save_dir_atomically
+from engine.runs import CONFIG_FILE, EVENTS_FILE, RunDir, save_dir_atomically
 
 #: The files of a model folder that belong to its tokenizer (what ``save_pretrained`` of a tokenizer writes).
 TOKENIZER_FILES = (
@@ -70,19 +70,26 @@ def model_folder(run: RunDir) -> Path:
 
 
 def check_destination(out: Path, source: RunDir, *, force: bool) -> None:
-    """Refuse a destination that is a file, holds something (without ``force``), or holds the run itself."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"export: {out} is a file; give a folder to export into")
+    """Refuse a destination that is a file or under one, holds something (without ``force``), holds the run
+    itself, lies inside it (its checkpoints would go), or is another run's folder (``force`` or not)."""
+    blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        where = "is a file" if blocker == out else f"is under {blocker}, which is a file"
+        raise UserError(f"export: {out} {where}; give a folder to export into")
     if source.path.resolve().is_relative_to(out.resolve()):
         raise UserError(f"export: {out} holds the run {source.name} itself; pick another folder")
+    if out.resolve().is_relative_to(source.path.resolve()):
+        raise UserError(f"export: {out} is inside the run {source.name}; pick a folder outside it")
+    if (out / CONFIG_FILE).is_file() and (out / EVENTS_FILE).is_file():
+        raise UserError(f"export: {out} is the folder of the run {out.name}; pick another folder")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise NotEmptyError(out)
 
 
 def export(source: RunDir, out: Path, *, merge: bool = False, force: bool = False) -> Exported:
     """Write ``source``'s model into ``out``; see the module's docstring for what each kind of run gives."""
-    folder = model_folder(source)
     check_destination(out, source, force=force)
+    folder = model_folder(source)
     out.parent.mkdir(parents=True, exist_ok=True)
     if not adapters.is_adapter_folder(folder):
         save_dir_atomically(out, lambda tmp: _copy_files(folder, tmp))

@@ -280,7 +280,8 @@ class Predictor:
             )
         with self._lock:
             outputs = self.pipe.forward(inputs)
-            rows = self.pipe.postprocess(outputs, top_k=top_k)
+            # A top-k past the vocabulary lists every token, as a classifier's lists every label.
+            rows = self.pipe.postprocess(outputs, top_k=min(top_k, outputs["logits"].shape[-1]))
         if rows and isinstance(rows[0], dict):
             rows = [rows]  # one mask: the pipeline returns a flat list
         masks = tuple(

@@ -71,6 +71,25 @@ def test_data_error_exits_2_without_traceback(
     assert "Traceback" not in err
 
 
+def test_a_reader_that_leaves_early_is_no_traceback(tmp_path: Path) -> None:
+    """`tunebench queue ls | head -1`: the pipe closes before the command prints."""
+    import os
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)
+    done = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "queue", "ls", "--runs-dir", str(tmp_path)],
+        stdout=write,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    os.close(write)
+    assert (done.returncode, done.stderr) == (0, "")
+
+
 def test_internal_failure_exits_1_and_shows_the_traceback(
     make_config: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], in_run_process: Any
 ) -> None:

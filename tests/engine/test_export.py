@@ -123,6 +123,26 @@ def test_export_refuses_to_replace_the_run_itself(lora_run: Path, capsys: pytest
     assert (lora_run / "model" / "adapter_config.json").is_file()
 
 
+def test_export_refuses_a_folder_inside_the_run_or_another_run_even_forced(
+    lora_run: Path, full_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--force replaces what a folder holds, but never a part of the run (its model, its checkpoints) or
+    another run."""
+    inside = lora_run / "model"
+    held = sorted(p.name for p in inside.iterdir())
+    capsys.readouterr()
+    assert main(["export", str(lora_run), str(inside), "--force"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"tunebench: error: export: {inside} is inside the run {lora_run.name}; pick a folder outside it"
+    ]
+    assert sorted(p.name for p in inside.iterdir()) == held
+    assert main(["export", str(lora_run), str(full_run), "--force"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"tunebench: error: export: {full_run} is the folder of the run {full_run.name}; pick another folder"
+    ]
+    assert (full_run / "model" / "model.safetensors").is_file()
+
+
 def test_a_failed_export_leaves_nothing_behind(lora_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from transformers import PreTrainedTokenizerBase
 

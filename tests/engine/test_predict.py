@@ -77,6 +77,14 @@ def test_fill_mask_gives_one_ranking_per_mask(tiny_bert_dir: Path) -> None:
     assert [[t.token_str for t in m] for m in result.masks] == [[r["token_str"] for r in row] for row in raw]
 
 
+def test_a_top_k_past_the_vocabulary_lists_every_token(tiny_bert_dir: Path) -> None:
+    from transformers import AutoConfig
+
+    result = predict(str(tiny_bert_dir), "a [MASK] day", top_k=10**6, device="cpu")
+    (candidates,) = result.masks
+    assert len(candidates) == AutoConfig.from_pretrained(tiny_bert_dir).vocab_size
+
+
 def test_fill_mask_uses_the_models_own_mask_token(angle_mask_dir: Path) -> None:
     result = predict(str(angle_mask_dir), "the bakery was <mask> today", device="cpu")
     assert isinstance(result, FillMaskResult) and result.mask_token == "<mask>"
