@@ -23,6 +23,7 @@ from engine.events import fmt_duration, fmt_epoch, fmt_memory
 
 if TYPE_CHECKING:
     from engine.predict import PredictResult
+    from engine.runs import RunDir
 
 DEFAULT_CONFIG = "sample_configs/quickstart-classify.yaml"
 EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_STOPPED = 0, 1, 2, 130
@@ -30,6 +31,12 @@ EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_STOPPED = 0, 1, 2, 130
 
 def _error(message: str) -> None:
     print(f"tunebench: error: {message}", file=sys.stderr)
+
+
+def run_ref(run: RunDir) -> str:
+    """``run`` as follow, pause, resume and stop find it from here: its name in ./runs (their --runs-dir
+    default), else its folder."""
+    return run.name if run.path.parent.resolve() == Path("runs").resolve() else str(run.path)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -250,7 +257,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         elif isinstance(event, RunStarted) and handle.run_dir is not None and not failures:
             view.progress.console.print(
                 f"[dim]{handle.run_dir.path} (pid {handle.pid}); if this terminal goes, the run trains on: "
-                f"tunebench follow {handle.run_dir.name}[/dim]",
+                f"tunebench follow {run_ref(handle.run_dir)}[/dim]",
                 soft_wrap=True,
             )
 
@@ -282,8 +289,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             signal.signal(s, h)
     result = outcome[0]
     if result.status == "running":  # left by a second Ctrl+C
-        name = handle.run_dir.name if handle.run_dir else "the run"
-        print(f"stopped following; {name} saves and stops on its own (tunebench follow {name} shows it)")
+        if handle.run_dir is None:
+            print("stopped following; the run saves and stops on its own")
+        else:
+            name, ref = handle.run_dir.name, run_ref(handle.run_dir)
+            print(f"stopped following; {name} saves and stops on its own (tunebench follow {ref} shows it)")
         return EXIT_STOPPED
     if result.status == "failed":
         _error(result.error or "the run failed")
@@ -315,7 +325,7 @@ def _detach(args: argparse.Namespace) -> int:
         _error("stopped waiting; the run may still start (tunebench runs lists it)")
         return EXIT_STOPPED
     print(f"training: {run.path} (pid {pid})")
-    print(f"  tunebench follow {run.name}    tunebench pause|resume|stop {run.name}")
+    print(f"  tunebench follow {run_ref(run)}    tunebench pause|resume|stop {run_ref(run)}")
     return EXIT_OK
 
 
@@ -362,7 +372,7 @@ def cmd_control(args: argparse.Namespace) -> int:
     run = resolve_run(args.run, args.runs_dir)
     send_command(run, args.command)
     when = "at its next optimizer step" if args.command != "resume" else "now"
-    print(f"{args.command}: sent to {run.name}; it acts {when} (tunebench follow {run.name} shows it)")
+    print(f"{args.command}: sent to {run.name}; it acts {when} (tunebench follow {run_ref(run)} shows it)")
     return EXIT_OK
 
 
@@ -543,7 +553,7 @@ def _dispatch(args: argparse.Namespace, open_ui: Callable[..., int] | None) -> i
     if args.command == "attach":
         run = attach_target(args.run, args.runs_dir)
         if open_ui is None:
-            _error(f"the workbench opens with the tunebench command; headless: tunebench follow {run.name}")
+            _error(f"the workbench opens with the tunebench command; headless: tunebench follow {run_ref(run)}")
             return EXIT_USER
         return int(open_ui(str(run.config_path), attach=run.path) or 0)
     if args.command in ("stop", "pause", "resume"):

@@ -301,6 +301,8 @@ def test_a_detached_run_outlives_its_command_and_stop_and_resume_end_where_a_str
     assert os.getsid(pid) != os.getsid(0), "the run is in a session of its own: a hang-up does not reach it"
     (run_path,) = runs.iterdir()
     run = RunDir(run_path)
+    # Outside ./runs the hint names the folder, so that the commands it shows find the run as they are typed.
+    assert f"tunebench follow {run_path}    tunebench pause|resume|stop {run_path}" in out
     until(lambda: any(isinstance(e, StepLogged) for e in run.events()), "the first logged step")
     assert main(["stop", run.name[:12], "--runs-dir", str(runs)]) == 0
     until(lambda: not _alive(pid), "the run's process to end", timeout=120)
