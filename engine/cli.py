@@ -72,7 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     predict = sub.add_parser("predict", help="fill masks, classify or generate with a model")
-    predict.add_argument("--model", required=True, help="run folder, model folder, hub id, or minilm")
+    predict.add_argument(
+        "--model", required=True, help="run folder or its name in --runs-dir, model folder, hub id, or minilm"
+    )
+    predict.add_argument("--runs-dir", default="runs", help="where --model looks for a run by its name")
     predict.add_argument("--top-k", type=int, default=5, help="how many tokens or labels to show")
     predict.add_argument("--max-new-tokens", type=int, default=40, help="generation length (causal LMs)")
     predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -524,11 +527,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise PredictError(f"--max-new-tokens: expected at least 1, got {args.max_new_tokens}")
     if not valid_device(args.device):
         raise PredictError(f'--device: expected {DEVICES}, got "{args.device}"')
+    model = args.model
+    named_run = Path(args.runs_dir) / model
+    if not Path(model).expanduser().exists() and (named_run / "config.yaml").is_file():
+        model = str(named_run)  # a run's name, as the other commands take it; else a folder or a hub id
     # library chatter (load reports, progress bars) stays off the terminal; our own warnings come from the result
     with capture_library_logs(lambda _event: None):
-        result = predict(
-            args.model, args.text, top_k=args.top_k, max_new_tokens=args.max_new_tokens, device=args.device
-        )
+        result = predict(model, args.text, top_k=args.top_k, max_new_tokens=args.max_new_tokens, device=args.device)
     if result.description:  # "adapter on minilm": what answered
         print(f"{args.model}: {result.description}", file=sys.stderr)
     for warning in result.warnings:

@@ -232,6 +232,16 @@ def test_cli_predict_json_fill_mask_equals_the_pipeline(
     assert code == 0 and [len(row) for row in json.loads(out)] == [2, 2]
 
 
+def test_cli_predict_takes_a_run_by_its_name_in_the_runs_folder(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_bert_dir: Path
+) -> None:
+    run = fake_run(tmp_path, tiny_bert_dir, base="minilm")
+    text = "the bakery was [MASK] today"
+    by_name = cli(capsys, "--model", run.name, "--runs-dir", str(run.parent), "--json", text)
+    assert by_name[0] == 0
+    assert by_name == cli(capsys, "--model", str(run), "--json", text)
+
+
 def test_cli_predict_json_classify_maps_labels_to_probabilities(
     capsys: pytest.CaptureFixture[str], classifier_dir: Path
 ) -> None:
