@@ -29,6 +29,8 @@ from engine.faults import kill_point
 from engine.files import atomic_write_text, rename_durably, sync_tree
 
 CONFIG_FILE = "config.yaml"
+#: How a run folder's name starts: when it was made.
+RUN_STAMP = "%Y%m%d-%H%M%S"
 EVENTS_FILE = "events.jsonl"
 SUMMARY_FILE = "summary.json"
 LOG_FILE = "run.log"
@@ -236,7 +238,7 @@ def create_run_dir(cfg: RunConfig, runs_dir: str | os.PathLike[str] | None = Non
     """
     root = Path(runs_dir if runs_dir is not None else cfg.output.runs_dir).expanduser()
     name = slugify(cfg.output.run_name or default_run_name(cfg))
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    stamp = time.strftime(RUN_STAMP)
     path: Path | None = None
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -403,7 +405,7 @@ def list_runs(runs_dir: str | os.PathLike[str], cache: RunsCache | None = None) 
             path = Path(entry.path)
             run = RunDir(path)
             status = run.live_state() or "killed"
-            info = RunInfo(path, entry.name, status, "", "", entry.stat().st_mtime, None, None, None)
+            info = RunInfo(path, entry.name, status, "", "", _made(entry), None, None, None)
             info.parent, info.sweep = _lineage(run)
             if status in LIVE:
                 info.progress = live_progress(run)
@@ -438,6 +440,18 @@ def _summarised(
     return info
 
 
+def _made(entry: os.DirEntry[str]) -> float:
+    """When a run without a summary's start time began: the stamp its folder's name starts with (create_run_dir
+    names it so), else when its config was written. Not the folder's own time: each file added changes it."""
+    try:
+        return time.mktime(time.strptime(entry.name[:15], RUN_STAMP))
+    except ValueError:
+        try:
+            return os.stat(os.path.join(entry.path, CONFIG_FILE)).st_mtime
+        except OSError:
+            return entry.stat().st_mtime
+
+
 def _run_info(entry: os.DirEntry[str], summary: dict[str, Any]) -> RunInfo:
     started = summary.get("started")
     return RunInfo(
@@ -446,7 +460,7 @@ def _run_info(entry: os.DirEntry[str], summary: dict[str, Any]) -> RunInfo:
         status=str(summary.get("status", "unknown")),
         task=str(summary.get("task", "")),
         model=str(summary.get("model", "")),
-        started=float(started if started is not None else entry.stat().st_mtime),
+        started=float(started if started is not None else _made(entry)),
         duration_seconds=summary.get("duration_seconds"),
         best_metric=summary.get("best_metric"),
         best_value=summary.get("best_value"),

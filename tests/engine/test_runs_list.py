@@ -36,11 +36,17 @@ def test_runs_list_newest_name_first_and_skip_what_is_no_run(tmp_path: Path) -> 
     assert runs[0].path == tmp_path / "20240103-100000-c"
 
 
-def test_a_summary_without_a_start_dates_the_run_by_its_folder(tmp_path: Path) -> None:
-    folder = make_run(tmp_path, "20240101-100000-a", {"status": "finished"})
-    os.utime(folder, (1_700_000_000, 1_700_000_000))
-    (info,) = list_runs(tmp_path)
-    assert info.started == 1_700_000_000
+def test_a_run_without_a_start_is_dated_by_its_name_else_its_config_not_its_folder(tmp_path: Path) -> None:
+    """A live run has no summary yet, and each checkpoint it writes changes its folder's time."""
+    import time
+
+    stamped = make_run(tmp_path, "20240101-100000-a", {"status": "finished"})
+    named = make_run(tmp_path, "my-run", {"status": "finished"})
+    os.utime(named / "config.yaml", (1_700_000_000, 1_700_000_000))
+    for folder in (stamped, named):
+        (folder / "checkpoints").mkdir()  # the folder's time is now
+    started = {info.name: info.started for info in list_runs(tmp_path)}
+    assert started == {"20240101-100000-a": time.mktime((2024, 1, 1, 10, 0, 0, 0, 0, -1)), "my-run": 1_700_000_000}
 
 
 def test_a_missing_runs_folder_or_a_file_lists_nothing(tmp_path: Path) -> None:
