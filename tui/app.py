@@ -86,7 +86,8 @@ class WorkbenchApp(App[int]):
             for name, title in [PANELS[panel]]
         ),
         Binding("s", "start", "Start", tooltip="Start a run with the current config (Train panel)"),
-        Binding("space", "toggle_pause", "Pause", tooltip="Pause the run at the next step, or resume it"),
+        Binding("space", "toggle_pause", "Pause", tooltip="Pause the run at the next step"),
+        Binding("space", "resume_run", "Resume", tooltip="Resume the paused run"),
         Binding("x", "stop", "Stop", tooltip="Stop the run at the next step and save the model"),
         Binding("q", "quit", "Quit", tooltip="Quit (asks first while a run is going; the run is saved)"),
         Binding("escape", "leave_field", "Leave field", show=False, tooltip="Leave the text field: q, s, … act again"),
@@ -274,7 +275,9 @@ class WorkbenchApp(App[int]):
             if not on_train:
                 return False
             return None if self.controller.active else True
-        if action in ("toggle_pause", "stop"):
+        if action in ("toggle_pause", "resume_run", "stop"):
+            if action != "stop" and self.controller.paused != (action == "resume_run"):
+                return False  # space is Pause while a run trains and Resume while it is paused: one shows
             if self.controller.controllable:
                 return True
             return None if on_train else False
@@ -342,6 +345,9 @@ class WorkbenchApp(App[int]):
         self.training.start()
 
     def action_toggle_pause(self) -> None:
+        self.training.toggle_pause()
+
+    def action_resume_run(self) -> None:
         self.training.toggle_pause()
 
     def action_stop(self) -> None:

@@ -95,6 +95,11 @@ class RunController:
         self._pause_requested = False
         self._set(RunState.LOADING, detail)
 
+    @property
+    def paused(self) -> bool:
+        """Paused, or asked to pause at the next step: space resumes."""
+        return self.state is RunState.PAUSED or self._pause_requested
+
     # -- the user's commands ---------------------------------------------------------------------------------
     def toggle_pause(self) -> None:
         if self.handle is None or not self.controllable:

@@ -64,7 +64,7 @@ def key_places(app: App[Any]) -> list[KeyPlace]:
     ]
     listed = [b for b in everywhere if b.description or b.tooltip]
     # App bindings that the app's check_action lets act only in some places: the help says where.
-    run_keys = {"start": "Train", "toggle_pause": RUN_GOING, "stop": RUN_GOING}
+    run_keys = {"start": "Train", "toggle_pause": RUN_GOING, "resume_run": RUN_GOING, "stop": RUN_GOING}
     return [
         KeyPlace("everywhere", tuple(b for b in listed if b.action not in run_keys)),
         *(

@@ -165,9 +165,12 @@ async def test_space_pauses_and_resumes_a_run(make_app: Callable[..., WorkbenchA
         await reach(app, "training")
         await pilot.press("space")
         assert await reach(app, "paused") == "paused"
-        assert footer_actions(app)["Pause"]
+        await pilot.pause()
+        assert footer_actions(app)["Resume"] and "Pause" not in footer_actions(app), "the footer says what space does"
         await pilot.press("space")
         assert await reach(app, "training") == "training"
+        await pilot.pause()
+        assert footer_actions(app)["Pause"] and "Resume" not in footer_actions(app)
         gate.set()
         await reach(app, "finished")
         assert engine.runners[0].control.pause.is_set() is False

@@ -24,6 +24,7 @@ from tests.tui.fakes import FakePredictor, ScriptedEngine, ScriptedRunner, run_s
 from tests.tui.helpers import edit_field, sample_rows, summary_for, write_run
 from tui.app import WorkbenchApp
 from tui.bridge import EventBridge, StepsLogged
+from tui.controller import RunState
 from tui.panels.config import REMOTE_CODE_NOTE, PathSuggester, parse_text
 from tui.panels.data import DataPanel, SampleScreen, SamplesTable
 from tui.panels.predict import PredictionView, PredictRequest
@@ -1340,6 +1341,12 @@ async def test_the_progress_bar_counts_optimizer_steps_between_logged_steps(
         await pilot.pause()
         assert "step 14/24" in panel.progress_text() and f"loss {logged.loss:.4f}" in panel.progress_text()
         assert app.query_one("#train-progress", ProgressBar).progress == 14
+        # Paused, the last step's speed and ETA would be stale: they go, and come back with the run.
+        panel.set_state(RunState.PAUSED, "at step 14; space resumes")
+        assert "ETA" not in text_of(app, "#train-speed") and "samples/s" not in text_of(app, "#train-speed")
+        assert f"loss {logged.loss:.4f}" in text_of(app, "#train-speed")
+        panel.set_state(RunState.TRAINING)
+        assert "ETA" in text_of(app, "#train-speed") and "samples/s" in text_of(app, "#train-speed")
 
 
 async def test_a_live_run_keeps_one_refresh_pending_however_often_the_list_is_read(

@@ -112,9 +112,12 @@ class TrainPanel(Vertical):
             self._render_status()
 
     def set_state(self, state: RunState, detail: str = "") -> None:
+        paused = RunState.PAUSED in (state, self.state)
         self.state = state
         self.detail = detail
         self._render_status()
+        if paused:  # the speed and ETA go while paused and come back after
+            self._render_progress()
 
     def reset(self, cfg: RunConfig, what: str = "new run") -> None:
         """Clear the previous run's chart, table and error for a new (or resumed) run."""
@@ -253,7 +256,8 @@ class TrainPanel(Vertical):
         self.query_one("#train-status", Static).update(Content(f"{TITLE}  {self.status_text()}"))
 
     def progress_text(self) -> str:
-        """Epoch and step as the run counts them now; speed, ETA and loss as of the last logged step."""
+        """Epoch and step as the run counts them now; speed, ETA and loss as of the last logged step (a paused
+        run has no speed or ETA)."""
         s, logged = self.started, self.last_step
         if s is None:
             return "no run yet" if self.state is RunState.IDLE else "preparing…"
@@ -261,11 +265,9 @@ class TrainPanel(Vertical):
         epoch = min(max(1, math.ceil(self.step_done / steps_per_epoch)), s.num_epochs)
         parts = [f"epoch {epoch}/{s.num_epochs}", f"step {self.step_done}/{s.total_steps}"]
         if logged is not None:
-            parts += [
-                f"ETA {fmt_duration(logged.eta_seconds)}",
-                f"{logged.samples_per_second:.1f} samples/s",
-                f"loss {logged.loss:.4f}",
-            ]
+            if self.state is not RunState.PAUSED:
+                parts += [f"ETA {fmt_duration(logged.eta_seconds)}", f"{logged.samples_per_second:.1f} samples/s"]
+            parts.append(f"loss {logged.loss:.4f}")
         return " · ".join(parts)
 
     def _render_progress(self) -> None:
