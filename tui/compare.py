@@ -94,11 +94,13 @@ class CompareScreen(ModalScreen[None]):
     def _fill_diff(self, c: Comparison) -> None:
         table = self.query_one("#compare-diff", DataTable)
         table.clear(columns=True)
-        table.add_columns("setting", *c.legends)
         # output.run_name names a run, which its column's legend already does (a sweep's differ in every run)
         rows = [row for row in c.diff if row.key not in NAMING_KEYS]
-        if not rows:
-            table.add_row(Text("the same config"), *(Text("") for _ in c.runs))
+        if not rows:  # one narrow column, so that the evaluations beside it have the room
+            table.add_column("setting")
+            table.add_row(Text("the same config"))
+            return
+        table.add_columns("setting", *c.legends)
         for row in rows:
             table.add_row(Text(row.key), *(Text(format_value(v, compact=True)) for v in row.values))
 
@@ -125,10 +127,11 @@ class CompareScreen(ModalScreen[None]):
         if best is None:
             text = f"no run has an evaluation of {label} yet: nothing to rank"
         else:
-            places = [
-                f"{n}. {c.legends[r.run]} " + ("-" if r.value is None else f"{r.value:.4f}")
-                for n, r in enumerate(c.ranking, 1)
-            ]
+            places, place, before = [], 0, object()
+            for n, r in enumerate(c.ranking, 1):
+                place = place if r.value is not None and r.value == before else n  # a tie shares its place
+                before = r.value
+                places.append(f"{place}. {c.legends[r.run]} " + ("-" if r.value is None else f"{r.value:.4f}"))
             text = f"by {label}: " + " · ".join(places)
             if c.best_values:
                 settings = ", ".join(f"{k}={format_value(v, compact=True)}" for k, v in c.best_values)

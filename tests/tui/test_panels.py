@@ -1065,6 +1065,31 @@ async def test_c_compares_marked_runs_and_x_swaps_the_chart_to_the_eval_metric(
         assert not isinstance(app.screen, CompareScreen) and app.active_panel == "runs"
 
 
+async def test_two_runs_of_one_config_compare_with_every_value_on_screen_and_a_tie_shares_first(
+    make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig
+) -> None:
+    """Same config, same results: the legends are long folder names, and the evaluations still fit at 140."""
+    from tui.compare import CompareScreen
+
+    for i, name in enumerate(["20240101-100000-classification-minilm", "20240101-100500-classification-minilm"]):
+        summary = summary_for(workbench_config, started=1_704_103_200 + 300 * i, best=0.7)
+        write_run(Path("runs"), name, workbench_config, run_script(f"runs/{name}", epochs=2), summary)
+    app = make_app(panel="runs")
+    async with app.run_test(size=(140, 40)) as pilot:
+        await until(pilot, lambda: len(app.runs_panel.runs) == 2, "the runs list")
+        await pilot.press("m", "down", "m", "c")
+        await until(pilot, lambda: getattr(app.screen, "comparison", None) is not None, "the comparison")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, CompareScreen) and screen.comparison is not None
+        evals = screen.query_one("#compare-evals", DataTable)
+        assert len(evals.columns) == 4 and evals.virtual_size.width <= evals.scrollable_content_region.width
+        rows = [[str(cell) for cell in evals.get_row_at(i)][2:] for i in range(evals.row_count)]
+        assert any(a == b and a.endswith(" ★") for a, b in rows), rows  # the same best value, starred in both
+        ranking = str(screen.query_one("#compare-ranking", Static).render())
+        assert ranking.count("1. ") == 2 and "2. " not in ranking, ranking
+
+
 async def test_c_on_a_run_with_a_parent_compares_it_with_its_parent(
     make_app: Callable[..., WorkbenchApp], two_runs: list[str], workbench_config: RunConfig
 ) -> None:
