@@ -68,6 +68,11 @@ def _load_files(label: str, data_files: dict[str, list[str]]) -> DatasetDict:
     suffix = suffixes.pop()
     check_not_empty(data_files)
     builder, extra = BUILDERS[suffix]
+    # The file builders log a parse error before they raise it; the raise becomes one DataError line below, so
+    # their log would say it a second time. Their loggers inherit this one's level for the call.
+    builders_log = logging.getLogger("datasets.packaged_modules")
+    level = builders_log.level
+    builders_log.setLevel(logging.CRITICAL)
     try:
         return datasets.load_dataset(builder, data_files=data_files, **extra)
     except UnicodeDecodeError:
@@ -84,6 +89,8 @@ def _load_files(label: str, data_files: dict[str, list[str]]) -> DatasetDict:
         cause = specific[0] if specific else exc
         first = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:200]
         raise DataError(f"data.source: cannot parse {label} as {builder}: {first}") from None
+    finally:
+        builders_log.setLevel(level)
 
 
 def _exception_chain(exc: BaseException) -> list[BaseException]:

@@ -106,6 +106,8 @@ def test_bad_input_ends_in_one_clear_line(
     else:
         assert code == 2, err
         assert err.splitlines() == [expected]
+        logged = [line for line in out.splitlines() if line.lstrip().startswith("error:")]
+        assert logged == [], "the error is said once, not again by a library's log"
         leftovers = list(runs.iterdir()) if runs.is_dir() else []
         assert leftovers == [], "a user error must not leave a run folder behind"
 
