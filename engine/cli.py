@@ -389,6 +389,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.run is not None:
         return cmd_show_run(args.run, args.runs_dir)
 
+    if not Path(args.runs_dir).is_dir():  # said, so that a typo in --runs-dir does not pass for an empty folder
+        print(f"no runs: {args.runs_dir}/ does not exist (runs go where output.runs_dir says)", file=sys.stderr)
+        return EXIT_OK
     # The run's name already holds its date, task and model: those columns come only where they fit.
     wide = shutil.get_terminal_size().columns >= 120
     header = ["run", "status", "best", "time", "memory"] + (["started", "task", "model"] if wide else [])
