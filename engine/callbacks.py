@@ -94,6 +94,8 @@ class EventCallback:
         self.batch_size = batch_size
         self._book: StepBook | None = None
         self._epoch_steps = 0
+        #: Optimizer steps in the logging window (the logged loss is its sum over them, as the Trainer's is).
+        self._window_steps = 0
         #: The optimizer step the training losses now computed belong to.
         self._step = 0
         #: A masking collator with a ``position`` (engine.data.BatchSeededMasking), re-positioned on resume.
@@ -130,12 +132,16 @@ class EventCallback:
     def checkpoint_state(self, state: TrainerState) -> dict[str, Any]:
         """What a checkpoint taken now must hold beyond the Trainer's files, for an exact resume.
 
-        One device sync (the epoch's loss sum); checkpoints are rare.
+        One device sync (the loss sums, over all processes: every process calls it); checkpoints are rare.
         """
         at_epoch_end = self._at_epoch_end(state.global_step)
+        epoch_loss_sum, window_loss_sum = self.book.loss_sums()
         return {
             "step": state.global_step,
-            "epoch_loss_sum": self.book.epoch_loss.tensor.item(),
+            "epoch_loss_sum": epoch_loss_sum,
+            # the logging window so far: a resumed run logs the loss of the window it was killed in
+            "window_loss_sum": window_loss_sum,
+            "window_steps": self._window_steps,
             "epoch_steps": self._epoch_steps,
             "epoch_seconds": self.book.clock.epoch_seconds(),
             "at_epoch_end": at_epoch_end,
@@ -159,8 +165,9 @@ class EventCallback:
     # -- fed by the trainer -----------------------------------------------------------------------------------
     def record_loss(self, loss: torch.Tensor) -> None:
         """Add one micro-batch's (detached) training loss, as ``Trainer.training_step`` returns it, to the epoch
-        sum; no device sync here. Those values add up to each optimizer step's loss, also under accumulation."""
-        self.book.add_loss(loss, self._step)
+        and logging window sums; no device sync here. Those values add up to each optimizer step's loss, also
+        under accumulation."""
+        self.book.add_batch(loss, self._step, 0)  # the samples are counted per optimizer step
 
     # -- Trainer hooks ----------------------------------------------------------------------------------------
     def on_train_begin(
@@ -186,6 +193,10 @@ class EventCallback:
             share=max_over_processes(args.device) if many else None,
         )
         self._step = state.global_step
+        self._window_steps = 0
+        if self._resumed is not None:  # the logging window the checkpoint was taken in goes on
+            self.book.start_window(float(self._resumed.get("window_loss_sum") or 0.0))
+            self._window_steps = int(self._resumed.get("window_steps", 0))
         dataloader = kwargs.get("train_dataloader")
         per_epoch = len(dataloader) if dataloader is not None and hasattr(dataloader, "__len__") else None
         if per_epoch:
@@ -225,6 +236,7 @@ class EventCallback:
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         book = self.book
         self._epoch_steps += 1
+        self._window_steps += 1
         book.step_done(state.global_step)
         book.add_samples(self.batch_size)
         kill_point("step", state.global_step)
@@ -247,9 +259,12 @@ class EventCallback:
         **kwargs: Any,
     ) -> None:
         logs = logs or {}
-        loss = _float(logs.get("loss"))
-        if loss is None:
+        if _float(logs.get("loss")) is None:
             return  # eval logs arrive through on_evaluate; the end-of-training summary is not a step
+        # The Trainer's own figure, but from this callback's window: a resumed Trainer starts its window at the
+        # checkpoint, where this one goes on with what the checkpoint held of it.
+        loss = self.book.window_total() / max(self._window_steps, 1)
+        self._window_steps = 0
         if not math.isfinite(loss):
             self.book.divergence.check((state.global_step, loss))
         learning_rate = _float(logs.get("learning_rate")) or 0.0

@@ -268,10 +268,14 @@ class StepBook:
         if self._probe is not None and self._probe.due():
             self.say(self._probe.read())
 
+    def window_total(self) -> float:
+        """The logging window's loss sum, over all processes (a device sync)."""
+        total = self.window_loss.tensor if self._reduce is None else self._reduce(self.window_loss.tensor)
+        return float(total.item())
+
     def window_mean(self) -> float:
         """Mean micro-batch loss of the logging window, over all processes (a device sync)."""
-        total = self.window_loss.tensor if self._reduce is None else self._reduce(self.window_loss.tensor)
-        return total.item() / max(self.window_batches, 1)
+        return self.window_total() / max(self.window_batches, 1)
 
     def log(self, step: int, epoch: float, loss: float, learning_rate: float) -> None:
         """Emit StepLogged for the window that ends at ``step``, and start the next window."""

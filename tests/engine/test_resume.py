@@ -131,6 +131,14 @@ def _assert_same_result(straight: Path, resumed: Path) -> None:
     assert a.keys() == b.keys()
     worst = max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
     assert worst <= 1e-6, f"weights differ by up to {worst}"
+    # The logged losses from the resume on: a window the kill cut in two logs the same mean as the whole one.
+    resumed_at = _resumed_from(resumed)
+    logged = [
+        {e.step: e.loss for e in read_events(run / "events.jsonl") if isinstance(e, StepLogged) and e.step > resumed_at}
+        for run in (straight, resumed)
+    ]
+    assert logged[0].keys() == logged[1].keys() and logged[0]
+    assert logged[1] == pytest.approx(logged[0], abs=1e-6)
     ea, eb = _final_eval(straight), _final_eval(resumed)
     assert (ea.epoch, ea.step) == (eb.epoch, eb.step)
     assert eb.eval_loss == pytest.approx(ea.eval_loss, abs=1e-6)
@@ -177,9 +185,10 @@ def test_sft_run_killed_mid_epoch_and_resumed_matches_uninterrupted_run(
         engine="sft",
         model={"name_or_path": str(tiny_gpt2_dir)},
         data={"source": str(write_jsonl(tmp_path / "rows.jsonl", sentiment_rows(96))), "label_field": None},
-        train={**EVERY_3_STEPS, "group_by_length": False},  # the Trainer's own shuffle
+        # the Trainer's own shuffle; a loss logged every 2 steps, so that the kill cuts the window of steps 3-4
+        train={**EVERY_3_STEPS, "group_by_length": False, "logging_steps": 2},
     )
-    straight, resumed = _kill_resume_and_compare(tmp_path, cfg, freeze_at=5)
+    straight, resumed = _kill_resume_and_compare(tmp_path, cfg, freeze_at=4)
     assert _resumed_from(resumed) == 3
     _assert_same_result(straight, resumed)
 
