@@ -30,6 +30,7 @@ from tui.panels.data import DataPanel, SampleScreen, SamplesTable
 from tui.panels.predict import PredictionView, PredictRequest
 from tui.panels.runs import RunsPanel, RunsTable
 from tui.panels.train import REMOTE_CODE_MARK
+from tui.widgets.footer import WorkbenchFooter
 from tui.widgets.loss_chart import LossChart
 from tui.widgets.score_bars import ScoreBars
 
@@ -138,6 +139,10 @@ async def test_filter_keeps_only_rows_containing_the_text(make_app: Callable[...
         assert table.row_count == len(matching)
         assert [table.row_at(i).index for i in range(3)] == matching[:3]  # type: ignore[union-attr]
         assert f"{len(matching):,} of {len(rows):,} rows" in text_of(app, "#data-title")
+        await pilot.press("slash", *"zzz", "enter")
+        await until(pilot, lambda: app.data_panel.view is not None and len(app.data_panel.view) == 0, "filter")
+        assert text_of(app, "#data-hint") == "no rows match “zzz”; / edits the filter"
+        assert [c.title for c in table._columns][:2] == ["#", "label"], "the label column stays"
 
 
 async def test_t_shows_the_next_split(make_app: Callable[..., WorkbenchApp]) -> None:
@@ -170,6 +175,12 @@ async def test_enter_opens_a_sample_with_its_tokens_and_the_cut_marked(
         assert table.row_count == tokens.length + len(tokens.dropped)
         assert str(table.get_row_at(tokens.length)[0]).startswith("✂")
         assert "cut off" in str(screen.query_one("#sample-length", Static).render())
+        await pilot.press("end")
+        assert table.cursor_row == table.row_count - 1
+        await pilot.press("home")
+        assert table.cursor_row == 0
+        footer = screen.query_one(WorkbenchFooter).render_line(0).text
+        assert "Close" in footer and "Filter" not in footer, "the footer has this view's keys, not the table's"
         await pilot.press("escape")
         await pilot.pause()
         assert not isinstance(app.screen, SampleScreen)
@@ -953,6 +964,7 @@ async def test_v_shows_the_open_runs_confusion_matrix_and_per_class_scores(
         assert chart.display and not report.display
         await pilot.press("v")
         assert report.display and not chart.display
+        assert text_of(app, "#runs-detail-title").endswith("2 epochs, 16 loss points · v: the curves")
         console = Console(width=100, record=True, file=io.StringIO())
         console.print(report.content)
         shown = [" ".join(line.split()) for line in console.export_text().splitlines()]

@@ -25,6 +25,7 @@ from tui import heap
 from tui.bridge import LibraryLog
 from tui.panels import PANELS
 from tui.widgets.fixed_text import FixedText
+from tui.widgets.footer import WorkbenchFooter
 from tui.widgets.paged_table import Column, PagedTable
 from tui.widgets.score_bars import ScoreBars
 from tui.widgets.sized_table import SizedTable
@@ -229,7 +230,8 @@ class DataPanel(Vertical):
         table.show(
             view,
             index_width=len(str(max(view.total_rows - 1, 0))),
-            label_width=min(max((len(x) for x in labels), default=0), 16) if view.label_field else 0,
+            # a filter that matches nothing keeps the label column: the table's shape does not jump
+            label_width=min(max((len(x) for x in labels), default=1), 16) if view.label_field else 0,
         )
         self.query_one(ScoreBars).set_counts([(c.label, c.count) for c in message.histogram])
         hint = ""
@@ -237,6 +239,8 @@ class DataPanel(Vertical):
             hint = f'no column "{self.cfg.data.label_field}" in this split'
             if self.cfg.task == "classification":
                 hint += ": classification needs one (set data.label_field)"
+        elif view.query and not len(view):
+            hint = f"no rows match “{view.query}”; / edits the filter"
         elif not message.histogram:
             hint = "no labels"
         self.query_one("#data-hint", Static).update(Content(hint))
@@ -328,6 +332,9 @@ class SampleScreen(ModalScreen[None]):
         Binding("escape,q", "dismiss", "Close", tooltip="Close the sample"),
         Binding("left,p", "step(-1)", "Previous", tooltip="Previous sample"),
         Binding("right,n", "step(1)", "Next", tooltip="Next sample"),
+        # priority: the token table's own home and end scroll sideways, which a table this narrow never needs
+        Binding("home", "tokens_to('top')", "First token", show=False, priority=True, tooltip="The first token"),
+        Binding("end", "tokens_to('bottom')", "Last token", show=False, priority=True, tooltip="The last token"),
     ]
 
     class Tokenized(Message):
@@ -350,6 +357,14 @@ class SampleScreen(ModalScreen[None]):
                 yield Static("", id="sample-text")
             yield Static("", id="sample-length")
             yield SizedTable[str](id="sample-tokens", cursor_type="row", zebra_stripes=True)
+        yield WorkbenchFooter()  # this view's keys, not the Data panel's under it
+
+    def action_tokens_to(self, end: str) -> None:
+        table = self.query_one("#sample-tokens", DataTable)
+        if end == "top":
+            table.action_scroll_top()
+        else:
+            table.action_scroll_bottom()
 
     def on_mount(self) -> None:
         table = self.query_one("#sample-tokens", DataTable)

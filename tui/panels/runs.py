@@ -36,6 +36,11 @@ TITLE = PANELS["runs"][1]
 LIVE_REFRESH_SECONDS = 2.0
 
 
+def plural(count: int, noun: str) -> str:
+    """ "1 epoch", "3 epochs"."""
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 @dataclass(frozen=True)
 class SweepRow:
     """The heading of a sweep's runs in the list: enter or c compares them, m marks them all."""
@@ -267,6 +272,9 @@ class RunsPanel(Vertical):
         #: The one pending re-listing while a live run is on the list (every listing would otherwise add one).
         self._live_timer: Timer | None = None
         self.opened: list[str] = []
+        #: The open run's title, and whether it has a confusion matrix for v to show.
+        self._detail_title = ""
+        self._title_has_classes = False
 
     def compose(self) -> ComposeResult:
         yield FixedText(TITLE, id="runs-title", classes="panel-title")
@@ -475,18 +483,27 @@ class RunsPanel(Vertical):
             table.show(curves)
             self.query_one(ClassReport).show(curves)
             epochs = sum(float(row.epoch).is_integer() for row in curves.epochs.values())
-            title = f"{name}: {epochs} epochs, {len(curves.steps)} loss points"
+            title = f"{name}: {plural(epochs, 'epoch')}, {plural(len(curves.steps), 'loss point')}"
             ancestors = lineage(name, self.runs)[1:]
             if ancestors:
                 title += " · from " + " ← ".join(ancestors)
-            if curves.last_confusion is not None:
-                title += " · v: confusion matrix"
+            self._title_has_classes = curves.last_confusion is not None
         else:
             for name in message.names:
                 chart.set_series(name, message.curves[name].steps)
             table.show(RunCurves())
             self.query_one(ClassReport).show(RunCurves())
             title = f"train loss of {len(message.names)} runs: " + ", ".join(message.names)
+            self._title_has_classes = False
+        self._detail_title = title
+        self._render_detail_title()
+
+    def _render_detail_title(self) -> None:
+        """The open run's title, and what v swaps to from what shows now."""
+        title = self._detail_title
+        if self._title_has_classes:
+            showing = self.query_one(ClassReport).display
+            title += " · v: the curves" if showing else " · v: confusion matrix"
         self.query_one("#runs-detail-title", Static).update(Content(title))
 
     def action_toggle_classes(self) -> None:
@@ -494,6 +511,7 @@ class RunsPanel(Vertical):
         report = self.query_one(ClassReport)
         report.display = not report.display
         self.query_one("#runs-chart", LossChart).display = not report.display
+        self._render_detail_title()
 
     def action_load_config(self) -> None:
         info = self.current()
