@@ -421,8 +421,11 @@ def expand_grid(
             raise ConfigError(exc.path, f"{exc.message} (with --grid {given})") from None
 
     for key, values in axes:  # each value alone first: the message names it, whatever the other axes hold
+        seen: dict[str, str] = {}
         for value in values:
-            build({key: value})
+            same = seen.setdefault(repr(_field(build({key: value}), key)), value)
+            if same != value:  # "1e-5" and "0.00001": one run twice under two names
+                raise ConfigError(f"--grid {key}", f'"{same}" and "{value}" are the same value; give it once')
     out = []
     for combo in itertools.product(*(values for _key, values in axes)):
         grid = dict(zip(keys, combo, strict=True))
@@ -431,6 +434,14 @@ def expand_grid(
         cfg.output.run_name = sweep_run_name(cfg, grid)
         out.append((grid, cfg))
     return out
+
+
+def _field(cfg: RunConfig, key: str) -> Any:
+    """The value at ``key`` ("train.learning_rate") of a config."""
+    value: Any = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
 
 
 def sweep_run_name(cfg: RunConfig, grid: dict[str, str]) -> str:

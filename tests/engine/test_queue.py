@@ -189,6 +189,10 @@ def test_sweep_queues_its_runs_as_one_sweep_and_dry_run_queues_nothing(
         ("train.learnin_rate=1e-5", '--grid train.learnin_rate: unknown key (did you mean "learning_rate"?)'),
         ("trian.learning_rate=1e-5", "--grid trian.learning_rate: unknown key"),
         ("train.learning_rate=1e-5,,3e-5", "--grid train.learning_rate: an empty value"),
+        (
+            "train.learning_rate=1e-5,0.00001",
+            '--grid train.learning_rate: "1e-5" and "0.00001" are the same value; give it once',
+        ),
         ("output.run_name=a,b", "--grid output.run_name: output settings name and place a sweep's runs"),
         ("train.learning_rate", "--grid: expected section.key=v1,v2"),
     ],
