@@ -423,6 +423,7 @@ def cmd_show_run(name: str, runs_dir: str) -> int:
     from engine.events import Evaluated, RunStarted
     from engine.live import resolve_run
     from engine.report import class_report
+    from engine.runs import ended_status
 
     run = resolve_run(name, runs_dir)
     events = run.events()
@@ -430,7 +431,9 @@ def cmd_show_run(name: str, runs_dir: str) -> int:
     starts = [e for e in events if isinstance(e, RunStarted)]
     # A resumed run redoes the evaluations after its checkpoint: the latest one of each step counts.
     evals = sorted({e.step: e for e in events if isinstance(e, Evaluated)}.values(), key=lambda e: e.step)
-    status = summary.get("status") or ("running" if run.is_running() else "ended without a summary (killed?)")
+    status = summary.get("status") or (
+        "running" if run.is_running() else ended_status(run.events_path) or "ended without a summary (killed?)"
+    )
     console = Console(highlight=False)
     what = f"{starts[-1].task}, {starts[-1].model}" if starts else "never started"
     console.print(f"[bold]{run.name}[/bold]: {status}; {what}", soft_wrap=True)

@@ -24,7 +24,7 @@ import yaml
 
 from engine.config import RunConfig
 from engine.errors import RunFolderError
-from engine.events import Event, StepLogged, event_from_dict, fmt_duration
+from engine.events import Event, RunFailed, RunFinished, RunStarted, StepLogged, event_from_dict, fmt_duration
 from engine.faults import kill_point
 from engine.files import atomic_write_text, rename_durably, sync_tree
 
@@ -318,23 +318,38 @@ def live_progress(run: RunDir) -> str:
     return " · ".join(parts)
 
 
-def _last_step_logged(path: Path, tail_bytes: int = 65536) -> StepLogged | None:
+def _last_events(path: Path, types: tuple[bytes, ...], tail_bytes: int = 65536) -> Iterator[Event]:
+    """The events of these types near the end of an events.jsonl, last first (so a long run costs no more)."""
     try:
         with open(path, "rb") as fh:
             size = fh.seek(0, os.SEEK_END)
             fh.seek(max(0, size - tail_bytes))
             lines = fh.read().split(b"\n")
     except OSError:
-        return None
+        return
     for line in reversed(lines):
-        if b'"StepLogged"' not in line:
+        if not any(t in line for t in types):
             continue
         try:
-            event = event_from_dict(json.loads(line))
+            yield event_from_dict(json.loads(line))
         except (ValueError, KeyError, TypeError):
             continue
-        if isinstance(event, StepLogged):
-            return event
+
+
+def _last_step_logged(path: Path) -> StepLogged | None:
+    return next((e for e in _last_events(path, (b'"StepLogged"',)) if isinstance(e, StepLogged)), None)
+
+
+def ended_status(path: Path) -> str | None:
+    """How a run's last session ended, from the end of its events.jsonl: "finished", "stopped" or "failed"; None
+    when it ended without a word (killed) or is still going. For a run whose summary.json is missing or damaged."""
+    for event in _last_events(path, (b'"RunFinished"', b'"RunFailed"', b'"RunStarted"')):
+        if isinstance(event, RunFinished):
+            return event.status
+        if isinstance(event, RunFailed):
+            return "failed"
+        if isinstance(event, RunStarted):
+            return None  # the session after the last end said nothing
     return None
 
 
@@ -404,7 +419,7 @@ def list_runs(runs_dir: str | os.PathLike[str], cache: RunsCache | None = None) 
         if info is None:
             path = Path(entry.path)
             run = RunDir(path)
-            status = run.live_state() or "killed"
+            status = run.live_state() or ended_status(run.events_path) or "killed"
             info = RunInfo(path, entry.name, status, "", "", _made(entry), None, None, None)
             info.parent, info.sweep = _lineage(run)
             if status in LIVE:

@@ -8,7 +8,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from engine.runs import RunDir, RunsCache, list_runs
+from engine.events import RunFinished, StepLogged
+from engine.runs import EventLog, RunDir, RunsCache, list_runs
+from tests.conftest import run_started
 
 
 def make_run(root: Path, name: str, summary: dict[str, object] | None = None) -> Path:
@@ -47,6 +49,29 @@ def test_a_run_without_a_start_is_dated_by_its_name_else_its_config_not_its_fold
         (folder / "checkpoints").mkdir()  # the folder's time is now
     started = {info.name: info.started for info in list_runs(tmp_path)}
     assert started == {"20240101-100000-a": time.mktime((2024, 1, 1, 10, 0, 0, 0, 0, -1)), "my-run": 1_700_000_000}
+
+
+def test_a_run_whose_summary_is_damaged_lists_as_its_events_say_it_ended(tmp_path: Path) -> None:
+    """A torn summary.json is no sign of a kill: the end of events.jsonl says how the run's last session ended."""
+    step = StepLogged(1, 2, 0.5, 0.7, 1e-4, 10.0, 1.0, 1.0)
+    histories = {
+        "20240101-100000-finished": [run_started(), step, RunFinished("finished", 2, 3.0, "model")],
+        "20240102-100000-resumed-then-killed": [
+            run_started(),
+            RunFinished("stopped", 1, 1.0, "model"),
+            run_started(start_step=1),
+            step,
+        ],
+    }
+    for name, events in histories.items():
+        folder = make_run(tmp_path, name)
+        (folder / "summary.json").write_text('{"status": "fini', encoding="utf-8")
+        log = EventLog(folder / "events.jsonl")
+        for event in events:
+            log.write(event)
+        log.close()
+    statuses = {info.name: info.status for info in list_runs(tmp_path)}
+    assert statuses == {"20240101-100000-finished": "finished", "20240102-100000-resumed-then-killed": "killed"}
 
 
 def test_a_missing_runs_folder_or_a_file_lists_nothing(tmp_path: Path) -> None:
