@@ -183,6 +183,9 @@ class _Console:
                 speed=f"{event.samples_per_second:.1f}",
                 eta=fmt_duration(event.eta_seconds),
             )
+        elif isinstance(event, ev.StepDone) and self.task_id is not None:
+            # every step moves the bar, so that it stands at the step a stop or the end came at
+            self.progress.update(self.task_id, completed=event.step)
         elif isinstance(event, ev.EpochEnded):
             self.epoch_end = event
         elif isinstance(event, ev.Evaluated):

@@ -179,6 +179,20 @@ def test_run_progress_shows_the_engines_eta(capsys: pytest.CaptureFixture[str]) 
     assert "ETA 2:05" in capsys.readouterr().out
 
 
+def test_the_progress_bar_ends_at_the_step_a_stop_came_at(capsys: pytest.CaptureFixture[str]) -> None:
+    """Steps are logged every few; a stop between two logs leaves the bar at the stop's step, not the last log's."""
+    from engine.events import StepDone, StepLogged, StopRequested
+
+    view = cli._Console()
+    view(run_started(num_train_samples=40, num_eval_samples=2, num_epochs=1, batch_size=2, total_steps=20))
+    view(StepLogged(10, 20, 0.5, 0.5, 1e-5, 4.0, 3.0, 3.0))
+    for step in range(11, 17):
+        view(StepDone(step=step, total_steps=20))
+    view(StopRequested(step=16))
+    view.close()
+    assert "step 16/20" in capsys.readouterr().out.splitlines()[-1]
+
+
 def test_epoch_rows_join_an_epochs_end_with_its_evaluation_and_show_the_others_alone(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
