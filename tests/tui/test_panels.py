@@ -1360,6 +1360,18 @@ def check_loss_chart(chart: LossChart) -> None:
     assert "┤" in "".join(plot) and "100" in rows[-1] and "┬" in rows[-2]
 
 
+async def test_a_long_log_line_wraps_to_the_log_width(make_app: Callable[..., WorkbenchApp]) -> None:
+    app = make_app(panel="train")
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pilot.pause()
+        log = app.query_one("#train-log", Log)
+        line = "warning: " + " ".join(f"word{i}" for i in range(60))
+        app.train_panel.write_log(line)
+        width = log.scrollable_content_region.width
+        assert len(log.lines) > 1 and all(len(shown) <= width for shown in log.lines)
+        assert " ".join(" ".join(log.lines).split()) == line
+
+
 async def test_the_progress_bar_counts_optimizer_steps_between_logged_steps(
     make_app: Callable[..., WorkbenchApp],
 ) -> None:

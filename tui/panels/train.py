@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -156,7 +157,13 @@ class TrainPanel(Vertical):
         self.query_one(EpochTable).show(self.curves)
 
     def write_log(self, line: str) -> None:
-        self.query_one(Log).write_line(line)
+        """A line in the log, wrapped to its width: Textual's Log cuts a long line at the edge."""
+        log = self.query_one(Log)
+        width = log.scrollable_content_region.width
+        if width < 20 or len(line) <= width:  # not laid out yet, or fits
+            log.write_line(line)
+            return
+        log.write_lines(textwrap.wrap(line, width, subsequent_indent="  ", break_on_hyphens=False) or [""])
 
     # -- events ---------------------------------------------------------------------------------------------
     def add_steps(self, steps: list[StepLogged | StepDone]) -> None:
