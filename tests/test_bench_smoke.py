@@ -67,3 +67,12 @@ def test_run_all_lists_every_bench_script() -> None:
         sys.path.remove(str(BENCH_DIR))
     assert set(SCRIPTS) <= set(run_all.scripts())
     assert not {"benchlib", "uilib", "tui_subscribers", "run_all"} & set(run_all.scripts())
+
+
+def test_the_step_profile_splits_the_operators_time_by_kind() -> None:
+    """bench/step_profile.py is a diagnosis, not a benchmark (no RATIO line): its table must still add up."""
+    done = run_bench(str(BENCH_DIR / "step_profile.py"), "--smoke")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    shares = re.findall(r"^(matrix products|dropout masks|optimizer|the rest) +[0-9.]+ +([0-9.]+)%", done.stdout, re.M)
+    assert [kind for kind, _ in shares] == ["matrix products", "dropout masks", "optimizer", "the rest"]
+    assert sum(float(share) for _, share in shares) == pytest.approx(100, abs=0.5)
