@@ -393,7 +393,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return cmd_show_run(args.run, args.runs_dir)
 
     if not Path(args.runs_dir).is_dir():  # said, so that a typo in --runs-dir does not pass for an empty folder
-        print(f"no runs: {args.runs_dir}/ does not exist (runs go where output.runs_dir says)", file=sys.stderr)
+        print(f"no runs: {args.runs_dir}/ is not a folder (runs go where output.runs_dir says)", file=sys.stderr)
         return EXIT_OK
     # The run's name already holds its date, task and model: those columns come only where they fit.
     wide = shutil.get_terminal_size().columns >= 120
@@ -593,10 +593,21 @@ def main(argv: list[str] | None = None, open_ui: Callable[..., int] | None = Non
     except KeyboardInterrupt:
         return EXIT_STOPPED
     except BrokenPipeError:
+        if not _stdout_is_a_pipe():
+            raise  # some other pipe, not the reader of this command's output
         # The reader left (`| head`): what was asked is done, only its output was cut. Python would report the
         # pipe again when it flushes stdout at exit, so stdout goes to /dev/null.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+
+
+def _stdout_is_a_pipe() -> bool:
+    import stat
+
+    try:
+        return stat.S_ISFIFO(os.fstat(sys.stdout.fileno()).st_mode)
+    except (OSError, ValueError):  # no file descriptor (an embedding replaced stdout)
+        return False
 
 
 if __name__ == "__main__":

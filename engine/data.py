@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -68,13 +70,9 @@ def _load_files(label: str, data_files: dict[str, list[str]]) -> DatasetDict:
     suffix = suffixes.pop()
     check_not_empty(data_files)
     builder, extra = BUILDERS[suffix]
-    # The file builders log a parse error before they raise it; the raise becomes one DataError line below, so
-    # their log would say it a second time. Their loggers inherit this one's level for the call.
-    builders_log = logging.getLogger("datasets.packaged_modules")
-    level = builders_log.level
-    builders_log.setLevel(logging.CRITICAL)
     try:
-        return datasets.load_dataset(builder, data_files=data_files, **extra)
+        with _builders_quiet():
+            return datasets.load_dataset(builder, data_files=data_files, **extra)
     except UnicodeDecodeError:
         raise DataError(f"data.source: {label} is not UTF-8 text; re-save it as UTF-8") from None
     except Exception as exc:
@@ -89,8 +87,32 @@ def _load_files(label: str, data_files: dict[str, list[str]]) -> DatasetDict:
         cause = specific[0] if specific else exc
         first = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:200]
         raise DataError(f"data.source: cannot parse {label} as {builder}: {first}") from None
+
+
+_quiet_lock = threading.Lock()
+_quiet_loads = 0  # loads under way that keep the builders' loggers quiet
+_quiet_level = logging.NOTSET  # their level before the first of them
+
+
+@contextlib.contextmanager
+def _builders_quiet() -> Iterator[None]:
+    """The file builders log a parse error before they raise it; the raise becomes one DataError line, so their
+    log would say it a second time. Their loggers inherit this one's level. Counted: loads in two threads (the
+    Data panel's and a run's) leave it as it was only when both are done."""
+    global _quiet_loads, _quiet_level
+    builders_log = logging.getLogger("datasets.packaged_modules")
+    with _quiet_lock:
+        if _quiet_loads == 0:
+            _quiet_level = builders_log.level
+            builders_log.setLevel(logging.CRITICAL)
+        _quiet_loads += 1
+    try:
+        yield
     finally:
-        builders_log.setLevel(level)
+        with _quiet_lock:
+            _quiet_loads -= 1
+            if _quiet_loads == 0:
+                builders_log.setLevel(_quiet_level)
 
 
 def _exception_chain(exc: BaseException) -> list[BaseException]:

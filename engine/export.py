@@ -80,10 +80,17 @@ def check_destination(out: Path, source: RunDir, *, force: bool) -> None:
         raise UserError(f"export: {out} holds the run {source.name} itself; pick another folder")
     if out.resolve().is_relative_to(source.path.resolve()):
         raise UserError(f"export: {out} is inside the run {source.name}; pick a folder outside it")
-    if (out / CONFIG_FILE).is_file() and (out / EVENTS_FILE).is_file():
+    if _is_run(out):
         raise UserError(f"export: {out} is the folder of the run {out.name}; pick another folder")
+    held = next((c for c in out.iterdir() if _is_run(c)), None) if out.is_dir() else None
+    if held is not None:  # a runs folder: --force would replace every run in it
+        raise UserError(f"export: {out} holds the run {held.name}; pick a folder of its own")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise NotEmptyError(out)
+
+
+def _is_run(folder: Path) -> bool:
+    return (folder / CONFIG_FILE).is_file() and (folder / EVENTS_FILE).is_file()
 
 
 def export(source: RunDir, out: Path, *, merge: bool = False, force: bool = False) -> Exported:

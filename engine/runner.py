@@ -218,11 +218,12 @@ class _Summary:
 
 
 def _sessions(history: list[Event]) -> list[list[Event]]:
-    """A run's events cut into the sessions of its processes, each from its engine's first status (FIRST_STAGE)
-    on; a history without one is one session."""
+    """A run's events cut into the sessions of its processes: one begins at its engine's first status
+    (FIRST_STAGE), or with whatever comes after a session's end (a resume that failed before its engine began)."""
     sessions: list[list[Event]] = []
     for event in history:
-        if not sessions or (isinstance(event, Status) and event.stage == FIRST_STAGE):
+        ended = bool(sessions) and isinstance(sessions[-1][-1], RunFinished | RunFailed)
+        if not sessions or ended or (isinstance(event, Status) and event.stage == FIRST_STAGE):
             sessions.append([])
         sessions[-1].append(event)
     return sessions

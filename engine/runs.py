@@ -24,7 +24,17 @@ import yaml
 
 from engine.config import RunConfig
 from engine.errors import RunFolderError
-from engine.events import Event, RunFailed, RunFinished, RunStarted, StepLogged, event_from_dict, fmt_duration
+from engine.events import (
+    FIRST_STAGE,
+    Event,
+    RunFailed,
+    RunFinished,
+    RunStarted,
+    Status,
+    StepLogged,
+    event_from_dict,
+    fmt_duration,
+)
 from engine.faults import kill_point
 from engine.files import atomic_write_text, rename_durably, sync_tree
 
@@ -343,13 +353,13 @@ def _last_step_logged(path: Path) -> StepLogged | None:
 def ended_status(path: Path) -> str | None:
     """How a run's last session ended, from the end of its events.jsonl: "finished", "stopped" or "failed"; None
     when it ended without a word (killed) or is still going. For a run whose summary.json is missing or damaged."""
-    for event in _last_events(path, (b'"RunFinished"', b'"RunFailed"', b'"RunStarted"')):
+    for event in _last_events(path, (b'"RunFinished"', b'"RunFailed"', b'"RunStarted"', FIRST_STAGE.encode())):
         if isinstance(event, RunFinished):
             return event.status
         if isinstance(event, RunFailed):
             return "failed"
-        if isinstance(event, RunStarted):
-            return None  # the session after the last end said nothing
+        if isinstance(event, RunStarted) or (isinstance(event, Status) and event.stage == FIRST_STAGE):
+            return None  # a session after the last end began and said nothing more
     return None
 
 

@@ -97,8 +97,8 @@ class RunController:
 
     @property
     def paused(self) -> bool:
-        """Paused, or asked to pause at the next step: space resumes."""
-        return self.state is RunState.PAUSED or self._pause_requested
+        """A run that is paused, or asked to pause at the next step: space resumes it."""
+        return self.controllable and (self.state is RunState.PAUSED or self._pause_requested)
 
     # -- the user's commands ---------------------------------------------------------------------------------
     def toggle_pause(self) -> None:

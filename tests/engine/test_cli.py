@@ -155,7 +155,7 @@ def test_runs_of_a_missing_runs_folder_says_so(tmp_path: Path, capsys: pytest.Ca
     missing = tmp_path / "typo"
     assert cli.main(["runs", "--runs-dir", str(missing)]) == 0
     out, err = capsys.readouterr()
-    assert out == "" and err == f"no runs: {missing}/ does not exist (runs go where output.runs_dir says)\n"
+    assert out == "" and err == f"no runs: {missing}/ is not a folder (runs go where output.runs_dir says)\n"
 
 
 def test_run_progress_shows_the_engines_eta(capsys: pytest.CaptureFixture[str]) -> None:

@@ -141,6 +141,8 @@ def test_export_refuses_a_folder_inside_the_run_or_another_run_even_forced(
         f"tunebench: error: export: {full_run} is the folder of the run {full_run.name}; pick another folder"
     ]
     assert (full_run / "model" / "model.safetensors").is_file()
+    assert main(["export", str(lora_run), str(full_run.parent), "--force"]) == 2
+    assert f"{full_run.parent} holds the run" in capsys.readouterr().err
 
 
 def test_a_failed_export_leaves_nothing_behind(lora_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -283,6 +284,23 @@ def test_stop_saves_a_checkpoint_and_the_stopped_run_resumes_to_the_end(
     second_session = more[-1].time - more[0].time
     assert first_session + second_session <= summary["duration_seconds"] < first_session + second_session + 5
     assert finished.duration_seconds == pytest.approx(summary["duration_seconds"], abs=1)
+
+
+def test_a_resume_that_failed_before_its_engine_began_does_not_count_the_time_before_it() -> None:
+    from engine.events import FIRST_STAGE, RunFailed, Status
+    from engine.runner import _sessions
+
+    def at(event: Any, t: float) -> Any:
+        return dataclasses.replace(event, time=t)
+
+    history = [
+        at(Status(FIRST_STAGE, "minilm"), 0.0),
+        at(RunFinished("stopped", 3, 10.0, "model"), 10.0),
+        at(RunFailed(error="train.device: CUDA is not available", user_error=True), 5000.0),  # days later
+        at(Status(FIRST_STAGE, "minilm"), 9000.0),
+        at(RunFinished("finished", 6, 0.0, "model"), 9020.0),
+    ]
+    assert [s[-1].time - s[0].time for s in _sessions(history)] == [10.0, 0.0, 20.0]
 
 
 def test_save_total_limit_keeps_only_the_newest_complete_checkpoints(

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from engine.events import RunFinished, StepLogged
+from engine.events import FIRST_STAGE, RunFinished, Status, StepLogged
 from engine.runs import EventLog, RunDir, RunsCache, list_runs
 from tests.conftest import run_started
 
@@ -62,6 +62,11 @@ def test_a_run_whose_summary_is_damaged_lists_as_its_events_say_it_ended(tmp_pat
             run_started(start_step=1),
             step,
         ],
+        "20240103-100000-killed-loading-its-resume": [
+            run_started(),
+            RunFinished("stopped", 1, 1.0, "model"),
+            Status(FIRST_STAGE, "minilm"),
+        ],
     }
     for name, events in histories.items():
         folder = make_run(tmp_path, name)
@@ -71,7 +76,11 @@ def test_a_run_whose_summary_is_damaged_lists_as_its_events_say_it_ended(tmp_pat
             log.write(event)
         log.close()
     statuses = {info.name: info.status for info in list_runs(tmp_path)}
-    assert statuses == {"20240101-100000-finished": "finished", "20240102-100000-resumed-then-killed": "killed"}
+    assert statuses == {
+        "20240101-100000-finished": "finished",
+        "20240102-100000-resumed-then-killed": "killed",
+        "20240103-100000-killed-loading-its-resume": "killed",
+    }
 
 
 def test_a_missing_runs_folder_or_a_file_lists_nothing(tmp_path: Path) -> None:

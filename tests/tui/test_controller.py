@@ -79,9 +79,14 @@ def test_pause_asks_once_and_the_paused_state_comes_from_the_run() -> None:
     assert ctl.state is RunState.TRAINING and ctl.detail == "pausing at the next step"
     ctl.take(Paused(step=14))
     assert (ctl.state, ctl.detail) == (RunState.PAUSED, "at step 14; space resumes")
+    assert ctl.paused
     ctl.toggle_pause()
     ctl.take(Resumed(step=14))
     assert handle.commands == ["pause", "resume"] and ctl.state is RunState.TRAINING
+    ctl.toggle_pause()  # asked to pause, and the run ends before its next step
+    assert ctl.paused
+    ctl.take(RunFinished(status="finished", step=24, duration_seconds=9.0, model_dir="m"))
+    assert not ctl.paused, "an ended run has nothing to resume: space is Pause again"
 
 
 def test_a_pause_while_stopping_is_ignored_and_a_failure_ends_the_run() -> None:

@@ -829,6 +829,29 @@ async def test_a_prediction_for_models_since_replaced_is_dropped(
         assert app.predict_panel.result is None and not app.query("#predict-sides ScoreBars")
 
 
+async def test_an_earlier_requests_late_answer_does_not_replace_the_latest(
+    make_app: Callable[..., WorkbenchApp],
+) -> None:
+    release = threading.Event()
+    fake = FakePredictor()
+
+    def slow_first(request: PredictRequest) -> PredictionView:
+        if request.text == "first [MASK]":
+            release.wait(10)
+        return fake(request)
+
+    app = make_app(panel="predict", predictor=slow_first)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press(*"first [MASK]", "enter")
+        await pilot.press("home", "ctrl+k", *"second [MASK]", "enter")
+        await until(pilot, lambda: app.predict_panel.result is not None, "the second answer shows")
+        shown = app.predict_panel.result
+        release.set()
+        await until(pilot, lambda: len(fake.requests) == 2, "the first answer comes back")
+        await pilot.pause()
+        assert app.predict_panel.result is shown and not app.predict_panel.busy
+
+
 async def test_before_any_run_only_the_base_model_predicts(
     make_app: Callable[..., WorkbenchApp], fake_predictor: Callable[[PredictRequest], PredictionView]
 ) -> None:
@@ -1370,6 +1393,9 @@ async def test_a_long_log_line_wraps_to_the_log_width(make_app: Callable[..., Wo
         width = log.scrollable_content_region.width
         assert len(log.lines) > 1 and all(len(shown) <= width for shown in log.lines)
         assert " ".join(" ".join(log.lines).split()) == line
+        log.clear()
+        app.train_panel.write_log('error: boom\nTraceback (most recent call last):\n  File "x.py", line 1')
+        assert list(log.lines) == ["error: boom", "Traceback (most recent call last):", '  File "x.py", line 1']
 
 
 async def test_the_progress_bar_counts_optimizer_steps_between_logged_steps(

@@ -19,7 +19,7 @@ from textual.content import Content
 from textual.message import Message
 from textual.validation import Integer
 from textual.widgets import Input, Label, Static
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker, WorkerState, get_current_worker
 
 from engine.config import RunConfig
 from engine.errors import ConfigError, describe_failure
@@ -162,12 +162,20 @@ class PredictPanel(Vertical):
     ]
 
     class Predicted(Message):
-        def __init__(self, request: PredictRequest, view: PredictionView, models: tuple[str, str | None, str]) -> None:
+        def __init__(
+            self,
+            request: PredictRequest,
+            view: PredictionView,
+            models: tuple[str, str | None, str],
+            worker: Worker[None] | None = None,
+        ) -> None:
             super().__init__()
             self.request = request
             self.view = view
             #: (base, fine-tuned, mode) as they were when it was asked for
             self.models = models
+            #: The worker that predicted it: only the latest request's answer shows.
+            self.worker = worker
 
     def __init__(self, cfg: RunConfig, backend: Backend | None = None, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -189,6 +197,8 @@ class PredictPanel(Vertical):
         self._loaded: set[tuple[str, str | None, str, tuple[str, ...]]] = set()
         self.result: PredictionView | None = None
         self.busy = False
+        #: The worker of the latest request (earlier ones' answers and errors are dropped).
+        self._worker: Worker[None] | None = None
         #: The status line shows a top-k or max-new-tokens message (cleared once the value is fixed).
         self.option_error = False
 
@@ -369,7 +379,7 @@ class PredictPanel(Vertical):
         self.busy = True
         both = "both models" if self.tuned else self.cfg.model.name_or_path
         self._status(f"predicting with {both}… (the first query loads the models)")
-        self._run(request, self._models())
+        self._worker = self._run(request, self._models())
 
     @work(thread=True, exclusive=True, group="predict", exit_on_error=False, description="predict")
     def _run(self, request: PredictRequest, models_shown: tuple[str, str | None, str]) -> None:
@@ -378,10 +388,12 @@ class PredictPanel(Vertical):
         if models not in self._loaded:
             self._loaded.add(models)
             heap.freeze()  # the models just loaded stay while they are the ones predicted with
-        self.post_message(self.Predicted(request, view, models_shown))
+        self.post_message(self.Predicted(request, view, models_shown, get_current_worker()))
 
     @on(Predicted)
     def _on_predicted(self, message: Predicted) -> None:
+        if message.worker is not self._worker:
+            return  # an earlier request's answer: the latest one is still on its way
         self.busy = False
         if message.models != self._models():  # the run or config changed while it predicted
             self._status("")
@@ -394,8 +406,8 @@ class PredictPanel(Vertical):
 
     @on(Worker.StateChanged)
     def _on_worker(self, event: Worker.StateChanged) -> None:
-        if event.worker.group != "predict" or event.state != WorkerState.ERROR:
-            return
+        if event.worker is not self._worker or event.state != WorkerState.ERROR:
+            return  # another group's, or an earlier request's
         self.busy = False
         assert event.worker.error is not None
         message, tb = describe_failure(event.worker.error)

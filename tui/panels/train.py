@@ -156,14 +156,17 @@ class TrainPanel(Vertical):
             chart.set_series("eval loss", self.curves.evals, marker="dot")
         self.query_one(EpochTable).show(self.curves)
 
-    def write_log(self, line: str) -> None:
-        """A line in the log, wrapped to its width: Textual's Log cuts a long line at the edge."""
+    def write_log(self, text: str) -> None:
+        """Text in the log, each of its lines wrapped to the log's width (Textual's Log cuts a long line at the
+        edge); a wrapped line goes on indented under itself, so a traceback keeps its shape."""
         log = self.query_one(Log)
         width = log.scrollable_content_region.width
-        if width < 20 or len(line) <= width:  # not laid out yet, or fits
-            log.write_line(line)
-            return
-        log.write_lines(textwrap.wrap(line, width, subsequent_indent="  ", break_on_hyphens=False) or [""])
+        for line in text.split("\n"):
+            if width < 20 or len(line) <= width:  # not laid out yet, or fits
+                log.write_line(line)
+                continue
+            indent = line[: len(line) - len(line.lstrip())] + "  "
+            log.write_lines(textwrap.wrap(line, width, subsequent_indent=indent, break_on_hyphens=False))
 
     # -- events ---------------------------------------------------------------------------------------------
     def add_steps(self, steps: list[StepLogged | StepDone]) -> None:
