@@ -103,6 +103,9 @@ class RunDriver:
 
         ``resumed`` is the folder of a resumed run: its earlier events are read in the worker and posted first.
         """
+        if self._steps_timer is not None:  # the last run's: firing now, it would take the new run's first steps
+            self._steps_timer.stop()  # before its RunStarted, which then redraws the chart without them
+            self._steps_timer = None
         self.app.train_panel.reset(runner.cfg, f"resuming {resumed.name}" if resumed else title)
         self.app.controller.begin(runner, bridge, detail)
         if self.app.active_panel != "train":
