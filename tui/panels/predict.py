@@ -166,14 +166,11 @@ class PredictPanel(Vertical):
             self,
             request: PredictRequest,
             view: PredictionView,
-            models: tuple[str, str | None, str],
             worker: Worker[None] | None = None,
         ) -> None:
             super().__init__()
             self.request = request
             self.view = view
-            #: (base, fine-tuned, mode) as they were when it was asked for
-            self.models = models
             #: The worker that predicted it: only the latest request's answer shows.
             self.worker = worker
 
@@ -316,6 +313,10 @@ class PredictPanel(Vertical):
         """Empty both sides; the fine-tuned side says how to get a result."""
         self.result = None
         self._models_shown = self._models()
+        if self._worker is not None:  # an answer on its way is for what is being cleared: it will be dropped
+            self._worker = None
+            self.busy = False
+            self._status("")
         self._fill_side("#predict-base", None)
         if self.tuned:
             hint = "press Enter to predict with this run and its base"
@@ -379,25 +380,22 @@ class PredictPanel(Vertical):
         self.busy = True
         both = "both models" if self.tuned else self.cfg.model.name_or_path
         self._status(f"predicting with {both}… (the first query loads the models)")
-        self._worker = self._run(request, self._models())
+        self._worker = self._run(request)
 
     @work(thread=True, exclusive=True, group="predict", exit_on_error=False, description="predict")
-    def _run(self, request: PredictRequest, models_shown: tuple[str, str | None, str]) -> None:
+    def _run(self, request: PredictRequest) -> None:
         view = self.backend(request)
         models = (request.base, request.tuned, request.device, request.label_names)
         if models not in self._loaded:
             self._loaded.add(models)
             heap.freeze()  # the models just loaded stay while they are the ones predicted with
-        self.post_message(self.Predicted(request, view, models_shown, get_current_worker()))
+        self.post_message(self.Predicted(request, view, get_current_worker()))
 
     @on(Predicted)
     def _on_predicted(self, message: Predicted) -> None:
         if message.worker is not self._worker:
-            return  # an earlier request's answer: the latest one is still on its way
+            return  # an earlier request's, or one for models since replaced (_clear_results forgot it)
         self.busy = False
-        if message.models != self._models():  # the run or config changed while it predicted
-            self._status("")
-            return
         self.result = message.view
         self._status(" · ".join(message.view.notes))
         self._fill_side("#predict-base", message.view.base)
