@@ -7,6 +7,7 @@ Ctrl+C (the run is saved and marked stopped).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -73,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = sub.add_parser("predict", help="fill masks, classify or generate with a model")
     predict.add_argument(
-        "--model", required=True, help="run folder or its name in --runs-dir, model folder, hub id, or minilm"
+        "--model", required=True, help="run (folder, name in --runs-dir or its prefix), model folder, hub id, or minilm"
     )
     predict.add_argument("--runs-dir", default="runs", help="where --model looks for a run by its name")
     predict.add_argument("--top-k", type=int, default=5, help="how many tokens or labels to show")
@@ -523,6 +524,8 @@ def predict_text(result: PredictResult) -> str:
 def cmd_predict(args: argparse.Namespace) -> int:
     """``tunebench predict``; a user error raises, and ``main`` turns it into one line and exit 2."""
     from engine.config import DEVICES, valid_device
+    from engine.errors import RunFolderError
+    from engine.live import resolve_run
     from engine.logs import capture_library_logs
 
     try:
@@ -537,9 +540,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not valid_device(args.device):
         raise PredictError(f'--device: expected {DEVICES}, got "{args.device}"')
     model = args.model
-    named_run = Path(args.runs_dir) / model
-    if not Path(model).expanduser().exists() and (named_run / "config.yaml").is_file():
-        model = str(named_run)  # a run's name, as the other commands take it; else a folder or a hub id
+    with contextlib.suppress(RunFolderError):  # a run as the other commands take it; else a folder or a hub id
+        model = str(resolve_run(args.model, args.runs_dir).path)
     # library chatter (load reports, progress bars) stays off the terminal; our own warnings come from the result
     with capture_library_logs(lambda _event: None):
         result = predict(model, args.text, top_k=args.top_k, max_new_tokens=args.max_new_tokens, device=args.device)

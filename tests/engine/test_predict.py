@@ -240,6 +240,7 @@ def test_cli_predict_takes_a_run_by_its_name_in_the_runs_folder(
     by_name = cli(capsys, "--model", run.name, "--runs-dir", str(run.parent), "--json", text)
     assert by_name[0] == 0
     assert by_name == cli(capsys, "--model", str(run), "--json", text)
+    assert by_name == cli(capsys, "--model", run.name[:12], "--runs-dir", str(run.parent), "--json", text)
 
 
 def test_cli_predict_json_classify_maps_labels_to_probabilities(
