@@ -23,6 +23,7 @@ from engine.errors import PredictError, UserError
 from engine.events import fmt_duration, fmt_epoch, fmt_memory
 
 if TYPE_CHECKING:
+    from engine.events import Evaluated
     from engine.predict import PredictResult
     from engine.runs import RunDir
 
@@ -440,6 +441,12 @@ def cmd_show_run(name: str, runs_dir: str) -> int:
     )
     console = Console(highlight=False)
     what = f"{starts[-1].task}, {starts[-1].model}" if starts else "never started"
+    labels: list[Any] = list(starts[-1].label_names) if starts else []
+    if not run.events_path.exists() and summary:  # its history was deleted: the summary still has the scores
+        what = f"{summary.get('task', '?')}, {summary.get('model', '?')} (its events.jsonl is missing)"
+        records = [r for r in summary.get("evaluations") or [] if isinstance(r, dict)]
+        evals = [e for e in map(_summary_evaluation, records) if e is not None]
+        labels = list(records[-1].get("labels") or []) if records else []
     console.print(f"[bold]{run.name}[/bold]: {status}; {what}", soft_wrap=True)
     if not evals:
         console.print("no evaluation yet")
@@ -458,10 +465,20 @@ def cmd_show_run(name: str, runs_dir: str) -> int:
     console.print(table)
     last = evals[-1]
     if last.confusion is not None:
-        labels = starts[-1].label_names if starts else []
         console.print()
-        console.print(class_report(last, labels))
+        console.print(class_report(last, [str(label) for label in labels]))
     return EXIT_OK
+
+
+def _summary_evaluation(record: dict[str, Any]) -> Evaluated | None:
+    """An evaluation as summary.json keeps it, as the event it was; None for a record that is not one."""
+    from engine.events import Evaluated, event_from_dict
+
+    try:
+        event = event_from_dict({**record, "type": "Evaluated", "time": 0.0})
+    except (TypeError, ValueError, KeyError):
+        return None
+    return event if isinstance(event, Evaluated) else None
 
 
 def default_config_path(config: str | None) -> str:

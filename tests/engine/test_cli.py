@@ -143,6 +143,13 @@ def test_runs_run_shows_its_evaluations_and_the_last_confusion_matrix(
     assert f"bad {bad[0]} {bad[1]}" in lines and f"good {good[0]} {good[1]}" in lines
     assert any(line.startswith("good ") and line.endswith(f" {sum(good)}") for line in lines)  # its support
 
+    # Its history deleted, the run still shows its evaluations and labels, from summary.json, and says why.
+    (run / "events.jsonl").unlink()
+    assert cli.main(["runs", run.name, "--runs-dir", str(tmp_path / "out")]) == 0
+    without = [" ".join(line.split()) for line in capsys.readouterr().out.splitlines()]
+    assert without[0].endswith(f"{make_config().model.name_or_path} (its events.jsonl is missing)")
+    assert without[1:] == lines[1:]
+
 
 def test_runs_of_a_folder_that_is_no_run_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["runs", "nothing-here", "--runs-dir", str(tmp_path)]) == 2
