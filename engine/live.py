@@ -185,8 +185,11 @@ def resolve_run(name: str, runs_dir: str | os.PathLike[str]) -> RunDir:
     for candidate in (path, Path(runs_dir) / name):
         if (candidate / CONFIG_FILE).is_file():
             return RunDir(candidate)
-    if path.is_dir():
-        raise RunFolderError(f"{path}: not a run folder (it has no {CONFIG_FILE}); pass a folder under the runs folder")
+    for candidate in (path, Path(runs_dir) / name):
+        if name and candidate.is_dir():
+            raise RunFolderError(
+                f"{candidate}: not a run folder (it has no {CONFIG_FILE}); pass a folder under the runs folder"
+            )
     if os.sep in name:  # a path, not a name
         raise RunFolderError(f"{path}: no such run folder; see tunebench runs for the runs there are")
     root = Path(runs_dir)

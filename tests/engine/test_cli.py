@@ -158,6 +158,18 @@ def test_runs_of_a_folder_that_is_no_run_exits_2(tmp_path: Path, capsys: pytest.
     )
 
 
+def test_runs_of_a_run_folder_without_its_config_says_what_it_lacks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "events.jsonl").write_text("", encoding="utf-8")
+    assert cli.main(["runs", "damaged", "--runs-dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"tunebench: error: {tmp_path}/damaged: not a run folder (it has no config.yaml); pass a folder under the "
+        "runs folder"
+    )
+
+
 def test_runs_of_a_missing_runs_folder_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = tmp_path / "typo"
     assert cli.main(["runs", "--runs-dir", str(missing)]) == 0
