@@ -297,12 +297,24 @@ class WorkbenchApp(App[int]):
 
     def action_leave_field(self) -> None:
         """Escape out of a text field, so that single-key bindings (q, s, …) act again; tab goes back in."""
-        from textual.widgets import TextArea  # not at import: TextArea's modules would delay the first frame
+        from textual.widgets import Select, TextArea  # not at import: their modules would delay the first frame
 
         focused = self.focused
         if isinstance(focused, Input | TextArea):
-            # The nearest container that takes the focus keeps its panel's keys working (Q in the Config form).
+            # The nearest container that takes the focus keeps its panel's keys working (Q in the Config form);
+            # where none does, the panel's first widget that is no field (the Data table under its filter): with
+            # the focus nowhere, the panel's own keys would not act.
             holder = next((n for n in focused.ancestors if isinstance(n, Widget) and n.can_focus), None)
+            pane = next((n for n in focused.ancestors if isinstance(n, Pane)), None)
+            if holder is None and pane is not None:
+                holder = next(
+                    (
+                        w
+                        for w in pane.query("*")
+                        if w.focusable and not any(isinstance(n, Input | TextArea | Select) for n in (w, *w.ancestors))
+                    ),
+                    None,
+                )
             self.screen.set_focus(holder)
 
     # -- config ---------------------------------------------------------------------------------------------

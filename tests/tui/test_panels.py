@@ -155,6 +155,19 @@ async def test_t_shows_the_next_split(make_app: Callable[..., WorkbenchApp]) -> 
         assert app.query_one("#data-split", Select).value == "test"
 
 
+async def test_escape_from_the_filter_leaves_the_data_keys_working(make_app: Callable[..., WorkbenchApp]) -> None:
+    app = make_app()
+    async with app.run_test() as pilot:
+        await until(pilot, lambda: app.data_panel.view is not None, "the train split shows")
+        await pilot.press("slash", *"xyz", "escape")
+        await pilot.pause()
+        assert app.focused is app.query_one(SamplesTable), "the table under the filter takes the focus"
+        await pilot.press("t")
+        await until(pilot, lambda: app.data_panel.view is not None and app.data_panel.view.name == "test", "split")
+        assert app.data_panel.view.query == "", "Escape does not apply the filter it left"
+        assert app.query_one("#data-filter", Input).value == "", "the field shows the filter in force"
+
+
 async def test_enter_opens_a_sample_with_its_tokens_and_the_cut_marked(
     make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig
 ) -> None:

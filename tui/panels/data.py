@@ -125,6 +125,8 @@ class DataPanel(Vertical):
         self.view: SplitView | None = None
         self._loaded_key: tuple[str, str, str | None] | None = None
         self.error: str | None = None
+        #: The filter the rows show: the last one submitted with Enter, not what the field holds meanwhile.
+        self.applied_filter = ""
 
     def compose(self) -> ComposeResult:
         yield FixedText(TITLE, id="data-title", classes="panel-title")
@@ -206,7 +208,7 @@ class DataPanel(Vertical):
         with self.prevent(Select.Changed):
             select.value = first
         self.post_message(self.ColumnsLoaded(message.key[0], list(message.browser.splits[first].column_names)))
-        self.show_split(first, self.query_one("#data-filter", Input).value)
+        self.show_split(first, self.applied_filter)
 
     def show_split(self, name: str, query: str = "") -> None:
         if self.browser is None:
@@ -295,16 +297,24 @@ class DataPanel(Vertical):
         self.query_one("#data-title", Static).update(Content(" · ".join(parts)))
 
     # -- user actions ---------------------------------------------------------------------------------------
+
     @on(Select.Changed, "#data-split")
     def _on_split(self, event: Select.Changed) -> None:
         if isinstance(event.value, str):
-            self.show_split(event.value, self.query_one("#data-filter", Input).value)
+            self.show_split(event.value, self.applied_filter)
 
     @on(Input.Submitted, "#data-filter")
     def _on_filter(self, event: Input.Submitted) -> None:
         if self.view is not None:
-            self.show_split(self.view.name, event.value.strip())
+            self.applied_filter = event.value.strip()
+            self.show_split(self.view.name, self.applied_filter)
             self.query_one(SamplesTable).focus()
+
+    @on(Input.Blurred, "#data-filter")
+    def _on_filter_left(self, event: Input.Blurred) -> None:
+        # Left without Enter (Escape, Tab, a click): the field shows the filter in force again.
+        if event.value.strip() != self.applied_filter:
+            event.input.value = self.applied_filter
 
     def action_focus_filter(self) -> None:
         self.query_one("#data-filter", Input).focus()
