@@ -24,6 +24,7 @@ Here nothing is unpickled (``tests/engine/test_security.py``).
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import random
@@ -285,6 +286,10 @@ def save_training_checkpoint(
         save_model(model, str(folder / MODEL_FILE))
         config = getattr(model, "config", None)
         if config is not None:
+            # What save_pretrained records and a model folder has: the head's class, which predict reads the
+            # task from (the loaded config still names the base model's class, BertModel for MiniLM).
+            config = copy.copy(config)
+            config.architectures = [type(model).__name__]
             config.save_pretrained(folder)
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)

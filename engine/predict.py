@@ -135,10 +135,13 @@ def resolve(model: str) -> str:
     if not model.strip():
         raise PredictError("model: no model given; name a run folder, a model folder, a hub id, or minilm")
     path = Path(model).expanduser()
-    if path.is_dir() and (path / CONFIG_FILE).is_file() and not (path / MODEL_DIR / "config.json").is_file():
+    if path.is_dir() and (path / CONFIG_FILE).is_file():
         latest = latest_checkpoint(path / CHECKPOINTS_DIR)
-        if latest is not None and (latest / "config.json").is_file():
-            return str(latest)  # a run still training (or killed): its latest checkpoint, marked as such
+        if latest is not None and (latest / "config.json").is_file() and _newer_than_model(latest):
+            # A run still training, or resumed and killed since its model/ was written: its latest weights are
+            # in its latest checkpoint (marked as such), not in model/.
+            return str(latest)
+    if path.is_dir() and (path / CONFIG_FILE).is_file() and not (path / MODEL_DIR / "config.json").is_file():
         raise PredictError(
             f"model: the run {model} has no model or checkpoint yet (a run writes {MODEL_DIR}/ when it finishes or "
             "is stopped); wait for its first checkpoint or pick a finished run"
@@ -221,8 +224,6 @@ class Predictor:
     pipe: Any
     head_warning: str | None = None
     token_limit: int = 512
-    #: Said with every result: a run's checkpoint rather than its finished model.
-    source_note: str | None = None
     #: "adapter on minilm" for a LoRA model (loaded as its base with the adapter merged in), else "".
     description: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -236,7 +237,8 @@ class Predictor:
         return self.head_warning is not None
 
     def _warnings(self, *extra: str | None) -> tuple[str, ...]:
-        return tuple(w for w in (self.head_warning, self.source_note, *extra) if w)
+        # Said anew with every result: what a run's checkpoint holds against its model/ changes as the run goes.
+        return tuple(w for w in (self.head_warning, checkpoint_note(self.path), *extra) if w)
 
     def _encode(self, text: str) -> tuple[Any, str | None]:
         """Tokenize like the pipeline does; over-long text is cut to the model's limit, with a warning."""
@@ -393,7 +395,6 @@ def _build(name: str, path: str, task: str, device: torch.device, trust_remote_c
         pipe=pipe,
         head_warning=untrained_head_warning(loaded.newly_initialized, task),
         token_limit=_token_limit(tokenizer, model),
-        source_note=checkpoint_note(path),
         description=describe(path),
     )
 
@@ -414,12 +415,28 @@ def describe(model: str) -> str:
     return f"adapter on {Path(base).name if Path(base).is_absolute() else base}"
 
 
+def _newer_than_model(checkpoint: Path) -> bool:
+    """Whether a run's checkpoint was written after its model/ (or the run has no model/ yet)."""
+    model = checkpoint.parent.parent / MODEL_DIR
+    if not (model / "config.json").is_file():
+        return True
+    return checkpoint.stat().st_mtime > model.stat().st_mtime
+
+
 def checkpoint_note(path: str) -> str | None:
-    """ "checkpoint-40: the run has no model yet; this is its latest checkpoint" for a run's checkpoint folder."""
+    """What a run's checkpoint folder holds against the run's model/, said beside its predictions: "checkpoint-40:
+    the run has no model yet; this is its latest checkpoint", and so on."""
     folder = Path(path)
     if folder.parent.name != CHECKPOINTS_DIR:
         return None
-    return f"{folder.name}: the run has no model yet (still training?); this is its latest checkpoint"
+    if not (folder.parent.parent / MODEL_DIR / "config.json").is_file():
+        return f"{folder.name}: the run has no model yet (still training?); this is its latest checkpoint"
+    if _newer_than_model(folder):
+        return (
+            f"{folder.name}: written after the run's {MODEL_DIR}/ (it was resumed and has not ended since); these "
+            "are its latest weights"
+        )
+    return f"{folder.name}: a checkpoint of the run; its {MODEL_DIR}/ holds the weights it ended with"
 
 
 def load_predictor(

@@ -199,6 +199,39 @@ def test_a_run_still_training_predicts_with_its_latest_checkpoint_and_says_so(
     assert f"{latest.name}: the run has no model yet (still training?); this is its latest checkpoint" in got.warnings
 
 
+def test_a_run_resumed_since_its_model_predicts_with_its_newer_checkpoint(tmp_path: Path, tiny_bert_dir: Path) -> None:
+    import os
+
+    from engine.runner import Runner
+    from tests.conftest import tiny_config, write_jsonl
+
+    rows = write_jsonl(
+        tmp_path / "rows.jsonl",
+        [{"text": f"{w} cafe, visit {i}", "label": w} for i in range(12) for w in ("good", "bad")],
+    )
+    result = Runner(tiny_config(tiny_bert_dir, rows, tmp_path / "runs", {"train.save_strategy": "epoch"})).run()
+    assert result.status == "finished" and result.run_dir is not None
+    latest = sorted((result.run_dir / "checkpoints").iterdir())[-1]
+    # A checkpoint folder of a classification run is a classifier too (its config.json names the head).
+    from_checkpoint = predict(str(latest), "good cafe", device="cpu")
+    assert isinstance(from_checkpoint, ClassifyResult)
+    assert f"{latest.name}: a checkpoint of the run; its model/ holds the weights it ended with" in (
+        from_checkpoint.warnings
+    )
+    ended = predict(str(result.run_dir), "good cafe", device="cpu")
+    assert isinstance(ended, ClassifyResult) and not any("checkpoint" in w for w in ended.warnings)
+
+    # As a stopped run leaves it once resumed and killed: its model/ older than its latest checkpoint.
+    model = result.run_dir / "model"
+    os.utime(model, (latest.stat().st_mtime - 60, latest.stat().st_mtime - 60))
+    got = predict(str(result.run_dir), "good cafe", device="cpu")
+    assert isinstance(got, ClassifyResult) and got.model == str(latest)
+    assert (
+        f"{latest.name}: written after the run's model/ (it was resumed and has not ended since); these are its "
+        "latest weights" in got.warnings
+    )
+
+
 def test_compare_puts_the_base_model_beside_the_fine_tuned_one(tmp_path: Path, tiny_bert_dir: Path) -> None:
     run = fake_run(tmp_path, tiny_bert_dir, base="minilm")
     side_by_side = compare("this is a [MASK] movie!", str(run), top_k=3, device="cpu")
