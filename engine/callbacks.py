@@ -185,6 +185,7 @@ class EventCallback:
                 Path(args.output_dir or "."),
                 args.device,
                 gather_over_processes if many else None,
+                precision="bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
             ),
             clock=TrainClock(timed_from=state.global_step),
             metrics=self._resumed_metrics,

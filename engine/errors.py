@@ -39,6 +39,10 @@ class CheckpointError(UserError):
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite; the message says at which step and what to change."""
 
+    def __init__(self, message: str, step: int) -> None:
+        super().__init__(message)
+        self.step = step
+
 
 class OutOfMemory(UserError):
     """The accelerator ran out of memory; the message names the settings that shrink a step."""

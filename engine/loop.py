@@ -281,7 +281,11 @@ def _run_once(
             total_steps=s.total_steps,
             device=acc.device,
             divergence=DivergenceWatch(
-                cfg.train.learning_rate, run_dir.checkpoints_dir, acc.device, acc.gather if many else None
+                cfg.train.learning_rate,
+                run_dir.checkpoints_dir,
+                acc.device,
+                acc.gather if many else None,
+                precision=s.precision,
             ),
             reduce=(lambda x: acc.reduce(x, "mean")) if many else None,
             share=max_over_processes(acc.device) if many else None,

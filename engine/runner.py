@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from engine.config import RunConfig, load_config
 from engine.control import RunControl
 from engine.early_stopping import EarlyStopping
-from engine.errors import DISK_ERRNOS, RunFolderError, UserError, describe_failure
+from engine.errors import DISK_ERRNOS, RunFolderError, TrainingDiverged, UserError, describe_failure
 from engine.events import (
     EPHEMERAL,
     FIRST_STAGE,
@@ -441,6 +441,8 @@ class Runner:
             if not started and not resuming:
                 self._discard(emit, event_log, run_dir, str(exc))
             else:
+                if isinstance(exc, TrainingDiverged):  # the step it failed at, logged or not
+                    summary.step = max(summary.step, exc.step)
                 self._fail(emit, summary, run_dir, str(exc), user_error=True)
         except OSError as exc:
             if exc.errno in DISK_ERRNOS:

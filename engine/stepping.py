@@ -88,17 +88,25 @@ class DivergenceWatch:
 
     Args:
         learning_rate: Named in the message, as the first thing to lower.
+        precision: The run's (fp32, bf16, fp16): only a lower precision gets "use fp32" as the second fix.
         checkpoints_dir: Where the last good checkpoint, named in the message, is kept.
         device: Where the losses are.
         gather: Collects each process's record (None with one process).
     """
 
     def __init__(
-        self, learning_rate: float, checkpoints_dir: Path, device: torch.device, gather: Collective | None = None
+        self,
+        learning_rate: float,
+        checkpoints_dir: Path,
+        device: torch.device,
+        gather: Collective | None = None,
+        *,
+        precision: str = "fp32",
     ) -> None:
         import torch
 
         self.learning_rate = learning_rate
+        self.precision = precision
         self.checkpoints_dir = checkpoints_dir
         self._gather = gather
         self._step = torch.zeros((), dtype=torch.long, device=device)
@@ -142,10 +150,10 @@ class DivergenceWatch:
         kept = latest_checkpoint(self.checkpoints_dir)
         where = f"; the last good checkpoint, {kept.name}, is kept" if kept else ""
         on = f" on process {self.bad_rank}" if self._gather is not None else ""
-        raise TrainingDiverged(
-            f"loss became {what} at step {step}{on}; lower train.learning_rate (now {self.learning_rate:g}) or use "
-            f"train.precision: fp32{where}"
-        )
+        fix = f"lower train.learning_rate (now {self.learning_rate:g})"
+        if self.precision != "fp32":
+            fix += f" or use train.precision: fp32 (now {self.precision})"
+        raise TrainingDiverged(f"loss became {what} at step {step}{on}; {fix}{where}", step)
 
 
 class TrainClock:

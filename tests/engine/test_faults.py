@@ -74,8 +74,10 @@ def test_nan_loss_fails_the_run_naming_the_step_and_keeps_the_last_good_checkpoi
     assert result.error is not None
     lr = cfg.train.learning_rate
     assert result.error.startswith(f"loss became NaN at step 4; lower train.learning_rate (now {lr:g})")
-    assert "fp32" in result.error and "checkpoint-2" in result.error
+    assert "checkpoint-2" in result.error
+    assert "train.precision" not in result.error, "a run in fp32 is not told to use fp32"
     assert isinstance(events[-1], RunFailed) and events[-1].traceback is None
+    assert events[-1].step == 4, "the step it failed at, though no loss was logged there"
     assert result.run_dir is not None
     assert [p.name for p in complete_checkpoints(result.run_dir / "checkpoints")] == ["checkpoint-2"]
     assert not (result.run_dir / "model").exists(), "NaN weights are not saved as the run's model"

@@ -69,3 +69,19 @@ def test_a_pause_holds_the_run_at_a_step_already_reported_done(make_config: Call
     done_3 = next(e for e in _of(events, StepDone) if e.step == 3)
     done_4 = next(e for e in _of(events, StepDone) if e.step == 4)
     assert events.index(done_3) < events.index(paused) < events.index(resumed) < events.index(done_4)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_nan_loss_suggests_fp32_only_to_a_run_in_lower_precision(tmp_path: Any, precision: str) -> None:
+    import torch
+
+    from engine.errors import TrainingDiverged
+    from engine.stepping import DivergenceWatch
+
+    watch = DivergenceWatch(1e-3, tmp_path, torch.device("cpu"), precision=precision)
+    watch.record(torch.tensor(float("nan")), 3)
+    with pytest.raises(TrainingDiverged) as raised:
+        watch.check()
+    suggested = "or use train.precision: fp32 (now bf16)"
+    assert str(raised.value).startswith("loss became NaN at step 3; lower train.learning_rate (now 0.001)")
+    assert (suggested in str(raised.value)) == (precision == "bf16")
