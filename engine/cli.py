@@ -428,7 +428,7 @@ def cmd_show_run(name: str, runs_dir: str) -> int:
     from engine.events import Evaluated, RunStarted
     from engine.live import resolve_run
     from engine.report import class_report
-    from engine.runs import ended_status
+    from engine.runs import ended_status, failure_of
 
     run = resolve_run(name, runs_dir)
     events = run.events()
@@ -448,6 +448,8 @@ def cmd_show_run(name: str, runs_dir: str) -> int:
         evals = [e for e in map(_summary_evaluation, records) if e is not None]
         labels = list(records[-1].get("labels") or []) if records else []
     console.print(f"[bold]{run.name}[/bold]: {status}; {what}", soft_wrap=True)
+    if (error := failure_of(summary, events)) is not None:
+        console.print(f"failed: {error}", markup=False, soft_wrap=True)
     if not evals:
         console.print("no evaluation yet")
         return EXIT_OK

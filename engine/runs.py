@@ -363,6 +363,19 @@ def ended_status(path: Path) -> str | None:
     return None
 
 
+def failure_of(summary: dict[str, Any], events: list[Event]) -> str | None:
+    """Why a run failed, when its last session did: its summary's error, else its last RunFailed's (a run whose
+    summary was not written); None for a run that did not end failed."""
+    if summary.get("status") == "failed" and summary.get("error"):
+        return str(summary["error"])
+    for event in reversed(events):
+        if isinstance(event, RunFailed):
+            return event.error
+        if isinstance(event, RunFinished | RunStarted):
+            return None
+    return None
+
+
 @dataclass
 class RunInfo:
     """One row of the runs list."""

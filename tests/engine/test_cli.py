@@ -151,6 +151,19 @@ def test_runs_run_shows_its_evaluations_and_the_last_confusion_matrix(
     assert without[1:] == lines[1:]
 
 
+def test_runs_run_of_a_failed_run_says_why(
+    make_config: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(tmp_path, make_config(train={"num_train_epochs": 1, "learning_rate": 1e6}))
+    assert cli.main(["run", str(path), "--runs-dir", str(tmp_path / "out")]) == 2
+    run = next((tmp_path / "out").iterdir())
+    capsys.readouterr()
+    assert cli.main(["runs", run.name, "--runs-dir", str(tmp_path / "out")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"{run.name}: failed;")
+    assert lines[1].startswith("failed: loss became NaN at step ")
+
+
 def test_runs_of_a_folder_that_is_no_run_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["runs", "nothing-here", "--runs-dir", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == (

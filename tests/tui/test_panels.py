@@ -1080,6 +1080,26 @@ async def test_an_opened_run_names_the_runs_it_descends_from(
         assert text_of(app, "#runs-detail-title").endswith(f"from {two_runs[1]} ← {two_runs[0]}")
 
 
+async def test_an_opened_failed_run_says_why_it_failed(
+    make_app: Callable[..., WorkbenchApp], two_runs: list[str], workbench_config: RunConfig
+) -> None:
+    failed = "20240105-100000-classification-minilm"
+    why = "loss became NaN at step 3; lower train.learning_rate (now 1e+06)"
+    summary = {**summary_for(workbench_config, started=1_704_448_800, best=0.5), "status": "failed", "error": why}
+    write_run(Path("runs"), failed, workbench_config, run_script(f"runs/{failed}", epochs=1), summary)
+    app = make_app(panel="runs")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: len(app.runs_panel.runs) == 3, "the runs list")
+        await pilot.press("enter")
+        await until(pilot, lambda: app.runs_panel.opened == [failed], "the failed run opens")
+        title = app.query_one("#runs-detail-title")
+        assert text_of(app, "#runs-detail-title").endswith(f"\nfailed: {why}")
+        assert title.has_class("-failed") and title.size.height >= 2, "why shows on a line of its own"
+        await pilot.press("down", "enter")
+        await until(pilot, lambda: app.runs_panel.opened == [two_runs[1]], "a finished run opens")
+        assert "failed" not in text_of(app, "#runs-detail-title") and not title.has_class("-failed")
+
+
 async def test_c_compares_marked_runs_and_x_swaps_the_chart_to_the_eval_metric(
     make_app: Callable[..., WorkbenchApp], two_runs: list[str]
 ) -> None:

@@ -20,7 +20,7 @@ from engine import queue
 from engine.compare import metric_greater_is_better
 from engine.errors import UserError, describe_failure
 from engine.events import fmt_duration, fmt_memory
-from engine.runs import LIVE, RunDir, RunInfo, RunsCache, lineage, list_runs
+from engine.runs import LIVE, RunDir, RunInfo, RunsCache, failure_of, lineage, list_runs
 from tui.dialogs import ExportChoice, ExportScreen
 from tui.panels import PANELS
 from tui.widgets.class_report import ClassReport
@@ -218,10 +218,12 @@ class RunsPanel(Vertical):
             self.widths = widths
 
     class Opened(Message):
-        def __init__(self, names: list[str], curves: dict[str, RunCurves]) -> None:
+        def __init__(self, names: list[str], curves: dict[str, RunCurves], failures: dict[str, str]) -> None:
             super().__init__()
             self.names = names
             self.curves = curves
+            #: Why each run that failed did.
+            self.failures = failures
 
     class LoadConfig(Message):
         """Load this run's config.yaml into the Config panel."""
@@ -275,6 +277,7 @@ class RunsPanel(Vertical):
         #: The open run's title, and whether it has a confusion matrix for v to show.
         self._detail_title = ""
         self._title_has_classes = False
+        self._detail_failure: str | None = None
 
     def compose(self) -> ComposeResult:
         yield FixedText(TITLE, id="runs-title", classes="panel-title")
@@ -401,13 +404,11 @@ class RunsPanel(Vertical):
         row = self.current_row()
         if isinstance(row, queue.QueueEntry):
             what = f"error: {row.error}" if row.error else row.state
-            self.query_one("#runs-detail-title", Static).update(
+            self._title(
                 Content(f"queue entry #{row.id} ({what}) · K/J move it, x takes it off the queue, Q starts the runner")
             )
         elif isinstance(row, SweepRow):
-            self.query_one("#runs-detail-title", Static).update(
-                Content(f"sweep {row.sweep}: {len(row.runs)} runs · enter or c compares and ranks them")
-            )
+            self._title(Content(f"sweep {row.sweep}: {len(row.runs)} runs · enter or c compares and ranks them"))
 
     def action_mark(self) -> None:
         row = self.current_row()
@@ -456,17 +457,21 @@ class RunsPanel(Vertical):
         return next((r for r in self.runs if r.name == name), None)
 
     def open_runs(self, names: list[str]) -> None:
-        self.query_one("#runs-detail-title", Static).update(Content(f"reading {', '.join(names)}…"))
+        self._title(Content(f"reading {', '.join(names)}…"))
         self._read([Path(self.runs_dir) / n for n in names])
 
     @work(thread=True, exclusive=True, group="runs-open", exit_on_error=False, description="read run events")
     def _read(self, paths: list[Path]) -> None:
         curves: dict[str, RunCurves] = {}
+        failures: dict[str, str] = {}
         for path in paths:
             run = RunDir(path)
             summary = run.read_summary() or {}
-            curves[path.name] = RunCurves.from_events(run.events(), task=str(summary.get("task", "")))
-        self.post_message(self.Opened([p.name for p in paths], curves))
+            events = run.events()
+            curves[path.name] = RunCurves.from_events(events, task=str(summary.get("task", "")))
+            if (error := failure_of(summary, events)) is not None:
+                failures[path.name] = error
+        self.post_message(self.Opened([p.name for p in paths], curves, failures))
 
     @on(Opened)
     def _on_opened(self, message: Opened) -> None:
@@ -496,15 +501,24 @@ class RunsPanel(Vertical):
             title = f"train loss of {len(message.names)} runs: " + ", ".join(message.names)
             self._title_has_classes = False
         self._detail_title = title
+        self._detail_failure = message.failures.get(message.names[0]) if len(message.names) == 1 else None
         self._render_detail_title()
 
+    def _title(self, content: Content, *, failed: bool = False) -> None:
+        """The detail's title line; ``failed``: a failed run's, with why on the lines under it."""
+        title = self.query_one("#runs-detail-title", Static)
+        title.set_class(failed, "-failed")
+        title.update(content)
+
     def _render_detail_title(self) -> None:
-        """The open run's title, and what v swaps to from what shows now."""
+        """The open run's title, what v swaps to from what shows now, and why the run failed if it did."""
         title = self._detail_title
         if self._title_has_classes:
             showing = self.query_one(ClassReport).display
             title += " · v: the curves" if showing else " · v: confusion matrix"
-        self.query_one("#runs-detail-title", Static).update(Content(title))
+        if self._detail_failure is not None:
+            title += f"\nfailed: {self._detail_failure}"
+        self._title(Content(title), failed=self._detail_failure is not None)
 
     def action_toggle_classes(self) -> None:
         """Swap the chart for the open run's class report, and back."""
@@ -623,4 +637,4 @@ class RunsPanel(Vertical):
         if event.worker.group.startswith("runs") and event.state == WorkerState.ERROR:
             assert event.worker.error is not None
             message, _tb = describe_failure(event.worker.error)
-            self.query_one("#runs-detail-title", Static).update(Content(f"✗ {message}"))
+            self._title(Content(f"✗ {message}"))
