@@ -342,6 +342,45 @@ async def test_save_writes_the_form_and_load_reads_a_file(
         assert app.config_panel.config == other
 
 
+async def test_save_over_another_file_and_load_over_edits_each_ask_for_their_key_again(
+    make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig
+) -> None:
+    other = validate_field(workbench_config, "train.num_train_epochs", 7)
+    save_config(other, "other.yaml")
+    before = Path("other.yaml").read_text()
+    app = make_app(panel="config")
+    async with app.run_test(size=(100, 40)) as pilot:
+        await until(pilot, lambda: app.config_panel.form_built, "the form is built")
+        edit_field(app, "train.num_train_epochs", "5")
+        await pilot.pause()
+        path = app.query_one("#config-path", Input)
+        path.value = "other.yaml"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert Path("other.yaml").read_text() == before, "a file the form did not come from is kept"
+        assert "other.yaml exists and is not the file this form came from; ctrl+s again replaces it" in text_of(
+            app, "#config-status"
+        )
+        await pilot.press("ctrl+l")  # another key in between: the save waits for its own key again
+        await pilot.pause()
+        assert app.config_panel.config.train.num_train_epochs == 5, "the edit is kept"
+        assert "1 unsaved change(s) (train.num_train_epochs); ctrl+l again drops them" in text_of(app, "#config-status")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert Path("other.yaml").read_text() == before
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert load_config("other.yaml").train.num_train_epochs == 5
+        assert text_of(app, "#config-status") == "saved other.yaml"
+        await pilot.press("ctrl+s")  # now the form's own file: saved at once
+        await pilot.pause()
+        assert text_of(app, "#config-status") == "saved other.yaml"
+        path.value = CONFIG_FILE
+        await pilot.press("ctrl+l")  # nothing unsaved: loads at once
+        await pilot.pause()
+        assert app.config_panel.config == load_config(CONFIG_FILE)
+
+
 async def test_q_queues_the_form_as_it_is_and_refuses_an_invalid_one(
     make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig
 ) -> None:

@@ -295,6 +295,8 @@ class ConfigPanel(Vertical):
         self.file_config = cfg
         self.config = cfg
         self.path = path
+        #: A save or load that waits for its key again (it would replace a file, or drop edits): (action, path).
+        self._pending: tuple[str, str] | None = None
         #: Field path -> (the value the user typed, the engine's message about it).
         self.errors: dict[str, tuple[Any, str]] = {}
         #: Field path -> the text last typed in it, shown again while the engine refuses it.
@@ -588,8 +590,23 @@ class ConfigPanel(Vertical):
         self._after_edit(("output.parent", "output.sweep"))
         return True
 
+    def _confirmed(self, action: str, path: str) -> bool:
+        """Whether ``action`` on ``path`` is the one the last key asked to confirm; either way nothing waits now."""
+        pending, self._pending = self._pending, None
+        return pending == (action, path)
+
     def action_load(self) -> None:
-        self.load_path(self.query_one("#config-path", Input).value.strip())
+        path = self.query_one("#config-path", Input).value.strip()
+        edits = self.differs_from_file()
+        if edits and not self._confirmed("load", path):
+            shown = ", ".join(edits[:3]) + (f" and {len(edits) - 3} more" if len(edits) > 3 else "")
+            self._pending = ("load", path)
+            self._status(
+                f"{len(edits)} unsaved change(s) ({shown}); ctrl+l again drops them and loads {path}", error=True
+            )
+            return
+        self._pending = None
+        self.load_path(path)
 
     def action_save(self) -> None:
         if self.errors:
@@ -604,6 +621,12 @@ class ConfigPanel(Vertical):
                 error=True,
             )
             return
+        if not self._replaces_another_file(path):
+            self._pending = None
+        elif not self._confirmed("save", path):
+            self._pending = ("save", path)
+            self._status(f"{path} exists and is not the file this form came from; ctrl+s again replaces it", error=True)
+            return
         try:
             save_config(self.config, path)
         except OSError as exc:
@@ -613,6 +636,17 @@ class ConfigPanel(Vertical):
         self.file_config = self.config
         self._status(f"saved {path}")
         self._refresh_marks()
+
+    def _replaces_another_file(self, path: str) -> bool:
+        """Whether saving to ``path`` would write over a file other than the one the form was loaded from or last
+        saved to."""
+        target = Path(path).expanduser()
+        if not target.exists():
+            return False
+        try:
+            return target.resolve() != Path(self.path).expanduser().resolve()
+        except OSError:
+            return True
 
     def action_queue(self) -> None:
         from engine import queue
