@@ -141,6 +141,9 @@ class RunDriver:
             return
         from tui.dialogs import ConfirmQuit
 
+        if isinstance(self.app.screen, ConfirmQuit):  # ctrl+q in the question: its default, the run trains on
+            self.app.screen.dismiss("leave")
+            return
         self.app.push_screen(ConfirmQuit(), callback=self._on_quit_answer)
 
     def _on_quit_answer(self, answer: str | None) -> None:
@@ -169,6 +172,12 @@ class RunDriver:
         self.app.train_panel.set_state(self.app.controller.state, self.app.controller.detail)
         self.render_run_bar()
         self.app.refresh_bindings()
+        if not self.app.controller.active and not self.quitting:
+            from tui.dialogs import ConfirmQuit
+
+            if isinstance(self.app.screen, ConfirmQuit):  # its question is moot: the run under it has ended
+                self.app.screen.dismiss(None)
+                self.app.notify(f"the run {self.app.controller.state} meanwhile; q quits now", title="quit")
 
     def steps_logged(self, message: StepsLogged) -> None:
         if message.bridge is not self.app.controller.bridge:

@@ -148,3 +148,16 @@ class MessageLog:
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._waiting.append((predicate, future))
         return await asyncio.wait_for(future, timeout)
+
+
+def record_notes(app: WorkbenchApp) -> list[str]:
+    """The messages of every notification the app shows from now on."""
+    notes: list[str] = []
+    show = app.notify
+
+    def notify(message: str, **kwargs: Any) -> None:
+        notes.append(message)
+        show(message, **kwargs)
+
+    app.notify = notify  # type: ignore[method-assign]
+    return notes

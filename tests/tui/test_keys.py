@@ -11,7 +11,7 @@ from textual.command import CommandPalette
 from textual.widgets import Input
 
 from engine.events import RunFinished
-from tests.tui.conftest import reach, settle, until
+from tests.tui.conftest import reach, record_notes, settle, until
 from tests.tui.fakes import ScriptedEngine
 from tui.app import PANELS, WorkbenchApp
 from tui.dialogs import ConfirmQuit, HelpScreen
@@ -271,6 +271,43 @@ async def test_q_during_a_run_asks_first_then_stops_the_run_and_exits(make_app: 
     assert runner.finished.is_set()
     finished = [m.event for m in events if isinstance(getattr(m, "event", None), RunFinished)]
     assert [e.status for e in finished] == ["stopped"]
+
+
+async def test_ctrl_q_in_the_quit_question_takes_its_default_and_leaves_the_run(
+    make_app: Callable[..., WorkbenchApp],
+) -> None:
+    gate = threading.Event()
+    app = make_app(panel="train", engine=ScriptedEngine("runs/gated", gate=gate))
+    async with app.run_test() as pilot:
+        await pilot.press("s")
+        await reach(app, "training")
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmQuit)
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        assert app.training.quit_worker is not None, "ctrl+q always quits"
+        await app.training.quit_worker.wait()
+        assert app.return_code == 0
+
+
+async def test_the_quit_question_goes_when_the_run_ends_under_it(make_app: Callable[..., WorkbenchApp]) -> None:
+    gate = threading.Event()
+    app = make_app(panel="train", engine=ScriptedEngine("runs/gated", gate=gate))
+    async with app.run_test() as pilot:
+        notes = record_notes(app)
+        await pilot.press("s")
+        await reach(app, "training")
+        await pilot.press("q")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmQuit)
+        gate.set()
+        await reach(app, "finished")
+        await until(pilot, lambda: not isinstance(app.screen, ConfirmQuit), "the question goes")
+        assert app.return_code is None and "the run finished meanwhile; q quits now" in notes
+        await pilot.press("q")
+        await pilot.pause()
+        assert app.return_code == 0
 
 
 async def test_a_second_start_is_refused_while_a_run_is_active(make_app: Callable[..., WorkbenchApp]) -> None:

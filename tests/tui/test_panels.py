@@ -19,7 +19,7 @@ from engine.errors import ConfigError, PredictError
 from engine.events import DeviceUsage, EpochEnded, Evaluated, RunFinished, RunStarted, StepLogged
 from engine.runner import Emit
 from tests.conftest import run_started, sentiment_rows, write_jsonl
-from tests.tui.conftest import CONFIG_FILE, reach, set_animations, settle, until
+from tests.tui.conftest import CONFIG_FILE, reach, record_notes, set_animations, settle, until
 from tests.tui.fakes import FakePredictor, ScriptedEngine, ScriptedRunner, run_script
 from tests.tui.helpers import edit_field, sample_rows, summary_for, write_run
 from tui.app import WorkbenchApp
@@ -1340,19 +1340,6 @@ class ScriptedResume:
             if not isinstance(e, StepLogged) or e.step > 12
         ]
         return ScriptedRunner(self.cfg, script, subscribers, self.gate)
-
-
-def record_notes(app: WorkbenchApp) -> list[str]:
-    """The messages of every notification the app shows from now on."""
-    notes: list[str] = []
-    show = app.notify
-
-    def notify(message: str, **kwargs: Any) -> None:
-        notes.append(message)
-        show(message, **kwargs)
-
-    app.notify = notify  # type: ignore[method-assign]
-    return notes
 
 
 async def test_r_resumes_a_stopped_run_on_the_train_panel_from_its_step(
