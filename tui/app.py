@@ -269,12 +269,11 @@ class WorkbenchApp(App[int]):
 
     # -- keys -----------------------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """s shows on the Train panel; space and x wherever a run is active (greyed on Train when idle)."""
+        """s shows on the Train panel (during a run too: it then says what stops the run); space and x wherever
+        a run is active (greyed on Train when idle)."""
         on_train = self.active_panel == "train"
         if action == "start":
-            if not on_train:
-                return False
-            return None if self.controller.active else True
+            return on_train
         if action in ("toggle_pause", "resume_run", "stop"):
             if action != "stop" and self.controller.paused != (action == "resume_run"):
                 return False  # space is Pause while a run trains and Resume while it is paused: one shows

@@ -29,8 +29,10 @@ WIDGET_KEYS = (
 )
 
 
-#: Where space and x act: Train, and any panel while a run trains or is paused (x in Runs is its own).
+#: Where space acts: Train, and any panel while a run trains or is paused.
 RUN_GOING = "Train, or any panel while a run goes"
+#: Where x stops the run: the same but Runs, where x takes a queued entry off the queue.
+STOP_GOING = "Train, or any panel but Runs while a run goes"
 
 #: Bound actions the palette leaves out: the palette itself, and moving the focus (it would move it in the palette).
 NOT_COMMANDS = ("command_palette", "app.focus_next", "app.focus_previous", "leave_field")
@@ -64,7 +66,7 @@ def key_places(app: App[Any]) -> list[KeyPlace]:
     ]
     listed = [b for b in everywhere if b.description or b.tooltip]
     # App bindings that the app's check_action lets act only in some places: the help says where.
-    run_keys = {"start": "Train", "toggle_pause": RUN_GOING, "resume_run": RUN_GOING, "stop": RUN_GOING}
+    run_keys = {"start": "Train", "toggle_pause": RUN_GOING, "resume_run": RUN_GOING, "stop": STOP_GOING}
     return [
         KeyPlace("everywhere", tuple(b for b in listed if b.action not in run_keys)),
         *(

@@ -15,7 +15,7 @@ from tests.tui.conftest import reach, record_notes, settle, until
 from tests.tui.fakes import ScriptedEngine
 from tui.app import PANELS, WorkbenchApp
 from tui.dialogs import ConfirmQuit, HelpScreen
-from tui.keys import NOT_COMMANDS, RUN_GOING, key_places, what
+from tui.keys import NOT_COMMANDS, RUN_GOING, STOP_GOING, key_places, what
 from tui.widgets.epoch_table import EpochTable
 from tui.widgets.footer import WorkbenchFooter
 from tui.widgets.panel_bar import Pane, PanelBar
@@ -92,6 +92,12 @@ async def test_f1_and_question_mark_open_a_help_screen_listing_every_key(make_ap
             assert {"Start", "Pause", "Stop", "Quit", "Save", "Filter", "Mark", "Overlay", "Open", "Resume"} <= actions
             where = {key: place for place, key, _what in rows if key in ("s", "space", "q, ^q")}
             assert where == {"s": "Train", "space": RUN_GOING, "q, ^q": "everywhere"}
+            # x in Runs takes a queued entry off the queue: the help does not promise a stop there.
+            assert {place for place, key, _what in rows if key.split(", ")[0] == "x"} == {
+                STOP_GOING,
+                "Runs",
+                "Comparison",
+            }
             # At 80 columns every place and every action shows whole: long ones wrap instead of running off.
             console = Console(width=76, record=True)
             console.print(app.screen.key_table())
@@ -215,7 +221,8 @@ async def test_a_narrow_footer_keeps_the_palette_key_and_drops_the_last_entries(
 
 async def test_run_keys_show_in_the_footer_where_they_apply(make_app: Callable[..., WorkbenchApp]) -> None:
     gate = threading.Event()
-    app = make_app(engine=ScriptedEngine("runs/gated", gate=gate))
+    engine = ScriptedEngine("runs/gated", gate=gate)
+    app = make_app(engine=engine)
     async with app.run_test(size=(140, 30)) as pilot:
         await settle(pilot)
         idle_on_data = footer_actions(app)
@@ -227,6 +234,10 @@ async def test_run_keys_show_in_the_footer_where_they_apply(make_app: Callable[.
         assert idle_on_train["Pause"] is False and idle_on_train["Stop"] is False
         await pilot.press("s")
         await reach(app, "training")
+        notes = record_notes(app)
+        await pilot.press("s")  # a second start: not greyed out in silence, but told what to do
+        await pilot.pause()
+        assert notes == ["a run is already in progress; x stops it"] and len(engine.runners) == 1
         await pilot.press("f2")
         await pilot.pause()
         running_on_data = footer_actions(app)
