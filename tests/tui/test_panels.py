@@ -16,7 +16,7 @@ from textual.widgets import DataTable, Input, Log, ProgressBar, Select, Static
 
 from engine.config import RunConfig, from_dict, load_config, save_config, validate_field
 from engine.errors import ConfigError, PredictError
-from engine.events import DeviceUsage, EpochEnded, Evaluated, RunFinished, RunStarted, StepLogged
+from engine.events import DeviceUsage, EpochEnded, Evaluated, RunFailed, RunFinished, RunStarted, StepLogged
 from engine.runner import Emit
 from tests.conftest import run_started, sentiment_rows, write_jsonl
 from tests.tui.conftest import CONFIG_FILE, reach, record_notes, set_animations, settle, until
@@ -719,12 +719,28 @@ async def test_an_engine_failure_shows_and_a_new_run_can_start(make_app: Callabl
         assert await reach(app, "failed") == "failed"
         await pilot.pause()
         box = app.query_one("#train-error", Static)
-        assert box.display and message in str(box.render())
+        assert box.display and str(box.render()) == f"✗ {message}  (fix it and press s to start again)"
         await pilot.press("s")
         assert await reach(app, "finished") == "finished"
         await pilot.pause()
         assert not app.query_one("#train-error").display
         assert len(working.runners) == 1
+
+
+@pytest.mark.parametrize(
+    ("traceback", "then"),
+    [(None, "r in Runs resumes it from its last checkpoint"), ("Traceback …", "the log below has the traceback")],
+)
+async def test_a_run_that_failed_without_a_user_error_is_not_told_to_fix_the_config(
+    make_app: Callable[..., WorkbenchApp], traceback: str | None, then: str
+) -> None:
+    app = make_app(panel="train")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        killed = "the training process was killed by signal 9 before the run ended"
+        app.train_panel.handle(RunFailed(error=killed, user_error=False, traceback=traceback))
+        await pilot.pause()
+        assert str(app.query_one("#train-error", Static).render()) == f"✗ {killed}  ({then})"
 
 
 # -- Predict ----------------------------------------------------------------------------------------------------

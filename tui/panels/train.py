@@ -232,12 +232,20 @@ class TrainPanel(Vertical):
                 f"model: {event.model_dir or 'not saved'}"
             )
         elif isinstance(event, RunFailed):
-            self.show_failure(event.error, event.traceback)
+            self.show_failure(event.error, event.traceback, user_error=event.user_error)
 
-    def show_failure(self, message: str, tb: str | None = None) -> None:
+    def show_failure(self, message: str, tb: str | None = None, *, user_error: bool = False) -> None:
+        """The failure above the chart, with what to do next: fix the config (a user error), read the traceback
+        (a bug), or resume from the last checkpoint (a process killed or lost before the run could say why)."""
         self.error = message
+        if user_error:
+            then = "fix it and press s to start again"
+        elif tb:
+            then = "the log below has the traceback"
+        else:
+            then = "r in Runs resumes it from its last checkpoint"
         box = self.query_one("#train-error", Static)
-        box.update(Content(f"✗ {message}  (fix it and press s to start again)"))
+        box.update(Content(f"✗ {message}  ({then})"))
         box.display = True
         self.write_log(f"error: {message}")
         if tb:
