@@ -313,9 +313,10 @@ def save_dir_atomically(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
-def live_progress(run: RunDir) -> str:
+def live_progress(run: RunDir, *, paused: bool = False) -> str:
     """ "37/114 · loss 1.4531 · ETA 1:29" for a live run: its step from live.json, its last logged loss and ETA
-    from the end of events.jsonl (read from the end, so a long run costs no more than a short one)."""
+    from the end of events.jsonl (read from the end, so a long run costs no more than a short one). A paused run
+    has no ETA."""
     step = (run.read_live() or {}).get("step")
     logged = _last_step_logged(run.events_path)
     parts = []
@@ -324,7 +325,9 @@ def live_progress(run: RunDir) -> str:
     elif logged is not None:
         parts.append(f"{logged.step}/{logged.total_steps}")
     if logged is not None:
-        parts += [f"loss {logged.loss:.4f}", f"ETA {fmt_duration(logged.eta_seconds)}"]
+        parts.append(f"loss {logged.loss:.4f}")
+        if not paused:
+            parts.append(f"ETA {fmt_duration(logged.eta_seconds)}")
     return " · ".join(parts)
 
 
@@ -446,7 +449,7 @@ def list_runs(runs_dir: str | os.PathLike[str], cache: RunsCache | None = None) 
             info = RunInfo(path, entry.name, status, "", "", _made(entry), None, None, None)
             info.parent, info.sweep = _lineage(run)
             if status in LIVE:
-                info.progress = live_progress(run)
+                info.progress = live_progress(run, paused=status == "paused")
         out.append(info)
     if cache is not None:
         cache.runs = seen  # only the runs still there

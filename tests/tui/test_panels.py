@@ -1497,6 +1497,13 @@ async def test_the_progress_bar_counts_optimizer_steps_between_logged_steps(
         assert f"loss {logged.loss:.4f}" in text_of(app, "#train-speed")
         panel.set_state(RunState.TRAINING)
         assert "ETA" in text_of(app, "#train-speed") and "samples/s" in text_of(app, "#train-speed")
+        # Ended, they would be stale for good.
+        panel.set_state(RunState.STOPPED, "at step 14")
+        assert "ETA" not in text_of(app, "#train-speed") and "samples/s" not in text_of(app, "#train-speed")
+        assert "step 14/24" in text_of(app, "#train-speed")
+        panel.reset(panel.cfg)
+        panel.set_state(RunState.FAILED)  # before its first step
+        assert text_of(app, "#train-speed") == "it ended before its first step"
 
 
 async def test_a_live_run_keeps_one_refresh_pending_however_often_the_list_is_read(

@@ -113,11 +113,12 @@ class TrainPanel(Vertical):
             self._render_status()
 
     def set_state(self, state: RunState, detail: str = "") -> None:
-        paused = RunState.PAUSED in (state, self.state)
+        # The speed and ETA show while the run trains only: they go while it is paused or once it has ended.
+        was_training = self.state is RunState.TRAINING
         self.state = state
         self.detail = detail
         self._render_status()
-        if paused:  # the speed and ETA go while paused and come back after
+        if was_training != (state is RunState.TRAINING):
             self._render_progress()
 
     def reset(self, cfg: RunConfig, what: str = "new run") -> None:
@@ -274,16 +275,18 @@ class TrainPanel(Vertical):
         self.query_one("#train-status", Static).update(Content(f"{TITLE}  {self.status_text()}"))
 
     def progress_text(self) -> str:
-        """Epoch and step as the run counts them now; speed, ETA and loss as of the last logged step (a paused
-        run has no speed or ETA)."""
+        """Epoch and step as the run counts them now; speed, ETA and loss as of the last logged step (only a run
+        that trains has a speed and ETA: not a paused one, nor one that has ended)."""
         s, logged = self.started, self.last_step
         if s is None:
-            return "no run yet" if self.state is RunState.IDLE else "preparing…"
+            if self.state is RunState.IDLE:
+                return "no run yet"
+            return "preparing…" if self.state.active else "it ended before its first step"
         steps_per_epoch = max(s.total_steps / max(s.num_epochs, 1), 1)
         epoch = min(max(1, math.ceil(self.step_done / steps_per_epoch)), s.num_epochs)
         parts = [f"epoch {epoch}/{s.num_epochs}", f"step {self.step_done}/{s.total_steps}"]
         if logged is not None:
-            if self.state is not RunState.PAUSED:
+            if self.state is RunState.TRAINING:
                 parts += [f"ETA {fmt_duration(logged.eta_seconds)}", f"{logged.samples_per_second:.1f} samples/s"]
             parts.append(f"loss {logged.loss:.4f}")
         return " · ".join(parts)
