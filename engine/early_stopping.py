@@ -56,9 +56,12 @@ class EarlyStopping:
 
     def note(self, step: int) -> str:
         """What the run's end says when it stopped early at ``step``: "stopped early at step 24: eval_loss did not
-        improve for 2 evaluations (best 0.3100 at step 12)"."""
+        improve for 2 evaluations in a row (best 0.3100 at step 12)"."""
         shown = "-" if self.best is None else f"{self.best:.4f}"
+        # transformers' rule: the best moves on any gain, the patience resets only on one past the threshold.
+        by = f" by more than {self.threshold:g}" if self.threshold else ""
+        times = "1 evaluation" if self.count == 1 else f"{self.count} evaluations"
         return (
-            f"stopped early at step {step}: {self.metric_name} did not improve for {self.count} evaluations "
+            f"stopped early at step {step}: {self.metric_name} did not improve{by} for {times} in a row "
             f"(best {shown} at step {self.best_step})"
         )

@@ -26,6 +26,9 @@ LIBRARY_LOGGERS = (
     "py.warnings",
 )
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+#: Library warnings about choices Tunebench makes for the user, not to show as if something were wrong (run.log
+#: keeps them): its early stopping goes with or without train.load_best_model_at_end, which says what model/ holds.
+_NOT_SHOWN = ("Using EarlyStoppingCallback without load_best_model_at_end",)
 
 
 class _EventHandler(logging.Handler):
@@ -36,6 +39,8 @@ class _EventHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             message = _ANSI.sub("", record.getMessage()).strip()
+            if message.startswith(_NOT_SHOWN):
+                return
             self._emit(LogMessage(level=record.levelname.lower(), message=message, logger=record.name))
         except Exception:  # a log line must never break training
             self.handleError(record)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from engine.early_stopping import EarlyStopping
-from engine.events import Evaluated, Event, RunFinished
+from engine.events import Evaluated, Event, LogMessage, RunFinished
 from engine.runner import Runner
 from tests.conftest import tiny_config, write_jsonl
 
@@ -87,8 +87,11 @@ def test_both_engines_stop_at_the_same_evaluation(engine: str, save: str, tmp_pa
     finished = next(e for e in events if isinstance(e, RunFinished))
     first = evaluated[0]
     assert finished.note == (
-        f"stopped early at step {evaluated[1].step}: eval_loss did not improve for 1 evaluations "
+        f"stopped early at step {evaluated[1].step}: eval_loss did not improve by more than 100 for 1 evaluation "
+        "in a row "
         f"(best {min(first.eval_loss, evaluated[1].eval_loss):.4f} at step "
         f"{first.step if first.eval_loss <= evaluated[1].eval_loss else evaluated[1].step})"
     )
     assert json.loads((result.run_dir / "summary.json").read_text())["note"] == finished.note
+    shown = [e.message for e in events if isinstance(e, LogMessage)]
+    assert not any("EarlyStoppingCallback" in m for m in shown), "transformers' advice is not Tunebench's"
