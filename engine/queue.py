@@ -288,10 +288,29 @@ def add_sweep(
     return _add_all(Path(runs_dir).expanduser(), items, sweep)
 
 
+def check_local_paths(cfg: RunConfig) -> None:
+    """Refuse now what a queued run would only fail to start on later and costs nothing to see: a local model
+    folder or data path that is not there (or holds no data). Hub ids are the run's to fetch, and a run folder
+    whose model is not written yet may have it by the time the run starts (a run queued after the one it
+    continues). Raises a UserError that names the key."""
+    from engine.data import local_files
+    from engine.errors import ModelError
+    from engine.models import resolve_model_path
+
+    try:
+        resolve_model_path(cfg.model.name_or_path)
+    except ModelError:
+        if not (Path(cfg.model.name_or_path).expanduser() / "config.yaml").is_file():
+            raise
+    local_files(cfg.data.source)
+
+
 def _add_all(
     runs_dir: Path, items: Sequence[tuple[RunConfig, str, dict[str, str] | None]], sweep: str | None
 ) -> list[QueueEntry]:
     # Validated before the lock is taken: a bad config anywhere queues nothing.
+    for cfg, _label, _grid in items:
+        check_local_paths(cfg)
     configs = [from_dict(cfg.to_dict()).to_dict() for cfg, _label, _grid in items]
     cwd = os.getcwd()
     added: list[QueueEntry] = []
@@ -999,7 +1018,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     root = Path(args.runs_dir or base.output.runs_dir)
     sweep = new_sweep_id(root)
     runs = expand_grid(args.config, args.grid, args.overrides, sweep=sweep)
-    print(f"sweep {sweep}: {len(runs)} runs of {args.config}")
+    for _grid, cfg in runs:  # --dry-run too: what it lists would start
+        check_local_paths(cfg)
+    print(f"sweep {sweep}: {len(runs)} run{'' if len(runs) == 1 else 's'} of {args.config}")
     width = max(len(cfg.output.run_name or "") for _grid, cfg in runs)
     for grid, cfg in runs:
         print(f"  {cfg.output.run_name or '':<{width}}  {_grid_label(grid)}")

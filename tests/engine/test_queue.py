@@ -116,6 +116,45 @@ def test_a_bad_config_is_refused_when_queued_and_nothing_is_queued(
     assert not (runs / ".queue" / "queue.json").exists()
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["queue", "add", "CONFIG"],
+        ["sweep", "CONFIG", "--grid", "train.seed=1,2"],
+        ["sweep", "CONFIG", "--dry-run", "--grid", "train.seed=1,2"],
+    ],
+)
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.name_or_path={tmp}/no-model", "model.name_or_path: {tmp}/no-model is not a folder"),
+        ("data.source={tmp}/no-data.jsonl", "data.source: {tmp}/no-data.jsonl not found"),
+    ],
+)
+def test_a_missing_local_model_or_data_is_refused_when_queued(
+    tmp_path: Path,
+    runs: Path,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+    override: str,
+    message: str,
+) -> None:
+    argv = [str(write_config(tmp_path)) if arg == "CONFIG" else arg for arg in command]
+    assert cli.main([*argv, "--set", override.format(tmp=tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith(f"tunebench: error: {message.format(tmp=tmp_path)}")
+    assert queue.list_queue(runs) == []
+
+
+def test_a_run_folder_whose_model_is_not_written_yet_can_be_queued_to_continue(tmp_path: Path, runs: Path) -> None:
+    earlier = tmp_path / "earlier-run"  # a run still training: its config, no model yet
+    earlier.mkdir()
+    (earlier / "config.yaml").write_text("task: classification\n", encoding="utf-8")
+    cfg = load_config(write_config(tmp_path), [f"model.name_or_path={earlier}"])
+    queue.add(runs, cfg, "after the earlier run")
+    assert labels(runs) == ["after the earlier run"]
+
+
 def test_add_checks_a_config_built_in_code(runs: Path) -> None:
     cfg = RunConfig()
     cfg.train.learning_rate = -1.0
