@@ -1473,6 +1473,33 @@ async def test_a_long_log_line_wraps_to_the_log_width(make_app: Callable[..., Wo
         assert list(log.lines) == ["error: boom", "Traceback (most recent call last):", '  File "x.py", line 1']
 
 
+async def test_the_log_follows_new_lines_after_a_resize(make_app: Callable[..., WorkbenchApp]) -> None:
+    app = make_app(panel="train")
+    async with app.run_test(size=(140, 40)) as pilot:
+        await settle(pilot)
+        log = app.query_one("#train-log", Log)
+        for i in range(60):
+            app.train_panel.write_log(f"line {i}")
+        await pilot.pause()
+        assert log.is_vertical_scroll_end
+        await pilot.resize_terminal(80, 24)  # a smaller log: its end moves down past what it shows
+        await pilot.pause()
+        app.train_panel.write_log("the newest line")
+        await pilot.pause()
+        assert log.is_vertical_scroll_end and log.max_scroll_y > 0, "it still shows the newest line"
+        await pilot.resize_terminal(140, 40)
+        await pilot.pause()
+        app.train_panel.write_log("and the next")
+        await pilot.pause()
+        assert log.is_vertical_scroll_end
+        log.scroll_home(animate=False, immediate=True)  # scrolled back by the user: it stays there
+        await pilot.pause()
+        await pilot.resize_terminal(100, 30)
+        app.train_panel.write_log("one more")
+        await pilot.pause()
+        assert log.scroll_offset.y == 0
+
+
 async def test_the_progress_bar_counts_optimizer_steps_between_logged_steps(
     make_app: Callable[..., WorkbenchApp],
 ) -> None:

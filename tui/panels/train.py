@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import textwrap
+from typing import Any
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -65,6 +66,23 @@ def fmt_params(n: int) -> str:
     return str(n)
 
 
+class FollowingLog(Log):
+    """Textual's Log, which goes on following new lines after a resize: a Log follows only while scrolled to its
+    end, and a resize that makes it smaller leaves it short of the new end, so it stopped following for good."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._following = True
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        self._following = new_value >= self.max_scroll_y
+
+    def on_resize(self) -> None:
+        if self._following:
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
+
+
 class TrainPanel(Vertical):
     """Shows one run at a time; the app owns the run and feeds this panel its events."""
 
@@ -95,7 +113,7 @@ class TrainPanel(Vertical):
             # progress line: one screen update per batch of steps.
             yield LossChart(empty_text="loss: no steps yet (s starts a run)", id="train-chart")
             yield EpochTable(id="train-epochs")
-        yield Log(max_lines=2000, id="train-log", auto_scroll=True)
+        yield FollowingLog(max_lines=2000, id="train-log", auto_scroll=True)
 
     def on_mount(self) -> None:
         self.query_one("#train-error").display = False
