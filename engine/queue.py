@@ -389,13 +389,29 @@ def run_status(runs_dir: str | os.PathLike[str], entry: QueueEntry) -> str:
 # Sweeps
 
 
+def _split_values(values: str) -> list[str]:
+    """The comma-separated values of a --grid, a comma inside [...] or {...} belonging to its value: a list
+    value such as ``[query,value]`` is one value."""
+    items, depth, start = [], 0, 0
+    for i, char in enumerate(values):
+        if char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth = max(depth - 1, 0)
+        elif char == "," and depth == 0:
+            items.append(values[start:i].strip())
+            start = i + 1
+    return [*items, values[start:].strip()]
+
+
 def parse_grid(text: str) -> tuple[str, list[str]]:
-    """ "train.learning_rate=1e-5,3e-5" -> ("train.learning_rate", ["1e-5", "3e-5"]); ConfigError if malformed."""
+    """ "train.learning_rate=1e-5,3e-5" -> ("train.learning_rate", ["1e-5", "3e-5"]); a list value is written in
+    brackets ("model.lora.target_modules=[query,value],[query,key,value]"); ConfigError if malformed."""
     key, sep, values = text.partition("=")
     key = key.strip()
     if not sep or not key:
         raise ConfigError("--grid", f'expected section.key=v1,v2,..., got "{text}"')
-    items = [v.strip() for v in values.split(",")]
+    items = _split_values(values)
     if not values.strip() or any(not v for v in items):
         raise ConfigError(f"--grid {key}", f'an empty value in "{values}"; give values separated by commas')
     seen = [v for v, n in Counter(items).items() if n > 1]
@@ -403,7 +419,9 @@ def parse_grid(text: str) -> tuple[str, list[str]]:
         raise ConfigError(f"--grid {key}", f'the value "{seen[0]}" is given twice')
     if key.partition(".")[0] == NO_GRID_SECTION:
         raise ConfigError(
-            f"--grid {key}", "output settings name and place a sweep's runs; grid over model, data or train keys"
+            f"--grid {key}",
+            "a sweep's runs share their output settings (the sweep names and places them, and they report the "
+            "same way); set it with --set, and grid over model, data or train keys",
         )
     return key, items
 

@@ -232,7 +232,8 @@ def test_sweep_queues_its_runs_as_one_sweep_and_dry_run_queues_nothing(
             "train.learning_rate=1e-5,0.00001",
             '--grid train.learning_rate: "1e-5" and "0.00001" are the same value; give it once',
         ),
-        ("output.run_name=a,b", "--grid output.run_name: output settings name and place a sweep's runs"),
+        ("output.run_name=a,b", "--grid output.run_name: a sweep's runs share their output settings"),
+        ("output.report_to=[],[tensorboard]", "--grid output.report_to: a sweep's runs share their output settings"),
         ("train.learning_rate", "--grid: expected section.key=v1,v2"),
     ],
 )
@@ -245,6 +246,17 @@ def test_a_bad_grid_value_queues_nothing_and_names_it(
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and err.startswith(f"tunebench: error: {message}")
     assert queue.list_queue(runs) == []
+
+
+def test_a_grid_over_list_values_keeps_each_bracketed_list_whole(tmp_path: Path) -> None:
+    assert queue.parse_grid("model.lora.target_modules=[query,value], [query, key,value]") == (
+        "model.lora.target_modules",
+        ["[query,value]", "[query, key,value]"],
+    )
+    runs = queue.expand_grid(
+        write_config(tmp_path, "model:\n  lora:\n    r: 4\n"), ["model.lora.target_modules=[query,value],[key]"]
+    )
+    assert [cfg.model.lora.target_modules for _grid, cfg in runs] == [["query", "value"], ["key"]]
 
 
 def test_a_combination_that_breaks_a_rule_between_settings_names_its_grid_values(tmp_path: Path) -> None:
