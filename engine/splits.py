@@ -70,6 +70,18 @@ def describe_eval(cfg: DataConfig, split_rows: Mapping[str, int], *, needs_label
     return choice.describe(rows)
 
 
+def train_rows(cfg: DataConfig, split_rows: Mapping[str, int], *, needs_labels: bool) -> int | None:
+    """How many rows a run of ``cfg`` trains on, from the source's split sizes alone: its train split, less a
+    held-out eval share, cut to ``data.train_size``; None when the source has no such split."""
+    if cfg.train_split not in split_rows:
+        return None
+    rows = split_rows[cfg.train_split]
+    choice = choose_eval(cfg, list(split_rows), needs_labels=needs_labels)
+    if choice.split is None and choice.fraction is not None:
+        rows -= held_out_rows(rows, choice.fraction)
+    return rows if cfg.train_size is None else min(rows, cfg.train_size)
+
+
 def hold_out(ds: Dataset, fraction: float, seed: int, stratify_by: str | None) -> tuple[Dataset, Dataset]:
     """Split ``fraction`` of the rows off as an eval set, seeded; per class in the same share when
     ``stratify_by`` names the label column (each class keeps at least one training row)."""

@@ -224,15 +224,24 @@ async def test_changing_the_data_source_in_config_refreshes_the_data_panel(
         assert app.query_one(SamplesTable).row_count == 37
         assert str(source) in text_of(app, "#data-title")
         # one file and no split named: the eval set a run will use is held out of train, and the title says so
-        assert text_of(app, "#data-title").endswith("eval: 10% of train, stratified by label (4 rows)")
+        assert text_of(app, "#data-title").endswith(
+            "a run trains on 33 · eval: 10% of train, stratified by label (4 rows)"
+        )
 
 
-async def test_the_data_panel_names_the_eval_split_a_run_will_use(make_app: Callable[..., WorkbenchApp]) -> None:
+async def test_the_data_panel_names_the_eval_split_a_run_will_use(
+    make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig
+) -> None:
     app = make_app()
     async with app.run_test() as pilot:
         await until(pilot, lambda: app.data_panel.view is not None, "the train split shows")
         rows = len(sample_rows("movies-sample", "test"))
-        assert text_of(app, "#data-title").endswith(f"eval: test split ({rows} rows)")
+        assert text_of(app, "#data-title").endswith(f"rows · eval: test split ({rows} rows)")
+    cfg = validate_field(validate_field(workbench_config, "data.train_size", 5), "data.eval_size", 3)
+    app = make_app(cfg=cfg)
+    async with app.run_test(size=(140, 30)) as pilot:
+        await until(pilot, lambda: app.data_panel.view is not None, "the train split shows")
+        assert text_of(app, "#data-title").endswith("a run trains on 5 · eval: test split (3 rows)")
 
 
 async def test_the_column_fields_offer_the_loaded_datasets_columns(make_app: Callable[..., WorkbenchApp]) -> None:

@@ -20,7 +20,7 @@ from engine.browse import DatasetBrowser, FastTokenizer, LabelCount, Row, Sample
 from engine.config import DataConfig, RunConfig
 from engine.errors import describe_failure
 from engine.events import LogMessage
-from engine.splits import choose_eval, describe_eval
+from engine.splits import choose_eval, describe_eval, train_rows
 from tui import heap
 from tui.bridge import LibraryLog
 from tui.panels import PANELS
@@ -293,7 +293,11 @@ class DataPanel(Vertical):
             parts.append(shown or f"{self.view.total_rows:,} rows")
         if self.browser is not None:
             sizes = {name: len(split) for name, split in self.browser.splits.items()}
-            parts.append("eval: " + describe_eval(self.cfg.data, sizes, needs_labels=self.cfg.task == "classification"))
+            labelled = self.cfg.task == "classification"
+            trains = train_rows(self.cfg.data, sizes, needs_labels=labelled)
+            if trains is not None and trains != sizes[self.cfg.data.train_split]:  # data.train_size, a held-out share
+                parts.append(f"a run trains on {trains:,}")
+            parts.append("eval: " + describe_eval(self.cfg.data, sizes, needs_labels=labelled))
         self.query_one("#data-title", Static).update(Content(" · ".join(parts)))
 
     # -- user actions ---------------------------------------------------------------------------------------
