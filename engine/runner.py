@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from engine.config import RunConfig, load_config
+from engine.config import RunConfig, TrainConfig, load_config
 from engine.control import RunControl
 from engine.early_stopping import EarlyStopping
 from engine.errors import DISK_ERRNOS, RunFolderError, TrainingDiverged, UserError, describe_failure
@@ -180,8 +180,14 @@ class _Summary:
         return {"metric": rule.metric_name, "value": rule.best, "step": rule.best_step, "in_model_dir": loaded}
 
     def best(self) -> tuple[str | None, float | None]:
+        """The run's headline score: its best by ``train.metric_for_best_model`` when the config names one, else
+        the best accuracy of a classifier or the lowest eval loss."""
         if not self.evals:
             return None, None
+        if self.cfg.train.metric_for_best_model != TrainConfig.metric_for_best_model:
+            rule = EarlyStopping.for_run(self.cfg.train, self.evals, max(e.step for e in self.evals))
+            if rule.best is not None:
+                return rule.metric_name, rule.best
         if self.cfg.task == "classification":
             accs = [e.accuracy for e in self.evals if e.accuracy is not None]
             if accs:

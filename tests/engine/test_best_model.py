@@ -150,3 +150,23 @@ def test_rotation_without_a_best_keeps_the_newest(tmp_path: Path) -> None:
     for step in range(1, 6):
         write_checkpoint(folder, step, lambda _: None, keep=2)
     assert [p.name for p in complete_checkpoints(folder)] == ["checkpoint-4", "checkpoint-5"]
+
+
+@pytest.mark.parametrize(
+    "metric, headline",
+    [(None, ("accuracy", 0.8)), ("macro_f1", ("macro_f1", 0.6)), ("eval_loss", ("accuracy", 0.8))],
+)
+def test_the_runs_headline_score_is_the_metric_its_config_names(
+    metric: str | None, headline: tuple[str, float]
+) -> None:
+    """The runs list, sweep rows and summary.json show a classifier's best accuracy, unless the config picks
+    another train.metric_for_best_model: then that metric's best, as early stopping and compare rank by."""
+    from engine.config import from_dict
+    from engine.runner import _Summary
+
+    train = {} if metric is None else {"metric_for_best_model": metric}
+    summary = _Summary(from_dict({"task": "classification", "train": train}))
+    for step, loss, acc, f1 in ((5, 0.5, 0.7, 0.6), (10, 0.6, 0.8, 0.5)):
+        summary.see(Evaluated(epoch=step / 5, step=step, eval_loss=loss, accuracy=acc, macro_f1=f1))
+    assert summary.best() == headline
+    assert (summary.as_dict("finished")["best_metric"], summary.as_dict("finished")["best_value"]) == headline
