@@ -26,15 +26,27 @@ class ConfirmQuit(ModalScreen[str | None]):
         Binding("escape,c", "answer(None)", "Cancel"),
     ]
 
+    def __init__(self, *, paused: bool = False) -> None:
+        super().__init__()
+        self.paused = paused
+
     def compose(self) -> ComposeResult:
         with Vertical(id="confirm-dialog"):
-            yield Static("A run is in progress.", classes="panel-title")
-            yield Static(
-                "Quit the workbench? The run can train on without it (tunebench attach shows it again), or stop at "
-                "its next step and save what it has."
-            )
+            if self.paused:
+                yield Static("A run is paused.", classes="panel-title")
+                yield Static(
+                    "Quit the workbench? The run can stay paused without it (tunebench attach shows it again, "
+                    "tunebench resume resumes it), or stop and save what it has."
+                )
+            else:
+                yield Static("A run is in progress.", classes="panel-title")
+                yield Static(
+                    "Quit the workbench? The run can train on without it (tunebench attach shows it again), or stop "
+                    "at its next step and save what it has."
+                )
             with Horizontal(id="confirm-buttons"):
-                yield Button("Leave running (l)", variant="primary", id="confirm-leave")
+                leave = "Leave paused (l)" if self.paused else "Leave running (l)"
+                yield Button(leave, variant="primary", id="confirm-leave")
                 yield Button("Stop, save (s)", variant="error", id="confirm-stop")
                 yield Button("Cancel (Esc)", id="confirm-cancel")
 

@@ -23,7 +23,17 @@ def open_workbench(config_path: str, attach: Path | None = None) -> int:
         return 2
     app = WorkbenchApp(cfg, config_path, attach=attach, initial_panel="train" if attach else "data")
     app.run()
+    if app.training.left_run is not None:
+        print(left_run_line(app.training.left_run))
     return app.return_code or 0
+
+
+def left_run_line(run_dir: Path) -> str:
+    """What the terminal says after the workbench quit and left a run going: where it is, how to see it again."""
+    from engine.cli import run_ref
+    from engine.runs import RunDir
+
+    return f"the run goes on without the workbench: {run_dir}; tunebench attach {run_ref(RunDir(run_dir))} shows it"
 
 
 def main(argv: list[str] | None = None) -> int:

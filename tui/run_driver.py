@@ -42,6 +42,8 @@ class RunDriver:
         #: The worker that waits for a stopping run, then quits the app.
         self.quit_worker: Worker[None] | None = None
         self.quitting = False
+        #: The run the user quit and left training (or paused), for the terminal's last line.
+        self.left_run: Path | None = None
         self._run_done = threading.Event()
         self._run_done.set()
         self._steps_shown_at = 0.0
@@ -144,7 +146,7 @@ class RunDriver:
         if isinstance(self.app.screen, ConfirmQuit):  # ctrl+q in the question: its default, the run trains on
             self.app.screen.dismiss("leave")
             return
-        self.app.push_screen(ConfirmQuit(), callback=self._on_quit_answer)
+        self.app.push_screen(ConfirmQuit(paused=self.app.controller.paused), callback=self._on_quit_answer)
 
     def _on_quit_answer(self, answer: str | None) -> None:
         if answer is None:
@@ -157,6 +159,8 @@ class RunDriver:
             self.app.controller.stop("saving, then quitting")
         else:
             self.app.controller.handle.leave()
+            if self.app.controller.run_dir:
+                self.left_run = Path(self.app.controller.run_dir)
         self.quit_worker = self.app.run_worker(
             self._exit_after_run(), group="quit", exclusive=True, exit_on_error=False
         )

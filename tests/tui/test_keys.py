@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from textual.command import CommandPalette
-from textual.widgets import Input
+from textual.widgets import Button, Input
 
 from engine.events import RunFinished
 from tests.tui.conftest import reach, record_notes, settle, until
@@ -16,6 +17,7 @@ from tests.tui.fakes import ScriptedEngine
 from tui.app import PANELS, WorkbenchApp
 from tui.dialogs import ConfirmQuit, HelpScreen
 from tui.keys import NOT_COMMANDS, RUN_GOING, STOP_GOING, key_places, what
+from tui.launch import left_run_line
 from tui.widgets.epoch_table import EpochTable
 from tui.widgets.footer import WorkbenchFooter
 from tui.widgets.panel_bar import Pane, PanelBar
@@ -367,3 +369,28 @@ async def test_q_then_l_leaves_the_run_and_exits(make_app: Callable[..., Workben
         await app.training.quit_worker.wait()
         assert app.return_code == 0
     assert engine.runners[0].finished.is_set()  # a scripted run lives in this process: leaving it stops it
+    # The terminal's last line says where the left run is and how to see it again.
+    assert app.training.left_run == Path("runs/gated")
+    assert left_run_line(Path("runs/gated")) == (
+        "the run goes on without the workbench: runs/gated; tunebench attach gated shows it"
+    )
+
+
+async def test_the_quit_question_for_a_paused_run_says_it_stays_paused(make_app: Callable[..., WorkbenchApp]) -> None:
+    gate = threading.Event()
+    app = make_app(panel="train", engine=ScriptedEngine("runs/gated", gate=gate))
+    async with app.run_test() as pilot:
+        await pilot.press("s")
+        await reach(app, "training")
+        await pilot.press("space")
+        await reach(app, "paused")
+        await pilot.press("q")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmQuit) and app.screen.paused
+        texts = [str(w.render()) for w in app.screen.query("Static")]
+        assert texts[0] == "A run is paused." and "stay paused" in texts[1]
+        assert str(app.screen.query_one("#confirm-leave", Button).label) == "Leave paused (l)"
+        await pilot.press("escape")
+        gate.set()
+        await pilot.press("space")
+        await reach(app, "finished")
