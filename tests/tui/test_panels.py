@@ -882,28 +882,38 @@ async def test_ctrl_b_sets_the_run_aside_and_brings_it_back(
         await pilot.press("ctrl+b")
         assert panel.tuned is None
         assert "ctrl+b predicts with 20240101-120000" in text_of(app, "#predict-tuned .predict-results Static")
+        assert text_of(app, "#predict-title").endswith(
+            "fine-tuned 20240101-120000-classification-minilm set aside (ctrl+b)"
+        )
         await pilot.press("ctrl+b")
         assert (panel.tuned, panel.tuned_origin) == (run, "picked in Runs")
 
 
-async def test_a_prediction_for_models_since_replaced_is_dropped(
+async def test_a_prediction_for_models_since_replaced_is_dropped_and_asked_again(
     make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig
 ) -> None:
     release = threading.Event()
     fake = FakePredictor()
+    answered: list[PredictionView] = []
 
     def slow(request: PredictRequest) -> PredictionView:
-        release.wait(10)
-        return fake(request)
+        if request.tuned is None:  # the request made before the run was set
+            release.wait(10)
+        view = fake(request)
+        answered.append(view)
+        return view
 
     run = _run_folder(workbench_config, "20240101-120000-classification-minilm")
     app = make_app(panel="predict", predictor=slow)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("ctrl+t", "enter")
-        app.predict_panel.set_tuned(run, "this session's run")
+        app.predict_panel.set_tuned(run, "this session's run")  # while the base model is being asked
+        await until(pilot, lambda: app.predict_panel.result is not None, "the answer of both models")
+        assert [r.tuned for r in fake.requests] == [run], "the same text, asked again of the new models"
         release.set()
-        await until(pilot, lambda: not app.predict_panel.busy, "the prediction comes back")
-        assert app.predict_panel.result is None and not app.query("#predict-sides ScoreBars")
+        await until(pilot, lambda: len(answered) == 2, "the first request's late answer")
+        await pilot.pause()
+        assert app.predict_panel.result is answered[0] and app.query("#predict-tuned ScoreBars")
 
 
 async def test_an_earlier_requests_late_answer_does_not_replace_the_latest(

@@ -196,6 +196,8 @@ class PredictPanel(Vertical):
         self.busy = False
         #: The worker of the latest request (earlier ones' answers and errors are dropped).
         self._worker: Worker[None] | None = None
+        #: The text of the last prediction asked for.
+        self._asked: str | None = None
         #: The status line shows a top-k or max-new-tokens message (cleared once the value is fixed).
         self.option_error = False
 
@@ -269,7 +271,10 @@ class PredictPanel(Vertical):
         self._show_options()
         self._render_headings()
         if self._models() != self._models_shown:
+            asked = self._asked if self._worker is not None else None
             self._clear_results()
+            if asked is not None:  # asked of the models just replaced, and not answered yet: ask these
+                self.predict(asked)
 
     def set_data_classes(self, key: tuple[str, str | None, str, str | None], classes: list[str] | None) -> None:
         """The classes the Data panel found for the data config ``key`` (``data.classes_key``); None: none."""
@@ -300,7 +305,12 @@ class PredictPanel(Vertical):
         self.refresh_bindings()  # ctrl+b: "Base only" or "Both"
 
     def _render_headings(self) -> None:
-        tuned = Path(self.tuned).name if self.tuned else "none yet"
+        if self.tuned:
+            tuned = Path(self.tuned).name
+        elif self.set_aside:
+            tuned = f"{Path(self.set_aside[0]).name} set aside (ctrl+b)"
+        else:
+            tuned = "none yet"
         self.query_one("#predict-title", Static).update(
             Content(f"{TITLE} · {self.mode} · base {self.base} · fine-tuned {tuned}")
         )
@@ -378,6 +388,7 @@ class PredictPanel(Vertical):
             label_names=tuple(self.base_classes()),
         )
         self.busy = True
+        self._asked = text
         both = "both models" if self.tuned else self.cfg.model.name_or_path
         self._status(f"predicting with {both}… (the first query loads the models)")
         self._worker = self._run(request)
