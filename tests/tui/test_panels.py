@@ -210,6 +210,24 @@ async def test_a_missing_text_column_shows_one_clear_line(
         assert "\n" not in message
 
 
+async def test_a_source_that_fails_to_load_shows_none_of_the_last_sources_splits(
+    make_app: Callable[..., WorkbenchApp], tmp_path: Path
+) -> None:
+    app = make_app()
+    async with app.run_test() as pilot:
+        await until(pilot, lambda: app.data_panel.view is not None, "the train split shows")
+        select = app.query_one("#data-split", Select)
+        assert select.value == "train"
+        await pilot.press("f3")
+        await until(pilot, lambda: app.config_panel.form_built, "the form is built")
+        edit_field(app, "data.source", str(tmp_path / "missing.jsonl"))
+        await pilot.pause()
+        await pilot.press("f2")
+        await until(pilot, lambda: app.data_panel.error is not None, "the error shows")
+        assert "missing.jsonl not found" in text_of(app, "#data-status")
+        assert select.is_blank() and [v for _p, v in select._options if v is not Select.NULL] == []
+
+
 async def test_changing_the_data_source_in_config_refreshes_the_data_panel(
     make_app: Callable[..., WorkbenchApp], tmp_path: Path
 ) -> None:
@@ -868,6 +886,19 @@ async def test_another_fine_tuned_run_clears_the_results_and_brings_its_task_and
         await until(pilot, lambda: panel.result is not None, "predictions show")
         request = fake_predictor.requests[-1]  # type: ignore[attr-defined]
         assert (request.text, request.base, request.tuned) == ("This is a [MASK] movie!", "tiny-bert", mlm)
+
+
+async def test_a_message_about_the_last_models_goes_with_their_results(
+    make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig
+) -> None:
+    run = _run_folder(workbench_config, "20240101-120000-classification-minilm")
+    app = make_app(panel="predict")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await app.panels_mounted.wait()
+        app.predict_panel._status("every [MASK] is past the first 512 tokens", error=True)
+        app.predict_panel.set_tuned(run, "picked in Runs")
+        await pilot.pause()
+        assert text_of(app, "#predict-status") == ""
 
 
 async def test_ctrl_b_sets_the_run_aside_and_brings_it_back(

@@ -181,6 +181,8 @@ class DataPanel(Vertical):
         self.error = None
         self.query_one(SamplesTable).show(None)
         self.query_one(ScoreBars).set_counts([])
+        with self.prevent(Select.Changed):  # the last source's splits go with its rows
+            self.query_one("#data-split", Select).set_options([])
         self._busy(f"loading {key[0]}…")
         self._open(key)
 

@@ -326,6 +326,7 @@ class PredictPanel(Vertical):
         if self._worker is not None:  # an answer on its way is for what is being cleared: it will be dropped
             self._worker = None
             self.busy = False
+        if not self.option_error:  # what it said was about the results cleared (a mistake in an option stays)
             self._status("")
         self._fill_side("#predict-base", None)
         if self.tuned:
