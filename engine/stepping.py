@@ -33,7 +33,7 @@ from engine.events import (
     StepLogged,
     StopRequested,
 )
-from engine.resources import DeviceProbe
+from engine.resources import READ_EVERY_SECONDS, DeviceProbe
 
 if TYPE_CHECKING:
     import torch
@@ -316,14 +316,14 @@ class StepBook:
         if pause and not stop:
             paused_at = time.perf_counter()
             self.say(Paused(step=step))
-            if self._share is None:
-                control.wait_while_paused()
+            # A single process looks again at each device reading, so that a paused run's CPU and memory do not
+            # stand still on screen; many look every PAUSED_SYNC_SECONDS, all together (one all-reduce a round).
+            every = READ_EVERY_SECONDS if self._share is None else PAUSED_SYNC_SECONDS
+            while pause and not stop:
+                control.wait_while_paused(every)
+                if self._probe is not None and self._probe.due():
+                    self.say(self._probe.read())
                 stop, pause = self._flags()  # a stop may have ended the pause
-            else:
-                # Each process looks again every PAUSED_SYNC_SECONDS, all together: one all-reduce a round.
-                while pause and not stop:
-                    control.wait_while_paused(PAUSED_SYNC_SECONDS)
-                    stop, pause = self._flags()
             if not stop:
                 self.say(Resumed(step=step))
             self.clock.leave_out(time.perf_counter() - paused_at)

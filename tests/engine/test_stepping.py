@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from engine.events import Event, Paused, Resumed, RunStarted, StepDone, StepLogged
+from engine.events import DeviceUsage, Event, Paused, Resumed, RunStarted, StepDone, StepLogged
 from engine.runner import Runner
 
 ENGINES = {
@@ -69,6 +69,36 @@ def test_a_pause_holds_the_run_at_a_step_already_reported_done(make_config: Call
     done_3 = next(e for e in _of(events, StepDone) if e.step == 3)
     done_4 = next(e for e in _of(events, StepDone) if e.step == 4)
     assert events.index(done_3) < events.index(paused) < events.index(resumed) < events.index(done_4)
+
+
+def test_a_paused_run_goes_on_reading_its_device(make_config: Callable[..., Any], monkeypatch: Any) -> None:
+    """The header's CPU and memory must not stand still while a run is paused: readings go on coming."""
+    import engine.resources
+    import engine.stepping
+
+    monkeypatch.setattr(engine.resources, "READ_EVERY_SECONDS", 0.05)
+    monkeypatch.setattr(engine.stepping, "READ_EVERY_SECONDS", 0.05)
+    events: list[Event] = []
+    runner = Runner(_config(make_config, "loop"))
+
+    readings_paused: list[DeviceUsage] = []
+
+    def pause_at_step_3(event: Event) -> None:
+        events.append(event)
+        if isinstance(event, StepDone) and event.step == 3:
+            runner.pause()
+        elif isinstance(event, DeviceUsage) and _of(events, Paused):
+            readings_paused.append(event)
+            if len(readings_paused) == 3:
+                runner.resume()
+
+    runner.subscribe(pause_at_step_3)
+    result = runner.run()
+    assert result.status == "finished", result.error
+    (paused,), (resumed,) = _of(events, Paused), _of(events, Resumed)
+    between = events[events.index(paused) : events.index(resumed)]
+    readings = [e for e in between if isinstance(e, DeviceUsage)]
+    assert len(readings) >= 3 and all(r.utilization_percent is not None for r in readings)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
