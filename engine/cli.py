@@ -378,7 +378,17 @@ def cmd_control(args: argparse.Namespace) -> int:
     from engine.live import resolve_run, send_command
 
     run = resolve_run(args.run, args.runs_dir)
+    from engine.live import COMMANDS_DIR
+
+    state = run.live_state()
+    pending = any((run.path / COMMANDS_DIR).glob("*.*"))
+    if args.command == "pause" and state == "paused" and not pending:  # a resume on its way would need the pause
+        print(f"pause: {run.name} is already paused; nothing sent (tunebench resume {run_ref(run)} resumes it)")
+        return EXIT_OK
     send_command(run, args.command)
+    if args.command == "resume" and state == "running":  # it undoes a pause not acted on yet, if there is one
+        print(f"resume: sent to {run.name}, which is not paused (tunebench follow {run_ref(run)} shows it)")
+        return EXIT_OK
     when = "at its next optimizer step" if args.command != "resume" else "now"
     print(f"{args.command}: sent to {run.name}; it acts {when} (tunebench follow {run_ref(run)} shows it)")
     return EXIT_OK

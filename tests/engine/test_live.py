@@ -234,7 +234,11 @@ def test_a_run_without_its_process_is_killed_and_another_hosts_counts_while_its_
 # -- a run in this process, controlled through its folder ------------------------------------------------------------
 
 
-def test_a_runner_obeys_commands_left_in_its_folder(tmp_path: Path, make_config: Callable[..., Any]) -> None:
+def test_a_runner_obeys_commands_left_in_its_folder(
+    tmp_path: Path, make_config: Callable[..., Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from engine import cli
+
     cfg = make_config(data={"source": str(write_jsonl(tmp_path / "rows.jsonl", sentiment_rows(64)))})
     events: list[Any] = []
     gate = threading.Event()
@@ -258,6 +262,10 @@ def test_a_runner_obeys_commands_left_in_its_folder(tmp_path: Path, make_config:
     total = next(e for e in events if isinstance(e, RunStarted)).total_steps
     assert listed.status_text.startswith(f"paused {paused.step}/{total} · loss ")
     assert "ETA" not in listed.status_text, "a paused run's ETA would be stale"
+    capsys.readouterr()
+    assert cli.main(["pause", str(run.path)]) == 0  # a second pause says what it found, and sends nothing
+    assert f"pause: {run.name} is already paused; nothing sent" in capsys.readouterr().out
+    assert not any((run.path / "commands").iterdir())
     send_command(run, "stop")
     result = runner.join(60)
     assert result is not None and result.status == "stopped"
