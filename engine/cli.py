@@ -522,6 +522,16 @@ def _bar(score: float, width: int = 20) -> str:
     return "█" * max(0, min(width, round(score * width)))
 
 
+#: The longest text a prediction's table repeats above itself; a longer one is cut, with its length said.
+ECHO_CHARS = 160
+
+
+def _echo(text: str) -> str:
+    """``text`` on one line, cut to ``ECHO_CHARS``: the table under it is what matters, not the text again."""
+    line = " ".join(text.split())
+    return line if len(line) <= ECHO_CHARS else f"{line[: ECHO_CHARS - 1]}… ({len(text):,} characters)"
+
+
 def _score_table(rows: list[tuple[str, float]], title: str, column: str) -> str:
     name_width = max([len(name) for name, _ in rows] + [len(column)])
     lines = [title, f"  {'#':>2}  {column:<{name_width}}  {'score':>7}"]
@@ -539,14 +549,14 @@ def predict_text(result: PredictResult) -> str:
         blocks = [
             _score_table(
                 [(t.token_str, t.score) for t in mask],
-                f"{result.text}" + (f"  (mask {i} of {len(result.masks)})" if many else ""),
+                _echo(result.text) + (f"  (mask {i} of {len(result.masks)})" if many else ""),
                 "token",
             )
             for i, mask in enumerate(result.masks, 1)
         ]
         return "\n\n".join(blocks)
     if isinstance(result, ClassifyResult):
-        return _score_table([(s.label, s.score) for s in result.labels], result.text, "label")
+        return _score_table([(s.label, s.score) for s in result.labels], _echo(result.text), "label")
     return f"{result.prompt}{result.completion if result.completion.startswith(' ') else ' ' + result.completion}"
 
 

@@ -293,6 +293,16 @@ def test_cli_predict_table_warns_about_an_untrained_head_on_stderr(capsys: pytes
     assert "newly initialized" not in out
 
 
+def test_cli_predict_repeats_a_long_text_cut_to_one_short_line(
+    capsys: pytest.CaptureFixture[str], tiny_bert_dir: Path
+) -> None:
+    text = "a [MASK] day. " + "the cafe was lovely and the staff were kind. " * 60
+    code, out, _err = cli(capsys, "--model", str(tiny_bert_dir), text)
+    assert code == 0
+    title = out.splitlines()[0]
+    assert len(title) < 200 and title.startswith("a [MASK] day. the cafe") and f"({len(text):,} characters)" in title
+
+
 def test_cli_predict_user_errors_exit_2_with_one_line(capsys: pytest.CaptureFixture[str], tiny_bert_dir: Path) -> None:
     code, out, err = cli(capsys, "--model", str(tiny_bert_dir), "no mask here")
     assert code == 2 and not out
