@@ -298,6 +298,10 @@ def _alternatives(tp: Any) -> tuple[Any, ...]:
     return ()
 
 
+#: Short names people type for a choice, which difflib does not match: the hint names the choice.
+_ABBREVIATIONS = {"mlm": "masked-lm", "clm": "causal-lm", "lm": "causal-lm", "cls": "classification"}
+
+
 def _expected(tp: Any, check: Check | None) -> str:
     if _alternatives(tp):
         return " or ".join(_expected(member, check).removeprefix("one of ") for member in _alternatives(tp))
@@ -324,7 +328,8 @@ def coerce_value(path: str, tp: Any, check: Check | None, value: Any) -> Any:
     if value is None:
         if optional:
             return None
-        raise ConfigError(path, f"expected {_expected(inner, check)}, got null")
+        empty = " ([] for none)" if get_origin(inner) is list else ""
+        raise ConfigError(path, f"expected {_expected(inner, check)}{empty}, got null")
     if isinstance(inner, type) and dataclasses.is_dataclass(inner):  # a block inside a section (model.lora)
         return _build_section(inner, path, value)
     want = _expected(inner, check)
@@ -350,6 +355,8 @@ def coerce_value(path: str, tp: Any, check: Check | None, value: Any) -> Any:
         if isinstance(value, str) and value in choices:
             return value
         hint = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+        if not hint and _ABBREVIATIONS.get(str(value).lower()) in choices:  # too short for difflib to match
+            hint = [_ABBREVIATIONS[str(value).lower()]]
         extra = f' (did you mean "{hint[0]}"?)' if hint else ""
         raise ConfigError(path, f"expected {want}, got {_show(value)}{extra}")
     if inner is bool:

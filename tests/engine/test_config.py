@@ -68,6 +68,13 @@ def test_choice_fields_list_their_choices_and_suggest() -> None:
         'task: expected one of classification, masked-lm, causal-lm, got "clasification" '
         '(did you mean "classification"?)'
     )
+    assert error_of({"task": "mlm"}).endswith('got "mlm" (did you mean "masked-lm"?)')
+
+
+def test_a_null_list_says_what_turns_it_off() -> None:
+    assert error_of({"output": {"report_to": None}}) == (
+        "output.report_to: expected a list from tensorboard, wandb ([] for none), got null"
+    )
 
 
 def test_task_engine_combination_that_does_not_exist_is_refused() -> None:
