@@ -1341,6 +1341,15 @@ async def test_a_sweeps_runs_list_together_under_a_heading_that_compares_them(
         c = app.screen.comparison
         assert c is not None and [r.name for r in c.runs] == ["20240101-100000-a1", "20240103-100000-a2"]
         assert c.ranking_metric == "eval_loss" and len(c.ranking) == 2
+        await pilot.press("escape")
+        await pilot.pause()
+        notes = record_notes(app)
+        await pilot.press("e", "r")  # keys for a run, on the sweep's heading: said, not silently dropped
+        await pilot.pause()
+        assert notes == [
+            "e (export) acts on a run: highlight one, not a queued entry or a sweep",
+            "r (resume) acts on a run: highlight one, not a queued entry or a sweep",
+        ]
 
 
 async def test_e_exports_the_highlighted_runs_model_to_the_folder_given(

@@ -387,6 +387,13 @@ class RunsPanel(Vertical):
         row = self.current_row()
         return row if isinstance(row, RunInfo) else None
 
+    def current_run(self, what: str) -> RunInfo | None:
+        """The highlighted run for an action on a run; None, said, on a queued entry or a sweep's heading."""
+        info = self.current()
+        if info is None and self.current_row() is not None:
+            self.app.notify(f"{what} acts on a run: highlight one, not a queued entry or a sweep", severity="warning")
+        return info
+
     def current_entry(self) -> queue.QueueEntry | None:
         row = self.current_row()
         return row if isinstance(row, queue.QueueEntry) else None
@@ -528,28 +535,28 @@ class RunsPanel(Vertical):
         self._render_detail_title()
 
     def action_load_config(self) -> None:
-        info = self.current()
+        info = self.current_run("l (load its config)")
         if info is not None:
             self.post_message(self.LoadConfig(RunDir(info.path).config_path))
 
     def action_clone(self) -> None:
-        info = self.current()
+        info = self.current_run("n (new from it)")
         if info is not None:
             self.post_message(self.CloneRun(info.path))
 
     def action_predict_with(self) -> None:
-        info = self.current()
+        info = self.current_run("p (predict with it)")
         if info is not None:
             self.post_message(self.UseForPredict(info.path))
 
     def action_resume(self) -> None:
         # Whether the run can go on (stopped, failed or killed; not finished or live) is the engine's call.
-        info = self.current()
+        info = self.current_run("r (resume)")
         if info is not None:
             self.post_message(self.ResumeRun(info.path))
 
     def action_attach(self) -> None:
-        info = self.current()
+        info = self.current_run("a (attach)")
         if info is not None:
             self.post_message(self.AttachRun(info.path))
 
@@ -559,7 +566,7 @@ class RunsPanel(Vertical):
     def action_export(self) -> None:
         from engine.adapters import is_adapter_folder
 
-        info = self.current()
+        info = self.current_run("e (export)")
         if info is None:
             return
         run = RunDir(info.path)
