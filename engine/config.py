@@ -651,6 +651,12 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None
         raise ConfigError(
             "", f"{p}: the config must be a mapping of sections (task, model, data, ...), got {_show(raw)}"
         )
+    known = [f.name for f in fields(RunConfig)]
+    if not any(difflib.get_close_matches(str(key), known, n=1, cutoff=0.6) for key in raw):
+        # Another kind of file, not a config with a typo: its first key would be a line of it in the message.
+        raise ConfigError(
+            "", f"{p}: not a Tunebench config (none of its keys is {', '.join(known)}); sample_configs/ has examples"
+        )
     if overrides:
         raw = apply_overrides(raw, overrides)
     return from_dict(raw)

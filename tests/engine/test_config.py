@@ -71,6 +71,19 @@ def test_choice_fields_list_their_choices_and_suggest() -> None:
     assert error_of({"task": "mlm"}).endswith('got "mlm" (did you mean "masked-lm"?)')
 
 
+def test_a_file_that_is_no_config_is_named_as_such_without_quoting_it(tmp_path: Path) -> None:
+    other = tmp_path / "hosts.yaml"
+    other.write_text("root: x:0:0\ndaemon: y\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as raised:
+        load_config(other)
+    assert str(raised.value).startswith(f"{other}: not a Tunebench config (none of its keys is task, engine,")
+    assert "root" not in str(raised.value).removeprefix(str(other)), "no line of the file in the message"
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("trian:\n  seed: 1\n", encoding="utf-8")  # a config with a typo still gets its hint
+    with pytest.raises(ConfigError, match='did you mean "train"'):
+        load_config(typo)
+
+
 def test_a_null_list_says_what_turns_it_off() -> None:
     assert error_of({"output": {"report_to": None}}) == (
         "output.report_to: expected a list from tensorboard, wandb ([] for none), got null"
