@@ -23,6 +23,22 @@ from tui.widgets.footer import WorkbenchFooter
 from tui.widgets.panel_bar import Pane, PanelBar
 
 
+async def ask_to_quit(pilot: Any, key: str = "q") -> None:
+    """Start the app's (gated) run, then press ``key``: the quit question shows."""
+    await pilot.press("s")
+    await reach(pilot.app, "training")
+    await pilot.press(key)
+    await pilot.pause()
+    assert isinstance(pilot.app.screen, ConfirmQuit)
+
+
+async def quits(app: WorkbenchApp) -> None:
+    """The app quits once its run is left or stopped."""
+    assert app.training.quit_worker is not None
+    await app.training.quit_worker.wait()
+    assert app.return_code == 0
+
+
 def footer_actions(app: WorkbenchApp) -> dict[str, bool]:
     """Footer entries shown now: description -> enabled."""
     return {entry.description: entry.enabled for entry in app.query_one(WorkbenchFooter).entries}
@@ -289,19 +305,12 @@ async def test_q_during_a_run_asks_first_then_stops_the_run_and_exits(make_app: 
 async def test_ctrl_q_in_the_quit_question_takes_its_default_and_leaves_the_run(
     make_app: Callable[..., WorkbenchApp],
 ) -> None:
-    gate = threading.Event()
-    app = make_app(panel="train", engine=ScriptedEngine("runs/gated", gate=gate))
+    app = make_app(panel="train", engine=ScriptedEngine("runs/gated", gate=threading.Event()))
     async with app.run_test() as pilot:
-        await pilot.press("s")
-        await reach(app, "training")
-        await pilot.press("ctrl+q")
+        await ask_to_quit(pilot, "ctrl+q")
+        await pilot.press("ctrl+q")  # ctrl+q always quits
         await pilot.pause()
-        assert isinstance(app.screen, ConfirmQuit)
-        await pilot.press("ctrl+q")
-        await pilot.pause()
-        assert app.training.quit_worker is not None, "ctrl+q always quits"
-        await app.training.quit_worker.wait()
-        assert app.return_code == 0
+        await quits(app)
 
 
 async def test_the_quit_question_goes_when_the_run_ends_under_it(make_app: Callable[..., WorkbenchApp]) -> None:
@@ -309,11 +318,7 @@ async def test_the_quit_question_goes_when_the_run_ends_under_it(make_app: Calla
     app = make_app(panel="train", engine=ScriptedEngine("runs/gated", gate=gate))
     async with app.run_test() as pilot:
         notes = record_notes(app)
-        await pilot.press("s")
-        await reach(app, "training")
-        await pilot.press("q")
-        await pilot.pause()
-        assert isinstance(app.screen, ConfirmQuit)
+        await ask_to_quit(pilot)
         gate.set()
         await reach(app, "finished")
         await until(pilot, lambda: not isinstance(app.screen, ConfirmQuit), "the question goes")
@@ -354,20 +359,13 @@ async def test_a_run_keeps_streaming_while_a_dialog_is_open(make_app: Callable[.
 
 
 async def test_q_then_l_leaves_the_run_and_exits(make_app: Callable[..., WorkbenchApp]) -> None:
-    gate = threading.Event()
-    engine = ScriptedEngine("runs/gated", gate=gate)
+    engine = ScriptedEngine("runs/gated", gate=threading.Event())
     app = make_app(panel="train", engine=engine)
     async with app.run_test() as pilot:
-        await pilot.press("s")
-        await reach(app, "training")
-        await pilot.press("q")
-        await pilot.pause()
-        assert isinstance(app.screen, ConfirmQuit)
+        await ask_to_quit(pilot)
         await pilot.press("l")
         await pilot.pause()
-        assert app.training.quit_worker is not None
-        await app.training.quit_worker.wait()
-        assert app.return_code == 0
+        await quits(app)
     assert engine.runners[0].finished.is_set()  # a scripted run lives in this process: leaving it stops it
     # The terminal's last line says where the left run is and how to see it again.
     assert app.training.left_run == Path("runs/gated")

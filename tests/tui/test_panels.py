@@ -888,19 +888,6 @@ async def test_another_fine_tuned_run_clears_the_results_and_brings_its_task_and
         assert (request.text, request.base, request.tuned) == ("This is a [MASK] movie!", "tiny-bert", mlm)
 
 
-async def test_a_message_about_the_last_models_goes_with_their_results(
-    make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig
-) -> None:
-    run = _run_folder(workbench_config, "20240101-120000-classification-minilm")
-    app = make_app(panel="predict")
-    async with app.run_test(size=(120, 40)) as pilot:
-        await app.panels_mounted.wait()
-        app.predict_panel._status("every [MASK] is past the first 512 tokens", error=True)
-        app.predict_panel.set_tuned(run, "picked in Runs")
-        await pilot.pause()
-        assert text_of(app, "#predict-status") == ""
-
-
 async def test_ctrl_b_sets_the_run_aside_and_brings_it_back(
     make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig
 ) -> None:
@@ -909,7 +896,10 @@ async def test_ctrl_b_sets_the_run_aside_and_brings_it_back(
     async with app.run_test(size=(120, 40)) as pilot:
         await app.panels_mounted.wait()
         panel = app.predict_panel
+        panel._status("every [MASK] is past the first 512 tokens", error=True)
         panel.set_tuned(run, "picked in Runs")
+        await pilot.pause()
+        assert text_of(app, "#predict-status") == "", "a message about the last models goes with their results"
         await pilot.press("ctrl+b")
         assert panel.tuned is None
         assert "ctrl+b predicts with 20240101-120000" in text_of(app, "#predict-tuned .predict-results Static")
