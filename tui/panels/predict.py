@@ -271,7 +271,7 @@ class PredictPanel(Vertical):
         self._show_options()
         self._render_headings()
         if self._models() != self._models_shown:
-            asked = self._asked if self._worker is not None else None
+            asked = self._asked if self.busy else None
             self._clear_results()
             if asked is not None:  # asked of the models just replaced, and not answered yet: ask these
                 self.predict(asked)
