@@ -76,9 +76,13 @@ class LabelCount:
     count: int
 
 
+#: What the table shows for a value the row does not have (null in the file): not an empty text, not a class.
+MISSING = "(missing)"
+
+
 def _label_name(value: Any, names: Sequence[str] | None) -> str:
     if value is None:
-        return "null"
+        return MISSING
     if names is not None and isinstance(value, int) and 0 <= value < len(names):
         return names[value]
     return str(value)
@@ -86,7 +90,7 @@ def _label_name(value: Any, names: Sequence[str] | None) -> str:
 
 def _preview(text: Any) -> str:
     if text is None:
-        return ""
+        return MISSING
     return _SPACES.sub(" ", str(text)[: PREVIEW_CHARS * 2]).strip()[:PREVIEW_CHARS]
 
 
@@ -256,7 +260,9 @@ class SplitView:
         label = _label_name(row.get(self.label_field), self.label_names) if self.label_field else ""
         others = {k: str(v) for k, v in row.items() if k not in (self.text_field, self.label_field)}
         text = row[self.text_field]
-        return Sample(index, "" if text is None else str(text), label, others)
+        return Sample(
+            index, f"{MISSING}: this row has no {self.text_field}" if text is None else str(text), label, others
+        )
 
     def label_histogram(self) -> list[LabelCount]:
         """Rows per label over the visible rows, most frequent first (ties by name)."""

@@ -53,6 +53,19 @@ def test_pages_hold_index_label_and_a_one_line_preview(train: SplitView, rows: l
     assert page[1].preview == "first line second line"
 
 
+def test_a_row_without_text_or_label_shows_as_missing_not_as_empty(tmp_path: Path, backend: str) -> None:
+    rows = [{"text": None, "label": "pos"}, {"text": "", "label": "neg"}, {"text": "fine", "label": None}]
+    write_jsonl(tmp_path / "odd" / "train.jsonl", rows)
+    split = open_as(backend, str(tmp_path / "odd")).split("train")
+    assert [(r.preview, r.label) for r in split.page(0, 3)] == [
+        ("(missing)", "pos"),
+        ("", "neg"),
+        ("fine", "(missing)"),
+    ]
+    assert split.sample(0).text == "(missing): this row has no text"
+    assert {c.label for c in split.label_histogram()} == {"pos", "neg", "(missing)"}
+
+
 def test_a_page_past_the_end_is_short_or_empty(train: SplitView, rows: list[dict[str, Any]]) -> None:
     assert [r.index for r in train.page(len(rows) - 2, 10)] == [len(rows) - 2, len(rows) - 1]
     assert train.page(len(rows), 10) == []
