@@ -77,6 +77,8 @@ class TrainingState:
     window_samples: int = 0
     #: Seconds spent stepping so far, pauses and downtime excluded (base of ETA and throughput).
     train_time: float = 0.0
+    #: Seconds of ``epoch`` trained so far: a resumed epoch's EpochEnded duration goes on from them.
+    epoch_seconds: float = 0.0
     #: Metrics of the last finished epoch, so a resumed run reports them even if it ends at once.
     metrics: dict[str, float] = field(default_factory=dict)
 

@@ -373,7 +373,7 @@ def _train(
     for epoch in range(state.epoch, t.num_train_epochs + 1):  # ``state``: where this epoch starts (or resumes)
         batches_done = state.batches_done
         epoch_sampler_state = generator.get_state() if generator is not None else None
-        book.start_epoch(state.epoch_loss_sum)
+        book.start_epoch(state.epoch_loss_sum, state.epoch_seconds)
         book.start_window(state.window_loss_sum, state.window_batches, state.window_samples)
         for batch in _epoch_batches(s, epoch, batches_done):
             with acc.accumulate(model):
@@ -529,6 +529,7 @@ def _position(s: Setup, book: StepBook, step: int, epoch: int, batches_done: int
         window_batches=book.window_batches,
         window_samples=book.window_samples,
         train_time=book.clock.so_far(),
+        epoch_seconds=book.clock.epoch_seconds(),
     )
 
 

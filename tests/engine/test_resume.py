@@ -16,7 +16,7 @@ import pytest
 
 from engine.checkpoint import MARKER, complete_checkpoints
 from engine.errors import UserError
-from engine.events import CheckpointSaved, Evaluated, RunFinished, RunStarted, StepLogged
+from engine.events import CheckpointSaved, EpochEnded, Evaluated, RunFinished, RunStarted, StepLogged
 from engine.runner import Runner
 from engine.runs import read_events
 from tests.conftest import sentiment_rows, write_jsonl
@@ -260,6 +260,8 @@ def test_stop_saves_a_checkpoint_and_the_stopped_run_resumes_to_the_end(
     saved = [e for e in events if isinstance(e, CheckpointSaved)]
     assert [e.step for e in saved] == stop_at, "a stop writes a checkpoint even with save_strategy: no"
     assert json.loads((stopped.run_dir / "summary.json").read_text())["status"] == "stopped"
+    seconds_in = json.loads((Path(saved[-1].path) / "state.json").read_text())["epoch_seconds"]
+    assert seconds_in > 0, "the checkpoint keeps how long epoch 2 has trained"
     # As if the run had been stopped an hour ago: that hour is not part of its duration.
     history = stopped.run_dir / "events.jsonl"
     shifted = [{**row, "time": row["time"] - 3600} for row in map(json.loads, history.read_text().splitlines())]
@@ -275,6 +277,10 @@ def test_stop_saves_a_checkpoint_and_the_stopped_run_resumes_to_the_end(
     assert steps[0] == stop_at[0] + 1 and steps[-1] == start.total_steps
     finished = more[-1]
     assert isinstance(finished, RunFinished) and finished.status == "finished"
+    (epoch_two,) = [e for e in more if isinstance(e, EpochEnded)]
+    after_first_step = epoch_two.time - next(e for e in more if isinstance(e, StepLogged)).time
+    assert epoch_two.epoch == 2
+    assert epoch_two.duration_seconds >= seconds_in + after_first_step, "both sessions' share of epoch 2"
     summary = json.loads((stopped.run_dir / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["step"] == start.total_steps
     # The summary covers both sessions: epoch 1 was evaluated before the stop, epoch 2 after the resume.
