@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -453,7 +454,11 @@ def test_the_runner_starts_queued_runs_one_after_another_and_goes_on_past_one_th
 ) -> None:
     runs = tmp_path / "runs"
     queue.add(runs, make_config(train={"num_train_epochs": 1}), "first")
-    queue.add(runs, make_config(model={"name_or_path": str(tmp_path / "no-such-model")}), "bad model")
+    # A model folder that goes after the run is queued (queuing refuses one that is not there).
+    gone = tmp_path / "no-such-model"
+    shutil.copytree(make_config().model.name_or_path, gone)
+    queue.add(runs, make_config(model={"name_or_path": str(gone)}), "bad model")
+    shutil.rmtree(gone)
     queue.add(runs, make_config(train={"num_train_epochs": 1}), "third")
     try:
         pid = queue.start_runner(runs)
