@@ -375,14 +375,12 @@ def attach_target(name: str | None, runs_dir: str) -> Any:
 
 def cmd_control(args: argparse.Namespace) -> int:
     """``stop``, ``pause`` or ``resume``: leave the command in the live run's folder."""
-    from engine.live import resolve_run, send_command
+    from engine.live import has_pending_commands, resolve_run, send_command
 
     run = resolve_run(args.run, args.runs_dir)
-    from engine.live import COMMANDS_DIR
-
     state = run.live_state()
-    pending = any((run.path / COMMANDS_DIR).glob("*.*"))
-    if args.command == "pause" and state == "paused" and not pending:  # a resume on its way would need the pause
+    # Said, not sent, unless a command waits: a resume on its way would need the pause.
+    if args.command == "pause" and state == "paused" and not has_pending_commands(run):
         print(f"pause: {run.name} is already paused; nothing sent (tunebench resume {run_ref(run)} resumes it)")
         return EXIT_OK
     send_command(run, args.command)

@@ -179,6 +179,11 @@ def send_command(run: RunDir, command: str) -> None:
         raise RunFolderError(f"cannot leave a command in {folder} ({exc.strerror}); is this run yours?") from None
 
 
+def has_pending_commands(run: RunDir) -> bool:
+    """Whether a command left with ``send_command`` waits in ``run``'s folder for the run to take it."""
+    return any((run.path / COMMANDS_DIR).glob("*.*"))
+
+
 def resolve_run(name: str, runs_dir: str | os.PathLike[str]) -> RunDir:
     """A run folder given as a path, a name in ``runs_dir``, or a unique prefix of a name there."""
     path = Path(name).expanduser()

@@ -135,17 +135,17 @@ def resolve(model: str) -> str:
     if not model.strip():
         raise PredictError("model: no model given; name a run folder, a model folder, a hub id, or minilm")
     path = Path(model).expanduser()
-    if path.is_dir() and (path / CONFIG_FILE).is_file():
+    if path.is_dir() and (path / CONFIG_FILE).is_file():  # a run folder
         latest = latest_checkpoint(path / CHECKPOINTS_DIR)
         if latest is not None and (latest / "config.json").is_file() and _newer_than_model(latest):
             # A run still training, or resumed and killed since its model/ was written: its latest weights are
             # in its latest checkpoint (marked as such), not in model/.
             return str(latest)
-    if path.is_dir() and (path / CONFIG_FILE).is_file() and not (path / MODEL_DIR / "config.json").is_file():
-        raise PredictError(
-            f"model: the run {model} has no model or checkpoint yet (a run writes {MODEL_DIR}/ when it finishes or "
-            "is stopped); wait for its first checkpoint or pick a finished run"
-        )
+        if not (path / MODEL_DIR / "config.json").is_file():
+            raise PredictError(
+                f"model: the run {model} has no model or checkpoint yet (a run writes {MODEL_DIR}/ when it finishes "
+                "or is stopped); wait for its first checkpoint or pick a finished run"
+            )
     try:
         return resolve_model_path(model)
     except ModelError as exc:
