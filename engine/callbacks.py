@@ -78,6 +78,7 @@ class EventCallback:
         control: The run's stop/pause flags.
         run_started: Builds RunStarted from the Trainer's total and starting step.
         batch_size: Samples per optimizer step over all devices (throughput is steps x this).
+        precision: The run's (fp32, bf16, fp16), for the advice a NaN loss gets.
     """
 
     def __init__(
@@ -87,11 +88,13 @@ class EventCallback:
         *,
         run_started: RunStartedFactory,
         batch_size: int,
+        precision: str = "fp32",
     ) -> None:
         self.emit = emit
         self.run_control = control
         self.run_started = run_started
         self.batch_size = batch_size
+        self.precision = precision
         self._book: StepBook | None = None
         self._epoch_steps = 0
         #: Optimizer steps in the logging window (the logged loss is its sum over them, as the Trainer's is).
@@ -185,7 +188,7 @@ class EventCallback:
                 Path(args.output_dir or "."),
                 args.device,
                 gather_over_processes if many else None,
-                precision="bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+                precision=self.precision,
             ),
             clock=TrainClock(timed_from=state.global_step),
             metrics=self._resumed_metrics,
@@ -333,6 +336,7 @@ def new_event_callback(
     *,
     run_started: RunStartedFactory,
     batch_size: int,
+    precision: str = "fp32",
 ) -> EventCallback:
     """An EventCallback that is also a ``transformers.TrainerCallback``, ready for ``Trainer(callbacks=[...])``."""
-    return _trainer_callback_class()(emit, control, run_started=run_started, batch_size=batch_size)
+    return _trainer_callback_class()(emit, control, run_started=run_started, batch_size=batch_size, precision=precision)

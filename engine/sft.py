@@ -500,7 +500,9 @@ def _run_once(
             **parameters,
         )
 
-    events = new_event_callback(emit, control, run_started=started, batch_size=samples_per_step(t, args.world_size))
+    events = new_event_callback(
+        emit, control, run_started=started, batch_size=samples_per_step(t, args.world_size), precision=precision
+    )
     events.seeded_masking = collator
     causal_cls, masked_cls = _trainer_classes()
     trainer_cls = masked_cls if cfg.task == "masked-lm" else causal_cls
