@@ -20,6 +20,7 @@ A viewer (``EventFollower``) reads ``events.jsonl`` by byte offset and writes no
 from __future__ import annotations
 
 import contextlib
+import difflib
 import gc
 import json
 import logging
@@ -198,17 +199,22 @@ def resolve_run(name: str, runs_dir: str | os.PathLike[str]) -> RunDir:
     if os.sep in name:  # a path, not a name
         raise RunFolderError(f"{path}: no such run folder; see tunebench runs for the runs there are")
     root = Path(runs_dir)
-    found = (
-        sorted(p for p in root.iterdir() if p.name.startswith(name) and (p / CONFIG_FILE).is_file())
-        if name and root.is_dir()
-        else []
-    )
+    names = sorted(p.name for p in root.iterdir() if (p / CONFIG_FILE).is_file()) if name and root.is_dir() else []
+    found = [root / n for n in names if n.startswith(name)]
     if len(found) == 1:
         return RunDir(found[0])
     if not found:
-        raise RunFolderError(f"{name}: no run by that path, name or prefix in {root}/; tunebench runs lists them")
+        raise RunFolderError(f"{name}: no run by that path, name or prefix in {root}/{_did_you_mean(name, names)}")
     shown = ", ".join(p.name for p in found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
     raise RunFolderError(f"{name} matches {len(found)} runs ({shown}); give more of the name")
+
+
+def _did_you_mean(name: str, names: list[str]) -> str:
+    """The end of resolve_run's message: the one run whose name holds ``name`` (a run is named by its date first,
+    so a task or model alone is no prefix) or is closest to it, else where the runs are listed."""
+    inside = [n for n in names if name in n]
+    close = inside if len(inside) == 1 else difflib.get_close_matches(name, names, n=1, cutoff=0.75)
+    return f' (did you mean "{close[0]}"?)' if close else "; tunebench runs lists them"
 
 
 class EventFollower:

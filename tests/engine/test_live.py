@@ -144,6 +144,11 @@ def test_a_run_is_found_by_path_name_or_unique_prefix(tmp_path: Path) -> None:
         resolve_run("20261205-1111", runs)
     with pytest.raises(RunFolderError, match=r"nope: no run by that path, name or prefix in .*; tunebench runs"):
         resolve_run("nope", runs)
+    # what a user types instead of a prefix: a part of the name, or the name with a typo
+    with pytest.raises(RunFolderError, match=r'classification: no run .* \(did you mean "20261205-101010-classifi'):
+        resolve_run("classification", runs)
+    with pytest.raises(RunFolderError, match=r'\(did you mean "20261205-111112-masked-lm-minilm"\?\)$'):
+        resolve_run("20261205-111112-masked-lm-minlm", runs)
 
 
 # -- the beacon ----------------------------------------------------------------------------------------------------
