@@ -442,6 +442,9 @@ def expand_grid(
     twice = [key for key, n in Counter(keys).items() if n > 1]
     if twice:
         raise ConfigError(f"--grid {twice[0]}", "is given twice; list all its values in one --grid")
+    both = [key for key in keys if key in {o.partition("=")[0].strip() for o in overrides}]
+    if both:  # the grid's values would win over --set's without a word
+        raise ConfigError(f"--grid {both[0]}", "is also given with --set; keep it in one of them")
     load_config(cfg_path, list(overrides))  # the file's and the overrides' own mistakes, named as such
     raw = parse_yaml(Path(cfg_path).read_text(encoding="utf-8"), str(cfg_path))
 

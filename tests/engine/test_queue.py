@@ -260,6 +260,11 @@ def test_a_grid_over_list_values_keeps_each_bracketed_list_whole(tmp_path: Path)
     assert [cfg.model.lora.target_modules for _grid, cfg in runs] == [["query", "value"], ["key"]]
 
 
+def test_a_grid_key_also_set_with_set_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"--grid train.seed: is also given with --set; keep it in one of them"):
+        queue.expand_grid(write_config(tmp_path), ["train.seed=1,2"], ["train.seed=7"])
+
+
 def test_a_combination_that_breaks_a_rule_between_settings_names_its_grid_values(tmp_path: Path) -> None:
     config = write_config(tmp_path, "train:\n  load_best_model_at_end: true\n")
     with pytest.raises(ConfigError, match=r"train.load_best_model_at_end: .*\(with --grid train.save_strategy=steps"):
