@@ -288,6 +288,19 @@ def add_sweep(
     return _add_all(Path(runs_dir).expanduser(), items, sweep)
 
 
+def waiting_twins(runs_dir: Path, configs: Sequence[RunConfig]) -> list[QueueEntry | None]:
+    """For each of ``configs``, the entry queued from this folder and not started yet that would train the same
+    run (the same config but for its sweep), or None."""
+    cwd = os.getcwd()
+    waiting = {_same_run(e.config): e for e in list_queue(runs_dir) if e.state == QUEUED and e.cwd == cwd}
+    return [waiting.get(_same_run(cfg.to_dict())) for cfg in configs]
+
+
+def _same_run(config: dict[str, Any]) -> str:
+    output = {k: v for k, v in config.get("output", {}).items() if k != "sweep"}
+    return json.dumps({**config, "output": output}, sort_keys=True, default=str)
+
+
 def check_local_paths(cfg: RunConfig) -> None:
     """Refuse now what a queued run would only fail to start on later and costs nothing to see: a local model
     folder or data path that is not there (or holds no data). Hub ids are the run's to fetch, and a run folder
@@ -1041,15 +1054,22 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     runs = expand_grid(args.config, args.grid, args.overrides, sweep=sweep)
     for _grid, cfg in runs:  # --dry-run too: what it lists would start
         check_local_paths(cfg)
+    twins = waiting_twins(root, [cfg for _grid, cfg in runs])
     print(f"sweep {sweep}: {len(runs)} run{'' if len(runs) == 1 else 's'} of {args.config}")
     width = max(len(cfg.output.run_name or "") for _grid, cfg in runs)
-    for grid, cfg in runs:
-        print(f"  {cfg.output.run_name or '':<{width}}  {_grid_label(grid)}")
+    for (grid, cfg), twin in zip(runs, twins, strict=True):
+        waits = f"  (waits in the queue already: entry {twin.id})" if twin else ""
+        print(f"  {cfg.output.run_name or '':<{width}}  {_grid_label(grid)}{waits}")
     if args.dry_run:
         print("--dry-run: nothing queued")
         return 0
-    entries = add_sweep(root, runs, sweep, " ".join([Path(args.config).name, *args.overrides]))
-    print(f"queued as entries {entries[0].id}-{entries[-1].id} in {root}/.queue")
+    new = [run for run, twin in zip(runs, twins, strict=True) if twin is None]
+    if not new:  # the same sweep given again, from the shell's history most likely
+        print(f"each of these runs waits in the queue already; nothing queued (tunebench queue ls --runs-dir {root})")
+        return 0
+    entries = add_sweep(root, new, sweep, " ".join([Path(args.config).name, *args.overrides]))
+    left_out = f"; left out the {len(runs) - len(new)} waiting already" if len(new) < len(runs) else ""
+    print(f"queued as entries {entries[0].id}-{entries[-1].id} in {root}/.queue{left_out}")
     if args.follow or args.parallel is not None:
         try:
             pid = start_runner(root, args.parallel)

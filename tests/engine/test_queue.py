@@ -221,6 +221,22 @@ def test_sweep_queues_its_runs_as_one_sweep_and_dry_run_queues_nothing(
     assert yaml.safe_load(first.config_yaml)["output"]["run_name"] == "classification-minilm-lr1e-5_bs8"
 
 
+def test_the_same_sweep_given_again_queues_only_the_runs_not_waiting_already(
+    tmp_path: Path, runs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path)
+    assert cli.main(["sweep", str(config), "--grid", "train.seed=1,2"]) == 0
+    assert cli.main(["sweep", str(config), "--grid", "train.seed=1,2"]) == 0
+    out = capsys.readouterr().out
+    assert "seed=1  (waits in the queue already: entry 1)" in out and "nothing queued" in out
+    assert len(queue.list_queue(runs)) == 2
+
+    assert cli.main(["sweep", str(config), "--grid", "train.seed=2,3"]) == 0
+    out = capsys.readouterr().out
+    assert "queued as entries 3-3" in out and "left out the 1 waiting already" in out
+    assert [e.grid for e in queue.list_queue(runs)][2:] == [{"train.seed": "3"}]
+
+
 @pytest.mark.parametrize(
     "grid, message",
     [
