@@ -134,6 +134,8 @@ def load_model(
     if adapters.is_adapter_folder(path):
         return _load_with_adapter(task, name_or_path, path, trust_remote_code=trust_remote_code, **kwargs)
     auto = getattr(transformers, AUTO_CLASSES[task])
+    if task == "causal-lm":
+        kwargs = {**_decoder_kwargs(path, trust_remote_code), **kwargs}
     # The load report is a multi-line warning; what matters from it is returned in LoadedModel instead.
     # (A filter, not a level: transformers runs extra checks when this logger's level is raised.)
     tf_log = logging.getLogger("transformers.modeling_utils")
@@ -161,6 +163,21 @@ def load_model(
     kill_point("model-load")
     mismatched = [k[0] if isinstance(k, tuple) else str(k) for k in info.get("mismatched_keys", [])]
     return LoadedModel(model, sorted(info.get("missing_keys", [])), sorted(mismatched))
+
+
+def _decoder_kwargs(path: str, trust_remote_code: bool) -> dict[str, Any]:
+    """``is_decoder=True`` for an encoder (BERT, RoBERTa, ...) loaded as a causal LM: as it is, it attends both
+    ways, so each position sees the token it is to predict, and the loss falls while it learns to copy its input.
+    A decoder's config (GPT-2, Llama) has no such switch."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(
+            path, trust_remote_code=trust_remote_code, local_files_only=_cache_only(path)
+        )
+    except (OSError, ValueError):
+        return {}  # the model's own load says what is wrong
+    return {"is_decoder": True} if getattr(config, "is_decoder", None) is False else {}
 
 
 def _load_with_adapter(
@@ -411,7 +428,7 @@ def untrained_head_warning(newly_initialized: list[str], task: str) -> str | Non
     head_prefixes = {
         "masked-lm": ("cls.", "lm_head", "vocab_", "predictions"),
         "classification": ("classifier",),
-        "causal-lm": ("lm_head",),
+        "causal-lm": ("lm_head", "cls.", "predictions"),
     }
     heads = [k for k in newly_initialized if any(p in k for p in head_prefixes.get(task, ()))]
     if not heads:

@@ -239,6 +239,24 @@ def test_sft_causal_lm_trains_a_tiny_gpt2(make_config: Callable[..., Any], tiny_
     assert generated.completion.strip()
 
 
+def test_an_encoder_loaded_as_a_causal_lm_attends_left_to_right_only(tiny_bert_dir: Path, tiny_gpt2_dir: Path) -> None:
+    import torch
+
+    from engine.models import load_model, untrained_head_warning
+
+    model = load_model("causal-lm", str(tiny_bert_dir)).model.eval()
+    ids = torch.tensor([[101, 2023, 2003, 1037, 3231, 102]])
+    later_changed = ids.clone()
+    later_changed[0, 4] = 2204
+    with torch.no_grad():
+        before, after = model(input_ids=ids).logits, model(input_ids=later_changed).logits
+    # a position that saw the token after it would learn to copy it, not to predict it
+    assert torch.allclose(before[0, :4], after[0, :4], atol=1e-5)
+    assert not torch.allclose(before[0, 4:], after[0, 4:], atol=1e-5)
+    assert not hasattr(load_model("causal-lm", str(tiny_gpt2_dir)).model.config, "is_decoder")
+    assert untrained_head_warning(["cls.predictions.bias"], "causal-lm") is not None  # MiniLM's case
+
+
 def test_loop_trains_masked_lm_through_the_same_masking_collator(
     make_config: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
