@@ -629,13 +629,22 @@ def parse_yaml(text: str, source: str = "<config>") -> Any:
         raise ConfigError("", f"{source}: YAML syntax error{where}: {problem}") from None
 
 
+def examples_folder() -> str:
+    """The example configs as the user can reach them from here: ``sample_configs/`` in a checkout, the source
+    tree's folder by its full path from elsewhere."""
+    if Path("sample_configs").is_dir():
+        return "sample_configs/"
+    beside = Path(__file__).resolve().parent.parent / "sample_configs"
+    return f"{beside}/" if beside.is_dir() else "sample_configs/ in Tunebench's source"
+
+
 def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML config, apply ``key.path=value`` overrides, and validate the result."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError("", f"{p}: config file not found; see sample_configs/ for examples") from None
+        raise ConfigError("", f"{p}: config file not found; see {examples_folder()} for examples") from None
     except IsADirectoryError:
         raise ConfigError("", f"{p}: is a folder; pass a .yaml config file") from None
     except UnicodeDecodeError:
@@ -645,7 +654,7 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None
     raw = parse_yaml(text, str(p))
     if raw is None:  # an empty file, or only comments: not a request to train the defaults
         raise ConfigError(
-            "", f"{p}: the config is empty; set at least task, model and data (sample_configs/ has examples)"
+            "", f"{p}: the config is empty; set at least task, model and data ({examples_folder()} has examples)"
         )
     if not isinstance(raw, Mapping):
         raise ConfigError(
@@ -655,7 +664,8 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None
     if not any(difflib.get_close_matches(str(key), known, n=1, cutoff=0.6) for key in raw):
         # Another kind of file, not a config with a typo: its first key would be a line of it in the message.
         raise ConfigError(
-            "", f"{p}: not a Tunebench config (none of its keys is {', '.join(known)}); sample_configs/ has examples"
+            "",
+            f"{p}: not a Tunebench config (none of its keys is {', '.join(known)}); {examples_folder()} has examples",
         )
     if overrides:
         raw = apply_overrides(raw, overrides)

@@ -45,6 +45,7 @@ def assets(tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
         "three_labels": str(three_labels),
         "long_text": " ".join(words[i % len(words)] for i in range(400)),
         "cores": str(os.cpu_count() or 1),
+        "examples": f"{REPO / 'sample_configs'}/",  # the cases run from tests/bad_inputs, outside the checkout's root
     }
 
 

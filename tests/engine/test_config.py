@@ -140,9 +140,15 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
     assert str(info.value).startswith(f"{path}: YAML syntax error at line")
 
 
-def test_missing_config_file_is_a_user_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="config file not found"):
-        load_config(tmp_path / "nope.yaml")
+def test_missing_config_file_is_a_user_error_that_points_at_the_examples_from_where_it_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ConfigError, match="config file not found; see sample_configs/ for examples"):
+        load_config(tmp_path / "nope.yaml")  # the tests run from the checkout's root
+    monkeypatch.chdir(tmp_path)  # elsewhere, a relative sample_configs/ would name nothing there
+    examples = Path(__file__).resolve().parents[2] / "sample_configs"
+    with pytest.raises(ConfigError, match=f"config file not found; see {examples}/ for examples"):
+        load_config("nope.yaml")
 
 
 def test_set_overrides_are_validated_like_the_file(tmp_path: Path) -> None:
