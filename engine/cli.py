@@ -192,10 +192,14 @@ class _Console:
             self.epoch_end = event
         elif isinstance(event, ev.Evaluated):
             self._row(None, event)
-        elif isinstance(event, ev.Paused):
-            c.print(f"[yellow]paused at step {event.step}[/yellow]")
-        elif isinstance(event, ev.StopRequested):
-            c.print(f"[yellow]stopping at step {event.step}; saving what the run has[/yellow]")
+        elif isinstance(event, ev.Paused | ev.StopRequested):
+            if self.task_id is not None:  # a follower's bar moves with the run's beacon, which may lag a step
+                (bar,) = (t for t in self.progress.tasks if t.id == self.task_id)
+                self.progress.update(self.task_id, completed=max(event.step, bar.completed))
+            if isinstance(event, ev.Paused):
+                c.print(f"[yellow]paused at step {event.step}[/yellow]")
+            else:
+                c.print(f"[yellow]stopping at step {event.step}; saving what the run has[/yellow]")
         elif isinstance(event, ev.CheckpointSaved):
             c.print(f"[dim]checkpoint saved: {event.path}[/dim]")
 

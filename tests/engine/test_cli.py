@@ -225,6 +225,19 @@ def test_the_progress_bar_ends_at_the_step_a_stop_came_at(capsys: pytest.Capture
     assert "step 16/20" in capsys.readouterr().out.splitlines()[-1]
 
 
+def test_a_followers_bar_stands_at_the_step_a_pause_came_at(capsys: pytest.CaptureFixture[str]) -> None:
+    """A follower learns of steps from the run's beacon, which may lag the pause's event by a step."""
+    from engine.events import Paused, StepDone
+
+    view = cli._Console()
+    view(run_started(num_train_samples=40, num_eval_samples=2, num_epochs=1, batch_size=2, total_steps=20))
+    view(StepDone(step=16, total_steps=20))
+    view(Paused(step=17))
+    view.close()
+    out = capsys.readouterr().out.splitlines()
+    assert any("paused at step 17" in line for line in out) and "step 17/20" in out[-1]
+
+
 def test_epoch_rows_join_an_epochs_end_with_its_evaluation_and_show_the_others_alone(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -206,6 +206,10 @@ class TrainPanel(Vertical):
         if isinstance(event, Paused | RunFinished | RunFailed) and self.usage is not None:
             self.usage = None  # a device reading is shown only while the run trains: the header names the device
             self._render_status()
+        if isinstance(event, Paused | StopRequested) and event.step > self.step_done:
+            # a follower's step count comes from the run's beacon, which may lag this event by a step
+            self.step_done = event.step
+            self._render_progress()
         if self.curves.add(event):
             self.query_one(EpochTable).show(self.curves)
             chart = self.query_one(LossChart)
