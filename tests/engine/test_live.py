@@ -149,6 +149,8 @@ def test_a_run_is_found_by_path_name_or_unique_prefix(tmp_path: Path) -> None:
         resolve_run("classification", runs)
     with pytest.raises(RunFolderError, match=r'\(did you mean "20261205-111112-masked-lm-minilm"\?\)$'):
         resolve_run("20261205-111112-masked-lm-minlm", runs)
+    with pytest.raises(RunFolderError, match=r"masked-lm: no run name starts with it; 2 hold it \(20261205-111111-"):
+        resolve_run("masked-lm", runs)
 
 
 # -- the beacon ----------------------------------------------------------------------------------------------------
