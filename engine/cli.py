@@ -135,6 +135,9 @@ class _Console:
             transient=False,
         )
         self.task_id: Any = None
+        #: The step the bar stands at. A follower's readings of the run's beacon (StepDone) may come after the
+        #: events of a later step, so the bar only moves on, but for a resumed session's start.
+        self.step = 0
         self.header_done = False
         self.lm = False
         #: An epoch's end, printed with the evaluation that follows it at the same step, or alone.
@@ -176,10 +179,12 @@ class _Console:
                 )
             else:  # a resumed session of the run (tunebench follow replays them all): the same bar goes on
                 self.progress.update(self.task_id, total=event.total_steps, completed=event.start_step)
+            self.step = event.start_step
         elif isinstance(event, ev.StepLogged) and self.task_id is not None:
+            self.step = max(self.step, event.step)
             self.progress.update(
                 self.task_id,
-                completed=event.step,
+                completed=self.step,
                 description=f"epoch {max(1, math.ceil(event.epoch))}",
                 loss=f"{event.loss:.4f}",
                 speed=f"{event.samples_per_second:.1f}",
@@ -187,15 +192,16 @@ class _Console:
             )
         elif isinstance(event, ev.StepDone) and self.task_id is not None:
             # every step moves the bar, so that it stands at the step a stop or the end came at
-            self.progress.update(self.task_id, completed=event.step)
+            self.step = max(self.step, event.step)
+            self.progress.update(self.task_id, completed=self.step)
         elif isinstance(event, ev.EpochEnded):
             self.epoch_end = event
         elif isinstance(event, ev.Evaluated):
             self._row(None, event)
         elif isinstance(event, ev.Paused | ev.StopRequested):
-            if self.task_id is not None:  # a follower's bar moves with the run's beacon, which may lag a step
-                (bar,) = (t for t in self.progress.tasks if t.id == self.task_id)
-                self.progress.update(self.task_id, completed=max(event.step, bar.completed))
+            if self.task_id is not None:
+                self.step = max(self.step, event.step)
+                self.progress.update(self.task_id, completed=self.step)
             if isinstance(event, ev.Paused):
                 c.print(f"[yellow]paused at step {event.step}[/yellow]")
             else:

@@ -233,6 +233,7 @@ def test_a_followers_bar_stands_at_the_step_a_pause_came_at(capsys: pytest.Captu
     view(run_started(num_train_samples=40, num_eval_samples=2, num_epochs=1, batch_size=2, total_steps=20))
     view(StepDone(step=16, total_steps=20))
     view(Paused(step=17))
+    view(StepDone(step=16, total_steps=20))  # the beacon's reading from before the pause, read after it
     view.close()
     out = capsys.readouterr().out.splitlines()
     assert any("paused at step 17" in line for line in out) and "step 17/20" in out[-1]
