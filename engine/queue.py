@@ -293,12 +293,12 @@ def waiting_twins(runs_dir: Path, configs: Sequence[RunConfig]) -> list[QueueEnt
     run (the same config but for its sweep), or None."""
     cwd = os.getcwd()
     waiting = {_same_run(e.config): e for e in list_queue(runs_dir) if e.state == QUEUED and e.cwd == cwd}
-    return [waiting.get(_same_run(cfg.to_dict())) for cfg in configs]
+    return [waiting.get(_same_run(from_dict(cfg.to_dict()).to_dict())) for cfg in configs]  # as _add_all stores
 
 
 def _same_run(config: dict[str, Any]) -> str:
     output = {k: v for k, v in config.get("output", {}).items() if k != "sweep"}
-    return json.dumps({**config, "output": output}, sort_keys=True, default=str)
+    return json.dumps({**config, "output": output}, sort_keys=True)
 
 
 def check_local_paths(cfg: RunConfig) -> None:
@@ -455,9 +455,12 @@ def expand_grid(
     twice = [key for key, n in Counter(keys).items() if n > 1]
     if twice:
         raise ConfigError(f"--grid {twice[0]}", "is given twice; list all its values in one --grid")
-    both = [key for key in keys if key in {o.partition("=")[0].strip() for o in overrides}]
-    if both:  # the grid's values would win over --set's without a word
-        raise ConfigError(f"--grid {both[0]}", "is also given with --set; keep it in one of them")
+    given = {o.partition("=")[0].strip() for o in overrides}
+    for key in keys:  # the grid's values would win over --set's without a word, for a key or one inside it
+        same = [g for g in given if g == key or g.startswith(f"{key}.") or key.startswith(f"{g}.")]
+        if same:
+            what = "is also given" if same[0] == key else f"overlaps {same[0]}, given"
+            raise ConfigError(f"--grid {key}", f"{what} with --set; keep it in one of them")
     load_config(cfg_path, list(overrides))  # the file's and the overrides' own mistakes, named as such
     raw = parse_yaml(Path(cfg_path).read_text(encoding="utf-8"), str(cfg_path))
 
@@ -543,9 +546,10 @@ class SweepRow:
 
 
 def sweep_rows(runs_dir: str | os.PathLike[str], sweep: str, ids: Sequence[str] = ()) -> list[SweepRow]:
-    """The runs of ``sweep``: those in the queue, and any of ``ids`` no longer there (removed)."""
+    """The runs of ``sweep`` and the entries ``ids`` (runs of an earlier sweep given again): those in the queue,
+    and any of ``ids`` no longer there (removed)."""
     root = Path(runs_dir).expanduser()
-    entries = [e for e in list_queue(root) if e.sweep == sweep]
+    entries = [e for e in list_queue(root) if e.sweep == sweep or e.id in ids]
     rows = []
     for entry in entries:
         status = run_status(root, entry)
@@ -1064,12 +1068,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print("--dry-run: nothing queued")
         return 0
     new = [run for run, twin in zip(runs, twins, strict=True) if twin is None]
-    if not new:  # the same sweep given again, from the shell's history most likely
-        print(f"each of these runs waits in the queue already; nothing queued (tunebench queue ls --runs-dir {root})")
-        return 0
-    entries = add_sweep(root, new, sweep, " ".join([Path(args.config).name, *args.overrides]))
-    left_out = f"; left out the {len(runs) - len(new)} waiting already" if len(new) < len(runs) else ""
-    print(f"queued as entries {entries[0].id}-{entries[-1].id} in {root}/.queue{left_out}")
+    waiting = [twin for twin in twins if twin is not None]
+    entries = add_sweep(root, new, sweep, " ".join([Path(args.config).name, *args.overrides])) if new else []
+    if not entries:  # the same sweep given again, from the shell's history most likely
+        print(f"each of these runs waits in the queue already (tunebench queue ls --runs-dir {root}); nothing queued")
+    else:
+        left_out = f"; left out the {len(waiting)} waiting already" if waiting else ""
+        print(f"queued as entries {entries[0].id}-{entries[-1].id} in {root}/.queue{left_out}")
     if args.follow or args.parallel is not None:
         try:
             pid = start_runner(root, args.parallel)
@@ -1080,7 +1085,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(_runner_note(root))
     if not args.follow:
         return 0
-    return follow_sweep(root, sweep, [e.id for e in entries])
+    return follow_sweep(root, sweep, [e.id for e in [*entries, *waiting]])
 
 
 def follow_sweep(root: Path, sweep: str, ids: Sequence[str]) -> int:

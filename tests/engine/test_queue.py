@@ -222,7 +222,7 @@ def test_sweep_queues_its_runs_as_one_sweep_and_dry_run_queues_nothing(
 
 
 def test_the_same_sweep_given_again_queues_only_the_runs_not_waiting_already(
-    tmp_path: Path, runs: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, runs: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = write_config(tmp_path)
     assert cli.main(["sweep", str(config), "--grid", "train.seed=1,2"]) == 0
@@ -231,10 +231,18 @@ def test_the_same_sweep_given_again_queues_only_the_runs_not_waiting_already(
     assert "seed=1  (waits in the queue already: entry 1)" in out and "nothing queued" in out
     assert len(queue.list_queue(runs)) == 2
 
-    assert cli.main(["sweep", str(config), "--grid", "train.seed=2,3"]) == 0
+    # --follow on the sweep given again (say, after the runner died) starts the runner and follows every run
+    started, followed = [], []
+    monkeypatch.setattr(queue, "start_runner", lambda root, parallel: started.append(root) or 4242)
+    monkeypatch.setattr(queue, "follow_sweep", lambda root, sweep, ids: followed.append(list(ids)) or 0)
+    assert cli.main(["sweep", str(config), "--grid", "train.seed=2,3", "--follow"]) == 0
     out = capsys.readouterr().out
     assert "queued as entries 3-3" in out and "left out the 1 waiting already" in out
     assert [e.grid for e in queue.list_queue(runs)][2:] == [{"train.seed": "3"}]
+    assert started == [runs] and followed == [["3", "2"]]
+    new_sweep = queue.list_queue(runs)[2].sweep
+    assert new_sweep is not None
+    assert [row.entry.id for row in queue.sweep_rows(runs, new_sweep, ["2"]) if row.entry] == ["2", "3"]
 
 
 @pytest.mark.parametrize(
@@ -279,6 +287,8 @@ def test_a_grid_over_list_values_keeps_each_bracketed_list_whole(tmp_path: Path)
 def test_a_grid_key_also_set_with_set_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"--grid train.seed: is also given with --set; keep it in one of them"):
         queue.expand_grid(write_config(tmp_path), ["train.seed=1,2"], ["train.seed=7"])
+    with pytest.raises(ConfigError, match=r"--grid model.lora.r: overlaps model.lora, given with --set"):
+        queue.expand_grid(write_config(tmp_path), ["model.lora.r=4,8"], ["model.lora=null"])
 
 
 def test_a_combination_that_breaks_a_rule_between_settings_names_its_grid_values(tmp_path: Path) -> None:
