@@ -166,9 +166,10 @@ def load_model(
 
 
 def _decoder_kwargs(path: str, trust_remote_code: bool) -> dict[str, Any]:
-    """``is_decoder=True`` for an encoder (BERT, RoBERTa, ...) loaded as a causal LM: as it is, it attends both
-    ways, so each position sees the token it is to predict, and the loss falls while it learns to copy its input.
-    A decoder's config (GPT-2, Llama) has no such switch."""
+    """``is_decoder=True`` for a model whose config has that switch off, as an encoder's (BERT, RoBERTa, ...)
+    has: loaded as a causal LM as it is, it attends both ways, so each position sees the token it is to predict,
+    and the loss falls while it learns to copy its input. Most decoders' configs (GPT-2, Llama) have no such
+    switch; one that has it and does not read it only records it."""
     from transformers import AutoConfig
 
     try:

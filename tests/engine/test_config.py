@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -143,11 +144,13 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
 def test_missing_config_file_is_a_user_error_that_points_at_the_examples_from_where_it_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    checkout = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(checkout)
     with pytest.raises(ConfigError, match="config file not found; see sample_configs/ for examples"):
-        load_config(tmp_path / "nope.yaml")  # the tests run from the checkout's root
+        load_config(tmp_path / "nope.yaml")
     monkeypatch.chdir(tmp_path)  # elsewhere, a relative sample_configs/ would name nothing there
-    examples = Path(__file__).resolve().parents[2] / "sample_configs"
-    with pytest.raises(ConfigError, match=f"config file not found; see {examples}/ for examples"):
+    examples = re.escape(f"{checkout / 'sample_configs'}/")
+    with pytest.raises(ConfigError, match=f"config file not found; see {examples} for examples"):
         load_config("nope.yaml")
 
 
