@@ -70,12 +70,15 @@ async def diagnose(
 
     #: Milliseconds each kind of widget spent drawing its lines for the frames of the round.
     drawing: Counter[str] = Counter()
+    #: How many times each kind drew (a widget draws again when it changed, or when what is under it moved).
+    draws: Counter[str] = Counter()
     render_lines = Widget.render_lines
 
     def timed_render_lines(widget: Widget, crop: Any) -> Any:
         start = time.perf_counter()
         lines = render_lines(widget, crop)
         drawing[type(widget).__name__] += (time.perf_counter() - start) * 1000  # type: ignore[assignment]
+        draws[type(widget).__name__] += 1
         return lines
 
     Widget.recompose = counted  # type: ignore[method-assign, assignment]
@@ -95,11 +98,12 @@ async def diagnose(
         recomposed.clear()
         handled.clear()
         drawing.clear()
+        draws.clear()
         gc_log.recording = True
         await key_round(app, probe, times, training=True)
         gc_log.recording = False
         in_round = Counter(handled)  # not the run's end and the app's shutdown that follow
-        drawn = Counter(drawing)
+        drawn = {name: (ms, draws[name]) for name, ms in drawing.items()}
         end_gc.recording = True  # the app collects once when a run ends (tui/heap.py)
         if app.controller.state == "training":
             await pilot.press("x")
@@ -135,8 +139,12 @@ def main() -> None:
     print(f"recomposed during the round: {dict(recomposed) or 'nothing'}")
     top = ", ".join(f"{name} {n}" for name, n in handled.most_common(8))
     print(f"messages and events handled during the round: {sum(handled.values())} ({top}, ...)")
-    slowest = ", ".join(f"{name} {ms:.1f}" for name, ms in drawn.most_common(8))
-    print(f"ms the widgets spent drawing their lines during the round: {sum(drawn.values()):.1f} ({slowest}, ...)")
+    slowest = ", ".join(
+        f"{name} {ms:.1f} in {n}" for name, (ms, n) in sorted(drawn.items(), key=lambda kv: -kv[1][0])[:8]
+    )
+    total = sum(ms for ms, _n in drawn.values())
+    print(f"ms the widgets spent drawing their lines during the round, and in how many draws: {total:.1f}")
+    print(f"  by kind: {slowest}, ...")
     print_table(
         ["panel key", "ms to frame"], [[k, " ".join(f"{v:.0f}" for v in vs)] for k, vs in times.by_panel_ms.items()]
     )
