@@ -20,6 +20,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
+import gc
 import json
 import logging
 import os
@@ -485,6 +486,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"{ERROR_PREFIX}{exc}", file=sys.stderr)
         return 2
+    # Importing torch and transformers and loading the model make hundreds of thousands of long-lived objects and
+    # little garbage, which the cyclic collector would walk again and again (docs/perf-log.md, cause 44): it
+    # stays off until the run's first step.
+    gc.disable()
+    runner.collector_held = True
     try:
         processes = 1 if rank else launch_processes(runner.cfg)
     except ConfigError as exc:
@@ -495,6 +501,7 @@ def main(argv: list[str] | None = None) -> int:
             remove_run_dir(RunDir(path))
         return 2
     if processes > 1 or (runner.cfg.launch.accelerate_config is not None and not rank):
+        gc.enable()  # this process only launches and waits; its ranks train
         return _launch(runner.cfg, RunDir(path), processes, resume=resume, torch_threads=threads)
     if threads and runner.cfg.train.torch_threads is None:
         import torch  # this process is for training: torch loads now or a moment later, with the engine

@@ -295,6 +295,9 @@ class Runner:
         self.result: RunResult | None = None
         self._subscribers: list[Emit] = list(subscribers)
         self._thread: threading.Thread | None = None
+        #: Set by a process that exists for this run (engine.detached) and turned the cyclic collector off while
+        #: it loads: the run turns it back on at its first step (docs/perf-log.md, cause 44).
+        self.collector_held = False
 
     @classmethod
     def from_run_dir(cls, path: str | Path, *, subscribers: list[Emit] | tuple[Emit, ...] = ()) -> Runner:
@@ -400,6 +403,8 @@ class Runner:
                     # of the UI beside it). Frozen from the first step, collections only see what training allocates;
                     # unfrozen when the run ends, so whatever became garbage meanwhile is collected then.
                     gc.freeze()
+                    if self.collector_held:  # what setup left as garbage is frozen too, until the run ends
+                        gc.enable()
                 started = True
                 if resuming:
                     summary.resumed_at(event.start_step)
@@ -464,6 +469,8 @@ class Runner:
         finally:
             if started:
                 gc.unfreeze()
+            if self.collector_held:
+                gc.enable()
             if reporter is not None:
                 reporter.close()
             event_log.close()

@@ -299,3 +299,25 @@ def test_group_by_length_batches_similar_lengths_in_a_seeded_order(tmp_path: Pat
     assert padding(grouped) < padding(shuffled) / 2, (padding(grouped), padding(shuffled))
     again = epoch(True)
     assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(grouped, again, strict=True))
+
+
+def test_a_run_whose_process_held_the_collector_turns_it_on_at_its_first_step(make_config: Any) -> None:
+    """The run's process keeps the cyclic collector off while it loads (engine.detached): the run turns it back
+    on with its first step, and on its way out whatever happened."""
+    import gc
+
+    seen: list[tuple[str, bool]] = []
+    runner = Runner(
+        make_config(train={"num_train_epochs": 1}), subscribers=[lambda e: seen.append((e.type, gc.isenabled()))]
+    )
+    runner.collector_held = True
+    gc.disable()
+    try:
+        result = runner.run()
+        after = gc.isenabled()
+    finally:
+        gc.enable()
+    assert result.status == "finished", result.error
+    first = [kind for kind, _on in seen].index("RunStarted")
+    assert seen[0][0] == "Status" and not any(on for _kind, on in seen[:first])
+    assert all(on for _kind, on in seen[first:]) and after
