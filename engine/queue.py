@@ -455,11 +455,11 @@ def expand_grid(
     twice = [key for key, n in Counter(keys).items() if n > 1]
     if twice:
         raise ConfigError(f"--grid {twice[0]}", "is given twice; list all its values in one --grid")
-    given = {o.partition("=")[0].strip() for o in overrides}
+    set_keys = {o.partition("=")[0].strip() for o in overrides}
     for key in keys:  # the grid's values would win over --set's without a word, for a key or one inside it
-        same = [g for g in given if g == key or g.startswith(f"{key}.") or key.startswith(f"{g}.")]
-        if same:
-            what = "is also given" if same[0] == key else f"overlaps {same[0]}, given"
+        overlap = [g for g in set_keys if g == key or g.startswith(f"{key}.") or key.startswith(f"{g}.")]
+        if overlap:
+            what = "is also given" if overlap[0] == key else f"overlaps {overlap[0]}, given"
             raise ConfigError(f"--grid {key}", f"{what} with --set; keep it in one of them")
     load_config(cfg_path, list(overrides))  # the file's and the overrides' own mistakes, named as such
     raw = parse_yaml(Path(cfg_path).read_text(encoding="utf-8"), str(cfg_path))
