@@ -87,6 +87,8 @@ LOCK_TRY_SECONDS = 1.0
 #: How long ``start_runner`` waits for the runner to hold its lock, and ``stop_runner`` for it to exit.
 START_WAIT_SECONDS = 15.0
 STOP_WAIT_SECONDS = 10.0
+#: How long the runner waits for a run's process to end after the run said it failed to start.
+FAILED_EXIT_SECONDS = 10.0
 #: The runner's exit code when another runner holds the runs folder.
 EXIT_RUNNER_RUNNING = 3
 #: Short names of common grid keys, for run folder names that say what they are ("lr1e-5_bs8").
@@ -859,6 +861,10 @@ def _await_training(run: RunDir, process: subprocess.Popen[bytes], follower: Eve
             if isinstance(event, RunStarted):
                 return None
             if isinstance(event, RunFailed):
+                # A fresh run that fails before training removes its folder after this event, then ends: the
+                # caller looks at the folder once the process is gone.
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(FAILED_EXIT_SECONDS)
                 return event.error
         if ended is not None:
             return died_message(run, ended)[0]

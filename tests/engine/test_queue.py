@@ -506,6 +506,37 @@ def test_the_runner_starts_queued_runs_one_after_another_and_goes_on_past_one_th
     assert f"runner {pid}" in log and "failed to start" in log
 
 
+def test_a_run_that_failed_to_start_is_looked_at_once_its_process_has_removed_its_folder(tmp_path: Path) -> None:
+    """A fresh run that fails before training writes RunFailed, then removes its folder, then ends: the runner
+    decides whether the entry keeps a folder only after that (it read the event first and kept a name whose
+    folder was about to go)."""
+    from engine.live import EventFollower
+    from engine.runs import RunDir
+
+    run = RunDir(tmp_path / "runs" / "20250101-000000-classification-minilm")
+    run.path.mkdir(parents=True)
+    run.events_path.touch()
+    follower = EventFollower(run.events_path)
+    follower.open()
+    code = (
+        "import shutil, sys, time\n"
+        "from engine.events import RunFailed\n"
+        "from engine.runs import EventLog\n"
+        "log = EventLog(sys.argv[1] + '/events.jsonl')\n"
+        "log.write(RunFailed(error='model.name_or_path: no such model', user_error=True))\n"
+        "log.close()\n"
+        "time.sleep(0.5)\n"
+        "shutil.rmtree(sys.argv[1])\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", code, str(run.path)])
+    try:
+        assert queue._await_training(run, process, follower) == "model.name_or_path: no such model"
+        assert not run.path.exists()  # as the runner looks at it next
+    finally:
+        follower.close()
+        process.wait(30)
+
+
 @pytest.mark.slow
 def test_a_runner_killed_mid_run_comes_back_without_starting_any_run_twice(
     make_config: Callable[..., Any], tmp_path: Path, in_run_process: Callable[[str], None]
