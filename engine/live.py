@@ -28,7 +28,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -46,7 +46,7 @@ from engine.events import (
     event_from_dict,
     events_from_dicts,
 )
-from engine.runs import CONFIG_FILE, LIVE_FILE, RunDir
+from engine.runs import CONFIG_FILE, LIVE_FILE, RunDir, run_entries
 
 if TYPE_CHECKING:
     from engine.control import RunControl
@@ -199,30 +199,19 @@ def resolve_run(name: str, runs_dir: str | os.PathLike[str]) -> RunDir:
     if os.sep in name:  # a path, not a name
         raise RunFolderError(f"{path}: no such run folder; see tunebench runs for the runs there are")
     root = Path(runs_dir)
-    found = _run_names(root, lambda n: n.startswith(name)) if name else []
+    names = [e.name for e in run_entries(root)] if name else []
+    found = [n for n in names if n.startswith(name)]
     if len(found) == 1:
         return RunDir(root / found[0])
     if found:
         raise RunFolderError(f"{name} matches {len(found)} runs ({_some(found)}); give more of the name")
     # Runs are named by their date first: a task or a model alone is no prefix, but says which run was meant.
-    names = _run_names(root, lambda _name: True) if name else []
     inside = [n for n in names if name in n]
     if len(inside) > 1:
         raise RunFolderError(f"{name}: no run name starts with it; {len(inside)} hold it ({_some(inside)})")
     close = inside or difflib.get_close_matches(name, names, n=1, cutoff=0.75)
     hint = f' (did you mean "{close[0]}"?)' if close else "; tunebench runs lists them"
     raise RunFolderError(f"{name}: no run by that path, name or prefix in {root}/{hint}")
-
-
-def _run_names(root: Path, wanted: Callable[[str], bool]) -> list[str]:
-    """The names of the run folders in ``root`` that ``wanted`` takes, sorted; a folder this user cannot read is
-    no run of theirs, and a runs folder of thousands is read without a Path per entry."""
-    try:
-        with os.scandir(root) as entries:
-            names = [e.name for e in entries if wanted(e.name)]
-    except OSError:
-        return []
-    return sorted(n for n in names if os.path.isfile(os.path.join(root, n, CONFIG_FILE)))
 
 
 def _some(names: list[str]) -> str:

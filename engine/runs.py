@@ -427,20 +427,23 @@ class RunsCache:
         self.runs: dict[str, tuple[tuple[int, int, int], RunInfo]] = {}
 
 
-def list_runs(runs_dir: str | os.PathLike[str], cache: RunsCache | None = None) -> list[RunInfo]:
-    """Runs under ``runs_dir``, newest first, summarised from summary.json or, for live runs, events.jsonl."""
+def run_entries(runs_dir: str | os.PathLike[str]) -> list[os.DirEntry[str]]:
+    """The run folders under ``runs_dir`` (those with a config.yaml), by name; none when it cannot be read."""
     try:
         with os.scandir(runs_dir) as scan:
             # DirEntry and os.path, not Path: a runs folder holds thousands of runs, and Path's joins add up.
             folders = sorted((e for e in scan if not e.name.startswith(".") and e.is_dir()), key=lambda e: e.name)
     except OSError:  # no such folder, or not a folder
         return []
+    return [e for e in folders if os.path.exists(os.path.join(e.path, CONFIG_FILE))]
+
+
+def list_runs(runs_dir: str | os.PathLike[str], cache: RunsCache | None = None) -> list[RunInfo]:
+    """Runs under ``runs_dir``, newest first, summarised from summary.json or, for live runs, events.jsonl."""
     known = cache.runs if cache is not None else {}
     seen: dict[str, tuple[tuple[int, int, int], RunInfo]] = {}
     out: list[RunInfo] = []
-    for entry in reversed(folders):
-        if not os.path.exists(os.path.join(entry.path, CONFIG_FILE)):
-            continue
+    for entry in reversed(run_entries(runs_dir)):
         info = _summarised(entry, known, seen)
         if info is None:
             path = Path(entry.path)
