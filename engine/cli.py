@@ -181,33 +181,32 @@ class _Console:
                 self.progress.update(self.task_id, total=event.total_steps, completed=event.start_step)
             self.step = event.start_step
         elif isinstance(event, ev.StepLogged) and self.task_id is not None:
-            self.step = max(self.step, event.step)
-            self.progress.update(
-                self.task_id,
-                completed=self.step,
+            self._advance(
+                event.step,
                 description=f"epoch {max(1, math.ceil(event.epoch))}",
                 loss=f"{event.loss:.4f}",
                 speed=f"{event.samples_per_second:.1f}",
                 eta=fmt_duration(event.eta_seconds),
             )
         elif isinstance(event, ev.StepDone) and self.task_id is not None:
-            # every step moves the bar, so that it stands at the step a stop or the end came at
-            self.step = max(self.step, event.step)
-            self.progress.update(self.task_id, completed=self.step)
+            self._advance(event.step)  # every step, so that the bar stands at the step a stop or the end came at
         elif isinstance(event, ev.EpochEnded):
             self.epoch_end = event
         elif isinstance(event, ev.Evaluated):
             self._row(None, event)
         elif isinstance(event, ev.Paused | ev.StopRequested):
             if self.task_id is not None:
-                self.step = max(self.step, event.step)
-                self.progress.update(self.task_id, completed=self.step)
+                self._advance(event.step)
             if isinstance(event, ev.Paused):
                 c.print(f"[yellow]paused at step {event.step}[/yellow]")
             else:
                 c.print(f"[yellow]stopping at step {event.step}; saving what the run has[/yellow]")
         elif isinstance(event, ev.CheckpointSaved):
             c.print(f"[dim]checkpoint saved: {event.path}[/dim]")
+
+    def _advance(self, step: int, **fields: Any) -> None:
+        self.step = max(self.step, step)
+        self.progress.update(self.task_id, completed=self.step, **fields)
 
     def _row(self, ended: Any, evaluated: Any) -> None:
         """One line of the epoch table: an epoch's end (EpochEnded) and/or an evaluation (Evaluated)."""
