@@ -295,7 +295,12 @@ def waiting_twins(runs_dir: Path, configs: Sequence[RunConfig]) -> list[QueueEnt
     run (the same config but for its sweep), or None."""
     cwd = os.getcwd()
     waiting = {_same_run(e.config): e for e in list_queue(runs_dir) if e.state == QUEUED and e.cwd == cwd}
-    return [waiting.get(_same_run(from_dict(cfg.to_dict()).to_dict())) for cfg in configs]  # as _add_all stores
+    return [waiting.get(_same_run(_stored(cfg))) for cfg in configs]
+
+
+def _stored(cfg: RunConfig) -> dict[str, Any]:
+    """``cfg`` as an entry holds it: validated again (ConfigError for a bad one), as a mapping."""
+    return from_dict(cfg.to_dict()).to_dict()
 
 
 def _same_run(config: dict[str, Any]) -> str:
@@ -326,7 +331,7 @@ def _add_all(
     # Validated before the lock is taken: a bad config anywhere queues nothing.
     for cfg, _label, _grid in items:
         check_local_paths(cfg)
-    configs = [from_dict(cfg.to_dict()).to_dict() for cfg, _label, _grid in items]
+    configs = [_stored(cfg) for cfg, _label, _grid in items]
     cwd = os.getcwd()
     added: list[QueueEntry] = []
     with _changing(runs_dir) as queue:
