@@ -152,6 +152,14 @@ def local_files(source: str) -> dict[str, list[str]] | None:
     return files
 
 
+def check_source(source: str) -> None:
+    """Raise DataError when ``source`` names a local file or folder that a run could not read: the checks made
+    before anything is loaded, cheap enough for each keystroke. A hub id passes (reaching it is the load's)."""
+    files = local_files(source)
+    if files is not None:
+        check_not_empty(files)
+
+
 def check_not_empty(data_files: dict[str, list[str]]) -> None:
     for fs in data_files.values():
         for f in fs:

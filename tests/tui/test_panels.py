@@ -220,11 +220,13 @@ async def test_a_source_that_fails_to_load_shows_none_of_the_last_sources_splits
         assert select.value == "train"
         await pilot.press("f3")
         await until(pilot, lambda: app.config_panel.form_built, "the form is built")
-        edit_field(app, "data.source", str(tmp_path / "missing.jsonl"))
+        broken = tmp_path / "broken.jsonl"
+        broken.write_text("{not json\n")
+        edit_field(app, "data.source", str(broken))
         await pilot.pause()
         await pilot.press("f2")
         await until(pilot, lambda: app.data_panel.error is not None, "the error shows")
-        assert "missing.jsonl not found" in text_of(app, "#data-status")
+        assert "broken.jsonl" in text_of(app, "#data-status")
         assert select.is_blank() and [v for _p, v in select._options if v is not Select.NULL] == []
 
 
@@ -245,6 +247,37 @@ async def test_changing_the_data_source_in_config_refreshes_the_data_panel(
         assert text_of(app, "#data-title").endswith(
             "a run trains on 33 · eval: 10% of train, stratified by label (4 rows)"
         )
+
+
+async def test_a_data_source_that_names_no_data_is_marked_in_the_form_and_not_loaded(
+    make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig, tmp_path: Path
+) -> None:
+    missing = str(tmp_path / "missing.jsonl")
+    app = make_app(panel="config")
+    async with app.run_test(size=(100, 40)) as pilot:
+        await on_field(pilot, app, "data.source")
+        edit_field(app, "data.source", missing)
+        await pilot.pause()
+        assert app.config_panel.errors["data.source"][1].startswith(f"{missing} not found; check the path")
+        assert not app.config_panel.is_valid
+        assert app.cfg.data.source == workbench_config.data.source  # the Data panel keeps its data
+        below = str(app.query_one("#config-below", Static).render()).splitlines()
+        assert below[0].strip().startswith("✗ /") and "not found" in " ".join(" ".join(below[:4]).split())
+        empty = tmp_path / "empty.jsonl"
+        empty.touch()
+        edit_field(app, "data.source", str(empty))
+        await pilot.pause()
+        assert "is empty" in app.config_panel.errors["data.source"][1]
+        source = write_jsonl(tmp_path / "reviews.jsonl", sentiment_rows(12))
+        edit_field(app, "data.source", str(source))
+        await pilot.pause()
+        assert app.config_panel.is_valid and app.cfg.data.source == str(source)
+    # a config whose file names a source that is not there: marked from the start, as an edit would be
+    app = make_app(cfg=validate_field(workbench_config, "data.source", missing), panel="config")
+    async with app.run_test(size=(100, 40)) as pilot:
+        await until(pilot, lambda: app.config_panel.form_built, "the form is built")
+        assert "not found" in app.config_panel.errors["data.source"][1]
+        assert "1 invalid" in text_of(app, "#config-title")
 
 
 async def test_the_data_panel_names_the_eval_split_a_run_will_use(

@@ -31,7 +31,8 @@ from engine.config import (
     unwrap_optional,
     validate_field,
 )
-from engine.errors import ConfigError, UserError
+from engine.data import check_source
+from engine.errors import ConfigError, DataError, UserError
 from engine.runs import CONFIG_FILE as RUN_CONFIG_FILE
 from engine.runs import EVENTS_FILE
 from tui.panels import PANELS
@@ -89,6 +90,24 @@ def field_specs() -> list[FieldSpec]:
 def get_value(cfg: RunConfig, path: str) -> Any:
     section, _, name = path.partition(".")
     return getattr(getattr(cfg, section), name) if name else getattr(cfg, section)
+
+
+SOURCE = "data.source"
+
+
+def _source_message(exc: DataError) -> str:
+    return str(exc).removeprefix(f"{SOURCE}: ")
+
+
+def _validated(cfg: RunConfig, path: str, value: Any) -> RunConfig:
+    """``validate_field``, and for the data source the checks a run makes on a local path before it loads it."""
+    out = validate_field(cfg, path, value)
+    if path == SOURCE:
+        try:
+            check_source(out.data.source)
+        except DataError as exc:
+            raise ConfigError(SOURCE, _source_message(exc)) from None
+    return out
 
 
 def format_value(value: Any) -> str:
@@ -299,6 +318,7 @@ class ConfigPanel(Vertical):
         self._pending: tuple[str, str] | None = None
         #: Field path -> (the value the user typed, the engine's message about it).
         self.errors: dict[str, tuple[Any, str]] = {}
+        self._check_source()
         #: Field path -> the text last typed in it, shown again while the engine refuses it.
         self._typed: dict[str, str] = {}
         self.form_built = False
@@ -470,7 +490,7 @@ class ConfigPanel(Vertical):
         """Validate ``path = value`` against the current config; keep it or show the engine's message."""
         before = self.config
         try:
-            self.config = validate_field(self.config, path, value)
+            self.config = _validated(self.config, path, value)
             self.errors.pop(path, None)
         except ConfigError as exc:
             message = exc.message if exc.path in (path, "") else str(exc)
@@ -481,7 +501,7 @@ class ConfigPanel(Vertical):
             progress = False
             for other, (pending, _message) in list(self.errors.items()):
                 try:
-                    self.config = validate_field(self.config, other, pending)
+                    self.config = _validated(self.config, other, pending)
                 except ConfigError:
                     continue
                 del self.errors[other]
@@ -547,6 +567,13 @@ class ConfigPanel(Vertical):
             self._render_help(self.current)
 
     # -- file -----------------------------------------------------------------------------------------------
+    def _check_source(self) -> None:
+        """A config read from a file keeps its source even when it names no data: mark it, as an edit would be."""
+        try:
+            check_source(self.config.data.source)
+        except DataError as exc:
+            self.errors[SOURCE] = (self.config.data.source, _source_message(exc))
+
     def _status(self, text: str, error: bool = False) -> None:
         status = self.query_one("#config-status", Static)
         status.update(Content(text))
@@ -556,6 +583,7 @@ class ConfigPanel(Vertical):
     def _fill(self, cfg: RunConfig) -> None:
         """Show ``cfg`` in the form, with no pending errors (the caller has set ``self.config``)."""
         self.errors.clear()
+        self._check_source()
         self._typed.clear()
         if self.form_built:
             self._load_editor()
