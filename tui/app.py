@@ -23,6 +23,7 @@ from textual import on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
+from textual.reactive import Reactive
 from textual.screen import Screen
 from textual.widget import MountError, Widget
 from textual.widgets import Input, Static
@@ -60,6 +61,14 @@ if TYPE_CHECKING:  # each panel's module is imported when the panel is mounted (
     from tui.panels.train import TrainPanel
 
 PANEL_KEYS = {"data": "f2", "config": "f3", "train": "f4", "predict": "f5", "runs": "f6"}
+
+
+class WorkbenchScreen(Screen[Any]):
+    """The screen that holds the panels. Textual's screen repaints all of itself when the focus moves; the widgets
+    whose look depends on the focus already redraw themselves, so that was a second whole frame after every panel
+    key (docs/perf-log.md, cause 45)."""
+
+    focused: Reactive[Widget | None] = Reactive(None, repaint=False)
 
 
 class WorkbenchApp(App[int]):
@@ -133,6 +142,9 @@ class WorkbenchApp(App[int]):
         self._panel_bar = PanelBar({panel: self._tab_label(panel) for panel in PANELS}, initial_panel, id="panel-bar")
 
     # -- layout ---------------------------------------------------------------------------------------------
+    def get_default_screen(self) -> Screen[Any]:
+        return WorkbenchScreen(id="_default")
+
     def compose(self) -> ComposeResult:
         yield self._panel_bar
         for panel in PANELS:

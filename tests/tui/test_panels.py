@@ -100,6 +100,25 @@ async def test_the_samples_cursor_shows_focus_and_a_panel_key_redraws_only_its_r
         assert cursor_background() == focused
 
 
+async def test_a_panel_key_moves_the_focus_without_repainting_the_whole_screen(
+    make_app: Callable[..., WorkbenchApp], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A focus change repainted all of Textual's screen: a whole frame more after every panel key."""
+    from textual._compositor import Compositor
+
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.data_panel.view is not None, "the train split shows")
+        full: list[object] = []
+        original = Compositor.render_full_update
+        monkeypatch.setattr(Compositor, "render_full_update", lambda self, **kw: full.append(1) or original(self, **kw))
+        for key, panel in (("f4", "train"), ("f2", "data"), ("f3", "config"), ("f2", "data")):
+            await pilot.press(key)
+            await pilot.pause()
+            assert app.focused is not None and f"{panel}-panel" in [n.id for n in app.focused.ancestors_with_self]
+        assert full == []
+
+
 async def test_data_panel_reads_only_the_pages_on_screen(make_app: Callable[..., WorkbenchApp]) -> None:
     rows = sample_rows("movies-sample", "train")
     app = make_app()
