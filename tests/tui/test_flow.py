@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 
 from engine.config import RunConfig, load_config, save_config
 from engine.detached import DetachedRun
@@ -23,6 +23,7 @@ from tests.tui.conftest import reach, until
 from tui.app import WorkbenchApp
 from tui.dialogs import ConfirmQuit
 from tui.panels.data import SamplesTable
+from tui.widgets.epoch_table import EpochTable
 from tui.widgets.loss_chart import LossChart
 from tui.widgets.score_bars import ScoreBars
 
@@ -100,7 +101,7 @@ async def test_newcomer_flow_browse_edit_train_pause_resume_predict_and_find_the
         assert await reach(app, "finished", "failed") == "finished", app.train_panel.error
         await pilot.pause()
 
-        epochs = app.query_one("#train-epochs", DataTable)
+        epochs = app.query_one("#train-epochs", EpochTable)
         assert epochs.row_count == cfg.train.num_train_epochs
         started = app.train_panel.started
         assert started is not None  # logging_steps is 1: one chart point per optimizer step
@@ -139,7 +140,7 @@ async def test_by_default_a_run_trains_in_a_detached_process_and_the_workbench_s
         started = app.train_panel.started
         assert started is not None
         assert len(app.query_one("#train-chart", LossChart).series["train loss (step)"].points) == started.total_steps
-        assert app.query_one("#train-epochs", DataTable).row_count == cfg.train.num_train_epochs
+        assert app.query_one("#train-epochs", EpochTable).row_count == cfg.train.num_train_epochs
         summary = RunDir(Path(app.controller.run_dir or "")).read_summary() or {}
         assert summary.get("status") == "finished"
 
@@ -166,7 +167,7 @@ async def test_a_failing_run_shows_its_error_and_the_next_run_trains(
         await pilot.press("s")
         assert app.controller.state != "failed", "the second run did not start"
         assert await reach(app, "finished", "failed") == "finished", app.train_panel.error
-        assert app.query_one("#train-epochs", DataTable).row_count == cfg.train.num_train_epochs
+        assert app.query_one("#train-epochs", EpochTable).row_count == cfg.train.num_train_epochs
 
 
 async def test_quitting_mid_run_asks_stops_saves_and_leaves_no_thread(
@@ -221,7 +222,7 @@ async def test_a_stopped_run_resumes_from_the_runs_panel_and_finishes_in_the_sam
         assert Path(app.controller.run_dir or "") == stopped_dir
         chart = app.query_one("#train-chart", LossChart).series["train loss (step)"].points
         assert [int(x) for x, _ in chart] == list(range(1, started.total_steps + 1))  # step 1 read back, then 2...
-        assert app.query_one("#train-epochs", DataTable).row_count == cfg.train.num_train_epochs
+        assert app.query_one("#train-epochs", EpochTable).row_count == cfg.train.num_train_epochs
         assert [p.name for p in Path(cfg.output.runs_dir).iterdir()] == [stopped_dir.name]
         assert app.training.worker is not None
         await app.training.worker.wait()
@@ -265,4 +266,4 @@ async def test_a_run_left_training_finishes_without_the_workbench_and_a_new_one_
     async with again.run_test(size=(120, 40)) as pilot:
         assert await reach(again, "finished", "failed") == "finished", again.train_panel.error
         await pilot.pause()
-        assert again.query_one("#train-epochs", DataTable).row_count == 30
+        assert again.query_one("#train-epochs", EpochTable).row_count == 30

@@ -30,6 +30,7 @@ from tui.panels.data import DataPanel, SampleScreen, SamplesTable
 from tui.panels.predict import PredictionView, PredictRequest
 from tui.panels.runs import RunsPanel, RunsTable
 from tui.panels.train import REMOTE_CODE_MARK
+from tui.widgets.epoch_table import EpochTable
 from tui.widgets.footer import WorkbenchFooter
 from tui.widgets.loss_chart import LossChart
 from tui.widgets.score_bars import ScoreBars
@@ -726,9 +727,9 @@ async def test_train_panel_streams_every_step_epoch_rows_and_log_lines(
         chart = app.query_one("#train-chart", LossChart)
         assert chart.series["train loss (step)"].points == [(s.step, s.loss) for s in steps]
         assert len(chart.series["eval loss"].points) == 3
-        epochs = app.query_one("#train-epochs", DataTable)
-        assert [str(epochs.get_row_at(i)[0]) for i in range(epochs.row_count)] == ["1", "2", "3"]
-        assert str(epochs.get_row_at(0)[1]) == "1.0000"  # train loss of epoch 1 in the script
+        epochs = app.query_one("#train-epochs", EpochTable)
+        assert [epochs.cells_at(i)[0] for i in range(epochs.row_count)] == ["1", "2", "3"]
+        assert epochs.cells_at(0)[1] == "1.0000"  # train loss of epoch 1 in the script
         log_text = "\n".join(app.query_one("#train-log", Log).lines)
         assert "a library warning shown in the log pane" in log_text
         status = app.train_panel.status_text()
@@ -1111,7 +1112,7 @@ async def test_runs_panel_lists_runs_newest_first_and_opens_one(
         assert table.cells_at(0)[3] == "acc 0.8000"
         await pilot.press("enter")
         await until(pilot, lambda: app.runs_panel.opened == [two_runs[1]], "the run opens")
-        assert app.query_one("#runs-epochs", DataTable).row_count == 3
+        assert app.query_one("#runs-epochs", EpochTable).row_count == 3
         assert len(app.query_one("#runs-chart", LossChart).series["train loss (step)"].points) == 24
 
 

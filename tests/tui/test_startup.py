@@ -91,3 +91,28 @@ def test_the_data_config_train_and_runs_panels_draw_without_torch() -> None:
     """Only Predict (and a run's own process) needs torch: the workbench's process reads a sample's tokens from the
     model's tokenizer.json, and stays hundreds of MB lighter."""
     assert python(PANELS_WITHOUT_TORCH)[0] == "none"
+
+
+DATA_TABLE_UNLOADED = """
+import asyncio, sys
+from engine.config import load_config
+from tui.app import WorkbenchApp
+
+async def main():
+    app = WorkbenchApp(load_config("sample_configs/quickstart-classify.yaml"), "quickstart-classify.yaml")
+    async with app.run_test(size=(120, 40)) as pilot:
+        while app.data_panel.view is None:
+            await pilot.pause(0.05)
+        await pilot.press("f3", "f4", "f5", "f6", "f2")
+        await pilot.pause(0.2)
+        print("loaded" if "textual.widgets._data_table" in sys.modules else "none")
+        await pilot.press("ctrl+q")
+
+asyncio.run(main())
+"""
+
+
+def test_the_panels_leave_textuals_data_table_unloaded() -> None:
+    """Textual's DataTable module (about 1 MiB of the workbench's memory) loads only when a sample's tokens or a
+    comparison of runs opens; the panels' tables are drawn line by line (docs/perf-log.md, cause 46)."""
+    assert python(DATA_TABLE_UNLOADED)[0] == "none"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, cast
 
 from rich.text import Text
 from textual import on, work
@@ -13,7 +13,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.message import Message
 from textual.screen import ModalScreen
-from textual.widgets import DataTable, Input, ProgressBar, Select, Static
+from textual.widgets import Input, ProgressBar, Select, Static
 from textual.worker import Worker, WorkerState
 
 from engine.browse import DatasetBrowser, FastTokenizer, LabelCount, Row, Sample, SplitView, TokenizedSample
@@ -28,9 +28,9 @@ from tui.widgets.fixed_text import FixedText
 from tui.widgets.footer import WorkbenchFooter
 from tui.widgets.paged_table import Column, PagedTable
 from tui.widgets.score_bars import ScoreBars
-from tui.widgets.sized_table import SizedTable
 
 if TYPE_CHECKING:
+    from textual.widgets import DataTable
     from transformers import PreTrainedTokenizerBase
 
 TITLE = PANELS["data"][1]
@@ -372,18 +372,24 @@ class SampleScreen(ModalScreen[None]):
             with VerticalScroll(id="sample-text-box"):
                 yield Static("", id="sample-text")
             yield Static("", id="sample-length")
+            from tui.widgets.sized_table import SizedTable  # DataTable's module loads with the first sample opened
+
             yield SizedTable[str](id="sample-tokens", cursor_type="row", zebra_stripes=True)
         yield WorkbenchFooter()  # this view's keys, not the Data panel's under it
 
+    @property
+    def _tokens_table(self) -> DataTable[str | Text]:
+        return cast("DataTable[str | Text]", self.query_one("#sample-tokens"))
+
     def action_tokens_to(self, end: str) -> None:
-        table = self.query_one("#sample-tokens", DataTable)
+        table = self._tokens_table
         if end == "top":
             table.action_scroll_top()
         else:
             table.action_scroll_bottom()
 
     def on_mount(self) -> None:
-        table = self.query_one("#sample-tokens", DataTable)
+        table = self._tokens_table
         table.add_columns("#", "token", "input_id", "attention_mask", "token_type_id")
         table.focus()
         self._show()
@@ -397,7 +403,7 @@ class SampleScreen(ModalScreen[None]):
         self.query_one("#sample-length", Static).update(
             Content(f"tokenizing with {self.cfg.model.name_or_path} at max_length {self.cfg.data.max_length}…")
         )
-        self.query_one("#sample-tokens", DataTable).clear()
+        self._tokens_table.clear()
         self._tokenize(self.position)
 
     @work(thread=True, exclusive=True, group="tokenize", exit_on_error=False, description="tokenize sample")
@@ -417,7 +423,7 @@ class SampleScreen(ModalScreen[None]):
             summary += "; nothing is cut off"
         self.query_one("#sample-length", Static).update(Content(summary))
         self.query_one("#sample-length").set_class(t.truncated, "warning")
-        table = self.query_one("#sample-tokens", DataTable)
+        table = self._tokens_table
         types = [str(k) for k in t.token_type_ids] if t.token_type_ids is not None else ["-"] * t.length
         for i, (token, ident, mask, kind) in enumerate(
             zip(t.tokens, t.input_ids, t.attention_mask, types, strict=True)

@@ -3,13 +3,11 @@ read back from events.jsonl) and shown as a table."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from rich.text import Text
-
 from engine.events import EpochEnded, Evaluated, Event, RunStarted, StepLogged, fmt_duration, fmt_epoch
-from tui.widgets.sized_table import SizedTable
+from tui.widgets.paged_table import Column, PagedTable, RowList, column_widths
 
 Point = tuple[float, float]
 
@@ -93,34 +91,37 @@ class RunCurves:
         return False
 
 
-class EpochTable(SizedTable[Text]):
+class EpochTable(PagedTable[tuple[str, ...]]):
     """One row per epoch (and per evaluation inside one, its epoch a fraction): train loss, eval loss, accuracy and
-    macro-F1 (or perplexity for LMs), and time."""
+    macro-F1 (or perplexity for LMs), and time. Drawn line by line like the Data panel's table: Textual's
+    ``DataTable`` module then loads only when a sample's tokens or a comparison open (docs/perf-log.md, cause 46)."""
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id, cursor_type="row", zebra_stripes=True)
-        self._lm: bool | None = None
+        super().__init__(
+            cells=lambda row: row, columns=self._columns_for(False, []), padding=1, zebra_stripes=True, id=id
+        )
+
+    @staticmethod
+    def _columns_for(lm: bool, rows: Sequence[Sequence[str]]) -> list[Column]:
+        titles = ("epoch", "train loss", "eval loss", "accuracy", "perplexity" if lm else "macro-F1", "time")
+        return [Column(title, width) for title, width in zip(titles, column_widths(titles, rows), strict=True)]
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return action != "open"  # a row here opens nothing: no "Open" in the footer
 
     def show(self, curves: RunCurves) -> None:
         lm = curves.is_lm or any(r.perplexity is not None for r in curves.epochs.values())
-        if lm != self._lm:
-            self.clear(columns=True)
-            third = "perplexity" if lm else "macro-F1"
-            # Text, not str: DataTable reads a str as markup, which loads Rich's emoji table (perf-log, cause 40).
-            self.add_columns(*map(Text, ("epoch", "train loss", "eval loss", "accuracy", third, "time")))
-            self._lm = lm
-        else:
-            self.clear()
-        for step, row in sorted(curves.epochs.items()):
-            third_value = fmt_number(row.perplexity, 2) if lm else fmt_number(row.macro_f1, 3)
-            cells = (
+        rows = [
+            (
                 fmt_epoch(row.epoch),
                 fmt_number(row.train_loss),
                 fmt_number(row.eval_loss),
                 fmt_number(row.accuracy, 3),
-                third_value,
+                fmt_number(row.perplexity, 2) if lm else fmt_number(row.macro_f1, 3),
                 fmt_duration(row.seconds),
             )
-            self.add_row(*map(Text, cells), key=str(step))
-        if self.row_count:
-            self.move_cursor(row=self.row_count - 1, animate=False)
+            for _step, row in sorted(curves.epochs.items())
+        ]
+        self.set_source(RowList(rows), self._columns_for(lm, rows))
+        if rows:
+            self.cursor = len(rows) - 1
