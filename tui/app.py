@@ -349,6 +349,9 @@ class WorkbenchApp(App[int]):
     def on_data_panel_classes_loaded(self, message: DataPanel.ClassesLoaded) -> None:
         self.predict_panel.set_data_classes(message.key, message.classes)
 
+    def on_runs_panel_listed(self, message: RunsPanel.Listed) -> None:
+        self.training.render_run_bar()  # it names the runs that train in the folder while this workbench does not
+
     def on_runs_panel_load_config(self, message: RunsPanel.LoadConfig) -> None:
         if self.config_panel.load_path(str(message.path)):
             self.notify(f"loaded the config of {message.path.parent.name}")

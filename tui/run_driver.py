@@ -174,6 +174,7 @@ class RunDriver:
     def changed(self) -> None:
         """The controller's state or detail changed: the Train panel, the run bars and the footer follow."""
         self.app.train_panel.set_state(self.app.controller.state, self.app.controller.detail)
+        self.app.runs_panel.watch_folder = not self.app.controller.active
         self.render_run_bar()
         self.app.refresh_bindings()
         if not self.app.controller.active and not self.quitting:
@@ -249,6 +250,20 @@ class RunDriver:
             self.app.train_panel.show_failure(message, tb)
             self.app.controller.crashed()
 
+    def _elsewhere_text(self) -> str:
+        """While the workbench trains nothing: the runs that train in its runs folder all the same (a queue
+        runner's, another terminal's), or how to start one."""
+        live = self.app.runs_panel.live_runs() if self.app.panels_mounted.is_set() else []
+        if not live:
+            return "s on the Train panel (F4) starts a run"
+        where = self.app.runs_panel.runs_dir
+        if len(live) > 1:
+            return f"{len(live)} runs train in {where}/ · F6 lists them"
+        run = live[0]
+        doing = "is paused" if run.status == "paused" else "trains"
+        progress = f" (step {run.progress})" if run.progress else ""
+        return f"{run.name} {doing} in {where}/{progress} · F6, then a, follows it"
+
     def render_run_bar(self) -> None:
         state = self.app.controller.state
         text = f"{state.mark} {state}"
@@ -257,7 +272,7 @@ class RunDriver:
         if state is not RunState.IDLE:
             text += " · " + self.app.train_panel.progress_text()
         else:
-            text += " · s on the Train panel (F4) starts a run"
+            text += " · " + self._elsewhere_text()
         content = Content(text)
         for bar in self.app.workbench.query(".run-bar").results(FixedText):
             bar.update(content)

@@ -1660,6 +1660,45 @@ async def test_a_live_run_keeps_one_refresh_pending_however_often_the_list_is_re
         assert app.runs_panel.runs[0].status_text.startswith("running 3/9")
 
 
+async def test_the_run_bar_names_a_run_that_trains_in_the_runs_folder_while_the_workbench_is_idle(
+    make_app: Callable[..., WorkbenchApp], two_runs: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A queue runner's run, or another terminal's, trains in the same folder: the bar says so, not just "idle"."""
+    import json
+    import time
+
+    import tui.panels.runs
+
+    monkeypatch.setattr(tui.panels.runs, "WATCH_SECONDS", 0.05)
+    live = Path("runs") / two_runs[0] / "live.json"
+    record = {"pid": 1, "host": "another-host", "state": "running", "heartbeat": time.time(), "step": [3, 9]}
+    (Path("runs") / two_runs[0] / "summary.json").unlink()  # no summary: still training, on another host
+    live.write_text(json.dumps(record))
+    app = make_app(panel="data")
+    async with app.run_test(size=(160, 40)) as pilot:
+
+        def bar() -> str:
+            return text_of(app, "#data .run-bar")
+
+        async def shows(text: str, what: str) -> None:  # the folder is looked at on a timer: wait in time
+            for _ in range(100):
+                if text in bar():
+                    return
+                await pilot.pause(0.05)
+            raise AssertionError(f"never happened: {what} ({bar()})")
+
+        await shows(f"{two_runs[0]} trains in runs/ (step 3/9", "the bar names the run")
+        assert bar().startswith("○ idle · ") and bar().endswith("F6, then a, follows it")
+        live.unlink()  # it ended
+        await shows("· s on the Train panel (F4) starts a run", "the bar forgets it")
+        later = Path("runs") / "20240103-100000-classification-minilm"
+        later.mkdir()  # a new run folder, as a run's process makes it: its config at once, its live record later
+        (later / "config.yaml").write_text((Path("runs") / two_runs[0] / "config.yaml").read_text())
+        await pilot.pause(0.1)
+        (later / "live.json").write_text(json.dumps({**record, "state": "paused", "heartbeat": time.time()}))
+        await shows(f"{later.name} is paused in runs/ (step 3/9)", "the bar names the new run")
+
+
 def many_runs(workbench_config: RunConfig, count: int) -> list[str]:
     """``count`` finished run folders, config and summary only, newest last."""
     names = []

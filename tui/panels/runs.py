@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, NamedTuple
@@ -34,6 +35,12 @@ TITLE = PANELS["runs"][1]
 
 #: How often the list is read again while it shows a live run.
 LIVE_REFRESH_SECONDS = 2.0
+#: How often the runs folder is looked at while this panel is hidden and the workbench trains nothing itself, so
+#: that a run a queue runner or another terminal trains there shows on the run bar (``RunDriver.render_run_bar``).
+WATCH_SECONDS = 5.0
+#: Listings after the folder changed, one a look, whether or not they found a live run: a run's process makes its
+#: folder before it has imported torch and taken the run's lock, which makes the run live.
+SETTLE_LOOKS = 6
 
 
 def plural(count: int, noun: str) -> str:
@@ -273,6 +280,11 @@ class RunsPanel(Vertical):
         self._runs_cache = RunsCache()
         #: The one pending re-listing while a live run is on the list (every listing would otherwise add one).
         self._live_timer: Timer | None = None
+        #: The runs folder's modification time at the last look (a run folder or the runner's pid file added).
+        self._folder_mark: int | None = -1
+        self._looks_left = 0
+        #: Off while the workbench's own run is active (``RunDriver.changed``).
+        self.watch_folder = True
         self.opened: list[str] = []
         #: The open run's title, and whether it has a confusion matrix for v to show.
         self._detail_title = ""
@@ -294,6 +306,26 @@ class RunsPanel(Vertical):
         self.query_one(EpochTable).show(RunCurves())
         self.query_one(ClassReport).display = False
         self._render_title()
+        self.set_interval(WATCH_SECONDS, self._watch_folder)
+        self.call_after_refresh(self._watch_folder)  # laid out by then: the panel on screen lists on its own
+
+    def _watch_folder(self) -> None:
+        """List the runs again when the folder changed, or while one of its runs is live (its step moves)."""
+        if not self.watch_folder or (self.display and self.region.area > 0):
+            return  # the workbench's own run is on the run bar; on screen, the live refresh lists the folder
+        try:
+            mark: int | None = os.stat(self.runs_dir).st_mtime_ns
+        except OSError:
+            mark = None
+        if mark != self._folder_mark:
+            self._folder_mark, self._looks_left = mark, SETTLE_LOOKS
+        if self._looks_left or self.runner is not None or self.live_runs():
+            self._looks_left = max(self._looks_left - 1, 0)
+            self.refresh_runs()
+
+    def live_runs(self, but: str | None = None) -> list[RunInfo]:
+        """The runs of the last listing that train or are paused, but the one named ``but``."""
+        return [r for r in self.runs if r.status in LIVE and r.name != but]
 
     def focus_main(self) -> None:
         self.query_one(RunsTable).focus()
