@@ -50,6 +50,8 @@ LEGEND_ALIASES = {
     "per_device_eval_batch_size": "eval_batch",
     "gradient_accumulation_steps": "accum",
     "lr_scheduler_type": "sched",
+    "train_size": "n_train",
+    "eval_size": "n_eval",
 }
 LEGEND_WIDTH = 30
 #: ``runs/20250101-120000-name``: the timestamp a run folder's name starts with.
@@ -500,7 +502,18 @@ def make_legends(runs: Sequence[ComparedRun], diff: Sequence[DiffRow]) -> list[s
     keys = [row.key for row in diff if row.key not in NAMING_KEYS]
     order = list(LEGEND_ALIASES)
     keys.sort(key=lambda key: order.index(name) if (name := key.rpartition(".")[2]) in order else len(order))
-    described = [" ".join(_legend_part(key, run.config.get(key)) for key in keys) for run in runs]
+    described = [_legend(run, keys) for run in runs]
+    if any(len(d) > LEGEND_WIDTH for d in described):
+        # Cut, whole settings would tell fewer runs apart: name each by the settings that tell them apart.
+        named = _telling_keys(runs, keys)
+        for key in keys:  # then as many of the others as fit, in their order
+            if key not in named:
+                more = sorted([*named, key], key=keys.index)
+                if all(len(_legend(run, more)) <= LEGEND_WIDTH for run in runs):
+                    named = more
+        described = [_legend(run, named) for run in runs]
+        if len(named) < len(keys):  # more settings differ than the legend names (the diff shows them all)
+            described = [d if len(d) + 2 > LEGEND_WIDTH else f"{d} …" for d in described]
     shorts = [short_name(run.name) for run in runs]
     # Two runs of the same name started at different times: only the full folder name tells them apart.
     names = [run.name if shorts.count(s) > 1 else s for run, s in zip(runs, shorts, strict=True)]
@@ -514,6 +527,30 @@ def make_legends(runs: Sequence[ComparedRun], diff: Sequence[DiffRow]) -> list[s
         f"{_clip(legend, LEGEND_WIDTH - 4)} #{i + 1}" if legends.count(legend) > 1 else legend
         for i, legend in enumerate(legends)
     ]
+
+
+def _legend(run: ComparedRun, keys: Sequence[str]) -> str:
+    return " ".join(_legend_part(key, run.config.get(key)) for key in keys)
+
+
+def _telling_keys(runs: Sequence[ComparedRun], keys: Sequence[str]) -> list[str]:
+    """The fewest of ``keys``, in their order, that tell the runs apart: each one taken splits runs that the keys
+    before it left equal (keys that split nothing more are skipped)."""
+    groups = [list(range(len(runs)))]
+    chosen: list[str] = []
+    for key in keys:
+        if all(len(group) == 1 for group in groups):
+            break
+        split: list[list[int]] = []
+        for group in groups:
+            by_value: dict[str, list[int]] = {}
+            for i in group:
+                by_value.setdefault(format_value(runs[i].config.get(key)), []).append(i)
+            split.extend(by_value.values())
+        if len(split) > len(groups):
+            chosen.append(key)
+            groups = split
+    return chosen
 
 
 def _with_name(described: str, name: str) -> str:

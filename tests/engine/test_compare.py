@@ -229,6 +229,28 @@ def test_equal_legends_get_the_folder_name_and_long_ones_are_cut(runs: Path) -> 
     assert legends == ["lr=3e-5 epochs=2 wd=0 …", "lr=1e-4 epochs=5 wd=0.1 …"]  # whole settings, cut
 
 
+def test_legends_too_long_for_every_setting_name_the_settings_that_tell_the_runs_apart(runs: Path) -> None:
+    """Four runs of one model and data, unnamed: whole settings cut to the same text made the legends fall back
+    to their folders' names ("lr=1e-4 … …ication-minilm #2"), which differ only in their time."""
+    settings = [(1e-4, 3, 64, 32), (1e-4, 2, 256, None), (1e-4, 2, 64, 32), (3e-4, 2, 64, 32)]
+    folders = [
+        write_run(
+            runs,
+            f"20250101-1{i}0000-classification-minilm",
+            config(
+                runs, train={"learning_rate": lr, "num_train_epochs": epochs}, data={"train_size": n, "eval_size": m}
+            ),
+        )
+        for i, (lr, epochs, n, m) in enumerate(settings)
+    ]
+    assert loaded(*folders).legends == [
+        "lr=1e-4 epochs=3 n_train=64 …",
+        "lr=1e-4 epochs=2 n_train=256 …",
+        "lr=1e-4 epochs=2 n_train=64 …",
+        "lr=3e-4 epochs=2 n_train=64 …",
+    ]
+
+
 # ---------------------------------------------------------------------------------------------------------
 # ranking and warnings
 
