@@ -1558,6 +1558,13 @@ def check_loss_chart(chart: LossChart) -> None:
     assert first < 10 and last > 50
     assert sum(r.count("•") for r in plot) == 2
     assert "┤" in "".join(plot) and "100" in rows[-1] and "┬" in rows[-2]
+    # four runs compared, each named by its settings: the legend takes more rows, no name is cut
+    names = [f"lr={lr} epochs={n} n_train=64 …" for lr, n in (("1e-4", 3), ("1e-4", 2), ("3e-4", 2), ("3e-4", 3))]
+    for name in names:
+        chart.set_series(name, [(1.0, 1.0), (2.0, 0.5)])
+    rows = [s.text for s in chart.draw(80, 20)]
+    assert all(name in "".join(rows[:3]) for name in ["train loss (step)", "eval loss", *names])
+    assert rows[3].lstrip()[0] in "0123456789│" and len(rows) == 20
 
 
 async def test_a_long_log_line_wraps_to_the_log_width(make_app: Callable[..., WorkbenchApp]) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
 from textual.geometry import Size
@@ -202,7 +203,9 @@ class LossChart(Widget):
         if y_high - y_low < 1e-12:
             pad = abs(y_high) * 0.1 or 0.5
             y_low, y_high = y_low - pad, y_high + pad
-        plot_h = height - 3  # legend above, axis line and labels below
+        legend = self._legend(drawn, styles, base, width)
+        legend = legend[: max(1, (height - 6) // 2)]  # what does not fit in a few rows is cut at the right
+        plot_h = height - len(legend) - 2  # the legend above, the axis line and its labels below
         y_ticks = nice_ticks(y_low, y_high, max(2, plot_h // 3))
         y_step = y_ticks[1] - y_ticks[0] if len(y_ticks) > 1 else y_high - y_low
         y_labels = {t: tick_label(t, y_step) for t in y_ticks}
@@ -233,7 +236,7 @@ class LossChart(Widget):
                 for (x0, y0), (x1, y1) in itertools.pairwise(dots):
                     canvas.line(x0, y0, x1, y1, index)
 
-        rows = [self._legend(drawn, styles, base, width)]
+        rows = list(legend)
         label_rows = {min(plot_h - 1, max(0, round((y_high - t) / y_span * (plot_h - 1)))): t for t in y_ticks}
         for row in range(plot_h):
             tick = label_rows.get(row)
@@ -265,11 +268,22 @@ class LossChart(Widget):
         return segments
 
     @staticmethod
-    def _legend(drawn: list[Series], styles: list[Style], base: Style, width: int) -> Strip:
-        segments = [Segment(" ", base)]
+    def _legend(drawn: list[Series], styles: list[Style], base: Style, width: int) -> list[Strip]:
+        """The series' names on one row, or on as many as they need at this width (a name is never split)."""
+        rows: list[list[Segment]] = [[Segment(" ", base)]]
+        used = 1
         for s, style in zip(drawn, styles, strict=True):
-            segments += [Segment(LEGEND_MARK.get(s.marker, "━"), style), Segment(f" {s.label}   ", base)]
-        return Strip(segments).adjust_cell_length(width, base)
+            mark = LEGEND_MARK.get(s.marker, "━")
+            size = cell_len(mark) + 1 + cell_len(s.label)
+            if used > 1 and used + 3 + size > width:
+                rows.append([Segment(" ", base)])
+                used = 1
+            if used > 1:
+                rows[-1].append(Segment("   ", base))
+                used += 3
+            rows[-1] += [Segment(mark, style), Segment(f" {s.label}", base)]
+            used += size
+        return [Strip(row).adjust_cell_length(width, base) for row in rows]
 
     @staticmethod
     def _x_axis(low: float, high: float, label_w: int, plot_w: int, axis: Style, width: int) -> list[Strip]:
