@@ -120,19 +120,6 @@ async def test_a_panel_key_moves_the_focus_without_repainting_the_whole_screen(
         assert full == []
 
 
-def test_a_table_cell_is_as_wide_on_screen_as_it_is_counted() -> None:
-    """Wide text is cut by cells; an emoji's presentation selector and the joiner of an emoji sequence, which
-    terminals draw wider than width tables count, are left out (the row would end off its border)."""
-    from rich.cells import cell_len
-
-    from tui.widgets.paged_table import fit
-
-    assert fit("ok ✔️ done", 10) == "ok ✔ done "
-    assert fit("👨\u200d👩\u200d👧 family", 16) == "👨👩👧 family   "
-    assert fit("这家餐厅的菜很好吃", 9) == "这家餐厅…" and cell_len(fit("这家餐厅的菜很好吃", 10)) == 10
-    assert fit("plain", 3, right=True) == "pl…" and fit("plain", 7, right=True) == "  plain"
-
-
 async def test_data_panel_reads_only_the_pages_on_screen(make_app: Callable[..., WorkbenchApp]) -> None:
     rows = sample_rows("movies-sample", "train")
     app = make_app()

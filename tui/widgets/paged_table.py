@@ -56,18 +56,11 @@ def text_width(text: str) -> int:
     return len(text) if text.isascii() else cell_len(text)
 
 
-#: The emoji presentation selector and the zero-width joiner. Terminals draw "✔️" two cells wide and a joined family
-#: as one picture, where width tables count one cell and each part: the row then ends off its border. Shown without
-#: them ("✔", the family side by side), a row is as wide on screen as it is counted.
-_UNSTEADY = str.maketrans("", "", "\ufe0f\u200d")
-
-
 def fit(text: str, width: int, *, right: bool = False) -> str:
     """``text`` cut or padded to exactly ``width`` cells (an ellipsis marks a cut)."""
     if width <= 0:
         return ""
     if not text.isascii():
-        text = text.translate(_UNSTEADY)
         if cell_len(text) > width:
             return set_cell_size(text, width - 1) + "…"
         pad = " " * (width - cell_len(text))
