@@ -49,8 +49,15 @@ def _offline_hint() -> str:
 
 
 def _looks_local(source: str) -> bool:
-    p = Path(source).expanduser()
+    p = _expanded(source)
     return p.exists() or p.suffix.lower() in BUILDERS or source.startswith((".", "/", "~"))
+
+
+def _expanded(source: str) -> Path:
+    try:
+        return Path(source).expanduser()
+    except RuntimeError:  # ~name of no user here
+        raise DataError(f"data.source: {source}: no user {source[1:].partition('/')[0]!r} on this machine") from None
 
 
 def _files_by_split(folder: Path) -> dict[str, list[str]]:
@@ -126,12 +133,20 @@ def _exception_chain(exc: BaseException) -> list[BaseException]:
 
 def local_files(source: str) -> dict[str, list[str]] | None:
     """The data files of a bundled sample or a local file or folder, by split; None for a hub id or a dataset
-    saved with ``save_to_disk``. Raises DataError for a local path that does not exist or holds no data."""
+    saved with ``save_to_disk``. Raises DataError for a local path that does not exist, cannot be read or holds
+    no data."""
+    try:
+        return _local_files(source)
+    except OSError as exc:  # a folder this user cannot read, a name too long, ...
+        raise DataError(f"data.source: {source} cannot be read ({exc.strerror or exc})") from None
+
+
+def _local_files(source: str) -> dict[str, list[str]] | None:
     if source in bundled_samples():
         return _files_by_split(SAMPLES_DIR / source)
     if not _looks_local(source):
         return None
-    path = Path(source).expanduser()
+    path = _expanded(source)
     if not path.exists():
         raise DataError(f"data.source: {source} not found; check the path, or {_offline_hint()}")
     if path.is_file():
@@ -155,9 +170,12 @@ def local_files(source: str) -> dict[str, list[str]] | None:
 def check_source(source: str) -> None:
     """Raise DataError when ``source`` names a local file or folder that a run could not read: the checks made
     before anything is loaded, cheap enough for each keystroke. A hub id passes (reaching it is the load's)."""
-    files = local_files(source)
-    if files is not None:
-        check_not_empty(files)
+    try:
+        files = local_files(source)
+        if files is not None:
+            check_not_empty(files)
+    except OSError as exc:  # a folder this user cannot read, a name too long, ...
+        raise DataError(f"data.source: {source} cannot be read ({exc.strerror or exc})") from None
 
 
 def check_not_empty(data_files: dict[str, list[str]]) -> None:
@@ -175,7 +193,7 @@ def load_source(source: str) -> DatasetDict:
     if files is not None:
         return _load_files(source, files)
     if _looks_local(source):  # a dataset saved with save_to_disk
-        loaded = datasets.load_from_disk(str(Path(source).expanduser()))
+        loaded = datasets.load_from_disk(str(_expanded(source)))
         return loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict(train=loaded)
     try:
         with datasets_offline_unless_reachable():

@@ -62,7 +62,7 @@ class RunDriver:
             return
         panel = self.app.config_panel
         if not panel.is_valid:
-            path, (_value, message) = next(iter(panel.errors.items()))
+            path, message = next(iter(panel.problems.items()))
             self.app.notify(f"{path}: {message}", title="fix the config first", severity="error")
             self.app.action_show_panel("config")
             panel.focus_field(path)

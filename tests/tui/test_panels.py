@@ -269,25 +269,36 @@ async def test_changing_the_data_source_in_config_refreshes_the_data_panel(
         )
 
 
-async def test_a_data_source_that_names_no_data_is_marked_in_the_form_and_not_loaded(
-    make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig, tmp_path: Path
+async def test_a_data_source_that_names_no_data_is_marked_in_the_form_and_blocks_start_not_save(
+    make_app: Callable[..., WorkbenchApp],
+    workbench_config: RunConfig,
+    scripted_engine: ScriptedEngine,
+    tmp_path: Path,
 ) -> None:
+    """The checks a run makes on a local path, per keystroke: a run cannot start or be queued with such a source,
+    but the config saves (its data may live on another machine, or come later)."""
     missing = str(tmp_path / "missing.jsonl")
     app = make_app(panel="config")
     async with app.run_test(size=(100, 40)) as pilot:
         await on_field(pilot, app, "data.source")
         edit_field(app, "data.source", missing)
         await pilot.pause()
-        assert app.config_panel.errors["data.source"][1].startswith(f"{missing} not found; check the path")
-        assert not app.config_panel.is_valid
-        assert app.cfg.data.source == workbench_config.data.source  # the Data panel keeps its data
+        assert app.config_panel.problems["data.source"].startswith(f"{missing} not found; check the path")
+        assert not app.config_panel.is_valid and app.cfg.data.source == missing
         below = str(app.query_one("#config-below", Static).render()).splitlines()
         assert below[0].strip().startswith("✗ /") and "not found" in " ".join(" ".join(below[:4]).split())
-        empty = tmp_path / "empty.jsonl"
-        empty.touch()
-        edit_field(app, "data.source", str(empty))
+        assert "1 invalid" in text_of(app, "#config-title")
+        (tmp_path / "empty.jsonl").touch()
+        for source, problem in (("~no-such-user-here/a.jsonl", "no user"), (str(tmp_path / "empty.jsonl"), "empty")):
+            edit_field(app, "data.source", source)  # each keystroke's text is checked: none may raise
+            await pilot.pause()
+            assert problem in app.config_panel.problems["data.source"]
+        await pilot.press("escape", "f4", "s")
         await pilot.pause()
-        assert "is empty" in app.config_panel.errors["data.source"][1]
+        assert scripted_engine.runners == [] and app.active_panel == "config"
+        await pilot.press("escape", "ctrl+s")
+        await pilot.pause()
+        assert load_config(CONFIG_FILE).data.source == str(tmp_path / "empty.jsonl")  # saved as typed
         source = write_jsonl(tmp_path / "reviews.jsonl", sentiment_rows(12))
         edit_field(app, "data.source", str(source))
         await pilot.pause()
@@ -296,7 +307,7 @@ async def test_a_data_source_that_names_no_data_is_marked_in_the_form_and_not_lo
     app = make_app(cfg=validate_field(workbench_config, "data.source", missing), panel="config")
     async with app.run_test(size=(100, 40)) as pilot:
         await until(pilot, lambda: app.config_panel.form_built, "the form is built")
-        assert "not found" in app.config_panel.errors["data.source"][1]
+        assert "not found" in app.config_panel.problems["data.source"]
         assert "1 invalid" in text_of(app, "#config-title")
 
 

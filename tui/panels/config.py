@@ -99,17 +99,6 @@ def _source_message(exc: DataError) -> str:
     return str(exc).removeprefix(f"{SOURCE}: ")
 
 
-def _validated(cfg: RunConfig, path: str, value: Any) -> RunConfig:
-    """``validate_field``, and for the data source the checks a run makes on a local path before it loads it."""
-    out = validate_field(cfg, path, value)
-    if path == SOURCE:
-        try:
-            check_source(out.data.source)
-        except DataError as exc:
-            raise ConfigError(SOURCE, _source_message(exc)) from None
-    return out
-
-
 def format_value(value: Any) -> str:
     """How a value is shown in its editor; null is an empty field."""
     if value is None:
@@ -318,6 +307,8 @@ class ConfigPanel(Vertical):
         self._pending: tuple[str, str] | None = None
         #: Field path -> (the value the user typed, the engine's message about it).
         self.errors: dict[str, tuple[Any, str]] = {}
+        #: Why the config's data source names no data a run could read (it is in the config, and saved with it).
+        self.source_problem: str | None = None
         self._check_source()
         #: Field path -> the text last typed in it, shown again while the engine refuses it.
         self._typed: dict[str, str] = {}
@@ -330,7 +321,16 @@ class ConfigPanel(Vertical):
 
     @property
     def is_valid(self) -> bool:
-        return not self.errors
+        return not self.problems
+
+    @property
+    def problems(self) -> dict[str, str]:
+        """Each field a run cannot start with, and why: the values the engine refused (kept out of the config),
+        and a data source that names no data."""
+        out = {path: message for path, (_value, message) in self.errors.items()}
+        if self.source_problem is not None:
+            out.setdefault(SOURCE, self.source_problem)
+        return out
 
     @property
     def current(self) -> FieldSpec:
@@ -377,6 +377,7 @@ class ConfigPanel(Vertical):
         below: list[tuple[Content, str | None]] = []
         lines = above
         section = None
+        problems = self.problems
         for spec in self.specs:
             if spec.section != section:
                 if section is not None:
@@ -387,8 +388,8 @@ class ConfigPanel(Vertical):
                 lines = below
             else:
                 lines.append((self._field_line(spec, spec.path in differs), spec.path))
-            if spec.path in self.errors:
-                for part in self._wrapped(f"✗ {self.errors[spec.path][1]}"):
+            if spec.path in problems:
+                for part in self._wrapped(f"✗ {problems[spec.path]}"):
                     lines.append((Content.styled(" " * self.key_width + part, "$text-error"), spec.path))
         self.query_one("#config-above", FieldLines).show(above)
         self.query_one("#config-below", FieldLines).show(below)
@@ -396,7 +397,7 @@ class ConfigPanel(Vertical):
         self.query_one("#config-key", Label).update(self._key_text(current, current.path in differs))
         row = self.query_one("#config-row")
         row.set_class(current.path in differs, "-changed")
-        row.set_class(current.path in self.errors, "-invalid")
+        row.set_class(current.path in problems, "-invalid")
         self.query_one("#remote-code-note").display = (
             current.path == REMOTE_CODE_PATH and self.config.model.trust_remote_code
         )
@@ -411,7 +412,8 @@ class ConfigPanel(Vertical):
         self._refresh_marks()  # the error lines wrap at the form's width
 
     def _field_line(self, spec: FieldSpec, changed: bool) -> Content:
-        style = "bold $text-error" if spec.path in self.errors else "bold $text-warning" if changed else "$text-muted"
+        invalid = spec.path in self.errors or (spec.path == SOURCE and self.source_problem is not None)
+        style = "bold $text-error" if invalid else "bold $text-warning" if changed else "$text-muted"
         value = self._value_text(spec)
         parts: list[tuple[str, str] | str] = [
             (self._key_text(spec, changed).ljust(self.key_width), style),
@@ -490,7 +492,7 @@ class ConfigPanel(Vertical):
         """Validate ``path = value`` against the current config; keep it or show the engine's message."""
         before = self.config
         try:
-            self.config = _validated(self.config, path, value)
+            self.config = validate_field(self.config, path, value)
             self.errors.pop(path, None)
         except ConfigError as exc:
             message = exc.message if exc.path in (path, "") else str(exc)
@@ -501,17 +503,19 @@ class ConfigPanel(Vertical):
             progress = False
             for other, (pending, _message) in list(self.errors.items()):
                 try:
-                    self.config = _validated(self.config, other, pending)
+                    self.config = validate_field(self.config, other, pending)
                 except ConfigError:
                     continue
                 del self.errors[other]
                 progress = True
+        if self.config.data.source != before.data.source:
+            self._check_source()
         changed = tuple(s.path for s in self.specs if get_value(before, s.path) != get_value(self.config, s.path))
         self._after_edit(changed)
 
     def _after_edit(self, changed: tuple[str, ...]) -> None:
         self._refresh_marks()
-        if self.current.path in self.errors:
+        if self.current.path in self.problems:
             self.call_after_refresh(self._scroll_to_editor)  # its message, under it, in view
         self.post_message(self.Changed(self.config, self.is_valid, changed))
 
@@ -528,7 +532,8 @@ class ConfigPanel(Vertical):
         differs = set(self.differs_from_file())
         if self.form_built:
             self._draw(differs)
-        state = f"{len(self.errors)} invalid" if self.errors else "valid"
+        problems = self.problems
+        state = f"{len(problems)} invalid" if problems else "valid"
         changes = f"{len(differs)} changed from file" if differs else "as in file"
         origin = f" · from {self.config.output.parent}" if self.config.output.parent else ""
         self.query_one("#config-title", Static).update(Content(f"{TITLE} · {self.path}{origin} · {changes} · {state}"))
@@ -568,11 +573,12 @@ class ConfigPanel(Vertical):
 
     # -- file -----------------------------------------------------------------------------------------------
     def _check_source(self) -> None:
-        """A config read from a file keeps its source even when it names no data: mark it, as an edit would be."""
+        """The checks a run makes on a local data source before it loads it, on the config's source."""
         try:
             check_source(self.config.data.source)
+            self.source_problem = None
         except DataError as exc:
-            self.errors[SOURCE] = (self.config.data.source, _source_message(exc))
+            self.source_problem = _source_message(exc)
 
     def _status(self, text: str, error: bool = False) -> None:
         status = self.query_one("#config-status", Static)
@@ -679,9 +685,9 @@ class ConfigPanel(Vertical):
     def action_queue(self) -> None:
         from engine import queue
 
-        if self.errors:
-            first = next(iter(self.errors))
-            self._status(f"not queued: fix {first} first ({self.errors[first][1]})", error=True)
+        if self.problems:
+            first, message = next(iter(self.problems.items()))
+            self._status(f"not queued: fix {first} first ({message})", error=True)
             return
         changed = [f"{path}={format_value(get_value(self.config, path))}" for path in self.differs_from_file()]
         label = " ".join([Path(self.path).name, *changed])
