@@ -430,7 +430,7 @@ class RunsCache:
 def run_entries(runs_dir: str | os.PathLike[str]) -> list[os.DirEntry[str]]:
     """The run folders under ``runs_dir`` (those with a config.yaml), by name; none when it cannot be read."""
     try:
-        with os.scandir(runs_dir) as scan:
+        with os.scandir(os.path.expanduser(runs_dir)) as scan:
             # DirEntry and os.path, not Path: a runs folder holds thousands of runs, and Path's joins add up.
             folders = sorted((e for e in scan if not e.name.startswith(".") and e.is_dir()), key=lambda e: e.name)
     except OSError:  # no such folder, or not a folder

@@ -83,6 +83,14 @@ def test_a_run_whose_summary_is_damaged_lists_as_its_events_say_it_ended(tmp_pat
     }
 
 
+def test_a_runs_folder_under_home_lists_as_written(tmp_path: Path, monkeypatch: Any) -> None:
+    """output.runs_dir: ~/runs writes runs to the home folder; the list (the Runs panel, tunebench runs) reads
+    them there, not from a folder named "~"."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    make_run(tmp_path / "runs", "20240101-100000-a", {"status": "finished", "started": 1.0})
+    assert [r.name for r in list_runs("~/runs")] == ["20240101-100000-a"]
+
+
 def test_a_missing_runs_folder_or_a_file_lists_nothing(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     assert list_runs(tmp_path / "missing") == [] and list_runs(tmp_path / "file") == []
