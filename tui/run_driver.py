@@ -251,28 +251,29 @@ class RunDriver:
             self.app.controller.crashed()
 
     def _elsewhere_text(self) -> str:
-        """While the workbench trains nothing: the runs that train in its runs folder all the same (a queue
-        runner's, another terminal's), or how to start one."""
+        """The runs that train in the runs folder while the workbench trains nothing itself (a queue runner's,
+        another terminal's); "" when none does."""
         live = self.app.runs_panel.live_runs() if self.app.panels_mounted.is_set() else []
         if not live:
-            return "s on the Train panel (F4) starts a run"
+            return ""
         where = self.app.runs_panel.runs_dir
         if len(live) > 1:
             return f"{len(live)} runs train in {where}/ · F6 lists them"
         run = live[0]
         doing = "is paused" if run.status == "paused" else "trains"
         progress = f" (step {run.progress})" if run.progress else ""
-        return f"{run.name} {doing} in {where}/{progress} · F6, then a, follows it"
+        return f"{run.name} {doing} in {where}/{progress} · F6 lists it"
 
     def render_run_bar(self) -> None:
         state = self.app.controller.state
         text = f"{state.mark} {state}"
         if self.app.controller.detail:
             text += f" ({self.app.controller.detail})"
-        if state is not RunState.IDLE:
-            text += " · " + self.app.train_panel.progress_text()
-        else:
-            text += " · " + self._elsewhere_text()
+        elsewhere = self._elsewhere_text() if not state.active else ""
+        if state is RunState.IDLE:
+            text += " · " + (elsewhere or "s on the Train panel (F4) starts a run")
+        else:  # the workbench's last run, unless others train in its runs folder now (the Train panel shows it)
+            text += " · " + (elsewhere or self.app.train_panel.progress_text())
         content = Content(text)
         for bar in self.app.workbench.query(".run-bar").results(FixedText):
             bar.update(content)

@@ -1706,7 +1706,7 @@ async def test_the_run_bar_names_a_run_that_trains_in_the_runs_folder_while_the_
             raise AssertionError(f"never happened: {what} ({bar()})")
 
         await shows(f"{two_runs[0]} trains in runs/ (step 3/9", "the bar names the run")
-        assert bar().startswith("○ idle · ") and bar().endswith("F6, then a, follows it")
+        assert bar().startswith("○ idle · ") and bar().endswith("· F6 lists it")
         live.unlink()  # it ended
         await shows("· s on the Train panel (F4) starts a run", "the bar forgets it")
         later = Path("runs") / "20240103-100000-classification-minilm"

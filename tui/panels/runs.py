@@ -314,12 +314,14 @@ class RunsPanel(Vertical):
         if not self.watch_folder or (self.display and self.region.area > 0):
             return  # the workbench's own run is on the run bar; on screen, the live refresh lists the folder
         try:
-            mark: int | None = os.stat(self.runs_dir).st_mtime_ns
+            mark: int | None = os.stat(os.path.expanduser(self.runs_dir)).st_mtime_ns
         except OSError:
             mark = None
         if mark != self._folder_mark:
-            self._folder_mark, self._looks_left = mark, SETTLE_LOOKS
-        if self._looks_left or self.runner is not None or self.live_runs():
+            # The first look lists the folder once; a change after it, a few times (see SETTLE_LOOKS).
+            self._looks_left = 1 if self._folder_mark == -1 else SETTLE_LOOKS
+            self._folder_mark = mark
+        if self._looks_left or self.live_runs():
             self._looks_left = max(self._looks_left - 1, 0)
             self.refresh_runs()
 
