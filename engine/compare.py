@@ -506,14 +506,15 @@ def make_legends(runs: Sequence[ComparedRun], diff: Sequence[DiffRow]) -> list[s
     if any(len(d) > LEGEND_WIDTH for d in described):
         # Cut, whole settings would tell fewer runs apart: name each by the settings that tell them apart.
         named = _telling_keys(runs, keys)
+        room = LEGEND_WIDTH - 2  # " …" says that more settings differ than the legend names (the diff has them)
         for key in keys:  # then as many of the others as fit, in their order
             if key not in named:
                 more = sorted([*named, key], key=keys.index)
-                if all(len(_legend(run, more)) <= LEGEND_WIDTH for run in runs):
+                if all(len(_legend(run, more)) <= room for run in runs):
                     named = more
         described = [_legend(run, named) for run in runs]
-        if len(named) < len(keys):  # more settings differ than the legend names (the diff shows them all)
-            described = [d if len(d) + 2 > LEGEND_WIDTH else f"{d} …" for d in described]
+        if len(named) < len(keys):
+            described = [d if len(d) > room else f"{d} …" for d in described]
     shorts = [short_name(run.name) for run in runs]
     # Two runs of the same name started at different times: only the full folder name tells them apart.
     names = [run.name if shorts.count(s) > 1 else s for run, s in zip(runs, shorts, strict=True)]
@@ -534,8 +535,8 @@ def _legend(run: ComparedRun, keys: Sequence[str]) -> str:
 
 
 def _telling_keys(runs: Sequence[ComparedRun], keys: Sequence[str]) -> list[str]:
-    """The fewest of ``keys``, in their order, that tell the runs apart: each one taken splits runs that the keys
-    before it left equal (keys that split nothing more are skipped)."""
+    """Keys that tell the runs apart as their legends show them, taken in their order: each one splits runs that
+    the keys before it left equal (a key that splits nothing more is skipped)."""
     groups = [list(range(len(runs)))]
     chosen: list[str] = []
     for key in keys:
@@ -545,7 +546,7 @@ def _telling_keys(runs: Sequence[ComparedRun], keys: Sequence[str]) -> list[str]
         for group in groups:
             by_value: dict[str, list[int]] = {}
             for i in group:
-                by_value.setdefault(format_value(runs[i].config.get(key)), []).append(i)
+                by_value.setdefault(_legend_part(key, runs[i].config.get(key)), []).append(i)
             split.extend(by_value.values())
         if len(split) > len(groups):
             chosen.append(key)
