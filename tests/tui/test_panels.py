@@ -1576,6 +1576,9 @@ def check_loss_chart(chart: LossChart) -> None:
     rows = [s.text for s in chart.draw(80, 20)]
     assert all(name in "".join(rows[:3]) for name in ["train loss (step)", "eval loss", *names])
     assert rows[3].lstrip()[0] in "0123456789│" and len(rows) == 20
+    # a short chart keeps a row for the legend, and counts the names it leaves out
+    rows = [s.text for s in chart.draw(80, 8)]
+    assert "train loss (step)" in rows[0] and rows[0].rstrip().endswith("+3 more") and "│" in rows[1]
 
 
 async def test_a_long_log_line_wraps_to_the_log_width(make_app: Callable[..., WorkbenchApp]) -> None:

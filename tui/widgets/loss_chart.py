@@ -203,8 +203,7 @@ class LossChart(Widget):
         if y_high - y_low < 1e-12:
             pad = abs(y_high) * 0.1 or 0.5
             y_low, y_high = y_low - pad, y_high + pad
-        legend = self._legend(drawn, styles, base, width)
-        legend = legend[: max(1, (height - 6) // 2)]  # what does not fit in a few rows is cut at the right
+        legend = self._legend(drawn, styles, base, width, max_rows=max(1, (height - 6) // 2))
         plot_h = height - len(legend) - 2  # the legend above, the axis line and its labels below
         y_ticks = nice_ticks(y_low, y_high, max(2, plot_h // 3))
         y_step = y_ticks[1] - y_ticks[0] if len(y_ticks) > 1 else y_high - y_low
@@ -268,22 +267,37 @@ class LossChart(Widget):
         return segments
 
     @staticmethod
-    def _legend(drawn: list[Series], styles: list[Style], base: Style, width: int) -> list[Strip]:
-        """The series' names on one row, or on as many as they need at this width (a name is never split)."""
-        rows: list[list[Segment]] = [[Segment(" ", base)]]
+    def _legend(drawn: list[Series], styles: list[Style], base: Style, width: int, max_rows: int) -> list[Strip]:
+        """The series' names on one row, or on as many as they need at this width (a name is never split), up to
+        ``max_rows``; the names left out are counted at the end ("+2 more")."""
+        entries = [(LEGEND_MARK.get(s.marker, "━"), s.label, style) for s, style in zip(drawn, styles, strict=True)]
+        rows: list[list[tuple[str, str, Style]]] = [[]]
         used = 1
-        for s, style in zip(drawn, styles, strict=True):
-            mark = LEGEND_MARK.get(s.marker, "━")
-            size = cell_len(mark) + 1 + cell_len(s.label)
-            if used > 1 and used + 3 + size > width:
-                rows.append([Segment(" ", base)])
+        for mark, label, style in entries:
+            size = cell_len(mark) + 1 + cell_len(label)
+            if rows[-1] and used + 3 + size > width:
+                rows.append([])
                 used = 1
-            if used > 1:
-                rows[-1].append(Segment("   ", base))
-                used += 3
-            rows[-1] += [Segment(mark, style), Segment(f" {s.label}", base)]
-            used += size
-        return [Strip(row).adjust_cell_length(width, base) for row in rows]
+            used += size + (3 if len(rows[-1]) else 0)
+            rows[-1].append((mark, label, style))
+        left_out = sum(len(row) for row in rows[max_rows:])
+        rows = rows[:max_rows]
+
+        def row_text(row: list[tuple[str, str, Style]]) -> int:
+            return 1 + sum(cell_len(m) + 1 + cell_len(lbl) for m, lbl, _ in row) + 3 * (len(row) - 1)
+
+        while left_out and rows[-1] and row_text(rows[-1]) + len(f"   +{left_out + 1} more") > width:
+            rows[-1].pop()
+            left_out += 1
+        strips = []
+        for n, row in enumerate(rows):
+            segments = [Segment(" ", base)]
+            for i, (mark, label, style) in enumerate(row):
+                segments += [Segment("   " if i else "", base), Segment(mark, style), Segment(f" {label}", base)]
+            if left_out and n == len(rows) - 1:
+                segments.append(Segment(f"{'   ' if row else ''}+{left_out} more", base))
+            strips.append(Strip(segments).adjust_cell_length(width, base))
+        return strips
 
     @staticmethod
     def _x_axis(low: float, high: float, label_w: int, plot_w: int, axis: Style, width: int) -> list[Strip]:
