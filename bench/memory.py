@@ -1,6 +1,7 @@
 """Memory of the workbench's process: idle on the quickstart with its data loaded, with a sample's tokens open,
 and while it follows a run, against a bare Textual app (one Label) idle; and the workbench whose data source is
-missing, which holds no data.
+missing, which holds no data. Then, for the diagnosis, the workbench's RSS after each stage of its start (its
+imports, its first frame, each panel mounted with the time it took, its data).
 
 Each app runs headless (Pilot, 120x40) in a fresh Python process and reports its resident set size (RSS, MiB)
 at each point. The goal: the workbench with its data loaded stays within 1.3 x (the bare app + the bytes the
@@ -109,6 +110,50 @@ asyncio.run(main())
 """
 
 
+# Where the workbench's memory comes from, stage by stage as it starts: its imports, its first frame, each panel
+# as it mounts (a panel's module loads then; the time to mount it, to the next panel's start), its data.
+STAGES = """
+import asyncio, json, sys, time, psutil
+from engine import cli
+cli.build_parser().parse_args(["ui", sys.argv[1]])
+from engine.config import load_config
+import tui.app
+
+def rss():
+    return psutil.Process().memory_info().rss / 2**20
+
+stages = [["imports (the command line, the app)", rss(), None]]
+marks = []
+make_panel, on_ready = tui.app.make_panel, tui.app.WorkbenchApp.on_ready
+
+def timed_make_panel(panel, *args):
+    marks.append((panel, rss(), time.perf_counter()))
+    return make_panel(panel, *args)
+
+async def timed_on_ready(self):
+    stages.append(["first frame (the panel bar, a title, the footer)", rss(), None])
+    await on_ready(self)
+
+tui.app.make_panel = timed_make_panel
+tui.app.WorkbenchApp.on_ready = timed_on_ready
+
+async def main(config):
+    app = tui.app.WorkbenchApp(load_config(config), config)
+    async with app.run_test(size=(120, 40)) as pilot:
+        end = rss(), time.perf_counter()
+        for (panel, _, start), (_, after, stop) in zip(marks, [*marks[1:], (None, *end)]):
+            stages.append([f"{panel} panel mounted", after, (stop - start) * 1000])
+        while app.data_panel.view is None:
+            await pilot.pause(0.05)
+        await pilot.pause(0.5)
+        stages.append(["data loaded", rss(), None])
+        await pilot.press("ctrl+q")
+    print(json.dumps(stages))
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
 def run_python(code: str, *args: str) -> str:
     done = subprocess.run([sys.executable, "-c", code, *args], cwd=REPO_ROOT, capture_output=True, text=True)
     if done.returncode != 0:
@@ -132,6 +177,7 @@ def main() -> None:
         bare = float(run_python(BARE))
         no_data = float(run_python(NO_DATA, str(tmp / "no-such-data.jsonl")))
         workbench = json.loads(run_python(WORKBENCH, config, str(run)))
+        stages = json.loads(run_python(STAGES, config))
     dataset = workbench.pop("dataset MiB")
     torch_imported = workbench.pop("torch imported")
     datasets_imported = workbench.pop("datasets imported")
@@ -141,6 +187,13 @@ def main() -> None:
     rows.append(["torch imported by the workbench", str(torch_imported)])
     rows.append(["datasets imported by the workbench", str(datasets_imported)])
     print_table(["process", "RSS MiB"], rows)
+    print("the workbench as it starts, in a process of its own:")
+    before = stages[0][1]
+    table = []
+    for stage, mib, ms in stages:
+        table.append([stage, f"{mib:.1f}", f"+{mib - before:.1f}", "" if ms is None else f"{ms:.0f}"])
+        before = mib
+    print_table(["stage", "RSS MiB", "added", "ms to mount"], table)
     ratio_line("workbench_rss_vs_bare", workbench["data loaded"] / (bare + dataset), GOAL, higher_is_better=False)
 
 
