@@ -253,7 +253,10 @@ class RunDriver:
     def _elsewhere_text(self) -> str:
         """The runs that train in the runs folder while the workbench trains nothing itself (a queue runner's,
         another terminal's); "" when none does."""
-        live = self.app.runs_panel.live_runs() if self.app.panels_mounted.is_set() else []
+        if not self.app.panels_mounted.is_set():
+            return ""
+        own = self.app.controller.run_dir  # just ended: the last listing may still have it training
+        live = self.app.runs_panel.live_runs(but=Path(own).name if own else None)
         if not live:
             return ""
         where = self.app.runs_panel.runs_dir

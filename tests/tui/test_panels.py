@@ -1710,6 +1710,10 @@ async def test_the_run_bar_names_a_run_that_trains_in_the_runs_folder_while_the_
 
         await shows(f"{two_runs[0]} trains in runs/ (step 3/9", "the bar names the run")
         assert bar().startswith("○ idle · ") and bar().endswith("· F6 lists it")
+        app.controller.run_dir = str(Path("runs") / two_runs[0])  # as if the workbench's own run, just ended
+        app.training.render_run_bar()
+        assert two_runs[0] not in bar()
+        app.controller.run_dir = None
         live.unlink()  # it ended
         await shows("· s on the Train panel (F4) starts a run", "the bar forgets it")
         later = Path("runs") / "20240103-100000-classification-minilm"
