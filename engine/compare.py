@@ -507,8 +507,8 @@ def make_legends(runs: Sequence[ComparedRun], diff: Sequence[DiffRow]) -> list[s
         # Cut, whole settings would tell fewer runs apart: name each by the settings that tell them apart.
         named = _telling_keys(runs, keys)
         room = LEGEND_WIDTH - 2  # " …" says that more settings differ than the legend names (the diff has them)
-        for key in keys:  # then as many of the others as fit, in their order
-            if key not in named:
+        for key in keys:  # then as many of the others as fit, in their order, where they read differently
+            if key not in named and len({_legend_part(key, run.config.get(key)) for run in runs}) > 1:
                 more = sorted([*named, key], key=keys.index)
                 if all(len(_legend(run, more)) <= room for run in runs):
                     named = more

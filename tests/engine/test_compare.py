@@ -251,6 +251,23 @@ def test_legends_too_long_for_every_setting_name_the_settings_that_tell_the_runs
     ]
 
 
+def test_a_setting_whose_shown_text_is_the_same_does_not_tell_runs_apart(runs: Path) -> None:
+    """Two data files of one name in two folders read the same in a legend (its last part): the legend names the
+    runs by what tells them apart as shown, and says that more differs."""
+    many = {"weight_decay": 0.1, "warmup_ratio": 0.06, "num_train_epochs": 5}
+    a = write_run(
+        runs,
+        "20250101-100000-a",
+        config(runs, train={"learning_rate": 3e-5, **many}, data={"source": "data/v1/train.jsonl"}),
+    )
+    b = write_run(
+        runs, "20250101-110000-b", config(runs, train={"learning_rate": 1e-4}, data={"source": "data/v2/train.jsonl"})
+    )
+    legends = loaded(a, b).legends
+    assert legends[0].startswith("lr=3e-5 ") and legends[1].startswith("lr=1e-4 ")
+    assert all("data=" not in legend and legend.endswith(" …") and len(legend) <= 30 for legend in legends)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # ranking and warnings
 
