@@ -135,9 +135,16 @@ def local_files(source: str) -> dict[str, list[str]] | None:
     """The data files of a bundled sample or a local file or folder, by split; None for a hub id or a dataset
     saved with ``save_to_disk``. Raises DataError for a local path that does not exist, cannot be read or holds
     no data."""
-    try:
+    with _readable(source):
         return _local_files(source)
-    except OSError as exc:  # a folder this user cannot read, a name too long, ...
+
+
+@contextlib.contextmanager
+def _readable(source: str) -> Iterator[None]:
+    """The OS's refusals to read ``source`` (a folder this user cannot read, a name too long) as a DataError."""
+    try:
+        yield
+    except OSError as exc:
         raise DataError(f"data.source: {source} cannot be read ({exc.strerror or exc})") from None
 
 
@@ -170,12 +177,10 @@ def _local_files(source: str) -> dict[str, list[str]] | None:
 def check_source(source: str) -> None:
     """Raise DataError when ``source`` names a local file or folder that a run could not read: the checks made
     before anything is loaded, cheap enough for each keystroke. A hub id passes (reaching it is the load's)."""
-    try:
-        files = local_files(source)
-        if files is not None:
+    files = local_files(source)
+    if files is not None:
+        with _readable(source):
             check_not_empty(files)
-    except OSError as exc:  # a folder this user cannot read, a name too long, ...
-        raise DataError(f"data.source: {source} cannot be read ({exc.strerror or exc})") from None
 
 
 def check_not_empty(data_files: dict[str, list[str]]) -> None:
