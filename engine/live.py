@@ -187,18 +187,17 @@ def has_pending_commands(run: RunDir) -> bool:
 
 def resolve_run(name: str, runs_dir: str | os.PathLike[str]) -> RunDir:
     """A run folder given as a path, a name in ``runs_dir``, or a unique prefix of a name there."""
-    path = Path(name).expanduser()
-    for candidate in (path, Path(runs_dir) / name):
+    path, root = Path(name).expanduser(), Path(runs_dir).expanduser()
+    for candidate in (path, root / name):
         if (candidate / CONFIG_FILE).is_file():
             return RunDir(candidate)
-    for candidate in (path, Path(runs_dir) / name):
+    for candidate in (path, root / name):
         if name and candidate.is_dir():
             raise RunFolderError(
                 f"{candidate}: not a run folder (it has no {CONFIG_FILE}); pass a folder under the runs folder"
             )
     if os.sep in name:  # a path, not a name
         raise RunFolderError(f"{path}: no such run folder; see tunebench runs for the runs there are")
-    root = Path(runs_dir)
     names = [e.name for e in run_entries(root)] if name else []
     found = [n for n in names if n.startswith(name)]
     if len(found) == 1:

@@ -153,6 +153,13 @@ def test_a_run_is_found_by_path_name_or_unique_prefix(tmp_path: Path) -> None:
         resolve_run("masked-lm", runs)
 
 
+def test_a_run_is_found_by_prefix_in_a_runs_folder_given_under_home(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    a = run_folder(tmp_path / "runs" / "20261205-101010-classification-minilm")
+    found = resolve_run("20261205-10", "~/runs")
+    assert found.path == a.path and found.config_path.is_file()
+
+
 # -- the beacon ----------------------------------------------------------------------------------------------------
 
 
