@@ -387,7 +387,7 @@ class ConfigPanel(Vertical):
             if spec is self.current:
                 lines = below
             else:
-                lines.append((self._field_line(spec, spec.path in differs), spec.path))
+                lines.append((self._field_line(spec, spec.path in differs, spec.path in problems), spec.path))
             if spec.path in problems:
                 for part in self._wrapped(f"✗ {problems[spec.path]}"):
                     lines.append((Content.styled(" " * self.key_width + part, "$text-error"), spec.path))
@@ -411,8 +411,7 @@ class ConfigPanel(Vertical):
     def on_resize(self) -> None:
         self._refresh_marks()  # the error lines wrap at the form's width
 
-    def _field_line(self, spec: FieldSpec, changed: bool) -> Content:
-        invalid = spec.path in self.errors or (spec.path == SOURCE and self.source_problem is not None)
+    def _field_line(self, spec: FieldSpec, changed: bool, invalid: bool) -> Content:
         style = "bold $text-error" if invalid else "bold $text-warning" if changed else "$text-muted"
         value = self._value_text(spec)
         parts: list[tuple[str, str] | str] = [
