@@ -271,22 +271,18 @@ class LossChart(Widget):
         """The series' names on one row, or on as many as they need at this width (a name is never split), up to
         ``max_rows``; the names left out are counted at the end ("+2 more")."""
         entries = [(LEGEND_MARK.get(s.marker, "━"), s.label, style) for s, style in zip(drawn, styles, strict=True)]
+
+        def cells(row: list[tuple[str, str, Style]]) -> int:  # " ━ name   ━ name"
+            return 1 + sum(cell_len(mark) + 1 + cell_len(label) for mark, label, _ in row) + 3 * max(len(row) - 1, 0)
+
         rows: list[list[tuple[str, str, Style]]] = [[]]
-        used = 1
-        for mark, label, style in entries:
-            size = cell_len(mark) + 1 + cell_len(label)
-            if rows[-1] and used + 3 + size > width:
+        for entry in entries:
+            if rows[-1] and cells([*rows[-1], entry]) > width:
                 rows.append([])
-                used = 1
-            used += size + (3 if len(rows[-1]) else 0)
-            rows[-1].append((mark, label, style))
+            rows[-1].append(entry)
         left_out = sum(len(row) for row in rows[max_rows:])
         rows = rows[:max_rows]
-
-        def row_text(row: list[tuple[str, str, Style]]) -> int:
-            return 1 + sum(cell_len(m) + 1 + cell_len(lbl) for m, lbl, _ in row) + 3 * (len(row) - 1)
-
-        while left_out and rows[-1] and row_text(rows[-1]) + len(f"   +{left_out + 1} more") > width:
+        while left_out and rows[-1] and cells(rows[-1]) + len(f"   +{left_out + 1} more") > width:
             rows[-1].pop()
             left_out += 1
         strips = []
