@@ -76,3 +76,12 @@ def test_the_step_profile_splits_the_operators_time_by_kind() -> None:
     shares = re.findall(r"^(matrix products|dropout masks|optimizer|the rest) +[0-9.]+ +([0-9.]+)%", done.stdout, re.M)
     assert [kind for kind, _ in shares] == ["matrix products", "dropout masks", "optimizer", "the rest"]
     assert sum(float(share) for _, share in shares) == pytest.approx(100, abs=0.5)
+
+
+def test_the_panel_keys_diagnosis_times_every_panel() -> None:
+    """bench/panel_keys.py is a diagnosis, not a benchmark (no RATIO line): it times each panel's key."""
+    done = run_bench(str(BENCH_DIR / "panel_keys.py"), "--smoke")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    timed = re.findall(r"^(config|data|predict|runs|train) +2 +[0-9.]+$", done.stdout, re.M)
+    assert sorted(timed) == ["config", "data", "predict", "runs", "train"]
+    assert re.search(r"^all keys: median [0-9.]+ ms, p90 [0-9.]+ ms", done.stdout, re.M)

@@ -101,6 +101,78 @@ async def test_the_samples_cursor_shows_focus_and_a_panel_key_redraws_only_its_r
         assert cursor_background() == focused
 
 
+async def test_a_panel_key_back_to_data_neither_redraws_the_tables_scroll_bar_nor_restyles_it(
+    make_app: Callable[..., WorkbenchApp], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Textual's ScrollView redrew its scroll bar whole on every layout pass that took it in (it compared its own
+    virtual size with the layout's), and restyled the table when the focus came and went, though no :focus rule
+    styles it. The scroll bar still follows the rows."""
+    from textual.css.stylesheet import Stylesheet
+    from textual.scrollbar import ScrollBar
+
+    from tui.widgets.paged_table import RowList
+
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.data_panel.view is not None, "the train split shows")
+        table = app.query_one(SamplesTable)
+        assert table.show_vertical_scrollbar, "the test needs more rows than the table shows"
+        await pilot.press("f4")
+        await pilot.pause()
+        drawn: list[object] = []
+        restyled: list[object] = []
+        render, apply = ScrollBar.render, Stylesheet.apply  # render: the lines Textual has not cached
+        monkeypatch.setattr(ScrollBar, "render", lambda bar: drawn.append(bar) or render(bar))
+        monkeypatch.setattr(Stylesheet, "apply", lambda css, node, **k: restyled.append(node) or apply(css, node, **k))
+        await pilot.press("f2")
+        await pilot.pause()
+        assert table.has_focus
+        assert drawn == []
+        assert table not in restyled
+
+        view = app.data_panel.view
+        assert view is not None
+        table.set_source(RowList([view.page(0, 3)[i] for i in range(3)]))
+        await pilot.pause()
+        assert not table.show_vertical_scrollbar  # three rows fit
+        table.set_source(view)
+        await pilot.pause()
+        assert table.show_vertical_scrollbar and drawn  # back, and drawn
+
+
+async def test_tables_that_skip_the_focus_restyle_look_as_a_restyle_would_make_them(
+    make_app: Callable[..., WorkbenchApp], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A table with FOCUS_STYLED off keeps the styles it had before the focus came: right only while no :focus
+    rule styles it. Restyling it once focused must change nothing; the Runs table, which its :focus rule tints,
+    shows that the check would see such a rule."""
+    from tui.widgets.paged_table import PagedTable
+
+    def restyle_changes(table: PagedTable[Any]) -> bool:
+        before = dict(table.styles.get_render_rules())
+        app.stylesheet.apply(table)
+        return dict(table.styles.get_render_rules()) != before
+
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.data_panel.view is not None, "the train split shows")
+        unstyled = [("f2", app.query_one(SamplesTable)), ("f4", app.query_one("#train-epochs", EpochTable))]
+        for key, table in unstyled:
+            assert not table.FOCUS_STYLED
+            await pilot.press(key)
+            table.focus()
+            await pilot.pause()
+            assert table.has_focus
+            assert not restyle_changes(table), type(table).__name__
+
+        monkeypatch.setattr(RunsTable, "FOCUS_STYLED", False)
+        await pilot.press("f6")
+        await pilot.pause()
+        runs = app.query_one(RunsTable)
+        assert runs.has_focus
+        assert restyle_changes(runs)
+
+
 async def test_a_panel_key_moves_the_focus_without_repainting_the_whole_screen(
     make_app: Callable[..., WorkbenchApp], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -45,6 +45,7 @@ class SamplesTable(PagedTable[Row]):
     """A split's rows: the sample's index, its label (where the split has labels) and a preview of its text."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "open", "Open sample")]
+    FOCUS_STYLED = False
 
     def __init__(self, label_title: str, *, id: str | None = None) -> None:
         super().__init__(self._sample_cells, sample_columns(label_title, 5, 8), id=id)

@@ -96,6 +96,8 @@ class EpochTable(PagedTable[tuple[str, ...]]):
     macro-F1 (or perplexity for LMs), and time. Drawn line by line like the Data panel's table: Textual's
     ``DataTable`` module then loads only when a sample's tokens or a comparison open (docs/perf-log.md, cause 46)."""
 
+    FOCUS_STYLED = False
+
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(
             cells=lambda row: row, columns=self._columns_for(False, []), padding=1, zebra_stripes=True, id=id

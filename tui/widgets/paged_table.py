@@ -120,6 +120,10 @@ class PagedTable(ScrollView, Generic[RowT], can_focus=True):
     PagedTable > .paged-table--label { color: $text-accent; }
     """
 
+    #: Whether a CSS rule gives this table another look when it has the focus (the Runs table's tint). Textual
+    #: restyles a widget and its scroll bars (matches and applies every CSS rule again) whenever the focus comes
+    #: or goes; a table that no :focus rule styles skips that (docs/perf-log.md, cause 47).
+    FOCUS_STYLED: ClassVar[bool] = True
     PAGE_SIZE = 100
     CACHED_PAGES = 16
     #: Clicks on the highlighted row that open it: 2 is a double click, 1 any click on it.
@@ -172,6 +176,8 @@ class PagedTable(ScrollView, Generic[RowT], can_focus=True):
         self._pages: OrderedDict[int, Sequence[RowT]] = OrderedDict()
         self._hover = -1
         self.pages_read = 0
+        #: (size, virtual size, container size) of the last layout that updated the scroll bars.
+        self._laid_out: tuple[Size, Size, Size] | None = None
 
     # -- data -----------------------------------------------------------------------------------------------
     def set_source(
@@ -277,8 +283,8 @@ class PagedTable(ScrollView, Generic[RowT], can_focus=True):
     # Textual's Widget redraws every line of a widget that gains or loses focus. Here only the cursor's row
     # changes (its two looks are component classes, not a :focus rule, which would also redraw everything):
     # redraw that row. A panel key that focuses a table drew the whole table again (docs/perf-log.md, 43). A
-    # table whose CSS gives it another look when focused (the Runs panel's tint) is still redrawn whole, by
-    # the restyle that the focus change sets off.
+    # table whose CSS gives it another look when focused (the Runs panel's tint, FOCUS_STYLED) is still redrawn
+    # whole, by the restyle that the focus change sets off.
     def focus(self, scroll_visible: bool = True) -> Self:
         """Widget.focus without its redraw of every line (the handlers below redraw the cursor's row)."""
 
@@ -296,12 +302,27 @@ class PagedTable(ScrollView, Generic[RowT], can_focus=True):
         if self.parent is not None:
             self.parent.post_message(DescendantFocus(self))
 
+    def watch_has_focus(self, has_focus: bool) -> None:
+        if self.FOCUS_STYLED:
+            super().watch_has_focus(has_focus)
+
     def _on_blur(self, event: Blur) -> None:
         event.prevent_default()  # skip Widget._on_blur, likewise
         self.has_focus = False
         self.refresh_line(self.cursor + 1)
         if self.parent is not None:
             self.parent.post_message(DescendantBlur(self))
+
+    def _size_updated(self, size: Size, virtual_size: Size, container_size: Size, layout: bool = True) -> bool:
+        # Textual's ScrollView keeps a virtual size of its own (on_resize), yet compares it with the one the
+        # layout passes (the content's size), and the two always differ: every layout pass that took in the
+        # table, such as each panel key that shows it, redrew its scroll bar whole and sent it a Resize
+        # (docs/perf-log.md, cause 47). Now only a size or virtual size that changed since the last pass does.
+        laid_out = (size, self.virtual_size, container_size)
+        if laid_out == self._laid_out:
+            return False
+        self._laid_out = laid_out
+        return super()._size_updated(size, virtual_size, container_size, layout)
 
     def on_resize(self) -> None:
         self.virtual_size = Size(self._content_width(), self._count + 1)
