@@ -7,7 +7,6 @@ Ctrl+C (the run is saved and marked stopped).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -570,7 +569,7 @@ def predict_text(result: PredictResult) -> str:
 def cmd_predict(args: argparse.Namespace) -> int:
     """``tunebench predict``; a user error raises, and ``main`` turns it into one line and exit 2."""
     from engine.config import DEVICES, valid_device
-    from engine.errors import RunFolderError
+    from engine.errors import AmbiguousRunError, RunFolderError
     from engine.live import resolve_run
     from engine.logs import capture_library_logs
 
@@ -586,8 +585,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not valid_device(args.device):
         raise PredictError(f'--device: expected {DEVICES}, got "{args.device}"')
     model = args.model
-    with contextlib.suppress(RunFolderError):  # a run as the other commands take it; else a folder or a hub id
+    try:  # a run as the other commands take it; else a model folder or a hub id
         model = str(resolve_run(args.model, args.runs_dir).path)
+    except AmbiguousRunError:  # the prefix of several runs, not a hub id: run names start with their date
+        raise
+    except RunFolderError:
+        pass
     # library chatter (load reports, progress bars) stays off the terminal; our own warnings come from the result
     with capture_library_logs(lambda _event: None):
         result = predict(model, args.text, top_k=args.top_k, max_new_tokens=args.max_new_tokens, device=args.device)

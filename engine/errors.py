@@ -52,6 +52,10 @@ class RunFolderError(UserError):
     """A run folder cannot be created, written, or resumed."""
 
 
+class AmbiguousRunError(RunFolderError):
+    """A run name given by a prefix that several runs share."""
+
+
 def describe_failure(exc: BaseException) -> tuple[str, str | None]:
     """(message, traceback): a user's mistake gives its one line and no traceback; anything else is a bug,
     shown as a short line with its traceback kept for the log."""

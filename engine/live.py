@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import orjson
 
-from engine.errors import RunFolderError
+from engine.errors import AmbiguousRunError, RunFolderError
 from engine.events import (
     EVENTS_FORMAT,
     DeviceUsage,
@@ -203,7 +203,7 @@ def resolve_run(name: str, runs_dir: str | os.PathLike[str]) -> RunDir:
     if len(found) == 1:
         return RunDir(root / found[0])
     if found:
-        raise RunFolderError(f"{name} matches {len(found)} runs ({_some(found)}); give more of the name")
+        raise AmbiguousRunError(f"{name} matches {len(found)} runs ({_some(found)}); give more of the name")
     # Runs are named by their date first: a task or a model alone is no prefix, but says which run was meant.
     inside = [n for n in names if name in n]
     if len(inside) > 1:

@@ -276,6 +276,19 @@ def test_cli_predict_takes_a_run_by_its_name_in_the_runs_folder(
     assert by_name == cli(capsys, "--model", run.name[:12], "--runs-dir", str(run.parent), "--json", text)
 
 
+def test_cli_predict_names_the_runs_a_shared_prefix_matches_instead_of_trying_the_hub(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_bert_dir: Path
+) -> None:
+    run = fake_run(tmp_path, tiny_bert_dir, base="minilm")
+    shutil.copytree(run, run.with_name(run.name.replace("000000", "000001")))
+    code, out, err = cli(capsys, "--model", "20260101", "--runs-dir", str(run.parent), "this is a [MASK] movie!")
+    assert code == 2 and not out
+    assert (
+        err == f"tunebench: error: 20260101 matches 2 runs ({run.name}, {run.name.replace('000000', '000001')}); "
+        "give more of the name\n"
+    )
+
+
 def test_cli_predict_json_classify_maps_labels_to_probabilities(
     capsys: pytest.CaptureFixture[str], classifier_dir: Path
 ) -> None:
