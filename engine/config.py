@@ -640,7 +640,7 @@ def examples_folder() -> str:
 
 def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML config, apply ``key.path=value`` overrides, and validate the result."""
-    p = Path(path)
+    p = Path(path).expanduser()  # a quoted ~ (a shell leaves it), or one typed into the workbench's file field
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -690,4 +690,4 @@ def apply_overrides(raw: Any, overrides: list[str]) -> dict[str, Any]:
 
 def save_config(cfg: RunConfig, path: str | os.PathLike[str]) -> None:
     """Write the config as YAML, whole (see ``engine.files``)."""
-    atomic_write_text(Path(path), cfg.to_yaml())
+    atomic_write_text(Path(path).expanduser(), cfg.to_yaml())

@@ -194,3 +194,17 @@ def test_group_by_length_is_a_switch_named_in_its_error() -> None:
     assert error_of({"train": {"group_by_length": "grouped"}}) == (
         'train.group_by_length: expected true or false, got "grouped"'
     )
+
+
+def test_a_config_path_given_with_a_tilde_reads_and_writes_in_the_home_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A quoted ~ reaches the program as it is (the shell leaves it), and the workbench's file field passes what
+    was typed: neither may read from, or write into, a folder named ~."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "home").mkdir()
+    cfg = from_dict({"train": {"num_train_epochs": 2}})
+    save_config(cfg, "~/my run.yaml")
+    assert (tmp_path / "home" / "my run.yaml").is_file() and not (tmp_path / "~").exists()
+    assert load_config("~/my run.yaml") == cfg

@@ -647,7 +647,7 @@ class ConfigPanel(Vertical):
             self._status(f"not saved: fix {first} first ({self.errors[first][1]})", error=True)
             return
         path = self.query_one("#config-path", Input).value.strip()
-        if is_run_record(Path(path)):
+        if is_run_record(Path(path).expanduser()):
             self._status(
                 f"not saved: {path} is the record of run {Path(path).parent.name}; name a new file above "
                 "(e.g. sample_configs/my-run.yaml)",
