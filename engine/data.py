@@ -188,6 +188,16 @@ def check_not_empty(data_files: dict[str, list[str]]) -> None:
         for f in fs:
             if Path(f).stat().st_size == 0:
                 raise DataError(f"data.source: {f} is empty; give a file with one sample per row")
+            if BUILDERS.get(Path(f).suffix.lower(), ("",))[0] == "csv" and _header_only(Path(f)):
+                raise DataError(f"data.source: {f} has a header line and no rows; give one sample per row under it")
+
+
+def _header_only(path: Path) -> bool:
+    """Whether a CSV or TSV file holds one line that is not blank (its header) and nothing else; reads no further
+    than its second such line."""
+    with open(path, "rb") as fh:
+        lines = (line for line in fh if line.strip())
+        return next(lines, None) is not None and next(lines, None) is None
 
 
 def load_source(source: str) -> DatasetDict:
