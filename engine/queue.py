@@ -365,7 +365,7 @@ def move(runs_dir: str | os.PathLike[str], entry_id: str, delta: int) -> int:
     with _changing(root) as queue:
         entry = queue.find(entry_id, root)
         if entry.state != QUEUED:
-            raise UserError(f"{entry.id}: it is {entry.state}, not queued; only queued entries move")
+            raise UserError(f"{entry.id}: it is {run_status(root, entry)}, not queued; only queued entries move")
         slots = [i for i, e in enumerate(queue.entries) if e.state == QUEUED]
         waiting = [queue.entries[i] for i in slots]
         place = max(0, min(len(waiting) - 1, waiting.index(entry) + delta))
@@ -1020,7 +1020,14 @@ def cmd_queue_ls(args: argparse.Namespace) -> int:
 def cmd_queue_rm(args: argparse.Namespace) -> int:
     root = Path(args.runs_dir)
     entry = remove(root, args.id)
-    extra = f"; its run goes on in {entry.run} (tunebench stop {entry.run} stops it)" if entry.state == STARTED else ""
+    status = run_status(root, entry)
+    extra = ""
+    if entry.state == STARTED and status == "gone":
+        extra = f"; its run folder {entry.run} is gone"
+    elif entry.state == STARTED and status in ENDED:
+        extra = f"; its run {entry.run} had ended ({status})"
+    elif entry.state == STARTED:
+        extra = f"; its run goes on in {entry.run} (tunebench stop {entry.run} stops it)"
     print(f"removed {entry.id}: {entry.label}{extra}")
     return 0
 

@@ -98,6 +98,27 @@ def test_queue_cli_adds_lists_moves_and_removes(tmp_path: Path, runs: Path, caps
     assert capsys.readouterr().err.strip().endswith("tunebench queue ls lists them")
 
 
+def test_an_entry_whose_run_has_ended_is_said_to_have_ended_when_removed_or_moved(
+    runs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from engine.runs import SUMMARY_FILE
+
+    queue.add(runs, RunConfig(), "done")
+    queue.add(runs, RunConfig(), "training")
+    with queue._changing(runs) as q:
+        for entry, run in zip(q.entries, ["20260101-000000-done", "20260101-000001-training"], strict=True):
+            entry.state, entry.run = queue.STARTED, run
+    (runs / "20260101-000000-done").mkdir()
+    (runs / "20260101-000000-done" / SUMMARY_FILE).write_text('{"status": "finished"}', encoding="utf-8")
+    capsys.readouterr()
+    assert cli.main(["queue", "move", "1", "up", "--runs-dir", str(runs)]) == 2
+    assert capsys.readouterr().err == "tunebench: error: 1: it is finished, not queued; only queued entries move\n"
+    assert cli.main(["queue", "rm", "1", "--runs-dir", str(runs)]) == 0
+    assert capsys.readouterr().out == "removed 1: done; its run 20260101-000000-done had ended (finished)\n"
+    assert cli.main(["queue", "rm", "2", "--runs-dir", str(runs)]) == 0
+    assert capsys.readouterr().out == "removed 2: training; its run folder 20260101-000001-training is gone\n"
+
+
 @pytest.mark.parametrize(
     "text, overrides, culprit",
     [
