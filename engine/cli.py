@@ -141,6 +141,7 @@ class _Console:
         self.lm = False
         #: An epoch's end, printed with the evaluation that follows it at the same step, or alone.
         self.epoch_end: Any = None
+        self.num_epochs = 1
 
     def __call__(self, event: Any) -> None:
         from engine import events as ev
@@ -155,6 +156,8 @@ class _Console:
                 self._row(ended, event)
                 return
             self._row(ended, None)
+        if isinstance(event, ev.RunFinished | ev.RunFailed) and self.task_id is not None:
+            self.progress.update(self.task_id, eta="-")  # ended: no time is left to guess at
         if isinstance(event, ev.Status):
             if self.task_id is None:
                 c.print(f"[dim]{event.stage}[/dim] {event.detail}")
@@ -164,6 +167,7 @@ class _Console:
             c.print(event.note)
         elif isinstance(event, ev.RunStarted):
             self.lm = event.task != "classification"
+            self.num_epochs = event.num_epochs
             c.print(
                 f"[bold]{event.run_name}[/bold]: {event.task} with {event.engine} "
                 f"on {event.device} ({event.precision}"
@@ -191,11 +195,13 @@ class _Console:
             self._advance(event.step)  # every step, so that the bar stands at the step a stop or the end came at
         elif isinstance(event, ev.EpochEnded):
             self.epoch_end = event
+            if self.task_id is not None:  # its next steps are the next epoch's, logged or not
+                self.progress.update(self.task_id, description=f"epoch {min(event.epoch + 1, self.num_epochs)}")
         elif isinstance(event, ev.Evaluated):
             self._row(None, event)
         elif isinstance(event, ev.Paused | ev.StopRequested):
-            if self.task_id is not None:
-                self._advance(event.step)
+            if self.task_id is not None:  # no time left to guess at: the next logged step brings one back
+                self._advance(event.step, eta="-")
             if isinstance(event, ev.Paused):
                 c.print(f"[yellow]paused at step {event.step}[/yellow]")
             else:

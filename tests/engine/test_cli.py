@@ -225,6 +225,24 @@ def test_the_progress_bar_ends_at_the_step_a_stop_came_at(capsys: pytest.Capture
     assert "step 16/20" in capsys.readouterr().out.splitlines()[-1]
 
 
+def test_the_bar_names_the_epoch_its_steps_train_and_drops_the_eta_once_stopped(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Losses are logged every few steps: the first steps of epoch 2 read "epoch 1" until one was logged, and a
+    stopped run kept the ETA of its last log on screen."""
+    from engine.events import EpochEnded, StepDone, StepLogged, StopRequested
+
+    view = cli._Console()
+    view(run_started(num_train_samples=20, num_eval_samples=2, num_epochs=2, batch_size=2, total_steps=20))
+    view(StepLogged(10, 20, 1.0, 0.5, 1e-5, 4.0, 3.0, 13.0))
+    view(EpochEnded(epoch=1, step=10, train_loss=0.5, duration_seconds=3.0))
+    view(StepDone(step=11, total_steps=20))
+    view(StopRequested(step=11))
+    view.close()
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.startswith("epoch 2") and "step 11/20" in last and last.rstrip().endswith("ETA -")
+
+
 def test_a_followers_bar_stands_at_the_step_a_pause_came_at(capsys: pytest.CaptureFixture[str]) -> None:
     """A follower learns of steps from the run's beacon, which may lag the pause's event by a step."""
     from engine.events import Paused, StepDone
