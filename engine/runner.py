@@ -33,6 +33,8 @@ from engine.events import (
     Evaluated,
     Event,
     LogMessage,
+    Paused,
+    Resumed,
     RunFailed,
     RunFinished,
     RunStarted,
@@ -114,6 +116,10 @@ class _Summary:
         self.started = self.session_started = time.time()
         #: Seconds the run's earlier sessions ran: a resumed run's duration leaves out the time it lay stopped.
         self.earlier_seconds = 0.0
+        #: Seconds this session lay paused, and since when it has been paused (None while it trains): a pause
+        #: waits for the user, and is no time the run took.
+        self.paused_seconds = 0.0
+        self.paused_since: float | None = None
         self.device = ""
         self.precision = ""
         self.step = 0
@@ -136,6 +142,11 @@ class _Summary:
                 self.note = event.note
                 if event.peak_memory_mb is not None:
                     self.peak_memory_mb = max(self.peak_memory_mb or 0.0, event.peak_memory_mb)
+        elif isinstance(event, Paused) and self.paused_since is None:
+            self.paused_since = event.time
+        elif isinstance(event, Resumed) and self.paused_since is not None:
+            self.paused_seconds += event.time - self.paused_since
+            self.paused_since = None
         elif isinstance(event, Evaluated):
             # A run resumed from a checkpoint taken before an evaluation that then happened evaluates again:
             # the same step, the same result. It counts once.
@@ -150,13 +161,16 @@ class _Summary:
         starts = [e for e in history if isinstance(e, RunStarted)]
         if starts:
             self.started = starts[0].time
-        self.earlier_seconds = sum(session[-1].time - session[0].time for session in _sessions(history))
+        self.earlier_seconds = sum(_session_seconds(session) for session in _sessions(history))
         for event in history:
             self.see(event)
+        self.paused_seconds, self.paused_since = 0.0, None  # the earlier sessions' pauses are out of their seconds
 
     def duration(self) -> float:
-        """Seconds the run has run, over all its sessions: the gaps between them do not count."""
-        return self.earlier_seconds + time.time() - self.session_started
+        """Seconds the run has run, over all its sessions: the gaps between them and its pauses do not count."""
+        now = time.time()
+        paused = self.paused_seconds + (now - self.paused_since if self.paused_since is not None else 0.0)
+        return self.earlier_seconds + now - self.session_started - paused
 
     def resumed_at(self, step: int) -> None:
         """Forget evaluations from after ``step``: the resumed run redoes that part."""
@@ -221,6 +235,17 @@ class _Summary:
             "best_model": self.best_model(),
             "error": error,
         }
+
+
+def _session_seconds(session: list[Event]) -> float:
+    """A session's seconds from its first event to its last, less the time it lay paused."""
+    seconds, since = session[-1].time - session[0].time, None
+    for event in session:
+        if isinstance(event, Paused) and since is None:
+            since = event.time
+        elif isinstance(event, Resumed) and since is not None:
+            seconds, since = seconds - (event.time - since), None
+    return seconds - (session[-1].time - since if since is not None else 0.0)
 
 
 def _sessions(history: list[Event]) -> list[list[Event]]:

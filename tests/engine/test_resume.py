@@ -378,3 +378,32 @@ def test_runs_list_tells_a_killed_run_from_a_running_one(tmp_path: Path, make_co
     assert [r.status for r in list_runs(tmp_path / "runs")] == ["killed"]
     with run.lock():
         assert [r.status for r in list_runs(tmp_path / "runs")] == ["running"]
+
+
+def test_a_runs_duration_leaves_out_the_time_it_lay_paused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pause waits for the user: 25 s paused in a minute's run is no time the run took, in this session or, once
+    resumed from a stop, in an earlier one."""
+    from engine.config import RunConfig
+    from engine.events import FIRST_STAGE, Paused, Resumed, Status
+    from engine.runner import _Summary
+
+    clock = [1000.0]
+    monkeypatch.setattr("engine.runner.time.time", lambda: clock[0])
+    summary = _Summary(RunConfig())
+    summary.see(Paused(step=5, time=1010.0))
+    clock[0] = 1030.0
+    assert summary.duration() == pytest.approx(10.0)  # paused since 1010: the clock stands still
+    summary.see(Resumed(step=5, time=1035.0))
+    clock[0] = 1060.0
+    assert summary.duration() == pytest.approx(35.0)
+
+    earlier = [
+        Status(FIRST_STAGE, "", time=100.0),
+        Paused(step=3, time=110.0),
+        Resumed(step=3, time=140.0),
+        Paused(step=4, time=150.0),  # stopped while paused: the session's end came 10 s into the pause
+        RunFinished(status="stopped", step=4, duration_seconds=20.0, model_dir=None, time=160.0),
+    ]
+    resumed = _Summary(RunConfig())
+    resumed.replay(earlier)
+    assert resumed.duration() == pytest.approx(20.0)  # and this session has just begun
