@@ -170,7 +170,7 @@ class _Console:
             self.num_epochs = event.num_epochs
             c.print(
                 f"[bold]{event.run_name}[/bold]: {event.task} with {event.engine} "
-                f"on {event.device} ({event.precision}"
+                f"on {event.device} ({event.compute_text}"
                 f"{f', {event.num_processes} processes, {event.backend}' if event.num_processes > 1 else ''}), "
                 f"{event.parameters_text}, {event.num_train_samples} train samples, "
                 f"eval: {event.eval_set or f'{event.num_eval_samples} rows'}, {event.total_steps} steps"

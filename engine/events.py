@@ -64,6 +64,16 @@ class RunStarted(Event):
     num_processes: int = 1
     #: The process group's backend (gloo, nccl) of a many-process run; "" for one process.
     backend: str = ""
+    #: Torch's CPU threads, in a run on the CPU; 0 on a GPU (or in a run written before this field). Results on
+    #: the CPU differ in their last digits from one count to another, and the workbench leaves a core to its UI.
+    cpu_threads: int = 0
+
+    @property
+    def compute_text(self) -> str:
+        """ "bf16" on a GPU; "bf16, 2 threads" on the CPU."""
+        if not self.cpu_threads:
+            return self.precision
+        return f"{self.precision}, {self.cpu_threads} thread{'' if self.cpu_threads == 1 else 's'}"
 
     @property
     def parameters_text(self) -> str:

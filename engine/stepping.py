@@ -496,6 +496,8 @@ def run_started(
         adapter: "LoRA r=8" when adapters train instead of the model.
         backend: The process group's backend when ``world_size`` is over 1.
     """
+    import torch
+
     return RunStarted(
         run_dir=str(run_dir.path),
         run_name=run_dir.name,
@@ -517,6 +519,7 @@ def run_started(
         adapter=adapter,
         num_processes=world_size,
         backend=backend if world_size > 1 else "",
+        cpu_threads=torch.get_num_threads() if device.startswith("cpu") else 0,
     )
 
 

@@ -229,7 +229,7 @@ class TrainPanel(Vertical):
             self.write_log(
                 f"run {event.run_name}: {event.num_train_samples} train samples, "
                 f"eval: {event.eval_set or f'{event.num_eval_samples} rows'}, "
-                f"{event.total_steps} steps on {event.device} ({event.precision})"
+                f"{event.total_steps} steps on {event.device} ({event.compute_text})"
                 + (f"; resumed at step {event.start_step}" if event.start_step else "")
             )
             self._render_status()
@@ -285,7 +285,7 @@ class TrainPanel(Vertical):
         if s is not None:
             device = usage_text(self.usage) if self.usage is not None else s.device
             params = s.parameters_text if s.adapter else f"{fmt_params(s.num_parameters)} params"
-            parts += [s.model, s.task, s.engine, device, s.precision, params]
+            parts += [s.model, s.task, s.engine, device, s.compute_text, params]
             if s.num_processes > 1:
                 parts.append(f"{s.num_processes} processes · {s.backend} · batch {s.batch_size}")
         else:
