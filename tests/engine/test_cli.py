@@ -211,6 +211,13 @@ def test_run_progress_shows_the_engines_eta(capsys: pytest.CaptureFixture[str]) 
     assert "ETA 2:05" in capsys.readouterr().out
 
 
+def test_the_runs_first_line_names_its_precision_and_cpu_threads(capsys: pytest.CaptureFixture[str]) -> None:
+    view = cli._Console()
+    view(run_started(num_train_samples=10, num_eval_samples=2, num_epochs=1, batch_size=2, cpu_threads=1))
+    view.close()
+    assert " on cpu (fp32, 1 thread), " in capsys.readouterr().out.splitlines()[0]
+
+
 def test_the_progress_bar_ends_at_the_step_a_stop_came_at(capsys: pytest.CaptureFixture[str]) -> None:
     """Steps are logged every few; a stop between two logs leaves the bar at the stop's step, not the last log's."""
     from engine.events import StepDone, StepLogged, StopRequested

@@ -80,6 +80,15 @@ def test_train_loss_falls_and_the_classifier_learns(trained: Any) -> None:
     assert of(events, Evaluated)[-1].accuracy >= 0.9
 
 
+def test_the_run_says_how_many_cpu_threads_it_trains_with(trained: Any) -> None:
+    import torch
+
+    started = of(trained[2], RunStarted)[0]
+    assert started.device == "cpu" and started.cpu_threads == torch.get_num_threads() >= 1
+    threads = f"{started.cpu_threads} thread{'' if started.cpu_threads == 1 else 's'}"
+    assert started.compute_text == f"{started.precision}, {threads}"
+
+
 def test_events_arrive_in_order(trained: Any) -> None:
     _, _, events = trained
     kinds = [type(e) for e in events if not isinstance(e, Status)]
