@@ -143,32 +143,45 @@ async def test_a_panel_key_back_to_data_neither_redraws_the_tables_scroll_bar_no
 async def test_tables_that_skip_the_focus_restyle_look_as_a_restyle_would_make_them(
     make_app: Callable[..., WorkbenchApp], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A table with FOCUS_STYLED off keeps the styles it had before the focus came: right only while no :focus
-    rule styles it. Restyling it once focused must change nothing; the Runs table, which its :focus rule tints,
-    shows that the check would see such a rule."""
+    """A table with FOCUS_STYLED off keeps the styles it had before the focus came or went: right only while no
+    :focus or :blur rule styles it or its parts (header, cursor row). Restyling it, focused and blurred, must
+    change nothing; the Runs table, which its :focus rule tints, shows that the check would see such a rule."""
     from tui.widgets.paged_table import PagedTable
 
+    def looks(table: PagedTable[Any]) -> list[dict[str, object]]:
+        parts = [table.get_component_styles(name) for name in sorted(table.COMPONENT_CLASSES)]
+        return [dict(styles.get_render_rules()) for styles in [table.styles, *parts]]
+
     def restyle_changes(table: PagedTable[Any]) -> bool:
-        before = dict(table.styles.get_render_rules())
+        before = looks(table)
         app.stylesheet.apply(table)
-        return dict(table.styles.get_render_rules()) != before
+        return looks(table) != before
 
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: app.data_panel.view is not None, "the train split shows")
-        unstyled = [("f2", app.query_one(SamplesTable)), ("f4", app.query_one("#train-epochs", EpochTable))]
+        unstyled = [
+            ("f2", app.query_one(SamplesTable)),
+            ("f4", app.query_one("#train-epochs", EpochTable)),
+            ("f6", app.query_one("#runs-epochs", EpochTable)),
+        ]
         for key, table in unstyled:
             assert not table.FOCUS_STYLED
             await pilot.press(key)
+            for node in table.ancestors_with_self:  # the Runs panel shows its epoch table once a run is opened
+                node.display = True
             table.focus()
             await pilot.pause()
             assert table.has_focus
-            assert not restyle_changes(table), type(table).__name__
+            assert not restyle_changes(table), f"{table.id} focused"
+            app.screen.set_focus(None)
+            await pilot.pause()
+            assert not restyle_changes(table), f"{table.id} blurred"
 
         monkeypatch.setattr(RunsTable, "FOCUS_STYLED", False)
-        await pilot.press("f6")
-        await pilot.pause()
         runs = app.query_one(RunsTable)
+        runs.focus()
+        await pilot.pause()
         assert runs.has_focus
         assert restyle_changes(runs)
 

@@ -176,8 +176,9 @@ class PagedTable(ScrollView, Generic[RowT], can_focus=True):
         self._pages: OrderedDict[int, Sequence[RowT]] = OrderedDict()
         self._hover = -1
         self.pages_read = 0
-        #: (size, virtual size, container size) of the last layout that updated the scroll bars.
-        self._laid_out: tuple[Size, Size, Size] | None = None
+        #: Size, virtual size, container size and the scroll bars' and gutter's room at the last layout pass that
+        #: updated the scroll bars.
+        self._laid_out: tuple[Size, Size, Size, tuple[int, int, tuple[int, int]]] | None = None
 
     # -- data -----------------------------------------------------------------------------------------------
     def set_source(
@@ -316,9 +317,12 @@ class PagedTable(ScrollView, Generic[RowT], can_focus=True):
     def _size_updated(self, size: Size, virtual_size: Size, container_size: Size, layout: bool = True) -> bool:
         # Textual's ScrollView keeps a virtual size of its own (on_resize), yet compares it with the one the
         # layout passes (the content's size), and the two always differ: every layout pass that took in the
-        # table, such as each panel key that shows it, redrew its scroll bar whole and sent it a Resize
-        # (docs/perf-log.md, cause 47). Now only a size or virtual size that changed since the last pass does.
-        laid_out = (size, self.virtual_size, container_size)
+        # table, such as each panel key that shows it, redrew its scroll bar whole (docs/perf-log.md, cause 47).
+        # Now only a change since the last pass does: of its size, its own virtual size, its container's size or
+        # the room its scroll bars and gutter take.
+        styles = self.styles
+        room = (styles.scrollbar_size_vertical, styles.scrollbar_size_horizontal, styles.gutter.totals)
+        laid_out = (size, self.virtual_size, container_size, room)
         if laid_out == self._laid_out:
             return False
         self._laid_out = laid_out
