@@ -9,13 +9,14 @@ its test split. Each trains at a learning rate that suits it: 1e-4 for every wei
   loading left out; the median, because the two runs take turns rather than share the machine's load);
 - the process's peak RSS;
 - the AdamW state's size after one step (what the optimizer keeps per trainable weight);
-- eval accuracy after the same epochs, averaged over seeds (``train.seed``: weights of the head, dropout, data
-  order). With 320 rows and 60 steps, one seed's accuracy moved by 0.1 when only the batches' padding changed
-  (BENCHMARKS.md, "LoRA's accuracy over seeds"): one seed cannot tell the two apart. Speed, RSS and state
-  come from the first seed's runs.
+- eval accuracy after the same epochs, averaged over seeds (``train.seed``: the head's and the adapters' first
+  weights, dropout, data order; the rows trained on stay the same). With 320 rows and 60 steps, one seed's
+  accuracy moved by 0.1 when only the batches' padding changed (BENCHMARKS.md, "Zen 4, 2026-12-07 morning:
+  LoRA's accuracy over seeds"): one seed cannot tell the two apart. Speed, RSS and state come from the first
+  seed's runs.
 
-    python bench/lora.py            # three seeds: about 8 minutes on 2 CPU cores
-    python bench/lora.py --seeds 1  # one seed, as before: 2-3 minutes
+    python bench/lora.py            # three seeds: about 4 minutes on 2 Zen 4 cores
+    python bench/lora.py --seeds 1  # one seed, as before: about a minute
     python bench/lora.py --smoke    # a tiny random BERT, seconds: proves the script works
 """
 
@@ -50,7 +51,7 @@ SEEDS = 3
 FIRST_SEED = 42  # train.seed's default: the first seed's runs are those a one-seed run of the bench measures
 
 
-def config(variant: str, model: str, runs: Path, smoke: bool, seed: int = 42) -> Any:
+def config(variant: str, model: str, runs: Path, smoke: bool, seed: int = FIRST_SEED) -> Any:
     from engine.config import from_dict
 
     return from_dict(
@@ -140,7 +141,9 @@ def main() -> None:
     if args.variant:
         print(json.dumps(measure(args.variant, args.model, Path(args.runs), args.smoke, args.seed)), flush=True)
         return
-    seeds = [FIRST_SEED + i for i in range(1 if args.smoke else max(1, args.seeds))]
+    if args.seeds < 1:
+        raise SystemExit(f"--seeds: expected at least 1, got {args.seeds}")
+    seeds = [FIRST_SEED + i for i in range(1 if args.smoke else args.seeds)]
     print(machine_line(with_torch=False))
     runs: dict[str, list[dict[str, Any]]] = {variant: [] for variant in VARIANTS}
     with scratch_dir("lora") as tmp:
