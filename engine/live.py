@@ -74,6 +74,8 @@ class Beacon:
         #: The step under way and the run's steps in all (StepDone), and the device's last reading (DeviceUsage).
         self.step: tuple[int, int] | None = None
         self.usage: dict[str, Any] | None = None
+        #: The run's headline score so far, [metric, value] (``set_best``): a live run has no summary to list it.
+        self.best: list[Any] | None = None
         self._changed = True
         self._state_changed = False
         self._done = threading.Event()
@@ -109,6 +111,11 @@ class Beacon:
             return
         self._changed = True
 
+    def set_best(self, metric: str, value: float) -> None:
+        """The run's best score so far, after an evaluation (called on the run's thread, as ``see``)."""
+        self.best = [metric, value]
+        self._changed = True
+
     def close(self) -> None:
         self._done.set()
         if self._thread is not None:
@@ -137,6 +144,7 @@ class Beacon:
             "heartbeat": time.time(),
             "step": self.step,
             "usage": self.usage,
+            "best": self.best,
         }
         # Renamed into place, not synced: a reading that a crash loses is worth nothing anyway.
         path = self.run.path / LIVE_FILE

@@ -435,6 +435,10 @@ class Runner:
                     summary.resumed_at(event.start_step)
             summary.see(event)
             beacon.see(event)
+            if isinstance(event, Evaluated | RunStarted):  # a resumed run's earlier evaluations count from its start
+                metric, value = summary.best()
+                if metric is not None and value is not None:
+                    beacon.set_best(metric, value)
             kept = not isinstance(event, LogMessage) or event.level in ("warning", "error", "critical")
             if kept and not isinstance(event, EPHEMERAL):
                 event_log.write(event)

@@ -313,11 +313,11 @@ def save_dir_atomically(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
-def live_progress(run: RunDir, *, paused: bool = False) -> str:
-    """ "37/114 · loss 1.4531 · ETA 1:29" for a live run: its step from live.json, its last logged loss and ETA
-    from the end of events.jsonl (read from the end, so a long run costs no more than a short one). A paused run
-    has no ETA."""
-    step = (run.read_live() or {}).get("step")
+def live_progress(run: RunDir, *, paused: bool = False, live: dict[str, Any] | None = None) -> str:
+    """ "37/114 · loss 1.4531 · ETA 1:29" for a live run: its step from live.json (``live``: as already read), its
+    last logged loss and ETA from the end of events.jsonl (read from the end, so a long run costs no more than a
+    short one). A paused run has no ETA."""
+    step = (live if live is not None else run.read_live() or {}).get("step")
     logged = _last_step_logged(run.events_path)
     parts = []
     if isinstance(step, list) and len(step) == 2:
@@ -452,7 +452,11 @@ def list_runs(runs_dir: str | os.PathLike[str], cache: RunsCache | None = None) 
             info = RunInfo(path, entry.name, status, "", "", _made(entry), None, None, None)
             info.parent, info.sweep = _lineage(run)
             if status in LIVE:
-                info.progress = live_progress(run, paused=status == "paused")
+                live = run.read_live() or {}
+                info.progress = live_progress(run, paused=status == "paused", live=live)
+                best = live.get("best")
+                if isinstance(best, list) and len(best) == 2 and isinstance(best[1], int | float):
+                    info.best_metric, info.best_value = str(best[0]), float(best[1])
         out.append(info)
     if cache is not None:
         cache.runs = seen  # only the runs still there

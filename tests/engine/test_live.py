@@ -290,6 +290,35 @@ def test_a_runner_obeys_commands_left_in_its_folder(
         send_command(run, "resume")
 
 
+def test_a_live_run_lists_its_best_score_so_far(tmp_path: Path, make_config: Callable[..., Any]) -> None:
+    """A live run has no summary yet: its best score comes from live.json, after each evaluation."""
+    from engine.events import Evaluated
+
+    cfg = make_config(
+        data={"source": str(write_jsonl(tmp_path / "rows.jsonl", sentiment_rows(64)))}, train={"num_train_epochs": 2}
+    )
+    events: list[Any] = []
+    gate = threading.Event()
+
+    def hold_after_the_first_evaluation(event: Any) -> None:
+        if isinstance(event, StepLogged) and any(isinstance(e, Evaluated) for e in events):
+            gate.wait(30)
+
+    runner = Runner(cfg, subscribers=[events.append, hold_after_the_first_evaluation])
+    runner.start()
+    try:
+        evaluated = until(lambda: next((e for e in events if isinstance(e, Evaluated)), None), "the first evaluation")
+        assert runner.run_dir is not None
+        runs = runner.run_dir.path.parent
+        listed = until(lambda: next((r for r in list_runs(runs) if r.best_value is not None), None), "a best score")
+        assert listed.status == "running"
+        assert (listed.best_metric, listed.best_value) == ("accuracy", evaluated.accuracy)
+    finally:
+        gate.set()
+        runner.stop()
+        runner.join(60)
+
+
 # -- detached runs -------------------------------------------------------------------------------------------------
 
 
