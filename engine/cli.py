@@ -545,10 +545,12 @@ def _echo(text: str) -> str:
 
 
 def _score_table(rows: list[tuple[str, float]], title: str, column: str) -> str:
-    name_width = max([len(name) for name, _ in rows] + [len(column)])
+    from rich.cells import cell_len  # cells, not characters: a CJK label or an emoji takes two a character
+
+    name_width = max([cell_len(name) for name, _ in rows] + [len(column)])
     lines = [title, f"  {'#':>2}  {column:<{name_width}}  {'score':>7}"]
     for i, (name, score) in enumerate(rows, 1):
-        lines.append(f"  {i:>2}  {name:<{name_width}}  {score:7.4f}  {_bar(score)}")
+        lines.append(f"  {i:>2}  {name}{' ' * (name_width - cell_len(name))}  {score:7.4f}  {_bar(score)}")
     return "\n".join(lines)
 
 

@@ -218,6 +218,14 @@ def test_the_runs_first_line_names_its_precision_and_cpu_threads(capsys: pytest.
     assert " on cpu (fp32, 1 thread), " in capsys.readouterr().out.splitlines()[0]
 
 
+def test_a_score_table_lines_up_labels_that_take_two_cells_a_character() -> None:
+    from rich.cells import cell_len
+
+    table = cli._score_table([("日本語", 0.5), ("positif 😀", 0.3), ("neg", 0.2)], "text", "label")
+    rows = table.splitlines()[2:]
+    assert len({cell_len(row.split("0.")[0]) for row in rows}) == 1, table  # every score starts in one column
+
+
 def test_the_progress_bar_ends_at_the_step_a_stop_came_at(capsys: pytest.CaptureFixture[str]) -> None:
     """Steps are logged every few; a stop between two logs leaves the bar at the stop's step, not the last log's."""
     from engine.events import StepDone, StepLogged, StopRequested

@@ -232,6 +232,24 @@ async def test_label_histogram_counts_every_label(make_app: Callable[..., Workbe
         assert {label: int(shown.replace(",", "")) for label, _, shown in bars.rows} == expected
 
 
+async def test_histogram_rows_of_wide_labels_keep_their_counts_at_80_columns(
+    make_app: Callable[..., WorkbenchApp],
+) -> None:
+    """A CJK or emoji label takes two cells a character: counted in characters, its row ran past the panel's
+    edge and lost its count."""
+    from rich.cells import cell_len
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.data_panel.view is not None, "the train split shows")
+        bars = app.query_one("#data-histogram", ScoreBars)
+        bars.set_counts([("日本語のラベル", 15), ("positif 😀", 9), ("neg", 3)])
+        await pilot.pause()
+        lines = [line.plain for line in bars.render().split("\n")]
+        assert [cell_len(line) for line in lines] == [bars.size.width] * 3
+        assert [line.split()[-1] for line in lines] == ["15", "9", "3"]
+
+
 async def test_filter_keeps_only_rows_containing_the_text(make_app: Callable[..., WorkbenchApp]) -> None:
     rows = sample_rows("movies-sample", "train")
     matching = [i for i, r in enumerate(rows) if "great" in r["text"].lower()]

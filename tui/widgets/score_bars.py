@@ -5,6 +5,8 @@ from __future__ import annotations
 from textual.content import Content
 from textual.widget import Widget
 
+from tui.widgets.paged_table import fit, text_width
+
 _EIGHTHS = " ▏▎▍▌▋▊▉"
 
 
@@ -52,15 +54,15 @@ class ScoreBars(Widget):
         if not self._rows:
             return Content("")
         width = self.size.width
-        label_width = min(max(len(r[0]) for r in self._rows), max(width // 3, 6))
+        # Cells, not characters: a label in CJK or with an emoji takes two cells a character.
+        label_width = min(max(text_width(r[0]) for r in self._rows), max(width // 3, 6))
         value_width = max(len(r[2]) for r in self._rows)
         bar_width = max(width - label_width - value_width - 2, 1)
         lines = []
         for label, score, shown in self._rows:
-            name = label if len(label) <= label_width else label[: label_width - 1] + "…"
             lines.append(
                 Content.assemble(
-                    (name.ljust(label_width) + " ", "bold"),
+                    (fit(label, label_width) + " ", "bold"),
                     (bar(score / self._scale, bar_width), "$accent"),
                     " " + shown.rjust(value_width),
                 )
