@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -25,6 +26,9 @@ from tui.widgets.fixed_text import FixedText
 from tui.widgets.footer import WorkbenchFooter
 from tui.widgets.loss_chart import LossChart
 from tui.widgets.sized_table import SizedTable
+
+#: The most cells a run's legend takes as the title of its column of evaluations.
+RUN_TITLE = 16
 
 
 class CompareScreen(ModalScreen[None]):
@@ -107,9 +111,9 @@ class CompareScreen(ModalScreen[None]):
     def _fill_evals(self, c: Comparison) -> None:
         table = self.query_one("#compare-evals", DataTable)
         table.clear(columns=True)
-        table.add_columns("metric", c.eval_key, *c.legends)
+        rows: list[list[Text]] = []
         if not c.eval_rows:
-            table.add_row(Text("no evaluation yet"), Text(""), *(Text("") for _ in c.runs))
+            rows.append([Text("no evaluation yet"), Text(""), *(Text("") for _ in c.runs)])
         for m in c.metrics:
             name = f"{METRIC_LABELS.get(m, m)} {'↑' if c.greater_is_better(m) else '↓'}"
             for n, row in enumerate(c.eval_rows):
@@ -119,7 +123,15 @@ class CompareScreen(ModalScreen[None]):
                     best = c.is_best(m, value)
                     text = "-" if value is None else f"{value:.4f}" + (" ★" if best else "")
                     cells.append(Text(text, style="bold green" if best else "", justify="right"))
-                table.add_row(Text(name if n == 0 else ""), Text(row.label), *cells)
+                rows.append([Text(name if n == 0 else ""), Text(row.label), *cells])
+        table.add_columns("metric", c.eval_key)
+        for i, legend in enumerate(c.legends):
+            # A run's column is as wide as its values, its legend cut to RUN_TITLE at most: the chart's legend
+            # above and the settings beside say it whole, and the values must fit beside the settings.
+            widest = max((cells[2 + i].cell_len for cells in rows), default=0)
+            table.add_column(legend, width=max(widest, min(cell_len(legend), RUN_TITLE)))
+        for cells in rows:
+            table.add_row(*cells)
 
     def _fill_ranking(self, c: Comparison) -> None:
         label = METRIC_LABELS.get(c.ranking_metric, c.ranking_metric)

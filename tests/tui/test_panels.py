@@ -1420,6 +1420,37 @@ async def test_two_runs_of_one_config_compare_with_every_value_on_screen_and_a_t
         assert ranking.count("1. ") == 2 and "2. " not in ranking, ranking
 
 
+async def test_runs_with_long_legends_compare_with_their_evaluations_whole_at_120_columns(
+    make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig
+) -> None:
+    """Runs that differ in four settings have legends of 30 cells: as the titles of the evaluations' columns, they
+    pushed the second run's values out of sight."""
+    from tui.compare import RUN_TITLE, CompareScreen
+
+    for i, (lr, epochs, length, size) in enumerate([(1e-4, 2, 32, 64), (3e-4, 3, 64, 128)]):
+        cfg = workbench_config
+        for key, value in (("train.learning_rate", lr), ("train.num_train_epochs", epochs)):
+            cfg = validate_field(cfg, key, value)
+        for key, value in (("data.max_length", length), ("data.train_size", size)):
+            cfg = validate_field(cfg, key, value)
+        name = f"2024010{i + 1}-100000-classification-minilm"
+        summary = summary_for(cfg, started=1_704_103_200 + 86_400 * i, best=0.7)
+        write_run(Path("runs"), name, cfg, run_script(f"runs/{name}", epochs=2), summary)
+    app = make_app(panel="runs")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: len(app.runs_panel.runs) == 2, "the runs list")
+        await pilot.press("m", "down", "m", "c")
+        await until(pilot, lambda: getattr(app.screen, "comparison", None) is not None, "the comparison")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, CompareScreen) and screen.comparison is not None
+        assert all(len(legend) > RUN_TITLE for legend in screen.comparison.legends)
+        evals = screen.query_one("#compare-evals", DataTable)
+        assert evals.virtual_size.width <= evals.scrollable_content_region.width
+        diff = screen.query_one("#compare-diff", DataTable)
+        assert diff.region.right < evals.region.x, "a cell between the settings and the evaluations"
+
+
 async def test_c_on_a_run_with_a_parent_compares_it_with_its_parent(
     make_app: Callable[..., WorkbenchApp], two_runs: list[str], workbench_config: RunConfig
 ) -> None:
@@ -1682,6 +1713,24 @@ def check_loss_chart(chart: LossChart) -> None:
     # a short chart keeps a row for the legend, and counts the names it leaves out
     rows = [s.text for s in chart.draw(80, 8)]
     assert "train loss (step)" in rows[0] and rows[0].rstrip().endswith("+3 more") and "│" in rows[1]
+
+
+async def test_a_run_of_one_logged_step_shows_as_a_point_no_other_line_covers() -> None:
+    """Compared with a long run, a run of four steps logs one point; drawn as one braille dot, it took the colour
+    of the long run's line through the same cell and vanished."""
+    from textual.app import App, ComposeResult
+
+    class ChartApp(App[None]):
+        def compose(self) -> ComposeResult:
+            yield LossChart(empty_text="no steps yet")
+
+    async with ChartApp().run_test(size=(60, 12)) as pilot:
+        chart = pilot.app.query_one(LossChart)
+        chart.set_series("long", [(float(i), 2.0 - i / 100) for i in range(1, 101)])
+        chart.set_series("short", [(4.0, 1.96)])
+        rows = [s.text for s in chart.draw(60, 12)]
+        assert "• short" in rows[0] and "━ long" in rows[0]
+        assert sum(r.count("•") for r in rows[1:-2]) == 1
 
 
 async def test_a_long_log_line_wraps_to_the_log_width(make_app: Callable[..., WorkbenchApp]) -> None:

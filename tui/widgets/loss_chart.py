@@ -229,8 +229,8 @@ class LossChart(Widget):
             if s.marker == "dot":
                 for x, y in dots:
                     canvas.mark(x, y, index)
-            elif len(dots) == 1:
-                canvas.dot(*dots[0], index)
+            elif len(dots) == 1:  # a run of one logged step: a point that no other run's line can cover
+                canvas.mark(*dots[0], index)
             else:
                 for (x0, y0), (x1, y1) in itertools.pairwise(dots):
                     canvas.line(x0, y0, x1, y1, index)
@@ -270,7 +270,10 @@ class LossChart(Widget):
     def _legend(drawn: list[Series], styles: list[Style], base: Style, width: int, max_rows: int) -> list[Strip]:
         """The series' names on one row, or on as many as they need at this width (a name is never split), up to
         ``max_rows``; the names left out are counted at the end ("+2 more")."""
-        entries = [(LEGEND_MARK.get(s.marker, "━"), s.label, style) for s, style in zip(drawn, styles, strict=True)]
+        entries = [
+            (DOT if len(s.points) == 1 else LEGEND_MARK.get(s.marker, "━"), s.label, style)
+            for s, style in zip(drawn, styles, strict=True)
+        ]
 
         def cells(row: list[tuple[str, str, Style]]) -> int:  # " ━ name   ━ name"
             return 1 + sum(cell_len(mark) + 1 + cell_len(label) for mark, label, _ in row) + 3 * max(len(row) - 1, 0)
