@@ -1,6 +1,6 @@
 """Run every benchmark script, one process each, and print every RATIO line at the end.
 
-    python bench/run_all.py                 # all CPU benches (~15 minutes on 2 CPU cores)
+    python bench/run_all.py                 # all CPU benches (~18 minutes on a 2-core Zen 4 VM)
     python bench/run_all.py --smoke         # every script in its tiny mode (proves they all still work)
     python bench/run_all.py --only threads padding
 
