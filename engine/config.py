@@ -638,9 +638,19 @@ def examples_folder() -> str:
     return f"{beside}/" if beside.is_dir() else "sample_configs/ in Tunebench's source"
 
 
+def config_path(path: str | os.PathLike[str]) -> Path:
+    """A config file's path with ``~`` expanded: a quoted ~ (a shell leaves it), or one typed into the workbench's
+    file field. ConfigError for ``~name`` of no user on this machine."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        user = str(path)[1:].partition("/")[0]
+        raise ConfigError("", f"{path}: no user {user!r} on this machine; give the path whole") from None
+
+
 def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML config, apply ``key.path=value`` overrides, and validate the result."""
-    p = Path(path).expanduser()  # a quoted ~ (a shell leaves it), or one typed into the workbench's file field
+    p = config_path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -690,4 +700,4 @@ def apply_overrides(raw: Any, overrides: list[str]) -> dict[str, Any]:
 
 def save_config(cfg: RunConfig, path: str | os.PathLike[str]) -> None:
     """Write the config as YAML, whole (see ``engine.files``)."""
-    atomic_write_text(Path(path).expanduser(), cfg.to_yaml())
+    atomic_write_text(config_path(path), cfg.to_yaml())

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from engine.config import RunConfig, apply_overrides, from_dict, load_config, parse_yaml
+from engine.config import RunConfig, apply_overrides, config_path, from_dict, load_config, parse_yaml
 from engine.errors import ConfigError, UserError
 from engine.faults import kill_point
 from engine.files import atomic_write_text
@@ -469,7 +469,7 @@ def expand_grid(
             what = "is also given" if overlap[0] == key else f"overlaps {overlap[0]}, given"
             raise ConfigError(f"--grid {key}", f"{what} with --set; keep it in one of them")
     load_config(cfg_path, list(overrides))  # the file's and the overrides' own mistakes, named as such
-    raw = parse_yaml(Path(cfg_path).read_text(encoding="utf-8"), str(cfg_path))
+    raw = parse_yaml(config_path(cfg_path).read_text(encoding="utf-8"), str(cfg_path))
 
     def build(grid: dict[str, str]) -> RunConfig:
         try:

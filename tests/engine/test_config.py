@@ -208,3 +208,7 @@ def test_a_config_path_given_with_a_tilde_reads_and_writes_in_the_home_folder(
     save_config(cfg, "~/my run.yaml")
     assert (tmp_path / "home" / "my run.yaml").is_file() and not (tmp_path / "~").exists()
     assert load_config("~/my run.yaml") == cfg
+    with pytest.raises(ConfigError, match=r"^~nosuchuser0/x.yaml: no user 'nosuchuser0' on this machine"):
+        load_config("~nosuchuser0/x.yaml")
+    with pytest.raises(ConfigError, match="no user 'nosuchuser0'"):
+        save_config(cfg, "~nosuchuser0/x.yaml")

@@ -119,6 +119,15 @@ def test_an_entry_whose_run_has_ended_is_said_to_have_ended_when_removed_or_move
     assert capsys.readouterr().out == "removed 2: training; its run folder 20260101-000001-training is gone\n"
 
 
+def test_a_sweep_of_a_config_given_as_a_tilde_path_reads_it_from_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    write_config(tmp_path, name="sweep.yaml")
+    grid = queue.expand_grid("~/sweep.yaml", ["train.learning_rate=1e-5,3e-5"])
+    assert [cfg.train.learning_rate for _, cfg in grid] == [1e-5, 3e-5]
+
+
 @pytest.mark.parametrize(
     "text, overrides, culprit",
     [

@@ -536,6 +536,20 @@ async def test_save_writes_the_form_and_load_reads_a_file(
         assert app.config_panel.config == other
 
 
+async def test_a_file_field_naming_no_user_says_so_on_save_and_load(make_app: Callable[..., WorkbenchApp]) -> None:
+    app = make_app(panel="config")
+    async with app.run_test(size=(100, 40)) as pilot:
+        await until(pilot, lambda: app.config_panel.form_built, "the form is built")
+        app.query_one("#config-path", Input).value = "~nosuchuser0/x.yaml"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert "not saved: ~nosuchuser0/x.yaml: no user 'nosuchuser0'" in text_of(app, "#config-status")
+        await pilot.press("ctrl+l")
+        await pilot.pause()
+        assert "~nosuchuser0/x.yaml: no user 'nosuchuser0'" in text_of(app, "#config-status")
+        assert app.is_running
+
+
 async def test_save_over_another_file_and_load_over_edits_each_ask_for_their_key_again(
     make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig
 ) -> None:

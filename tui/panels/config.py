@@ -24,6 +24,7 @@ from textual.widgets import Input, Label, Static
 from engine.config import (
     SECTIONS,
     RunConfig,
+    config_path,
     field_docs,
     load_config,
     parse_yaml,
@@ -647,14 +648,19 @@ class ConfigPanel(Vertical):
             self._status(f"not saved: fix {first} first ({self.errors[first][1]})", error=True)
             return
         path = self.query_one("#config-path", Input).value.strip()
-        if is_run_record(Path(path).expanduser()):
+        try:
+            target = config_path(path)
+        except ConfigError as exc:
+            self._status(f"not saved: {exc}", error=True)
+            return
+        if is_run_record(target):
             self._status(
                 f"not saved: {path} is the record of run {Path(path).parent.name}; name a new file above "
                 "(e.g. sample_configs/my-run.yaml)",
                 error=True,
             )
             return
-        if not self._replaces_another_file(path):
+        if not self._replaces_another_file(target):
             self._pending = None
         elif not self._confirmed("save", path):
             self._pending = ("save", path)
@@ -670,10 +676,9 @@ class ConfigPanel(Vertical):
         self._status(f"saved {path}")
         self._refresh_marks()
 
-    def _replaces_another_file(self, path: str) -> bool:
-        """Whether saving to ``path`` would write over a file other than the one the form was loaded from or last
+    def _replaces_another_file(self, target: Path) -> bool:
+        """Whether saving to ``target`` would write over a file other than the one the form was loaded from or last
         saved to."""
-        target = Path(path).expanduser()
         if not target.exists():
             return False
         try:
