@@ -258,3 +258,27 @@ def test_length_grouped_order_is_seeded_holds_every_sample_once_and_pads_less() 
     # Grouped, not sorted: the long and the short batches take turns through the epoch.
     longest = [max(sample_lengths(ds)[i] for i in first[s : s + 8]) for s in range(0, 400, 8)]
     assert longest != sorted(longest, reverse=True)
+
+
+@pytest.mark.parametrize(
+    "text, header_only",
+    [
+        (b"text,label\n", True),
+        (b"\xef\xbb\xbftext,label\r\n\r\n\n", True),
+        (b"text,label\rgood,pos\rbad,neg\r", False),
+        (b"text,label\r\ngood,pos\r\n", False),
+    ],
+)
+def test_a_csv_of_its_header_alone_is_refused_whatever_its_line_endings(
+    tmp_path: Path, text: bytes, header_only: bool
+) -> None:
+    from engine.data import check_source
+
+    for suffix in (".csv", ".tsv"):
+        path = tmp_path / f"rows{suffix}"
+        path.write_bytes(text.replace(b",", b"\t") if suffix == ".tsv" else text)
+        if header_only:
+            with pytest.raises(DataError, match="has a header line and no rows"):
+                check_source(str(path))
+        else:
+            check_source(str(path))
