@@ -25,10 +25,26 @@ from engine.runs import RunDir
 from tui.widgets.fixed_text import FixedText
 from tui.widgets.footer import WorkbenchFooter
 from tui.widgets.loss_chart import LossChart
+from tui.widgets.paged_table import fit
 from tui.widgets.sized_table import SizedTable
 
-#: The most cells a run's legend takes as the title of its column of evaluations.
+#: The cells a run's legend takes as the title of its column of evaluations, where that tells the runs apart.
 RUN_TITLE = 16
+
+
+def run_titles(legends: list[str], widest: list[int]) -> list[tuple[str, int]]:
+    """Each run's column of evaluations: its title and width. As wide as its widest value (``widest``), its legend
+    cut to RUN_TITLE cells, or to as many more as tell the cut legends apart, with "…" where it is cut: the
+    chart's legend above says them whole, and the values must fit beside the settings."""
+    title = RUN_TITLE
+    longest = max((cell_len(legend) for legend in legends), default=0)
+    while title < longest and len({fit(legend, title) for legend in legends}) < len(legends):
+        title += 1
+    widths = [max(values, min(cell_len(legend), title)) for legend, values in zip(legends, widest, strict=True)]
+    return [
+        (legend if cell_len(legend) <= width else fit(legend, width), width)
+        for legend, width in zip(legends, widths, strict=True)
+    ]
 
 
 class CompareScreen(ModalScreen[None]):
@@ -125,11 +141,9 @@ class CompareScreen(ModalScreen[None]):
                     cells.append(Text(text, style="bold green" if best else "", justify="right"))
                 rows.append([Text(name if n == 0 else ""), Text(row.label), *cells])
         table.add_columns("metric", c.eval_key)
-        for i, legend in enumerate(c.legends):
-            # A run's column is as wide as its values, its legend cut to RUN_TITLE at most: the chart's legend
-            # above and the settings beside say it whole, and the values must fit beside the settings.
-            widest = max((cells[2 + i].cell_len for cells in rows), default=0)
-            table.add_column(legend, width=max(widest, min(cell_len(legend), RUN_TITLE)))
+        widest = [max((cells[2 + i].cell_len for cells in rows), default=0) for i in range(len(c.legends))]
+        for title, width in run_titles(c.legends, widest):
+            table.add_column(title, width=width)
         for cells in rows:
             table.add_row(*cells)
 

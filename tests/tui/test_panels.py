@@ -1461,8 +1461,22 @@ async def test_runs_with_long_legends_compare_with_their_evaluations_whole_at_12
         assert all(len(legend) > RUN_TITLE for legend in screen.comparison.legends)
         evals = screen.query_one("#compare-evals", DataTable)
         assert evals.virtual_size.width <= evals.scrollable_content_region.width
+        titles = [str(column.label) for column in evals.columns.values()][2:]
+        assert len(set(titles)) == 2 and all(t.endswith("…") for t in titles), titles  # cut, and still apart
         diff = screen.query_one("#compare-diff", DataTable)
         assert diff.region.right < evals.region.x, "a cell between the settings and the evaluations"
+
+
+def test_evaluation_titles_cut_from_long_legends_still_tell_the_runs_apart() -> None:
+    from tui.compare import RUN_TITLE, run_titles
+
+    legends = ["lr=1e-4 epochs=2 n_train=256 …", "lr=1e-4 epochs=2 n_train=64 …", "lr=3e-4 epochs=3 …", "#4"]
+    titles = run_titles(legends, [8, 8, 8, 8])
+    assert len({title for title, _ in titles}) == 4
+    assert [width for _, width in titles] == [27, 27, 18, 8]  # apart at n_train=2… / n_train=6…, no wider
+    assert titles[0][0] == "lr=1e-4 epochs=2 n_train=2…" and titles[2][0] == legends[2] and titles[3][0] == "#4"
+    cut = "…".rjust(RUN_TITLE, "a"), "…".rjust(RUN_TITLE, "b")
+    assert run_titles(["a" * 30, "b" * 30], [8, 12]) == [(cut[0], RUN_TITLE), (cut[1], RUN_TITLE)]
 
 
 async def test_c_on_a_run_with_a_parent_compares_it_with_its_parent(
