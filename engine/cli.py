@@ -142,6 +142,7 @@ class _Console:
         #: An epoch's end, printed with the evaluation that follows it at the same step, or alone.
         self.epoch_end: Any = None
         self.num_epochs = 1
+        self.steps_per_epoch = 1.0
 
     def __call__(self, event: Any) -> None:
         from engine import events as ev
@@ -167,7 +168,8 @@ class _Console:
             c.print(event.note)
         elif isinstance(event, ev.RunStarted):
             self.lm = event.task != "classification"
-            self.num_epochs = event.num_epochs
+            self.num_epochs = max(event.num_epochs, 1)
+            self.steps_per_epoch = max(event.total_steps / self.num_epochs, 1.0)
             c.print(
                 f"[bold]{event.run_name}[/bold]: {event.task} with {event.engine} "
                 f"on {event.device} ({event.compute_text}"
@@ -178,15 +180,24 @@ class _Console:
             if self.task_id is None:
                 self.progress.start()
                 self.task_id = self.progress.add_task(
-                    "epoch 1", total=event.total_steps, completed=event.start_step, loss="-", speed="-", eta="-"
+                    self._epoch(event.start_step + 1),
+                    total=event.total_steps,
+                    completed=event.start_step,
+                    loss="-",
+                    speed="-",
+                    eta="-",
                 )
             else:  # a resumed session of the run (tunebench follow replays them all): the same bar goes on
-                self.progress.update(self.task_id, total=event.total_steps, completed=event.start_step)
+                self.progress.update(
+                    self.task_id,
+                    description=self._epoch(event.start_step + 1),
+                    total=event.total_steps,
+                    completed=event.start_step,
+                )
             self.step = event.start_step
         elif isinstance(event, ev.StepLogged) and self.task_id is not None:
             self._advance(
                 event.step,
-                description=f"epoch {max(1, math.ceil(event.epoch))}",
                 loss=f"{event.loss:.4f}",
                 speed=f"{event.samples_per_second:.1f}",
                 eta=fmt_duration(event.eta_seconds),
@@ -195,13 +206,11 @@ class _Console:
             self._advance(event.step)  # every step, so that the bar stands at the step a stop or the end came at
         elif isinstance(event, ev.EpochEnded):
             self.epoch_end = event
-            if self.task_id is not None:  # its next steps are the next epoch's, logged or not
-                self.progress.update(self.task_id, description=f"epoch {min(event.epoch + 1, self.num_epochs)}")
         elif isinstance(event, ev.Evaluated):
             self._row(None, event)
         elif isinstance(event, ev.Paused | ev.StopRequested):
-            if self.task_id is not None:  # no time left to guess at: the next logged step brings one back
-                self._advance(event.step, eta="-")
+            if self.task_id is not None:  # no speed or time left to guess at: the next logged step brings them
+                self._advance(event.step, speed="-", eta="-")
             if isinstance(event, ev.Paused):
                 c.print(f"[yellow]paused at step {event.step}[/yellow]")
             else:
@@ -211,7 +220,12 @@ class _Console:
 
     def _advance(self, step: int, **fields: Any) -> None:
         self.step = max(self.step, step)
-        self.progress.update(self.task_id, completed=self.step, **fields)
+        self.progress.update(self.task_id, completed=self.step, description=self._epoch(self.step), **fields)
+
+    def _epoch(self, step: int) -> str:
+        """The epoch that ``step`` trains in, as the Train panel counts it (logged or not: losses come every few
+        steps, and a resumed session starts mid-epoch)."""
+        return f"epoch {min(max(1, math.ceil(step / self.steps_per_epoch)), self.num_epochs)}"
 
     def _row(self, ended: Any, evaluated: Any) -> None:
         """One line of the epoch table: an epoch's end (EpochEnded) and/or an evaluation (Evaluated)."""

@@ -255,7 +255,22 @@ def test_the_bar_names_the_epoch_its_steps_train_and_drops_the_eta_once_stopped(
     view(StopRequested(step=11))
     view.close()
     last = capsys.readouterr().out.splitlines()[-1]
-    assert last.startswith("epoch 2") and "step 11/20" in last and last.rstrip().endswith("ETA -")
+    assert last.startswith("epoch 2") and "step 11/20" in last and last.rstrip().endswith("- samples/s ETA -")
+
+    view = cli._Console()  # stopped at the end of epoch 1: the bar stays at epoch 1
+    view(run_started(num_train_samples=20, num_eval_samples=2, num_epochs=2, batch_size=2, total_steps=20))
+    view(StepDone(step=10, total_steps=20))
+    view(EpochEnded(epoch=1, step=10, train_loss=0.5, duration_seconds=3.0))
+    view(StopRequested(step=10))
+    view.close()
+    assert capsys.readouterr().out.splitlines()[-1].startswith("epoch 1")
+
+    view = cli._Console()  # a session resumed in the middle of epoch 2
+    view(
+        run_started(num_train_samples=20, num_eval_samples=2, num_epochs=2, batch_size=2, total_steps=20, start_step=15)
+    )
+    view.close()
+    assert capsys.readouterr().out.splitlines()[-1].startswith("epoch 2")
 
 
 def test_a_followers_bar_stands_at_the_step_a_pause_came_at(capsys: pytest.CaptureFixture[str]) -> None:
