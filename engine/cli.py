@@ -445,11 +445,23 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cells(text: str) -> int:
+    """Terminal cells ``text`` takes: a CJK character or an emoji takes two."""
+    if text.isascii():
+        return len(text)
+    from rich.cells import cell_len
+
+    return cell_len(text)
+
+
 def print_columns(header: list[str], rows: list[list[str]]) -> None:
     """Left-aligned columns, one line per row (a header in bold on a terminal): a rich Table measures and wraps
     every cell, most of the time ``tunebench runs`` takes over a thousand runs (BENCHMARKS.md, run list)."""
-    widths = [max(map(len, column)) for column in zip(header, *rows, strict=True)]
-    title, *lines = ("  ".join(map(str.ljust, row, widths)).rstrip() for row in [header, *rows])
+    widths = [max(map(_cells, column)) for column in zip(header, *rows, strict=True)]
+    title, *lines = (
+        "  ".join(cell + " " * (width - _cells(cell)) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    )
     if sys.stdout.isatty() and not os.environ.get("NO_COLOR"):
         title = f"\033[1m{title}\033[0m"
     sys.stdout.write("\n".join([title, *lines]) + "\n")
@@ -559,12 +571,10 @@ def _echo(text: str) -> str:
 
 
 def _score_table(rows: list[tuple[str, float]], title: str, column: str) -> str:
-    from rich.cells import cell_len  # cells, not characters: a CJK label or an emoji takes two a character
-
-    name_width = max([cell_len(name) for name, _ in rows] + [len(column)])
+    name_width = max([_cells(name) for name, _ in rows] + [len(column)])
     lines = [title, f"  {'#':>2}  {column:<{name_width}}  {'score':>7}"]
     for i, (name, score) in enumerate(rows, 1):
-        lines.append(f"  {i:>2}  {name}{' ' * (name_width - cell_len(name))}  {score:7.4f}  {_bar(score)}")
+        lines.append(f"  {i:>2}  {name}{' ' * (name_width - _cells(name))}  {score:7.4f}  {_bar(score)}")
     return "\n".join(lines)
 
 

@@ -226,6 +226,14 @@ def test_a_score_table_lines_up_labels_that_take_two_cells_a_character() -> None
     assert len({cell_len(row.split("0.")[0]) for row in rows}) == 1, table  # every score starts in one column
 
 
+def test_columns_line_up_cells_that_take_two_cells_a_character(capsys: pytest.CaptureFixture[str]) -> None:
+    from rich.cells import cell_len
+
+    cli.print_columns(["class", "recall"], [["日本語", "0.50"], ["neg", "0.25"]])
+    lines = capsys.readouterr().out.splitlines()
+    assert {cell_len(line.split("0.")[0]) for line in lines[1:]} == {len(lines[0]) - len("recall")}
+
+
 def test_the_progress_bar_ends_at_the_step_a_stop_came_at(capsys: pytest.CaptureFixture[str]) -> None:
     """Steps are logged every few; a stop between two logs leaves the bar at the stop's step, not the last log's."""
     from engine.events import StepDone, StepLogged, StopRequested

@@ -250,6 +250,20 @@ async def test_histogram_rows_of_wide_labels_keep_their_counts_at_80_columns(
         assert [line.split()[-1] for line in lines] == ["15", "9", "3"]
 
 
+async def test_the_samples_label_column_fits_a_label_of_wide_characters(
+    make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig, tmp_path: Path
+) -> None:
+    rows = [{"text": f"review {i}", "label": "日本語のラベル" if i % 2 else "neg"} for i in range(8)]
+    cfg = validate_field(workbench_config, "data.source", str(write_jsonl(tmp_path / "wide.jsonl", rows)))
+    app = make_app(cfg=cfg)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.data_panel.view is not None, "the train split shows")
+        table = app.query_one(SamplesTable)
+        assert [c.width for c in table._columns][1] == 14  # seven characters, fourteen cells
+        await pilot.pause()
+        assert "日本語のラベル" in "".join(s.text for s in table.render_lines(table.region.reset_offset))
+
+
 async def test_filter_keeps_only_rows_containing_the_text(make_app: Callable[..., WorkbenchApp]) -> None:
     rows = sample_rows("movies-sample", "train")
     matching = [i for i, r in enumerate(rows) if "great" in r["text"].lower()]

@@ -26,7 +26,7 @@ from tui.bridge import LibraryLog
 from tui.panels import PANELS
 from tui.widgets.fixed_text import FixedText
 from tui.widgets.footer import WorkbenchFooter
-from tui.widgets.paged_table import Column, PagedTable
+from tui.widgets.paged_table import Column, PagedTable, text_width
 from tui.widgets.score_bars import ScoreBars
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ class SamplesTable(PagedTable[Row]):
 def sample_columns(label_title: str, index_width: int, label_width: int) -> list[Column]:
     columns = [Column("#", max(index_width, 1), right=True, component="paged-table--index")]
     if label_width:
-        columns.append(Column(label_title, max(label_width, len(label_title)), component="paged-table--label"))
+        columns.append(Column(label_title, max(label_width, text_width(label_title)), component="paged-table--label"))
     return [*columns, Column("text")]
 
 
@@ -236,7 +236,7 @@ class DataPanel(Vertical):
             view,
             index_width=len(str(max(view.total_rows - 1, 0))),
             # a filter that matches nothing keeps the label column: the table's shape does not jump
-            label_width=min(max((len(x) for x in labels), default=1), 16) if view.label_field else 0,
+            label_width=min(max((text_width(x) for x in labels), default=1), 16) if view.label_field else 0,
         )
         self.query_one(ScoreBars).set_counts([(c.label, c.count) for c in message.histogram])
         hint = ""

@@ -271,7 +271,7 @@ class LossChart(Widget):
         """The series' names on one row, or on as many as they need at this width (a name is never split), up to
         ``max_rows``; the names left out are counted at the end ("+2 more")."""
         entries = [
-            (DOT if len(s.points) == 1 else LEGEND_MARK.get(s.marker, "━"), s.label, style)
+            (DOT if sum(math.isfinite(y) for _, y in s.points) == 1 else LEGEND_MARK.get(s.marker, "━"), s.label, style)
             for s, style in zip(drawn, styles, strict=True)
         ]
 
