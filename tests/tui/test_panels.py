@@ -1423,23 +1423,29 @@ async def test_c_compares_marked_runs_and_x_swaps_the_chart_to_the_eval_metric(
         assert not isinstance(app.screen, CompareScreen) and app.active_panel == "runs"
 
 
+async def compare_the_two_runs(app: WorkbenchApp, pilot: Any) -> Any:
+    """Mark the Runs panel's two runs and compare them: the CompareScreen, once it has read them."""
+    from tui.compare import CompareScreen
+
+    await until(pilot, lambda: len(app.runs_panel.runs) == 2, "the runs list")
+    await pilot.press("m", "down", "m", "c")
+    await until(pilot, lambda: getattr(app.screen, "comparison", None) is not None, "the comparison")
+    await pilot.pause()
+    screen = app.screen
+    assert isinstance(screen, CompareScreen) and screen.comparison is not None
+    return screen
+
+
 async def test_two_runs_of_one_config_compare_with_every_value_on_screen_and_a_tie_shares_first(
     make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig
 ) -> None:
     """Same config, same results: the legends are long folder names, and the evaluations still fit at 140."""
-    from tui.compare import CompareScreen
-
     for i, name in enumerate(["20240101-100000-classification-minilm", "20240101-100500-classification-minilm"]):
         summary = summary_for(workbench_config, started=1_704_103_200 + 300 * i, best=0.7)
         write_run(Path("runs"), name, workbench_config, run_script(f"runs/{name}", epochs=2), summary)
     app = make_app(panel="runs")
     async with app.run_test(size=(140, 40)) as pilot:
-        await until(pilot, lambda: len(app.runs_panel.runs) == 2, "the runs list")
-        await pilot.press("m", "down", "m", "c")
-        await until(pilot, lambda: getattr(app.screen, "comparison", None) is not None, "the comparison")
-        await pilot.pause()
-        screen = app.screen
-        assert isinstance(screen, CompareScreen) and screen.comparison is not None
+        screen = await compare_the_two_runs(app, pilot)
         evals = screen.query_one("#compare-evals", DataTable)
         assert len(evals.columns) == 4 and evals.virtual_size.width <= evals.scrollable_content_region.width
         rows = [[str(cell) for cell in evals.get_row_at(i)][2:] for i in range(evals.row_count)]
@@ -1453,7 +1459,7 @@ async def test_runs_with_long_legends_compare_with_their_evaluations_whole_at_12
 ) -> None:
     """Runs that differ in four settings have legends of 30 cells: as the titles of the evaluations' columns, they
     pushed the second run's values out of sight."""
-    from tui.compare import RUN_TITLE, CompareScreen
+    from tui.compare import RUN_TITLE
 
     for i, (lr, epochs, length, size) in enumerate([(1e-4, 2, 32, 64), (3e-4, 3, 64, 128)]):
         cfg = workbench_config
@@ -1466,12 +1472,8 @@ async def test_runs_with_long_legends_compare_with_their_evaluations_whole_at_12
         write_run(Path("runs"), name, cfg, run_script(f"runs/{name}", epochs=2), summary)
     app = make_app(panel="runs")
     async with app.run_test(size=(120, 40)) as pilot:
-        await until(pilot, lambda: len(app.runs_panel.runs) == 2, "the runs list")
-        await pilot.press("m", "down", "m", "c")
-        await until(pilot, lambda: getattr(app.screen, "comparison", None) is not None, "the comparison")
-        await pilot.pause()
-        screen = app.screen
-        assert isinstance(screen, CompareScreen) and screen.comparison is not None
+        screen = await compare_the_two_runs(app, pilot)
+        assert screen.comparison is not None
         assert all(len(legend) > RUN_TITLE for legend in screen.comparison.legends)
         evals = screen.query_one("#compare-evals", DataTable)
         assert evals.virtual_size.width <= evals.scrollable_content_region.width
