@@ -116,10 +116,8 @@ class _Summary:
         self.started = self.session_started = time.time()
         #: Seconds the run's earlier sessions ran: a resumed run's duration leaves out the time it lay stopped.
         self.earlier_seconds = 0.0
-        #: Seconds this session lay paused, and since when it has been paused (None while it trains): a pause
-        #: waits for the user, and is no time the run took.
-        self.paused_seconds = 0.0
-        self.paused_since: float | None = None
+        #: This session's pauses: a pause waits for the user, and is no time the run took.
+        self.pauses = _Pauses()
         self.device = ""
         self.precision = ""
         self.step = 0
@@ -142,11 +140,8 @@ class _Summary:
                 self.note = event.note
                 if event.peak_memory_mb is not None:
                     self.peak_memory_mb = max(self.peak_memory_mb or 0.0, event.peak_memory_mb)
-        elif isinstance(event, Paused) and self.paused_since is None:
-            self.paused_since = event.time
-        elif isinstance(event, Resumed) and self.paused_since is not None:
-            self.paused_seconds += event.time - self.paused_since
-            self.paused_since = None
+        elif isinstance(event, Paused | Resumed):
+            self.pauses.see(event)
         elif isinstance(event, Evaluated):
             # A run resumed from a checkpoint taken before an evaluation that then happened evaluates again:
             # the same step, the same result. It counts once.
@@ -164,13 +159,12 @@ class _Summary:
         self.earlier_seconds = sum(_session_seconds(session) for session in _sessions(history))
         for event in history:
             self.see(event)
-        self.paused_seconds, self.paused_since = 0.0, None  # the earlier sessions' pauses are out of their seconds
+        self.pauses = _Pauses()  # the earlier sessions' pauses are out of their seconds already
 
     def duration(self) -> float:
         """Seconds the run has run, over all its sessions: the gaps between them and its pauses do not count."""
         now = time.time()
-        paused = self.paused_seconds + (now - self.paused_since if self.paused_since is not None else 0.0)
-        return self.earlier_seconds + now - self.session_started - paused
+        return self.earlier_seconds + now - self.session_started - self.pauses.seconds(now)
 
     def resumed_at(self, step: int) -> None:
         """Forget evaluations from after ``step``: the resumed run redoes that part."""
@@ -237,15 +231,29 @@ class _Summary:
         }
 
 
+class _Pauses:
+    """The seconds a session lay paused: from each Paused to its Resumed, or on to ``now`` while it still is."""
+
+    def __init__(self) -> None:
+        self.done = 0.0
+        self.since: float | None = None
+
+    def see(self, event: Event) -> None:
+        if isinstance(event, Paused) and self.since is None:
+            self.since = event.time
+        elif isinstance(event, Resumed) and self.since is not None:
+            self.done, self.since = self.done + event.time - self.since, None
+
+    def seconds(self, now: float) -> float:
+        return self.done + (now - self.since if self.since is not None else 0.0)
+
+
 def _session_seconds(session: list[Event]) -> float:
     """A session's seconds from its first event to its last, less the time it lay paused."""
-    seconds, since = session[-1].time - session[0].time, None
+    pauses = _Pauses()
     for event in session:
-        if isinstance(event, Paused) and since is None:
-            since = event.time
-        elif isinstance(event, Resumed) and since is not None:
-            seconds, since = seconds - (event.time - since), None
-    return seconds - (session[-1].time - since if since is not None else 0.0)
+        pauses.see(event)
+    return session[-1].time - session[0].time - pauses.seconds(session[-1].time)
 
 
 def _sessions(history: list[Event]) -> list[list[Event]]:
