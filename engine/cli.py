@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import signal
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import PredictError, UserError
-from engine.events import fmt_duration, fmt_epoch, fmt_memory
+from engine.events import fmt_duration, fmt_epoch, fmt_memory, text_width
 
 if TYPE_CHECKING:
     from engine.events import Evaluated
@@ -141,8 +140,7 @@ class _Console:
         self.lm = False
         #: An epoch's end, printed with the evaluation that follows it at the same step, or alone.
         self.epoch_end: Any = None
-        self.num_epochs = 1
-        self.steps_per_epoch = 1.0
+        self.started: Any = None
 
     def __call__(self, event: Any) -> None:
         from engine import events as ev
@@ -168,8 +166,7 @@ class _Console:
             c.print(event.note)
         elif isinstance(event, ev.RunStarted):
             self.lm = event.task != "classification"
-            self.num_epochs = max(event.num_epochs, 1)
-            self.steps_per_epoch = max(event.total_steps / self.num_epochs, 1.0)
+            self.started = event
             c.print(
                 f"[bold]{event.run_name}[/bold]: {event.task} with {event.engine} "
                 f"on {event.device} ({event.compute_text}"
@@ -223,9 +220,7 @@ class _Console:
         self.progress.update(self.task_id, completed=self.step, description=self._epoch(self.step), **fields)
 
     def _epoch(self, step: int) -> str:
-        """The epoch that ``step`` trains in, as the Train panel counts it (logged or not: losses come every few
-        steps, and a resumed session starts mid-epoch)."""
-        return f"epoch {min(max(1, math.ceil(step / self.steps_per_epoch)), self.num_epochs)}"
+        return f"epoch {self.started.epoch_at(step)}"
 
     def _row(self, ended: Any, evaluated: Any) -> None:
         """One line of the epoch table: an epoch's end (EpochEnded) and/or an evaluation (Evaluated)."""
@@ -445,21 +440,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cells(text: str) -> int:
-    """Terminal cells ``text`` takes: a CJK character or an emoji takes two."""
-    if text.isascii():
-        return len(text)
-    from rich.cells import cell_len
-
-    return cell_len(text)
-
-
 def print_columns(header: list[str], rows: list[list[str]]) -> None:
     """Left-aligned columns, one line per row (a header in bold on a terminal): a rich Table measures and wraps
     every cell, most of the time ``tunebench runs`` takes over a thousand runs (BENCHMARKS.md, run list)."""
-    widths = [max(map(_cells, column)) for column in zip(header, *rows, strict=True)]
+    widths = [max(map(text_width, column)) for column in zip(header, *rows, strict=True)]
     title, *lines = (
-        "  ".join(cell + " " * (width - _cells(cell)) for cell, width in zip(row, widths, strict=True)).rstrip()
+        "  ".join(cell + " " * (width - text_width(cell)) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in [header, *rows]
     )
     if sys.stdout.isatty() and not os.environ.get("NO_COLOR"):
@@ -571,10 +557,10 @@ def _echo(text: str) -> str:
 
 
 def _score_table(rows: list[tuple[str, float]], title: str, column: str) -> str:
-    name_width = max([_cells(name) for name, _ in rows] + [len(column)])
+    name_width = max([text_width(name) for name, _ in rows] + [len(column)])
     lines = [title, f"  {'#':>2}  {column:<{name_width}}  {'score':>7}"]
     for i, (name, score) in enumerate(rows, 1):
-        lines.append(f"  {i:>2}  {name}{' ' * (name_width - _cells(name))}  {score:7.4f}  {_bar(score)}")
+        lines.append(f"  {i:>2}  {name}{' ' * (name_width - text_width(name))}  {score:7.4f}  {_bar(score)}")
     return "\n".join(lines)
 
 

@@ -4,6 +4,7 @@ same event means the same thing in-process (Runner subscribers) and on disk (``e
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,6 +69,12 @@ class RunStarted(Event):
     #: the CPU differ in their last digits from one count to another, and the workbench leaves a core to its UI.
     cpu_threads: int = 0
 
+    def epoch_at(self, step: int) -> int:
+        """The epoch (from 1) that optimizer step ``step`` trains in: losses are logged every few steps, and a
+        resumed session starts mid-epoch, so the step tells it."""
+        epochs = max(self.num_epochs, 1)
+        return min(max(1, math.ceil(step / max(self.total_steps / epochs, 1))), epochs)
+
     @property
     def compute_text(self) -> str:
         """ "bf16" on a GPU; "bf16, 2 threads" on the CPU."""
@@ -79,6 +86,15 @@ class RunStarted(Event):
     def parameters_text(self) -> str:
         """ "LoRA r=8 · 0.9 % of 22.7 M parameters trainable", or "22.7 M parameters"."""
         return fmt_parameters(self.num_parameters, self.trainable_parameters, self.adapter)
+
+
+def text_width(text: str) -> int:
+    """Terminal cells ``text`` takes: a CJK character or an emoji takes two (ASCII is counted without Rich)."""
+    if text.isascii():
+        return len(text)
+    from rich.cells import cell_len
+
+    return cell_len(text)
 
 
 def fmt_count(n: float) -> str:

@@ -19,14 +19,14 @@ from textual.worker import Worker, WorkerState
 from engine.browse import DatasetBrowser, FastTokenizer, LabelCount, Row, Sample, SplitView, TokenizedSample
 from engine.config import DataConfig, RunConfig
 from engine.errors import describe_failure
-from engine.events import LogMessage
+from engine.events import LogMessage, text_width
 from engine.splits import choose_eval, describe_eval, train_rows
 from tui import heap
 from tui.bridge import LibraryLog
 from tui.panels import PANELS
 from tui.widgets.fixed_text import FixedText
 from tui.widgets.footer import WorkbenchFooter
-from tui.widgets.paged_table import Column, PagedTable, text_width
+from tui.widgets.paged_table import Column, PagedTable
 from tui.widgets.score_bars import ScoreBars
 
 if TYPE_CHECKING:

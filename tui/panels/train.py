@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import textwrap
 from typing import Any
 
@@ -304,9 +303,7 @@ class TrainPanel(Vertical):
             if self.state is RunState.IDLE:
                 return "no run yet"
             return "preparing…" if self.state.active else "it ended before its first step"
-        steps_per_epoch = max(s.total_steps / max(s.num_epochs, 1), 1)
-        epoch = min(max(1, math.ceil(self.step_done / steps_per_epoch)), s.num_epochs)
-        parts = [f"epoch {epoch}/{s.num_epochs}", f"step {self.step_done}/{s.total_steps}"]
+        parts = [f"epoch {s.epoch_at(self.step_done)}/{s.num_epochs}", f"step {self.step_done}/{s.total_steps}"]
         if logged is not None:
             if self.state is RunState.TRAINING:
                 parts += [f"ETA {fmt_duration(logged.eta_seconds)}", f"{logged.samples_per_second:.1f} samples/s"]

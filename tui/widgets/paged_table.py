@@ -19,6 +19,8 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from engine.events import text_width
+
 RowT = TypeVar("RowT")
 RowT_co = TypeVar("RowT_co", covariant=True)
 
@@ -50,10 +52,6 @@ class Column:
     width: int = 0
     right: bool = False
     component: str = ""
-
-
-def text_width(text: str) -> int:
-    return len(text) if text.isascii() else cell_len(text)
 
 
 def fit(text: str, width: int, *, right: bool = False) -> str:

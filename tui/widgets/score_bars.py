@@ -5,7 +5,8 @@ from __future__ import annotations
 from textual.content import Content
 from textual.widget import Widget
 
-from tui.widgets.paged_table import fit, text_width
+from engine.events import text_width
+from tui.widgets.paged_table import fit
 
 _EIGHTHS = " ▏▎▍▌▋▊▉"
 
