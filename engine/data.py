@@ -192,13 +192,14 @@ def check_not_empty(data_files: dict[str, list[str]]) -> None:
                 raise DataError(f"data.source: {f} has a header line and no rows; give one sample per row under it")
 
 
-#: A CSV or TSV file longer than this holds more than its header line.
-_HEADER_BYTES = 1 << 20
+#: A CSV or TSV file longer than this holds more than its header line. Small: the Config panel checks its data
+#: source on the UI thread at each edit of it.
+_HEADER_BYTES = 1 << 16
 
 
 def _header_only(path: Path) -> bool:
     """Whether a CSV or TSV file holds one line that is not blank (its header) and nothing else, whatever its line
-    endings (\n, \r\n or \r alone); reads no more than its first MiB."""
+    endings (\n, \r\n or \r alone); reads no more than its first 64 KiB."""
     with open(path, "rb") as fh:
         head = fh.read(_HEADER_BYTES + 1)
     return len(head) <= _HEADER_BYTES and sum(1 for line in head.splitlines() if line.strip()) == 1

@@ -202,13 +202,15 @@ class RunDir:
             return None
         return record if isinstance(record, dict) else None
 
-    def live_state(self) -> str | None:
-        """ "running" or "paused" while some process trains the run, else None.
+    def live_state(self, record: dict[str, Any] | None = None) -> str | None:
+        """ "running" or "paused" while some process trains the run, else None; ``record``: live.json as already
+        read (``read_live``), else it is read here.
 
         On this host the run's lock says it (the system drops it when the process dies, even on SIGKILL); a process
         on another host sharing the folder counts while its heartbeat is fresh.
         """
-        record = self.read_live() or {}
+        if record is None:
+            record = self.read_live() or {}
         state = str(record.get("state") or "running")
         if self.is_running():
             return state
@@ -448,11 +450,11 @@ def list_runs(runs_dir: str | os.PathLike[str], cache: RunsCache | None = None) 
         if info is None:
             path = Path(entry.path)
             run = RunDir(path)
-            status = run.live_state() or ended_status(run.events_path) or "killed"
+            live = run.read_live() or {}
+            status = run.live_state(live) or ended_status(run.events_path) or "killed"
             info = RunInfo(path, entry.name, status, "", "", _made(entry), None, None, None)
             info.parent, info.sweep = _lineage(run)
             if status in LIVE:
-                live = run.read_live() or {}
                 info.progress = live_progress(run, paused=status == "paused", live=live)
                 best = live.get("best")
                 if isinstance(best, list) and len(best) == 2 and isinstance(best[1], int | float):
