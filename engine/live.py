@@ -28,7 +28,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -67,9 +67,12 @@ LIVE_EVERY_SECONDS = 0.5
 class Beacon:
     """The run process's side: heartbeat and commands, on a daemon thread, while the run holds its lock."""
 
-    def __init__(self, run: RunDir, control: RunControl) -> None:
+    def __init__(self, run: RunDir, control: RunControl, clock: Callable[[], float] | None = None) -> None:
         self.run = run
         self.control = control
+        #: The run's seconds so far, over all its sessions and less its pauses (``_Summary.duration``): a run
+        #: killed before its summary lists them from here.
+        self.clock = clock
         self.state = "running"
         #: The step under way and the run's steps in all (StepDone), and the device's last reading (DeviceUsage).
         self.step: tuple[int, int] | None = None
@@ -145,6 +148,7 @@ class Beacon:
             "step": self.step,
             "usage": self.usage,
             "best": self.best,
+            "seconds": self.clock() if self.clock is not None else None,
         }
         # Renamed into place, not synced: a reading that a crash loses is worth nothing anyway.
         path = self.run.path / LIVE_FILE

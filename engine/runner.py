@@ -410,7 +410,7 @@ class Runner:
         run_dir = self.run_dir
         try:
             with run_dir.lock():
-                beacon = Beacon(run_dir, self.control)  # its pid, heartbeat and commands, for other processes
+                beacon = Beacon(run_dir, self.control, summary.duration)  # pid, heartbeat, commands: for viewers
                 beacon.start()
                 try:
                     self._run_locked(run_dir, summary, resuming, beacon)

@@ -454,11 +454,14 @@ def list_runs(runs_dir: str | os.PathLike[str], cache: RunsCache | None = None) 
             status = run.live_state(live) or ended_status(run.events_path) or "killed"
             info = RunInfo(path, entry.name, status, "", "", _made(entry), None, None, None)
             info.parent, info.sweep = _lineage(run)
+            # live.json says the run's best score so far; a killed run's is its last word, with its seconds.
+            best = live.get("best")
+            if isinstance(best, list) and len(best) == 2 and isinstance(best[1], int | float):
+                info.best_metric, info.best_value = str(best[0]), float(best[1])
             if status in LIVE:
                 info.progress = live_progress(run, paused=status == "paused", live=live)
-                best = live.get("best")
-                if isinstance(best, list) and len(best) == 2 and isinstance(best[1], int | float):
-                    info.best_metric, info.best_value = str(best[0]), float(best[1])
+            elif isinstance(live.get("seconds"), int | float):
+                info.duration_seconds = float(live["seconds"])
         out.append(info)
     if cache is not None:
         cache.runs = seen  # only the runs still there

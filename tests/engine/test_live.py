@@ -313,6 +313,8 @@ def test_a_live_run_lists_its_best_score_so_far(tmp_path: Path, make_config: Cal
         listed = until(lambda: next((r for r in list_runs(runs) if r.best_value is not None), None), "a best score")
         assert listed.status == "running"
         assert (listed.best_metric, listed.best_value) == ("accuracy", evaluated.accuracy)
+        seconds = (runner.run_dir.read_live() or {}).get("seconds")  # what a kill would leave the list
+        assert isinstance(seconds, float) and 0 < seconds < 60
     finally:
         gate.set()
         runner.stop()

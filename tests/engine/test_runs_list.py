@@ -113,3 +113,16 @@ def test_a_cache_reads_again_only_the_summaries_that_changed(tmp_path: Path, mon
     assert read == ["20240102-100000-r"]
     assert [(r.name, r.status) for r in listed] == [("20240102-100000-r", "stopped"), ("20240101-100000-r", "finished")]
     assert sorted(cache.runs) == sorted(str(r.path / "summary.json") for r in listed)  # the removed run's gone
+
+
+def test_a_killed_run_lists_its_last_known_best_score_and_time(tmp_path: Path) -> None:
+    """A run killed before it wrote a summary (a resumed run's is gone while it trains) keeps what its live.json
+    last said: its best score so far and its seconds, not "-"."""
+    folder = make_run(tmp_path, "20240101-100000-killed")
+    log = EventLog(folder / "events.jsonl")
+    log.write(run_started())
+    log.close()
+    record = {"pid": 1, "state": "running", "heartbeat": 0.0, "best": ["accuracy", 0.7292], "seconds": 28.5}
+    (folder / "live.json").write_text(json.dumps(record), encoding="utf-8")
+    [info] = list_runs(tmp_path)
+    assert (info.status, info.best_text, info.duration_seconds) == ("killed", "acc 0.7292", 28.5)
