@@ -96,6 +96,12 @@ def _is_run(folder: Path) -> bool:
 def export(source: RunDir, out: Path, *, merge: bool = False, force: bool = False) -> Exported:
     """Write ``source``'s model into ``out``; see the module's docstring for what each kind of run gives."""
     check_destination(out, source, force=force)
+    state = source.live_state()
+    if state is not None:  # its model/, if any, is an earlier session's, and its end would replace it mid-copy
+        raise UserError(
+            f"export: {source.name} is {'paused' if state == 'paused' else 'still training'}; stop it first "
+            f"(tunebench stop {source.name} saves its model), or export it once it ends"
+        )
     folder = model_folder(source)
     out.parent.mkdir(parents=True, exist_ok=True)
     if not adapters.is_adapter_folder(folder):

@@ -220,3 +220,22 @@ def test_push_to_hub_uploads_the_exported_folder(
     assert [name for name, _ in calls] == ["create_repo", "upload_folder"]
     assert calls[1][1]["folder_path"] == str(out) and calls[1][1]["repo_id"] == "me/tiny"
     assert capsys.readouterr().out.splitlines()[-1] == "pushed: https://huggingface.co/me/tiny"
+
+
+def test_export_of_a_live_run_says_to_stop_it_first(
+    full_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A live run's model/ is an earlier session's (or none), and the run's end replaces it: no silent export of
+    an older model."""
+    import shutil
+
+    from engine.runs import RunDir
+
+    run = RunDir(Path(shutil.copytree(full_run, tmp_path / "runs" / full_run.name)))
+    with run.lock():  # as the run's process holds it while it trains
+        assert main(["export", run.name, str(tmp_path / "out"), "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"tunebench: error: export: {run.name} is still training; stop it first (tunebench stop {run.name} "
+        "saves its model), or export it once it ends"
+    ]
+    assert not (tmp_path / "out").exists()
