@@ -169,6 +169,25 @@ class _Queue:
                 return entry
         raise UserError(f"{entry_id}: no entry by that id in the queue of {runs_dir}/; tunebench queue ls lists them")
 
+    def select(self, token: str, runs_dir: Path) -> list[QueueEntry]:
+        """The entries ``token`` names: an entry's id, a range of ids ("3-7", both ends included, as ``sweep``
+        prints them) or a sweep's id."""
+        wanted = str(token).strip().lstrip("#")
+        swept = [e for e in self.entries if e.sweep == wanted]
+        if swept:
+            return swept
+        first, dash, last = wanted.partition("-")
+        if dash and first.isdigit() and last.isdigit():
+            if int(first) > int(last):
+                raise UserError(f"{token}: a range goes from the lower id to the higher, as in {last}-{first}")
+            inside = [e for e in self.entries if e.id.isdigit() and int(first) <= int(e.id) <= int(last)]
+            if not inside:
+                raise UserError(
+                    f"{token}: no entry in that range in the queue of {runs_dir}/; tunebench queue ls lists them"
+                )
+            return inside
+        return [self.find(wanted, runs_dir)]
+
     def to_json(self) -> str:
         record = {
             "format": QUEUE_FORMAT,
@@ -344,18 +363,23 @@ def _add_all(
     return added
 
 
-def remove(runs_dir: str | os.PathLike[str], entry_id: str) -> QueueEntry:
-    """Take an entry off the queue. A started entry's run goes on (``tunebench stop RUN`` stops it); an entry the
+def remove(runs_dir: str | os.PathLike[str], wanted: Sequence[str]) -> list[QueueEntry]:
+    """Take entries off the queue, all or none: each of ``wanted`` is an entry's id, a range of ids ("3-7") or a
+    sweep's id (its every entry). A started entry's run goes on (``tunebench stop RUN`` stops it); an entry the
     runner is starting now cannot be removed."""
     root = Path(runs_dir).expanduser()
     with _changing(root) as queue:
-        entry = queue.find(entry_id, root)
-        if entry.state == CLAIMED and runner_state(root) is not None:
+        gone: list[QueueEntry] = []
+        for token in wanted:
+            gone += [e for e in queue.select(token, root) if e not in gone]
+        starting = next((e for e in gone if e.state == CLAIMED), None)
+        if starting is not None and runner_state(root) is not None:
             raise UserError(
-                f"{entry.id}: the queue runner is starting it now; once it trains, tunebench stop {entry.run} stops it"
+                f"{starting.id}: the queue runner is starting it now; once it trains, tunebench stop {starting.run} "
+                "stops it"
             )
-        queue.entries.remove(entry)
-    return entry
+        queue.entries = [e for e in queue.entries if e not in gone]
+    return gone
 
 
 def move(runs_dir: str | os.PathLike[str], entry_id: str, delta: int) -> int:
@@ -1019,17 +1043,36 @@ def cmd_queue_ls(args: argparse.Namespace) -> int:
 
 def cmd_queue_rm(args: argparse.Namespace) -> int:
     root = Path(args.runs_dir)
-    entry = remove(root, args.id)
-    status = run_status(root, entry)
-    extra = ""
-    if entry.state == STARTED and status == "gone":
-        extra = f"; its run folder {entry.run} is gone"
-    elif entry.state == STARTED and status in ENDED:
-        extra = f"; its run {entry.run} had ended ({status})"
-    elif entry.state == STARTED:
-        extra = f"; its run goes on in {entry.run} (tunebench stop {entry.run} stops it)"
-    print(f"removed {entry.id}: {entry.label}{extra}")
+    gone = remove(root, args.ids)
+    if len(gone) > 1:
+        print(f"removed {len(gone)} entries: {_id_ranges([e.id for e in gone])}")
+    for entry in gone:
+        status = run_status(root, entry)
+        if entry.state == STARTED and status == "gone":
+            extra = f"; its run folder {entry.run} is gone"
+        elif entry.state == STARTED and status in ENDED:
+            extra = f"; its run {entry.run} had ended ({status})"
+        elif entry.state == STARTED:
+            extra = f"; its run goes on in {entry.run} (tunebench stop {entry.run} stops it)"
+        elif len(gone) > 1:
+            continue  # a queued entry of many: the count above says it
+        else:
+            extra = ""
+        print(f"removed {entry.id}: {entry.label}{extra}")
     return 0
+
+
+def _id_ranges(ids: Sequence[str]) -> str:
+    """ "1-3, 7, 9-10" for ids 1, 2, 3, 7, 9, 10."""
+    numbers = sorted(int(i) for i in ids if i.isdigit())
+    spans: list[list[int]] = []
+    for n in numbers:
+        if spans and n == spans[-1][1] + 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    parts = [str(a) if a == b else f"{a}-{b}" for a, b in spans]
+    return ", ".join(parts + [i for i in ids if not i.isdigit()])
 
 
 def cmd_queue_move(args: argparse.Namespace) -> int:
@@ -1157,8 +1200,13 @@ def add_parsers(sub: Any) -> None:
     p = commands.add_parser("ls", help="list the queue: place, id, state, label, run folder")
     runs_dir(p)
     p.set_defaults(handler=cmd_queue_ls)
-    p = commands.add_parser("rm", help="take an entry off the queue (a started run goes on)")
-    p.add_argument("id", help="the entry's id (tunebench queue ls)")
+    p = commands.add_parser("rm", help="take entries off the queue, all or none (a started run goes on)")
+    p.add_argument(
+        "ids",
+        nargs="+",
+        metavar="ID",
+        help="an entry's id (tunebench queue ls), a range of ids such as 3-7, or a sweep's id: all its entries",
+    )
     runs_dir(p)
     p.set_defaults(handler=cmd_queue_rm)
     p = commands.add_parser("move", help="move a queued entry up, down, to the top or the bottom")

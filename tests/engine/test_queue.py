@@ -70,11 +70,11 @@ def test_entries_keep_their_order_and_move_among_the_queued(runs: Path) -> None:
 def test_removing_an_entry_keeps_the_others_and_ids_are_never_reused(runs: Path) -> None:
     for name in "abc":
         queue.add(runs, RunConfig(), name)
-    removed = queue.remove(runs, "2")
+    [removed] = queue.remove(runs, ["2"])
     assert removed.label == "b" and labels(runs) == ["a", "c"]
     assert queue.add(runs, RunConfig(), "d").id == "4"
     with pytest.raises(UserError, match=r"^2: no entry by that id .*tunebench queue ls"):
-        queue.remove(runs, "2")
+        queue.remove(runs, ["2"])
     with pytest.raises(UserError, match=r"^9: no entry by that id .*tunebench queue ls"):
         queue.move(runs, "9", 1)
 
@@ -96,6 +96,29 @@ def test_queue_cli_adds_lists_moves_and_removes(tmp_path: Path, runs: Path, caps
     assert labels(runs) == ["base.yaml"]
     assert cli.main(["queue", "rm", "7", "--runs-dir", str(runs)]) == 2
     assert capsys.readouterr().err.strip().endswith("tunebench queue ls lists them")
+
+
+def test_queue_rm_takes_several_ids_ranges_and_a_sweep_all_or_none(
+    runs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Undoing a mistyped sweep of hundreds of runs is one command, with the sweep's id or the range it printed."""
+    for name in "abcdef":
+        queue.add(runs, RunConfig(), name)
+    queue.add_sweep(runs, [({"train.seed": str(n)}, RunConfig()) for n in (1, 2, 3)], "5a7e01", "sweep.yaml")
+    capsys.readouterr()
+    assert cli.main(["queue", "rm", "2-4", "6", "--runs-dir", str(runs)]) == 0
+    assert capsys.readouterr().out == "removed 4 entries: 2-4, 6\n"
+    assert labels(runs) == ["a", "e", "sweep.yaml seed=1", "sweep.yaml seed=2", "sweep.yaml seed=3"]
+    assert cli.main(["queue", "rm", "5a7e01", "--runs-dir", str(runs)]) == 0
+    assert capsys.readouterr().out == "removed 3 entries: 7-9\n"
+    for bad, error in [
+        (["1", "99"], "99: no entry by that id in the queue"),
+        (["1", "10-12"], "10-12: no entry in that range in the queue"),
+        (["5-1"], "5-1: a range goes from the lower id to the higher, as in 1-5"),
+    ]:
+        assert cli.main(["queue", "rm", *bad, "--runs-dir", str(runs)]) == 2
+        assert error in capsys.readouterr().err
+        assert labels(runs) == ["a", "e"]  # nothing removed
 
 
 def test_an_entry_whose_run_has_ended_is_said_to_have_ended_when_removed_or_moved(
@@ -339,7 +362,7 @@ def test_following_a_sweep_prints_a_row_per_run_as_it_ends(
     with queue._changing(runs) as q:  # as the runner leaves them: one run finished, one failed to start
         q.entries[0].state, q.entries[0].run = "started", folder.name
         q.entries[1].state, q.entries[1].error = "failed", "model.name_or_path: no such model"
-    queue.remove(runs, removed.id)
+    queue.remove(runs, [removed.id])
     assert queue.follow_sweep(runs, "s1", [done.id, failed.id, removed.id]) == 1
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
     assert rows[0] == ["seed=1", "finished", "acc", "0.8000", folder.name]

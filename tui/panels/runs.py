@@ -646,7 +646,7 @@ class RunsPanel(Vertical):
             self.app.notify("x takes a queued entry off the queue: highlight one first", severity="warning")
             return
         try:
-            queue.remove(self.runs_dir, entry.id)
+            queue.remove(self.runs_dir, [entry.id])
         except UserError as exc:
             self.app.notify(str(exc), severity="warning")
             return
