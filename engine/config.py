@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import math
 import os
 import re
 import types
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
@@ -405,8 +406,16 @@ def coerce_value(path: str, tp: Any, check: Check | None, value: Any) -> Any:
 _INT_TEXT = re.compile(r"[+-]?[0-9]+")
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    return get_type_hints(cls)
+@functools.cache
+def _hints(cls: type) -> types.MappingProxyType[str, Any]:
+    # Once per class: get_type_hints evaluates each annotation's text again on every call, half of a config's
+    # validation (each Config panel edit, each run of a sweep).
+    return types.MappingProxyType(get_type_hints(cls))
+
+
+@functools.cache
+def _fields(cls: type) -> types.MappingProxyType[str, Field[Any]]:
+    return types.MappingProxyType({f.name: f for f in fields(cls)})
 
 
 def _key_text(key: Any) -> str:
@@ -429,12 +438,12 @@ def _build_section(cls: type, path: str, raw: Any) -> Any:
         what = "a mapping of keys" if path in SECTIONS else _expected(cls, None)
         raise ConfigError(path, f"expected {what}, got {_show(raw)}")
     hints = _hints(cls)
-    known = [f.name for f in fields(cls)]
+    known = _fields(cls)
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in hints:
-            raise _unknown_key(path, key, known)
-        f = next(f for f in fields(cls) if f.name == key)
+            raise _unknown_key(path, key, list(known))
+        f = known[key]
         kwargs[key] = coerce_value(f"{path}.{key}", hints[key], f.metadata.get("check"), value)
     return cls(**kwargs)
 
@@ -446,15 +455,15 @@ def from_dict(raw: Any) -> RunConfig:
     if not isinstance(raw, Mapping):
         raise ConfigError("", f"the config must be a mapping of sections (task, model, data, ...), got {_show(raw)}")
     hints = _hints(RunConfig)
-    known = [f.name for f in fields(RunConfig)]
+    known = _fields(RunConfig)
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in known:
-            raise _unknown_key("", key, known)
+            raise _unknown_key("", key, list(known))
         if key in SECTIONS:
             kwargs[key] = _build_section(SECTIONS[key], key, value)
         else:
-            f = next(f for f in fields(RunConfig) if f.name == key)
+            f = known[key]
             kwargs[key] = coerce_value(key, hints[key], f.metadata.get("check"), value)
     cfg = RunConfig(**kwargs)
     check_consistency(cfg)
