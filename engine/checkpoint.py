@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine import adapters
-from engine.errors import DISK_ERRNOS, CheckpointError
+from engine.errors import DISK_ERRNOS, CheckpointError, os_error_of
 from engine.faults import kill_point
 from engine.files import fsync_path, rename_durably, sync_tree, write_synced
 
@@ -150,13 +150,11 @@ def write_checkpoint(
             shutil.rmtree(final)
         rename_durably(tmp, final)
         kill_point("checkpoint-renamed", step)
-    except OSError as exc:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        if exc.errno in DISK_ERRNOS:
-            raise _disk_error(checkpoints_dir, exc) from None
-        raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        disk = os_error_of(exc)  # safetensors reports a full disk in its own error type
+        if disk is not None and disk.errno in DISK_ERRNOS:
+            raise _disk_error(checkpoints_dir, disk) from None
         raise
     if keep is not None:
         prune(checkpoints_dir, keep, protected={final, best})

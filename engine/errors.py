@@ -1,10 +1,28 @@
 """Errors a user can cause and fix. Anything else is an internal bug and keeps its traceback."""
 
 import errno
+import os
+import re
 import traceback
 
 #: errno values that mean the disk or the folder refuses a write: the user's to fix, not a bug.
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+#: How a library outside Python names the system error that stopped it: safetensors' writer raises its own
+#: SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)").
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def os_error_of(exc: BaseException) -> OSError | None:
+    """The system error behind ``exc``: itself when it is an OSError, else the one its message names, if any."""
+    if isinstance(exc, OSError):
+        return exc
+    found = _OS_ERROR.search(str(exc))
+    if found is None:
+        return None
+    code = int(found.group(1))
+    return OSError(code, os.strerror(code))
 
 
 class UserError(Exception):

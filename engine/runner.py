@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from engine.config import RunConfig, TrainConfig, load_config
 from engine.control import RunControl
 from engine.early_stopping import EarlyStopping
-from engine.errors import DISK_ERRNOS, RunFolderError, TrainingDiverged, UserError, describe_failure
+from engine.errors import DISK_ERRNOS, RunFolderError, TrainingDiverged, UserError, describe_failure, os_error_of
 from engine.events import (
     EPHEMERAL,
     FIRST_STAGE,
@@ -492,17 +492,16 @@ class Runner:
                 if isinstance(exc, TrainingDiverged):  # the step it failed at, logged or not
                     summary.step = max(summary.step, exc.step)
                 self._fail(emit, summary, run_dir, str(exc), user_error=True)
-        except OSError as exc:
-            if exc.errno in DISK_ERRNOS:
+        except Exception as exc:
+            disk = os_error_of(exc)  # an OSError, or a library's own error for one (safetensors')
+            if disk is not None and disk.errno in DISK_ERRNOS:
                 message = (
-                    f"cannot write to the run folder {run_dir.path} ({exc.strerror}); free disk space or fix its "
+                    f"cannot write to the run folder {run_dir.path} ({disk.strerror}); free disk space or fix its "
                     f"permissions, then resume with tunebench run --resume {run_dir.path}"
                 )
                 self._fail(emit, summary, run_dir, message, user_error=True)
             else:
                 self._fail_internal(emit, summary, run_dir, exc)
-        except Exception as exc:
-            self._fail_internal(emit, summary, run_dir, exc)
         finally:
             if started:
                 gc.unfreeze()

@@ -138,8 +138,19 @@ def test_auto_find_batch_size_halves_the_batch_on_out_of_memory(
     assert "per_device_train_batch_size: 4" in saved, "a resume must use the batch size that fit"
 
 
+def _safetensors_disk_full() -> Exception:
+    from safetensors import SafetensorError
+
+    return SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+
+@pytest.mark.parametrize(
+    "disk_full",
+    [lambda: OSError(errno.ENOSPC, "No space left on device"), _safetensors_disk_full],
+    ids=["OSError", "SafetensorError"],  # safetensors' writer raises its own type for the same error
+)
 def test_full_disk_fails_clearly_and_keeps_the_checkpoint_already_written(
-    monkeypatch: pytest.MonkeyPatch, make_config: Callable[..., Any]
+    monkeypatch: pytest.MonkeyPatch, make_config: Callable[..., Any], disk_full: Callable[[], Exception]
 ) -> None:
     real = engine.loop.save_training_checkpoint
     calls = [0]
@@ -150,7 +161,7 @@ def test_full_disk_fails_clearly_and_keeps_the_checkpoint_already_written(
             real(folder, **kwargs)
             return
         (folder / "model.safetensors").write_bytes(b"\0" * 128)  # a part was written before the disk filled
-        raise OSError(errno.ENOSPC, "No space left on device")
+        raise disk_full()
 
     monkeypatch.setattr(engine.loop, "save_training_checkpoint", fill_disk)
     cfg = make_config(train={"num_train_epochs": 1, "save_strategy": "steps", "save_steps": 2})
