@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import adapters
-from engine.errors import UserError
+from engine.errors import UserError, os_error_of
 from engine.runs import CONFIG_FILE, EVENTS_FILE, RunDir, save_dir_atomically
 
 #: The files of a model folder that belong to its tokenizer (what ``save_pretrained`` of a tokenizer writes).
@@ -94,7 +94,22 @@ def _is_run(folder: Path) -> bool:
 
 
 def export(source: RunDir, out: Path, *, merge: bool = False, force: bool = False) -> Exported:
-    """Write ``source``'s model into ``out``; see the module's docstring for what each kind of run gives."""
+    """Write ``source``'s model into ``out``; see the module's docstring for what each kind of run gives. A folder
+    that cannot be written (a full disk, no permission) is a UserError, and leaves nothing behind."""
+    try:
+        return _export(source, out, merge=merge, force=force)
+    except UserError:
+        raise
+    except Exception as exc:
+        system = os_error_of(exc)  # an OSError, or a library's own error for one (safetensors')
+        if system is None:
+            raise
+        raise UserError(
+            f"export: cannot write {out} ({system.strerror or system}); free disk space or pick another folder"
+        ) from None
+
+
+def _export(source: RunDir, out: Path, *, merge: bool, force: bool) -> Exported:
     check_destination(out, source, force=force)
     state = source.live_state()
     if state is not None:  # its model/, if any, is an earlier session's, and its end would replace it mid-copy

@@ -239,3 +239,28 @@ def test_export_of_a_live_run_says_to_stop_it_first(
         "saves its model), or export it once it ends"
     ]
     assert not (tmp_path / "out").exists()
+
+
+def test_export_to_a_full_disk_is_one_line_and_leaves_nothing(
+    full_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import errno
+    import shutil
+
+    import engine.export
+
+    real = shutil.copy2
+
+    def copy_until_full(src: Any, dst: Any) -> Any:
+        if str(src).endswith(".safetensors"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(engine.export.shutil, "copy2", copy_until_full)
+    out = tmp_path / "exports" / "out"
+    assert main(["export", str(full_run), str(out)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"tunebench: error: export: cannot write {out} (No space left on device); free disk space or pick another "
+        "folder"
+    ]
+    assert list(out.parent.iterdir()) == []  # no temporary folder left
