@@ -145,15 +145,18 @@ def test_export_refuses_a_folder_inside_the_run_or_another_run_even_forced(
     assert f"{full_run.parent} holds the run" in capsys.readouterr().err
 
 
-def test_a_failed_export_leaves_nothing_behind(lora_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_export_leaves_nothing_behind(
+    lora_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from transformers import PreTrainedTokenizerBase
 
     def broken(*_args: Any, **_kwargs: Any) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(PreTrainedTokenizerBase, "save_pretrained", broken)
-    with pytest.raises(OSError):
-        main(["export", str(lora_run), str(tmp_path / "out"), "--merge"])
+    capsys.readouterr()
+    assert main(["export", str(lora_run), str(tmp_path / "out"), "--merge"]) == 2
+    assert "No space left on device" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
 
