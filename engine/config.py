@@ -487,7 +487,7 @@ def check_consistency(cfg: RunConfig) -> None:
             "train.metric_for_best_model",
             f"{_show(metric)} is not an eval metric of {cfg.task}; use one of {', '.join(known)}{extra}",
         )
-    _check_evaluation_schedule(cfg.train)
+    _check_evaluation_schedule(cfg)
     split, fraction = cfg.data.eval_split, cfg.data.eval_fraction
     if split not in (None, "auto") and fraction not in (None, DEFAULT_EVAL_FRACTION):
         raise ConfigError(
@@ -553,15 +553,31 @@ def eval_every(train: TrainConfig) -> int:
     return train.eval_steps or train.logging_steps
 
 
-def _check_evaluation_schedule(t: TrainConfig) -> None:
-    """Early stopping and the best model need evaluations; the best model also a checkpoint at each of them
-    (transformers' TrainingArguments rules, with the setting that fixes them named)."""
+#: Why a run that ``needs_evaluations`` cannot have them when its data holds no eval set.
+NO_EVAL_SET = (
+    "needs evaluations, but the run has no eval set; name a split in data.eval_split, or set data.eval_fraction "
+    "to hold out a share of train"
+)
+
+
+def needs_evaluations(t: TrainConfig) -> str | None:
+    """The setting that needs the run to evaluate (early stopping, the best model at the end), if any."""
+    if t.early_stopping_patience is not None:
+        return "train.early_stopping_patience"
+    return "train.load_best_model_at_end" if t.load_best_model_at_end else None
+
+
+def _check_evaluation_schedule(cfg: RunConfig) -> None:
+    """Early stopping and the best model need evaluations, so an eval set; the best model also a checkpoint at
+    each of them (transformers' TrainingArguments rules, with the setting that fixes them named). Whether a
+    source has an eval split is known once it loads (``engine.data.prepare`` checks that)."""
+    t = cfg.train
+    needs = needs_evaluations(t)
+    if needs is not None and t.eval_strategy == "no":
+        raise ConfigError(needs, "needs evaluations, but train.eval_strategy is no; set it to epoch or steps")
+    if needs is not None and cfg.data.eval_split is None and cfg.data.eval_fraction is None:
+        raise ConfigError(needs, NO_EVAL_SET)
     if t.eval_strategy == "no":
-        needs_evals = "needs evaluations, but train.eval_strategy is no; set it to epoch or steps"
-        if t.early_stopping_patience is not None:
-            raise ConfigError("train.early_stopping_patience", needs_evals)
-        if t.load_best_model_at_end:
-            raise ConfigError("train.load_best_model_at_end", needs_evals)
         return
     if not t.load_best_model_at_end:
         return

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.config import DataConfig
-from engine.errors import DataError
+from engine.config import NO_EVAL_SET, DataConfig
+from engine.errors import ConfigError, DataError
 from engine.events import Emit, Status
 from engine.hub import datasets_offline_unless_reachable
 from engine.splits import EvalChoice, choose_eval, hold_out
@@ -509,12 +509,22 @@ class PreparedData:
     eval_set: str = ""
 
 
-def prepare(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, task: str, say: Emit | None = None) -> PreparedData:
+def prepare(
+    cfg: DataConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    task: str,
+    say: Emit | None = None,
+    *,
+    needs_eval: str | None = None,
+) -> PreparedData:
     """Load, check, subsample, encode labels and tokenize: everything a DataLoader needs; ``say`` hears how
-    far tokenizing has got."""
+    far tokenizing has got. ``needs_eval``: the setting that needs an eval set (``config.needs_evaluations``),
+    refused before any tokenizing when the source gives none."""
     check_max_length(cfg.max_length, tokenizer)
     needs_labels = task == "classification"
     splits = load_splits(cfg, needs_labels=needs_labels)
+    if needs_eval is not None and splits.eval is None:
+        raise ConfigError(needs_eval, NO_EVAL_SET)
     train, evals = splits.train, splits.eval
     names: list[str] = []
     if needs_labels:

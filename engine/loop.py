@@ -30,7 +30,7 @@ from engine.checkpoint import (
     save_training_checkpoint,
     write_checkpoint,
 )
-from engine.config import RunConfig, save_config
+from engine.config import RunConfig, needs_evaluations, save_config
 from engine.control import RunControl
 from engine.data import (
     BatchSeededMasking,
@@ -139,7 +139,7 @@ def setup(cfg: RunConfig, emit: Emit) -> Setup:
     emit(Status(FIRST_STAGE, cfg.model.name_or_path))
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
     emit(Status("loading data", cfg.data.source))
-    data = prepare(cfg.data, tokenizer, cfg.task, emit)
+    data = prepare(cfg.data, tokenizer, cfg.task, emit, needs_eval=needs_evaluations(t))
 
     # 2. model (seeded so the fresh head is the same on every run)
     set_seed(t.seed)

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from engine import adapters
 from engine.callbacks import STATE_FILE, EventCallback, new_event_callback
 from engine.checkpoint import write_checkpoint
-from engine.config import RunConfig, best_direction, eval_every
+from engine.config import RunConfig, best_direction, eval_every, needs_evaluations
 from engine.control import RunControl
 from engine.data import BatchSeededMasking, PreparedData, build_collator, prepare
 from engine.errors import CheckpointError, ModelError
@@ -447,7 +447,7 @@ def _run_once(
     if cfg.task == "causal-lm":
         _check_causal_tokenizer(cfg, tokenizer)
     emit(Status("loading data", cfg.data.source))
-    data: PreparedData = prepare(cfg.data, tokenizer, cfg.task, emit)
+    data: PreparedData = prepare(cfg.data, tokenizer, cfg.task, emit, needs_eval=needs_evaluations(t))
     train, evals = data.train, data.eval
     collator: BatchSeededMasking | None = None
     eval_collator = None
