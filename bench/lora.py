@@ -121,7 +121,8 @@ def measure(variant: str, model: str, runs: Path, smoke: bool, seed: int) -> dic
         "parameters": started.num_parameters,
         "samples_per_second": median(windows[1:] or windows),  # the first window holds the warm-up
         "peak_rss_mb": peak_rss_mb,
-        "optimizer_state_mb": optimizer_state_bytes(cfg) / 2**20,
+        # Read from the first seed's runs only (``main``): another seed's setup would give the same size.
+        "optimizer_state_mb": optimizer_state_bytes(cfg) / 2**20 if seed == FIRST_SEED else None,
         "accuracy": evaluated.accuracy,
         "text": started.parameters_text,
     }
