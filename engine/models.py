@@ -58,6 +58,11 @@ def resolve_model_path(name_or_path: str) -> str:
                 f"model.name_or_path: {name_or_path} is a run folder with no model yet; wait until the run "
                 "finishes or stop it (stopping saves the model), or pick another run"
             )
+        if not (path / "config.json").exists() and adapters.is_adapter_folder(path):
+            raise ModelError(  # `tunebench export` without --merge: the head and label names stay with the run
+                f"model.name_or_path: {name_or_path} is a LoRA adapter exported for peft, without the model's head "
+                "and labels; use the run it came from, or export that run with --merge"
+            )
         if not (path / "config.json").exists():
             raise ModelError(
                 f"model.name_or_path: {name_or_path} has no config.json; point to a folder written by "

@@ -99,6 +99,19 @@ def test_export_without_merge_writes_the_adapter_that_peft_loads_on_its_base(
     assert all(abs(float(probabilities[i, 1]) - expected[i]["good"]) < 1e-5 for i in range(len(TEXTS)))
 
 
+def test_predict_on_an_exported_adapter_says_where_its_head_is(
+    lora_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "adapter"
+    assert main(["export", str(lora_run), str(out)]) == 0
+    capsys.readouterr()
+    assert main(["predict", "--model", str(out), "the cafe was lovely"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"tunebench: error: model: {out} is a LoRA adapter exported for peft, without the model's head and "
+        "labels; use the run it came from, or export that run with --merge"
+    ]
+
+
 def test_export_refuses_a_folder_that_holds_something_unless_forced(
     lora_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
