@@ -30,7 +30,6 @@ import logging
 import random
 import re
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from engine import adapters
 from engine.errors import DISK_ERRNOS, CheckpointError, os_error_of
 from engine.faults import kill_point
-from engine.files import fsync_path, rename_durably, sync_tree, write_synced
+from engine.files import fsync_path, make_temp_dir, rename_durably, sync_tree, write_synced
 
 if TYPE_CHECKING:
     import torch
@@ -137,7 +136,7 @@ def write_checkpoint(
     final = checkpoints_dir / checkpoint_name(step)
     try:
         checkpoints_dir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{step}.", dir=checkpoints_dir))
+        tmp = make_temp_dir(checkpoints_dir, f"{_TEMP_PREFIX}{step}.")
     except OSError as exc:
         raise _disk_error(checkpoints_dir, exc) from None
     try:

@@ -8,9 +8,26 @@ itself survives a power loss.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
 from pathlib import Path
+
+
+@functools.cache
+def _umask() -> int:
+    """The process's umask (read once: setting it to read it back is not thread-safe, so never again)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def make_temp_dir(parent: Path, prefix: str) -> Path:
+    """A fresh folder in ``parent`` with the mode a ``mkdir`` would give: ``mkdtemp`` makes it private (0700),
+    and a model or run folder is meant to be read by others as the umask allows."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    tmp.chmod(0o777 & ~_umask())
+    return tmp
 
 
 def fsync_path(path: Path) -> None:
@@ -52,10 +69,17 @@ def rename_durably(src: Path, dst: Path) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` whole: a temporary file in the same folder, synced, then renamed over it."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:  # mkstemp makes the file private (0600): keep the old file's mode, else the umask's
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        mode = 0o666 & ~_umask()
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     tmp = Path(name)
     try:
+        try:
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
         write_synced(tmp, text)
         rename_durably(tmp, path)
     except BaseException:

@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,7 +35,7 @@ from engine.events import (
     fmt_duration,
 )
 from engine.faults import kill_point
-from engine.files import atomic_write_text, rename_durably, sync_tree
+from engine.files import atomic_write_text, make_temp_dir, rename_durably, sync_tree
 
 CONFIG_FILE = "config.yaml"
 #: How a run folder's name starts: when it was made.
@@ -300,7 +299,7 @@ def remove_run_dir(run: RunDir) -> None:
 
 def save_dir_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp_dir)`` and move the result to ``path``, replacing an older copy only when complete."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = make_temp_dir(path.parent, f".{path.name}.")
     try:
         write(tmp)
         sync_tree(tmp)

@@ -32,3 +32,19 @@ def test_a_failed_rename_keeps_the_old_file_and_removes_the_temporary(
         atomic_write_text(path, "new\n")
     assert path.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]
+
+
+def test_files_and_folders_written_whole_get_the_umask_mode_not_a_private_one(tmp_path: Path) -> None:
+    from engine.files import _umask
+    from engine.runs import save_dir_atomically
+
+    preset = tmp_path / "preset.yaml"
+    atomic_write_text(preset, "a: 1\n")
+    assert preset.stat().st_mode & 0o777 == 0o666 & ~_umask()
+    preset.chmod(0o640)
+    atomic_write_text(preset, "a: 2\n")
+    assert preset.stat().st_mode & 0o777 == 0o640, "a file written again keeps its mode"
+
+    model = tmp_path / "model"
+    save_dir_atomically(model, lambda tmp: (tmp / "config.json").write_text("{}"))
+    assert model.stat().st_mode & 0o777 == 0o777 & ~_umask()
