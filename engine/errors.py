@@ -14,6 +14,15 @@ DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, 
 _OS_ERROR = re.compile(r"\(os error (\d+)\)")
 
 
+def disk_fix(exc: OSError) -> str:
+    """What frees the way for a write that failed with ``exc``: "free disk space" only where the disk is full."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free disk space or pick another folder"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "fix its permissions or pick another folder"
+    return "pick another folder"
+
+
 def os_error_of(exc: BaseException) -> OSError | None:
     """The system error behind ``exc``: itself when it is an OSError, else the one its message names, if any."""
     if isinstance(exc, OSError):

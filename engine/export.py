@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import adapters
-from engine.errors import UserError, os_error_of
+from engine.errors import UserError, disk_fix, os_error_of
 from engine.runs import CONFIG_FILE, EVENTS_FILE, RunDir, save_dir_atomically
 
 #: The files of a model folder that belong to its tokenizer (what ``save_pretrained`` of a tokenizer writes).
@@ -105,7 +105,7 @@ def export(source: RunDir, out: Path, *, merge: bool = False, force: bool = Fals
         if system is None:
             raise
         raise UserError(
-            f"export: cannot write {out} ({system.strerror or system}); free disk space or pick another folder"
+            f"export: cannot write {out} ({system.strerror or system}); {disk_fix(system)}"
         ) from None
 
 

@@ -280,3 +280,15 @@ def test_export_to_a_full_disk_is_one_line_and_leaves_nothing(
         "folder"
     ]
     assert list(out.parent.iterdir()) == []  # no temporary folder left
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, where no folder can be made")
+def test_export_where_no_folder_can_be_made_does_not_blame_the_disk(
+    full_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = Path("/proc/tunebench-export/out")
+    capsys.readouterr()
+    assert main(["export", str(full_run), str(out)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"tunebench: error: export: cannot write {out} (No such file or directory); pick another folder"
+    ]
