@@ -30,6 +30,12 @@ def make_temp_dir(parent: Path, prefix: str) -> Path:
     return tmp
 
 
+def file_in_the_way(path: Path) -> Path | None:
+    """The file at one of ``path``'s parents, which keeps a folder from being made there (mkdir says "File
+    exists" or "Not a directory", which names neither)."""
+    return next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+
+
 def fsync_path(path: Path) -> None:
     """Flush a file's data, or a folder's entries, to disk."""
     flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if path.is_dir() else os.O_RDONLY

@@ -564,6 +564,40 @@ async def test_a_file_field_naming_no_user_says_so_on_save_and_load(make_app: Ca
         assert app.is_running
 
 
+async def test_save_under_a_file_names_that_file(make_app: Callable[..., WorkbenchApp]) -> None:
+    Path("afile").write_text("not a folder\n")
+    app = make_app(panel="config")
+    async with app.run_test(size=(100, 40)) as pilot:
+        await until(pilot, lambda: app.config_panel.form_built, "the form is built")
+        app.query_one("#config-path", Input).value = "afile/x.yaml"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert text_of(app, "#config-status") == (
+            "cannot save to afile/x.yaml (afile is a file, not a folder); pick another path"
+        )
+        assert Path("afile").read_text() == "not a folder\n"
+
+
+async def test_a_save_refused_for_a_bad_field_stops_saying_so_once_the_field_is_fixed(
+    make_app: Callable[..., WorkbenchApp],
+) -> None:
+    app = make_app(panel="config")
+    async with app.run_test(size=(100, 40)) as pilot:
+        await until(pilot, lambda: app.config_panel.form_built, "the form is built")
+        edit_field(app, "train.learning_rate", "fast")
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert text_of(app, "#config-status").startswith("not saved: fix train.learning_rate first")
+        edit_field(app, "train.num_train_epochs", "4")  # another field: the refusal still holds
+        await pilot.pause()
+        assert text_of(app, "#config-status").startswith("not saved: fix train.learning_rate first")
+        edit_field(app, "train.learning_rate", "2e-4")
+        await pilot.pause()
+        assert text_of(app, "#config-status") == ""
+        assert not app.query_one("#config-status").display
+
+
 async def test_save_over_another_file_and_load_over_edits_each_ask_for_their_key_again(
     make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig
 ) -> None:

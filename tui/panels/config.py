@@ -34,6 +34,7 @@ from engine.config import (
 )
 from engine.data import check_source
 from engine.errors import ConfigError, DataError, UserError
+from engine.files import file_in_the_way
 from engine.runs import CONFIG_FILE as RUN_CONFIG_FILE
 from engine.runs import EVENTS_FILE
 from tui.panels import PANELS
@@ -306,6 +307,8 @@ class ConfigPanel(Vertical):
         self.path = path
         #: A save or load that waits for its key again (it would replace a file, or drop edits): (action, path).
         self._pending: tuple[str, str] | None = None
+        #: The field a "not saved: fix ... first" status names: the status goes once that field is fixed.
+        self._status_waits_on: str | None = None
         #: Field path -> (the value the user typed, the engine's message about it).
         self.errors: dict[str, tuple[Any, str]] = {}
         #: Why the config's data source names no data a run could read (it is in the config, and saved with it).
@@ -515,6 +518,8 @@ class ConfigPanel(Vertical):
 
     def _after_edit(self, changed: tuple[str, ...]) -> None:
         self._refresh_marks()
+        if self._status_waits_on is not None and self._status_waits_on not in self.problems:
+            self._status("")
         if self.current.path in self.problems:
             self.call_after_refresh(self._scroll_to_editor)  # its message, under it, in view
         self.post_message(self.Changed(self.config, self.is_valid, changed))
@@ -580,7 +585,8 @@ class ConfigPanel(Vertical):
         except DataError as exc:
             self.source_problem = _source_message(exc)
 
-    def _status(self, text: str, error: bool = False) -> None:
+    def _status(self, text: str, error: bool = False, *, waits_on: str | None = None) -> None:
+        self._status_waits_on = waits_on
         status = self.query_one("#config-status", Static)
         status.update(Content(text))
         status.set_class(error, "error")
@@ -645,7 +651,7 @@ class ConfigPanel(Vertical):
     def action_save(self) -> None:
         if self.errors:
             first = next(iter(self.errors))
-            self._status(f"not saved: fix {first} first ({self.errors[first][1]})", error=True)
+            self._status(f"not saved: fix {first} first ({self.errors[first][1]})", error=True, waits_on=first)
             return
         path = self.query_one("#config-path", Input).value.strip()
         try:
@@ -669,7 +675,9 @@ class ConfigPanel(Vertical):
         try:
             save_config(self.config, path)
         except OSError as exc:
-            self._status(f"cannot save to {path} ({exc.strerror}); pick another path", error=True)
+            blocker = file_in_the_way(target)
+            why = f"{blocker} is a file, not a folder" if blocker is not None else exc.strerror
+            self._status(f"cannot save to {path} ({why}); pick another path", error=True)
             return
         self.path = path
         self.file_config = self.config
@@ -691,7 +699,7 @@ class ConfigPanel(Vertical):
 
         if self.problems:
             first, message = next(iter(self.problems.items()))
-            self._status(f"not queued: fix {first} first ({message})", error=True)
+            self._status(f"not queued: fix {first} first ({message})", error=True, waits_on=first)
             return
         changed = [f"{path}={format_value(get_value(self.config, path))}" for path in self.differs_from_file()]
         label = " ".join([Path(self.path).name, *changed])
