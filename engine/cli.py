@@ -118,10 +118,11 @@ class _Console:
     """Renders a run's events with rich: a progress bar and a table row per epoch."""
 
     def __init__(self) -> None:
-        from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn
 
-        self.console = Console(stderr=False, highlight=False)
+        from engine.report import stdout_console
+
+        self.console = stdout_console()
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -456,12 +457,11 @@ def print_columns(header: list[str], rows: list[list[str]]) -> None:
 def cmd_show_run(name: str, runs_dir: str) -> int:
     """One run: its state, a row per evaluation and, for classification, the last evaluation's confusion matrix
     and per-class scores; read from its events, so a live run shows as far as it got."""
-    from rich.console import Console
     from rich.table import Table
 
     from engine.events import Evaluated, RunStarted
     from engine.live import resolve_run
-    from engine.report import class_report
+    from engine.report import class_report, stdout_console
     from engine.runs import ended_status, failure_of
 
     run = resolve_run(name, runs_dir)
@@ -473,7 +473,7 @@ def cmd_show_run(name: str, runs_dir: str) -> int:
     status = summary.get("status") or (
         "running" if run.is_running() else ended_status(run.events_path) or "ended without a summary (killed?)"
     )
-    console = Console(highlight=False)
+    console = stdout_console()
     what = f"{starts[-1].task}, {starts[-1].model}" if starts else "never started"
     labels: list[Any] = list(starts[-1].label_names) if starts else []
     if not run.events_path.exists() and summary:  # its history was deleted: the summary still has the scores

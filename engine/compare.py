@@ -839,9 +839,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(comparison.to_json(), ensure_ascii=False))
         return 0
-    from rich.console import Console
+    from engine.report import stdout_console
 
-    console = Console(highlight=False)
+    console = stdout_console()
     for i, part in enumerate(render(comparison, console.width)):
         if i:
             console.print()

@@ -106,9 +106,7 @@ def export(source: RunDir, out: Path, *, merge: bool = False, force: bool = Fals
         system = os_error_of(exc)  # an OSError, or a library's own error for one (safetensors')
         if system is None:
             raise
-        raise UserError(
-            f"export: cannot write {out} ({system.strerror or system}); {disk_fix(system)}"
-        ) from None
+        raise UserError(f"export: cannot write {out} ({system.strerror or system}); {disk_fix(system)}") from None
 
 
 def _export(source: RunDir, out: Path, *, merge: bool, force: bool) -> Exported:

@@ -1,18 +1,36 @@
 """A classification evaluation drawn for the terminal: the confusion matrix as a coloured grid and the per-class
-scores. Rich renderables, printed by ``tunebench runs RUN`` and shown by the workbench's Runs panel."""
+scores. Rich renderables, printed by ``tunebench runs RUN`` and shown by the workbench's Runs panel; and the
+console the CLI prints them with."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from engine.metrics import class_scores, label_of
 
 if TYPE_CHECKING:
-    from rich.console import Group
+    from rich.console import Console, Group
     from rich.table import Table
 
     from engine.events import Evaluated
+
+#: How wide the CLI's lines may be when stdout is not a terminal (a pipe, a log file): rich would cut and fold
+#: them at 80 columns, splitting a checkpoint's path or cutting a run's name in a table.
+PIPED_WIDTH = 1000
+
+
+def stdout_console() -> Console:
+    """Rich's console for the CLI's stdout: the terminal's width, or ``PIPED_WIDTH`` for a pipe (unless COLUMNS
+    says otherwise)."""
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(highlight=False, width=PIPED_WIDTH)
+    return console
+
 
 #: Cell backgrounds from none to all of a true label's rows: right answers go green, wrong ones red.
 _RIGHT, _WRONG, _EMPTY = (46, 160, 67), (198, 40, 40), (40, 40, 40)
