@@ -184,9 +184,11 @@ class Comparison:
     #: The metric the runs are ranked by: their ``train.metric_for_best_model`` (the most common one if they differ).
     ranking_metric: str
     ranking_greater_is_better: bool
-    #: Best run first; runs without an evaluation last, in the order given.
+    #: Best run first; runs without an evaluation last, in the order given. Empty when ``not_ranked``.
     ranking: list[Rank]
     warnings: list[str] = field(default_factory=list)
+    #: Why the runs are not ranked (runs of different tasks: one's loss is no measure of another's), or None.
+    not_ranked: str | None = None
 
     def greater_is_better(self, metric: str) -> bool:
         return self.ranking_greater_is_better if metric == self.ranking_metric else metric_greater_is_better(metric)
@@ -222,7 +224,8 @@ class Comparison:
          "evaluations": [{"label", "epoch", "step", "runs": [{"epoch", "step", "metrics"} | null per run]}],
          "ranking": {"metric", "greater_is_better",
                      "runs": [{"run": index, "name", "value", "step", "epoch"}],
-                     "best": {"run": index, "name", "legend", "values": {key: value}} | null},
+                     "best": {"run": index, "name", "legend", "values": {key: value}} | null,
+                     "not_ranked": str | null},
          "warnings": [str]}
         """
         runs = []
@@ -290,6 +293,7 @@ class Comparison:
                     "legend": self.legends[best_run],
                     "values": dict(self.best_values),
                 },
+                "not_ranked": self.not_ranked,
             },
             "warnings": list(self.warnings),
         }
@@ -402,6 +406,8 @@ def compare(runs: Sequence[ComparedRun]) -> Comparison:
     present = {m for run in runs for e in run.evaluations for m in e.metrics}
     metrics = [m for m in METRICS if m in present]
     metric, greater = _ranking_metric(runs)
+    tasks = sorted({run.task for run in runs})
+    not_ranked = f"not ranked: the runs have different tasks ({', '.join(tasks)})" if len(tasks) > 1 else None
     best: dict[str, float] = {}
     for m in metrics:
         direction = greater if m == metric else metric_greater_is_better(m)
@@ -418,8 +424,9 @@ def compare(runs: Sequence[ComparedRun]) -> Comparison:
         best=best,
         ranking_metric=metric,
         ranking_greater_is_better=greater,
-        ranking=_ranking(runs, metric, greater),
+        ranking=[] if not_ranked else _ranking(runs, metric, greater),
         warnings=_warnings(runs, legends, metric),
+        not_ranked=not_ranked,
     )
 
 
@@ -775,6 +782,8 @@ def _ranking_part(c: Comparison) -> RenderableType:
     label = METRIC_LABELS.get(c.ranking_metric, c.ranking_metric)
     direction = "higher" if c.ranking_greater_is_better else "lower"
     best = c.best_run
+    if c.not_ranked:
+        return Text(c.not_ranked)
     if best is None:
         return Text(f"no run has an evaluation of {label} yet: nothing to rank")
     table = _table("rank", "run", f"best {label}", "at")

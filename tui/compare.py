@@ -150,7 +150,9 @@ class CompareScreen(ModalScreen[None]):
     def _fill_ranking(self, c: Comparison) -> None:
         label = METRIC_LABELS.get(c.ranking_metric, c.ranking_metric)
         best = c.best_run
-        if best is None:
+        if c.not_ranked:
+            text = c.not_ranked
+        elif best is None:
             text = f"no run has an evaluation of {label} yet: nothing to rank"
         else:
             places, place, before = [], 0, object()

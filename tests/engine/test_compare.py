@@ -322,6 +322,16 @@ def test_different_tasks_and_data_compare_with_warnings(runs: Path) -> None:
     assert "masked-lm: " in c.warnings[0]
     assert c.warnings[1].startswith("the runs train on different data.source (data/reviews.jsonl: ")
     assert [row.key for row in c.diff][:2] == ["task", "data.source"]
+    # a classifier's eval loss of 0.5 is no better than a masked LM's 2.0: no ranking, no best run
+    assert (c.ranking, c.best_run) == ([], None)
+    assert (
+        c.to_json()["ranking"]["not_ranked"] == "not ranked: the runs have different tasks (classification, masked-lm)"
+    )
+    out = io.StringIO()
+    for part in render(c):
+        Console(file=out, width=100).print(part)
+    assert "not ranked: the runs have different tasks (classification, masked-lm)" in out.getvalue()
+    assert "best by" not in out.getvalue()
 
 
 # ---------------------------------------------------------------------------------------------------------
