@@ -1001,13 +1001,25 @@ def _runner_note(root: Path) -> str:
     return f"the queue runner (pid {pid}) starts it in turn"
 
 
+#: The runs folder of ``queue ls``, ``rm``, ``move``, ``start`` and ``stop`` without --runs-dir.
+DEFAULT_RUNS_DIR = "runs"
+
+
+def _ls_hint(root: Path) -> str:
+    """How to see a queue that ``queue ls`` without --runs-dir would not show: ``add`` and ``sweep`` follow the
+    config's output.runs_dir."""
+    if root.resolve() == Path(DEFAULT_RUNS_DIR).resolve():
+        return ""
+    return f"; tunebench queue ls --runs-dir {root} lists it"
+
+
 def cmd_queue_add(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     root = Path(args.runs_dir or cfg.output.runs_dir)
     entry = add(root, cfg, " ".join([Path(args.config).name, *args.overrides]))
     waiting = [e for e in list_queue(root) if e.state == QUEUED]
     place = next((i for i, e in enumerate(waiting, 1) if e.id == entry.id), len(waiting))
-    print(f"queued {entry.id}: {entry.label} (number {place} in {root}/.queue)")
+    print(f"queued {entry.id}: {entry.label} (number {place} in {root}/.queue{_ls_hint(root)})")
     print(_runner_note(root))
     return 0
 
@@ -1135,7 +1147,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"each of these runs waits in the queue already (tunebench queue ls --runs-dir {root}); nothing queued")
     else:
         left_out = f"; left out the {len(waiting)} waiting already" if waiting else ""
-        print(f"queued as entries {entries[0].id}-{entries[-1].id} in {root}/.queue{left_out}")
+        print(f"queued as entries {entries[0].id}-{entries[-1].id} in {root}/.queue{left_out}{_ls_hint(root)}")
     if args.follow or args.parallel is not None:
         try:
             pid = start_runner(root, args.parallel)
@@ -1195,7 +1207,9 @@ def add_parsers(sub: Any) -> None:
     p.set_defaults(handler=cmd_queue_add)
 
     def runs_dir(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--runs-dir", default="runs", help="the runs folder whose queue this is (default: runs)")
+        parser.add_argument(
+            "--runs-dir", default=DEFAULT_RUNS_DIR, help="the runs folder whose queue this is (default: runs)"
+        )
 
     p = commands.add_parser("ls", help="list the queue: place, id, state, label, run folder")
     runs_dir(p)

@@ -82,7 +82,10 @@ def test_removing_an_entry_keeps_the_others_and_ids_are_never_reused(runs: Path)
 def test_queue_cli_adds_lists_moves_and_removes(tmp_path: Path, runs: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = write_config(tmp_path)
     assert cli.main(["queue", "add", str(config), "--set", "train.learning_rate=3e-5"]) == 0
+    capsys.readouterr()
     assert cli.main(["queue", "add", str(config)]) == 0  # runs dir: the config's output.runs_dir
+    # which `queue ls` without --runs-dir (./runs) would not show
+    assert f"in {runs}/.queue; tunebench queue ls --runs-dir {runs} lists it)" in capsys.readouterr().out
     assert cli.main(["queue", "move", "2", "top", "--runs-dir", str(runs)]) == 0
     capsys.readouterr()
     assert cli.main(["queue", "ls", "--runs-dir", str(runs)]) == 0
