@@ -350,7 +350,7 @@ class WorkbenchApp(App[int]):
         self.predict_panel.set_data_classes(message.key, message.classes)
 
     def on_runs_panel_listed(self, message: RunsPanel.Listed) -> None:
-        self.training.render_run_bar()  # it names the runs that train in the folder while this workbench does not
+        self.training.runs_listed()
 
     def on_runs_panel_load_config(self, message: RunsPanel.LoadConfig) -> None:
         if self.config_panel.load_path(str(message.path)):

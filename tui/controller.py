@@ -151,6 +151,12 @@ class RunController:
         elif isinstance(event, RunFailed):
             self._set(RunState.FAILED, "see the message above the chart")
 
+    def carried_on(self, since: str) -> None:
+        """The run this workbench stopped, or lost, was taken up by another process since (``tunebench run
+        --resume``): ``since`` says how it stands now, in place of advice to resume it."""
+        if self.state in (RunState.STOPPED, RunState.FAILED) and since != self.detail:
+            self._set(self.state, since)
+
     def crashed(self) -> None:
         """The training worker raised: a bug outside the run, which would otherwise report its own end."""
         if self.active:

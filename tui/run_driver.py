@@ -19,6 +19,7 @@ from textual.worker import Worker, WorkerFailed, WorkerState
 
 from engine.errors import UserError, describe_failure
 from engine.events import RunFailed, RunFinished, RunStarted
+from engine.runs import LIVE, RunDir
 from tui import heap
 from tui.bridge import STEP_REFRESH_SECONDS, EngineEvent, EventBridge, LibraryLog, RunHistory, StepsLogged
 from tui.controller import RunState
@@ -249,6 +250,37 @@ class RunDriver:
             message, tb = describe_failure(event.worker.error)
             self.app.train_panel.show_failure(message, tb)
             self.app.controller.crashed()
+
+    def runs_listed(self) -> None:
+        """The Runs panel listed the folder again: the run bar names the runs that train there while this
+        workbench does not, and what became of its own ended run if another process resumed it."""
+        since = self._own_run_since()
+        if since:
+            self.app.controller.carried_on(since)  # re-renders the run bar
+        else:
+            self.render_run_bar()
+
+    def _own_run_since(self) -> str:
+        """How the workbench's stopped or failed run stands after another process took it up ("resumed
+        elsewhere: finished, acc 0.8000"); "" while the listing shows it as this workbench left it."""
+        controller = self.app.controller
+        if controller.state not in (RunState.STOPPED, RunState.FAILED) or not controller.run_dir:
+            return ""
+        name = Path(controller.run_dir).name
+        info = next((r for r in self.app.runs_panel.runs if r.name == name), None)
+        left = "stopped" if controller.state is RunState.STOPPED else "failed"
+        if info is None or info.status == left:
+            return ""
+        if info.status in LIVE:
+            # A listing made before the run's end here can still say it trains: its lock says for sure.
+            state = RunDir(Path(controller.run_dir)).live_state()
+            if state is None:
+                return ""
+            doing = "paused" if state == "paused" else "training"
+            progress = f" at step {info.progress}" if info.progress else ""
+            return f"resumed elsewhere: {doing}{progress}; a in the Runs panel follows it"
+        best = f", {info.best_text}" if info.best_value is not None else ""
+        return f"resumed elsewhere since: {info.status}{best}"
 
     def _elsewhere_text(self) -> str:
         """The runs that train in the runs folder while the workbench trains nothing itself (a queue runner's,

@@ -9,11 +9,15 @@ from typing import Any
 
 from rich.console import Console
 from textual.command import CommandPalette
-from textual.widgets import Button, Input
+from textual.widgets import Button, Input, Static
 
+from engine.config import RunConfig
 from engine.events import RunFinished
+from engine.files import atomic_write_text
+from engine.runs import RunDir
 from tests.tui.conftest import reach, record_notes, settle, until
 from tests.tui.fakes import ScriptedEngine
+from tests.tui.helpers import summary_for
 from tui.app import PANELS, WorkbenchApp
 from tui.dialogs import ConfirmQuit, HelpScreen
 from tui.keys import NOT_COMMANDS, RUN_GOING, STOP_GOING, key_places, what
@@ -211,6 +215,37 @@ async def test_x_stops_a_run_and_the_run_saves_as_stopped(make_app: Callable[...
         assert await reach(app, "finished", "stopped") == "stopped"
         assert "r in the Runs panel resumes it" in app.controller.detail
         assert engine.runners[0].control.stop.is_set()
+
+
+async def test_a_stopped_run_resumed_elsewhere_stops_asking_to_be_resumed(
+    make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig
+) -> None:
+    """Another terminal's ``tunebench run --resume`` finished the run this workbench stopped: the run bar and the
+    Train panel say so once the Runs panel lists it, where they went on advising r."""
+    engine = ScriptedEngine("runs/gated", gate=threading.Event())
+    app = make_app(panel="train", engine=engine)
+    async with app.run_test() as pilot:
+        await pilot.press("s")
+        await reach(app, "training")
+        await pilot.press("x")
+        assert await reach(app, "finished", "stopped") == "stopped"
+        app.runs_panel.refresh_runs()  # the scripted run has no folder: listed as this workbench left it
+        await settle(pilot)
+        assert "r in the Runs panel resumes it" in app.controller.detail
+        run = RunDir(Path("runs/gated"))
+        run.path.mkdir(parents=True)
+        atomic_write_text(run.config_path, workbench_config.to_yaml())
+        with run.lock():  # as `tunebench run --resume` holds it while it trains
+            app.runs_panel.refresh_runs()
+            await until(pilot, lambda: "resumed elsewhere" in app.controller.detail, "the bar sees it train")
+            assert app.controller.detail == "resumed elsewhere: training; a in the Runs panel follows it"
+        run.write_summary(summary_for(workbench_config, started=0, best=0.8))
+        app.runs_panel.refresh_runs()
+        await until(pilot, lambda: "since" in app.controller.detail, "the run bar follows the folder")
+        assert app.controller.detail == "resumed elsewhere since: finished, acc 0.8000"
+        bar = str(app.query_one("#data .run-bar", Static).render())
+        assert bar.startswith("■ stopped (resumed elsewhere since: finished, acc 0.8000)")
+        assert "resumed elsewhere since: finished" in app.train_panel.status_text()
 
 
 async def test_a_click_on_a_footer_entry_presses_its_key(make_app: Callable[..., WorkbenchApp]) -> None:
