@@ -98,7 +98,12 @@ class WorkbenchApp(App[int]):
         Binding("space", "toggle_pause", "Pause", tooltip="Pause the run at the next step"),
         Binding("space", "resume_run", "Resume", tooltip="Resume the paused run"),
         Binding("x", "stop", "Stop", tooltip="Stop the run at the next step and save the model"),
-        Binding("q", "quit", "Quit", tooltip="Quit (asks first while a run is going; the run is saved)"),
+        Binding(
+            "q",
+            "quit",
+            "Quit",
+            tooltip="Quit (asks first while a run is going, or once while the Config form has unsaved edits)",
+        ),
         Binding("escape", "leave_field", "Leave field", show=False, tooltip="Leave the text field: q, s, … act again"),
     ]
 
@@ -133,6 +138,8 @@ class WorkbenchApp(App[int]):
         #: Set once the first frame is on screen (Textual's Ready event; start-up benchmarks wait on it).
         self.ready = threading.Event()
         self.training = RunDriver(self)
+        #: Whether a quit key has said what unsaved Config edits it would drop (the next one quits).
+        self._quit_warned = False
         self.controller = RunController(self.training.changed)
         self._log_handler: LogBridge | None = None
         #: Set once all five panels are mounted (the first frame holds only the initial one).
@@ -380,7 +387,23 @@ class WorkbenchApp(App[int]):
         self.training.stop()
 
     async def action_quit(self) -> None:
+        if not self.controller.active and self._warn_of_unsaved_edits():
+            return
         await self.training.quit()
+
+    def _warn_of_unsaved_edits(self) -> bool:
+        """The first quit key while the Config form holds edits its file lacks names them, as ctrl+l does; the
+        next quit key quits (a run's own config is saved in its folder, so a run going asks its own question)."""
+        unsaved = self.config_panel.unsaved() if self.panels_mounted.is_set() else ""
+        if not unsaved or self._quit_warned:
+            return False
+        self._quit_warned = True
+        self.notify(
+            f"{unsaved} in Config: ctrl+s there saves them; q or ctrl+q again quits",
+            title="quit",
+            severity="warning",
+        )
+        return True
 
     def on_runs_panel_resume_run(self, message: RunsPanel.ResumeRun) -> None:
         self.training.resume_run(message.run_dir)

@@ -521,7 +521,7 @@ async def test_changed_fields_are_marked_and_reset_brings_back_the_file(
         assert "● learning_rate" in str(app.query_one("#config-below", Static).render())
         assert "1 changed from file" in text_of(app, "#config-title")
         assert app.config_panel.config.train.learning_rate == 0.001
-        await pilot.press("ctrl+r")
+        await pilot.press("ctrl+r", "ctrl+r")  # the first names the edits it would drop
         await pilot.pause()
         app.config_panel.focus_field("train.learning_rate")
         assert field.value == str(workbench_config.train.learning_rate)
@@ -562,6 +562,35 @@ async def test_a_file_field_naming_no_user_says_so_on_save_and_load(make_app: Ca
         await pilot.pause()
         assert "~nosuchuser0/x.yaml: no user 'nosuchuser0'" in text_of(app, "#config-status")
         assert app.is_running
+
+
+async def test_reset_and_quit_over_unsaved_edits_each_ask_once(make_app: Callable[..., WorkbenchApp]) -> None:
+    app = make_app(panel="config")
+    async with app.run_test(size=(100, 40)) as pilot:
+        await until(pilot, lambda: app.config_panel.form_built, "the form is built")
+        notes = record_notes(app)
+        edit_field(app, "train.num_train_epochs", "5")
+        await pilot.pause()
+        await pilot.press("ctrl+r")
+        await pilot.pause()
+        assert app.config_panel.config.train.num_train_epochs == 5, "the edit is kept"
+        assert text_of(app, "#config-status") == (
+            "1 unsaved change(s) (train.num_train_epochs); ctrl+r again drops them"
+        )
+        await pilot.press("ctrl+r")
+        await pilot.pause()
+        assert app.config_panel.config.train.num_train_epochs == 3
+        edit_field(app, "train.num_train_epochs", "6")
+        await pilot.pause()
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        assert app.is_running and app.return_code is None
+        assert notes == [
+            "1 unsaved change(s) (train.num_train_epochs) in Config: ctrl+s there saves them; q or ctrl+q again quits"
+        ]
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        assert app.return_code == 0
 
 
 async def test_save_under_a_file_names_that_file(make_app: Callable[..., WorkbenchApp]) -> None:

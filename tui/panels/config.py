@@ -635,15 +635,20 @@ class ConfigPanel(Vertical):
         pending, self._pending = self._pending, None
         return pending == (action, path)
 
+    def unsaved(self) -> str:
+        """ "2 unsaved change(s) (train.seed, train.learning_rate)", or "" when the form is as in its file."""
+        edits = self.differs_from_file()
+        if not edits:
+            return ""
+        shown = ", ".join(edits[:3]) + (f" and {len(edits) - 3} more" if len(edits) > 3 else "")
+        return f"{len(edits)} unsaved change(s) ({shown})"
+
     def action_load(self) -> None:
         path = self.query_one("#config-path", Input).value.strip()
-        edits = self.differs_from_file()
-        if edits and not self._confirmed("load", path):
-            shown = ", ".join(edits[:3]) + (f" and {len(edits) - 3} more" if len(edits) > 3 else "")
+        unsaved = self.unsaved()
+        if unsaved and not self._confirmed("load", path):
             self._pending = ("load", path)
-            self._status(
-                f"{len(edits)} unsaved change(s) ({shown}); ctrl+l again drops them and loads {path}", error=True
-            )
+            self._status(f"{unsaved}; ctrl+l again drops them and loads {path}", error=True)
             return
         self._pending = None
         self.load_path(path)
@@ -715,6 +720,12 @@ class ConfigPanel(Vertical):
         self._status(f"queued #{entry.id} in {runs_dir}/ ({waiting} waiting); {then}")
 
     def action_reset(self) -> None:
+        unsaved = self.unsaved()
+        if unsaved and not self._confirmed("reset", self.path):
+            self._pending = ("reset", self.path)
+            self._status(f"{unsaved}; ctrl+r again drops them", error=True)
+            return
+        self._pending = None
         before = self.config
         self.config = self.file_config
         self._fill(self.file_config)
