@@ -23,7 +23,6 @@ from engine.events import fmt_duration, fmt_epoch, fmt_memory, text_width
 if TYPE_CHECKING:
     from engine.events import Evaluated
     from engine.predict import PredictResult
-    from engine.runs import RunDir
 
 DEFAULT_CONFIG = "sample_configs/quickstart-classify.yaml"
 EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_STOPPED = 0, 1, 2, 130
@@ -31,12 +30,6 @@ EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_STOPPED = 0, 1, 2, 130
 
 def _error(message: str) -> None:
     print(f"tunebench: error: {message}", file=sys.stderr)
-
-
-def run_ref(run: RunDir) -> str:
-    """``run`` as follow, pause, resume and stop find it from here: its name in ./runs (their --runs-dir
-    default), else its folder."""
-    return run.name if run.path.parent.resolve() == Path("runs").resolve() else str(run.path)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -277,6 +270,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     it at its next step and it saves; a second one stops following. A closed terminal or a dropped SSH session
     ends only the following: the run trains on, and ``tunebench follow`` or ``attach`` finds it again."""
     from engine.events import RunFailed, RunStarted
+    from engine.runs import run_ref
 
     if args.detach:
         return _detach(args)
@@ -341,6 +335,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _detach(args: argparse.Namespace) -> int:
     """``run --detach``: the run in a process of its own; returns once it trains (or has failed to start)."""
     from engine.detached import RunDiedError, start_detached
+    from engine.runs import run_ref
 
     try:
         handle = _handle_for(args, [])
@@ -365,6 +360,7 @@ def cmd_follow(args: argparse.Namespace) -> int:
     """Show a run's events as ``tunebench run`` does, from its start, until it is no longer live."""
     from engine.detached import DetachedRun
     from engine.live import resolve_run
+    from engine.runs import run_ref
 
     run = resolve_run(args.run, args.runs_dir)
     view = _Console()
@@ -375,7 +371,7 @@ def cmd_follow(args: argparse.Namespace) -> int:
     finally:
         view.close()  # the progress bar ends before anything else is printed
     if result is None:
-        print(f"stopped following; {run.name} goes on (tunebench stop {run.name} stops it)")
+        print(f"stopped following; {run.name} goes on (tunebench stop {run_ref(run)} stops it)")
         return EXIT_STOPPED
     if result.status == "failed":
         _error(result.error or "the run failed")
@@ -400,6 +396,7 @@ def attach_target(name: str | None, runs_dir: str) -> Any:
 def cmd_control(args: argparse.Namespace) -> int:
     """``stop``, ``pause`` or ``resume``: leave the command in the live run's folder."""
     from engine.live import has_pending_commands, resolve_run, send_command
+    from engine.runs import run_ref
 
     run = resolve_run(args.run, args.runs_dir)
     state = run.live_state()
@@ -636,6 +633,8 @@ def _dispatch(args: argparse.Namespace, open_ui: Callable[..., int] | None) -> i
     if args.command == "attach":
         run = attach_target(args.run, args.runs_dir)
         if open_ui is None:
+            from engine.runs import run_ref
+
             _error(f"the workbench opens with the tunebench command; headless: tunebench follow {run_ref(run)}")
             return EXIT_USER
         return int(open_ui(str(run.config_path), attach=run.path) or 0)

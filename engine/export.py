@@ -22,7 +22,7 @@ from typing import Any
 from engine import adapters
 from engine.errors import UserError, disk_fix, os_error_of
 from engine.files import file_in_the_way
-from engine.runs import CONFIG_FILE, EVENTS_FILE, RunDir, save_dir_atomically
+from engine.runs import CONFIG_FILE, EVENTS_FILE, RunDir, run_ref, save_dir_atomically
 
 #: The files of a model folder that belong to its tokenizer (what ``save_pretrained`` of a tokenizer writes).
 TOKENIZER_FILES = (
@@ -115,7 +115,7 @@ def _export(source: RunDir, out: Path, *, merge: bool, force: bool) -> Exported:
     if state is not None:  # its model/, if any, is an earlier session's, and its end would replace it mid-copy
         raise UserError(
             f"export: {source.name} is {'paused' if state == 'paused' else 'still training'}; stop it first "
-            f"(tunebench stop {source.name} saves its model), or export it once it ends"
+            f"(tunebench stop {run_ref(source)} saves its model), or export it once it ends"
         )
     folder = model_folder(source)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -292,6 +292,12 @@ def open_run_dir(path: str | os.PathLike[str]) -> RunDir:
     return run
 
 
+def run_ref(run: RunDir) -> str:
+    """``run`` as follow, pause, resume and stop find it from here: its name in ./runs (their --runs-dir
+    default), else its folder."""
+    return run.name if run.path.parent.resolve() == Path("runs").resolve() else str(run.path)
+
+
 def remove_run_dir(run: RunDir) -> None:
     """Delete a run folder that holds nothing worth keeping (a run that failed before its first step)."""
     shutil.rmtree(run.path, ignore_errors=True)

@@ -30,8 +30,7 @@ def open_workbench(config_path: str, attach: Path | None = None) -> int:
 
 def left_run_line(run_dir: Path) -> str:
     """What the terminal says after the workbench quit and left a run going: where it is, how to see it again."""
-    from engine.cli import run_ref
-    from engine.runs import RunDir
+    from engine.runs import RunDir, run_ref
 
     return f"the run goes on without the workbench: {run_dir}; tunebench attach {run_ref(RunDir(run_dir))} shows it"
 

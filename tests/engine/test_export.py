@@ -250,8 +250,8 @@ def test_export_of_a_live_run_says_to_stop_it_first(
     run = RunDir(Path(shutil.copytree(full_run, tmp_path / "runs" / full_run.name)))
     with run.lock():  # as the run's process holds it while it trains
         assert main(["export", run.name, str(tmp_path / "out"), "--runs-dir", str(tmp_path / "runs")]) == 2
-    assert capsys.readouterr().err.splitlines() == [
-        f"tunebench: error: export: {run.name} is still training; stop it first (tunebench stop {run.name} "
+    assert capsys.readouterr().err.splitlines() == [  # its folder: from here, ./runs is not where it is
+        f"tunebench: error: export: {run.name} is still training; stop it first (tunebench stop {run.path} "
         "saves its model), or export it once it ends"
     ]
     assert not (tmp_path / "out").exists()
