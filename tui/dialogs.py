@@ -115,28 +115,35 @@ class ExportChoice:
 
 class ExportScreen(ModalScreen[ExportChoice | None]):
     """Asks where to export a run's model (``tunebench export``): the folder, whether to merge a LoRA adapter
-    into its base, and whether to replace what the folder holds."""
+    into its base, and whether to replace what the folder holds. An export that failed opens it again with the
+    same answers (``choice``) and why (``error``), to fix the one at fault."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "dismiss", "Cancel", tooltip="Close without exporting"),
     ]
 
-    def __init__(self, run_name: str, *, adapter: bool) -> None:
+    def __init__(self, run_name: str, *, adapter: bool, choice: ExportChoice | None = None, error: str = "") -> None:
         super().__init__()
         self.run_name = run_name
         self.adapter = adapter
+        self.choice = choice or ExportChoice(str(Path("exports") / run_name), merge=adapter, force=False)
+        self.error = error
 
     def compose(self) -> ComposeResult:
         with Vertical(id="export-dialog"):
             yield Static(f"Export {self.run_name}", classes="panel-title")
             yield Static("A Hugging Face model folder that transformers.pipeline loads without Tunebench.")
-            yield Input(str(Path("exports") / self.run_name), id="export-out")
-            yield Checkbox("merge the LoRA adapter into its base (a standalone model)", self.adapter, id="export-merge")
-            yield Checkbox("replace what the folder holds", False, id="export-force")
+            yield Input(self.choice.out, id="export-out")
+            yield Checkbox(
+                "merge the LoRA adapter into its base (a standalone model)", self.choice.merge, id="export-merge"
+            )
+            yield Checkbox("replace what the folder holds", self.choice.force, id="export-force")
+            yield Static(self.error, id="export-error", classes="error")
             yield Static("enter exports · tab moves · esc cancels", classes="hint")
 
     def on_mount(self) -> None:
         self.query_one("#export-merge", Checkbox).display = self.adapter
+        self.query_one("#export-error", Static).display = bool(self.error)
         self.query_one("#export-out", Input).focus()
 
     @on(Input.Submitted, "#export-out")

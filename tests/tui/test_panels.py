@@ -1674,13 +1674,19 @@ async def test_e_exports_the_highlighted_runs_model_to_the_folder_given(
         await pilot.pause()
         app.screen.query_one("#export-out", Input).value = "exports/mine"
         await pilot.press("enter")
-        await until(pilot, lambda: any("is not empty" in n for n in notes), "the refusal")
-        assert any("replace what the folder holds" in n for n in notes)
-        await pilot.press("e")
-        await pilot.pause()
+        # the dialog again, with the path as typed and why: the box to tick is named
+        await until(pilot, lambda: isinstance(app.screen, ExportScreen), "the dialog again")
+        assert app.screen.query_one("#export-out", Input).value == "exports/mine"
+        assert str(app.screen.query_one("#export-error", Static).render()) == (
+            "exports/mine is not empty: tick “replace what the folder holds”, or pick another folder"
+        )
         await pilot.press("escape")
         await pilot.pause()
         assert not isinstance(app.screen, ExportScreen)
+        await pilot.press("down", "e")  # the other run, which has no model: no folder to ask for
+        await pilot.pause()
+        assert not isinstance(app.screen, ExportScreen)
+        assert notes[-1].startswith(f"{two_runs[0]} has no model yet")
 
 
 @pytest.fixture

@@ -599,33 +599,42 @@ class RunsPanel(Vertical):
 
     def action_export(self) -> None:
         from engine.adapters import is_adapter_folder
+        from engine.export import model_folder
 
         info = self.current_run("e (export)")
         if info is None:
             return
         run = RunDir(info.path)
+        try:
+            model_folder(run)  # a run without a model has nothing to ask a folder for
+        except UserError as exc:
+            self.app.notify(str(exc).removeprefix("export: "), severity="error")
+            return
+        self._ask_export(run, is_adapter_folder(run.model_dir))
 
+    def _ask_export(self, run: RunDir, adapter: bool, choice: ExportChoice | None = None, error: str = "") -> None:
         def chosen(choice: ExportChoice | None) -> None:
             if choice is not None:
                 self.app.notify(f"exporting {run.name} to {choice.out}…")
-                self._export(run, choice)
+                self._export(run, adapter, choice)
 
-        self.app.push_screen(ExportScreen(run.name, adapter=is_adapter_folder(run.model_dir)), chosen)
+        self.app.push_screen(ExportScreen(run.name, adapter=adapter, choice=choice, error=error), chosen)
 
     @work(thread=True, exclusive=True, group="runs-export", exit_on_error=False, description="export a run")
-    def _export(self, run: RunDir, choice: ExportChoice) -> None:
+    def _export(self, run: RunDir, adapter: bool, choice: ExportChoice) -> None:
         from engine.export import NotEmptyError, export
 
         try:
             done = export(run, Path(choice.out).expanduser(), merge=choice.merge, force=choice.force)
         except NotEmptyError as exc:
-            note = f"{exc.out} is not empty: e again, and tick “replace what the folder holds”, or pick another folder"
-            self.app.call_from_thread(self.app.notify, note, severity="error")
+            why = f"{exc.out} is not empty: tick “replace what the folder holds”, or pick another folder"
+        except UserError as exc:  # a folder that cannot be written, a run that trains again, ...
+            why = str(exc).removeprefix("export: ")
+        else:
+            self.app.call_from_thread(self.app.notify, done.summary, title="exported", timeout=10)
             return
-        except UserError as exc:  # the run has no model yet, ...
-            self.app.call_from_thread(self.app.notify, str(exc).removeprefix("export: "), severity="error")
-            return
-        self.app.call_from_thread(self.app.notify, done.summary, title="exported", timeout=10)
+        # the dialog again, with what was typed and why it failed: the path or a box is what to fix
+        self.app.call_from_thread(self._ask_export, run, adapter, choice, why)
 
     # -- the queue ------------------------------------------------------------------------------------------
     def action_move_queued(self, delta: int) -> None:
