@@ -121,7 +121,7 @@ class _Console:
             BarColumn(),
             TextColumn("step {task.completed}/{task.total}"),
             TextColumn("loss {task.fields[loss]}"),
-            TextColumn("{task.fields[speed]} samples/s"),
+            TextColumn("{task.fields[speed]}"),  # "66.9 samples/s", or nothing before the first logged step
             TextColumn("ETA {task.fields[eta]}"),
             console=self.console,
             transient=False,
@@ -149,8 +149,11 @@ class _Console:
                 self._row(ended, event)
                 return
             self._row(ended, None)
-        if isinstance(event, ev.RunFinished | ev.RunFailed) and self.task_id is not None:
-            self.progress.update(self.task_id, eta="-")  # ended: no time is left to guess at
+        if isinstance(event, ev.RunFinished) and self.task_id is not None:
+            # ended: at its last step (a run shorter than logging_steps logs none), with no time left to guess at
+            self._advance(event.step, eta="-")
+        elif isinstance(event, ev.RunFailed) and self.task_id is not None:
+            self.progress.update(self.task_id, eta="-")
         if isinstance(event, ev.Status):
             if self.task_id is None:
                 c.print(f"[dim]{event.stage}[/dim] {event.detail}")
@@ -175,7 +178,7 @@ class _Console:
                     total=event.total_steps,
                     completed=event.start_step,
                     loss="-",
-                    speed="-",
+                    speed="",
                     eta="-",
                 )
             else:  # a resumed session of the run (tunebench follow replays them all): the same bar goes on
@@ -190,7 +193,7 @@ class _Console:
             self._advance(
                 event.step,
                 loss=f"{event.loss:.4f}",
-                speed=f"{event.samples_per_second:.1f}",
+                speed=f"{event.samples_per_second:.1f} samples/s",
                 eta=fmt_duration(event.eta_seconds),
             )
         elif isinstance(event, ev.StepDone) and self.task_id is not None:
@@ -201,7 +204,7 @@ class _Console:
             self._row(None, event)
         elif isinstance(event, ev.Paused | ev.StopRequested):
             if self.task_id is not None:  # no speed or time left to guess at: the next logged step brings them
-                self._advance(event.step, speed="-", eta="-")
+                self._advance(event.step, speed="", eta="-")
             if isinstance(event, ev.Paused):
                 c.print(f"[yellow]paused at step {event.step}[/yellow]")
             else:

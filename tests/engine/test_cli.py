@@ -263,7 +263,7 @@ def test_the_bar_names_the_epoch_its_steps_train_and_drops_the_eta_once_stopped(
     view(StopRequested(step=11))
     view.close()
     last = capsys.readouterr().out.splitlines()[-1]
-    assert last.startswith("epoch 2") and "step 11/20" in last and last.rstrip().endswith("- samples/s ETA -")
+    assert last.startswith("epoch 2") and "step 11/20" in last and last.rstrip().endswith("loss 0.5000  ETA -")
 
     view = cli._Console()  # stopped at the end of epoch 1: the bar stays at epoch 1
     view(run_started(num_train_samples=20, num_eval_samples=2, num_epochs=2, batch_size=2, total_steps=20))
@@ -279,6 +279,21 @@ def test_the_bar_names_the_epoch_its_steps_train_and_drops_the_eta_once_stopped(
     )
     view.close()
     assert capsys.readouterr().out.splitlines()[-1].startswith("epoch 2")
+
+
+def test_a_run_shorter_than_its_logging_steps_ends_its_bar_at_its_last_step(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """No step was logged (4 steps, logging_steps 5), and the last StepDone may not come before the end."""
+    from engine.events import RunFinished, StepDone
+
+    view = cli._Console()
+    view(run_started(num_train_samples=8, num_eval_samples=2, num_epochs=1, batch_size=2, total_steps=4))
+    view(StepDone(step=3, total_steps=4))
+    view(RunFinished(status="finished", step=4, duration_seconds=2.0, model_dir=None))
+    view.close()
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert "step 4/4 loss -  ETA -" in last, "no speed known: nothing where it would be"
 
 
 def test_a_followers_bar_stands_at_the_step_a_pause_came_at(capsys: pytest.CaptureFixture[str]) -> None:
