@@ -386,6 +386,28 @@ async def test_changing_the_data_source_in_config_refreshes_the_data_panel(
         )
 
 
+async def test_a_local_model_that_is_not_there_is_marked_in_the_form(
+    make_app: Callable[..., WorkbenchApp], scripted_engine: ScriptedEngine, tmp_path: Path
+) -> None:
+    """As a data source is: the run would refuse it on s; the form says so as it is typed. A hub id passes."""
+    missing = str(tmp_path / "no-model")
+    app = make_app(panel="config")
+    async with app.run_test(size=(100, 40)) as pilot:
+        await on_field(pilot, app, "model.name_or_path")
+        edit_field(app, "model.name_or_path", missing)
+        await pilot.pause()
+        assert app.config_panel.problems == {
+            "model.name_or_path": f"{missing} is not a folder; give a model folder, a hub id, or minilm"
+        }
+        assert "1 invalid" in text_of(app, "#config-title")
+        await pilot.press("escape", "f4", "s")
+        await pilot.pause()
+        assert scripted_engine.runners == []
+        edit_field(app, "model.name_or_path", "bert-base-uncased")
+        await pilot.pause()
+        assert app.config_panel.is_valid
+
+
 async def test_a_data_source_that_names_no_data_is_marked_in_the_form_and_blocks_start_not_save(
     make_app: Callable[..., WorkbenchApp],
     workbench_config: RunConfig,

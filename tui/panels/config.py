@@ -95,10 +95,26 @@ def get_value(cfg: RunConfig, path: str) -> Any:
 
 
 SOURCE = "data.source"
+MODEL = "model.name_or_path"
 
 
-def _source_message(exc: DataError) -> str:
-    return str(exc).removeprefix(f"{SOURCE}: ")
+def _path_message(exc: UserError, path: str) -> str:
+    return str(exc).removeprefix(f"{path}: ")
+
+
+def model_problem(name_or_path: str) -> str | None:
+    """Why a run could not load ``name_or_path``, as far as the files say: a local folder that is missing or
+    holds no model. A hub id passes (reaching it is the load's), and so does the bundled alias, without loading
+    the model code for it."""
+    if name_or_path == "minilm":
+        return None
+    from engine.models import resolve_model_path
+
+    try:
+        resolve_model_path(name_or_path)
+    except UserError as exc:
+        return _path_message(exc, MODEL)
+    return None
 
 
 def format_value(value: Any) -> str:
@@ -311,9 +327,10 @@ class ConfigPanel(Vertical):
         self._status_waits_on: str | None = None
         #: Field path -> (the value the user typed, the engine's message about it).
         self.errors: dict[str, tuple[Any, str]] = {}
-        #: Why the config's data source names no data a run could read (it is in the config, and saved with it).
-        self.source_problem: str | None = None
-        self._check_source()
+        #: Why the config's data source or model names nothing a run could read, by field (the value is in the
+        #: config, and saved with it).
+        self.path_problems: dict[str, str] = {}
+        self._check_paths()
         #: Field path -> the text last typed in it, shown again while the engine refuses it.
         self._typed: dict[str, str] = {}
         self.form_built = False
@@ -330,10 +347,10 @@ class ConfigPanel(Vertical):
     @property
     def problems(self) -> dict[str, str]:
         """Each field a run cannot start with, and why: the values the engine refused (kept out of the config),
-        and a data source that names no data."""
+        and a data source or model that names nothing a run could read."""
         out = {path: message for path, (_value, message) in self.errors.items()}
-        if self.source_problem is not None:
-            out.setdefault(SOURCE, self.source_problem)
+        for path, message in self.path_problems.items():
+            out.setdefault(path, message)
         return out
 
     @property
@@ -511,8 +528,8 @@ class ConfigPanel(Vertical):
                     continue
                 del self.errors[other]
                 progress = True
-        if self.config.data.source != before.data.source:
-            self._check_source()
+        if (self.config.data.source, self.config.model.name_or_path) != (before.data.source, before.model.name_or_path):
+            self._check_paths()
         changed = tuple(s.path for s in self.specs if get_value(before, s.path) != get_value(self.config, s.path))
         self._after_edit(changed)
 
@@ -577,13 +594,16 @@ class ConfigPanel(Vertical):
             self._render_help(self.current)
 
     # -- file -----------------------------------------------------------------------------------------------
-    def _check_source(self) -> None:
-        """The checks a run makes on a local data source before it loads it, on the config's source."""
+    def _check_paths(self) -> None:
+        """The checks a run makes on a local data source and model before it loads them, on the config's."""
+        self.path_problems.clear()
         try:
             check_source(self.config.data.source)
-            self.source_problem = None
         except DataError as exc:
-            self.source_problem = _source_message(exc)
+            self.path_problems[SOURCE] = _path_message(exc, SOURCE)
+        model = model_problem(self.config.model.name_or_path)
+        if model is not None:
+            self.path_problems[MODEL] = model
 
     def _status(self, text: str, error: bool = False, *, waits_on: str | None = None) -> None:
         self._status_waits_on = waits_on
@@ -595,7 +615,7 @@ class ConfigPanel(Vertical):
     def _fill(self, cfg: RunConfig) -> None:
         """Show ``cfg`` in the form, with no pending errors (the caller has set ``self.config``)."""
         self.errors.clear()
-        self._check_source()
+        self._check_paths()
         self._typed.clear()
         if self.form_built:
             self._load_editor()
