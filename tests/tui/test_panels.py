@@ -730,8 +730,12 @@ async def test_escape_from_a_field_says_where_the_focus_is_and_enter_goes_back_i
         assert text_of(app, "#config-help").startswith("ctrl+l loads this file")
         await pilot.press("tab")
         assert app.focused is frame
+        await pilot.press("down", "down", "up")  # out of the field too, ↑ and ↓ pick the field
+        after = app.config_panel.specs[app.config_panel.specs.index(app.config_panel.by_path[field]) + 1].path
+        assert app.config_panel.current.path == after and app.focused is frame
+        assert text_of(app, "#config-help").startswith(f"out of the field: single keys act · enter edits {after}")
         await pilot.press("enter")
-        assert app.focused is app.config_panel.editor
+        assert app.focused is app.config_panel.editor and app.config_panel.current.path == after
 
 
 async def test_keys_typed_back_to_back_edit_the_field_the_editor_is_on(make_app: Callable[..., WorkbenchApp]) -> None:

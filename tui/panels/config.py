@@ -286,10 +286,19 @@ class FormFrame(VerticalScroll):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "edit", "Edit field", tooltip="Back into the field the editor is on"),
+        # out of the field, as in it, ↑ and ↓ pick the field (a scroll would leave the editor behind, off screen)
+        *(
+            Binding(key, f"move({step})", "Pick a field", show=False, tooltip="Pick the field above or below")
+            for key, step in MOVES.items()
+            if key not in ("tab", "shift+tab")  # they move the focus out of the form
+        ),
     ]
 
     def action_edit(self) -> None:
         self.query_one(FieldEditor).focus()
+
+    def action_move(self, step: int) -> None:
+        self.query_ancestor(ConfigPanel).pick_field(step)
 
 
 class ConfigPanel(Vertical):
@@ -458,6 +467,16 @@ class ConfigPanel(Vertical):
         if self.editor.has_focus:
             self._render_help(spec)
 
+    def pick_field(self, step: int) -> None:
+        """Out of the field: move the editor ``step`` fields on, the focus staying out of it."""
+        if self._move(step):
+            self._render_frame_help()
+
+    def _render_frame_help(self) -> None:
+        self.query_one("#config-help", Static).update(
+            Content(f"out of the field: single keys act · enter edits {self.current.path} · shift+tab: the file")
+        )
+
     def _move(self, step: int) -> bool:
         """Move the editor ``step`` fields on (back, when negative); False when it is at that end already."""
         target = min(max(self.cursor + step, 0), len(self.specs) - 1)
@@ -563,9 +582,7 @@ class ConfigPanel(Vertical):
     @on(DescendantFocus)
     def _show_help(self, event: DescendantFocus) -> None:
         if isinstance(event.widget, FormFrame):
-            self.query_one("#config-help", Static).update(
-                Content(f"out of the field: single keys act · enter edits {self.current.path} · shift+tab: the file")
-            )
+            self._render_frame_help()
         else:
             self._render_help(self.current if event.widget.id == "config-editor" else None)
 
