@@ -513,12 +513,13 @@ def expand_grid(
             same = seen.setdefault(repr(_field(build({key: value}), key)), value)
             if same != value:  # "1e-5" and "0.00001": one run twice under two names
                 raise ConfigError(f"--grid {key}", f'"{same}" and "{value}" are the same value; give it once')
+    combos = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(values for _key, values in axes))]
+    widest = max(len(_grid_slug(grid)) for grid in combos)
     out = []
-    for combo in itertools.product(*(values for _key, values in axes)):
-        grid = dict(zip(keys, combo, strict=True))
+    for grid in combos:
         cfg = build(grid)
         cfg.output.sweep = sweep
-        cfg.output.run_name = sweep_run_name(cfg, grid)
+        cfg.output.run_name = sweep_run_name(cfg, grid, widest)
         out.append((grid, cfg))
     return out
 
@@ -531,18 +532,29 @@ def _field(cfg: RunConfig, key: str) -> Any:
     return value
 
 
-def sweep_run_name(cfg: RunConfig, grid: dict[str, str]) -> str:
-    """The run name of a sweep's run: the config's own run name (or task and model), then its grid values, e.g.
-    "classification-minilm-lr1e-5_bs8"; the values come first when the folder name runs short."""
+def _grid_slug(grid: dict[str, str]) -> str:
+    """A run's grid values as they end its name: "lr1e-5_bs8"."""
     parts = []
     for key, value in grid.items():
         leaf = key.rpartition(".")[2]
         shown = value.rstrip("/").rpartition("/")[2] or value  # a path: its last part
         parts.append(slugify(f"{SHORT_KEYS.get(leaf, leaf)}{shown}"))
-    values = "_".join(parts)
+    return "_".join(parts)
+
+
+def sweep_run_name(cfg: RunConfig, grid: dict[str, str], widest: int = 0) -> str:
+    """The run name of a sweep's run: the config's own run name (or task and model), then its grid values, e.g.
+    "classification-minilm-lr1e-5_bs8"; the values come first when the folder name runs short. ``widest``: the
+    longest values of the sweep, so that its runs' names all start the same."""
+    values = _grid_slug(grid)
     base = slugify(cfg.output.run_name or default_run_name(cfg))
-    room = 48 - len(values) - 1  # slugify's limit on a run name
-    return slugify(f"{base[:room].rstrip('-_.')}-{values}" if room >= 8 else values)
+    room = 48 - max(len(values), widest) - 1  # slugify's limit on a run name
+    if room < 8:
+        return slugify(values)
+    cut = base[:room]
+    if len(base) > room and "-" in cut:  # whole words: "classification", not "classification-mi"
+        cut = cut.rpartition("-")[0]
+    return slugify(f"{cut.rstrip('-_.')}-{values}")
 
 
 def new_sweep_id(runs_dir: str | os.PathLike[str]) -> str:

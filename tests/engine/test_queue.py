@@ -256,6 +256,16 @@ def test_a_sweep_expands_to_every_combination_with_its_sweep_id_and_run_names(tm
     assert len(set(names)) == 6
 
 
+def test_a_sweeps_long_values_cut_its_runs_names_alike(tmp_path: Path) -> None:
+    """The name's base is cut to fit the longest values of the sweep, not each run's own, and at a word's end."""
+    grid = "model.lora.target_modules=[query,value],[query,key,value]"
+    runs = queue.expand_grid(write_config(tmp_path), [grid], sweep="abc123")
+    assert [cfg.output.run_name for _grid, cfg in runs] == [
+        "classification-target_modules-query-value",
+        "classification-target_modules-query-key-value",
+    ]
+
+
 def test_sweep_queues_its_runs_as_one_sweep_and_dry_run_queues_nothing(
     tmp_path: Path, runs: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
