@@ -204,15 +204,19 @@ async def test_space_pauses_and_resumes_a_run(make_app: Callable[..., WorkbenchA
         assert engine.runners[0].control.pause.is_set() is False
 
 
+async def start_then_stop(pilot: Any, app: WorkbenchApp) -> None:
+    """s, then x once the run trains: the run saves and ends stopped."""
+    await pilot.press("s")
+    await reach(app, "training")
+    await pilot.press("x")
+    assert await reach(app, "finished", "stopped") == "stopped"
+
+
 async def test_x_stops_a_run_and_the_run_saves_as_stopped(make_app: Callable[..., WorkbenchApp]) -> None:
-    gate = threading.Event()
-    engine = ScriptedEngine("runs/gated", gate=gate)
+    engine = ScriptedEngine("runs/gated", gate=threading.Event())
     app = make_app(panel="train", engine=engine)
     async with app.run_test() as pilot:
-        await pilot.press("s")
-        await reach(app, "training")
-        await pilot.press("x")
-        assert await reach(app, "finished", "stopped") == "stopped"
+        await start_then_stop(pilot, app)
         assert "r in the Runs panel resumes it" in app.controller.detail
         assert engine.runners[0].control.stop.is_set()
 
@@ -225,10 +229,7 @@ async def test_a_stopped_run_resumed_elsewhere_stops_asking_to_be_resumed(
     engine = ScriptedEngine("runs/gated", gate=threading.Event())
     app = make_app(panel="train", engine=engine)
     async with app.run_test() as pilot:
-        await pilot.press("s")
-        await reach(app, "training")
-        await pilot.press("x")
-        assert await reach(app, "finished", "stopped") == "stopped"
+        await start_then_stop(pilot, app)
         app.runs_panel.refresh_runs()  # the scripted run has no folder: listed as this workbench left it
         await settle(pilot)
         assert "r in the Runs panel resumes it" in app.controller.detail
