@@ -209,6 +209,8 @@ class _Console:
                 c.print(f"[yellow]paused at step {event.step}[/yellow]")
             else:
                 c.print(f"[yellow]stopping at step {event.step}; saving what the run has[/yellow]")
+        elif isinstance(event, ev.Resumed):
+            c.print(f"[yellow]resumed at step {event.step}[/yellow]")
         elif isinstance(event, ev.CheckpointSaved):
             c.print(f"[dim]checkpoint saved: {event.path}[/dim]")
 
@@ -462,7 +464,7 @@ def cmd_show_run(name: str, runs_dir: str) -> int:
     from engine.events import Evaluated, RunStarted
     from engine.live import resolve_run
     from engine.report import class_report, stdout_console
-    from engine.runs import ended_status, failure_of
+    from engine.runs import ended_status, failure_of, live_progress
 
     run = resolve_run(name, runs_dir)
     events = run.events()
@@ -470,9 +472,11 @@ def cmd_show_run(name: str, runs_dir: str) -> int:
     starts = [e for e in events if isinstance(e, RunStarted)]
     # A resumed run redoes the evaluations after its checkpoint: the latest one of each step counts.
     evals = sorted({e.step: e for e in events if isinstance(e, Evaluated)}.values(), key=lambda e: e.step)
-    status = summary.get("status") or (
-        "running" if run.is_running() else ended_status(run.events_path) or "ended without a summary (killed?)"
-    )
+    live = run.live_state()  # before the summary: a resumed run's is its last session's
+    if live is not None:
+        status = f"{live} {live_progress(run, paused=live == 'paused')}".rstrip()
+    else:
+        status = summary.get("status") or ended_status(run.events_path) or "ended without a summary (killed?)"
     console = stdout_console()
     what = f"{starts[-1].task}, {starts[-1].model}" if starts else "never started"
     labels: list[Any] = list(starts[-1].label_names) if starts else []

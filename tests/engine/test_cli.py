@@ -151,6 +151,20 @@ def test_runs_run_shows_its_evaluations_and_the_last_confusion_matrix(
     assert without[1:] == lines[1:]
 
 
+def test_runs_run_of_a_paused_run_says_paused_as_the_list_does(
+    make_config: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from engine.runs import LIVE_FILE, create_run_dir
+
+    run = create_run_dir(make_config(), tmp_path / "out")
+    (run.path / LIVE_FILE).write_text(json.dumps({"state": "paused", "step": [57, 150]}))
+    with run.lock():  # as the run's process holds it while paused
+        assert cli.main(["runs", run.name, "--runs-dir", str(tmp_path / "out")]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith(f"{run.name}: paused 57/150; ")
+
+
 def test_runs_run_of_a_failed_run_says_why(
     make_config: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -294,6 +308,18 @@ def test_a_run_shorter_than_its_logging_steps_ends_its_bar_at_its_last_step(
     view.close()
     last = capsys.readouterr().out.splitlines()[-1]
     assert "step 4/4 loss -  ETA -" in last, "no speed known: nothing where it would be"
+
+
+def test_a_followers_replay_says_each_pause_and_each_resume(capsys: pytest.CaptureFixture[str]) -> None:
+    from engine.events import Paused, Resumed
+
+    view = cli._Console()
+    view(run_started(num_train_samples=40, num_eval_samples=2, num_epochs=1, batch_size=2, total_steps=20))
+    for event in (Paused(step=5), Resumed(step=5), Paused(step=9)):
+        view(event)
+    view.close()
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("paused", "resumed"))]
+    assert said == ["paused at step 5", "resumed at step 5", "paused at step 9"]
 
 
 def test_a_followers_bar_stands_at_the_step_a_pause_came_at(capsys: pytest.CaptureFixture[str]) -> None:
