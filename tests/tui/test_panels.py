@@ -1948,6 +1948,26 @@ async def test_the_progress_bar_counts_optimizer_steps_between_logged_steps(
         panel.reset(panel.cfg)
         panel.set_state(RunState.FAILED)  # before its first step
         assert text_of(app, "#train-speed") == "it ended before its first step"
+        panel.reset(panel.cfg)  # the next run, cleared while the last one's state still shows
+        panel.set_state(RunState.LOADING)
+        assert text_of(app, "#train-speed") == "preparing…"
+
+
+async def test_a_run_that_ends_between_step_readings_shows_its_last_step(
+    make_app: Callable[..., WorkbenchApp],
+) -> None:
+    """An SFT run shorter than its logging_steps (4 steps, logging every 5) reads no StepLogged, and its last
+    StepDone may not come before its end: the bar stood at 2/4 under a finished epoch."""
+    from engine.events import RunFinished, StepDone
+
+    app = make_app(panel="train")
+    async with app.run_test(size=(120, 40)) as pilot:
+        panel = app.train_panel
+        panel.handle(run_started(num_train_samples=8, num_eval_samples=2, num_epochs=1, batch_size=2, total_steps=4))
+        panel.add_steps([StepDone(step=2, total_steps=4)])
+        panel.handle(RunFinished(status="finished", step=4, duration_seconds=3.0, model_dir=None))
+        await pilot.pause()
+        assert "step 4/4" in text_of(app, "#train-speed")
 
 
 async def test_a_live_run_keeps_one_refresh_pending_however_often_the_list_is_read(

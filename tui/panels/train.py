@@ -135,7 +135,7 @@ class TrainPanel(Vertical):
         self.state = state
         self.detail = detail
         self._render_status()
-        if was_training != (state is RunState.TRAINING):
+        if was_training != (state is RunState.TRAINING) or self.started is None:  # before RunStarted, it says why
             self._render_progress()
 
     def reset(self, cfg: RunConfig, what: str = "new run") -> None:
@@ -205,8 +205,9 @@ class TrainPanel(Vertical):
         if isinstance(event, Paused | RunFinished | RunFailed) and self.usage is not None:
             self.usage = None  # a device reading is shown only while the run trains: the header names the device
             self._render_status()
-        if isinstance(event, Paused | StopRequested) and event.step > self.step_done:
-            # a follower's step count comes from the run's beacon, which may lag this event by a step
+        if isinstance(event, Paused | StopRequested | RunFinished) and event.step > self.step_done:
+            # a follower's step count comes from the run's beacon, which may lag this event by a step; a run's
+            # last steps may come in no StepDone before its end (the SFT engine's, shorter than logging_steps)
             self.step_done = event.step
             self._render_progress()
         if self.curves.add(event):
