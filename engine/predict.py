@@ -399,6 +399,19 @@ def _build(name: str, path: str, task: str, device: torch.device, trust_remote_c
     )
 
 
+def label_names_of(model: str) -> list[str]:
+    """The class names of a classifier's head, by class id, from the ``config.json`` of ``model`` (a run folder,
+    model folder or checkpoint); [] when it has none or cannot be read. Reads one small file, no weights."""
+    import json
+
+    try:
+        config = json.loads((Path(resolve(model)) / "config.json").read_text(encoding="utf-8"))
+        id2label = config.get("id2label") or {}
+        return [str(name) for _, name in sorted(id2label.items(), key=lambda item: int(item[0]))]
+    except (UserError, OSError, ValueError, AttributeError):
+        return []
+
+
 def describe(model: str) -> str:
     """ "adapter on minilm" when ``model`` (a run folder, model folder or checkpoint) holds a LoRA adapter, else "";
     reads one small file, so a front can show it before the model loads."""

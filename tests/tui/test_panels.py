@@ -1173,9 +1173,14 @@ async def test_another_fine_tuned_run_clears_the_results_and_brings_its_task_and
 
 
 async def test_ctrl_b_sets_the_run_aside_and_brings_it_back(
-    make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig
+    make_app: Callable[..., WorkbenchApp],
+    workbench_config: RunConfig,
+    fake_predictor: Callable[[PredictRequest], PredictionView],
 ) -> None:
     run = _run_folder(workbench_config, "20240101-120000-classification-minilm")
+    (Path(run) / "model").mkdir()  # its classifier's five classes, which the base beside it took on
+    labels = {str(i): str(i + 1) for i in range(5)}
+    (Path(run) / "model" / "config.json").write_text(json.dumps({"id2label": labels}))
     app = make_app(panel="predict")
     async with app.run_test(size=(120, 40)) as pilot:
         await app.panels_mounted.wait()
@@ -1190,6 +1195,10 @@ async def test_ctrl_b_sets_the_run_aside_and_brings_it_back(
         assert text_of(app, "#predict-title").endswith(
             "fine-tuned 20240101-120000-classification-minilm set aside (ctrl+b)"
         )
+        await pilot.press("ctrl+t", "enter")  # the base alone keeps the set-aside run's classes, not two new ones
+        await until(pilot, lambda: panel.result is not None, "predictions show")
+        request = fake_predictor.requests[-1]  # type: ignore[attr-defined]
+        assert request.tuned is None and request.label_names == ("1", "2", "3", "4", "5")
         await pilot.press("ctrl+b")
         assert (panel.tuned, panel.tuned_origin) == (run, "picked in Runs")
 

@@ -25,7 +25,7 @@ from engine.config import RunConfig
 from engine.errors import ConfigError, describe_failure
 from engine.events import LogMessage
 from engine.models import label_kwargs
-from engine.predict import MODES, describe, run_config_of
+from engine.predict import MODES, describe, label_names_of, run_config_of
 from tui import heap
 from tui.bridge import LibraryLog
 from tui.panels import PANELS
@@ -292,6 +292,13 @@ class PredictPanel(Vertical):
         except ConfigError:
             return []
 
+    def _base_labels(self) -> list[str]:
+        """The base's classes: those of the run ctrl+b set aside (as the base beside it had them), else those a
+        run of this config would start with."""
+        if self.set_aside is not None and self.cfg.task == "classification":
+            return label_names_of(self.set_aside[0]) or self.base_classes()
+        return self.base_classes()
+
     def set_tuned(self, run_dir: str | None, origin: str = "") -> None:
         """Use ``run_dir`` (a run folder) as the fine-tuned side; None = base model only."""
         self.tuned = run_dir
@@ -386,7 +393,7 @@ class PredictPanel(Vertical):
             device=self.cfg.train.device,
             top_k=top_k,
             max_new_tokens=max_new_tokens,
-            label_names=tuple(self.base_classes()),
+            label_names=tuple(self._base_labels()),
         )
         self.busy = True
         self._asked = text
