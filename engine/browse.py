@@ -45,6 +45,8 @@ class Sample:
     text: str
     label: str
     columns: dict[str, str] = field(default_factory=dict)
+    #: The row has no text (null): ``text`` says so, and a run refuses the split (``engine.data``).
+    missing: bool = False
 
 
 @dataclass(frozen=True)
@@ -260,9 +262,9 @@ class SplitView:
         label = _label_name(row.get(self.label_field), self.label_names) if self.label_field else ""
         others = {k: str(v) for k, v in row.items() if k not in (self.text_field, self.label_field)}
         text = row[self.text_field]
-        return Sample(
-            index, f"{MISSING}: this row has no {self.text_field}" if text is None else str(text), label, others
-        )
+        if text is None:
+            return Sample(index, f"{MISSING}: this row has no {self.text_field}", label, others, missing=True)
+        return Sample(index, str(text), label, others)
 
     def label_histogram(self) -> list[LabelCount]:
         """Rows per label over the visible rows, most frequent first (ties by name)."""

@@ -257,11 +257,14 @@ def _subsample(ds: Dataset, size: int | None, seed: int, what: str) -> Dataset:
 def _check_column(ds: Dataset, column: str, key: str, split: str) -> None:
     if column not in ds.column_names:
         raise DataError(f'{key}: column "{column}" not in split {split} (columns: {", ".join(ds.column_names)})')
-    nulls = ds.data.column(column).null_count
-    if nulls:
+    values = ds.data.column(column)
+    if values.null_count:
+        import pyarrow.compute as pc
+
+        first = pc.index(pc.is_null(values), True).as_py()  # counted from 0, as the Data panel's # column
         raise DataError(
-            f'{key}: column "{column}" has {nulls} empty (null) values in split {split}; '
-            "drop those rows or pick another column"
+            f'{key}: column "{column}" has {values.null_count} empty (null) values in split {split}, the first in '
+            f"row {first}; drop those rows or pick another column"
         )
 
 

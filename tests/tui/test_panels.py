@@ -336,6 +336,26 @@ async def test_enter_opens_a_sample_with_its_tokens_and_the_cut_marked(
         assert not isinstance(app.screen, SampleScreen)
 
 
+async def test_a_row_without_text_opens_with_why_a_run_refuses_it_and_no_tokens(
+    make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig, tmp_path: Path
+) -> None:
+    rows = [{"text": None, "label": "good"}, *sentiment_rows(11)]
+    source = write_jsonl(tmp_path / "holes.jsonl", rows)
+    app = make_app(cfg=validate_field(workbench_config, "data.source", str(source)))
+    async with app.run_test(size=(100, 40)) as pilot:
+        await until(pilot, lambda: app.data_panel.view is not None, "the train split shows")
+        await pilot.press("enter")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, SampleScreen)
+        length = screen.query_one("#sample-length", Static)
+        assert str(length.render()) == 'a run refuses this split: data.text_field "text" is empty in this row'
+        assert length.has_class("error") and screen.query_one("#sample-tokens", DataTable).row_count == 0
+        await pilot.press("right")  # the next row has its text: tokens again
+        await until(pilot, lambda: screen.tokens is not None, "the next sample is tokenized")
+        assert not length.has_class("error")
+
+
 async def test_a_missing_text_column_shows_one_clear_line(
     make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig
 ) -> None:

@@ -401,10 +401,17 @@ class SampleScreen(ModalScreen[None]):
         title = f"Sample {sample.index} · {self.view.name}{label}  (Esc closes, ←/→ browse)"
         self.query_one("#sample-title", Static).update(Content(title))
         self.query_one("#sample-text", Static).update(Content(sample.text))
-        self.query_one("#sample-length", Static).update(
+        self._tokens_table.clear()
+        length = self.query_one("#sample-length", Static)
+        length.set_class(sample.missing, "error")
+        if sample.missing:  # no tokens to show: the placeholder is not the data
+            field_ = self.cfg.data.text_field
+            length.update(Content(f'a run refuses this split: data.text_field "{field_}" is empty in this row'))
+            return
+        length.remove_class("warning")
+        length.update(
             Content(f"tokenizing with {self.cfg.model.name_or_path} at max_length {self.cfg.data.max_length}…")
         )
-        self._tokens_table.clear()
         self._tokenize(self.position)
 
     @work(thread=True, exclusive=True, group="tokenize", exit_on_error=False, description="tokenize sample")
