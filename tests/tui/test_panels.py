@@ -1702,6 +1702,20 @@ async def test_a_sweeps_runs_list_together_under_a_heading_that_compares_them(
         ]
 
 
+async def test_run_keys_on_an_empty_runs_folder_say_there_is_no_run_yet(make_app: Callable[..., WorkbenchApp]) -> None:
+    app = make_app(panel="runs")
+    notes = record_notes(app)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        assert app.runs_panel.runs == []
+        await pilot.press("e", "m")
+        await pilot.pause()
+        assert notes == [
+            "e (export) acts on a run: runs/ has none yet; s on the Train panel (F4) starts one",
+            "m (mark) acts on a run: runs/ has none yet; s on the Train panel (F4) starts one",
+        ]
+
+
 async def test_e_exports_the_highlighted_runs_model_to_the_folder_given(
     make_app: Callable[..., WorkbenchApp], two_runs: list[str]
 ) -> None:

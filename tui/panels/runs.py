@@ -426,6 +426,9 @@ class RunsPanel(Vertical):
         info = self.current()
         if info is None and self.current_row() is not None:
             self.app.notify(f"{what} acts on a run: highlight one, not a queued entry or a sweep", severity="warning")
+        elif info is None:
+            none = f"{self.runs_dir}/ has none yet; s on the Train panel (F4) starts one"
+            self.app.notify(f"{what} acts on a run: {none}")
         return info
 
     def current_entry(self) -> queue.QueueEntry | None:
@@ -459,6 +462,7 @@ class RunsPanel(Vertical):
         elif isinstance(row, RunInfo):
             self.marked ^= {row.name}
         else:
+            self.current_run("m (mark)")  # says why nothing is marked
             return
         self.query_one(RunsTable).refresh()  # marks are drawn from self.marked
         self._render_title()
