@@ -120,9 +120,17 @@ class CompareScreen(ModalScreen[None]):
             table.add_column("setting")
             table.add_row(Text("the same config"))
             return
-        table.add_columns("setting", *c.legends)
-        for row in rows:
-            table.add_row(Text(row.key), *(Text(format_value(v, compact=True)) for v in row.values))
+        cells = [[Text(format_value(v, compact=True)) for v in row.values] for row in rows]
+        # titled as the evaluations' columns are: a whole legend ("batch=4 max_len=64 n_train=600") would push
+        # the next run's values out of the table's half of the screen
+        widest = [max(line[i].cell_len for line in cells) for i in range(len(c.legends))]
+        table.add_column("setting")
+        for title, width in run_titles(c.legends, widest):
+            table.add_column(title, width=width)
+        leaves = [row.key.rpartition(".")[2] for row in rows]
+        for row, leaf, values in zip(rows, leaves, cells, strict=True):
+            # the key's last part where it names one setting alone: the section takes a third of a narrow table
+            table.add_row(Text(leaf if leaves.count(leaf) == 1 else row.key), *values)
 
     def _fill_evals(self, c: Comparison) -> None:
         table = self.query_one("#compare-evals", DataTable)

@@ -1526,7 +1526,7 @@ async def test_c_compares_marked_runs_and_x_swaps_the_chart_to_the_eval_metric(
         screen = app.screen
         assert isinstance(screen, CompareScreen) and screen.comparison is not None
         diff = screen.query_one("#compare-diff", DataTable)
-        assert [str(diff.get_row_at(i)[0]) for i in range(diff.row_count)] == ["train.learning_rate"]
+        assert [str(diff.get_row_at(i)[0]) for i in range(diff.row_count)] == ["learning_rate"]
         legends = screen.comparison.legends  # newest first, as listed
         assert legends == ["lr=2e-4", "lr=1e-4"]
         chart = screen.query_one("#compare-chart", LossChart)
@@ -1575,8 +1575,8 @@ async def test_two_runs_of_one_config_compare_with_every_value_on_screen_and_a_t
 async def test_runs_with_long_legends_compare_with_their_evaluations_whole_at_120_columns(
     make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig
 ) -> None:
-    """Runs that differ in four settings have legends of 30 cells: as the titles of the evaluations' columns, they
-    pushed the second run's values out of sight."""
+    """Runs that differ in four settings have legends of 30 cells: as the titles of the evaluations' and settings'
+    columns, they pushed the second run's values out of sight."""
     from tui.compare import RUN_TITLE
 
     for i, (lr, epochs, length, size) in enumerate([(1e-4, 2, 32, 64), (3e-4, 3, 64, 128)]):
@@ -1599,6 +1599,9 @@ async def test_runs_with_long_legends_compare_with_their_evaluations_whole_at_12
         assert len(set(titles)) == 2 and all(t.endswith("…") for t in titles), titles  # cut, and still apart
         diff = screen.query_one("#compare-diff", DataTable)
         assert diff.region.right < evals.region.x, "a cell between the settings and the evaluations"
+        # the settings' run columns are titled alike: whole legends pushed the second run's values out of sight
+        assert diff.virtual_size.width <= diff.scrollable_content_region.width
+        assert [str(column.label) for column in diff.columns.values()][1:] == titles
 
 
 def test_evaluation_titles_cut_from_long_legends_still_tell_the_runs_apart() -> None:
