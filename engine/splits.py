@@ -87,9 +87,10 @@ def hold_out(ds: Dataset, fraction: float, seed: int, stratify_by: str | None) -
     ``stratify_by`` names the label column (each class keeps at least one training row)."""
     n_eval = held_out_rows(len(ds), fraction)
     if n_eval >= len(ds):
+        smaller = "use a smaller share, or " if len(ds) > 1 else "add rows, or "  # one row: no share leaves one
         raise DataError(
-            f"data.eval_fraction: {fraction:g} of {len(ds)} training rows leaves none to train on; use a smaller "
-            "share, or data.eval_fraction: null to train without an eval set"
+            f"data.eval_fraction: {fraction:g} of {len(ds)} training row{'s' if len(ds) != 1 else ''} leaves none "
+            f"to train on; {smaller}data.eval_fraction: null to train without an eval set"
         )
     if stratify_by is None:
         parts = ds.train_test_split(test_size=n_eval, seed=seed)

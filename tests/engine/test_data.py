@@ -133,6 +133,13 @@ def test_a_share_that_leaves_no_training_row_is_refused(tmp_path: Path) -> None:
     src = write_jsonl(tmp_path / "d.jsonl", sentiment_rows(3))
     with pytest.raises(DataError, match=r"^data\.eval_fraction: 0\.9 of 3 training rows leaves none"):
         load_splits(DataConfig(source=str(src), eval_fraction=0.9), needs_labels=True)
+    one = write_jsonl(tmp_path / "one.jsonl", [{"text": "a single review"}])  # no share leaves a row of one
+    with pytest.raises(DataError) as refused:
+        load_splits(DataConfig(source=str(one), label_field=None), needs_labels=False)
+    assert str(refused.value) == (
+        "data.eval_fraction: 0.1 of 1 training row leaves none to train on; add rows, or data.eval_fraction: null "
+        "to train without an eval set"
+    )
 
 
 @pytest.mark.parametrize("splits", [("train",), ("train", "test"), ("train", "validation", "test")])
