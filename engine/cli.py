@@ -75,17 +75,19 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     predict.add_argument("text", help='e.g. "This is a [MASK] movie!"')
 
-    runs = sub.add_parser("runs", help="list runs, or show one run's evaluations")
-    runs.add_argument("run", nargs="?", help="a run folder, or its name in --runs-dir: its evaluations and classes")
-    runs.add_argument("--runs-dir", default="runs")
+    from engine.runs import RUNS_DIR_HELP
 
     run_help = "a run folder, its name in --runs-dir, or a unique prefix of the name"
+    runs = sub.add_parser("runs", help="list runs, or show one run's evaluations")
+    runs.add_argument("run", nargs="?", help=run_help + ": its evaluations and classes")
+    runs.add_argument("--runs-dir", default="runs", help=RUNS_DIR_HELP)
+
     follow = sub.add_parser("follow", help="show a run's progress as tunebench run does; Ctrl+C leaves the run alone")
     follow.add_argument("run", help=run_help)
-    follow.add_argument("--runs-dir", default="runs")
+    follow.add_argument("--runs-dir", default="runs", help=RUNS_DIR_HELP)
     attach = sub.add_parser("attach", help="open the workbench on a run's Train panel, following it")
     attach.add_argument("run", nargs="?", help=run_help + "; default: the most recent live run")
-    attach.add_argument("--runs-dir", default="runs")
+    attach.add_argument("--runs-dir", default="runs", help=RUNS_DIR_HELP)
     for command, what in (
         ("stop", "stop a live run at its next step; it saves"),
         ("pause", "pause a live run"),
@@ -93,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         one = sub.add_parser(command, help=what)
         one.add_argument("run", help=run_help)
-        one.add_argument("--runs-dir", default="runs")
+        one.add_argument("--runs-dir", default="runs", help=RUNS_DIR_HELP)
     # Commands with a module of their own: each adds its parsers, with ``handler`` set to the function to call.
     from engine import compare, export, queue
 

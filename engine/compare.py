@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 from engine.config import LOWER_IS_BETTER, RunConfig, best_direction, load_config
 from engine.errors import ConfigError, RunFolderError, UserError
 from engine.events import EVENTS_FORMAT, Evaluated, RunStarted, StepLogged, fmt_epoch
-from engine.runs import CONFIG_FILE, RunDir
+from engine.runs import CONFIG_FILE, RUNS_DIR_HELP, RunDir
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -820,7 +820,7 @@ def add_parsers(sub: Any) -> None:
     parser.add_argument(
         "runs", nargs="*", metavar="RUN", help="two or more runs: folders, names in --runs-dir, or unique prefixes"
     )
-    parser.add_argument("--runs-dir", default="runs")
+    parser.add_argument("--runs-dir", default="runs", help=RUNS_DIR_HELP)
     parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
     parser.set_defaults(handler=cmd_compare)
 

@@ -22,7 +22,7 @@ from typing import Any
 from engine import adapters
 from engine.errors import UserError, disk_fix, os_error_of
 from engine.files import file_in_the_way
-from engine.runs import CONFIG_FILE, EVENTS_FILE, RunDir, run_ref, save_dir_atomically
+from engine.runs import CONFIG_FILE, EVENTS_FILE, RUNS_DIR_HELP, RunDir, run_ref, save_dir_atomically
 
 #: The files of a model folder that belong to its tokenizer (what ``save_pretrained`` of a tokenizer writes).
 TOKENIZER_FILES = (
@@ -251,7 +251,7 @@ def add_parsers(sub: Any) -> None:
     )
     parser.add_argument("--force", action="store_true", help="replace what OUT holds")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="then upload OUT to this model repo")
-    parser.add_argument("--runs-dir", default="runs")
+    parser.add_argument("--runs-dir", default="runs", help=RUNS_DIR_HELP)
     parser.set_defaults(handler=cmd_export)
 
 

@@ -48,6 +48,8 @@ CHECKPOINTS_DIR = "checkpoints"
 LOCK_FILE = ".lock"
 #: The states of a run that some process trains now.
 LIVE = ("running", "paused")
+#: --runs-dir of the commands that find a run by its name or a prefix of it.
+RUNS_DIR_HELP = "the runs folder where a run's name or prefix is looked up (default: runs)"
 #: Where the process that trains a run keeps its pid, host, state and heartbeat (engine.live.Beacon).
 LIVE_FILE = "live.json"
 #: A heartbeat older than this, from a process on another host, means the run is gone.
