@@ -254,6 +254,8 @@ class RunDriver:
     def runs_listed(self) -> None:
         """The Runs panel listed the folder again: the run bar names the runs that train there while this
         workbench does not, and what became of its own ended run if another process resumed it."""
+        if not self.app.screen_stack:
+            return  # a listing that arrives while the app closes: its screens, and the bars, are gone
         since = self._own_run_since()
         if since:
             self.app.controller.carried_on(since)  # re-renders the run bar
@@ -300,6 +302,8 @@ class RunDriver:
         return f"{run.name} {doing} in {where}/{progress} · F6 lists it"
 
     def render_run_bar(self) -> None:
+        if not self.app.screen_stack:
+            return  # the app is closing (a run's last event, a listing, can come after its screens went)
         state = self.app.controller.state
         text = f"{state.mark} {state}"
         if self.app.controller.detail:

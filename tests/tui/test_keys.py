@@ -249,6 +249,17 @@ async def test_a_stopped_run_resumed_elsewhere_stops_asking_to_be_resumed(
         assert "resumed elsewhere since: finished" in app.train_panel.status_text()
 
 
+async def test_a_listing_that_arrives_as_the_app_closes_draws_nothing(make_app: Callable[..., WorkbenchApp]) -> None:
+    """The Runs panel lists in a worker: its answer can be handled after the screens went (a bench attached and
+    quit while one was on its way, and the run bar looked for the panels)."""
+    app = make_app(panel="runs")
+    async with app.run_test() as pilot:
+        await settle(pilot)
+    assert not app.screen_stack
+    app.training.runs_listed()
+    app.training.render_run_bar()
+
+
 async def test_a_click_on_a_footer_entry_presses_its_key(make_app: Callable[..., WorkbenchApp]) -> None:
     app = make_app(panel="train")
     async with app.run_test(size=(100, 30)) as pilot:
