@@ -356,6 +356,20 @@ async def test_a_row_without_text_opens_with_why_a_run_refuses_it_and_no_tokens(
         assert not length.has_class("error")
 
 
+async def test_t_on_a_source_of_one_split_says_there_is_no_other(
+    make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig, tmp_path: Path
+) -> None:
+    source = write_jsonl(tmp_path / "reviews.jsonl", sentiment_rows(12))  # one file: a train split alone
+    app = make_app(cfg=validate_field(workbench_config, "data.source", str(source)))
+    notes = record_notes(app)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await until(pilot, lambda: app.data_panel.view is not None, "the train split shows")
+        await pilot.press("t")
+        await pilot.pause()
+        assert notes == [f"{source} has one split, train: t has no other to show"]
+        assert app.data_panel.view is not None and app.data_panel.view.name == "train"
+
+
 async def test_a_missing_text_column_shows_one_clear_line(
     make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig
 ) -> None:

@@ -330,6 +330,9 @@ class DataPanel(Vertical):
         if self.browser is None or self.view is None:
             return
         names = self.browser.split_names
+        if len(names) == 1:
+            self.app.notify(f"{self.cfg.data.source} has one split, {names[0]}: t has no other to show")
+            return
         following = names[(names.index(self.view.name) + 1) % len(names)]
         self.query_one("#data-split", Select).value = following
 
