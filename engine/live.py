@@ -220,8 +220,11 @@ def resolve_run(name: str, runs_dir: str | os.PathLike[str]) -> RunDir:
     inside = [n for n in names if name in n]
     if len(inside) > 1:
         raise RunFolderError(f"{name}: no run name starts with it; {len(inside)} hold it ({_some(inside)})")
-    close = inside or difflib.get_close_matches(name, names, n=1, cutoff=0.75)
-    hint = f' (did you mean "{close[0]}"?)' if close else "; tunebench runs lists them"
+    if inside:
+        hint = f' (did you mean "{inside[0]}"?)'
+    else:  # a name alike by its date may be another run, where the one meant lies in another runs folder
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.75)
+        hint = f' (did you mean "{close[0]}", or another --runs-dir?)' if close else "; tunebench runs lists them"
     raise RunFolderError(f"{name}: no run by that path, name or prefix in {root}/{hint}")
 
 
