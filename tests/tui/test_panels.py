@@ -2001,6 +2001,8 @@ async def test_the_progress_bar_counts_optimizer_steps_between_logged_steps(
         assert f"loss {logged.loss:.4f}" in text_of(app, "#train-speed")
         panel.set_state(RunState.TRAINING)
         assert "ETA" in text_of(app, "#train-speed") and "samples/s" in text_of(app, "#train-speed")
+        speed = text_of(app, "#train-speed")
+        assert speed.index("loss") < speed.index("ETA"), "the loss stays in view where a narrow terminal cuts the line"
         # Ended, they would be stale for good.
         panel.set_state(RunState.STOPPED, "at step 15")
         assert "ETA" not in text_of(app, "#train-speed") and "samples/s" not in text_of(app, "#train-speed")

@@ -305,10 +305,10 @@ class TrainPanel(Vertical):
                 return "no run yet"
             return "preparing…" if self.state.active else "it ended before its first step"
         parts = [f"epoch {s.epoch_at(self.step_done)}/{s.num_epochs}", f"step {self.step_done}/{s.total_steps}"]
-        if logged is not None:
+        if logged is not None:  # the loss before the speed: a narrow terminal cuts the end of the line
+            parts.append(f"loss {logged.loss:.4f}")
             if self.state is RunState.TRAINING:
                 parts += [f"ETA {fmt_duration(logged.eta_seconds)}", f"{logged.samples_per_second:.1f} samples/s"]
-            parts.append(f"loss {logged.loss:.4f}")
         return " · ".join(parts)
 
     def _render_progress(self) -> None:
