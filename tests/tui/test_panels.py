@@ -305,6 +305,16 @@ async def test_escape_from_the_filter_leaves_the_data_keys_working(make_app: Cal
         assert app.query_one("#data-filter", Input).value == "", "the field shows the filter in force"
 
 
+async def open_first_sample(app: WorkbenchApp, pilot: Any) -> SampleScreen:
+    """Enter on the Data panel's first row, once the train split shows: the sample view."""
+    await until(pilot, lambda: app.data_panel.view is not None, "the train split shows")
+    await pilot.press("enter")
+    await pilot.pause()
+    screen = app.screen
+    assert isinstance(screen, SampleScreen)
+    return screen
+
+
 async def test_enter_opens_a_sample_with_its_tokens_and_the_cut_marked(
     make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig
 ) -> None:
@@ -312,11 +322,7 @@ async def test_enter_opens_a_sample_with_its_tokens_and_the_cut_marked(
     first = sample_rows("movies-sample", "train")[0]
     app = make_app(cfg=cfg)
     async with app.run_test(size=(100, 40)) as pilot:
-        await until(pilot, lambda: app.data_panel.view is not None, "the train split shows")
-        await pilot.press("enter")
-        await pilot.pause()
-        screen = app.screen
-        assert isinstance(screen, SampleScreen)
+        screen = await open_first_sample(app, pilot)
         await until(pilot, lambda: screen.tokens is not None, "the sample is tokenized")
         assert str(screen.query_one("#sample-text", Static).render()) == first["text"]
         tokens = screen.tokens
@@ -343,11 +349,7 @@ async def test_a_row_without_text_opens_with_why_a_run_refuses_it_and_no_tokens(
     source = write_jsonl(tmp_path / "holes.jsonl", rows)
     app = make_app(cfg=validate_field(workbench_config, "data.source", str(source)))
     async with app.run_test(size=(100, 40)) as pilot:
-        await until(pilot, lambda: app.data_panel.view is not None, "the train split shows")
-        await pilot.press("enter")
-        await pilot.pause()
-        screen = app.screen
-        assert isinstance(screen, SampleScreen)
+        screen = await open_first_sample(app, pilot)
         length = screen.query_one("#sample-length", Static)
         assert str(length.render()) == 'a run refuses this split: data.text_field "text" is empty in this row'
         assert length.has_class("error") and screen.query_one("#sample-tokens", DataTable).row_count == 0
@@ -543,6 +545,14 @@ async def test_an_invalid_value_shows_the_engine_message_and_blocks_start(
         assert f"✗ {expected.value.message}" in str(app.query_one("#config-below", Static).render()).splitlines()[0]
 
 
+async def edit_then_press(pilot: Any, app: WorkbenchApp, path: str, text: str, key: str) -> None:
+    """Type ``text`` into the Config form's field ``path``, then press ``key`` (a save, a reset, a quit)."""
+    edit_field(app, path, text)
+    await pilot.pause()
+    await pilot.press(key)
+    await pilot.pause()
+
+
 async def on_field(pilot: Any, app: WorkbenchApp, path: str) -> None:
     """Wait for the Config form, put its editor on ``path`` and let the focus land there."""
     await until(pilot, lambda: app.config_panel.form_built, "the form is built")
@@ -593,10 +603,7 @@ async def test_save_writes_the_form_and_load_reads_a_file(
     app = make_app(panel="config")
     async with app.run_test(size=(100, 40)) as pilot:
         await until(pilot, lambda: app.config_panel.form_built, "the form is built")
-        edit_field(app, "train.num_train_epochs", "5")
-        await pilot.pause()
-        await pilot.press("ctrl+s")
-        await pilot.pause()
+        await edit_then_press(pilot, app, "train.num_train_epochs", "5", "ctrl+s")
         assert load_config(CONFIG_FILE).train.num_train_epochs == 5
         assert "as in file" in text_of(app, "#config-title")
         app.query_one("#config-path", Input).value = "other.yaml"
@@ -625,10 +632,7 @@ async def test_reset_and_quit_over_unsaved_edits_each_ask_once(make_app: Callabl
     async with app.run_test(size=(100, 40)) as pilot:
         await until(pilot, lambda: app.config_panel.form_built, "the form is built")
         notes = record_notes(app)
-        edit_field(app, "train.num_train_epochs", "5")
-        await pilot.pause()
-        await pilot.press("ctrl+r")
-        await pilot.pause()
+        await edit_then_press(pilot, app, "train.num_train_epochs", "5", "ctrl+r")
         assert app.config_panel.config.train.num_train_epochs == 5, "the edit is kept"
         assert text_of(app, "#config-status") == (
             "1 unsaved change(s) (train.num_train_epochs); ctrl+r again drops them"
@@ -636,10 +640,7 @@ async def test_reset_and_quit_over_unsaved_edits_each_ask_once(make_app: Callabl
         await pilot.press("ctrl+r")
         await pilot.pause()
         assert app.config_panel.config.train.num_train_epochs == 3
-        edit_field(app, "train.num_train_epochs", "6")
-        await pilot.pause()
-        await pilot.press("ctrl+q")
-        await pilot.pause()
+        await edit_then_press(pilot, app, "train.num_train_epochs", "6", "ctrl+q")
         assert app.is_running and app.return_code is None
         assert notes == [
             "1 unsaved change(s) (train.num_train_epochs) in Config: ctrl+s there saves them; q or ctrl+q again quits"
@@ -669,10 +670,7 @@ async def test_a_save_refused_for_a_bad_field_stops_saying_so_once_the_field_is_
     app = make_app(panel="config")
     async with app.run_test(size=(100, 40)) as pilot:
         await until(pilot, lambda: app.config_panel.form_built, "the form is built")
-        edit_field(app, "train.learning_rate", "fast")
-        await pilot.pause()
-        await pilot.press("ctrl+s")
-        await pilot.pause()
+        await edit_then_press(pilot, app, "train.learning_rate", "fast", "ctrl+s")
         assert text_of(app, "#config-status").startswith("not saved: fix train.learning_rate first")
         edit_field(app, "train.num_train_epochs", "4")  # another field: the refusal still holds
         await pilot.pause()
