@@ -21,7 +21,7 @@ from typing import Any
 
 from engine import adapters
 from engine.errors import UserError, disk_fix, os_error_of
-from engine.files import file_in_the_way
+from engine.files import not_a_folder
 from engine.runs import CONFIG_FILE, EVENTS_FILE, RUNS_DIR_HELP, RunDir, run_ref, save_dir_atomically
 
 #: The files of a model folder that belong to its tokenizer (what ``save_pretrained`` of a tokenizer writes).
@@ -73,11 +73,9 @@ def model_folder(run: RunDir) -> Path:
 def check_destination(out: Path, source: RunDir, *, force: bool) -> None:
     """Refuse a destination that is a file or under one, holds something (without ``force``), holds the run
     itself, lies inside it (its checkpoints would go), or is another run's folder (``force`` or not)."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"export: {out} is a file; give a folder to export into")
-    blocker = file_in_the_way(out)
-    if blocker is not None:
-        raise UserError(f"export: {out} is under {blocker}, which is a file; give a folder to export into")
+    why = not_a_folder(out)
+    if why is not None:
+        raise UserError(f"export: {out} {why}; give a folder to export into")
     if source.path.resolve().is_relative_to(out.resolve()):
         raise UserError(f"export: {out} holds the run {source.name} itself; pick another folder")
     if out.resolve().is_relative_to(source.path.resolve()):

@@ -30,10 +30,13 @@ def make_temp_dir(parent: Path, prefix: str) -> Path:
     return tmp
 
 
-def file_in_the_way(path: Path) -> Path | None:
-    """The file at one of ``path``'s parents, which keeps a folder from being made there (mkdir says "File
-    exists" or "Not a directory", which names neither)."""
-    return next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+def not_a_folder(path: Path) -> str | None:
+    """Why no folder can be at ``path``: "is a file", or "is under F, which is a file"; None when nothing on the
+    way is a file (mkdir would say "File exists" or "Not a directory", which names neither)."""
+    if path.exists() and not path.is_dir():
+        return "is a file"
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    return None if blocker is None else f"is under {blocker}, which is a file"
 
 
 def fsync_path(path: Path) -> None:

@@ -35,7 +35,7 @@ from engine.events import (
     fmt_duration,
 )
 from engine.faults import kill_point
-from engine.files import atomic_write_text, file_in_the_way, make_temp_dir, rename_durably, sync_tree
+from engine.files import atomic_write_text, make_temp_dir, not_a_folder, rename_durably, sync_tree
 
 CONFIG_FILE = "config.yaml"
 #: How a run folder's name starts: when it was made.
@@ -272,10 +272,9 @@ def create_run_dir(cfg: RunConfig, runs_dir: str | os.PathLike[str] | None = Non
     except OSError as exc:
         if path is not None:
             shutil.rmtree(path, ignore_errors=True)
-        blocker = root if root.is_file() else file_in_the_way(root)
-        if blocker is not None:  # mkdir says "File exists" or "Not a directory", naming neither
-            where = "is a file" if blocker == root else f"is under {blocker}, which is a file"
-            raise RunFolderError(f"output.runs_dir: {root} {where}; choose a folder with --runs-dir") from None
+        why = not_a_folder(root)
+        if why is not None:
+            raise RunFolderError(f"output.runs_dir: {root} {why}; choose a folder with --runs-dir") from None
         raise RunFolderError(
             f"output.runs_dir: cannot write to {root} ({exc.strerror}); choose a writable folder with --runs-dir"
         ) from None

@@ -34,7 +34,7 @@ from engine.config import (
 )
 from engine.data import check_source
 from engine.errors import ConfigError, DataError, UserError
-from engine.files import file_in_the_way
+from engine.files import not_a_folder
 from engine.runs import CONFIG_FILE as RUN_CONFIG_FILE
 from engine.runs import EVENTS_FILE
 from tui.panels import PANELS
@@ -717,9 +717,9 @@ class ConfigPanel(Vertical):
         try:
             save_config(self.config, path)
         except OSError as exc:
-            blocker = file_in_the_way(target)
-            why = f"{blocker} is a file, not a folder" if blocker is not None else exc.strerror
-            self._status(f"cannot save to {path} ({why}); pick another path", error=True)
+            why = not_a_folder(target.parent)  # the folder to save in
+            reason = f"{target.parent} {why}" if why is not None else exc.strerror
+            self._status(f"cannot save to {path} ({reason}); pick another path", error=True)
             return
         self.path = path
         self.file_config = self.config
