@@ -406,10 +406,14 @@ def label_names_of(model: str) -> list[str]:
 
     try:
         config = json.loads((Path(resolve(model)) / "config.json").read_text(encoding="utf-8"))
-        id2label = config.get("id2label") or {}
-        return [str(name) for _, name in sorted(id2label.items(), key=lambda item: int(item[0]))]
+        return _by_class_id(config.get("id2label") or {})
     except (UserError, OSError, ValueError, AttributeError):
         return []
+
+
+def _by_class_id(id2label: dict[Any, Any]) -> list[str]:
+    """A head's class names in class-id order (config.json's keys are strings: "10" comes after "9")."""
+    return [str(name) for _, name in sorted(id2label.items(), key=lambda item: int(item[0]))]
 
 
 def describe(model: str) -> str:
@@ -515,8 +519,7 @@ def compare(
         raise PredictError(f"model: {tuned} is not a run folder, so its base model is unknown; name the base model")
     labels = None
     if fine.task == "classification":
-        id2label = dict(fine.model.config.id2label or {})
-        labels = [str(name) for _, name in sorted(id2label.items(), key=lambda item: int(item[0]))]
+        labels = _by_class_id(dict(fine.model.config.id2label or {}))
     original = load_predictor(base, task=fine.task, device=device, label_names=labels)
     return Comparison(
         base=original.predict(text, top_k=top_k, max_new_tokens=max_new_tokens),
