@@ -53,7 +53,7 @@ from engine.config import RunConfig, apply_overrides, config_path, from_dict, lo
 from engine.errors import ConfigError, UserError
 from engine.faults import kill_point
 from engine.files import atomic_write_text
-from engine.runs import EVENTS_FILE, LOCK_FILE, RunDir, RunInfo, default_run_name, slugify
+from engine.runs import DEFAULT_RUNS_DIR, EVENTS_FILE, LOCK_FILE, RunDir, RunInfo, default_run_name, slugify
 
 if TYPE_CHECKING:
     import argparse
@@ -1011,10 +1011,6 @@ def _runner_note(root: Path) -> str:
     if pid is None:
         return f"no queue runner runs on {root}/; tunebench queue start --runs-dir {root} starts one"
     return f"the queue runner (pid {pid}) starts it in turn"
-
-
-#: The runs folder of ``queue ls``, ``rm``, ``move``, ``start`` and ``stop`` without --runs-dir.
-DEFAULT_RUNS_DIR = "runs"
 
 
 def _ls_hint(root: Path) -> str:

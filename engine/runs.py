@@ -48,6 +48,8 @@ CHECKPOINTS_DIR = "checkpoints"
 LOCK_FILE = ".lock"
 #: The states of a run that some process trains now.
 LIVE = ("running", "paused")
+#: Where commands that take --runs-dir look without it, as the config's output.runs_dir default.
+DEFAULT_RUNS_DIR = "runs"
 #: --runs-dir of the commands that find a run by its name or a prefix of it.
 RUNS_DIR_HELP = "the runs folder where a run's name or prefix is looked up (default: runs)"
 #: Where the process that trains a run keeps its pid, host, state and heartbeat (engine.live.Beacon).
@@ -300,7 +302,7 @@ def open_run_dir(path: str | os.PathLike[str]) -> RunDir:
 def run_ref(run: RunDir) -> str:
     """``run`` as follow, pause, resume and stop find it from here: its name in ./runs (their --runs-dir
     default), else its folder."""
-    return run.name if run.path.parent.resolve() == Path("runs").resolve() else str(run.path)
+    return run.name if run.path.parent.resolve() == Path(DEFAULT_RUNS_DIR).resolve() else str(run.path)
 
 
 def remove_run_dir(run: RunDir) -> None:
