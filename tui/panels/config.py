@@ -35,6 +35,7 @@ from engine.config import (
 from engine.data import check_source
 from engine.errors import ConfigError, DataError, UserError
 from engine.files import not_a_folder
+from engine.models import resolve_model_path
 from engine.runs import CONFIG_FILE as RUN_CONFIG_FILE
 from engine.runs import EVENTS_FILE
 from tui.panels import PANELS
@@ -104,12 +105,7 @@ def _path_message(exc: UserError, path: str) -> str:
 
 def model_problem(name_or_path: str) -> str | None:
     """Why a run could not load ``name_or_path``, as far as the files say: a local folder that is missing or
-    holds no model. A hub id passes (reaching it is the load's), and so does the bundled alias, without loading
-    the model code for it."""
-    if name_or_path == "minilm":
-        return None
-    from engine.models import resolve_model_path
-
+    holds no model, the bundled alias without its package. A hub id passes (reaching it is the load's)."""
     try:
         resolve_model_path(name_or_path)
     except UserError as exc:
