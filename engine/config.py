@@ -371,6 +371,10 @@ def coerce_value(path: str, tp: Any, check: Check | None, value: Any) -> Any:
             value = int(value)
         elif isinstance(value, str) and _INT_TEXT.fullmatch(value.strip()):
             value = int(value.strip())
+        elif isinstance(value, str):  # "1e3": YAML 1.1 reads exponents without a dot as strings
+            number = _float_or_none(value)
+            if number is not None and number.is_integer():
+                value = int(number)
         if not isinstance(value, int) or (check and not check.ok(value)):
             raise bad
         return value
@@ -404,6 +408,13 @@ def coerce_value(path: str, tp: Any, check: Check | None, value: Any) -> Any:
 
 
 _INT_TEXT = re.compile(r"[+-]?[0-9]+")
+
+
+def _float_or_none(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 @functools.cache

@@ -112,6 +112,14 @@ def test_numbers_written_without_a_dot_are_accepted() -> None:
     assert cfg.train.learning_rate == pytest.approx(5e-5)
 
 
+def test_whole_numbers_in_exponent_form_are_integers() -> None:
+    cfg = from_dict(yaml.safe_load("train:\n  per_device_train_batch_size: 1e1\n"))
+    assert cfg.train.per_device_train_batch_size == 10
+    assert error_of({"train": {"per_device_train_batch_size": "2.5e0"}}).startswith(
+        'train.per_device_train_batch_size: expected an integer >= 1, got "2.5e0"'
+    )
+
+
 def test_a_named_eval_split_with_another_eval_fraction_is_an_error() -> None:
     assert error_of({"data": {"eval_split": "test", "eval_fraction": 0.25}}).startswith("data.eval_fraction: 0.25")
 
