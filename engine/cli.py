@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", required=True, help="run (folder, name in --runs-dir or its prefix), model folder, hub id, or minilm"
     )
     predict.add_argument("--runs-dir", default="runs", help="where --model looks for a run by its name")
-    predict.add_argument("--top-k", type=int, default=5, help="how many tokens or labels to show")
+    predict.add_argument("--top-k", type=int, default=5, help=f"how many tokens or labels to show (1 to {MAX_TOP_K})")
     predict.add_argument("--max-new-tokens", type=int, default=40, help="generation length (causal LMs)")
     predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
     predict.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
@@ -535,6 +535,10 @@ def default_config_path(config: str | None) -> str:
 # predict: tunebench predict --model X [--top-k 5] [--max-new-tokens N] [--json] "TEXT"
 
 
+#: More rows than a terminal or a reader wants; a fill-mask vocabulary is tens of thousands of tokens.
+MAX_TOP_K = 1000
+
+
 def predict_json(result: PredictResult) -> Any:
     """The ``--json`` shape: fill-mask → [{token_str, score}] (a list of those per mask when there are
     several); classify → {label: prob}; generate → {prompt, completion}."""
@@ -602,8 +606,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     except ImportError:
         _error("prediction is not available in this build")
         return EXIT_INTERNAL
-    if args.top_k < 1:
-        raise PredictError(f"--top-k: expected at least 1, got {args.top_k}")
+    if not 1 <= args.top_k <= MAX_TOP_K:
+        raise PredictError(f"--top-k: expected a whole number from 1 to {MAX_TOP_K}, got {args.top_k}")
     if args.max_new_tokens < 1:
         raise PredictError(f"--max-new-tokens: expected at least 1, got {args.max_new_tokens}")
     if not valid_device(args.device):

@@ -324,5 +324,7 @@ def test_cli_predict_user_errors_exit_2_with_one_line(capsys: pytest.CaptureFixt
     code, _, err = cli(capsys, "--model", str(tiny_bert_dir / "missing"), "a [MASK]")
     assert code == 2 and "not a folder" in err
 
-    code, _, err = cli(capsys, "--model", str(tiny_bert_dir), "--top-k", "0", "a [MASK]")
-    assert code == 2 and "--top-k" in err
+    for top_k in ("0", "100000"):
+        code, out, err = cli(capsys, "--model", str(tiny_bert_dir), "--top-k", top_k, "a [MASK]")
+        assert code == 2 and not out
+        assert err == f"tunebench: error: --top-k: expected a whole number from 1 to 1000, got {top_k}\n"
