@@ -37,6 +37,7 @@ import contextlib
 import dataclasses
 import itertools
 import json
+import math
 import os
 import shutil
 import signal
@@ -1130,9 +1131,27 @@ def cmd_queue_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+#: A sweep of more runs than this is queued on --yes only: a value too many in one --grid multiplies the rest.
+SWEEP_ASK = 100
+#: Each run waits as an entry of the queue's one file; past this many, a random search fits better than a grid.
+SWEEP_MOST = 1000
+
+
+def _product(sizes: Sequence[int], count: int) -> str:
+    return f"{count:,}" if len(sizes) == 1 else f"{' × '.join(map(str, sizes))} = {count:,}"
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     if args.parallel is not None and args.parallel < 1:
         raise UserError(f"--parallel: expected at least 1, got {args.parallel}")
+    sizes = [len(parse_grid(text)[1]) for text in args.grid]
+    count = math.prod(sizes)
+    if count > SWEEP_MOST:
+        raise UserError(
+            f"--grid: {_product(sizes, count)} runs; a sweep queues at most {SWEEP_MOST:,}: give fewer values"
+        )
+    if count > SWEEP_ASK and not (args.yes or args.dry_run):
+        raise UserError(f"--grid: {_product(sizes, count)} runs; pass --yes to queue that many (--dry-run lists them)")
     base = load_config(args.config, args.overrides)
     root = Path(args.runs_dir or base.output.runs_dir)
     sweep = new_sweep_id(root)
@@ -1261,6 +1280,7 @@ def add_parsers(sub: Any) -> None:
         "--runs-dir", default=None, help="the runs folder whose queue it joins (default: output.runs_dir)"
     )
     sweep.add_argument("--dry-run", action="store_true", help="list the runs; queue nothing")
+    sweep.add_argument("--yes", action="store_true", help=f"queue a sweep of more than {SWEEP_ASK} runs")
     sweep.add_argument(
         "--follow", action="store_true", help="start the queue runner if none runs, and show each run as it ends"
     )

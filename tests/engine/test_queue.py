@@ -287,6 +287,25 @@ def test_sweep_queues_its_runs_as_one_sweep_and_dry_run_queues_nothing(
     assert yaml.safe_load(first.config_yaml)["output"]["run_name"] == "classification-minilm-lr1e-5_bs8"
 
 
+def test_a_sweep_of_many_runs_is_queued_on_yes_only_and_a_huge_one_not_at_all(
+    tmp_path: Path, runs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path)
+    seeds = ["--grid", f"train.seed={','.join(map(str, range(101)))}"]
+    assert cli.main(["sweep", str(config), *seeds]) == 2
+    assert capsys.readouterr().err == (
+        "tunebench: error: --grid: 101 runs; pass --yes to queue that many (--dry-run lists them)\n"
+    )
+    assert queue.list_queue(runs) == []
+    assert cli.main(["sweep", str(config), *seeds, "--yes"]) == 0
+    assert len(queue.list_queue(runs)) == 101
+
+    lrs = ["--grid", f"train.learning_rate={','.join(f'{n}e-5' for n in range(1, 11))}"]
+    assert cli.main(["sweep", str(config), *seeds, *lrs, "--yes", "--dry-run"]) == 2
+    assert capsys.readouterr().err.startswith("tunebench: error: --grid: 101 × 10 = 1,010 runs; a sweep queues at most")
+    assert len(queue.list_queue(runs)) == 101
+
+
 def test_the_same_sweep_given_again_queues_only_the_runs_not_waiting_already(
     tmp_path: Path, runs: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
