@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tunebench", description="Fine-tune Hugging Face models from the terminal.")
     sub = parser.add_subparsers(dest="command")
 
-    ui = sub.add_parser("ui", help="open the workbench on a config")
+    ui = sub.add_parser("ui", help="open the workbench on a config (tunebench CONFIG.yaml does too)")
     ui.add_argument("config", nargs="?", default=None, help=f"YAML config (default: {DEFAULT_CONFIG})")
 
     run = sub.add_parser("run", help="train headless from a YAML config, or continue a run with --resume")
@@ -663,6 +663,9 @@ def _dispatch(args: argparse.Namespace, open_ui: Callable[..., int] | None) -> i
 def main(argv: list[str] | None = None, open_ui: Callable[..., int] | None = None) -> int:
     """Run one command. ``open_ui`` opens the workbench; the ``tunebench`` script (tui.launch) passes it, so
     that the engine itself never imports the TUI."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0].endswith((".yaml", ".yml")):  # tunebench my.yaml: the workbench on it, as tunebench ui does
+        argv = ["ui", *argv]
     args = build_parser().parse_args(argv)
     try:
         code = _dispatch(args, open_ui)

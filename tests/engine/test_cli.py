@@ -364,3 +364,9 @@ def test_epoch_rows_join_an_epochs_end_with_its_evaluation_and_show_the_others_a
         ["1.20", "-", "0.7000", "0.600", "0.5000", "0:00"],
         ["2", "0.5000", "0.6000", "0.700", "0.6000", "0:05"],
     ]
+
+
+def test_a_config_given_without_a_command_opens_the_workbench_on_it() -> None:
+    opened: list[str] = []
+    assert cli.main(["my.yaml"], open_ui=lambda path: opened.append(path) or 0) == 0
+    assert opened == ["my.yaml"]
