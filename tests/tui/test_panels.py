@@ -1229,8 +1229,13 @@ async def test_ctrl_b_sets_the_run_aside_and_brings_it_back(
         await until(pilot, lambda: panel.result is not None, "predictions show")
         request = fake_predictor.requests[-1]  # type: ignore[attr-defined]
         assert request.tuned is None and request.label_names == ("1", "2", "3", "4", "5")
-        await pilot.press("ctrl+b")
+        await pilot.press("ctrl+b")  # the text whose answer showed is asked of both models: no empty sides
         assert (panel.tuned, panel.tuned_origin) == (run, "picked in Runs")
+        await until(pilot, lambda: panel.result is not None and panel.result.tuned is not None, "both answer")
+        assert fake_predictor.requests[-1].text == request.text  # type: ignore[attr-defined]
+        await pilot.press("ctrl+b")
+        await until(pilot, lambda: panel.result is not None and panel.result.tuned is None, "the base answers")
+        assert len(fake_predictor.requests) == 3  # type: ignore[attr-defined]
 
 
 async def test_a_prediction_for_models_since_replaced_is_dropped_and_asked_again(

@@ -481,9 +481,21 @@ class PredictPanel(Vertical):
 
     def action_base_only(self) -> None:
         if self.tuned:
+            shown = self._shown_text()
             self.set_aside = (self.tuned, self.tuned_origin)
             self.set_tuned(None)
+            self._ask_again(shown)
 
     def action_both_models(self) -> None:
         if self.set_aside:
+            shown = self._shown_text()
             self.set_tuned(*self.set_aside)
+            self._ask_again(shown)
+
+    def _shown_text(self) -> str | None:
+        """The text whose answer shows, which a ctrl+b asks again of the models it switches to."""
+        return self._asked if self.result is not None else None
+
+    def _ask_again(self, text: str | None) -> None:
+        if text is not None and not self.busy:  # busy: _refresh_models asked these models already
+            self.predict(text)
