@@ -360,14 +360,30 @@ class WorkbenchApp(App[int]):
         self.training.runs_listed()
 
     def on_runs_panel_load_config(self, message: RunsPanel.LoadConfig) -> None:
+        if self._edits_kept("l", "load its config", message.path.parent):
+            return
         if self.config_panel.load_path(str(message.path)):
             self.notify(f"loaded the config of {message.path.parent.name}")
         self.action_show_panel("config")
 
     def on_runs_panel_clone_run(self, message: RunsPanel.CloneRun) -> None:
+        if self._edits_kept("n", "start a new config from it", message.run_dir):
+            return
         if self.config_panel.clone_run(message.run_dir):
             self.notify(f"a new config from {message.run_dir.name}; s on the Train panel starts it")
         self.action_show_panel("config")
+
+    def _edits_kept(self, key: str, what: str, run_dir: Path) -> bool:
+        """The first ``key`` that would replace the Config form while it holds unsaved edits names them and
+        keeps them; the same key on the same run again replaces them."""
+        unsaved = self.config_panel.edits_to_drop(key, str(run_dir))
+        if unsaved:
+            self.notify(
+                f"{unsaved} in Config: {key} again drops them to {what}; ctrl+s there saves them",
+                title=run_dir.name,
+                severity="warning",
+            )
+        return bool(unsaved)
 
     def on_runs_panel_use_for_predict(self, message: RunsPanel.UseForPredict) -> None:
         self.predict_panel.set_tuned(str(message.run_dir), "picked in Runs")

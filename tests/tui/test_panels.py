@@ -1486,6 +1486,29 @@ async def test_n_starts_a_new_config_from_a_run_which_it_names_as_parent(
         assert "not saved" in text_of(app, "#config-status") and record.read_text() == before
 
 
+async def test_l_and_n_over_unsaved_config_edits_ask_once_and_keep_them(
+    make_app: Callable[..., WorkbenchApp], two_runs: list[str]
+) -> None:
+    app = make_app(panel="config")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.config_panel.form_built, "the form is built")
+        notes = record_notes(app)
+        await edit_then_press(pilot, app, "train.num_train_epochs", "5", "f6")
+        await until(pilot, lambda: len(app.runs_panel.runs) == 2, "the runs list")
+        for key, what in (("l", "load its config"), ("n", "start a new config from it")):
+            await pilot.press(key)
+            await pilot.pause()
+            assert app.active_panel == "runs" and app.config_panel.config.train.num_train_epochs == 5
+            assert notes[-1] == (
+                f"1 unsaved change(s) (train.num_train_epochs) in Config: {key} again drops them to {what};"
+                " ctrl+s there saves them"
+            )
+        await pilot.press("n")
+        await pilot.pause()
+        assert app.active_panel == "config" and app.config_panel.config.output.parent == two_runs[1]
+        assert app.config_panel.config.train.num_train_epochs != 5
+
+
 async def test_an_opened_run_names_the_runs_it_descends_from(
     make_app: Callable[..., WorkbenchApp], two_runs: list[str], workbench_config: RunConfig
 ) -> None:

@@ -676,14 +676,21 @@ class ConfigPanel(Vertical):
         shown = ", ".join(edits[:3]) + (f" and {len(edits) - 3} more" if len(edits) > 3 else "")
         return f"{len(edits)} unsaved change(s) ({shown})"
 
+    def edits_to_drop(self, action: str, target: str) -> str:
+        """What replacing the form by ``action`` on ``target`` would drop ("2 unsaved change(s) (...)"), to be
+        said before the key that asked is pressed again; "" when nothing would be lost or it was pressed again."""
+        unsaved = self.unsaved()
+        if not unsaved or self._confirmed(action, target):
+            self._pending = None
+            return ""
+        self._pending = (action, target)
+        return unsaved
+
     def action_load(self) -> None:
         path = self.query_one("#config-path", Input).value.strip()
-        unsaved = self.unsaved()
-        if unsaved and not self._confirmed("load", path):
-            self._pending = ("load", path)
+        if unsaved := self.edits_to_drop("load", path):
             self._status(f"{unsaved}; ctrl+l again drops them and loads {path}", error=True)
             return
-        self._pending = None
         self.load_path(path)
 
     def action_save(self) -> None:
@@ -753,12 +760,9 @@ class ConfigPanel(Vertical):
         self._status(f"queued #{entry.id} in {runs_dir}/ ({waiting} waiting); {then}")
 
     def action_reset(self) -> None:
-        unsaved = self.unsaved()
-        if unsaved and not self._confirmed("reset", self.path):
-            self._pending = ("reset", self.path)
+        if unsaved := self.edits_to_drop("reset", self.path):
             self._status(f"{unsaved}; ctrl+r again drops them", error=True)
             return
-        self._pending = None
         before = self.config
         self.config = self.file_config
         self._fill(self.file_config)
