@@ -356,6 +356,9 @@ class WorkbenchApp(App[int]):
     def on_data_panel_classes_loaded(self, message: DataPanel.ClassesLoaded) -> None:
         self.predict_panel.set_data_classes(message.key, message.classes)
 
+    def on_predict_panel_classes_wanted(self, message: PredictPanel.ClassesWanted) -> None:
+        self.data_panel.ensure_loaded()
+
     def on_runs_panel_listed(self, message: RunsPanel.Listed) -> None:
         self.training.runs_listed()
 

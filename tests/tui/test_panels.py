@@ -1106,6 +1106,24 @@ async def test_enter_predicts_with_base_and_fine_tuned_side_by_side(
         assert not app.query_one("#predict-tuned .predict-warning").display
 
 
+async def test_a_base_classifier_asked_before_the_data_panel_loaded_waits_for_the_classes(
+    make_app: Callable[..., WorkbenchApp],
+    fake_predictor: Callable[[PredictRequest], PredictionView],
+    workbench_config: RunConfig,
+) -> None:
+    """Opened on another panel (tunebench attach opens on Train), the Data panel has read nothing: the base
+    classifier waits for the data's classes rather than answer as a bare checkpoint's two labels."""
+    write_jsonl(Path("data") / "train.jsonl", [{"text": f"review {i}", "label": v} for i, v in enumerate([3, 1, 2])])
+    cfg = dataclasses.replace(workbench_config, data=dataclasses.replace(workbench_config.data, source="data"))
+    app = make_app(panel="predict", cfg=cfg)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await app.panels_mounted.wait()
+        assert app.data_panel.browser is None
+        await pilot.press("ctrl+t", "enter")
+        await until(pilot, lambda: app.predict_panel.result is not None, "predictions show")
+        assert [r.label_names for r in fake_predictor.requests] == [("1", "2", "3")]  # type: ignore[attr-defined]
+
+
 async def test_a_base_classifier_is_named_with_the_datas_classes_as_a_run_would_start_it(
     make_app: Callable[..., WorkbenchApp],
     fake_predictor: Callable[[PredictRequest], PredictionView],

@@ -105,8 +105,8 @@ class DataPanel(Vertical):
 
     class ClassesLoaded(Message):
         """The classes of the data's label column as a run numbers them (train and eval together, in class-id
-        order), or None where a run would take none; ``key`` is the data config they were read for
-        (``classes_key``). The Predict panel names a base model's untrained classifier's outputs with them."""
+        order), or None where a run would take none or the data did not load; ``key`` is the data config they were
+        read for (``classes_key``). The Predict panel names a base model's untrained classifier's outputs with them."""
 
         def __init__(self, key: tuple[str, str | None, str, str | None], classes: list[str] | None) -> None:
             super().__init__()
@@ -279,6 +279,7 @@ class DataPanel(Vertical):
         assert event.worker.error is not None
         message, tb = describe_failure(event.worker.error)
         self.error = message
+        self.post_message(self.ClassesLoaded(classes_key(self.cfg.data), None))  # none to wait for
         self.query_one("#data-status-row").display = True
         self._pulse(False)
         status = self.query_one("#data-status", Static)

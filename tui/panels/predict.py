@@ -161,6 +161,9 @@ class PredictPanel(Vertical):
         Binding("ctrl+b", "both_models", "Both", tooltip="Predict with the fine-tuned run set aside again too"),
     ]
 
+    class ClassesWanted(Message):
+        """A base classifier is asked for before the Data panel has read the data's classes: read them."""
+
     class Predicted(Message):
         def __init__(
             self,
@@ -189,6 +192,10 @@ class PredictPanel(Vertical):
         self._models_shown: tuple[str, str | None, str] | None = None
         #: The classes of the data's label column, with the data config the Data panel read them for.
         self._data_classes: tuple[tuple[str, str | None, str, str | None], list[str]] | None = None
+        #: The data config the Data panel last answered for, with classes or without (no label column, an error).
+        self._classes_read_for: tuple[str, str | None, str, str | None] | None = None
+        #: A text asked of the base classifier while its classes were being read: asked once they are.
+        self._waits_for_classes: str | None = None
         #: The (base, fine-tuned, device, base labels) models predicted with so far: the first query of each loads
         #: them.
         self._loaded: set[tuple[str, str | None, str, tuple[str, ...]]] = set()
@@ -279,6 +286,16 @@ class PredictPanel(Vertical):
     def set_data_classes(self, key: tuple[str, str | None, str, str | None], classes: list[str] | None) -> None:
         """The classes the Data panel found for the data config ``key`` (``data.classes_key``); None: none."""
         self._data_classes = (key, classes) if classes else None
+        self._classes_read_for = key
+        text, self._waits_for_classes = self._waits_for_classes, None
+        if text is not None:  # the config changed while its classes were read: predict() asks again
+            self.predict(text)
+
+    def _classes_unread(self) -> bool:
+        """Whether the base alone would classify before the data's classes are known, as a 2-label model."""
+        if self.mode != "classify" or self.tuned or (self.set_aside and label_names_of(self.set_aside[0])):
+            return False
+        return self._classes_read_for != classes_key(self.cfg.data)
 
     def base_classes(self) -> list[str]:
         """The labels of the base model's classifier as a run of this config starts it (``label_kwargs``: the
@@ -381,6 +398,11 @@ class PredictPanel(Vertical):
         except ValueError as exc:
             self._status(f"not predicted: {exc}", error=True)
             self.query_one(f"#{shown.widget_id}", Input).focus()
+            return
+        if self._classes_unread():
+            self._waits_for_classes = text
+            self._status(f"reading the classes of {self.cfg.data.source} first…")
+            self.post_message(self.ClassesWanted())
             return
         # The hidden setting does not apply to this mode; its default fills the request.
         top_k = value if shown is TOP_K else TOP_K.default
