@@ -53,10 +53,10 @@ class Check:
         a = "an" if kind[0] in "aeiou" else "a"
         if self.gt == 0 and self.lt is None and self.le is None:
             return f"a positive {kind}"
-        lo = f"({self.gt:g}" if self.gt is not None else f"[{self.ge:g}" if self.ge is not None else "(-inf"
-        hi = f"{self.lt:g})" if self.lt is not None else f"{self.le:g}]" if self.le is not None else "inf)"
+        lo = f"({_num(self.gt)}" if self.gt is not None else f"[{_num(self.ge)}" if self.ge is not None else "(-inf"
+        hi = f"{_num(self.lt)})" if self.lt is not None else f"{_num(self.le)}]" if self.le is not None else "inf)"
         if self.ge is not None and self.lt is None and self.le is None:
-            return f"{a} {kind} >= {self.ge:g}"
+            return f"{a} {kind} >= {_num(self.ge)}"
         return f"{a} {kind} in {lo}, {hi}"
 
     def ok(self, v: float) -> bool:
@@ -66,6 +66,10 @@ class Check:
             and (self.lt is None or v < self.lt)
             and (self.le is None or v <= self.le)
         )
+
+
+def _num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"  # 4294967295, not 4.29497e+09
 
 
 def _f(default: Any, doc: str, check: Check | None = None) -> Any:
@@ -95,6 +99,7 @@ DEFAULT_EVAL_FRACTION = 0.1
 POSITIVE = Check(gt=0)
 NON_NEGATIVE = Check(ge=0)
 AT_LEAST_ONE = Check(ge=1)
+SEED = Check(ge=0, le=2**32 - 1)  # numpy's seeds, which transformers.set_seed sets too
 FRACTION = Check(gt=0, lt=1)
 
 
@@ -160,7 +165,7 @@ class TrainConfig:
     lr_scheduler_type: SchedulerType = _f("linear", "Learning-rate schedule (transformers.get_scheduler).")
     gradient_accumulation_steps: int = _f(1, "Batches whose gradients add up to one step.", AT_LEAST_ONE)
     max_grad_norm: float = _f(1.0, "Gradient clipping norm; 0 turns clipping off.", NON_NEGATIVE)
-    seed: int = _f(42, "Seed for weights init, dropout and data order.", NON_NEGATIVE)
+    seed: int = _f(42, "Seed for weights init, dropout and data order.", SEED)
     precision: Precision = _f("auto", "auto = bf16 on GPUs and CPUs that compute it natively, else fp32.")
     device: str = _f("auto", "auto | cpu | cuda | cuda:N | mps")
     logging_steps: int = _f(10, "Optimizer steps between loss events.", AT_LEAST_ONE)

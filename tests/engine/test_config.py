@@ -55,6 +55,9 @@ def test_out_of_range_values_are_refused_with_the_allowed_range() -> None:
         "train.mlm_probability: expected a number in (0, 1), got 1.5"
     )
     assert error_of({"train": {"num_train_epochs": -1}}).startswith("train.num_train_epochs:")
+    assert error_of({"train": {"seed": 2**32}}) == (  # numpy's limit, which set_seed would hit mid-run
+        "train.seed: expected an integer in [0, 4294967295], got 4294967296"
+    )
 
 
 def test_unknown_key_suggests_the_closest_name() -> None:
