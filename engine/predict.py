@@ -328,11 +328,24 @@ class Predictor:
             raise PredictError(f"max-new-tokens: expected at least 1, got {max_new_tokens}")
         if do_sample and temperature <= 0:
             raise PredictError(f"temperature: expected a positive number, got {temperature}")
-        inputs, note = self._encode(text)
-        ids = inputs["input_ids"]
+        limit = self.token_limit
+        if max_new_tokens >= limit:
+            raise PredictError(
+                f"max-new-tokens: {self.name} reads at most {limit} tokens, the prompt's and the new ones; "
+                f"give fewer than {limit}"
+            )
+        if not text.strip():
+            raise PredictError("text: the text is empty; type a sentence to predict on")
+        ids = self.tokenizer(text, return_tensors="pt")["input_ids"]
         eos = self.tokenizer.eos_token_id
         if eos is not None and ids.shape[1] > 1 and int(ids[0, -1]) == eos:
             ids = ids[:, :-1]  # a prompt that ends in end-of-text gives the model nothing to continue
+        room = limit - max_new_tokens
+        note = None
+        if ids.shape[1] > room:  # the end of a prompt is what its continuation follows
+            note = f"the prompt is {ids.shape[1]} tokens; only its last {room} were read, leaving room for new ones"
+            log.warning("%s: %s", self.name, note)
+            ids = ids[:, -room:]
         settings: dict[str, Any] = {
             "max_new_tokens": max_new_tokens,
             "do_sample": do_sample,

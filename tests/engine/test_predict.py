@@ -164,6 +164,17 @@ def test_generate_continues_a_prompt_greedily_within_max_new_tokens(tiny_gpt2_di
     assert sampled == predictor.generate("the cafe was", max_new_tokens=3, do_sample=True, seed=1)
 
 
+def test_a_prompt_past_the_models_limit_keeps_its_end_and_room_for_the_new_tokens(tiny_gpt2_dir: Path) -> None:
+    predictor = load_predictor(str(tiny_gpt2_dir), device="cpu")
+    limit = predictor.token_limit
+    long = "the cafe was " * limit
+    result = predictor.generate(long, max_new_tokens=10)
+    assert f"only its last {limit - 10} were read, leaving room" in " ".join(result.warnings)
+    assert 1 <= len(predictor.tokenizer(result.completion, add_special_tokens=False)["input_ids"]) <= 10
+    with pytest.raises(PredictError, match=f"^max-new-tokens: .* give fewer than {limit}$"):
+        predictor.generate("the cafe was", max_new_tokens=limit)
+
+
 def fake_run(tmp_path: Path, model_dir: Path | None, base: str) -> Path:
     from engine.config import from_dict, save_config
 
