@@ -134,6 +134,7 @@ def load_model(
     An adapter folder (a LoRA run's model/ or checkpoint) loads as its base with the adapter merged in.
     """
     import transformers
+    from safetensors import SafetensorError
 
     path = resolve_model_path(name_or_path)
     if adapters.is_adapter_folder(path):
@@ -163,6 +164,10 @@ def load_model(
         raise _hub_failure(name_or_path, exc) from None
     except OSError as exc:
         raise _hub_failure(name_or_path, exc) from None
+    except SafetensorError as exc:  # a truncated or overwritten model.safetensors
+        raise ModelError(
+            f"model.name_or_path: the weights in {name_or_path} do not read ({exc}); copy or save the model again"
+        ) from None
     finally:
         tf_log.removeFilter(_drop_load_report)
     kill_point("model-load")

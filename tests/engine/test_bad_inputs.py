@@ -5,6 +5,7 @@ no traceback, and no run folder left behind."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -38,11 +39,15 @@ def assets(tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
         three_labels
     )
     tokenizer.save_pretrained(three_labels)
+    truncated = tmp_path_factory.mktemp("truncated")  # a copy cut short
+    shutil.copytree(tiny_bert_dir, truncated, dirs_exist_ok=True)
+    (truncated / "model.safetensors").write_bytes(b"x\n")
     words = ["the", "cafe", "was", "lovely", "and", "the", "staff", "were", "friendly"]
     return {
         "tiny_bert": str(tiny_bert_dir),
         "small_vocab": str(small_vocab),
         "three_labels": str(three_labels),
+        "truncated": str(truncated),
         "long_text": " ".join(words[i % len(words)] for i in range(400)),
         "cores": str(os.cpu_count() or 1),
         "examples": f"{REPO / 'sample_configs'}/",  # the cases run from tests/bad_inputs, outside the checkout's root
