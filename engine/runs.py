@@ -117,10 +117,10 @@ class EventLog:
 
 
 def read_events(path: Path) -> list[Event]:
-    """Events from a JSONL file; a torn or unknown line is skipped rather than failing the whole read."""
+    """Events from a JSONL file; a torn, garbled or unknown line is skipped rather than failing the whole read."""
     events: list[Event] = []
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8", errors="replace") as fh:  # a bad byte spoils its line only
             for line in fh:
                 try:
                     events.append(event_from_dict(json.loads(line)))

@@ -371,6 +371,15 @@ def test_events_appended_after_a_torn_last_line_are_all_read_back(tmp_path: Path
     assert [e.stage for e in read_events(path) if isinstance(e, Status)] == ["loading data", "loading checkpoint"]
 
 
+def test_a_line_with_bytes_that_are_no_utf8_spoils_that_line_only(tmp_path: Path) -> None:
+    from engine.events import Status
+
+    path = tmp_path / "events.jsonl"
+    good = json.dumps(Status("loading data").to_dict()).encode()
+    path.write_bytes(b"\x00\xff\xfe\n" + good + b"\n")
+    assert [e.stage for e in read_events(path) if isinstance(e, Status)] == ["loading data"]
+
+
 def test_runs_list_tells_a_killed_run_from_a_running_one(tmp_path: Path, make_config: Callable[..., Any]) -> None:
     from engine.runs import create_run_dir, list_runs
 
