@@ -390,13 +390,16 @@ def cmd_follow(args: argparse.Namespace) -> int:
 def attach_target(name: str | None, runs_dir: str) -> Any:
     """The run ``tunebench attach`` opens: ``name`` resolved, or the most recent live run in ``runs_dir``."""
     from engine.live import resolve_run
-    from engine.runs import LIVE, RunDir, list_runs
+    from engine.runs import LIVE, RunDir, list_runs, runs_dir_option
 
     if name is not None:
         return resolve_run(name, runs_dir)
     live = [r for r in list_runs(runs_dir) if r.status in LIVE]
     if not live:
-        raise UserError(f"no live run in {runs_dir}/; tunebench attach RUN opens any run, tunebench runs lists them")
+        raise UserError(
+            f"no live run in {runs_dir}/; tunebench attach RUN opens any run, "
+            f"tunebench runs{runs_dir_option(runs_dir)} lists them"
+        )
     return RunDir(live[0].path)
 
 

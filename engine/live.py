@@ -46,7 +46,7 @@ from engine.events import (
     event_from_dict,
     events_from_dicts,
 )
-from engine.runs import CONFIG_FILE, LIVE_FILE, RunDir, run_entries
+from engine.runs import CONFIG_FILE, LIVE_FILE, RunDir, run_entries, runs_dir_option
 
 if TYPE_CHECKING:
     from engine.control import RunControl
@@ -224,7 +224,8 @@ def resolve_run(name: str, runs_dir: str | os.PathLike[str]) -> RunDir:
         hint = f' (did you mean "{inside[0]}"?)'
     else:  # a name alike by its date may be another run, where the one meant lies in another runs folder
         close = difflib.get_close_matches(name, names, n=1, cutoff=0.75)
-        hint = f' (did you mean "{close[0]}", or another --runs-dir?)' if close else "; tunebench runs lists them"
+        listing = f"; tunebench runs{runs_dir_option(root)} lists them"
+        hint = f' (did you mean "{close[0]}", or another --runs-dir?)' if close else listing
     raise RunFolderError(f"{name}: no run by that path, name or prefix in {root}/{hint}")
 
 

@@ -54,7 +54,16 @@ from engine.config import RunConfig, apply_overrides, config_path, from_dict, lo
 from engine.errors import ConfigError, UserError
 from engine.faults import kill_point
 from engine.files import atomic_write_text
-from engine.runs import DEFAULT_RUNS_DIR, EVENTS_FILE, LOCK_FILE, RunDir, RunInfo, default_run_name, slugify
+from engine.runs import (
+    DEFAULT_RUNS_DIR,
+    EVENTS_FILE,
+    LOCK_FILE,
+    RunDir,
+    RunInfo,
+    default_run_name,
+    runs_dir_option,
+    slugify,
+)
 
 if TYPE_CHECKING:
     import argparse
@@ -168,7 +177,10 @@ class _Queue:
         for entry in self.entries:
             if entry.id == wanted:
                 return entry
-        raise UserError(f"{entry_id}: no entry by that id in the queue of {runs_dir}/; tunebench queue ls lists them")
+        raise UserError(
+            f"{entry_id}: no entry by that id in the queue of {runs_dir}/; "
+            f"tunebench queue ls{runs_dir_option(runs_dir)} lists them"
+        )
 
     def select(self, token: str, runs_dir: Path) -> list[QueueEntry]:
         """The entries ``token`` names: an entry's id, a range of ids ("3-7", both ends included, as ``sweep``
@@ -184,7 +196,8 @@ class _Queue:
             inside = [e for e in self.entries if e.id.isdigit() and int(first) <= int(e.id) <= int(last)]
             if not inside:
                 raise UserError(
-                    f"{token}: no entry in that range in the queue of {runs_dir}/; tunebench queue ls lists them"
+                    f"{token}: no entry in that range in the queue of {runs_dir}/; "
+                    f"tunebench queue ls{runs_dir_option(runs_dir)} lists them"
                 )
             return inside
         return [self.find(wanted, runs_dir)]
@@ -261,9 +274,13 @@ def _read(runs_dir: Path) -> _Queue:
 
 
 @contextlib.contextmanager
-def _changing(runs_dir: Path) -> Iterator[_Queue]:
-    """The queue, to change while holding its lock; written whole when the block ends without an error."""
+def _changing(runs_dir: Path, *, create: bool = False) -> Iterator[_Queue]:
+    """The queue, to change while holding its lock; written whole when the block ends without an error. Only
+    ``create`` makes the queue's folder (and the runs folder): rm, move or clear of a mistyped --runs-dir not."""
     folder = _queue_dir(runs_dir)
+    if not create and not folder.is_dir():
+        yield _Queue()
+        return
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fh = open(folder / QUEUE_LOCK, "a+", encoding="utf-8")  # noqa: SIM115 - closed below
@@ -354,7 +371,7 @@ def _add_all(
     configs = [_stored(cfg) for cfg, _label, _grid in items]
     cwd = os.getcwd()
     added: list[QueueEntry] = []
-    with _changing(runs_dir) as queue:
+    with _changing(runs_dir, create=True) as queue:
         for config, (_cfg, label, grid) in zip(configs, items, strict=True):
             entry = QueueEntry(str(queue.next_id), label, time.time(), config, sweep, dict(grid) if grid else None)
             entry.cwd = cwd
@@ -628,7 +645,10 @@ class RunnerRunning(UserError):
 
     def __init__(self, runs_dir: Path, pid: int) -> None:
         self.pid = pid
-        super().__init__(f"a queue runner already runs on {runs_dir}/ (pid {pid}); tunebench queue stop stops it")
+        super().__init__(
+            f"a queue runner already runs on {runs_dir}/ (pid {pid}); "
+            f"tunebench queue stop{runs_dir_option(runs_dir)} stops it"
+        )
 
 
 def start_runner(runs_dir: str | os.PathLike[str], parallel: int | None = None) -> int:
@@ -1058,7 +1078,8 @@ def cmd_queue_ls(args: argparse.Namespace) -> int:
     else:
         print("\n".join(queue_table(root, entries)))
     pid = runner_state(root)
-    print(f"queue runner: pid {pid}" if pid is not None else "queue runner: not running (tunebench queue start)")
+    start = f"tunebench queue start{runs_dir_option(root)}"
+    print(f"queue runner: pid {pid}" if pid is not None else f"queue runner: not running ({start})")
     return 0
 
 
@@ -1127,7 +1148,8 @@ def cmd_queue_stop(args: argparse.Namespace) -> int:
     elif runner_state(root) == pid:
         print(f"asked the queue runner (pid {pid}) to stop; it exits once the run it is starting trains")
     else:
-        print(f"the queue runner (pid {pid}) stopped; runs it started go on (tunebench runs lists them)")
+        listing = f"tunebench runs{runs_dir_option(root)} lists them"
+        print(f"the queue runner (pid {pid}) stopped; runs it started go on ({listing})")
     return 0
 
 

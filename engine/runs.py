@@ -305,6 +305,12 @@ def run_ref(run: RunDir) -> str:
     return run.name if run.path.parent.resolve() == Path(DEFAULT_RUNS_DIR).resolve() else str(run.path)
 
 
+def runs_dir_option(runs_dir: str | os.PathLike[str]) -> str:
+    """ " --runs-dir DIR" for a command a message suggests, where DIR is not the default it would use."""
+    root = Path(runs_dir).expanduser()
+    return "" if root.resolve() == Path(DEFAULT_RUNS_DIR).resolve() else f" --runs-dir {runs_dir}"
+
+
 def remove_run_dir(run: RunDir) -> None:
     """Delete a run folder that holds nothing worth keeping (a run that failed before its first step)."""
     shutil.rmtree(run.path, ignore_errors=True)

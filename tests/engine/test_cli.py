@@ -181,7 +181,8 @@ def test_runs_run_of_a_failed_run_says_why(
 def test_runs_of_a_folder_that_is_no_run_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["runs", "nothing-here", "--runs-dir", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == (
-        f"tunebench: error: nothing-here: no run by that path, name or prefix in {tmp_path}/; tunebench runs lists them"
+        f"tunebench: error: nothing-here: no run by that path, name or prefix in {tmp_path}/; "
+        f"tunebench runs --runs-dir {tmp_path} lists them"  # the runs folder it looked in, not ./runs
     )
 
 

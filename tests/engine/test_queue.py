@@ -98,7 +98,11 @@ def test_queue_cli_adds_lists_moves_and_removes(tmp_path: Path, runs: Path, caps
     assert cli.main(["queue", "rm", "1", "--runs-dir", str(runs)]) == 0
     assert labels(runs) == ["base.yaml"]
     assert cli.main(["queue", "rm", "7", "--runs-dir", str(runs)]) == 2
-    assert capsys.readouterr().err.strip().endswith("tunebench queue ls lists them")
+    assert capsys.readouterr().err.strip().endswith(f"tunebench queue ls --runs-dir {runs} lists them")
+    typo = runs.parent / "runz"
+    for command in (["rm", "1"], ["move", "1", "up"], ["clear"]):  # a mistyped --runs-dir makes no folder
+        cli.main(["queue", *command, "--runs-dir", str(typo)])
+        assert not typo.exists(), command
 
 
 def test_queue_rm_takes_several_ids_ranges_and_a_sweep_all_or_none(
