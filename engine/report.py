@@ -26,9 +26,15 @@ def stdout_console() -> Console:
     says otherwise)."""
     from rich.console import Console
 
-    console = Console(highlight=False)
+    class PipedConsole(Console):
+        def on_broken_pipe(self) -> None:
+            # Rich exits 1, an internal failure to a script; engine.cli.main ends a left pipe with 0.
+            self.quiet = True
+            raise BrokenPipeError
+
+    console = PipedConsole(highlight=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:
-        console = Console(highlight=False, width=PIPED_WIDTH)
+        console = PipedConsole(highlight=False, width=PIPED_WIDTH)
     return console
 
 

@@ -71,23 +71,28 @@ def test_data_error_exits_2_without_traceback(
     assert "Traceback" not in err
 
 
-def test_a_reader_that_leaves_early_is_no_traceback(tmp_path: Path) -> None:
-    """`tunebench queue ls | head -1`: the pipe closes before the command prints."""
+def test_a_reader_that_leaves_early_is_no_traceback(make_config: Any, tmp_path: Path) -> None:
+    """`tunebench queue ls | head -1`: the pipe closes before the command prints; `runs RUN` and `compare` print
+    through rich, whose own handler would exit 1."""
     import os
     import subprocess
     import sys
 
-    read, write = os.pipe()
-    os.close(read)
-    done = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "queue", "ls", "--runs-dir", str(tmp_path)],
-        stdout=write,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    os.close(write)
-    assert (done.returncode, done.stderr) == (0, "")
+    from engine.runs import create_run_dir
+
+    runs = [create_run_dir(make_config(), tmp_path / "runs").name for _ in range(2)]
+    for command in (["queue", "ls"], ["runs", runs[0]], ["compare", *runs]):
+        read, write = os.pipe()
+        os.close(read)
+        done = subprocess.run(
+            [sys.executable, "-m", "engine.cli", *command, "--runs-dir", str(tmp_path / "runs")],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        os.close(write)
+        assert (done.returncode, done.stderr) == (0, ""), command
 
 
 def test_internal_failure_exits_1_and_shows_the_traceback(
