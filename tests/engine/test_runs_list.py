@@ -8,6 +8,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from engine import cli
 from engine.events import FIRST_STAGE, RunFinished, Status, StepLogged
 from engine.runs import EventLog, RunDir, RunsCache, list_runs
 from tests.conftest import run_started
@@ -83,12 +86,16 @@ def test_a_run_whose_summary_is_damaged_lists_as_its_events_say_it_ended(tmp_pat
     }
 
 
-def test_a_runs_folder_under_home_lists_as_written(tmp_path: Path, monkeypatch: Any) -> None:
+def test_a_runs_folder_under_home_lists_as_written(
+    tmp_path: Path, monkeypatch: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     """output.runs_dir: ~/runs writes runs to the home folder; the list (the Runs panel, tunebench runs) reads
     them there, not from a folder named "~"."""
     monkeypatch.setenv("HOME", str(tmp_path))
     make_run(tmp_path / "runs", "20240101-100000-a", {"status": "finished", "started": 1.0})
     assert [r.name for r in list_runs("~/runs")] == ["20240101-100000-a"]
+    assert cli.main(["runs", "--runs-dir", "~/runs"]) == 0  # quoted, the shell leaves the ~
+    assert "20240101-100000-a" in capsys.readouterr().out
 
 
 def test_a_missing_runs_folder_or_a_file_lists_nothing(tmp_path: Path) -> None:
