@@ -433,7 +433,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.run is not None:
         return cmd_show_run(args.run, args.runs_dir)
 
-    if not Path(args.runs_dir).expanduser().is_dir():  # said, so that a typo in --runs-dir does not pass for an empty folder
+    # said, so that a typo in --runs-dir does not pass for an empty folder
+    if not Path(args.runs_dir).expanduser().is_dir():
         print(f"no runs: {args.runs_dir}/ is not a folder (runs go where output.runs_dir says)", file=sys.stderr)
         return EXIT_OK
     # The run's name already holds its date, task and model: those columns come only where they fit.

@@ -528,18 +528,31 @@ def expand_grid(
     for key, values in axes:  # each value alone first: the message names it, whatever the other axes hold
         seen: dict[str, str] = {}
         for value in values:
-            same = seen.setdefault(repr(_field(build({key: value}), key)), value)
+            same = seen.setdefault(_identity(_field(build({key: value}), key)), value)
             if same != value:  # "1e-5" and "0.00001": one run twice under two names
                 raise ConfigError(f"--grid {key}", f'"{same}" and "{value}" are the same value; give it once')
     combos = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(values for _key, values in axes))]
     widest = max(len(_grid_slug(grid)) for grid in combos)
     out = []
+    named: Counter[str] = Counter()
     for grid in combos:
         cfg = build(grid)
         cfg.output.sweep = sweep
-        cfg.output.run_name = sweep_run_name(cfg, grid, widest)
+        name = sweep_run_name(cfg, grid, widest)
+        named[name] += 1
+        # "a b" and "a-b" slug alike: the second run of a name gets a number, not another run's name
+        cfg.output.run_name = name if named[name] == 1 else f"{name}-{named[name]}"
         out.append((grid, cfg))
     return out
+
+
+def _identity(value: Any) -> str:
+    """What tells two grid values apart: a path to the same file or folder, written two ways, is one value."""
+    if isinstance(value, str) and value:
+        path = Path(value).expanduser()
+        if path.exists():
+            return f"path:{path.resolve()}"
+    return repr(value)
 
 
 def _field(cfg: RunConfig, key: str) -> Any:

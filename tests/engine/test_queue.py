@@ -334,6 +334,21 @@ def test_the_same_sweep_given_again_queues_only_the_runs_not_waiting_already(
     assert [row.entry.id for row in queue.sweep_rows(runs, new_sweep, ["2"]) if row.entry] == ["2", "3"]
 
 
+def test_a_grid_path_written_two_ways_is_one_value_and_values_that_slug_alike_get_their_own_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path)
+    (tmp_path / "d.jsonl").write_text('{"text": "a", "label": 0}\n')
+    grid = f"data.source={tmp_path}/d.jsonl,{tmp_path}/./d.jsonl"
+    assert cli.main(["sweep", str(config), "--grid", grid, "--dry-run"]) == 2
+    assert "are the same value; give it once" in capsys.readouterr().err
+    runs = queue.expand_grid(config, ["data.text_field=a b,a-b"])
+    assert [cfg.output.run_name for _grid, cfg in runs] == [
+        "classification-minilm-text_fielda-b",
+        "classification-minilm-text_fielda-b-2",
+    ]
+
+
 @pytest.mark.parametrize(
     "grid, message",
     [
