@@ -613,7 +613,7 @@ async def test_save_writes_the_form_and_load_reads_a_file(
         assert app.config_panel.config == other
 
 
-async def test_a_file_field_naming_no_user_says_so_on_save_and_load(make_app: Callable[..., WorkbenchApp]) -> None:
+async def test_a_file_field_naming_no_user_a_folder_or_nothing_says_so(make_app: Callable[..., WorkbenchApp]) -> None:
     app = make_app(panel="config")
     async with app.run_test(size=(100, 40)) as pilot:
         await until(pilot, lambda: app.config_panel.form_built, "the form is built")
@@ -625,6 +625,15 @@ async def test_a_file_field_naming_no_user_says_so_on_save_and_load(make_app: Ca
         await pilot.pause()
         assert "~nosuchuser0/x.yaml: no user 'nosuchuser0'" in text_of(app, "#config-status")
         assert app.is_running
+        Path("presets").mkdir()
+        for typed, said in (
+            ("presets/", "not saved: presets/ is a folder; name a file in it (e.g. presets/my-run.yaml)"),
+            ("", "not saved: type a file name in the path field (e.g. sample_configs/my-run.yaml)"),
+        ):
+            app.query_one("#config-path", Input).value = typed
+            await pilot.press("ctrl+s")
+            await pilot.pause()
+            assert text_of(app, "#config-status") == said
 
 
 async def test_reset_and_quit_over_unsaved_edits_each_ask_once(make_app: Callable[..., WorkbenchApp]) -> None:

@@ -699,10 +699,18 @@ class ConfigPanel(Vertical):
             self._status(f"not saved: fix {first} first ({self.errors[first][1]})", error=True, waits_on=first)
             return
         path = self.query_one("#config-path", Input).value.strip()
+        if not path:
+            self._status("not saved: type a file name in the path field (e.g. sample_configs/my-run.yaml)", error=True)
+            return
         try:
             target = config_path(path)
         except ConfigError as exc:
             self._status(f"not saved: {exc}", error=True)
+            return
+        if target.is_dir():
+            self._status(
+                f"not saved: {path} is a folder; name a file in it (e.g. {path.rstrip('/')}/my-run.yaml)", error=True
+            )
             return
         if is_run_record(target):
             self._status(
