@@ -74,9 +74,14 @@ class RunDriver:
     def resume_run(self, run_dir: Path) -> None:
         """Continue a stopped, failed or killed run in its own folder, streaming to the Train panel."""
         if self.app.controller.active:
-            self.app.notify(
-                f"a run is already in progress; stop it (x) before resuming {run_dir.name}", severity="warning"
-            )
+            current = self.app.controller.run_dir
+            if current is not None and Path(current).resolve() == run_dir.resolve():
+                self.app.notify(f"{run_dir.name} trains already; the Train panel (F4) shows it")
+            else:
+                self.app.notify(
+                    f"a run is in progress; x on the Train panel (F4) stops it, then r resumes {run_dir.name}",
+                    severity="warning",
+                )
             return
         bridge = EventBridge(self.app.post_message)
         try:

@@ -1909,7 +1909,11 @@ async def test_r_is_refused_while_another_run_is_active(
         await pilot.press("r")
         await pilot.pause()
         assert resume.folders == []
-        assert any("already in progress" in n and stopped_run in n for n in notes)
+        assert notes[-1] == f"a run is in progress; x on the Train panel (F4) stops it, then r resumes {stopped_run}"
+        app.controller.run_dir = str(Path("runs") / stopped_run)  # as if the run training were the one highlighted
+        await pilot.press("r")
+        await pilot.pause()
+        assert notes[-1] == f"{stopped_run} trains already; the Train panel (F4) shows it"
         gate.set()
         await reach(app, "finished")
 
