@@ -2047,6 +2047,11 @@ async def test_the_progress_bar_counts_optimizer_steps_between_logged_steps(
         await pilot.pause()
         assert "step 14/24" in panel.progress_text() and f"loss {logged.loss:.4f}" in panel.progress_text()
         assert app.query_one("#train-progress", ProgressBar).progress == 14
+        panel.set_state(RunState.TRAINING)
+        full = panel.progress_text()
+        assert full.endswith(" samples/s") and panel.progress_text(len(full)) == full
+        short = panel.progress_text(len(full) - 1)  # an 80-column terminal: the same figures, in fewer letters
+        assert short.startswith("ep 2/3 · 14/24 ·") and short.endswith("/s") and len(short) < len(full)
         panel.handle(Paused(step=15))  # a follower's StepDone for it may come from the beacon after the pause
         assert "step 15/24" in panel.progress_text()
         assert app.query_one("#train-progress", ProgressBar).progress == 15

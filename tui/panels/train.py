@@ -123,6 +123,9 @@ class TrainPanel(Vertical):
     def focus_main(self) -> None:
         self.query_one(EpochTable).focus()
 
+    def on_resize(self) -> None:
+        self._render_progress()  # the progress line's long or short form, for its new width
+
     # -- state ----------------------------------------------------------------------------------------------
     def set_config(self, cfg: RunConfig) -> None:
         self.cfg = cfg
@@ -296,24 +299,31 @@ class TrainPanel(Vertical):
     def _render_status(self) -> None:
         self.query_one("#train-status", Static).update(Content(f"{TITLE}  {self.status_text()}"))
 
-    def progress_text(self) -> str:
+    def progress_text(self, width: int = 0) -> str:
         """Epoch and step as the run counts them now; speed, ETA and loss as of the last logged step (only a run
-        that trains has a speed and ETA: not a paused one, nor one that has ended)."""
+        that trains has a speed and ETA: not a paused one, nor one that has ended). Longer than ``width``, the
+        line takes its short form ("ep 1/3 · 69/450 · … · 12.3/s")."""
         s, logged = self.started, self.last_step
         if s is None:
             if self.state is RunState.IDLE:
                 return "no run yet"
             return "preparing…" if self.state.active else "it ended before its first step"
-        parts = [f"epoch {s.epoch_at(self.step_done)}/{s.num_epochs}", f"step {self.step_done}/{s.total_steps}"]
-        if logged is not None:  # the loss before the speed: a narrow terminal cuts the end of the line
-            parts.append(f"loss {logged.loss:.4f}")
+        epoch, step = f"{s.epoch_at(self.step_done)}/{s.num_epochs}", f"{self.step_done}/{s.total_steps}"
+        long, short = [f"epoch {epoch}", f"step {step}"], [f"ep {epoch}", step]
+        if logged is not None:  # the loss before the speed: a line cut short still has it
+            long.append(f"loss {logged.loss:.4f}")
+            short.append(f"loss {logged.loss:.4f}")
             if self.state is RunState.TRAINING:
-                parts += [f"ETA {fmt_duration(logged.eta_seconds)}", f"{logged.samples_per_second:.1f} samples/s"]
-        return " · ".join(parts)
+                eta, speed = f"ETA {fmt_duration(logged.eta_seconds)}", f"{logged.samples_per_second:.1f}"
+                long += [eta, f"{speed} samples/s"]
+                short += [eta, f"{speed}/s"]
+        text = " · ".join(long)
+        return " · ".join(short) if 0 < width < len(text) else text
 
     def _render_progress(self) -> None:
         if self.started is not None:
             self.query_one("#train-progress", ProgressBar).update(
                 total=max(self.started.total_steps, 1), progress=self.step_done
             )
-        self.query_one("#train-speed", Static).update(Content(self.progress_text()))
+        speed = self.query_one("#train-speed", Static)
+        speed.update(Content(self.progress_text(speed.size.width)))
