@@ -47,14 +47,16 @@ def _shade(share: float, full: tuple[int, int, int]) -> str:
     return f"bold white on rgb({r},{g},{b})"
 
 
-def confusion_grid(confusion: Sequence[Sequence[int]], labels: Sequence[str]) -> Table:
+def confusion_grid(
+    confusion: Sequence[Sequence[int]], labels: Sequence[str], corner: str = "true \\ predicted"
+) -> Table:
     """Rows = true labels, columns = predicted; each cell shaded by its share of the row."""
     from rich.table import Table
     from rich.text import Text
 
     names = [Text(label_of(labels, i)) for i in range(len(confusion))]  # a label is text, never markup
     grid = Table(show_edge=False, pad_edge=False, box=None)
-    grid.add_column("true \\ predicted", style="bold", no_wrap=True)
+    grid.add_column(corner, style="bold", no_wrap=True)
     for name in names:
         grid.add_column(name, justify="right", no_wrap=True, max_width=12)
     for i, row in enumerate(confusion):
@@ -81,14 +83,27 @@ def class_table(confusion: Sequence[Sequence[int]], labels: Sequence[str]) -> Ta
     return table
 
 
-def class_report(evaluated: Evaluated, labels: Sequence[str]) -> Group:
-    """A heading that names the evaluation, its confusion grid and its per-class table."""
-    from rich.console import Group
+def class_report(evaluated: Evaluated, labels: Sequence[str], width: int | None = None) -> Group:
+    """A heading that names the evaluation, its confusion grid and its per-class table: the table under the
+    grid, or beside it where ``width`` columns hold both (a workbench panel has more columns than lines)."""
+    from rich.console import Console, Group
+    from rich.table import Table
     from rich.text import Text
 
     assert evaluated.confusion is not None
     where = f"epoch {evaluated.epoch}, step {evaluated.step}"
-    heading = Text.assemble(("confusion matrix", "bold"), f", {where} (rows: true labels)")
-    return Group(
-        heading, confusion_grid(evaluated.confusion, labels), Text(""), class_table(evaluated.confusion, labels)
-    )
+    heading = Text.assemble(("confusion matrix", "bold"), f", {where} (rows: true labels, columns: predicted)")
+    table = class_table(evaluated.confusion, labels)
+    if width is not None:
+        console = Console(width=width * 2)  # measured unbounded: what each needs, not what the width leaves it
+        for corner in ("true \\ predicted", "true \\ pred", ""):  # the heading says which are which
+            beside = confusion_grid(evaluated.confusion, labels, corner)
+            if console.measure(beside).maximum + SIDE_GAP + console.measure(table).maximum <= width:
+                both = Table.grid(padding=(0, SIDE_GAP, 0, 0))
+                both.add_row(beside, table)
+                return Group(heading, both)
+    return Group(heading, confusion_grid(evaluated.confusion, labels), Text(""), table)
+
+
+#: Columns between the confusion grid and the per-class table set beside it.
+SIDE_GAP = 3

@@ -143,7 +143,7 @@ def test_runs_run_shows_its_evaluations_and_the_last_confusion_matrix(
     assert cli.main(["runs", run.name, "--runs-dir", str(tmp_path / "out")]) == 0
     lines = [" ".join(line.split()) for line in capsys.readouterr().out.splitlines()]
     assert lines[0].endswith(": finished; classification, " + make_config().model.name_or_path)
-    assert f"confusion matrix, epoch 2, step {last.step} (rows: true labels)" in lines
+    assert f"confusion matrix, epoch 2, step {last.step} (rows: true labels, columns: predicted)" in lines
     (bad, good) = last.confusion
     assert f"bad {bad[0]} {bad[1]}" in lines and f"good {good[0]} {good[1]}" in lines
     assert any(line.startswith("good ") and line.endswith(f" {sum(good)}") for line in lines)  # its support
