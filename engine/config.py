@@ -7,6 +7,7 @@ the TUI's inline validation and the YAML loader all give the same message for th
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import difflib
 import functools
 import json
@@ -285,6 +286,8 @@ def _show(v: Any) -> str:
         return "true" if v else "false"
     if isinstance(v, dict | list):
         return "a mapping" if isinstance(v, dict) else "a list"
+    if isinstance(v, datetime.date):
+        return v.isoformat()
     return repr(v)
 
 
@@ -408,6 +411,8 @@ def coerce_value(path: str, tp: Any, check: Check | None, value: Any) -> Any:
             raise ConfigError(path, "expected a non-empty string")
         if isinstance(value, int | float) and not isinstance(value, bool):
             return str(value)
+        if isinstance(value, datetime.date):  # YAML reads a bare 2024-01-01 as a date; as a name it is text
+            return value.isoformat()
         raise bad
     raise TypeError(f"unsupported field type {tp!r} at {path}")  # a bug in this module, not the user's
 

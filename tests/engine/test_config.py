@@ -115,6 +115,13 @@ def test_numbers_written_without_a_dot_are_accepted() -> None:
     assert cfg.train.learning_rate == pytest.approx(5e-5)
 
 
+def test_a_bare_date_is_text_where_text_is_wanted_and_shown_as_written_elsewhere() -> None:
+    assert from_dict(yaml.safe_load("data:\n  source: 2024-01-01\n")).data.source == "2024-01-01"
+    assert error_of(yaml.safe_load("train:\n  learning_rate: 2024-01-01\n")) == (
+        "train.learning_rate: expected a positive number, got 2024-01-01"
+    )
+
+
 def test_whole_numbers_in_exponent_form_are_integers() -> None:
     cfg = from_dict(yaml.safe_load("train:\n  per_device_train_batch_size: 1e1\n"))
     assert cfg.train.per_device_train_batch_size == 10
