@@ -1086,6 +1086,9 @@ def queue_table(runs_dir: Path, entries: list[QueueEntry]) -> list[str]:
 def cmd_queue_ls(args: argparse.Namespace) -> int:
     root = Path(args.runs_dir)
     entries = list_queue(root)
+    if not root.expanduser().is_dir():  # said, so that a typo in --runs-dir does not pass for an empty queue
+        print(f"no queue: {root}/ is not a folder (tunebench queue add CONFIG makes it)", file=sys.stderr)
+        return 0
     if not entries:
         print(f"the queue of {root}/ is empty; tunebench queue add CONFIG or tunebench sweep CONFIG --grid ... adds")
     else:
@@ -1133,8 +1136,13 @@ def _id_ranges(ids: Sequence[str]) -> str:
 def cmd_queue_move(args: argparse.Namespace) -> int:
     root = Path(args.runs_dir)
     delta = {"up": -1, "down": 1, "top": -(10**9), "bottom": 10**9}[args.where]
+    before = [e.id for e in list_queue(root) if e.state == QUEUED]
     place = move(root, args.id, delta)
-    print(f"moved {args.id} to number {place} in the queue")
+    if args.id in before and before.index(args.id) + 1 == place:
+        end = "first" if place == 1 else "last"
+        print(f"{args.id} is {end} in the queue already (number {place} of {len(before)})")
+    else:
+        print(f"moved {args.id} to number {place} in the queue")
     return 0
 
 
@@ -1209,7 +1217,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"each of these runs waits in the queue already (tunebench queue ls --runs-dir {root}); nothing queued")
     else:
         left_out = f"; left out the {len(waiting)} waiting already" if waiting else ""
-        print(f"queued as entries {entries[0].id}-{entries[-1].id} in {root}/.queue{left_out}{_ls_hint(root)}")
+        ids = f"entry {entries[0].id}" if len(entries) == 1 else f"entries {entries[0].id}-{entries[-1].id}"
+        print(f"queued as {ids} in {root}/.queue{left_out}{_ls_hint(root)}")
     if args.follow or args.parallel is not None:
         try:
             pid = start_runner(root, args.parallel)

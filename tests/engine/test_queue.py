@@ -52,7 +52,7 @@ def runs(tmp_path: Path) -> Iterator[Path]:
 # The queue
 
 
-def test_entries_keep_their_order_and_move_among_the_queued(runs: Path) -> None:
+def test_entries_keep_their_order_and_move_among_the_queued(runs: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for name in "abcd":
         queue.add(runs, RunConfig(), name)
     assert labels(runs) == ["a", "b", "c", "d"]
@@ -64,6 +64,8 @@ def test_entries_keep_their_order_and_move_among_the_queued(runs: Path) -> None:
     assert queue.move(runs, "4", -(10**9)) == 1  # top
     assert labels(runs) == ["d", "c", "a", "b"]
     assert queue.move(runs, "4", -1) == 1  # already first: it stays
+    assert cli.main(["queue", "move", "4", "up", "--runs-dir", str(runs)]) == 0
+    assert capsys.readouterr().out.startswith("4 is first in the queue already (number 1 of ")
     assert labels(runs) == ["d", "c", "a", "b"]
 
 
@@ -326,7 +328,7 @@ def test_the_same_sweep_given_again_queues_only_the_runs_not_waiting_already(
     monkeypatch.setattr(queue, "follow_sweep", lambda root, sweep, ids: followed.append(list(ids)) or 0)
     assert cli.main(["sweep", str(config), "--grid", "train.seed=2,3", "--follow"]) == 0
     out = capsys.readouterr().out
-    assert "queued as entries 3-3" in out and "left out the 1 waiting already" in out
+    assert "queued as entry 3 in" in out and "left out the 1 waiting already" in out
     assert [e.grid for e in queue.list_queue(runs)][2:] == [{"train.seed": "3"}]
     assert started == [runs] and followed == [["3", "2"]]
     new_sweep = queue.list_queue(runs)[2].sweep
