@@ -634,6 +634,11 @@ async def test_a_file_field_naming_no_user_a_folder_or_nothing_says_so(make_app:
             await pilot.press("ctrl+s")
             await pilot.pause()
             assert text_of(app, "#config-status") == said
+        app.query_one(
+            "#config-path", Input
+        ).value = "presets/mine.yaml"  # what it said was about the field's last value
+        await pilot.pause()
+        assert text_of(app, "#config-status") == ""
 
 
 async def test_reset_and_quit_over_unsaved_edits_each_ask_once(make_app: Callable[..., WorkbenchApp]) -> None:

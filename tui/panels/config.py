@@ -47,6 +47,10 @@ REMOTE_CODE_PATH = "model.trust_remote_code"
 REMOTE_CODE_NOTE = "⚠ ON: runs code from the model's repo"
 
 
+#: What a status line about the file field waits on: the field changing.
+PATH_FIELD = "#config-path"
+
+
 @dataclass(frozen=True)
 class FieldSpec:
     """One editable config field."""
@@ -550,7 +554,7 @@ class ConfigPanel(Vertical):
 
     def _after_edit(self, changed: tuple[str, ...]) -> None:
         self._refresh_marks()
-        if self._status_waits_on is not None and self._status_waits_on not in self.problems:
+        if self._status_waits_on not in (None, PATH_FIELD) and self._status_waits_on not in self.problems:
             self._status("")
         if self.current.path in self.problems:
             self.call_after_refresh(self._scroll_to_editor)  # its message, under it, in view
@@ -618,6 +622,15 @@ class ConfigPanel(Vertical):
         if model is not None:
             self.path_problems[MODEL] = model
 
+    def _path_status(self, text: str) -> None:
+        """A mistake in the file field (or the file it names), said until the field changes."""
+        self._status(text, error=True, waits_on=PATH_FIELD)
+
+    @on(Input.Changed, "#config-path")
+    def _on_path_typed(self) -> None:
+        if self._status_waits_on == PATH_FIELD:
+            self._status("")
+
     def _status(self, text: str, error: bool = False, *, waits_on: str | None = None) -> None:
         self._status_waits_on = waits_on
         status = self.query_one("#config-status", Static)
@@ -638,7 +651,7 @@ class ConfigPanel(Vertical):
         try:
             cfg = load_config(path)
         except ConfigError as exc:
-            self._status(str(exc), error=True)
+            self._path_status(str(exc))
             return False
         before = self.config
         self.path = path
@@ -700,37 +713,34 @@ class ConfigPanel(Vertical):
             return
         path = self.query_one("#config-path", Input).value.strip()
         if not path:
-            self._status("not saved: type a file name in the path field (e.g. sample_configs/my-run.yaml)", error=True)
+            self._path_status("not saved: type a file name in the path field (e.g. sample_configs/my-run.yaml)")
             return
         try:
             target = config_path(path)
         except ConfigError as exc:
-            self._status(f"not saved: {exc}", error=True)
+            self._path_status(f"not saved: {exc}")
             return
         if target.is_dir():
-            self._status(
-                f"not saved: {path} is a folder; name a file in it (e.g. {path.rstrip('/')}/my-run.yaml)", error=True
-            )
+            self._path_status(f"not saved: {path} is a folder; name a file in it (e.g. {path.rstrip('/')}/my-run.yaml)")
             return
         if is_run_record(target):
-            self._status(
+            self._path_status(
                 f"not saved: {path} is the record of run {Path(path).parent.name}; name a new file above "
-                "(e.g. sample_configs/my-run.yaml)",
-                error=True,
+                "(e.g. sample_configs/my-run.yaml)"
             )
             return
         if not self._replaces_another_file(target):
             self._pending = None
         elif not self._confirmed("save", path):
             self._pending = ("save", path)
-            self._status(f"{path} exists and is not the file this form came from; ctrl+s again replaces it", error=True)
+            self._path_status(f"{path} exists and is not the file this form came from; ctrl+s again replaces it")
             return
         try:
             save_config(self.config, path)
         except OSError as exc:
             why = not_a_folder(target.parent)  # the folder to save in
             reason = f"{target.parent} {why}" if why is not None else exc.strerror
-            self._status(f"cannot save to {path} ({reason}); pick another path", error=True)
+            self._path_status(f"cannot save to {path} ({reason}); pick another path")
             return
         self.path = path
         self.file_config = self.config
