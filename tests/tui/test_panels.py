@@ -1074,12 +1074,15 @@ async def test_an_engine_failure_shows_and_a_new_run_can_start(make_app: Callabl
         assert await reach(app, "failed") == "failed"
         await pilot.pause()
         box = app.query_one("#train-error", Static)
-        assert box.display and str(box.render()) == f"✗ {message}  (fix it and press s to start again)"
+        assert box.display and str(box.render()) == f"✗ {message}  (fix it in Config (F3) and press s to start again)"
         await pilot.press("s")
         assert await reach(app, "finished") == "finished"
         await pilot.pause()
         assert not app.query_one("#train-error").display
         assert len(working.runners) == 1
+        app.train_panel.reset(app.cfg, "attached to 20240101-run")  # s would not start that run's config
+        app.train_panel.show_failure(message, user_error=True)
+        assert str(box.render()) == f"✗ {message}  (n in Runs (F6) starts a config from this run to fix)"
 
 
 @pytest.mark.parametrize(

@@ -88,6 +88,7 @@ class TrainPanel(Vertical):
     def __init__(self, cfg: RunConfig, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.cfg = cfg
+        self.from_form = True
         self.state = RunState.IDLE
         self.detail = ""
         self.started: RunStarted | None = None
@@ -144,6 +145,8 @@ class TrainPanel(Vertical):
     def reset(self, cfg: RunConfig, what: str = "new run") -> None:
         """Clear the previous run's chart, table and error for a new (or resumed) run."""
         self.cfg = cfg
+        #: Started from the Config form (s): its fix is made there; a run attached or resumed has a config of its own.
+        self.from_form = what == "new run"
         self.started = None
         self.last_step = None
         self.step_done = 0
@@ -264,8 +267,10 @@ class TrainPanel(Vertical):
         """The failure above the chart, with what to do next: fix the config (a user error), read the traceback
         (a bug), or resume from the last checkpoint (a process killed or lost before the run could say why)."""
         self.error = message
-        if user_error:
-            then = "fix it and press s to start again"
+        if user_error and self.from_form:
+            then = "fix it in Config (F3) and press s to start again"
+        elif user_error:  # s would start the Config form's file, not this run's
+            then = "n in Runs (F6) starts a config from this run to fix"
         elif tb:
             then = "the log below has the traceback"
         else:
