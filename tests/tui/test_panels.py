@@ -1451,6 +1451,10 @@ async def test_v_shows_the_open_runs_confusion_matrix_and_per_class_scores(
     app = make_app(panel="runs")
     async with app.run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: len(app.runs_panel.runs) == 1, "the runs list")
+        notes = record_notes(app)
+        await pilot.press("v")  # no run open yet: nothing swaps, and it says why
+        assert notes == ["v shows an open run's confusion matrix: enter opens the highlighted run"]
+        assert not app.query_one("#runs-classes").display
         await pilot.press("enter")
         await until(pilot, lambda: bool(app.runs_panel.opened), "the run opens")
         assert "v: confusion matrix" in text_of(app, "#runs-detail-title")

@@ -568,6 +568,12 @@ class RunsPanel(Vertical):
     def action_toggle_classes(self) -> None:
         """Swap the chart for the open run's class report, and back."""
         report = self.query_one(ClassReport)
+        if not report.display and not self._title_has_classes:
+            if not self.opened:
+                self.app.notify("v shows an open run's confusion matrix: enter opens the highlighted run")
+            else:
+                self.app.notify("no confusion matrix here: a classification run's evaluations have one")
+            return
         report.display = not report.display
         self.query_one("#runs-chart", LossChart).display = not report.display
         self._render_detail_title()
