@@ -1353,6 +1353,22 @@ async def test_a_prediction_error_shows_its_message_and_the_panel_stays_usable(
         assert not app.query("#predict-sides ScoreBars"), "the last text's results do not stay under the error"
 
 
+async def test_a_fine_tuned_model_that_fails_to_load_points_to_the_base_alone(
+    make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig
+) -> None:
+    message = "model: the run runs/x has no model or checkpoint yet"
+
+    def refuse(request: PredictRequest) -> PredictionView:
+        raise PredictError(message)
+
+    app = make_app(panel="predict", predictor=refuse)
+    async with app.run_test() as pilot:
+        app.predict_panel.set_tuned(_run_folder(workbench_config, "20240101-120000-classification-minilm"))
+        await pilot.press("ctrl+t", "enter")
+        await until(pilot, lambda: "no model" in text_of(app, "#predict-status"), "the error shows")
+        assert text_of(app, "#predict-status") == f"{message}; ctrl+b asks the base alone"
+
+
 async def test_top_k_typed_beside_the_text_sets_how_many_candidates_show(
     make_app: Callable[..., WorkbenchApp], fake_predictor: Callable[[PredictRequest], PredictionView]
 ) -> None:

@@ -451,6 +451,8 @@ class PredictPanel(Vertical):
         assert event.worker.error is not None
         message, tb = describe_failure(event.worker.error)
         self._clear_results()
+        if self.tuned and message.startswith("model: "):  # the run's model failed: the base can answer alone
+            message += "; ctrl+b asks the base alone"
         self._status(message, error=True)
         if tb:
             self.post_message(LibraryLog(LogMessage("error", f"{message}\n{tb}", "tunebench.tui")))
