@@ -525,10 +525,19 @@ def count_parameters(model: torch.nn.Module) -> int:
 def set_torch_threads(threads: int | None) -> None:
     """``train.torch_threads``; null leaves torch's setting as it is (one thread per core unless the process set
     another: the workbench's runs do, ``engine.detached --torch-threads``)."""
+    import os
+
     import torch
 
-    if threads:
-        torch.set_num_threads(threads)
+    if not threads:
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if threads > cores:  # more threads than cores only wait on each other: a step takes many times as long
+        logging.getLogger("tunebench.models").warning(
+            "train.torch_threads: %d is more than the %d cores this process may use; using %d", threads, cores, cores
+        )
+        threads = cores
+    torch.set_num_threads(threads)
 
 
 #: Seconds a collective (a gradient all-reduce, a barrier while the main process writes a checkpoint) waits for

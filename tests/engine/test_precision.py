@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -70,3 +71,16 @@ def test_both_engines_compute_in_bf16_on_a_cpu_that_has_it(
     assert started.precision == "bf16"
     assert finished.status == "finished", finished.note
     assert under_autocast and all(under_autocast), f"{under_autocast.count(False)} linear calls ran in fp32"
+
+
+def test_more_torch_threads_than_cores_are_cut_to_the_cores_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1})
+    before = torch.get_num_threads()
+    try:
+        models.set_torch_threads(1000)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert "train.torch_threads: 1000 is more than the 2 cores this process may use; using 2" in caplog.text
