@@ -14,7 +14,7 @@ from engine.config import NO_EVAL_SET, DataConfig
 from engine.errors import ConfigError, DataError
 from engine.events import Emit, Status
 from engine.hub import datasets_offline_unless_reachable
-from engine.splits import EvalChoice, choose_eval, hold_out
+from engine.splits import EvalChoice, check_class_count, choose_eval, hold_out
 
 if TYPE_CHECKING:
     import torch
@@ -341,6 +341,8 @@ def encode_labels(train: Dataset, evals: Dataset | None, label_field: str) -> tu
         ordered = ordered_classes(values, label_field)
         names = [str(v) for v in ordered]
         ids = {v: i for i, v in enumerate(ordered)}
+        rows = len(train) + (len(evals) if evals is not None else 0)
+        check_class_count(label_field, len(names), rows, train.column_names)
     if len(names) < 2:
         raise DataError(
             f'data.label_field: column "{label_field}" has only one class ({", ".join(names) or "none"}); '

@@ -82,6 +82,20 @@ def train_rows(cfg: DataConfig, split_rows: Mapping[str, int], *, needs_labels: 
     return rows if cfg.train_size is None else min(rows, cfg.train_size)
 
 
+#: A label column may have this many classes whatever its rows; past it, at most one class per two rows.
+MOST_CLASSES_UNASKED = 20
+
+
+def check_class_count(label_field: str, classes: int, rows: int, columns: list[str]) -> None:
+    """DataError for a label column of free text or ids (named by mistake): a class for nearly every row."""
+    if classes > max(MOST_CLASSES_UNASKED, rows // 2):
+        others = ", ".join(c for c in columns if c != label_field)
+        raise DataError(
+            f'data.label_field: column "{label_field}" has {classes} distinct values in {rows} rows: '
+            f"free text or ids, not classes; name the label column (others: {others})"
+        )
+
+
 def hold_out(ds: Dataset, fraction: float, seed: int, stratify_by: str | None) -> tuple[Dataset, Dataset]:
     """Split ``fraction`` of the rows off as an eval set, seeded; per class in the same share when
     ``stratify_by`` names the label column (each class keeps at least one training row)."""
@@ -106,6 +120,7 @@ def hold_out(ds: Dataset, fraction: float, seed: int, stratify_by: str | None) -
                 "labels must be strings or integers"
             )
         by_class.setdefault(value, []).append(i)
+    check_class_count(stratify_by, len(by_class), len(ds), ds.column_names)
     classes = sorted(by_class, key=str)
     # Largest remainder: each class's share rounds so that the counts add up to n_eval.
     quota = {c: len(by_class[c]) * n_eval / len(ds) for c in classes}
