@@ -691,7 +691,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def parse_yaml(text: str, source: str = "<config>") -> Any:
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)
+        loader = _UniqueKeyLoader(text)  # what yaml.load does, with this safe loader
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
     except _DuplicateKey as exc:
         raise ConfigError("", f"{source}: line {exc.line}: {exc.problem}") from None
     except yaml.YAMLError as exc:

@@ -61,6 +61,10 @@ def test_engine_parses_yaml_only_with_safe_load() -> None:
             is_yaml = isinstance(node, ast.Attribute) and getattr(node.value, "id", "") == "yaml"
             assert not (is_yaml and node.attr in unsafe), f"{path.name}:{node.lineno} uses yaml.{node.attr}"
             assert not (isinstance(node, ast.Constant) and node.value in unsafe), f"{path.name}:{node.lineno}"
+            if isinstance(node, ast.ClassDef):  # a loader of its own is a safe one with a check more
+                for base in node.bases:
+                    if isinstance(base, ast.Attribute) and getattr(base.value, "id", "") == "yaml":
+                        assert base.attr in {"SafeLoader", "CSafeLoader", "YAMLError"}, f"{path.name}:{node.lineno}"
 
 
 def test_every_torch_load_in_the_engine_passes_weights_only_true() -> None:
