@@ -299,7 +299,14 @@ def attach(base: torch.nn.Module, folder: str | Path, *, merge: bool) -> Any:
 
     with quiet_renames():
         model = PeftModel.from_pretrained(base, str(folder))
-        return model.merge_and_unload() if merge else model
+        if not merge:
+            return model
+        merged = model.merge_and_unload()
+    # peft froze the base to load the adapter; merged, it is a plain model, trainable as any loaded one
+    # (a full fine-tune that starts from a LoRA run)
+    for param in merged.parameters():
+        param.requires_grad_(True)
+    return merged
 
 
 def restored_by_adapter(names: list[str], adapter: dict[str, Any]) -> list[str]:

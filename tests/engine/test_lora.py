@@ -204,6 +204,20 @@ def test_merged_and_unmerged_adapters_give_the_same_logits(lora_run: tuple[Path,
     assert lora_b and any(p.abs().sum() > 0 for p in lora_b), "the adapter trained (B starts at zero)"
 
 
+def test_a_full_fine_tune_starts_from_a_lora_run_with_its_adapter_merged_in(
+    lora_run: tuple[Path, list[Any]], tiny_bert_dir: Path, tmp_path: Path
+) -> None:
+    from engine.events import RunStarted
+
+    cfg = tiny_config(lora_run[0], write_jsonl(tmp_path / "rows.jsonl", sentiment_rows(32)), tmp_path / "runs")
+    cfg.train.num_train_epochs = 1
+    events: list[Any] = []
+    result = Runner(cfg, subscribers=[events.append]).run()
+    assert result.status == "finished", result.error
+    (started,) = of(events, RunStarted)
+    assert not started.adapter and started.trainable_parameters is None  # all of them train
+
+
 def test_lora_model_folder_predicts_as_adapter_on_its_base(
     lora_run: tuple[Path, list[Any]], tiny_bert_dir: Path
 ) -> None:
