@@ -1784,7 +1784,9 @@ async def test_a_sweeps_runs_list_together_under_a_heading_that_compares_them(
         assert shown == ["sweep 4f2a01: 2 runs", "  20240103-100000-a2", "  20240101-100000-a1", "20240102-100000-b"]
         assert isinstance(app.runs_panel.rows[0], SweepRow)
         assert table.cells_at(0)[3] == "acc 0.8000"  # the sweep's best
-        await pilot.press("enter")
+        await pilot.press("down", "down", "down", "m", "up", "m", "up", "up")  # b and a1 marked; the heading again
+        assert app.runs_panel.marked == {"20240102-100000-b", "20240101-100000-a1"}
+        await pilot.press("enter")  # the sweep highlighted, not the marks
         await until(pilot, lambda: getattr(app.screen, "comparison", None) is not None, "the comparison")
         assert isinstance(app.screen, CompareScreen)
         c = app.screen.comparison

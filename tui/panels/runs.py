@@ -440,8 +440,8 @@ class RunsPanel(Vertical):
         row = self.current_row()
         if isinstance(row, RunInfo):
             self.open_runs([row.name])
-        elif isinstance(row, SweepRow):
-            self.action_compare()
+        elif isinstance(row, SweepRow):  # this sweep, whatever is marked (c compares the marked runs first)
+            self._compare(*self._sweep_runs(row.sweep))
 
     @on(RunsTable.RowHighlighted, "#runs-table")
     def _on_highlighted(self, event: RunsTable.RowHighlighted) -> None:
@@ -452,7 +452,9 @@ class RunsPanel(Vertical):
                 Content(f"queue entry #{row.id} ({what}) · K/J move it, x takes it off the queue, Q starts the runner")
             )
         elif isinstance(row, SweepRow):
-            self._title(Content(f"sweep {row.sweep}: {len(row.runs)} runs · enter or c compares and ranks them"))
+            self._title(Content(f"sweep {row.sweep}: {len(row.runs)} runs · enter compares and ranks them"))
+        else:  # a run: the detail shows what was opened last, not the row left
+            self._render_detail_title()
 
     def action_mark(self) -> None:
         row = self.current_row()
@@ -475,8 +477,6 @@ class RunsPanel(Vertical):
         self.open_runs(names)
 
     def action_compare(self) -> None:
-        from tui.compare import CompareScreen  # with its first use, not before the workbench's first frame
-
         marked = [r for r in self.runs if r.name in self.marked]
         row = self.current_row()
         info = self.current()
@@ -484,12 +484,20 @@ class RunsPanel(Vertical):
         if len(marked) >= 2:
             runs, why = marked, f"{len(marked)} marked runs"
         elif sweep:
-            runs = [r for r in self.runs if r.sweep == sweep]
-            runs, why = runs[::-1], f"sweep {sweep} ({len(runs)} runs)"  # oldest first: the order queued
+            runs, why = self._sweep_runs(sweep)
         elif info is not None and info.parent and (parent := self._run_named(info.parent)) is not None:
             runs, why = [parent, info], f"{info.name} and its parent"
         else:
             runs, why = [], ""
+        self._compare(runs, why)
+
+    def _sweep_runs(self, sweep: str) -> tuple[list[RunInfo], str]:
+        runs = [r for r in self.runs if r.sweep == sweep][::-1]  # oldest first: the order queued
+        return runs, f"sweep {sweep} ({len(runs)} runs)"
+
+    def _compare(self, runs: list[RunInfo], why: str) -> None:
+        from tui.compare import CompareScreen  # with its first use, not before the workbench's first frame
+
         if len(runs) < 2:
             self.app.notify(
                 "mark two or more runs with m, then press c (a run of a sweep, or with a parent, compares without)",
