@@ -1761,6 +1761,14 @@ async def test_queued_entries_list_under_live_runs_and_k_j_x_reorder_and_remove_
         await pilot.press("down", "x")
         await until(pilot, lambda: len(app.runs_panel.rows) == 4, "the removal")
         assert [e.id for e in queue.list_queue("runs")] == ["1", "3"]
+        sets = "data.train_size=32 data.eval_size=16 train.num_train_epochs=1 train.learning_rate=3e-5"
+        queue.add("runs", workbench_config, f"quickstart-classify.yaml {sets}")
+        await pilot.press("ctrl+r")
+        await until(pilot, lambda: len(app.runs_panel.rows) == 5, "the new entry")
+        # a run name's width at most: the file and the last settings, which tell one entry from the next
+        assert names()[2] == "#4 quickstart-classify.yaml … learning_rate=3e-5"
+        await pilot.press("home", "down", "down")
+        assert text_of(app, "#runs-detail-title").endswith(sets)  # the whole label, on the line above
 
 
 async def test_a_sweeps_runs_list_together_under_a_heading_that_compares_them(

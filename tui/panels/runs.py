@@ -108,6 +108,30 @@ def row_key(row: Row) -> str:
 TITLES = ("run", "status", "best", "date", "time", "task", "model", "memory")
 
 
+#: A queued entry's label past a run name's width widens the list's first column past the screen.
+ENTRY_CELL = 48
+
+
+def _entry_cell(entry: queue.QueueEntry) -> str:
+    """ "#7 quickstart.yaml … learning_rate=3e-5": a long label keeps its file and the last of its settings
+    (the --set given last, what varies from one entry to the next most often), each by its key's last part."""
+    text = f"#{entry.id} {entry.label}"
+    if len(text) <= ENTRY_CELL:
+        return text
+    name, *settings = entry.label.split(" ")
+    head = f"#{entry.id} {name} …"
+    kept: list[str] = []
+    for setting in reversed(settings):
+        key, sep, value = setting.partition("=")
+        short = f"{key.rpartition('.')[2]}{sep}{value}"
+        if len(head) + len(" ".join([short, *kept])) + 1 > ENTRY_CELL:
+            break
+        kept.insert(0, short)
+    if not kept:
+        return text[: ENTRY_CELL - 1] + "…"
+    return f"{head} {' '.join(kept)}"
+
+
 def row_cells(rows: list[Row]) -> list[tuple[str, ...]]:
     """Each row's cells under ``TITLES``: a sweep's runs indented under its heading, queued entries numbered."""
     grouped = {r.name for row in rows if isinstance(row, SweepRow) for r in row.runs}
@@ -146,7 +170,7 @@ def row_cells(rows: list[Row]) -> list[tuple[str, ...]]:
                 status = "starting"
             out.append(
                 (
-                    f"#{row.id} {row.label}",
+                    _entry_cell(row),
                     status,
                     "-",
                     row.added_text,
@@ -448,8 +472,11 @@ class RunsPanel(Vertical):
         row = self.current_row()
         if isinstance(row, queue.QueueEntry):
             what = f"error: {row.error}" if row.error else row.state
+            runner = "Q starts the runner" if self.runner is None else "Q stops the runner"
             self._title(
-                Content(f"queue entry #{row.id} ({what}) · K/J move it, x takes it off the queue, Q starts the runner")
+                Content(
+                    f"queue entry #{row.id} ({what}) · K/J move it, x takes it off the queue, {runner} · {row.label}"
+                )
             )
         elif isinstance(row, SweepRow):
             self._title(Content(f"sweep {row.sweep}: {len(row.runs)} runs · enter compares and ranks them"))
