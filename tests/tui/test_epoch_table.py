@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.events import EpochEnded, Evaluated
+from engine.events import EpochEnded, Evaluated, StepLogged
 from tests.conftest import run_started
 from tui.widgets.epoch_table import RunCurves
 
@@ -22,3 +22,16 @@ def test_evaluations_inside_epochs_get_their_own_rows_and_an_epochs_end_shares_i
     assert rows == [(3, 0.6, None, 0.9), (5, 1, 0.8, None), (6, 1.2, None, 0.7), (10, 2, 0.5, 0.6)]
     assert curves.epochs[10].seconds == 5.0
     assert curves.evals == [(3, 0.9), (6, 0.7), (10, 0.6)]
+
+
+def test_a_later_session_redoes_the_steps_after_its_start_so_each_step_keeps_one_point() -> None:
+    def logged(step: int, loss: float) -> StepLogged:
+        return StepLogged(step, 10, 1, loss, 1e-4, 10.0, 1.0, 1.0)
+
+    killed = [run_started(), *(logged(s, 1.0) for s in (2, 4, 6)), Evaluated(epoch=0.6, step=3, eval_loss=0.9)]
+    over = [run_started(start_step=0), *(logged(s, 0.5) for s in (2, 4))]  # no checkpoint: it starts over
+    curves = RunCurves.from_events([*killed, *over])
+    assert curves.steps == [(2, 0.5), (4, 0.5)] and curves.evals == [] and curves.epochs == {}
+    resumed = [run_started(start_step=4), logged(6, 0.2)]  # from the checkpoint of step 4
+    curves = RunCurves.from_events([*killed, *resumed])
+    assert curves.steps == [(2, 1.0), (4, 1.0), (6, 0.2)] and curves.evals == [(3, 0.9)]

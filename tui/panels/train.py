@@ -219,9 +219,12 @@ class TrainPanel(Vertical):
         if self.curves.add(event):
             self.query_one(EpochTable).show(self.curves)
             chart = self.query_one(LossChart)
-            if self.curves.epoch_train:
+            redone = isinstance(event, RunStarted)  # a later session's: the points past its start step went
+            if redone:
+                chart.set_series("train loss (step)", self.curves.steps)
+            if self.curves.epoch_train or redone:
                 chart.set_series("train loss (epoch)", self.curves.epoch_train, marker="dot")
-            if self.curves.evals:
+            if self.curves.evals or redone:
                 chart.set_series("eval loss", self.curves.evals, marker="dot")
         if isinstance(event, RunStarted):
             self.started = event

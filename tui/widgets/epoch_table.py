@@ -61,12 +61,22 @@ class RunCurves:
         self.steps.extend(points)
         return points
 
+    def _redo_after(self, step: int) -> bool:
+        """A session that resumes at ``step`` (0: a killed run with no checkpoint starts over) trains the steps
+        after it again: the earlier session's points past it go, so that each step has one."""
+        before = (len(self.steps), len(self.epoch_train), len(self.evals), len(self.epochs))
+        self.steps = [p for p in self.steps if p[0] <= step]
+        self.epoch_train = [p for p in self.epoch_train if p[0] <= step]
+        self.evals = [p for p in self.evals if p[0] <= step]
+        self.epochs = {s: row for s, row in self.epochs.items() if s <= step}
+        return before != (len(self.steps), len(self.epoch_train), len(self.evals), len(self.epochs))
+
     def add(self, event: Event) -> bool:
         """Fold one event in; True when the chart or the table changed."""
         if isinstance(event, RunStarted):
             self.task = event.task
             self.label_names = event.label_names
-            return False
+            return self._redo_after(event.start_step)
         if isinstance(event, StepLogged):
             self.steps.append((event.step, event.loss))
             return True
