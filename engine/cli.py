@@ -494,6 +494,8 @@ def cmd_show_run(name: str, runs_dir: str) -> int:
     console.print(f"[bold]{run.name}[/bold]: {status}; {what}", soft_wrap=True)
     if (error := failure_of(summary, events)) is not None:
         console.print(f"failed: {error}", markup=False, soft_wrap=True)
+    if summary.get("note"):  # "stopped early at step N ...", "model/ holds step N, the best ...": what model/ is
+        console.print(str(summary["note"]), markup=False, soft_wrap=True)
     if not evals:
         console.print("no evaluation yet")
         return EXIT_OK

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from engine import cli
 from engine.early_stopping import EarlyStopping
 from engine.events import Evaluated, Event, LogMessage, RunFinished
 from engine.runner import Runner
@@ -62,7 +63,9 @@ def run(cfg: Any) -> tuple[Any, list[Event]]:
 
 @pytest.mark.parametrize("save", ["no", "epoch"])
 @pytest.mark.parametrize("engine", ["loop", "sft"])
-def test_both_engines_stop_at_the_same_evaluation(engine: str, save: str, tmp_path: Path, tiny_bert_dir: Path) -> None:
+def test_both_engines_stop_at_the_same_evaluation(
+    engine: str, save: str, tmp_path: Path, tiny_bert_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """No evaluation beats the first by 100: with patience 1 the run ends after its second of four epochs (with
     checkpoints too: the Trainer then tracks its best checkpoint, which the SFT engine's staging must survive)."""
     rows = write_jsonl(tmp_path / "rows.jsonl", [{"text": f"the cafe was lovely, visit {i}"} for i in range(48)])
@@ -93,5 +96,7 @@ def test_both_engines_stop_at_the_same_evaluation(engine: str, save: str, tmp_pa
         f"{first.step if first.eval_loss <= evaluated[1].eval_loss else evaluated[1].step})"
     )
     assert json.loads((result.run_dir / "summary.json").read_text())["note"] == finished.note
+    assert cli.main(["runs", str(result.run_dir)]) == 0  # the note says what model/ holds: it stays in sight
+    assert finished.note in capsys.readouterr().out.splitlines()
     shown = [e.message for e in events if isinstance(e, LogMessage)]
     assert not any("EarlyStoppingCallback" in m for m in shown), "transformers' advice is not Tunebench's"

@@ -1598,10 +1598,16 @@ async def test_an_opened_failed_run_says_why_it_failed(
         await until(pilot, lambda: app.runs_panel.opened == [failed], "the failed run opens")
         title = app.query_one("#runs-detail-title")
         assert text_of(app, "#runs-detail-title").endswith(f"\nfailed: {why}")
-        assert title.has_class("-failed") and title.size.height >= 2, "why shows on a line of its own"
+        assert title.has_class("-lines-under") and title.size.height >= 2, "why shows on a line of its own"
         await pilot.press("down", "enter")
         await until(pilot, lambda: app.runs_panel.opened == [two_runs[1]], "a finished run opens")
-        assert "failed" not in text_of(app, "#runs-detail-title") and not title.has_class("-failed")
+        assert "failed" not in text_of(app, "#runs-detail-title") and not title.has_class("-lines-under")
+        note = "stopped early at step 8: eval_loss did not improve by more than 0 for 2 evaluations in a row"
+        summary_path = Path("runs") / two_runs[0] / "summary.json"
+        summary_path.write_text(json.dumps({**json.loads(summary_path.read_text()), "note": note}))
+        await pilot.press("down", "enter")
+        await until(pilot, lambda: app.runs_panel.opened == [two_runs[0]], "an early-stopped run opens")
+        assert text_of(app, "#runs-detail-title").endswith(f"\n{note}") and title.has_class("-lines-under")
 
 
 async def test_c_compares_marked_runs_and_x_swaps_the_chart_to_the_eval_metric(

@@ -249,12 +249,20 @@ class RunsPanel(Vertical):
             self.widths = widths
 
     class Opened(Message):
-        def __init__(self, names: list[str], curves: dict[str, RunCurves], failures: dict[str, str]) -> None:
+        def __init__(
+            self,
+            names: list[str],
+            curves: dict[str, RunCurves],
+            failures: dict[str, str],
+            notes: dict[str, str] | None = None,
+        ) -> None:
             super().__init__()
             self.names = names
             self.curves = curves
             #: Why each run that failed did.
             self.failures = failures
+            #: A finished run's note: "stopped early at step N ...", "model/ holds step N, the best ...".
+            self.notes = notes or {}
 
     class LoadConfig(Message):
         """Load this run's config.yaml into the Config panel."""
@@ -314,6 +322,7 @@ class RunsPanel(Vertical):
         self._detail_title = ""
         self._title_has_classes = False
         self._detail_failure: str | None = None
+        self._detail_note: str | None = None
 
     def compose(self) -> ComposeResult:
         yield FixedText(TITLE, id="runs-title", classes="panel-title")
@@ -544,6 +553,7 @@ class RunsPanel(Vertical):
     def _read(self, paths: list[Path]) -> None:
         curves: dict[str, RunCurves] = {}
         failures: dict[str, str] = {}
+        notes: dict[str, str] = {}
         for path in paths:
             run = RunDir(path)
             summary = run.read_summary() or {}
@@ -551,7 +561,9 @@ class RunsPanel(Vertical):
             curves[path.name] = RunCurves.from_events(events, task=str(summary.get("task", "")))
             if (error := failure_of(summary, events)) is not None:
                 failures[path.name] = error
-        self.post_message(self.Opened([p.name for p in paths], curves, failures))
+            if summary.get("note"):
+                notes[path.name] = str(summary["note"])
+        self.post_message(self.Opened([p.name for p in paths], curves, failures, notes))
 
     @on(Opened)
     def _on_opened(self, message: Opened) -> None:
@@ -582,12 +594,13 @@ class RunsPanel(Vertical):
             self._title_has_classes = False
         self._detail_title = title
         self._detail_failure = message.failures.get(message.names[0]) if len(message.names) == 1 else None
+        self._detail_note = message.notes.get(message.names[0]) if len(message.names) == 1 else None
         self._render_detail_title()
 
-    def _title(self, content: Content, *, failed: bool = False) -> None:
-        """The detail's title line; ``failed``: a failed run's, with why on the lines under it."""
+    def _title(self, content: Content, *, lines_under: bool = False) -> None:
+        """The detail's title line; ``lines_under``: a run's failure or note, on the lines under it."""
         title = self.query_one("#runs-detail-title", Static)
-        title.set_class(failed, "-failed")
+        title.set_class(lines_under, "-lines-under")
         title.update(content)
 
     def _render_detail_title(self) -> None:
@@ -598,7 +611,9 @@ class RunsPanel(Vertical):
             title += " · v: the curves" if showing else " · v: confusion matrix"
         if self._detail_failure is not None:
             title += f"\nfailed: {self._detail_failure}"
-        self._title(Content(title), failed=self._detail_failure is not None)
+        elif self._detail_note is not None:
+            title += f"\n{self._detail_note}"
+        self._title(Content(title), lines_under=self._detail_failure is not None or self._detail_note is not None)
 
     def action_toggle_classes(self) -> None:
         """Swap the chart for the open run's class report, and back."""
