@@ -172,6 +172,8 @@ class LogBridge(logging.Handler):
         self._post = post
 
     def emit(self, record: logging.LogRecord) -> None:
+        if record.name == "tunebench.predict":  # the Predict panel shows its own warnings beside its answer
+            return
         try:
             self._post(LibraryLog(LogMessage(record.levelname.lower(), record.getMessage(), record.name)))
         except Exception:  # a log line must never take the UI down
