@@ -1864,6 +1864,7 @@ async def test_e_exports_the_highlighted_runs_model_to_the_folder_given(
         assert str(app.screen.query_one("#export-error", Static).render()) == (
             "exports/mine is not empty: tick “replace what the folder holds”, or pick another folder"
         )
+        assert sum(n.startswith("exporting") for n in notes) == 1, "no “exporting…” for the export refused"
         await pilot.press("escape")
         await pilot.pause()
         assert not isinstance(app.screen, ExportScreen)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, NamedTuple
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -29,6 +29,9 @@ from tui.widgets.epoch_table import EpochTable, RunCurves
 from tui.widgets.fixed_text import FixedText
 from tui.widgets.loss_chart import LossChart
 from tui.widgets.paged_table import Column, PagedTable, RowList, column_widths
+
+if TYPE_CHECKING:
+    from engine.export import NotEmptyError
 
 TITLE = PANELS["runs"][1]
 
@@ -130,6 +133,10 @@ def _entry_cell(entry: queue.QueueEntry) -> str:
     if not kept:
         return text[: ENTRY_CELL - 1] + "…"
     return f"{head} {' '.join(kept)}"
+
+
+def _not_empty(exc: NotEmptyError) -> str:
+    return f"{exc.out} is not empty: tick “replace what the folder holds”, or pick another folder"
 
 
 def row_cells(rows: list[Row]) -> list[tuple[str, ...]]:
@@ -674,9 +681,19 @@ class RunsPanel(Vertical):
 
     def _ask_export(self, run: RunDir, adapter: bool, choice: ExportChoice | None = None, error: str = "") -> None:
         def chosen(choice: ExportChoice | None) -> None:
-            if choice is not None:
-                self.app.notify(f"exporting {run.name} to {choice.out}…")
-                self._export(run, adapter, choice)
+            from engine.export import NotEmptyError, check_destination
+
+            if choice is None:
+                return
+            try:  # a folder that holds something: the dialog again at once, no "exporting…" first
+                check_destination(Path(choice.out).expanduser(), run, force=choice.force)
+            except NotEmptyError as exc:
+                self._ask_export(run, adapter, choice, _not_empty(exc))
+                return
+            except UserError:
+                pass  # said by the export itself, with the rest of what can go wrong
+            self.app.notify(f"exporting {run.name} to {choice.out}…")
+            self._export(run, adapter, choice)
 
         self.app.push_screen(ExportScreen(run.name, adapter=adapter, choice=choice, error=error), chosen)
 
@@ -687,7 +704,7 @@ class RunsPanel(Vertical):
         try:
             done = export(run, Path(choice.out).expanduser(), merge=choice.merge, force=choice.force)
         except NotEmptyError as exc:
-            why = f"{exc.out} is not empty: tick “replace what the folder holds”, or pick another folder"
+            why = _not_empty(exc)
         except UserError as exc:  # a folder that cannot be written, a run that trains again, ...
             why = str(exc).removeprefix("export: ")
         else:
