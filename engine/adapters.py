@@ -142,10 +142,32 @@ def target_modules(model: torch.nn.Module, lora: LoraConfig) -> list[str]:
 
 
 def fresh_modules(model: torch.nn.Module, fresh: Sequence[str]) -> list[str]:
-    """The modules that hold the weights ``fresh`` (parameter names the checkpoint lacked), outermost only."""
+    """The modules that hold the weights ``fresh`` (parameter names the checkpoint lacked), outermost only.
+
+    Not one that holds the input embeddings: an MLM head's decoder shares them, and a copy to train would be a
+    third of the model (its bias, zeros as initialized, stays as it is)."""
     modules = dict(model.named_modules())
     owners = sorted({name.rpartition(".")[0] for name in fresh} & (modules.keys() - {""}))
+    owners = [o for o in owners if o not in _sharing_embeddings(model, owners)]
     return [o for o in owners if not any(o.startswith(other + ".") for other in owners)]
+
+
+def _sharing_embeddings(model: torch.nn.Module, names: Sequence[str]) -> set[str]:
+    """Those of the modules ``names`` that hold the model's input embeddings (an MLM head, its decoder)."""
+    get_embeddings = getattr(model, "get_input_embeddings", None)
+    shared = getattr(get_embeddings() if callable(get_embeddings) else None, "weight", None)
+    if shared is None:
+        return set()
+    modules = dict(model.named_modules())
+    return {n for n in names if n in modules and any(p is shared for p in modules[n].parameters())}
+
+
+def left_as_initialized(model: torch.nn.Module, fresh: Sequence[str]) -> list[str]:
+    """The weights of ``fresh`` that a LoRA run leaves as the model initialized them (``fresh_modules``: those
+    directly in a module that holds the input embeddings), which no adapter brings back and none needs to."""
+    owners = {name: name.rpartition(".")[0] for name in fresh}
+    sharing = _sharing_embeddings(model, list(owners.values()))
+    return [name for name, owner in owners.items() if owner in sharing]
 
 
 def modules_to_save(model: torch.nn.Module, lora: LoraConfig, task: str, fresh: Sequence[str] = ()) -> list[str]:

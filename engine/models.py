@@ -217,9 +217,10 @@ def _load_with_adapter(
             f"model.name_or_path: the adapter in {name_or_path} does not fit its base "
             f"{adapter['base_model_name_or_path']} ({first})"
         ) from None
+    as_initialized = adapters.left_as_initialized(model, base.newly_initialized)  # by design, as it trained
     return LoadedModel(
         model,
-        adapters.restored_by_adapter(base.newly_initialized, adapter),
+        [name for name in adapters.restored_by_adapter(base.newly_initialized, adapter) if name not in as_initialized],
         adapters.restored_by_adapter(base.mismatched, adapter),
     )
 

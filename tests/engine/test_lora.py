@@ -422,3 +422,30 @@ def test_torch_compile_trains_on_this_cpu_or_says_why_not_in_one_line(tmp_path: 
     assert result.status == "finished", result.error
     assert counters["stats"]["unique_graphs"] >= 1, "nothing was compiled"
     assert all(e.loss == e.loss for e in of(events, StepLogged))
+
+
+def test_lora_on_an_encoder_without_an_mlm_head_trains_the_new_head_but_not_a_copy_of_the_embeddings(
+    tmp_path: Path, tiny_bert_dir: Path
+) -> None:
+    """MiniLM has no MLM head: its transform is new and trains; the decoder shares the input embeddings, and a
+    copy of it to train would be most of a small model (the adapter of a tied head stays small)."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from engine.adapters import fresh_modules, left_as_initialized
+    from engine.models import load_model
+    from tests.conftest import TINY_BERT
+
+    encoder = tmp_path / "encoder"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    BertModel(BertConfig(vocab_size=len(tokenizer), **TINY_BERT)).save_pretrained(encoder)
+    tokenizer.save_pretrained(encoder)
+    loaded = load_model("masked-lm", str(encoder))
+    assert "cls.predictions.decoder.bias" in loaded.newly_initialized
+    assert fresh_modules(loaded.model, loaded.newly_initialized) == [
+        "cls.predictions.transform.LayerNorm",
+        "cls.predictions.transform.dense",
+    ]
+    assert set(left_as_initialized(loaded.model, loaded.newly_initialized)) == {
+        "cls.predictions.bias",
+        "cls.predictions.decoder.bias",
+    }
