@@ -31,6 +31,21 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _NOT_SHOWN = ("Using EarlyStoppingCallback without load_best_model_at_end",)
 
 
+#: Weights a checkpoint leaves out because they are the same tensors as others it holds (an MLM decoder shares the
+#: input embeddings and the head's bias, a causal LM's head the embeddings); loading ties them again.
+_TIED = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias", "lm_head.weight")
+_MISSING = "There were missing keys in the checkpoint model loaded:"
+
+
+def _only_tied_weights_missing(message: str) -> bool:
+    """Trainer's warning on loading a checkpoint (a resume, the best model at the end) that names tied weights
+    only: the run goes on exactly as it would have, so it is no warning to show (run.log keeps it)."""
+    if not message.startswith(_MISSING):
+        return False
+    keys = re.findall(r"'([^']+)'", message)
+    return bool(keys) and all(key.endswith(_TIED) for key in keys)
+
+
 class _EventHandler(logging.Handler):
     def __init__(self, emit: Callable[[Event], None]) -> None:
         super().__init__(logging.INFO)
@@ -39,7 +54,7 @@ class _EventHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             message = _ANSI.sub("", record.getMessage()).strip()
-            if message.startswith(_NOT_SHOWN):
+            if message.startswith(_NOT_SHOWN) or _only_tied_weights_missing(message):
                 return
             self._emit(LogMessage(level=record.levelname.lower(), message=message, logger=record.name))
         except Exception:  # a log line must never break training
