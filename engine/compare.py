@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from engine.config import LOWER_IS_BETTER, RunConfig, best_direction, load_config
+from engine.config import LOWER_IS_BETTER, RunConfig, best_direction, load_config, off_blocks
 from engine.errors import ConfigError, RunFolderError, UserError
 from engine.events import EVENTS_FORMAT, Evaluated, RunStarted, StepLogged, fmt_epoch
 from engine.runs import CONFIG_FILE, RUNS_DIR_HELP, RunDir
@@ -54,6 +54,8 @@ LEGEND_ALIASES = {
     "eval_size": "n_eval",
 }
 LEGEND_WIDTH = 30
+#: The value of each key of a block of keys that a run leaves off (``model.lora: null``).
+OFF = "off"
 #: ``runs/20250101-120000-name``: the timestamp a run folder's name starts with.
 _STAMP = re.compile(r"^\d{8}-\d{6}-")
 _SPARKS = "▁▂▃▄▅▆▇█"
@@ -324,6 +326,11 @@ def flatten_config(cfg: RunConfig) -> dict[str, Any]:
             out[prefix] = value
 
     walk("", cfg.to_dict())
+    # A block that is off has each of its keys "off", so that beside a run where it is on (LoRA against full
+    # fine-tuning) each key reads "lora_r=off", not "r=null", and "model.lora" makes no row of its own.
+    for block, keys in off_blocks(cfg).items():
+        del out[block]
+        out.update({f"{block}.{key}": OFF for key in keys})
     return out
 
 
@@ -475,7 +482,8 @@ def _exponent(text: str) -> str:
 
 
 def _legend_part(key: str, value: Any) -> str:
-    name = key.rpartition(".")[2]
+    parts = key.split(".")
+    name = "_".join(parts[1:]) if len(parts) > 2 else parts[-1]  # a block's key by the block too: "lora_r"
     text = format_value(value, compact=True)
     if isinstance(value, str) and "/" in value.strip("/"):  # a hub id or a path: its last part tells runs apart
         text = value.rstrip("/").rpartition("/")[2]

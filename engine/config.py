@@ -640,6 +640,16 @@ def _set_path(raw: dict[str, Any], parts: list[str], value: Any) -> None:
     where[parts[-1]] = value
 
 
+def off_blocks(cfg: RunConfig) -> dict[str, list[str]]:
+    """The blocks of keys that ``cfg`` leaves off ("model.lora": null), each with the keys it would hold."""
+    out: dict[str, list[str]] = {}
+    for section, cls in SECTIONS.items():
+        for block, block_cls in _blocks(cls).items():
+            if getattr(getattr(cfg, section), block) is None:
+                out[f"{section}.{block}"] = [f.name for f in fields(block_cls)]
+    return out
+
+
 def _blocks(cls: type) -> dict[str, type]:
     """The fields of ``cls`` that are blocks of keys of their own (``model.lora``): name -> dataclass."""
     hints = _hints(cls)

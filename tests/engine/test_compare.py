@@ -217,6 +217,15 @@ def test_legends_name_what_differs_with_short_aliases(runs: Path) -> None:
     assert loaded(a, b, c).legends == ["lr=3e-5 batch=8", "lr=5e-5 batch=8", "lr=3e-5 batch=16"]
 
 
+def test_lora_against_full_fine_tuning_reads_lora_r_8_against_off(runs: Path) -> None:
+    full = write_run(runs, "20250101-100000-full", config(runs))
+    lora = write_run(runs, "20250101-110000-lora", config(runs, model={"lora": {"r": 8}}))
+    c = loaded(full, lora)
+    assert c.legends[0].startswith("lora_r=off ") and c.legends[1].startswith("lora_r=8 ")
+    assert (c.diff[0].key, c.diff[0].values) == ("model.lora.r", ["off", 8])
+    assert "model.lora" not in [row.key for row in c.diff]
+
+
 def test_equal_legends_get_the_folder_name_and_long_ones_are_cut(runs: Path) -> None:
     a = write_run(runs, "20250101-100000-a", config(runs, train={"learning_rate": 3e-5}))
     b = write_run(runs, "20250101-110000-b", config(runs, train={"learning_rate": 3e-5}))
