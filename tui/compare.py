@@ -127,9 +127,10 @@ class CompareScreen(ModalScreen[None]):
         table.add_column("setting")
         for title, width in run_titles(c.legends, widest):
             table.add_column(title, width=width)
-        leaves = [row.key.rpartition(".")[2] for row in rows]
+        leaves = [row.key.partition(".")[2] if row.key.count(".") > 1 else row.key.rpartition(".")[2] for row in rows]
         for row, leaf, values in zip(rows, leaves, cells, strict=True):
-            # the key's last part where it names one setting alone: the section takes a third of a narrow table
+            # the key without its section where that names one setting alone ("learning_rate", "lora.r"): the
+            # section takes a third of a narrow table
             table.add_row(Text(leaf if leaves.count(leaf) == 1 else row.key), *values)
 
     def _fill_evals(self, c: Comparison) -> None:
