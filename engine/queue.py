@@ -1067,20 +1067,28 @@ def cmd_queue_add(args: argparse.Namespace) -> int:
 
 
 def queue_table(runs_dir: Path, entries: list[QueueEntry]) -> list[str]:
-    """``queue ls``'s lines: place among the queued, id, state, label, and the run folder or the error."""
-    rows = [("#", "id", "state", "label", "run")]
+    """``queue ls``'s lines: place among the queued, id, state, the sweep (where an entry has one: the id that
+    ``queue rm`` takes for all its entries), label, and the run folder or the error."""
+    sweeps = any(entry.sweep for entry in entries)
+    rows = [("#", "id", "state", *(("sweep",) if sweeps else ()), "label", "run")]
     place = 0
     for entry in entries:
         if entry.state == QUEUED:
             place += 1
         status = run_status(runs_dir, entry)
         where = (entry.error or "") if entry.state == FAILED else (entry.run or "")
-        rows.append((str(place) if entry.state == QUEUED else "-", entry.id, status, entry.label, where))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    return [
-        f"{row[0]:>{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]:<{widths[3]}}  {row[4]}".rstrip()
-        for row in rows
-    ]
+        sweep = (entry.sweep or "-",) if sweeps else ()
+        rows.append((str(place) if entry.state == QUEUED else "-", entry.id, status, *sweep, entry.label, where))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+
+    def line(row: tuple[str, ...]) -> str:
+        *padded, last = row  # the last cell is not padded
+        cells = [
+            cell.rjust(w) if i < 2 else cell.ljust(w) for i, (cell, w) in enumerate(zip(padded, widths, strict=True))
+        ]
+        return "  ".join([*cells, last]).rstrip()
+
+    return [line(row) for row in rows]
 
 
 def cmd_queue_ls(args: argparse.Namespace) -> int:

@@ -291,6 +291,9 @@ def test_sweep_queues_its_runs_as_one_sweep_and_dry_run_queues_nothing(
     assert first.label == "base.yaml learning_rate=1e-5 per_device_train_batch_size=8"
     assert first.run_config().output.sweep == sweep
     assert yaml.safe_load(first.config_yaml)["output"]["run_name"] == "classification-minilm-lr1e-5_bs8"
+    assert cli.main(["queue", "ls", "--runs-dir", str(runs)]) == 0  # the id that queue rm takes for them all
+    header, row = capsys.readouterr().out.splitlines()[:2]
+    assert header.split() == ["#", "id", "state", "sweep", "label", "run"] and row.split()[3] == sweep
 
 
 def test_a_sweep_of_many_runs_is_queued_on_yes_only_and_a_huge_one_not_at_all(
