@@ -826,7 +826,10 @@ def add_parsers(sub: Any) -> None:
     )
     # "*" rather than "+": too few runs is a one-line user error, not argparse's usage text
     parser.add_argument(
-        "runs", nargs="*", metavar="RUN", help="two or more runs: folders, names in --runs-dir, or unique prefixes"
+        "runs",
+        nargs="*",
+        metavar="RUN",
+        help="two or more runs (folders, names in --runs-dir, or unique prefixes), or a sweep's id: its runs",
     )
     parser.add_argument("--runs-dir", default="runs", help=RUNS_DIR_HELP)
     parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
@@ -836,14 +839,19 @@ def add_parsers(sub: Any) -> None:
 def cmd_compare(args: argparse.Namespace) -> int:
     """``tunebench compare``; a user error raises, and ``engine.cli.main`` turns it into one line and exit 2."""
     from engine.live import resolve_run
+    from engine.runs import list_runs, runs_dir_option
 
-    if len(args.runs) < 2:
+    names = list(args.runs)
+    if len(names) == 1:  # a sweep's id (tunebench sweep, queue ls): its runs, oldest first, as the Runs panel does
+        names = [r.path.name for r in reversed(list_runs(args.runs_dir)) if r.sweep == names[0]] or names
+    if len(names) < 2:
         raise UserError(
-            f"compare: give two runs or more (got {len(args.runs)}); tunebench runs lists the runs in {args.runs_dir}/"
+            f"compare: give two runs or more, or a sweep's id (got {len(args.runs)}); "
+            f"tunebench runs{runs_dir_option(args.runs_dir)} lists the runs in {args.runs_dir}/"
         )
     folders: dict[Path, str] = {}
     dirs = []
-    for name in args.runs:
+    for name in names:
         run = resolve_run(name, args.runs_dir)
         same = folders.get(run.path.resolve())
         if same is not None:

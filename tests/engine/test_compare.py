@@ -460,11 +460,23 @@ def test_compare_warns_on_stderr_for_runs_of_different_data(runs: Path, capsys: 
     ]
 
 
+def test_a_sweeps_id_compares_its_runs(runs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for name, lr in (("20250101-100000-a", 1e-5), ("20250101-110000-b", 3e-5)):
+        cfg = config(runs, train={"learning_rate": lr})
+        cfg.output.sweep = "4f2a01"
+        write_run(runs, name, cfg, [run_started(), evaluated(1, 4, 0.5)])
+        (runs / name / "summary.json").write_text(json.dumps({"status": "finished", "sweep": "4f2a01"}))
+    write_run(runs, "20250101-120000-other", config(runs))
+    assert cli.main(["compare", "4f2a01", "--runs-dir", str(runs), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in shown["runs"]] == ["20250101-100000-a", "20250101-110000-b"]
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["compare", "20250101-100000-base"], "compare: give two runs or more (got 1); tunebench runs lists the runs"),
-        (["compare"], "compare: give two runs or more (got 0)"),
+        (["compare", "20250101-100000-base"], "compare: give two runs or more, or a sweep's id (got 1); tunebench"),
+        (["compare"], "compare: give two runs or more, or a sweep's id (got 0)"),
         (["compare", "20250101-10", "nope"], "nope: no run by that path, name or prefix in "),
         (["compare", "20250101-10", "20250101-100000-base"], "20250101-100000-base: the same run as 20250101-10"),
         (["compare", "2025", "20250101-10"], "2025 matches 2 runs"),
