@@ -460,7 +460,11 @@ def checkpoint_note(path: str) -> str | None:
     if folder.parent.name != CHECKPOINTS_DIR:
         return None
     if not (folder.parent.parent / MODEL_DIR / "config.json").is_file():
-        return f"{folder.name}: the run has no model yet (still training?); this is its latest checkpoint"
+        from engine.runs import RunDir
+
+        live = RunDir(folder.parent.parent).live_state()
+        why = f"it is {live}" if live else "it ended without one: killed? tunebench run --resume RUN finishes it"
+        return f"{folder.name}: the run has no model yet ({why}); this is its latest checkpoint"
     if _newer_than_model(folder):
         return (
             f"{folder.name}: written after the run's {MODEL_DIR}/ (it was resumed and has not ended since); these "

@@ -207,7 +207,15 @@ def test_a_run_still_training_predicts_with_its_latest_checkpoint_and_says_so(
     (latest,) = sorted((result.run_dir / "checkpoints").iterdir())[-1:]
     got = predict(str(result.run_dir), "this is a [MASK] movie!", top_k=3, device="cpu")
     assert isinstance(got, FillMaskResult) and len(got.masks[0]) == 3
-    assert f"{latest.name}: the run has no model yet (still training?); this is its latest checkpoint" in got.warnings
+    killed = "it ended without one: killed? tunebench run --resume RUN finishes it"
+    assert f"{latest.name}: the run has no model yet ({killed}); this is its latest checkpoint" in got.warnings
+    from engine.predict import checkpoint_note
+    from engine.runs import RunDir
+
+    with RunDir(result.run_dir).lock():  # as its process holds it while it trains
+        assert checkpoint_note(str(latest)) == (
+            f"{latest.name}: the run has no model yet (it is running); this is its latest checkpoint"
+        )
 
 
 def test_a_run_resumed_since_its_model_predicts_with_its_newer_checkpoint(tmp_path: Path, tiny_bert_dir: Path) -> None:
