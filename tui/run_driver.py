@@ -135,10 +135,23 @@ class RunDriver:
         )
 
     def toggle_pause(self) -> None:
-        self.app.controller.toggle_pause()
+        if self._controls("pause or resume"):
+            self.app.controller.toggle_pause()
 
     def stop(self) -> None:
-        self.app.controller.stop()
+        if self._controls("stop"):
+            self.app.controller.stop()
+
+    def _controls(self, what: str) -> bool:
+        """Whether the run on the Train panel takes commands; said when not (the palette offers the action,
+        where the footer greys its key)."""
+        if self.app.controller.controllable:
+            return True
+        if self.app.controller.active:
+            self.app.notify(f"nothing to {what}: the run is stopping, and saves first")
+        else:
+            self.app.notify(f"nothing to {what}: no run is going; s on the Train panel (F4) starts one")
+        return False
 
     async def quit(self) -> None:
         if not self.app.controller.active:

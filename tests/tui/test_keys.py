@@ -156,6 +156,13 @@ async def test_ctrl_p_palette_offers_every_bound_action_and_runs_it(make_app: Ca
         await pilot.press("ctrl+p", *"Data: Filter", "enter")  # a panel's action: its panel, then the action
         await settle(pilot)
         assert app.active_panel == "data" and app.focused is app.query_one("#data-filter")
+        notes = record_notes(app)
+        app.action_toggle_pause()  # what the palette's Pause does with no run going: said, not nothing
+        app.action_stop()
+        assert notes == [
+            "nothing to pause or resume: no run is going; s on the Train panel (F4) starts one",
+            "nothing to stop: no run is going; s on the Train panel (F4) starts one",
+        ]
 
 
 async def test_escape_leaves_a_text_field_so_single_keys_act_again(make_app: Callable[..., WorkbenchApp]) -> None:
