@@ -67,6 +67,8 @@ def slugify(text: str, limit: int = 48) -> str:
 
 def default_run_name(cfg: RunConfig) -> str:
     model = cfg.model.name_or_path.rstrip("/").split("/")[-1]
+    # a run folder as the model ("20261207-130342-classification-minilm"): the model it names, not the whole folder
+    model = re.sub(r"^\d{8}-\d{6}-", "", model).removeprefix(f"{cfg.task}-")
     return f"{cfg.task}-{model}"
 
 

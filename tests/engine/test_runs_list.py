@@ -12,7 +12,7 @@ import pytest
 
 from engine import cli
 from engine.events import FIRST_STAGE, RunFinished, Status, StepLogged
-from engine.runs import EventLog, RunDir, RunsCache, list_runs
+from engine.runs import EventLog, RunDir, RunsCache, default_run_name, list_runs
 from tests.conftest import run_started
 
 
@@ -133,3 +133,14 @@ def test_a_killed_run_lists_its_last_known_best_score_and_time(tmp_path: Path) -
     (folder / "live.json").write_text(json.dumps(record), encoding="utf-8")
     [info] = list_runs(tmp_path)
     assert (info.status, info.best_text, info.duration_seconds) == ("killed", "acc 0.7292", 28.5)
+
+
+def test_a_run_started_from_a_runs_model_is_named_after_the_model_not_the_folder() -> None:
+    from engine.config import from_dict
+
+    def named(model: str) -> str:
+        return default_run_name(from_dict({"model": {"name_or_path": model}}))
+
+    assert named("minilm") == "classification-minilm"
+    assert named("runs/20261207-130342-classification-minilm") == "classification-minilm"
+    assert named("org/some-model/") == "classification-some-model"
