@@ -657,13 +657,16 @@ def test_a_runner_killed_mid_run_comes_back_without_starting_any_run_twice(
     try:
         old = queue.start_runner(runs)
         wait_for(marker.exists, 300, "the first run to reach step 3")
+        # the runner marks the entry started once it reads the run's start, which a busy machine may let the run
+        # outpace to step 3: killed before that, the entry is still claimed (kill points cover that case)
+        log = runs / ".queue" / "stdout.log"
+        wait_for(lambda: "entry 1: training in" in log.read_text(), 30, "the runner to see the run train")
         os.kill(old, signal.SIGKILL)
         wait_for(lambda: queue.runner_state(runs) is None, 30, "the runner's end")
         first = queue.list_queue(runs)[0]
         assert first.state == "started" and queue.run_status(runs, first) == "running"
 
         new = queue.start_runner(runs)
-        log = runs / ".queue" / "stdout.log"
         wait_for(lambda: f"runner {new} on" in log.read_text(), 30, "the new runner")
         time.sleep(4 * queue.POLL_SECONDS)  # a few rounds of the new runner: the first run still holds the one slot
         assert [p.name for p in runs.iterdir() if not p.name.startswith(".")] == [first.run]
