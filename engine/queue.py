@@ -1050,9 +1050,8 @@ def _runner_note(root: Path) -> str:
 def _ls_hint(root: Path) -> str:
     """How to see a queue that ``queue ls`` without --runs-dir would not show: ``add`` and ``sweep`` follow the
     config's output.runs_dir."""
-    if root.resolve() == Path(DEFAULT_RUNS_DIR).resolve():
-        return ""
-    return f"; tunebench queue ls --runs-dir {root} lists it"
+    option = runs_dir_option(root)
+    return f"; tunebench queue ls{option} lists it" if option else ""
 
 
 def cmd_queue_add(args: argparse.Namespace) -> int:

@@ -304,7 +304,7 @@ def open_run_dir(path: str | os.PathLike[str]) -> RunDir:
 def run_ref(run: RunDir) -> str:
     """``run`` as follow, pause, resume and stop find it from here: its name in ./runs (their --runs-dir
     default), else its folder."""
-    return run.name if run.path.parent.resolve() == Path(DEFAULT_RUNS_DIR).resolve() else str(run.path)
+    return str(run.path) if runs_dir_option(run.path.parent) else run.name
 
 
 def runs_dir_option(runs_dir: str | os.PathLike[str]) -> str:
