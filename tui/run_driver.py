@@ -69,7 +69,8 @@ class RunDriver:
             panel.focus_field(path)
             return
         bridge = EventBridge(self.app.post_message)
-        self._launch(self.app.runner_factory(panel.config, [bridge]), bridge, "loading libraries, data and model")
+        runner = self.app.runner_factory(panel.config, [bridge])
+        self._launch(runner, bridge, "loading libraries, data and model", from_form=True)
 
     def resume_run(self, run_dir: Path) -> None:
         """Continue a stopped, failed or killed run in its own folder, streaming to the Train panel."""
@@ -105,16 +106,25 @@ class RunDriver:
         self._launch(runner, bridge, f"attached to {run_dir.name}", title=f"attached to {run_dir.name}")
 
     def _launch(
-        self, runner: RunHandle, bridge: EventBridge, detail: str, resumed: Path | None = None, title: str = "new run"
+        self,
+        runner: RunHandle,
+        bridge: EventBridge,
+        detail: str,
+        resumed: Path | None = None,
+        title: str = "new run",
+        *,
+        from_form: bool = False,
     ) -> None:
         """Run ``runner`` in the app's training worker; its events reach the Train panel through ``bridge``.
 
         ``resumed`` is the folder of a resumed run: its earlier events are read in the worker and posted first.
+        ``from_form``: the run of the Config form's config (s), not of a folder's own.
         """
         if self._steps_timer is not None:  # the last run's: firing now, it would take the new run's first steps
             self._steps_timer.stop()  # before its RunStarted, which then redraws the chart without them
             self._steps_timer = None
-        self.app.train_panel.reset(runner.cfg, f"resuming {resumed.name}" if resumed else title)
+        what = f"resuming {resumed.name}" if resumed else title
+        self.app.train_panel.reset(runner.cfg, what, from_form=from_form)
         self.app.controller.begin(runner, bridge, detail)
         if self.app.active_panel != "train":
             self.app.action_show_panel("train")

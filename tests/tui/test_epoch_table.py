@@ -28,10 +28,13 @@ def test_a_later_session_redoes_the_steps_after_its_start_so_each_step_keeps_one
     def logged(step: int, loss: float) -> StepLogged:
         return StepLogged(step, 10, 1, loss, 1e-4, 10.0, 1.0, 1.0)
 
-    killed = [run_started(), *(logged(s, 1.0) for s in (2, 4, 6)), Evaluated(epoch=0.6, step=3, eval_loss=0.9)]
+    at_3 = Evaluated(epoch=0.6, step=3, eval_loss=0.9, confusion=[[1, 0], [0, 1]])
+    at_5 = Evaluated(epoch=1.0, step=5, eval_loss=0.8, confusion=[[0, 1], [1, 0]])
+    killed = [run_started(), *(logged(s, 1.0) for s in (2, 4, 6)), at_3, at_5]
     over = [run_started(start_step=0), *(logged(s, 0.5) for s in (2, 4))]  # no checkpoint: it starts over
     curves = RunCurves.from_events([*killed, *over])
     assert curves.steps == [(2, 0.5), (4, 0.5)] and curves.evals == [] and curves.epochs == {}
     resumed = [run_started(start_step=4), logged(6, 0.2)]  # from the checkpoint of step 4
     curves = RunCurves.from_events([*killed, *resumed])
     assert curves.steps == [(2, 1.0), (4, 1.0), (6, 0.2)] and curves.evals == [(3, 0.9)]
+    assert curves.last_confusion is at_3  # the report of step 5 goes with the session that will redo it

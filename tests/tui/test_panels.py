@@ -1080,7 +1080,7 @@ async def test_an_engine_failure_shows_and_a_new_run_can_start(make_app: Callabl
         await pilot.pause()
         assert not app.query_one("#train-error").display
         assert len(working.runners) == 1
-        app.train_panel.reset(app.cfg, "attached to 20240101-run")  # s would not start that run's config
+        app.train_panel.reset(app.cfg, "attached to 20240101-run", from_form=False)  # s would not start its config
         app.train_panel.show_failure(message, user_error=True)
         assert str(box.render()) == f"✗ {message}  (n in Runs (F6) starts a config from this run to fix)"
 

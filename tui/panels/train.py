@@ -14,8 +14,6 @@ from engine.config import RunConfig
 from engine.events import (
     CheckpointSaved,
     DeviceUsage,
-    EpochEnded,
-    Evaluated,
     Event,
     LogMessage,
     Paused,
@@ -142,11 +140,11 @@ class TrainPanel(Vertical):
         if was_training != (state is RunState.TRAINING) or self.started is None:  # before RunStarted, it says why
             self._render_progress()
 
-    def reset(self, cfg: RunConfig, what: str = "new run") -> None:
-        """Clear the previous run's chart, table and error for a new (or resumed) run."""
+    def reset(self, cfg: RunConfig, what: str = "new run", *, from_form: bool = True) -> None:
+        """Clear the previous run's chart, table and error for a new (or resumed) run; ``from_form``: started from
+        the Config form (s), where its fix is made (a run attached or resumed has a config of its own)."""
         self.cfg = cfg
-        #: Started from the Config form (s): its fix is made there; a run attached or resumed has a config of its own.
-        self.from_form = what == "new run"
+        self.from_form = from_form
         self.started = None
         self.last_step = None
         self.step_done = 0
@@ -167,11 +165,11 @@ class TrainPanel(Vertical):
         """The events of a resumed run's earlier sessions (UI thread; before its RunStarted arrives)."""
         self.history = events
 
-    def _fold_history(self, start_step: int) -> None:
-        """Show the curves and epochs up to ``start_step``; the resumed run redoes what came after it."""
-        kept = [e for e in self.history if isinstance(e, StepLogged | EpochEnded | Evaluated) and e.step <= start_step]
-        self.history = []
-        self.curves = RunCurves.from_events(kept, task=self.curves.task)
+    def _fold_history(self, started: RunStarted) -> None:
+        """Show the curves and epochs up to where ``started`` resumes; the run redoes what came after it (its
+        RunStarted drops those from the curves)."""
+        history, self.history = self.history, []
+        self.curves = RunCurves.from_events([*history, started], task=self.curves.task)
         chart = self.query_one(LossChart)
         chart.set_series("train loss (step)", self.curves.steps)
         if self.curves.epoch_train:
@@ -231,7 +229,7 @@ class TrainPanel(Vertical):
             # steps that followed it may have been taken from the bridge before this event is handled
             self.step_done = max(self.step_done, event.start_step)
             if self.history:
-                self._fold_history(event.start_step)
+                self._fold_history(event)
             self.query_one("#train-progress", ProgressBar).update(
                 total=max(event.total_steps, 1), progress=event.start_step
             )

@@ -40,8 +40,12 @@ class RunCurves:
     #: Rows by the optimizer step they belong to: an epoch's end and its evaluation share one.
     epochs: dict[int, EpochRow] = field(default_factory=dict)
     label_names: list[str] = field(default_factory=list)
-    #: The latest classification evaluation that has a confusion matrix (``ClassReport`` shows it).
-    last_confusion: Evaluated | None = None
+    #: The classification evaluations that have a confusion matrix, in order (``ClassReport`` shows the last).
+    confusions: list[Evaluated] = field(default_factory=list)
+
+    @property
+    def last_confusion(self) -> Evaluated | None:
+        return self.confusions[-1] if self.confusions else None
 
     @classmethod
     def from_events(cls, events: Iterable[Event], task: str = "") -> RunCurves:
@@ -64,12 +68,16 @@ class RunCurves:
     def _redo_after(self, step: int) -> bool:
         """A session that resumes at ``step`` (0: a killed run with no checkpoint starts over) trains the steps
         after it again: the earlier session's points past it go, so that each step has one."""
-        before = (len(self.steps), len(self.epoch_train), len(self.evals), len(self.epochs))
+        before = self._sizes()
         self.steps = [p for p in self.steps if p[0] <= step]
         self.epoch_train = [p for p in self.epoch_train if p[0] <= step]
         self.evals = [p for p in self.evals if p[0] <= step]
         self.epochs = {s: row for s, row in self.epochs.items() if s <= step}
-        return before != (len(self.steps), len(self.epoch_train), len(self.evals), len(self.epochs))
+        self.confusions = [e for e in self.confusions if e.step <= step]
+        return before != self._sizes()
+
+    def _sizes(self) -> tuple[int, ...]:
+        return len(self.steps), len(self.epoch_train), len(self.evals), len(self.epochs), len(self.confusions)
 
     def add(self, event: Event) -> bool:
         """Fold one event in; True when the chart or the table changed."""
@@ -96,7 +104,7 @@ class RunCurves:
             row.seconds += event.duration_seconds
             self.evals.append((event.step, event.eval_loss))
             if event.confusion is not None:
-                self.last_confusion = event
+                self.confusions.append(event)
             return True
         return False
 
