@@ -327,7 +327,7 @@ def flatten_config(cfg: RunConfig) -> dict[str, Any]:
 
     walk("", cfg.to_dict())
     # A block that is off has each of its keys "off", so that beside a run where it is on (LoRA against full
-    # fine-tuning) each key reads "lora_r=off", not "r=null", and "model.lora" makes no row of its own.
+    # fine-tuning) each key reads "lora.r=off", not "r=null", and "model.lora" makes no row of its own.
     for block, keys in off_blocks(cfg).items():
         del out[block]
         out.update({f"{block}.{key}": OFF for key in keys})
@@ -481,9 +481,15 @@ def _exponent(text: str) -> str:
     return f"{mantissa}e{int(exponent)}" if e else text
 
 
-def _legend_part(key: str, value: Any) -> str:
+def setting_name(key: str) -> str:
+    """A config key as a table or a legend names it: without its section ("learning_rate"), a block's key with
+    its block ("lora.r")."""
     parts = key.split(".")
-    name = "_".join(parts[1:]) if len(parts) > 2 else parts[-1]  # a block's key by the block too: "lora_r"
+    return ".".join(parts[1:]) if len(parts) > 2 else parts[-1]
+
+
+def _legend_part(key: str, value: Any) -> str:
+    name = setting_name(key)
     text = format_value(value, compact=True)
     if isinstance(value, str) and "/" in value.strip("/"):  # a hub id or a path: its last part tells runs apart
         text = value.rstrip("/").rpartition("/")[2]

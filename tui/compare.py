@@ -19,7 +19,15 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 from textual.worker import Worker, WorkerState
 
-from engine.compare import METRIC_LABELS, NAMING_KEYS, Comparison, compare, format_value, load_compared_run
+from engine.compare import (
+    METRIC_LABELS,
+    NAMING_KEYS,
+    Comparison,
+    compare,
+    format_value,
+    load_compared_run,
+    setting_name,
+)
 from engine.errors import describe_failure
 from engine.runs import RunDir
 from tui.widgets.fixed_text import FixedText
@@ -127,7 +135,7 @@ class CompareScreen(ModalScreen[None]):
         table.add_column("setting")
         for title, width in run_titles(c.legends, widest):
             table.add_column(title, width=width)
-        leaves = [row.key.partition(".")[2] if row.key.count(".") > 1 else row.key.rpartition(".")[2] for row in rows]
+        leaves = [setting_name(row.key) for row in rows]
         for row, leaf, values in zip(rows, leaves, cells, strict=True):
             # the key without its section where that names one setting alone ("learning_rate", "lora.r"): the
             # section takes a third of a narrow table

@@ -221,7 +221,7 @@ def test_lora_against_full_fine_tuning_reads_lora_r_8_against_off(runs: Path) ->
     full = write_run(runs, "20250101-100000-full", config(runs))
     lora = write_run(runs, "20250101-110000-lora", config(runs, model={"lora": {"r": 8}}))
     c = loaded(full, lora)
-    assert c.legends[0].startswith("lora_r=off ") and c.legends[1].startswith("lora_r=8 ")
+    assert c.legends[0].startswith("lora.r=off ") and c.legends[1].startswith("lora.r=8 ")
     assert (c.diff[0].key, c.diff[0].values) == ("model.lora.r", ["off", 8])
     assert "model.lora" not in [row.key for row in c.diff]
 
