@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from engine.config import LOWER_IS_BETTER, RunConfig, best_direction, load_config, off_blocks
+from engine.config import RunConfig, best_direction, load_config, metric_greater_is_better, off_blocks
 from engine.errors import ConfigError, RunFolderError, UserError
 from engine.events import EVENTS_FORMAT, Evaluated, RunStarted, StepLogged, fmt_epoch
 from engine.runs import CONFIG_FILE, RUNS_DIR_HELP, RunDir
@@ -59,11 +59,6 @@ OFF = "off"
 #: ``runs/20250101-120000-name``: the timestamp a run folder's name starts with.
 _STAMP = re.compile(r"^\d{8}-\d{6}-")
 _SPARKS = "▁▂▃▄▅▆▇█"
-
-
-def metric_greater_is_better(metric: str) -> bool:
-    """Whether a larger value of an ``Evaluated`` metric is better (engine.config's LOWER_IS_BETTER rule)."""
-    return metric.removeprefix("eval_") not in LOWER_IS_BETTER
 
 
 def _finite(value: float | None) -> bool:

@@ -83,15 +83,22 @@ EVAL_METRICS: dict[str, tuple[str, ...]] = {
     "masked-lm": ("loss", "perplexity", "accuracy"),
     "causal-lm": ("loss", "perplexity", "accuracy"),
 }
+#: What a prediction does with a model trained for each task.
+PREDICT_MODES = {"masked-lm": "fill-mask", "classification": "classify", "causal-lm": "generate"}
 #: Metrics where smaller is better; greater_is_better: null infers from this.
 LOWER_IS_BETTER = ("loss", "perplexity")
+
+
+def metric_greater_is_better(metric: str) -> bool:
+    """Whether a larger value of an ``Evaluated`` metric is better (the LOWER_IS_BETTER rule)."""
+    return metric.removeprefix("eval_") not in LOWER_IS_BETTER
 
 
 def best_direction(train: TrainConfig) -> tuple[str, bool]:
     """(metric without the "eval_" prefix, whether greater is better) of ``train.metric_for_best_model``."""
     metric = train.metric_for_best_model.removeprefix("eval_")
     greater = train.greater_is_better
-    return metric, (metric not in LOWER_IS_BETTER) if greater is None else greater
+    return metric, metric_greater_is_better(metric) if greater is None else greater
 
 
 #: Held out of train when the source has no eval split; a named eval_split ignores it (one other value is an error).

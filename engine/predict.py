@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine import adapters
 from engine.checkpoint import latest_checkpoint
+from engine.config import PREDICT_MODES
 from engine.errors import ModelError, PredictError, UserError
 from engine.models import (
     AUTO_CLASSES,
@@ -36,8 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tunebench.predict")
 
-#: What a prediction does for each training task.
-MODES = {"masked-lm": "fill-mask", "classification": "classify", "causal-lm": "generate"}
 #: Architecture-name endings -> task, checked in order.
 _HEADS = (
     ("ForMaskedLM", "masked-lm"),
@@ -230,7 +229,7 @@ class Predictor:
 
     @property
     def mode(self) -> str:
-        return MODES[self.task]
+        return PREDICT_MODES[self.task]
 
     @property
     def untrained_head(self) -> bool:

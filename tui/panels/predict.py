@@ -21,11 +21,10 @@ from textual.validation import Integer
 from textual.widgets import Input, Label, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from engine.config import RunConfig
+from engine.config import PREDICT_MODES, RunConfig
 from engine.errors import ConfigError, describe_failure
 from engine.events import LogMessage
 from engine.models import label_kwargs
-from engine.predict import MODES, describe, label_names_of, run_config_of
 from tui import heap
 from tui.bridge import LibraryLog
 from tui.panels import PANELS
@@ -130,6 +129,12 @@ def to_view(result: Any) -> ModelView:
     return ModelView(result.model, mode, groups, text, tuple(result.warnings), bool(result.untrained_head))
 
 
+def _label_names_of(model: str) -> list[str]:
+    from engine import predict  # with the first set-aside run, not with the panel
+
+    return predict.label_names_of(model)
+
+
 def engine_backend(request: PredictRequest) -> PredictionView:
     """Predict through ``engine.predict`` (worker thread): both models when there is a fine-tuned one."""
     from engine import predict
@@ -212,7 +217,7 @@ class PredictPanel(Vertical):
     def mode(self) -> str:
         """The fine-tuned run's task, which its base is compared on; else the config's."""
         task = self.tuned_config.task if self.tuned_config else self.cfg.task
-        return MODES.get(task, "fill-mask")
+        return PREDICT_MODES.get(task, "fill-mask")
 
     @property
     def base(self) -> str:
@@ -293,7 +298,7 @@ class PredictPanel(Vertical):
 
     def _classes_unread(self) -> bool:
         """Whether the base alone would classify before the data's classes are known, as a 2-label model."""
-        if self.mode != "classify" or self.tuned or (self.set_aside and label_names_of(self.set_aside[0])):
+        if self.mode != "classify" or self.tuned or (self.set_aside and _label_names_of(self.set_aside[0])):
             return False
         return self._classes_read_for != classes_key(self.cfg.data)
 
@@ -313,7 +318,7 @@ class PredictPanel(Vertical):
         """The base's classes: those of the run ctrl+b set aside (as the base beside it had them), else those a
         run of this config would start with."""
         if self.set_aside is not None and self.cfg.task == "classification":
-            return label_names_of(self.set_aside[0]) or self.base_classes()
+            return _label_names_of(self.set_aside[0]) or self.base_classes()
         return self.base_classes()
 
     def set_tuned(self, run_dir: str | None, origin: str = "") -> None:
@@ -321,10 +326,13 @@ class PredictPanel(Vertical):
         self.tuned = run_dir
         self.tuned_origin = origin
         # "adapter on minilm": read from one small file, so the heading says it before the model loads
-        self.tuned_description = describe(run_dir) if run_dir else ""
-        self.tuned_config = run_config_of(run_dir) if run_dir else None
         if run_dir:
+            from engine import predict  # with the first run the panel names, not with the panel
+
+            self.tuned_description, self.tuned_config = predict.describe(run_dir), predict.run_config_of(run_dir)
             self.set_aside = None
+        else:
+            self.tuned_description, self.tuned_config = "", None
         self._refresh_models()
         self.refresh_bindings()  # ctrl+b: "Base only" or "Both"
 

@@ -18,7 +18,7 @@ from textual.widgets import Static
 from textual.worker import Worker, WorkerState
 
 from engine import queue
-from engine.compare import metric_greater_is_better
+from engine.config import metric_greater_is_better
 from engine.errors import UserError, describe_failure
 from engine.events import fmt_duration, fmt_memory
 from engine.runs import LIVE, RunDir, RunInfo, RunsCache, failure_of, lineage, list_runs
