@@ -6,8 +6,8 @@
 - A LoRA run without ``--merge``: the adapter alone, in peft's layout, naming a base that loads anywhere (the
   bundled ``minilm`` becomes its Hub id): a few MB instead of the whole model, for peft users and Hub pushes.
 
-``OUT`` is written whole or not at all (``engine.runs.save_dir_atomically``); a folder that holds something
-already is replaced only with ``--force``.
+``OUT`` is written whole or not at all (``engine.runs.save_dir_atomically``); an earlier model folder there is
+replaced only with ``--force``, and a folder that holds anything else is never replaced.
 """
 
 from __future__ import annotations
@@ -41,11 +41,11 @@ TOKENIZER_FILES = (
 
 
 class NotEmptyError(UserError):
-    """The destination holds something, and replacing it was not asked for."""
+    """The destination holds an earlier model folder, and replacing it was not asked for."""
 
     def __init__(self, out: Path) -> None:
         self.out = out
-        super().__init__(f"export: {out} is not empty; add --force to replace what is in it, or pick another folder")
+        super().__init__(f"export: {out} holds a model already; add --force to replace it, or pick another folder")
 
 
 @dataclass(frozen=True)
@@ -62,17 +62,24 @@ class Exported:
 def model_folder(run: RunDir) -> Path:
     """The run's ``model/``, or a UserError that says why there is none."""
     folder = run.model_dir
-    if not (folder / "config.json").is_file():
+    if (folder / "config.json").is_file():
+        return folder
+    ref = run_ref(run)
+    if run.live_state() is not None:
         raise UserError(
             f"export: {run.name} has no model yet (a run writes {folder.name}/ when it finishes or is stopped); "
-            "resume or stop it, or export another run"
+            f"tunebench stop {ref} saves it, or export another run"
         )
-    return folder
+    raise UserError(
+        f"export: {run.name} has no model: its process ended before writing {folder.name}/; "
+        f"tunebench run --resume {ref} continues it and writes one, or export another run"
+    )
 
 
 def check_destination(out: Path, source: RunDir, *, force: bool) -> None:
-    """Refuse a destination that is a file or under one, holds something (without ``force``), holds the run
-    itself, lies inside it (its checkpoints would go), or is another run's folder (``force`` or not)."""
+    """Refuse a destination that is a file or under one, holds the run itself, lies inside it (its checkpoints
+    would go), is another run's folder or holds one, is the current folder or above it, or holds anything but a
+    model folder (an earlier export, which ``force`` replaces)."""
     why = not_a_folder(out)
     if why is not None:
         raise UserError(f"export: {out} {why}; give a folder to export into")
@@ -85,8 +92,25 @@ def check_destination(out: Path, source: RunDir, *, force: bool) -> None:
     held = next((c for c in out.iterdir() if _is_run(c)), None) if out.is_dir() else None
     if held is not None:  # a runs folder: --force would replace every run in it
         raise UserError(f"export: {out} holds the run {held.name}; pick a folder of its own")
-    if out.is_dir() and any(out.iterdir()) and not force:
+    if out.resolve() in (Path.cwd(), *Path.cwd().parents):  # replaced, it would leave the shell in a deleted folder
+        raise UserError(
+            f"export: {out} is the folder you are in; export into a folder of its own, e.g. {out / 'model'}"
+        )
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not _is_model_folder(out):  # --force replaces an earlier export, never a project's files
+        held_names = sorted(f"{c.name}/" if c.is_dir() else c.name for c in out.iterdir())
+        shown = ", ".join(held_names[:3]) + (f" and {len(held_names) - 3} more" if len(held_names) > 3 else "")
+        raise UserError(f"export: {out} holds {shown}, not an exported model; export into a new or empty folder")
+    if not force:
         raise NotEmptyError(out)
+
+
+def _is_model_folder(folder: Path) -> bool:
+    """Whether ``folder`` is a model folder such as an earlier export: a config of a model or an adapter, and no
+    subfolder."""
+    has_config = (folder / "config.json").is_file() or (folder / adapters.ADAPTER_CONFIG).is_file()
+    return has_config and not any(c.is_dir() for c in folder.iterdir())
 
 
 def _is_run(folder: Path) -> bool:

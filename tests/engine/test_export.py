@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -112,21 +113,55 @@ def test_predict_on_an_exported_adapter_says_where_its_head_is(
     ]
 
 
-def test_export_refuses_a_folder_that_holds_something_unless_forced(
+def test_export_replaces_an_earlier_export_only_when_forced(
     lora_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "taken"
-    out.mkdir()
-    (out / "notes.txt").write_text("mine", encoding="utf-8")
+    assert main(["export", str(lora_run), str(out)]) == 0  # the adapter alone
     capsys.readouterr()
     assert main(["export", str(lora_run), str(out), "--merge"]) == 2
     assert capsys.readouterr().err.splitlines() == [
-        f"tunebench: error: export: {out} is not empty; add --force to replace what is in it, or pick another folder"
+        f"tunebench: error: export: {out} holds a model already; add --force to replace it, or pick another folder"
     ]
-    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    assert (out / "adapter_config.json").is_file()
     assert main(["export", str(lora_run), str(out), "--merge", "--force"]) == 0
-    assert "notes.txt" not in {p.name for p in out.iterdir()} and (out / "model.safetensors").is_file()
+    assert not (out / "adapter_config.json").exists() and (out / "model.safetensors").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["taken"], "no temporary folder is left beside it"
+
+
+def test_export_never_replaces_a_folder_of_other_files_even_forced(
+    lora_run: Path, full_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--force replaces an earlier export, not a project whose runs lie a level down, nor a folder of notes."""
+    project = tmp_path / "project"
+    shutil.copytree(full_run, project / "runs" / full_run.name)
+    (project / "train.py").write_text("print('mine')\n", encoding="utf-8")
+    (project / "notes.txt").write_text("mine", encoding="utf-8")
+    capsys.readouterr()
+    assert main(["export", str(lora_run), str(project), "--force"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"tunebench: error: export: {project} holds notes.txt, runs/, train.py, not an exported model; "
+        "export into a new or empty folder"
+    ]
+    assert sorted(p.name for p in project.iterdir()) == ["notes.txt", "runs", "train.py"]
+    assert (project / "runs" / full_run.name / "model" / "model.safetensors").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["project"], "no temporary folder is left beside it"
+
+
+def test_export_into_the_current_folder_points_to_a_folder_of_its_own(
+    lora_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Replaced, the folder the shell is in would go from under it: even an empty one is refused, with a path."""
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    capsys.readouterr()
+    assert main(["export", str(lora_run), "."]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "tunebench: error: export: . is the folder you are in; export into a folder of its own, e.g. model"
+    ]
+    assert main(["export", str(lora_run), "model"]) == 0
+    assert (here / "model" / "adapter_config.json").is_file()
 
 
 def test_export_refuses_to_replace_the_run_itself(lora_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -183,8 +218,9 @@ def test_export_of_a_run_without_a_model_is_one_line(
     capsys.readouterr()
     assert main(["export", run.name, str(tmp_path / "out"), "--runs-dir", str(tmp_path / "runs")]) == 2
     assert capsys.readouterr().err.splitlines() == [
-        f"tunebench: error: export: {run.name} has no model yet (a run writes model/ when it finishes or is "
-        "stopped); resume or stop it, or export another run"
+        f"tunebench: error: export: {run.name} has no model: its process ended before writing model/; "
+        f"tunebench run --resume {run.path} continues it and writes one, "
+        "or export another run"
     ]
 
 

@@ -1862,16 +1862,24 @@ async def test_e_exports_the_highlighted_runs_model_to_the_folder_given(
         await until(pilot, lambda: isinstance(app.screen, ExportScreen), "the dialog again")
         assert app.screen.query_one("#export-out", Input).value == "exports/mine"
         assert str(app.screen.query_one("#export-error", Static).render()) == (
-            "exports/mine is not empty: tick “replace what the folder holds”, or pick another folder"
+            "exports/mine holds a model already: tick “replace what the folder holds”, or pick another folder"
         )
-        assert sum(n.startswith("exporting") for n in notes) == 1, "no “exporting…” for the export refused"
+        Path("exports/notes").mkdir()
+        Path("exports/notes/notes.txt").write_text("mine")
+        app.screen.query_one("#export-out", Input).value = "exports/notes"
+        await pilot.press("enter")
+        await until(pilot, lambda: app.screen.query_one("#export-out", Input).value == "exports/notes", "the dialog")
+        assert str(app.screen.query_one("#export-error", Static).render()) == (
+            "exports/notes holds notes.txt, not an exported model; export into a new or empty folder"
+        )
+        assert sum(n.startswith("exporting") for n in notes) == 1, "no “exporting…” for the exports refused"
         await pilot.press("escape")
         await pilot.pause()
         assert not isinstance(app.screen, ExportScreen)
         await pilot.press("down", "e")  # the other run, which has no model: no folder to ask for
         await pilot.pause()
         assert not isinstance(app.screen, ExportScreen)
-        assert notes[-1].startswith(f"{two_runs[0]} has no model yet")
+        assert notes[-1].startswith(f"{two_runs[0]} has no model: its process ended before writing model/")
 
 
 @pytest.fixture

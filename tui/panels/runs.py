@@ -136,7 +136,7 @@ def _entry_cell(entry: queue.QueueEntry) -> str:
 
 
 def _not_empty(exc: NotEmptyError) -> str:
-    return f"{exc.out} is not empty: tick “replace what the folder holds”, or pick another folder"
+    return f"{exc.out} holds a model already: tick “replace what the folder holds”, or pick another folder"
 
 
 def row_cells(rows: list[Row]) -> list[tuple[str, ...]]:
@@ -685,13 +685,14 @@ class RunsPanel(Vertical):
 
             if choice is None:
                 return
-            try:  # a folder that holds something: the dialog again at once, no "exporting…" first
+            try:  # a folder that cannot take the export: the dialog again at once, no "exporting…" first
                 check_destination(Path(choice.out).expanduser(), run, force=choice.force)
             except NotEmptyError as exc:
                 self._ask_export(run, adapter, choice, _not_empty(exc))
                 return
-            except UserError:
-                pass  # said by the export itself, with the rest of what can go wrong
+            except UserError as exc:
+                self._ask_export(run, adapter, choice, str(exc).removeprefix("export: "))
+                return
             self.app.notify(f"exporting {run.name} to {choice.out}…")
             self._export(run, adapter, choice)
 
