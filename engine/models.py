@@ -95,11 +95,32 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> PreTra
 
     path = resolve_model_path(name_or_path)
     try:
-        return AutoTokenizer.from_pretrained(
+        tokenizer = AutoTokenizer.from_pretrained(
             path, trust_remote_code=trust_remote_code, local_files_only=_cache_only(path)
         )
     except (OSError, ValueError) as exc:
         raise _hub_failure(name_or_path, exc) from None
+    # A tokenizer saved without its model's limit reports int(1e30): the model's positions are the limit, so
+    # that data.max_length is checked against them (beyond, learned position embeddings fail mid-run).
+    positions = _position_limit(path, trust_remote_code)
+    if positions is not None and positions < tokenizer.model_max_length:
+        tokenizer.model_max_length = positions
+    return tokenizer
+
+
+def _position_limit(path: str, trust_remote_code: bool) -> int | None:
+    """The positions the model at ``path`` embeds (``max_position_embeddings``, GPT-2's ``n_positions``), from
+    its config; None when it names none or does not read (the model's own load says why)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(
+            path, trust_remote_code=trust_remote_code, local_files_only=_cache_only(path)
+        )
+    except (OSError, ValueError):
+        return None
+    limit = getattr(config, "max_position_embeddings", None)
+    return limit if isinstance(limit, int) and limit > 0 else None
 
 
 @dataclass

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from engine import cli
-from tests.conftest import run_started
+from tests.conftest import run_started, tiny_config, write_jsonl
 
 
 def write_config(tmp_path: Path, cfg: Any) -> Path:
@@ -69,6 +69,29 @@ def test_data_error_exits_2_without_traceback(
     err = capsys.readouterr().err
     assert err.startswith('tunebench: error: data.text_field: column "body" not in split train')
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("engine", ["loop", "sft"])
+def test_a_max_length_beyond_the_models_positions_exits_2_before_any_step(
+    engine: str, tiny_gpt2_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A tokenizer saved without its limit (int(1e30)): the model's 128 positions are the limit, not an
+    IndexError at the first long batch."""
+    import json
+    import shutil
+
+    model = shutil.copytree(tiny_gpt2_dir, tmp_path / "gpt2")
+    tokenizer_config = json.loads((model / "tokenizer_config.json").read_text())
+    tokenizer_config.pop("model_max_length")
+    (model / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    rows = write_jsonl(tmp_path / "rows.jsonl", [{"text": "the cat eats apples. " * 60}] * 16)
+    cfg = tiny_config(model, rows, tmp_path / "runs", task="causal-lm", engine=engine)
+    path = write_config(tmp_path, cfg)
+    assert cli.main(["run", str(path), "--set", "data.max_length=256"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "tunebench: error: data.max_length: 256 is above this model's limit of 128 tokens; use at most 128"
+    )
+    assert not list((tmp_path / "runs").glob("*/model")), "no run trained"
 
 
 def test_a_reader_that_leaves_early_is_no_traceback(make_config: Any, tmp_path: Path) -> None:
