@@ -268,6 +268,30 @@ def _check_column(ds: Dataset, column: str, key: str, split: str) -> None:
         )
 
 
+def _check_text(ds: Dataset, column: str, split: str, *, label: str | None) -> None:
+    """The text column must hold strings: a tokenizer fails on numbers, and on lists or records (chat
+    messages, prompt and completion pairs) as their rows."""
+    import pyarrow as pa
+
+    def is_text(kind: pa.DataType) -> bool:
+        return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
+
+    kind = ds.data.column(column).type
+    if is_text(kind):
+        return
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+        held = "numbers"
+    elif pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        held = "lists (chat messages?)"
+    elif pa.types.is_struct(kind):
+        held = "records"
+    else:
+        held = f"{kind} values"
+    texts = [f.name for f in ds.data.schema if is_text(f.type) and f.name != label]
+    hint = f"pick a column of text ({', '.join(texts)})" if texts else "write each row's text as one string"
+    raise DataError(f'data.text_field: column "{column}" holds {held}, not text, in split {split}; {hint}')
+
+
 @dataclass
 class Splits:
     """Train and eval rows as a run uses them, and which eval set they came from."""
@@ -286,6 +310,7 @@ def _check_rows(ds: Dataset, name: str, cfg: DataConfig, needs_labels: bool) -> 
     if len(ds) == 0:
         raise DataError(f"data.source: the {name} split of {cfg.source} has no rows")
     _check_column(ds, cfg.text_field, "data.text_field", name)
+    _check_text(ds, cfg.text_field, name, label=cfg.label_field)
     if needs_labels:
         assert cfg.label_field is not None
         _check_column(ds, cfg.label_field, "data.label_field", name)
