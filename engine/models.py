@@ -192,6 +192,10 @@ def load_model(
     finally:
         tf_log.removeFilter(_drop_load_report)
     kill_point("model-load")
+    if task == "causal-lm" and getattr(model, "loss_type", None) is None:
+        # GPT-2's class name names no loss type. Its forward falls back to the causal loss anyway (with a warning),
+        # but the Trainer, not knowing it shifts its labels, counts one token too many a row and scales the loss down.
+        model.loss_type = "ForCausalLM"
     mismatched = [k[0] if isinstance(k, tuple) else str(k) for k in info.get("mismatched_keys", [])]
     return LoadedModel(model, sorted(info.get("missing_keys", [])), sorted(mismatched))
 

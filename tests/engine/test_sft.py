@@ -239,6 +239,43 @@ def test_sft_causal_lm_trains_a_tiny_gpt2(make_config: Callable[..., Any], tiny_
     assert generated.completion.strip()
 
 
+def test_sft_causal_lm_loss_is_the_mean_over_the_shifted_tokens_for_gpt2(tmp_path: Path, tiny_gpt2_dir: Path) -> None:
+    """GPT-2's class name names no loss type, and the Trainer counted its tokens unshifted, one too many a row:
+    the loss it trained on was the mean over more tokens than were predicted."""
+    import torch
+
+    from engine.sft import _trainer_classes
+    from tests.conftest import tiny_config, write_jsonl
+
+    data = write_jsonl(tmp_path / "rows.jsonl", [{"text": f"the cafe was nice, visit {i}"} for i in range(24)])
+    causal_cls = _trainer_classes()[0]
+    original = causal_cls.training_step
+    seen: list[tuple[Any, dict[str, Any], Any]] = []
+
+    def spy(self: Any, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
+        seen.append((self, {k: v.clone() for k, v in inputs.items()}, num_items_in_batch))
+        return original(self, model, inputs, num_items_in_batch)
+
+    cfg = tiny_config(
+        tiny_gpt2_dir,
+        data,
+        tmp_path / "runs",
+        {"engine": "sft", "task": "causal-lm", "train.num_train_epochs": 1, "train.eval_strategy": "no"},
+        data={"label_field": None},
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(causal_cls, "training_step", spy)
+        result, _events = run_events(cfg)
+    assert result.status == "finished", result.error
+    trainer, batch, counted = seen[-1]
+    assert int(counted) == int(batch["labels"][:, 1:].ne(-100).sum())  # the tokens a causal LM predicts
+    model = trainer.model.eval()
+    with torch.no_grad():
+        trained_on = trainer.compute_loss(model, dict(batch), num_items_in_batch=counted)
+        own = model(**batch).loss
+    assert trained_on.item() == pytest.approx(own.item(), rel=1e-5)
+
+
 def test_an_encoder_loaded_as_a_causal_lm_attends_left_to_right_only(tiny_bert_dir: Path, tiny_gpt2_dir: Path) -> None:
     import torch
 
