@@ -17,7 +17,7 @@ from engine.runs import RunDir, save_dir_atomically
 
 if TYPE_CHECKING:
     import torch
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
     from engine.config import LaunchConfig, ModelConfig, RunConfig, TrainConfig
 
@@ -108,16 +108,23 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> PreTra
     return tokenizer
 
 
-def _position_limit(path: str, trust_remote_code: bool) -> int | None:
-    """The positions the model at ``path`` embeds (``max_position_embeddings``, GPT-2's ``n_positions``), from
-    its config; None when it names none or does not read (the model's own load says why)."""
+def model_config(path: str, trust_remote_code: bool = False) -> PretrainedConfig:
+    """The config of the model at ``path`` (a folder or a hub id: from the cache alone while the Hub is out of
+    reach); a ModelError that names the model when it does not load."""
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(
-            path, trust_remote_code=trust_remote_code, local_files_only=_cache_only(path)
-        )
-    except (OSError, ValueError):
+        return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=_cache_only(path))
+    except (OSError, ValueError) as exc:
+        raise _hub_failure(path, exc) from None
+
+
+def _position_limit(path: str, trust_remote_code: bool) -> int | None:
+    """The positions the model at ``path`` embeds (``max_position_embeddings``, GPT-2's ``n_positions``), from
+    its config; None when it names none or does not read (the model's own load says why)."""
+    try:
+        config = model_config(path, trust_remote_code)
+    except ModelError:
         return None
     limit = getattr(config, "max_position_embeddings", None)
     return limit if isinstance(limit, int) and limit > 0 else None
@@ -205,13 +212,9 @@ def _decoder_kwargs(path: str, trust_remote_code: bool) -> dict[str, Any]:
     has: loaded as a causal LM as it is, it attends both ways, so each position sees the token it is to predict,
     and the loss falls while it learns to copy its input. Most decoders' configs (GPT-2, Llama) have no such
     switch; one that has it and does not read it only records it."""
-    from transformers import AutoConfig
-
     try:
-        config = AutoConfig.from_pretrained(
-            path, trust_remote_code=trust_remote_code, local_files_only=_cache_only(path)
-        )
-    except (OSError, ValueError):
+        config = model_config(path, trust_remote_code)
+    except ModelError:
         return {}  # the model's own load says what is wrong
     return {"is_decoder": True} if getattr(config, "is_decoder", None) is False else {}
 

@@ -23,6 +23,7 @@ from engine.models import (
     label_kwargs,
     load_model,
     load_tokenizer,
+    model_config,
     pick_device,
     resolve_model_path,
     untrained_head_warning,
@@ -172,18 +173,15 @@ def base_model_of(run_folder: str) -> str | None:
 
 def detect_task(path: str, *, trust_remote_code: bool = False) -> str:
     """masked-lm, classification or causal-lm, from the model's head (``config.architectures``)."""
-    from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import (
         MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
         MODEL_FOR_MASKED_LM_MAPPING_NAMES,
     )
 
     try:
-        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as exc:
-        from engine.models import _hub_failure
-
-        raise _as_predict_error(_hub_failure(path, exc)) from None
+        config = model_config(path, trust_remote_code)
+    except ModelError as exc:
+        raise _as_predict_error(exc) from None
     architectures = list(getattr(config, "architectures", None) or [])
     for arch in architectures:
         for suffix, task in _HEADS:

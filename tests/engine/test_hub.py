@@ -35,3 +35,25 @@ def test_hub_dataset_id_offline_names_the_bundled_samples() -> None:
     with pytest.raises(DataError) as info:
         load_splits(DataConfig(source="some_dataset_not_cached"), needs_labels=True)
     assert "reviews-sample" in str(info.value) and "movies-sample" in str(info.value)
+
+
+@pytest.mark.usefixtures("unreachable")
+def test_predict_with_a_hub_id_offline_asks_the_cache_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not the Hub: its client retries with backoff for half a minute before it gives up."""
+    from transformers import AutoConfig
+
+    from engine.errors import PredictError
+    from engine.predict import detect_task
+
+    asked: list[object] = []
+    original = AutoConfig.from_pretrained.__func__  # type: ignore[attr-defined]
+
+    def spy(cls: type, path: str, **kwargs: object) -> object:
+        asked.append(kwargs.get("local_files_only"))
+        return original(cls, path, **kwargs)
+
+    monkeypatch.setattr(AutoConfig, "from_pretrained", classmethod(spy))
+    with pytest.raises(PredictError) as info:
+        detect_task("some-org/some-model-that-is-not-cached")
+    assert asked == [True]
+    assert str(info.value).startswith("model: ")
