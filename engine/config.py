@@ -547,11 +547,32 @@ def _check_launch(launch: LaunchConfig) -> None:
     (``engine.detached.check_launch``)."""
     if launch.gpu_ids is not None and not _GPU_IDS.fullmatch(launch.gpu_ids.replace(" ", "")):
         raise ConfigError("launch.gpu_ids", f'expected GPU numbers such as "0,1", got {_show(launch.gpu_ids)}')
-    if launch.accelerate_config is not None and not _is_file(launch.accelerate_config):
-        raise ConfigError(
-            "launch.accelerate_config",
-            f"{_show(launch.accelerate_config)} is not a file; write one with accelerate config, or set it to null",
-        )
+    if launch.accelerate_config is not None:
+        problem = _accelerate_config_problem(launch.accelerate_config)
+        if problem is not None:
+            raise ConfigError(
+                "launch.accelerate_config",
+                f"{_show(launch.accelerate_config)} {problem}; write one with accelerate config, or set it to null",
+            )
+
+
+def _accelerate_config_problem(path: str) -> str | None:
+    """Why the file cannot be accelerate's settings (a YAML or JSON mapping), or None; read here, the launcher
+    would fail on it after the run's folder was made."""
+    if not _is_file(path):
+        return "is not a file"
+    try:
+        loaded = yaml.safe_load(Path(path).expanduser().read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"cannot be read ({getattr(exc, 'strerror', None) or exc})"
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        return "is not YAML" + (f" (line {mark.line + 1})" if mark is not None else "")
+    if loaded is None:
+        return "is empty"
+    if not isinstance(loaded, dict):
+        return f"holds a {type(loaded).__name__}, not accelerate's settings"
+    return None
 
 
 def _check_adapters(m: ModelConfig) -> None:
