@@ -485,11 +485,36 @@ def load_predictor(
         device: auto | cpu | cuda | cuda:N | mps.
         label_names: For a classification head that is not in the checkpoint: its labels, index = class id.
     """
-    path = resolve(model)
     try:
         placed = pick_device(device)
     except ModelError as exc:
         raise _as_predict_error(exc) from None
+    for _ in range(_ROTATION_TRIES):
+        path = resolve(model)
+        try:
+            return _load_cached(model, path, task, placed, trust_remote_code, label_names)
+        except Exception:
+            # A live run deletes its older checkpoints as it saves newer ones (save_total_limit): one that went
+            # while it loaded gives way to the newest.
+            if Path(path).parent.name != CHECKPOINTS_DIR or Path(path).exists():
+                raise
+    raise PredictError(
+        f"model: {model} replaced its checkpoints faster than they loaded; ask again, or wait for the run to end"
+    )
+
+
+#: Loads of a live run's latest checkpoint before giving up, each after the one before was rotated away.
+_ROTATION_TRIES = 3
+
+
+def _load_cached(
+    model: str,
+    path: str,
+    task: str | None,
+    placed: torch.device,
+    trust_remote_code: bool,
+    label_names: list[str] | None,
+) -> Predictor:
     task = task or detect_task(path, trust_remote_code=trust_remote_code)
     if task not in AUTO_CLASSES:
         raise PredictError(f"task: expected one of {', '.join(AUTO_CLASSES)}, got {task}")

@@ -347,3 +347,51 @@ def test_cli_predict_user_errors_exit_2_with_one_line(capsys: pytest.CaptureFixt
         code, out, err = cli(capsys, "--model", str(tiny_bert_dir), "--top-k", top_k, "a [MASK]")
         assert code == 2 and not out
         assert err == f"tunebench: error: --top-k: expected a whole number from 1 to 1000, got {top_k}\n"
+
+
+def test_a_checkpoint_rotated_away_while_it_loads_gives_way_to_the_newest(
+    tmp_path: Path, tiny_bert_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live run deletes its older checkpoints as it saves (save_total_limit): the one predict picked can go
+    before its weights are read."""
+    from engine import predict as predict_module
+    from engine.runner import Runner
+    from tests.conftest import tiny_config, write_jsonl
+
+    rows = write_jsonl(
+        tmp_path / "rows.jsonl",
+        [{"text": f"{w} cafe, visit {i}", "label": w} for i in range(12) for w in ("good", "bad")],
+    )
+    result = Runner(tiny_config(tiny_bert_dir, rows, tmp_path / "runs", {"train.save_strategy": "epoch"})).run()
+    assert result.status == "finished" and result.run_dir is not None
+    shutil.rmtree(result.run_dir / "model")  # as it is while the run trains
+    older, newest = sorted((result.run_dir / "checkpoints").iterdir())
+    build = predict_module._build
+    rotations = [newest]
+
+    def rotated_while_loading(name: str, path: str, *args: Any, **kwargs: Any) -> Any:
+        if rotations:
+            shutil.rmtree(rotations.pop())
+            raise OSError(f"no file named config.json in {path}")
+        return build(name, path, *args, **kwargs)
+
+    monkeypatch.setattr(predict_module, "_build", rotated_while_loading)
+    got = predict(str(result.run_dir), "good cafe", device="cpu")
+    assert isinstance(got, ClassifyResult)
+    assert any(w.startswith(f"{older.name}: the run has no model yet") for w in got.warnings), got.warnings
+
+    saves = iter(range(100, 200))
+
+    def always_rotated(name: str, path: str, *args: Any, **kwargs: Any) -> Any:
+        shutil.copytree(path, Path(path).with_name(f"checkpoint-{next(saves)}"))  # the run saves anew ...
+        shutil.rmtree(path)  # ... and deletes the one being read
+        raise OSError(f"no file named config.json in {path}")
+
+    monkeypatch.setattr(predict_module, "_build", always_rotated)
+    predict_module.clear_cache()
+    with pytest.raises(PredictError) as info:
+        predict(str(result.run_dir), "bad cafe", device="cpu")
+    assert str(info.value) == (
+        f"model: {result.run_dir} replaced its checkpoints faster than they loaded; ask again, or wait for the run "
+        "to end"
+    )
