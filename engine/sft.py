@@ -275,10 +275,26 @@ def _trainer_classes() -> tuple[type, type]:
                     Path(self.args.output_dir or "."), step, stage_in, keep=self.args.save_total_limit, best=best
                 )
             else:
-                # Another process of a multi-process run: the model and optimizer are rank 0's to write; what
-                # the Trainer writes here (this rank's RNG state) is not kept, so its resume reseeds this rank.
+                # Another process of a multi-process run: the model and optimizer are rank 0's to write, and so
+                # is this rank's RNG state (_save_rng_state); what the Trainer writes here is not kept.
                 with tempfile.TemporaryDirectory() as scratch:
                     stage_in(Path(scratch))
+
+        def _save_rng_state(self, output_dir: str) -> None:
+            super()._save_rng_state(output_dir)
+            if self.args.world_size <= 1:
+                return
+            # Each process writes rng_state_<rank>.pth into its own folder, and only rank 0's folder is kept:
+            # rank 0 writes every rank's, so that each resumes its own random streams (dropout, masking).
+            import torch.distributed as dist
+
+            folder = Path(output_dir)
+            states: list[bytes | None] = [None] * self.args.world_size
+            dist.all_gather_object(states, (folder / f"rng_state_{self.args.process_index}.pth").read_bytes())
+            if self.args.should_save:
+                for rank, state in enumerate(states):
+                    assert state is not None
+                    (folder / f"rng_state_{rank}.pth").write_bytes(state)
 
         def _send_telemetry(self) -> None:
             return  # a local workbench run reports nothing to the Hub

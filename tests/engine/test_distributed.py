@@ -383,14 +383,22 @@ def test_the_sft_engine_finishes_on_two_processes_in_one_run_folder(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("engine", ["loop", "sft"])
 def test_a_two_process_run_stopped_and_resumed_ends_with_the_weights_of_one_never_stopped(
-    make_config: Callable[..., Any],
+    engine: str, make_config: Callable[..., Any], tiny_gpt2_dir: Path
 ) -> None:
     """Exact resume on 2 processes, dropout on: each rank's random streams are in the checkpoint (on this data
     the two ranks happen to draw alike, so the weights alone would not tell a lost rank stream)."""
     from safetensors.torch import load_file
 
-    cfg = make_config({"launch.num_processes": 2, "train.num_train_epochs": 4})
+    if engine == "loop":
+        cfg = make_config({"launch.num_processes": 2, "train.num_train_epochs": 4})
+    else:  # a causal LM through the Trainer, GPT-2's dropout on
+        cfg = make_config(
+            {"launch.num_processes": 2, "train.num_train_epochs": 4, "engine": "sft", "task": "causal-lm"},
+            model={"name_or_path": str(tiny_gpt2_dir)},
+            data={"label_field": None},
+        )
     whole = DetachedRun(cfg, runs_dir=cfg.output.runs_dir).run()
     assert whole.status == "finished" and whole.run_dir is not None
 
@@ -402,8 +410,12 @@ def test_a_two_process_run_stopped_and_resumed_ends_with_the_weights_of_one_neve
     run_dir = Path(next(e for e in events if isinstance(e, RunStarted)).run_dir)
     import torch
 
-    rng = torch.load(run_dir / "checkpoints" / f"checkpoint-{finished.step}" / "rng.pt", weights_only=True)
-    assert len(rng["ranks"]) == 2  # each rank's random states, written by rank 0
+    checkpoint = run_dir / "checkpoints" / f"checkpoint-{finished.step}"
+    if engine == "loop":
+        rng = torch.load(checkpoint / "rng.pt", weights_only=True)
+        assert len(rng["ranks"]) == 2  # each rank's random states, written by rank 0
+    else:
+        assert (checkpoint / "rng_state_1.pth").is_file()  # rank 1's random states, written by rank 0
     resumed = DetachedRun.from_run_dir(run_dir).run()
     assert resumed.status == "finished", resumed.error
 
