@@ -200,17 +200,22 @@ def has_pending_commands(run: RunDir) -> bool:
 def resolve_run(name: str, runs_dir: str | os.PathLike[str]) -> RunDir:
     """A run folder given as a path, a name in ``runs_dir``, or a unique prefix of a name there."""
     path, root = Path(name).expanduser(), Path(runs_dir).expanduser()
+    listing = f"tunebench runs{runs_dir_option(root)} lists them"
+    if not name.strip():
+        raise RunFolderError(f"no run given; name a run folder, its name in {root}/ or a prefix of it ({listing})")
     for candidate in (path, root / name):
         if (candidate / CONFIG_FILE).is_file():
             return RunDir(candidate)
     for candidate in (path, root / name):
-        if name and candidate.is_dir():
+        if candidate.is_dir():
             raise RunFolderError(
                 f"{candidate}: not a run folder (it has no {CONFIG_FILE}); pass a folder under the runs folder"
             )
+    names = [e.name for e in run_entries(root)]
+    if path.is_file() and not any(n.startswith(name) for n in names):
+        raise RunFolderError(f"{path}: a file, not a run folder; give a run's folder ({listing})")
     if os.sep in name:  # a path, not a name
         raise RunFolderError(f"{path}: no such run folder; see tunebench runs for the runs there are")
-    names = [e.name for e in run_entries(root)] if name else []
     found = [n for n in names if n.startswith(name)]
     if len(found) == 1:
         return RunDir(root / found[0])
@@ -224,8 +229,7 @@ def resolve_run(name: str, runs_dir: str | os.PathLike[str]) -> RunDir:
         hint = f' (did you mean "{inside[0]}"?)'
     else:  # a name alike by its date may be another run, where the one meant lies in another runs folder
         close = difflib.get_close_matches(name, names, n=1, cutoff=0.75)
-        listing = f"; tunebench runs{runs_dir_option(root)} lists them"
-        hint = f' (did you mean "{close[0]}", or another --runs-dir?)' if close else listing
+        hint = f' (did you mean "{close[0]}", or another --runs-dir?)' if close else f"; {listing}"
     raise RunFolderError(f"{name}: no run by that path, name or prefix in {root}/{hint}")
 
 
