@@ -28,7 +28,7 @@ class EvalChoice:
     stratify_by: str | None = None
 
     def describe(self, rows: int | None = None) -> str:
-        counted = "" if rows is None else f" ({rows} rows)"
+        counted = "" if rows is None else f" ({rows} row{'' if rows == 1 else 's'})"
         if self.split is not None:
             return f"{self.split} split{counted}"
         if self.fraction is not None:

@@ -289,3 +289,10 @@ def test_a_csv_of_its_header_alone_is_refused_whatever_its_line_endings(
                 check_source(str(path))
         else:
             check_source(str(path))
+
+
+def test_an_eval_set_of_one_row_says_row() -> None:
+    from engine.splits import EvalChoice
+
+    assert EvalChoice(fraction=0.1).describe(1) == "10% of train (1 row)"
+    assert EvalChoice(split="test").describe(2) == "test split (2 rows)"
