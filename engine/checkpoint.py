@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine import adapters
 from engine.errors import DISK_ERRNOS, CheckpointError, os_error_of
+from engine.events import plural
 from engine.faults import kill_point
 from engine.files import fsync_path, make_temp_dir, rename_durably, sync_tree, write_synced
 
@@ -244,9 +245,9 @@ def rng_of_rank(states: dict[str, Any], rank: int, processes: int) -> dict[str, 
     if saved != processes:
         if rank == 0:
             log.warning(
-                "the checkpoint was written by %d process(es) and the run goes on with %d: its random numbers "
+                "the checkpoint was written by %s and the run goes on with %d: its random numbers "
                 "(dropout, masks) differ from an uninterrupted run's from here on",
-                saved,
+                plural(saved, "process", "processes"),
                 processes,
             )
         return states

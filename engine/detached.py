@@ -35,7 +35,7 @@ from typing import Any, NoReturn
 from engine.config import RunConfig, load_config, save_config
 from engine.control import RunControl
 from engine.errors import ConfigError, RunFolderError, UserError
-from engine.events import DeviceUsage, Emit, Event, RunFailed, RunFinished, RunStarted, StepDone
+from engine.events import DeviceUsage, Emit, Event, RunFailed, RunFinished, RunStarted, StepDone, plural
 from engine.live import EventFollower, send_command
 from engine.runner import Runner, RunResult, engine_path, fan_out, fan_out_many
 from engine.runs import EVENTS_FILE, EventLog, RunDir, create_run_dir, open_run_dir, remove_run_dir
@@ -132,7 +132,8 @@ class DetachedRun:
         if new == old:
             return None
         return (
-            f"{run.name} trained on {old} process(es) and goes on with {new}, {batch // new} samples each (the same "
+            f"{run.name} trained on {plural(old, 'process', 'processes')} and goes on with {new}, {batch // new} "
+            "samples each (the same "
             f"global batch of {batch}): close to the run it would have been, not exact (its random numbers differ "
             "from here on)"
         )

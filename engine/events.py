@@ -97,6 +97,11 @@ def text_width(text: str) -> int:
     return cell_len(text)
 
 
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """ "1 epoch", "3 epochs"; ``nouns`` where the plural is not ``noun`` + s ("processes")."""
+    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
+
+
 def fmt_count(n: float) -> str:
     """``22.7 M``, ``110 k``, ``950``."""
     if n >= 1e9:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.config import DataConfig
 from engine.errors import DataError
+from engine.events import plural
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -28,7 +29,7 @@ class EvalChoice:
     stratify_by: str | None = None
 
     def describe(self, rows: int | None = None) -> str:
-        counted = "" if rows is None else f" ({rows} row{'' if rows == 1 else 's'})"
+        counted = "" if rows is None else f" ({plural(rows, 'row')})"
         if self.split is not None:
             return f"{self.split} split{counted}"
         if self.fraction is not None:

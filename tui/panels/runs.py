@@ -20,7 +20,7 @@ from textual.worker import Worker, WorkerState
 from engine import queue
 from engine.config import metric_greater_is_better
 from engine.errors import UserError, describe_failure
-from engine.events import fmt_duration, fmt_memory
+from engine.events import fmt_duration, fmt_memory, plural
 from engine.runs import LIVE, RunDir, RunInfo, RunsCache, failure_of, lineage, list_runs
 from tui.dialogs import ExportChoice, ExportScreen
 from tui.panels import PANELS
@@ -44,11 +44,6 @@ WATCH_SECONDS = 5.0
 #: Listings after the folder changed, one a look, whether or not they found a live run: a run's process makes its
 #: folder before it has imported torch and taken the run's lock, which makes the run live.
 SETTLE_LOOKS = 6
-
-
-def plural(count: int, noun: str) -> str:
-    """ "1 epoch", "3 epochs"."""
-    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 @dataclass(frozen=True)
