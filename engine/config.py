@@ -108,6 +108,7 @@ POSITIVE = Check(gt=0)
 NON_NEGATIVE = Check(ge=0)
 AT_LEAST_ONE = Check(ge=1)
 SEED = Check(ge=0, le=2**32 - 1)  # numpy's seeds, which transformers.set_seed sets too
+EPOCHS = Check(ge=1, le=100_000)  # beyond, a typo (1e20) that would train for ever
 FRACTION = Check(gt=0, lt=1)
 
 
@@ -165,7 +166,7 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     learning_rate: float = _f(5.0e-5, "Peak learning rate of AdamW.", POSITIVE)
-    num_train_epochs: int = _f(3, "Passes over the training data.", AT_LEAST_ONE)
+    num_train_epochs: int = _f(3, "Passes over the training data.", EPOCHS)
     per_device_train_batch_size: int = _f(16, "Samples per training step on each device.", AT_LEAST_ONE)
     per_device_eval_batch_size: int = _f(32, "Samples per eval step on each device.", AT_LEAST_ONE)
     weight_decay: float = _f(0.0, "AdamW weight decay.", NON_NEGATIVE)
