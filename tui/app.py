@@ -52,6 +52,7 @@ from tui.widgets.footer import WorkbenchFooter
 from tui.widgets.panel_bar import Pane, PanelBar
 
 if TYPE_CHECKING:  # each panel's module is imported when the panel is mounted (tui.panels.make_panel)
+    from textual.notifications import SeverityLevel
     from textual.pilot import Pilot
 
     from tui.panels.config import ConfigPanel
@@ -147,6 +148,19 @@ class WorkbenchApp(App[int]):
         #: The panel last brought on screen, whose data has been loaded.
         self._shown_panel: str | None = None
         self._panel_bar = PanelBar({panel: self._tab_label(panel) for panel in PANELS}, initial_panel, id="panel-bar")
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """A notice, shown as written: its text holds paths, config values and library errors, where Textual's
+        markup would read "[/x]" as a tag (and fail on it)."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
 
     # -- layout ---------------------------------------------------------------------------------------------
     def get_default_screen(self) -> Screen[Any]:

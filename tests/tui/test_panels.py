@@ -444,6 +444,25 @@ async def test_a_local_model_that_is_not_there_is_marked_in_the_form(
         assert app.config_panel.is_valid
 
 
+async def test_a_notice_shows_a_value_as_typed_even_where_it_reads_as_markup(
+    make_app: Callable[..., WorkbenchApp], scripted_engine: ScriptedEngine
+) -> None:
+    """ "[/x]" in a typed value is no closing tag: the notice that quotes it neither fails nor drops it."""
+    from textual.widgets._toast import Toast
+
+    app = make_app(panel="config")
+    async with app.run_test(size=(100, 40), notifications=True) as pilot:
+        await on_field(pilot, app, "launch.gpu_ids")
+        edit_field(app, "launch.gpu_ids", "a[/x]")
+        await pilot.pause()
+        await pilot.press("escape", "f4", "s")
+        await until(pilot, lambda: bool(app.screen.query(Toast)), "the notice")
+        await pilot.pause()
+        shown = " ".join(str(toast.render()) for toast in app.screen.query(Toast))
+        assert 'got "a[/x]"' in shown
+        assert scripted_engine.runners == []
+
+
 async def test_a_data_source_that_names_no_data_is_marked_in_the_form_and_blocks_start_not_save(
     make_app: Callable[..., WorkbenchApp],
     workbench_config: RunConfig,
