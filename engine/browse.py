@@ -11,7 +11,7 @@ import json
 import re
 import sys
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -126,9 +126,14 @@ class ArrowColumns:
         return dict(self.ds[index])
 
     def value_counts(self, column: str, positions: Sequence[int] | None) -> list[tuple[Any, int]]:
+        import pyarrow as pa
         import pyarrow.compute as pc
 
         values = self.ds.data.column(column)
+        if pa.types.is_nested(values.type):  # lists or records: no class, as a run says
+            from engine.splits import label_kind_error
+
+            raise label_kind_error(column, next(v for v in values.to_pylist() if v is not None))
         if isinstance(positions, _ArrowPositions):
             values = pc.take(values, positions.array)
         elif positions is not None:
@@ -189,7 +194,12 @@ class ListColumns:
 
     def value_counts(self, column: str, positions: Sequence[int] | None) -> list[tuple[Any, int]]:
         values = self.columns[column]
-        counts = Counter(values if positions is None else (values[i] for i in positions))
+        try:
+            counts = Counter(values if positions is None else (values[i] for i in positions))
+        except TypeError:  # a list or a record: no class, as a run says
+            from engine.splits import label_kind_error
+
+            raise label_kind_error(column, next(v for v in values if not isinstance(v, Hashable))) from None
         return list(counts.items())
 
     def matching(self, column: str, query: str) -> Sequence[int]:
@@ -453,8 +463,8 @@ class DatasetBrowser:
             return None
         names = present[0].label_names(label)
         if names is None:
-            values = {value for columns in present for value, _ in columns.value_counts(label, None)}
             try:
+                values = {value for columns in present for value, _ in columns.value_counts(label, None)}
                 names = [str(v) for v in ordered_classes(values, label)]
             except DataError:
                 return None

@@ -14,7 +14,7 @@ from engine.config import NO_EVAL_SET, DataConfig
 from engine.errors import ConfigError, DataError
 from engine.events import Emit, Status
 from engine.hub import datasets_offline_unless_reachable
-from engine.splits import EvalChoice, check_class_count, choose_eval, hold_out
+from engine.splits import EvalChoice, check_class_count, choose_eval, hold_out, label_kind_error
 
 if TYPE_CHECKING:
     import torch
@@ -338,11 +338,7 @@ def ordered_classes(values: set[Any], label_field: str) -> list[Any]:
     """A label column's distinct values in class-id order (sorted); its class names are their ``str``."""
     kinds = {type(v) for v in values}
     if kinds - {int, str, bool}:
-        odd = next(v for v in values if type(v) not in (int, str, bool))
-        raise DataError(
-            f'data.label_field: column "{label_field}" holds {type(odd).__name__} values such as {odd!r}; '
-            "labels must be strings or integers"
-        )
+        raise label_kind_error(label_field, next(v for v in values if type(v) not in (int, str, bool)))
     if len(kinds) > 1:
         raise DataError(f'data.label_field: column "{label_field}" mixes strings and numbers; use one kind')
     return sorted(values)

@@ -97,6 +97,14 @@ def check_class_count(label_field: str, classes: int, rows: int, columns: list[s
         )
 
 
+def label_kind_error(label_field: str, odd: Any) -> DataError:
+    """A label column that holds ``odd``, a value that is no class (a float, a list, a record)."""
+    return DataError(
+        f'data.label_field: column "{label_field}" holds {type(odd).__name__} values such as {odd!r}; '
+        "labels must be strings or integers"
+    )
+
+
 def hold_out(ds: Dataset, fraction: float, seed: int, stratify_by: str | None) -> tuple[Dataset, Dataset]:
     """Split ``fraction`` of the rows off as an eval set, seeded; per class in the same share when
     ``stratify_by`` names the label column (each class keeps at least one training row)."""
@@ -116,10 +124,7 @@ def hold_out(ds: Dataset, fraction: float, seed: int, stratify_by: str | None) -
     by_class: dict[Any, list[int]] = {}
     for i, value in enumerate(ds[stratify_by]):
         if not isinstance(value, int | str):  # bool is an int
-            raise DataError(
-                f'data.label_field: column "{stratify_by}" holds {type(value).__name__} values such as {value!r}; '
-                "labels must be strings or integers"
-            )
+            raise label_kind_error(stratify_by, value)
         by_class.setdefault(value, []).append(i)
     check_class_count(stratify_by, len(by_class), len(ds), ds.column_names)
     classes = sorted(by_class, key=str)

@@ -256,3 +256,14 @@ def test_a_model_without_a_tokenizer_json_has_no_fast_tokenizer(tmp_path: Path) 
     (tmp_path / "config.json").write_text("{}")
     assert FastTokenizer.for_model(str(tmp_path)) is None
     assert FastTokenizer.for_model(str(tmp_path / "missing")) is None
+
+
+def test_list_labels_are_the_runs_one_line_in_the_histogram_and_no_classes(tmp_path: Path, backend: str) -> None:
+    write_jsonl(tmp_path / "train.jsonl", [{"text": "a", "label": ["x", "y"]}, {"text": "b", "label": ["x"]}])
+    browser = open_as(backend, str(tmp_path / "train.jsonl"))
+    with pytest.raises(DataError) as info:
+        browser.split("train").label_histogram()
+    assert str(info.value) == (
+        "data.label_field: column \"label\" holds list values such as ['x', 'y']; labels must be strings or integers"
+    )
+    assert browser.class_names(["train"]) is None

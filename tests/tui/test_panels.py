@@ -444,6 +444,22 @@ async def test_a_local_model_that_is_not_there_is_marked_in_the_form(
         assert app.config_panel.is_valid
 
 
+async def test_labels_that_are_lists_browse_with_the_runs_one_line_beside_them(
+    make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig, tmp_path: Path
+) -> None:
+    rows = [{"text": f"review {i}", "label": ["good", "bad"][: 1 + i % 2]} for i in range(6)]
+    source = write_jsonl(tmp_path / "lists.jsonl", rows)
+    cfg = dataclasses.replace(workbench_config, data=dataclasses.replace(workbench_config.data, source=str(source)))
+    app = make_app(cfg=cfg)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.data_panel.view is not None, "the rows")
+        assert app.data_panel.error is None and len(app.data_panel.view) == 6
+        assert text_of(app, "#data-hint") == (
+            "data.label_field: column \"label\" holds list values such as ['good']; labels must be strings or "
+            "integers"
+        )
+
+
 async def test_a_notice_shows_a_value_as_typed_even_where_it_reads_as_markup(
     make_app: Callable[..., WorkbenchApp], scripted_engine: ScriptedEngine
 ) -> None:

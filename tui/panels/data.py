@@ -18,7 +18,7 @@ from textual.worker import Worker, WorkerState
 
 from engine.browse import DatasetBrowser, FastTokenizer, LabelCount, Row, Sample, SplitView, TokenizedSample
 from engine.config import DataConfig, RunConfig
-from engine.errors import describe_failure
+from engine.errors import DataError, describe_failure
 from engine.events import LogMessage, text_width
 from engine.splits import choose_eval, describe_eval, train_rows
 from tui import heap
@@ -114,10 +114,12 @@ class DataPanel(Vertical):
             self.classes = classes
 
     class ViewReady(Message):
-        def __init__(self, view: SplitView, histogram: list[LabelCount]) -> None:
+        def __init__(self, view: SplitView, histogram: list[LabelCount], label_problem: str = "") -> None:
             super().__init__()
             self.view = view
             self.histogram = histogram
+            #: Why the label column has no histogram: its values are no classes (a run refuses them).
+            self.label_problem = label_problem
 
     def __init__(self, cfg: RunConfig, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -224,7 +226,10 @@ class DataPanel(Vertical):
         view = browser.split(name)
         if query:
             view = view.filter(query)
-        self.post_message(self.ViewReady(view, view.label_histogram()))
+        try:
+            self.post_message(self.ViewReady(view, view.label_histogram()))
+        except DataError as exc:  # labels a run refuses (lists, records): the rows still browse
+            self.post_message(self.ViewReady(view, [], str(exc)))
 
     @on(ViewReady)
     def _on_view(self, message: ViewReady) -> None:
@@ -239,17 +244,21 @@ class DataPanel(Vertical):
             label_width=min(max((text_width(x) for x in labels), default=1), 16) if view.label_field else 0,
         )
         self.query_one(ScoreBars).set_counts([(c.label, c.count) for c in message.histogram])
-        hint = ""
-        if self.browser is not None and self.browser.label_missing(view.name):
-            hint = f'no column "{self.cfg.data.label_field}" in this split'
-            if self.cfg.task == "classification":
-                hint += ": classification needs one (set data.label_field)"
-        elif view.query and not len(view):
-            hint = f"no rows match “{view.query}”; / edits the filter"
-        elif not message.histogram:
-            hint = "no labels"
-        self.query_one("#data-hint", Static).update(Content(hint))
+        self.query_one("#data-hint", Static).update(Content(self._hint(message)))
         self._idle()
+
+    def _hint(self, shown: ViewReady) -> str:
+        """What the side column says under the histogram: why it is empty, or why the table is."""
+        view = shown.view
+        if shown.label_problem:
+            return shown.label_problem
+        if self.browser is not None and self.browser.label_missing(view.name):
+            missing = f'no column "{self.cfg.data.label_field}" in this split'
+            needed = ": classification needs one (set data.label_field)" if self.cfg.task == "classification" else ""
+            return missing + needed
+        if view.query and not len(view):
+            return f"no rows match “{view.query}”; / edits the filter"
+        return "" if shown.histogram else "no labels"
 
     def _busy(self, text: str) -> None:
         self.query_one("#data-status-row").display = True
