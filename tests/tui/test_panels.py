@@ -455,8 +455,7 @@ async def test_labels_that_are_lists_browse_with_the_runs_one_line_beside_them(
         await until(pilot, lambda: app.data_panel.view is not None, "the rows")
         assert app.data_panel.error is None and len(app.data_panel.view) == 6
         assert text_of(app, "#data-hint") == (
-            "data.label_field: column \"label\" holds list values such as ['good']; labels must be strings or "
-            "integers"
+            "data.label_field: column \"label\" holds list values such as ['good']; labels must be strings or integers"
         )
 
 
@@ -866,6 +865,17 @@ async def test_a_choice_field_is_stepped_through_not_typed_into(make_app: Callab
         assert app.config_panel.editor.value == "true" and app.config_panel.config.train.group_by_length is True
         with pytest.raises(ConfigError, match="expected one of true, false"):
             parse_text(app.config_panel.by_path["train.group_by_length"], "yes")  # pasted or loaded, not typed
+
+
+def test_null_typed_where_null_is_allowed_is_null_not_the_word() -> None:
+    """An empty optional field's placeholder says null: typing it, or YAML's ~, means what it says."""
+    from tui.panels.config import field_specs
+
+    specs = {spec.path: spec for spec in field_specs()}
+    for path in ("data.eval_split", "data.label_field", "launch.accelerate_config", "launch.gpu_ids"):
+        assert specs[path].optional
+        assert parse_text(specs[path], "null") is None and parse_text(specs[path], " ~ ") is None
+    assert parse_text(specs["data.source"], "null") == "null"  # a required text: a file may be named so
 
 
 async def test_the_editor_moves_by_ten_and_leaves_the_form_at_its_ends(make_app: Callable[..., WorkbenchApp]) -> None:

@@ -131,10 +131,11 @@ def format_value(value: Any) -> str:
 
 
 def parse_text(spec: FieldSpec, text: str) -> Any:
-    """The value an editor's text means: empty is null; strings are taken as typed; numbers are YAML scalars."""
+    """The value an editor's text means: empty is null, and so are "null" and "~" where null is allowed (the
+    empty field's placeholder says null); strings are taken as typed; numbers are YAML scalars."""
     if get_origin(spec.kind) is list:
         return text.strip() or []  # the engine splits "a, b"
-    if not text.strip():
+    if not text.strip() or (spec.optional and text.strip() in ("null", "~")):
         return None
     if spec.choices is not None and text.strip() not in spec.choices:
         raise ConfigError(spec.path, f"expected one of {', '.join(spec.choices)}, got {text.strip()!r}")
