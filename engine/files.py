@@ -8,6 +8,7 @@ itself survives a power loss.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import tempfile
@@ -76,7 +77,11 @@ def rename_durably(src: Path, dst: Path) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` whole: a temporary file in the same folder, synced, then renamed over it."""
+    """Write ``text`` to ``path`` whole: a temporary file in the same folder, synced, then renamed over it. A link
+    is written through (the file it names is replaced, the link stays); a device or a pipe is refused."""
+    path = Path(os.path.realpath(path))
+    if path.exists() and not path.is_file():
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     try:  # mkstemp makes the file private (0600): keep the old file's mode, else the umask's
         mode = path.stat().st_mode & 0o777

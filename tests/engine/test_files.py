@@ -48,3 +48,25 @@ def test_files_and_folders_written_whole_get_the_umask_mode_not_a_private_one(tm
     model = tmp_path / "model"
     save_dir_atomically(model, lambda tmp: (tmp / "config.json").write_text("{}"))
     assert model.stat().st_mode & 0o777 == 0o777 & ~_umask()
+
+
+def test_atomic_write_through_a_link_replaces_the_file_it_names_and_keeps_the_link(tmp_path: Path) -> None:
+    real = tmp_path / "presets" / "real.yaml"
+    real.parent.mkdir()
+    real.write_text("a: 1\n")
+    link = tmp_path / "link.yaml"
+    link.symlink_to(real)
+    atomic_write_text(link, "a: 2\n")
+    assert link.is_symlink() and real.read_text() == "a: 2\n"
+    assert sorted(p.name for p in real.parent.iterdir()) == ["real.yaml"]
+
+
+def test_atomic_write_refuses_a_pipe_and_leaves_it_a_pipe(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    pipe = tmp_path / "pipe.yaml"
+    os.mkfifo(pipe)
+    with pytest.raises(OSError, match="not a regular file"):
+        atomic_write_text(pipe, "a: 1\n")
+    assert stat.S_ISFIFO(pipe.stat().st_mode) and [p.name for p in tmp_path.iterdir()] == ["pipe.yaml"]

@@ -647,6 +647,31 @@ async def test_save_writes_the_form_and_load_reads_a_file(
         assert app.config_panel.config == other
 
 
+async def test_a_pipe_is_not_loaded_and_a_link_is_saved_through(
+    make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig
+) -> None:
+    """Read on the UI thread, a pipe would hold the workbench until something writes to it; a preset kept as a
+    link to a shared file stays a link."""
+    import os
+
+    os.mkfifo("pipe.yaml")
+    Path("shared").mkdir()
+    save_config(workbench_config, "shared/real.yaml")
+    Path("link.yaml").symlink_to(Path("shared/real.yaml").resolve())
+    app = make_app(panel="config")
+    async with app.run_test(size=(100, 40)) as pilot:
+        await until(pilot, lambda: app.config_panel.form_built, "the form is built")
+        app.query_one("#config-path", Input).value = "pipe.yaml"
+        await pilot.press("ctrl+l")
+        await pilot.pause()
+        assert "pipe.yaml: not a regular file (a pipe or a device)" in text_of(app, "#config-status")
+        app.query_one("#config-path", Input).value = "link.yaml"
+        await pilot.press("ctrl+l")
+        await pilot.pause()
+        await edit_then_press(pilot, app, "train.num_train_epochs", "5", "ctrl+s")
+        assert Path("link.yaml").is_symlink() and load_config("shared/real.yaml").train.num_train_epochs == 5
+
+
 async def test_a_file_field_naming_no_user_a_folder_or_nothing_says_so(make_app: Callable[..., WorkbenchApp]) -> None:
     app = make_app(panel="config")
     async with app.run_test(size=(100, 40)) as pilot:

@@ -649,6 +649,10 @@ class ConfigPanel(Vertical):
 
     def load_path(self, path: str) -> bool:
         """Load a YAML config into the form; False (with the message shown) when it cannot be used."""
+        target = Path(path).expanduser()
+        if target.exists() and not target.is_file() and not target.is_dir():  # read here, a pipe holds the UI
+            self._path_status(f"{path}: not a regular file (a pipe or a device); give a .yaml config file")
+            return False
         try:
             cfg = load_config(path)
         except ConfigError as exc:
