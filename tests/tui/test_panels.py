@@ -459,6 +459,20 @@ async def test_labels_that_are_lists_browse_with_the_runs_one_line_beside_them(
         )
 
 
+async def test_a_source_without_the_train_split_says_so_in_the_title(
+    make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig, tmp_path: Path
+) -> None:
+    """Its files are splits of other names: the panel browses them, and says what a run would refuse."""
+    folder = tmp_path / "splits"
+    write_jsonl(folder / "data.jsonl", sentiment_rows(8))
+    write_jsonl(folder / "other.jsonl", sentiment_rows(4))
+    cfg = dataclasses.replace(workbench_config, data=dataclasses.replace(workbench_config.data, source=str(folder)))
+    app = make_app(cfg=cfg)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await until(pilot, lambda: app.data_panel.view is not None, "the rows")
+        assert "no train split to train on: set data.train_split" in text_of(app, "#data-title")
+
+
 async def test_a_notice_shows_a_value_as_typed_even_where_it_reads_as_markup(
     make_app: Callable[..., WorkbenchApp], scripted_engine: ScriptedEngine
 ) -> None:

@@ -308,7 +308,9 @@ class DataPanel(Vertical):
             sizes = {name: len(split) for name, split in self.browser.splits.items()}
             labelled = self.cfg.task == "classification"
             trains = train_rows(self.cfg.data, sizes, needs_labels=labelled)
-            if trains is not None and trains != sizes[self.cfg.data.train_split]:  # data.train_size, a held-out share
+            if trains is None:  # what a run would refuse at once
+                parts.append(f"no {self.cfg.data.train_split} split to train on: set data.train_split")
+            elif trains != sizes[self.cfg.data.train_split]:  # data.train_size, a held-out share
                 parts.append(f"a run trains on {trains:,}")
             parts.append("eval: " + describe_eval(self.cfg.data, sizes, needs_labels=labelled))
         self.query_one("#data-title", Static).update(Content(" · ".join(parts)))
