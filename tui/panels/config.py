@@ -64,6 +64,15 @@ class FieldSpec:
     doc: str
 
 
+def _is_special(path: str) -> bool:
+    """Whether ``path`` is a pipe, a device or a socket; False where it names nothing (load_config says why)."""
+    try:
+        target = Path(path).expanduser()
+        return target.exists() and not target.is_file() and not target.is_dir()
+    except (OSError, ValueError, RuntimeError):  # RuntimeError: ~user of no such user
+        return False
+
+
 def is_run_record(path: Path) -> bool:
     """Whether ``path`` is a run folder's config.yaml: what the run trained with, never to be overwritten."""
     return path.name == RUN_CONFIG_FILE and (path.parent / EVENTS_FILE).exists()
@@ -649,8 +658,7 @@ class ConfigPanel(Vertical):
 
     def load_path(self, path: str) -> bool:
         """Load a YAML config into the form; False (with the message shown) when it cannot be used."""
-        target = Path(path).expanduser()
-        if target.exists() and not target.is_file() and not target.is_dir():  # read here, a pipe holds the UI
+        if _is_special(path):  # read here, a pipe would hold the UI until something writes to it
             self._path_status(f"{path}: not a regular file (a pipe or a device); give a .yaml config file")
             return False
         try:
