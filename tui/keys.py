@@ -136,9 +136,15 @@ def palette_commands(app: WorkbenchApp) -> Iterator[SystemCommand]:
             yield SystemCommand(title, f"{key_text(app, binding)}", _runner(app, place.panel, binding.action))
 
 
+#: App actions whose key acts on the Train panel alone (WorkbenchApp.check_action): their command shows it first.
+ON_TRAIN = ("start",)
+
+
 def _runner(app: WorkbenchApp, panel: str | None, action: str) -> Callable[[], Awaitable[None]]:
     async def run() -> None:
         if panel is None:
+            if action in ON_TRAIN:
+                app.action_show_panel("train")
             await app.run_action(action)
             return
         app.action_show_panel(panel)

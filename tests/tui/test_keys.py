@@ -165,6 +165,17 @@ async def test_ctrl_p_palette_offers_every_bound_action_and_runs_it(make_app: Ca
         ]
 
 
+async def test_the_palettes_start_from_another_panel_shows_train_and_starts(
+    make_app: Callable[..., WorkbenchApp], scripted_engine: ScriptedEngine
+) -> None:
+    """s acts on the Train panel alone; its command, run from the Data panel, goes there as s would."""
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("ctrl+p", *"Start a run with the current config", "enter")
+        await until(pilot, lambda: bool(scripted_engine.runners), "the run")
+        assert app.active_panel == "train"
+
+
 async def test_escape_leaves_a_text_field_so_single_keys_act_again(make_app: Callable[..., WorkbenchApp]) -> None:
     app = make_app(panel="predict")
     async with app.run_test() as pilot:
