@@ -473,6 +473,19 @@ async def test_a_source_without_the_train_split_says_so_in_the_title(
         assert "no train split to train on: set data.train_split" in text_of(app, "#data-title")
 
 
+async def test_the_epoch_tables_columns_follow_the_configs_task_before_a_run(
+    make_app: Callable[..., WorkbenchApp],
+) -> None:
+    app = make_app(panel="config")
+    async with app.run_test(size=(100, 40)) as pilot:
+        await on_field(pilot, app, "task")
+        titles = lambda: [c.title for c in app.query_one(EpochTable)._columns]  # noqa: E731
+        assert "macro-F1" in titles()
+        edit_field(app, "task", "masked-lm")
+        await pilot.pause()
+        assert "perplexity" in titles() and "macro-F1" not in titles()
+
+
 async def test_a_notice_shows_a_value_as_typed_even_where_it_reads_as_markup(
     make_app: Callable[..., WorkbenchApp], scripted_engine: ScriptedEngine
 ) -> None:

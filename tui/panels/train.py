@@ -130,6 +130,9 @@ class TrainPanel(Vertical):
         self.cfg = cfg
         if not self.state.active:
             self._render_status()
+            if not self.curves.epochs and self.curves.task != cfg.task:  # no run shown: the columns of the next
+                self.curves.task = cfg.task
+                self.query_one(EpochTable).show(self.curves)
 
     def set_state(self, state: RunState, detail: str = "") -> None:
         # The speed and ETA show while the run trains only: they go while it is paused or once it has ended.
