@@ -67,8 +67,10 @@ def key_places(app: App[Any]) -> list[KeyPlace]:
     listed = [b for b in everywhere if b.description or b.tooltip]
     # App bindings that the app's check_action lets act only in some places: the help says where.
     run_keys = {"start": "Train", "toggle_pause": RUN_GOING, "resume_run": RUN_GOING, "stop": STOP_GOING}
+    # A dialog or the sample view holds every key but the priority ones (ctrl+q): the rest act on the panels.
     return [
-        KeyPlace("everywhere", tuple(b for b in listed if b.action not in run_keys)),
+        KeyPlace("everywhere", tuple(b for b in listed if b.action not in run_keys and b.priority)),
+        KeyPlace("every panel", tuple(b for b in listed if b.action not in run_keys and not b.priority)),
         *(
             KeyPlace(where, tuple(b for b in listed if run_keys.get(b.action) == where))
             for where in dict.fromkeys(run_keys.values())
