@@ -305,6 +305,20 @@ async def test_escape_from_the_filter_leaves_the_data_keys_working(make_app: Cal
         assert app.query_one("#data-filter", Input).value == "", "the field shows the filter in force"
 
 
+async def test_another_source_shows_its_rows_unfiltered(
+    make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig
+) -> None:
+    app = make_app()
+    async with app.run_test() as pilot:
+        await until(pilot, lambda: app.data_panel.view is not None, "the train split shows")
+        await pilot.press("slash", *"sushi", "enter")
+        await until(pilot, lambda: app.data_panel.view is not None and app.data_panel.view.query == "sushi", "filter")
+        app.data_panel.set_config(validate_field(workbench_config, "data.source", "reviews-sample"))
+        await until(pilot, lambda: app.data_panel.view is not None, "the other source's rows")
+        assert app.data_panel.view.query == "" and app.query_one("#data-filter", Input).value == ""
+        assert len(app.data_panel.view) == app.data_panel.view.total_rows
+
+
 async def open_first_sample(app: WorkbenchApp, pilot: Any) -> SampleScreen:
     """Enter on the Data panel's first row, once the train split shows: the sample view."""
     await until(pilot, lambda: app.data_panel.view is not None, "the train split shows")

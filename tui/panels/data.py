@@ -178,6 +178,9 @@ class DataPanel(Vertical):
 
     def load(self) -> None:
         key = self.wanted_key
+        if self._loaded_key is not None and key[0] != self._loaded_key[0]:  # another source: its own rows, unfiltered
+            self.applied_filter = ""
+            self.query_one("#data-filter", Input).value = ""
         self._loaded_key = key
         self.browser = None
         self.view = None
