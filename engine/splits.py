@@ -112,7 +112,7 @@ def hold_out(ds: Dataset, fraction: float, seed: int, stratify_by: str | None) -
     if n_eval >= len(ds):
         smaller = "use a smaller share, or " if len(ds) > 1 else "add rows, or "  # one row: no share leaves one
         raise DataError(
-            f"data.eval_fraction: {fraction:g} of {len(ds)} training row{'s' if len(ds) != 1 else ''} leaves none "
+            f"data.eval_fraction: {fraction:g} of {plural(len(ds), 'training row')} leaves none "
             f"to train on; {smaller}data.eval_fraction: null to train without an eval set"
         )
     if stratify_by is None:

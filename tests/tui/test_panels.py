@@ -473,7 +473,7 @@ async def test_labels_that_are_lists_browse_with_the_runs_one_line_beside_them(
         )
 
 
-async def test_a_source_without_the_train_split_says_so_in_the_title(
+async def test_a_source_without_rows_to_train_on_says_so_in_the_title(
     make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig, tmp_path: Path
 ) -> None:
     """Its files are splits of other names: the panel browses them, and says what a run would refuse."""
@@ -485,6 +485,11 @@ async def test_a_source_without_the_train_split_says_so_in_the_title(
     async with app.run_test(size=(160, 40)) as pilot:
         await until(pilot, lambda: app.data_panel.view is not None, "the rows")
         assert "no train split to train on: set data.train_split" in text_of(app, "#data-title")
+    one = write_jsonl(tmp_path / "one.jsonl", sentiment_rows(1))
+    app = make_app(cfg=dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source=str(one))))
+    async with app.run_test(size=(160, 40)) as pilot:
+        await until(pilot, lambda: app.data_panel.view is not None, "the row")
+        assert "no row left to train on: the eval share takes them all" in text_of(app, "#data-title")
 
 
 async def test_the_epoch_tables_columns_follow_the_configs_task_before_a_run(
