@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -77,9 +78,11 @@ def _load_files(label: str, data_files: dict[str, list[str]]) -> DatasetDict:
     suffix = suffixes.pop()
     check_not_empty(data_files)
     builder, extra = BUILDERS[suffix]
+    # datasets reads data_files as glob patterns: a folder named "a[b]" would be a character class
+    patterns = {split: [glob.escape(f) for f in files] for split, files in data_files.items()}
     try:
         with _builders_quiet():
-            return datasets.load_dataset(builder, data_files=data_files, **extra)
+            return datasets.load_dataset(builder, data_files=patterns, **extra)
     except UnicodeDecodeError:
         raise DataError(f"data.source: {label} is not UTF-8 text; re-save it as UTF-8") from None
     except Exception as exc:

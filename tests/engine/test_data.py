@@ -296,3 +296,10 @@ def test_an_eval_set_of_one_row_says_row() -> None:
 
     assert EvalChoice(fraction=0.1).describe(1) == "10% of train (1 row)"
     assert EvalChoice(split="test").describe(2) == "test split (2 rows)"
+
+
+def test_a_file_in_a_folder_named_like_a_glob_pattern_loads(tmp_path: Path) -> None:
+    """datasets reads data_files as patterns, where "[b]" is a character class."""
+    src = write_jsonl(tmp_path / "a[b]" / "d.jsonl", sentiment_rows(10))
+    cfg = DataConfig(source=str(src), eval_split=None, eval_fraction=None)
+    assert len(load_splits(cfg, needs_labels=True).train) == 10
