@@ -109,6 +109,17 @@ def build_parser() -> argparse.ArgumentParser:
 # run
 
 
+def shown_message(message: str) -> str:
+    """A library's warning as a run's terminal shows it: its first line, and the lines it introduces with a
+    colon (transformers' list of the arguments a resumed run changed), up to five."""
+    lines = message.splitlines()
+    if not lines:
+        return ""
+    if not lines[0].rstrip().endswith(":"):
+        return lines[0]
+    return "\n".join([lines[0], *("  " + line.strip() for line in lines[1:6] if line.strip())])
+
+
 class _Console:
     """Renders a run's events with rich: a progress bar and a table row per epoch."""
 
@@ -139,6 +150,8 @@ class _Console:
         self.started: Any = None
 
     def __call__(self, event: Any) -> None:
+        from rich.markup import escape  # paths, notes and library messages are text, never markup
+
         from engine import events as ev
 
         c = self.progress.console
@@ -158,20 +171,20 @@ class _Console:
             self.progress.update(self.task_id, eta="-")
         if isinstance(event, ev.Status):
             if self.task_id is None:
-                c.print(f"[dim]{event.stage}[/dim] {event.detail}")
+                c.print(f"[dim]{event.stage}[/dim] {escape(event.detail)}")
         elif isinstance(event, ev.LogMessage):
-            c.print(f"[yellow]{event.level}:[/yellow] {event.message.splitlines()[0] if event.message else ''}")
+            c.print(f"[yellow]{event.level}:[/yellow] {escape(shown_message(event.message))}")
         elif isinstance(event, ev.RunFinished) and event.note:
-            c.print(event.note)
+            c.print(escape(event.note))
         elif isinstance(event, ev.RunStarted):
             self.lm = event.task != "classification"
             self.started = event
             c.print(
-                f"[bold]{event.run_name}[/bold]: {event.task} with {event.engine} "
+                f"[bold]{escape(event.run_name)}[/bold]: {event.task} with {event.engine} "
                 f"on {event.device} ({event.compute_text}"
                 f"{f', {event.num_processes} processes, {event.backend}' if event.num_processes > 1 else ''}), "
                 f"{event.parameters_text}, {event.num_train_samples} train samples, "
-                f"eval: {event.eval_set or f'{event.num_eval_samples} rows'}, {event.total_steps} steps"
+                f"eval: {escape(event.eval_set) or f'{event.num_eval_samples} rows'}, {event.total_steps} steps"
             )
             if self.task_id is None:
                 self.progress.start()
@@ -214,7 +227,7 @@ class _Console:
         elif isinstance(event, ev.Resumed):
             c.print(f"[yellow]resumed at step {event.step}[/yellow]")
         elif isinstance(event, ev.CheckpointSaved):
-            c.print(f"[dim]checkpoint saved: {event.path}[/dim]")
+            c.print(f"[dim]checkpoint saved: {escape(event.path)}[/dim]")
 
     def _advance(self, step: int, **fields: Any) -> None:
         self.step = max(self.step, step)

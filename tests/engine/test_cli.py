@@ -261,6 +261,26 @@ def test_the_runs_first_line_names_its_precision_and_cpu_threads(capsys: pytest.
     assert " on cpu (fp32, 1 thread), " in capsys.readouterr().out.splitlines()[0]
 
 
+def test_paths_and_warnings_print_as_written_with_the_lines_a_colon_introduces(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Rich would read "[b]" in a folder's name as bold, and "[/x]" as a tag it cannot close."""
+    from engine.events import LogMessage, Status
+
+    view = cli._Console()
+    view(Status("loading data", "/data/a[b]/[/x]/reviews.jsonl"))
+    changed = "Warning: The following arguments do not match the ones in the trainer_state.json:\n- logging_steps: 5"
+    view(LogMessage("warning", changed + "\n\n"))
+    view(LogMessage("warning", "list[str] inputs only\nTraceback (most recent call last): ..."))
+    view.close()
+    assert [line for line in capsys.readouterr().out.splitlines() if line] == [
+        "loading data /data/a[b]/[/x]/reviews.jsonl",
+        "warning: Warning: The following arguments do not match the ones in the trainer_state.json:",
+        "  - logging_steps: 5",
+        "warning: list[str] inputs only",
+    ]
+
+
 def test_a_score_table_lines_up_labels_that_take_two_cells_a_character() -> None:
     from rich.cells import cell_len
 
