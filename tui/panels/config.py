@@ -587,7 +587,8 @@ class ConfigPanel(Vertical):
         state = f"{len(problems)} invalid" if problems else "valid"
         changes = f"{len(differs)} changed from file" if differs else "as in file"
         origin = f" · from {self.config.output.parent}" if self.config.output.parent else ""
-        self.query_one("#config-title", Static).update(Content(f"{TITLE} · {self.path}{origin} · {changes} · {state}"))
+        # the path last: the line is cut at its end, and at 80 columns a long path would hide the state
+        self.query_one("#config-title", Static).update(Content(f"{TITLE} · {state} · {changes} · {self.path}{origin}"))
 
     @on(DescendantFocus)
     def _show_help(self, event: DescendantFocus) -> None:
