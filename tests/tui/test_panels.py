@@ -1284,6 +1284,7 @@ async def test_a_base_classifier_is_named_with_the_datas_classes_as_a_run_would_
 
         app.predict_panel.set_config(with_(model={"num_labels": 5}))
         assert app.predict_panel.base_classes() == ["2", "7", "10", "33", "LABEL_4"]
+        assert app.predict_panel.result is None, "the bars of four classes do not stand for a model of five"
         for other in (
             with_(model={"num_labels": 3}),
             with_(data={"eval_split": "validation"}),

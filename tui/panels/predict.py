@@ -194,7 +194,7 @@ class PredictPanel(Vertical):
         #: The run ctrl+b set aside (folder, origin), which ctrl+b brings back.
         self.set_aside: tuple[str, str] | None = None
         #: (base, fine-tuned, mode) the sides show results of, or hints for.
-        self._models_shown: tuple[str, str | None, str] | None = None
+        self._models_shown: tuple[str, str | None, str, tuple[str, ...]] | None = None
         #: The classes of the data's label column, with the data config the Data panel read them for.
         self._data_classes: tuple[tuple[str, str | None, str, str | None], list[str]] | None = None
         #: The data config the Data panel last answered for, with classes or without (no label column, an error).
@@ -224,8 +224,9 @@ class PredictPanel(Vertical):
         """The model the base side predicts with: the run's starting model, else the config's."""
         return (self.tuned_config or self.cfg).model.name_or_path
 
-    def _models(self) -> tuple[str, str | None, str]:
-        return self.base, self.tuned, self.mode
+    def _models(self) -> tuple[str, str | None, str, tuple[str, ...]]:
+        """What the results shown answer for: the models, the task, and the classes the base is given."""
+        return self.base, self.tuned, self.mode, tuple(self.base_classes())
 
     def compose(self) -> ComposeResult:
         yield Static(TITLE, id="predict-title", classes="panel-title")
@@ -295,6 +296,8 @@ class PredictPanel(Vertical):
         text, self._waits_for_classes = self._waits_for_classes, None
         if text is not None:  # the config changed while its classes were read: predict() asks again
             self.predict(text)
+        elif self.is_mounted:
+            self._refresh_models()  # bars of the last classes would read as these classes' answer
 
     def _classes_unread(self) -> bool:
         """Whether the base alone would classify before the data's classes are known, as a 2-label model."""
@@ -427,6 +430,7 @@ class PredictPanel(Vertical):
         )
         self.busy = True
         self._asked = text
+        self._models_shown = self._models()  # what its answer will be shown for
         both = "both models" if self.tuned else self.cfg.model.name_or_path
         self._status(f"predicting with {both}… (the first query loads the models)")
         self._worker = self._run(request)
