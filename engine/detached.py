@@ -115,14 +115,16 @@ class DetachedRun:
             )
         before = load_config(run.config_path)
         after = load_config(run.config_path, overrides)
-        old, new = last_processes(run) or launch_processes(before), launch_processes(after)
+        old = last_processes(run) or launch_processes(before, warn=False)
+        new = launch_processes(after, warn=False)  # said once, as the resumed run is started
         if new != old:
             t = before.train
             batch = t.per_device_train_batch_size * old
             if batch % new:
                 raise UserError(
                     f"launch.num_processes={new}: the run's global batch of {batch} (per_device_train_batch_size "
-                    f"{t.per_device_train_batch_size} × {old} processes) does not split over {new}; pick a divisor "
+                    f"{t.per_device_train_batch_size} × {plural(old, 'process', 'processes')}) does not split over "
+                    f"{new}; pick a divisor "
                     f"of {batch}"
                 )
             after = dataclasses.replace(
@@ -349,9 +351,10 @@ def last_processes(run: RunDir) -> int | None:
     return None
 
 
-def launch_processes(cfg: RunConfig) -> int:
+def launch_processes(cfg: RunConfig, *, warn: bool = True) -> int:
     """The processes ``cfg.launch`` asks for on this machine (``auto`` resolved); raises ConfigError, naming the
-    key, where the GPUs or cores are too few. Without an accelerate config, more than 1 means torchrun."""
+    key, where the GPUs or cores are too few. Without an accelerate config, more than 1 means torchrun.
+    ``warn``: say that processes on CPU share its cores (once, where the run is started)."""
     launch = cfg.launch
     if launch.num_processes == 1 and launch.gpu_ids is None:
         return 1  # the common case: no torch import in the front
@@ -389,7 +392,7 @@ def launch_processes(cfg: RunConfig) -> int:
                 "launch.num_processes",
                 f"{n} processes on CPU, but this machine has {cores} cores; set it to {cores} or less",
             )
-        if n > 1:
+        if n > 1 and warn:
             log.warning(
                 "launch.num_processes: %d processes share %d CPU cores; on CPU this checks a many-GPU setup rather "
                 "than speeding training up",

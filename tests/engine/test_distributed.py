@@ -4,6 +4,7 @@ commands that reach every rank."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -172,7 +173,7 @@ def test_pause_and_stop_reach_both_processes_and_the_stopped_run_resumes_on_one(
 
 
 def test_a_resumed_run_changes_only_its_processes_and_keeps_its_global_batch(
-    make_config: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+    make_config: Callable[..., Any], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(os, "cpu_count", lambda: 4)  # room for 2 processes on any CI machine
     cfg = make_config({"train.per_device_train_batch_size": 3})
@@ -184,7 +185,7 @@ def test_a_resumed_run_changes_only_its_processes_and_keeps_its_global_batch(
         DetachedRun.relaunch(run.path, ["launch.num_processes=2", "train.seed=3"])
     with pytest.raises(
         UserError,
-        match=r"^launch.num_processes=2: the run's global batch of 3 \(per_device_train_batch_size 3 × 1 processes\) "
+        match=r"^launch.num_processes=2: the run's global batch of 3 \(per_device_train_batch_size 3 × 1 process\) "
         r"does not split over 2; pick a divisor of 3$",
     ):
         DetachedRun.relaunch(run.path, ["launch.num_processes=2"])
@@ -194,6 +195,13 @@ def test_a_resumed_run_changes_only_its_processes_and_keeps_its_global_batch(
         DetachedRun.relaunch(run.path, ["launch.backend=smoke-signals"])
     assert DetachedRun.relaunch(run.path, ["launch.num_processes=1", "launch.backend=gloo"]) is None
     assert load_config(run.config_path).launch.backend == "gloo"
+
+    even = create_run_dir(make_config({"train.per_device_train_batch_size": 4}))
+    EventLog(even.events_path).write(run_started(run_dir=str(even.path), run_name=even.name, num_processes=1))
+    with caplog.at_level(logging.WARNING, logger="tunebench.detached"):
+        note = DetachedRun.relaunch(even.path, ["launch.num_processes=2"])
+    assert note is not None and note.startswith(f"{even.name} trained on 1 process and goes on with 2, 2 samples each")
+    assert caplog.records == [], "processes sharing the cores is said once, where the resumed run starts"
 
 
 def test_a_bad_launch_value_names_its_key(make_config: Callable[..., Any]) -> None:
