@@ -259,7 +259,8 @@ class _Console:
         )
 
     def close(self) -> None:
-        self.progress.stop()
+        if self.task_id is not None:  # a bar never started would still end in an empty line
+            self.progress.stop()
 
 
 def _handle_for(args: argparse.Namespace, subscribers: list[Any]) -> Any:
