@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 import random
 import re
 import shutil
@@ -169,7 +170,14 @@ def prune(checkpoints_dir: Path, keep: int, protected: set[Path | None]) -> None
         if excess <= 0:
             break
         if old not in protected:
-            shutil.rmtree(old, ignore_errors=True)
+            # Renamed first, so that it goes at once for a reader (predict on a live run), not file by file; a
+            # leftover of a kill mid-delete is a temporary folder that remove_partial clears.
+            gone = old.with_name(f"{_TEMP_PREFIX}pruned-{old.name}")
+            try:
+                os.replace(old, gone)
+            except OSError:
+                gone = old
+            shutil.rmtree(gone, ignore_errors=True)
             excess -= 1
 
 

@@ -489,14 +489,17 @@ def load_predictor(
         placed = pick_device(device)
     except ModelError as exc:
         raise _as_predict_error(exc) from None
+    # A live run deletes its older checkpoints as it saves newer ones (save_total_limit): one that went while it
+    # was picked or loaded gives way to the newest.
     for _ in range(_ROTATION_TRIES):
-        path = resolve(model)
+        try:
+            path = resolve(model)
+        except FileNotFoundError:  # the latest checkpoint went as it was looked at
+            continue
         try:
             return _load_cached(model, path, task, placed, trust_remote_code, label_names)
         except Exception:
-            # A live run deletes its older checkpoints as it saves newer ones (save_total_limit): one that went
-            # while it loaded gives way to the newest.
-            if Path(path).parent.name != CHECKPOINTS_DIR or Path(path).exists():
+            if Path(path).parent.name != CHECKPOINTS_DIR or not _replaced(model, path):
                 raise
     raise PredictError(
         f"model: {model} replaced its checkpoints faster than they loaded; ask again, or wait for the run to end"
@@ -505,6 +508,14 @@ def load_predictor(
 
 #: Loads of a live run's latest checkpoint before giving up, each after the one before was rotated away.
 _ROTATION_TRIES = 3
+
+
+def _replaced(model: str, checkpoint: str) -> bool:
+    """Whether ``checkpoint``, ``model``'s latest when it was picked, is gone or is no longer its latest."""
+    try:
+        return not Path(checkpoint).exists() or resolve(model) != checkpoint
+    except (UserError, OSError):
+        return True  # the next try says what is wrong, if anything
 
 
 def _load_cached(

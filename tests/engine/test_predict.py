@@ -380,6 +380,17 @@ def test_a_checkpoint_rotated_away_while_it_loads_gives_way_to_the_newest(
     assert isinstance(got, ClassifyResult)
     assert any(w.startswith(f"{older.name}: the run has no model yet") for w in got.warnings), got.warnings
 
+    def newer_saved_while_loading(name: str, path: str, *args: Any, **kwargs: Any) -> Any:
+        if Path(path).name != "checkpoint-50":  # half deleted, as a prune leaves it for a moment
+            shutil.copytree(path, Path(path).with_name("checkpoint-50"))
+            raise OSError(f"no file named model.safetensors in {path}")
+        return build(name, path, *args, **kwargs)
+
+    monkeypatch.setattr(predict_module, "_build", newer_saved_while_loading)
+    predict_module.clear_cache()
+    got = predict(str(result.run_dir), "good cafe", device="cpu")
+    assert any(w.startswith("checkpoint-50: the run has no model yet") for w in got.warnings), got.warnings
+
     saves = iter(range(100, 200))
 
     def always_rotated(name: str, path: str, *args: Any, **kwargs: Any) -> Any:
