@@ -716,6 +716,17 @@ async def test_a_pipe_is_not_loaded_and_a_link_is_saved_through(
         await pilot.pause()
         await edit_then_press(pilot, app, "train.num_train_epochs", "5", "ctrl+s")
         assert Path("link.yaml").is_symlink() and load_config("shared/real.yaml").train.num_train_epochs == 5
+        record = Path("runs/20240101-000000-r1")  # a run's config.yaml, which a link must not let a save replace
+        record.mkdir(parents=True)
+        save_config(workbench_config, record / "config.yaml")
+        (record / "events.jsonl").touch()
+        Path("best.yaml").symlink_to(record.resolve() / "config.yaml")
+        before = (record / "config.yaml").read_bytes()
+        app.query_one("#config-path", Input).value = "best.yaml"
+        await pilot.press("ctrl+s", "ctrl+s")
+        await pilot.pause()
+        assert "not saved: best.yaml is the record of run 20240101-000000-r1" in text_of(app, "#config-status")
+        assert (record / "config.yaml").read_bytes() == before
 
 
 async def test_a_file_field_naming_no_user_a_folder_or_nothing_says_so(make_app: Callable[..., WorkbenchApp]) -> None:

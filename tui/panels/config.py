@@ -737,9 +737,9 @@ class ConfigPanel(Vertical):
         if target.is_dir():
             self._path_status(f"not saved: {path} is a folder; name a file in it (e.g. {path.rstrip('/')}/my-run.yaml)")
             return
-        if is_run_record(target):
+        if is_run_record(target.resolve()):  # a link to a run's record would be written through
             self._path_status(
-                f"not saved: {path} is the record of run {Path(path).parent.name}; name a new file above "
+                f"not saved: {path} is the record of run {target.resolve().parent.name}; name a new file above "
                 "(e.g. sample_configs/my-run.yaml)"
             )
             return
