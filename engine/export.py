@@ -89,6 +89,9 @@ def check_destination(out: Path, source: RunDir, *, force: bool) -> None:
         raise UserError(f"export: {out} is inside the run {source.name}; pick a folder outside it")
     if _is_run(out):
         raise UserError(f"export: {out} is the folder of the run {out.name}; pick another folder")
+    inside = next((p for p in out.resolve().parents if _is_run(p)), None)
+    if inside is not None:  # another run's model/ or a checkpoint: --force would replace a part of it
+        raise UserError(f"export: {out} is inside the run {inside.name}; pick a folder outside it")
     held = next((c for c in out.iterdir() if _is_run(c)), None) if out.is_dir() else None
     if held is not None:  # a runs folder: --force would replace every run in it
         raise UserError(f"export: {out} holds the run {held.name}; pick a folder of its own")
@@ -106,11 +109,16 @@ def check_destination(out: Path, source: RunDir, *, force: bool) -> None:
         raise NotEmptyError(out)
 
 
+#: Files of weights: what makes a folder with a config.json a model's, not a project's that has one.
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.gguf")
+
+
 def _is_model_folder(folder: Path) -> bool:
-    """Whether ``folder`` is a model folder such as an earlier export: a config of a model or an adapter, and no
-    subfolder."""
+    """Whether ``folder`` is a model folder such as an earlier export: a config of a model or an adapter, its
+    weights, and no subfolder."""
     has_config = (folder / "config.json").is_file() or (folder / adapters.ADAPTER_CONFIG).is_file()
-    return has_config and not any(c.is_dir() for c in folder.iterdir())
+    has_weights = any(any(folder.glob(pattern)) for pattern in WEIGHT_FILES)
+    return has_config and has_weights and not any(c.is_dir() for c in folder.iterdir())
 
 
 def _is_run(folder: Path) -> bool:
@@ -271,7 +279,7 @@ def add_parsers(sub: Any) -> None:
     parser.add_argument(
         "--merge", action="store_true", help="LoRA runs: merge the adapter into the base (else: the adapter alone)"
     )
-    parser.add_argument("--force", action="store_true", help="replace what OUT holds")
+    parser.add_argument("--force", action="store_true", help="replace the model folder OUT holds (an earlier export)")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="then upload OUT to this model repo")
     parser.add_argument("--runs-dir", default="runs", help=RUNS_DIR_HELP)
     parser.set_defaults(handler=cmd_export)

@@ -115,7 +115,7 @@ class ExportChoice:
 
 class ExportScreen(ModalScreen[ExportChoice | None]):
     """Asks where to export a run's model (``tunebench export``): the folder, whether to merge a LoRA adapter
-    into its base, and whether to replace what the folder holds. An export that failed opens it again with the
+    into its base, and whether to replace a model already there. An export that failed opens it again with the
     same answers (``choice``) and why (``error``), to fix the one at fault."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -137,7 +137,7 @@ class ExportScreen(ModalScreen[ExportChoice | None]):
             yield Checkbox(
                 "merge the LoRA adapter into its base (a standalone model)", self.choice.merge, id="export-merge"
             )
-            yield Checkbox("replace what the folder holds", self.choice.force, id="export-force")
+            yield Checkbox("replace the model already there", self.choice.force, id="export-force")
             yield Static(self.error, id="export-error", classes="error")
             yield Static("enter exports · tab moves · esc cancels", classes="hint")
 

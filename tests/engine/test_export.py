@@ -146,6 +146,18 @@ def test_export_never_replaces_a_folder_of_other_files_even_forced(
     assert sorted(p.name for p in project.iterdir()) == ["notes.txt", "runs", "train.py"]
     assert (project / "runs" / full_run.name / "model" / "model.safetensors").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["project"], "no temporary folder is left beside it"
+    inner = project / "runs" / full_run.name / "model"  # another run's model: a part of that run
+    assert main(["export", str(lora_run), str(inner), "--force"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"tunebench: error: export: {inner} is inside the run {full_run.name}; pick a folder outside it"
+    ]
+    assert (inner / "model.safetensors").is_file()
+    (project / "runs" / full_run.name).rename(tmp_path / "moved")  # a project of files with a config.json
+    (project / "runs").rmdir()
+    (project / "config.json").write_text("{}", encoding="utf-8")
+    assert main(["export", str(lora_run), str(project), "--force"]) == 2
+    assert "not an exported model" in capsys.readouterr().err
+    assert (project / "train.py").is_file()
 
 
 def test_export_into_the_current_folder_points_to_a_folder_of_its_own(

@@ -1990,7 +1990,7 @@ async def test_e_exports_the_highlighted_runs_model_to_the_folder_given(
         await until(pilot, lambda: isinstance(app.screen, ExportScreen), "the dialog again")
         assert app.screen.query_one("#export-out", Input).value == "exports/mine"
         assert str(app.screen.query_one("#export-error", Static).render()) == (
-            "exports/mine holds a model already: tick “replace what the folder holds”, or pick another folder"
+            "exports/mine holds a model already: tick “replace the model already there”, or pick another folder"
         )
         Path("exports/notes").mkdir()
         Path("exports/notes/notes.txt").write_text("mine")

@@ -131,7 +131,7 @@ def _entry_cell(entry: queue.QueueEntry) -> str:
 
 
 def _not_empty(exc: NotEmptyError) -> str:
-    return f"{exc.out} holds a model already: tick “replace what the folder holds”, or pick another folder"
+    return f"{exc.out} holds a model already: tick “replace the model already there”, or pick another folder"
 
 
 def row_cells(rows: list[Row]) -> list[tuple[str, ...]]:
