@@ -303,8 +303,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             failures.append(event)
         elif isinstance(event, RunStarted) and handle.run_dir is not None and not failures:
             view.progress.console.print(
-                f"[dim]{handle.run_dir.path} (pid {handle.pid}); if this terminal goes, the run trains on: "
-                f"tunebench follow {run_ref(handle.run_dir)}[/dim]",
+                f"{handle.run_dir.path} (pid {handle.pid}); if this terminal goes, the run trains on: "
+                f"tunebench follow {run_ref(handle.run_dir)}",
+                style="dim",
+                markup=False,
                 soft_wrap=True,
             )
 
@@ -505,7 +507,9 @@ def cmd_show_run(name: str, runs_dir: str) -> int:
         records = [r for r in summary.get("evaluations") or [] if isinstance(r, dict)]
         evals = [e for e in map(_summary_evaluation, records) if e is not None]
         labels = list(records[-1].get("labels") or []) if records else []
-    console.print(f"[bold]{run.name}[/bold]: {status}; {what}", soft_wrap=True)
+    from rich.text import Text
+
+    console.print(Text.assemble((run.name, "bold"), f": {status}; {what}"), soft_wrap=True)
     if (error := failure_of(summary, events)) is not None:
         console.print(f"failed: {error}", markup=False, soft_wrap=True)
     if summary.get("note"):  # "stopped early at step N ...", "model/ holds step N, the best ...": what model/ is

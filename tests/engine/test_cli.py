@@ -193,6 +193,17 @@ def test_runs_run_of_a_paused_run_says_paused_as_the_list_does(
     assert capsys.readouterr().out.splitlines()[0].startswith(f"{run.name}: paused 57/150; ")
 
 
+def test_runs_run_names_a_model_path_as_written(
+    make_config: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from engine.runs import EventLog, create_run_dir
+
+    run = create_run_dir(make_config(), tmp_path / "out")
+    EventLog(run.events_path).write(run_started(run_dir=str(run.path), run_name=run.name, model="/m/a[b]/[/x]"))
+    assert cli.main(["runs", run.name, "--runs-dir", str(tmp_path / "out")]) == 0
+    assert capsys.readouterr().out.splitlines()[0].endswith("; classification, /m/a[b]/[/x]")
+
+
 def test_runs_run_of_a_failed_run_says_why(
     make_config: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
