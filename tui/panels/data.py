@@ -313,7 +313,7 @@ class DataPanel(Vertical):
             trains = train_rows(self.cfg.data, sizes, needs_labels=labelled)
             if trains is None:  # what a run would refuse at once
                 parts.append(f"no {self.cfg.data.train_split} split to train on: set data.train_split")
-            elif trains == 0:
+            elif trains <= 0:  # an empty split, or one the eval share takes whole
                 parts.append("no row left to train on: the eval share takes them all (data.eval_fraction)")
             elif trains != sizes[self.cfg.data.train_split]:  # data.train_size, a held-out share
                 parts.append(f"a run trains on {trains:,}")

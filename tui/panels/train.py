@@ -130,7 +130,8 @@ class TrainPanel(Vertical):
         self.cfg = cfg
         if not self.state.active:
             self._render_status()
-            if not self.curves.epochs and self.curves.task != cfg.task:  # no run shown: the columns of the next
+            no_run_shown = self.started is None and not self.curves.steps and not self.curves.epochs
+            if no_run_shown and self.curves.task != cfg.task:  # the columns of the next run
                 self.curves.task = cfg.task
                 self.query_one(EpochTable).show(self.curves)
 
