@@ -133,7 +133,9 @@ class ArrowColumns:
         if pa.types.is_nested(values.type):  # lists or records: no class, as a run says
             from engine.splits import label_kind_error
 
-            raise label_kind_error(column, next(v for v in values.to_pylist() if v is not None))
+            present = values.drop_null()
+            if len(present):  # all null: no label at all, which the histogram shows as missing
+                raise label_kind_error(column, present[0].as_py())
         if isinstance(positions, _ArrowPositions):
             values = pc.take(values, positions.array)
         elif positions is not None:
