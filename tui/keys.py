@@ -61,16 +61,20 @@ def key_places(app: App[Any]) -> list[KeyPlace]:
     everywhere = [
         *_bindings(type(app).BINDINGS),
         *_bindings(App.BINDINGS),
-        Binding(App.COMMAND_PALETTE_BINDING, "command_palette", "Palette", tooltip="Search every action"),
+        Binding(
+            App.COMMAND_PALETTE_BINDING, "command_palette", "Palette", tooltip="Search every action", priority=True
+        ),  # as Textual binds it
         *(b for b in _bindings(Screen.BINDINGS) if b.action.startswith("app.focus")),
     ]
     listed = [b for b in everywhere if b.description or b.tooltip]
     # App bindings that the app's check_action lets act only in some places: the help says where.
     run_keys = {"start": "Train", "toggle_pause": RUN_GOING, "resume_run": RUN_GOING, "stop": STOP_GOING}
-    # A dialog or the sample view holds every key but the priority ones (ctrl+q): the rest act on the panels.
+    # A dialog or the sample view holds every key but the priority ones (^q, ^p) and the screens' own (tab): the
+    # rest act on the panels.
+    anywhere = [b for b in listed if b.action not in run_keys and (b.priority or b.action.startswith("app.focus"))]
     return [
-        KeyPlace("everywhere", tuple(b for b in listed if b.action not in run_keys and b.priority)),
-        KeyPlace("every panel", tuple(b for b in listed if b.action not in run_keys and not b.priority)),
+        KeyPlace("everywhere", tuple(anywhere)),
+        KeyPlace("every panel", tuple(b for b in listed if b.action not in run_keys and b not in anywhere)),
         *(
             KeyPlace(where, tuple(b for b in listed if run_keys.get(b.action) == where))
             for where in dict.fromkeys(run_keys.values())

@@ -112,13 +112,15 @@ async def test_f1_and_question_mark_open_a_help_screen_listing_every_key(make_ap
             assert keys.count("r") == 1, "each binding is listed once"
             actions = {what.split(" ")[0].rstrip(":") for _where, _key, what in rows}
             assert {"Start", "Pause", "Stop", "Quit", "Save", "Filter", "Mark", "Overlay", "Open", "Resume"} <= actions
-            where = {key: place for place, key, _what in rows if key in ("s", "space", "q", "^q", "F2")}
-            # a dialog or the sample view takes every key but ^q: the others act on the panels
+            where = {key: place for place, key, _what in rows if key in ("s", "space", "q", "^q", "^p", "tab", "F2")}
+            # a dialog or the sample view takes every key but ^q, ^p and tab: the others act on the panels
             assert where == {
                 "s": "Train",
                 "space": RUN_GOING,
                 "q": "every panel",
                 "^q": "everywhere",
+                "^p": "everywhere",
+                "tab": "everywhere",
                 "F2": "every panel",
             }
             # x in Runs takes a queued entry off the queue: the help does not promise a stop there.
