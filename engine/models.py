@@ -119,15 +119,37 @@ def model_config(path: str, trust_remote_code: bool = False) -> PretrainedConfig
         raise _hub_failure(path, exc) from None
 
 
+#: Model types that number positions from their padding id + 1 (RoBERTa's way): that many embeddings are no
+#: token's, so 514 of them hold 512 tokens.
+POSITIONS_AFTER_PADDING = (
+    "roberta",
+    "xlm-roberta",
+    "xlm-roberta-xl",
+    "camembert",
+    "longformer",
+    "roberta-prelayernorm",
+    "data2vec-text",
+    "xmod",
+    "mpnet",
+)
+
+
 def _position_limit(path: str, trust_remote_code: bool) -> int | None:
-    """The positions the model at ``path`` embeds (``max_position_embeddings``, GPT-2's ``n_positions``), from
-    its config; None when it names none or does not read (the model's own load says why)."""
+    """The tokens the model at ``path`` can take, from its config's ``max_position_embeddings`` (GPT-2's
+    ``n_positions``): a limit of learned positions, which fail past it; None for rotary positions (Llama's,
+    which go on past it, less well), a config that names none, or one that does not read (the model's own load
+    says why)."""
     try:
         config = model_config(path, trust_remote_code)
     except ModelError:
         return None
     limit = getattr(config, "max_position_embeddings", None)
-    return limit if isinstance(limit, int) and limit > 0 else None
+    rotary = any(getattr(config, key, None) is not None for key in ("rope_parameters", "rope_scaling", "rope_theta"))
+    if not isinstance(limit, int) or limit <= 0 or rotary:
+        return None
+    if getattr(config, "model_type", None) in POSITIONS_AFTER_PADDING:
+        limit -= (getattr(config, "pad_token_id", None) or 1) + 1
+    return limit if limit > 0 else None
 
 
 @dataclass

@@ -94,6 +94,23 @@ def test_a_max_length_beyond_the_models_positions_exits_2_before_any_step(
     assert not list((tmp_path / "runs").glob("*/model")), "no run trained"
 
 
+def test_the_position_limit_is_what_learned_positions_hold(tmp_path: Path) -> None:
+    """RoBERTa's 514 embeddings hold 512 tokens; rotary positions (Llama's) set no hard limit."""
+    from transformers import BertConfig, GPT2Config, LlamaConfig, RobertaConfig
+
+    from engine.models import _position_limit
+
+    configs = {
+        "roberta": (RobertaConfig(max_position_embeddings=514, pad_token_id=1), 512),
+        "bert": (BertConfig(max_position_embeddings=512), 512),
+        "gpt2": (GPT2Config(n_positions=128), 128),
+        "llama": (LlamaConfig(max_position_embeddings=2048), None),
+    }
+    for name, (config, limit) in configs.items():
+        config.save_pretrained(tmp_path / name)
+        assert _position_limit(str(tmp_path / name), False) == limit, name
+
+
 def test_a_reader_that_leaves_early_is_no_traceback(make_config: Any, tmp_path: Path) -> None:
     """`tunebench queue ls | head -1`: the pipe closes before the command prints; `runs RUN` and `compare` print
     through rich, whose own handler would exit 1."""
