@@ -693,6 +693,14 @@ async def test_save_writes_the_form_and_load_reads_a_file(
         assert app.config_panel.config == other
 
 
+async def with_path(pilot: Any, app: WorkbenchApp, path: str, *keys: str) -> str:
+    """Type ``path`` in the Config panel's file field, press ``keys``: the status line after them."""
+    app.query_one("#config-path", Input).value = path
+    await pilot.press(*keys)
+    await pilot.pause()
+    return text_of(app, "#config-status")
+
+
 async def test_a_pipe_is_not_loaded_and_a_link_is_saved_through(
     make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig
 ) -> None:
@@ -707,13 +715,9 @@ async def test_a_pipe_is_not_loaded_and_a_link_is_saved_through(
     app = make_app(panel="config")
     async with app.run_test(size=(100, 40)) as pilot:
         await until(pilot, lambda: app.config_panel.form_built, "the form is built")
-        app.query_one("#config-path", Input).value = "pipe.yaml"
-        await pilot.press("ctrl+l")
-        await pilot.pause()
-        assert "pipe.yaml: not a regular file (a pipe or a device)" in text_of(app, "#config-status")
-        app.query_one("#config-path", Input).value = "link.yaml"
-        await pilot.press("ctrl+l")
-        await pilot.pause()
+        said = await with_path(pilot, app, "pipe.yaml", "ctrl+l")
+        assert "pipe.yaml: not a regular file (a pipe or a device)" in said
+        await with_path(pilot, app, "link.yaml", "ctrl+l")
         await edit_then_press(pilot, app, "train.num_train_epochs", "5", "ctrl+s")
         assert Path("link.yaml").is_symlink() and load_config("shared/real.yaml").train.num_train_epochs == 5
         record = Path("runs/20240101-000000-r1")  # a run's config.yaml, which a link must not let a save replace
@@ -722,10 +726,8 @@ async def test_a_pipe_is_not_loaded_and_a_link_is_saved_through(
         (record / "events.jsonl").touch()
         Path("best.yaml").symlink_to(record.resolve() / "config.yaml")
         before = (record / "config.yaml").read_bytes()
-        app.query_one("#config-path", Input).value = "best.yaml"
-        await pilot.press("ctrl+s", "ctrl+s")
-        await pilot.pause()
-        assert "not saved: best.yaml is the record of run 20240101-000000-r1" in text_of(app, "#config-status")
+        said = await with_path(pilot, app, "best.yaml", "ctrl+s", "ctrl+s")
+        assert "not saved: best.yaml is the record of run 20240101-000000-r1" in said
         assert (record / "config.yaml").read_bytes() == before
 
 
