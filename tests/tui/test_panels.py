@@ -264,6 +264,29 @@ async def test_the_samples_label_column_fits_a_label_of_wide_characters(
         assert "日本語のラベル" in "".join(s.text for s in table.render_lines(table.region.reset_offset))
 
 
+async def test_long_labels_that_differ_at_their_ends_stay_apart_in_table_and_histogram(
+    make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig, tmp_path: Path
+) -> None:
+    from tui.widgets.paged_table import fit
+
+    names = [f"label_with_a_really_long_descriptive_name_number_{n}" for n in (1, 2)]
+    rows = [{"text": f"review {i}", "label": names[i % 2]} for i in range(8)]
+    cfg = validate_field(workbench_config, "data.source", str(write_jsonl(tmp_path / "long.jsonl", rows)))
+    app = make_app(cfg=cfg)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.data_panel.view is not None, "the train split shows")
+        await pilot.pause()
+        table = app.query_one(SamplesTable)
+        shown = "".join(s.text for s in table.render_lines(table.region.reset_offset))
+        assert "label_wi…umber_1" in shown and "label_wi…umber_2" in shown
+        bars = [line.plain.split()[0] for line in app.query_one("#data-histogram", ScoreBars).render().split("\n")]
+        assert len(set(bars)) == 2 and all(bar.endswith(("_1", "_2")) for bar in bars)
+    from rich.cells import cell_len
+
+    cut = fit("日本語のラベル_12", 9, middle=True)  # two cells a character, cut to exactly the cells given
+    assert cell_len(cut) == 9 and "…" in cut and cut.endswith("_12")
+
+
 async def test_filter_keeps_only_rows_containing_the_text(make_app: Callable[..., WorkbenchApp]) -> None:
     rows = sample_rows("movies-sample", "train")
     matching = [i for i, r in enumerate(rows) if "great" in r["text"].lower()]

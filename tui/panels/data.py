@@ -64,7 +64,9 @@ class SamplesTable(PagedTable[Row]):
 def sample_columns(label_title: str, index_width: int, label_width: int) -> list[Column]:
     columns = [Column("#", max(index_width, 1), right=True, component="paged-table--index")]
     if label_width:
-        columns.append(Column(label_title, max(label_width, text_width(label_title)), component="paged-table--label"))
+        columns.append(
+            Column(label_title, max(label_width, text_width(label_title)), component="paged-table--label", middle=True)
+        )
     return [*columns, Column("text")]
 
 

@@ -52,12 +52,18 @@ class Column:
     width: int = 0
     right: bool = False
     component: str = ""
+    #: Cut a long cell in its middle, not at its end (names that differ at their ends).
+    middle: bool = False
 
 
-def fit(text: str, width: int, *, right: bool = False) -> str:
-    """``text`` cut or padded to exactly ``width`` cells (an ellipsis marks a cut)."""
+def fit(text: str, width: int, *, right: bool = False, middle: bool = False) -> str:
+    """``text`` cut or padded to exactly ``width`` cells (an ellipsis marks a cut: at the end, or in the
+    ``middle``, which keeps the ends of names that differ only there, such as class names)."""
     if width <= 0:
         return ""
+    if middle and cell_len(text) > width >= 5:
+        tail = (width - 1) // 2
+        return fit(text, width - tail) + _cell_tail(text, tail)
     if not text.isascii():
         if cell_len(text) > width:
             return set_cell_size(text, width - 1) + "…"
@@ -66,6 +72,16 @@ def fit(text: str, width: int, *, right: bool = False) -> str:
     if len(text) > width:
         return text[: width - 1] + "…"
     return text.rjust(width) if right else text.ljust(width)
+
+
+def _cell_tail(text: str, cells: int) -> str:
+    """The end of ``text`` that takes ``cells`` cells (a space first where a wide character would not fit)."""
+    tail = ""
+    for char in reversed(text):
+        if cell_len(char + tail) > cells:
+            break
+        tail = char + tail
+    return " " * (cells - cell_len(tail)) + tail
 
 
 def column_widths(titles: Sequence[str], rows: Sequence[Sequence[str]]) -> list[int]:
@@ -240,7 +256,7 @@ class PagedTable(ScrollView, Generic[RowT], can_focus=True):
         last = len(self._columns) - 1
         cells = []
         for i, (column, text) in enumerate(zip(self._columns, texts, strict=False)):
-            cell = fit(text, column.width or flex, right=column.right)
+            cell = fit(text, column.width or flex, right=column.right, middle=column.middle)
             if self._padding:
                 cell = f"{pad}{cell}{pad}"
             elif i < last:

@@ -63,7 +63,7 @@ class ScoreBars(Widget):
         for label, score, shown in self._rows:
             lines.append(
                 Content.assemble(
-                    (fit(label, label_width) + " ", "bold"),
+                    (fit(label, label_width, middle=True) + " ", "bold"),  # class names may differ at their ends
                     (bar(score / self._scale, bar_width), "$accent"),
                     " " + shown.rjust(value_width),
                 )
