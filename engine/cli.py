@@ -15,7 +15,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from engine.errors import PredictError, UserError
 from engine.events import fmt_duration, fmt_epoch, fmt_memory, text_width
@@ -32,8 +32,16 @@ def _error(message: str) -> None:
     print(f"tunebench: error: {message}", file=sys.stderr)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's errors as the house's: one line that names the option and where the others are listed, in
+    place of the usage text (subcommands' parsers are of this class too)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{message}; {self.prog} --help lists the options")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tunebench", description="Fine-tune Hugging Face models from the terminal.")
+    parser = _Parser(prog="tunebench", description="Fine-tune Hugging Face models from the terminal.")
     sub = parser.add_subparsers(dest="command")
 
     ui = sub.add_parser("ui", help="open the workbench on a config (tunebench CONFIG.yaml does too)")
@@ -690,8 +698,8 @@ def main(argv: list[str] | None = None, open_ui: Callable[..., int] | None = Non
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0].endswith((".yaml", ".yml")):  # tunebench my.yaml: the workbench on it, as tunebench ui does
         argv = ["ui", *argv]
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         code = _dispatch(args, open_ui)
         sys.stdout.flush()  # inside the try: a reader gone away is caught below
         return code
