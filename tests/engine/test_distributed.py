@@ -160,9 +160,7 @@ def test_pause_and_stop_reach_both_processes_and_the_stopped_run_resumes_on_one(
     run_dir = Path(next(e for e in events if isinstance(e, RunStarted)).run_dir)
     code = main(["run", "--resume", str(run_dir), "--set", "launch.num_processes=1"])
     assert code == 0
-    assert (
-        f"note: {run_dir.name} trained on 2 process(es) and goes on with 1, 16 samples each" in capsys.readouterr().err
-    )
+    assert f"note: {run_dir.name} trained on 2 processes and goes on with 1, 16 samples each" in capsys.readouterr().err
     saved_config = load_config(run_dir / "config.yaml")
     assert (saved_config.launch.num_processes, saved_config.train.per_device_train_batch_size) == (1, 16)
     sessions = [e for e in read_events(run_dir / "events.jsonl") if isinstance(e, RunStarted)]
