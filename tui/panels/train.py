@@ -130,8 +130,7 @@ class TrainPanel(Vertical):
         self.cfg = cfg
         if not self.state.active:
             self._render_status()
-            no_run_shown = self.started is None and not self.curves.steps and not self.curves.epochs
-            if no_run_shown and self.curves.task != cfg.task:  # the columns of the next run
+            if self.started is None and self.curves.task != cfg.task:  # no run shown: the columns of the next
                 self.curves.task = cfg.task
                 self.query_one(EpochTable).show(self.curves)
 
