@@ -83,19 +83,20 @@ def check_destination(out: Path, source: RunDir, *, force: bool) -> None:
     why = not_a_folder(out)
     if why is not None:
         raise UserError(f"export: {out} {why}; give a folder to export into")
-    if source.path.resolve().is_relative_to(out.resolve()):
+    where, here = out.resolve(), Path.cwd()
+    if source.path.resolve().is_relative_to(where):
         raise UserError(f"export: {out} holds the run {source.name} itself; pick another folder")
-    if out.resolve().is_relative_to(source.path.resolve()):
+    if where.is_relative_to(source.path.resolve()):
         raise UserError(f"export: {out} is inside the run {source.name}; pick a folder outside it")
     if _is_run(out):
         raise UserError(f"export: {out} is the folder of the run {out.name}; pick another folder")
-    inside = next((p for p in out.resolve().parents if _is_run(p)), None)
+    inside = next((p for p in where.parents if _is_run(p)), None)
     if inside is not None:  # another run's model/ or a checkpoint: --force would replace a part of it
         raise UserError(f"export: {out} is inside the run {inside.name}; pick a folder outside it")
     held = next((c for c in out.iterdir() if _is_run(c)), None) if out.is_dir() else None
     if held is not None:  # a runs folder: --force would replace every run in it
         raise UserError(f"export: {out} holds the run {held.name}; pick a folder of its own")
-    if out.resolve() in (Path.cwd(), *Path.cwd().parents):  # replaced, it would leave the shell in a deleted folder
+    if here.is_relative_to(where):  # replaced, it would leave the shell in a deleted folder
         raise UserError(
             f"export: {out} is the folder you are in; export into a folder of its own, e.g. {out / 'model'}"
         )
