@@ -742,6 +742,8 @@ def parse_yaml(text: str, source: str = "<config>") -> Any:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "not valid YAML"
         raise ConfigError("", f"{source}: YAML syntax error{where}: {problem}") from None
+    except RecursionError:  # PyYAML composes nested nodes recursively
+        raise ConfigError("", f"{source}: nested too deeply to read; a config is a few levels deep") from None
 
 
 def examples_folder() -> str:

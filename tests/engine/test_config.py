@@ -159,6 +159,14 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
     assert str(info.value).startswith(f"{path}: YAML syntax error at line")
 
 
+def test_yaml_nested_deeper_than_python_recurses_is_one_line_not_a_recursion_error(tmp_path: Path) -> None:
+    path = tmp_path / "deep.yaml"
+    path.write_text("task: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: nested too deeply to read; a config is a few levels deep"
+
+
 def test_missing_config_file_is_a_user_error_that_points_at_the_examples_from_where_it_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
