@@ -250,6 +250,25 @@ async def test_histogram_rows_of_wide_labels_keep_their_counts_at_80_columns(
         assert [line.split()[-1] for line in lines] == ["15", "9", "3"]
 
 
+async def test_a_histogram_of_more_classes_than_the_column_has_lines_says_how_many_more(
+    make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig, tmp_path: Path
+) -> None:
+    """Cut at the column's foot, the rarest classes were gone without a word."""
+    rows = [{"text": f"review {i}", "label": f"class_{i % 40:02d}"} for i in range(80)]
+    cfg = validate_field(workbench_config, "data.source", str(write_jsonl(tmp_path / "many.jsonl", rows)))
+    app = make_app(cfg=cfg)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.data_panel.view is not None, "the train split shows")
+        await pilot.pause()
+        bars = app.query_one("#data-histogram", ScoreBars)
+        lines = [line.plain for line in bars.render().split("\n")]
+        assert 3 < len(lines) == bars.size.height < 40
+        shown, more = lines[:-1], lines[-1]
+        assert all(line.startswith("class_") for line in shown)
+        assert more == f"… {len(bars.rows) - len(shown)} more"
+        assert bars.region.bottom <= app.query_one("#data-side").content_region.bottom
+
+
 async def test_the_samples_label_column_fits_a_label_of_wide_characters(
     make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig, tmp_path: Path
 ) -> None:

@@ -21,7 +21,8 @@ def bar(fraction: float, width: int) -> str:
 
 
 class ScoreBars(Widget):
-    """Rows of ``label  bar  value``; bars are scaled to ``scale`` (1.0 for probabilities, or the largest count)."""
+    """Rows of ``label  bar  value``; bars are scaled to ``scale`` (1.0 for probabilities, or the largest count).
+    Given a height under its rows, it shows the first ones and how many more there are."""
 
     DEFAULT_CSS = """
     ScoreBars { height: auto; width: 1fr; }
@@ -54,13 +55,15 @@ class ScoreBars(Widget):
     def render(self) -> Content:
         if not self._rows:
             return Content("")
-        width = self.size.width
+        width, rows = self.size.width, self._rows
+        if 0 < self.size.height < len(rows):  # given less height than rows (the Data panel's side column)
+            rows = rows[: self.size.height - 1]
         # Cells, not characters: a label in CJK or with an emoji takes two cells a character.
-        label_width = min(max(text_width(r[0]) for r in self._rows), max(width // 3, 6))
+        label_width = min(max(text_width(r[0]) for r in rows), max(width // 3, 6)) if rows else 0
         value_width = max(len(r[2]) for r in self._rows)
         bar_width = max(width - label_width - value_width - 2, 1)
         lines = []
-        for label, score, shown in self._rows:
+        for label, score, shown in rows:
             lines.append(
                 Content.assemble(
                     (fit(label, label_width, middle=True) + " ", "bold"),  # class names may differ at their ends
@@ -68,4 +71,6 @@ class ScoreBars(Widget):
                     " " + shown.rjust(value_width),
                 )
             )
+        if len(rows) < len(self._rows):
+            lines.append(Content.styled(f"… {len(self._rows) - len(rows):,} more", "dim"))
         return Content("\n").join(lines)
