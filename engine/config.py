@@ -816,5 +816,5 @@ def apply_overrides(raw: Any, overrides: list[str]) -> dict[str, Any]:
 
 
 def save_config(cfg: RunConfig, path: str | os.PathLike[str]) -> None:
-    """Write the config as YAML, whole (see ``engine.files``)."""
+    """Write the config as YAML, whole (see ``engine.files``; ``engine.presets`` writes into a preset's text)."""
     atomic_write_text(config_path(path), cfg.to_yaml())

@@ -735,6 +735,27 @@ async def test_save_writes_the_form_and_load_reads_a_file(
         assert app.config_panel.config == other
 
 
+async def test_save_keeps_the_presets_comments_and_writes_only_what_changed(
+    make_app: Callable[..., WorkbenchApp],
+) -> None:
+    """A save wrote the config whole: the preset's comments went and every default was spelled out."""
+    preset = Path(CONFIG_FILE).read_text(encoding="utf-8")
+    commented = "# my experiment: why these numbers\n" + preset.replace(
+        "num_train_epochs:", "# more epochs overfit\n  num_train_epochs:", 1
+    )
+    Path(CONFIG_FILE).write_text(commented, encoding="utf-8")
+    app = make_app(panel="config")
+    async with app.run_test(size=(100, 40)) as pilot:
+        await until(pilot, lambda: app.config_panel.form_built, "the form is built")
+        await edit_then_press(pilot, app, "train.num_train_epochs", "5", "ctrl+s")
+        saved = Path(CONFIG_FILE).read_text(encoding="utf-8")
+        assert saved.startswith("# my experiment: why these numbers\n")
+        assert "  # more epochs overfit\n  num_train_epochs: 5\n" in saved
+        assert len(saved.splitlines()) == len(commented.splitlines())
+        await with_path(pilot, app, "copy.yaml", "ctrl+s")  # saved as another file: the same text
+        assert Path("copy.yaml").read_text(encoding="utf-8") == saved
+
+
 async def with_path(pilot: Any, app: WorkbenchApp, path: str, *keys: str) -> str:
     """Type ``path`` in the Config panel's file field, press ``keys``: the status line after them."""
     app.query_one("#config-path", Input).value = path

@@ -28,7 +28,6 @@ from engine.config import (
     field_docs,
     load_config,
     parse_yaml,
-    save_config,
     unwrap_optional,
     validate_field,
 )
@@ -36,6 +35,7 @@ from engine.data import check_source
 from engine.errors import ConfigError, DataError, UserError
 from engine.files import not_a_folder
 from engine.models import resolve_model_path
+from engine.presets import save_preset
 from engine.runs import CONFIG_FILE as RUN_CONFIG_FILE
 from engine.runs import EVENTS_FILE
 from tui.panels import PANELS
@@ -750,7 +750,7 @@ class ConfigPanel(Vertical):
             self._path_status(f"{path} exists and is not the file this form came from; ctrl+s again replaces it")
             return
         try:
-            save_config(self.config, path)
+            save_preset(self.config, path, like=self._file_text())
         except OSError as exc:
             why = not_a_folder(target.parent)  # the folder to save in
             reason = f"{target.parent} {why}" if why is not None else exc.strerror
@@ -760,6 +760,16 @@ class ConfigPanel(Vertical):
         self.file_config = self.config
         self._status(f"saved {path}")
         self._refresh_marks()
+
+    def _file_text(self) -> str | None:
+        """The text of the file the form came from: a save keeps its comments and layout. None where it cannot
+        be read."""
+        if _is_special(self.path):
+            return None
+        try:
+            return Path(self.path).expanduser().read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError, RuntimeError):
+            return None
 
     def _replaces_another_file(self, target: Path) -> bool:
         """Whether saving to ``target`` would write over a file other than the one the form was loaded from or last
