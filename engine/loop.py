@@ -345,8 +345,11 @@ def _train(
         )
     )
 
-    # The early-stopping count of a resumed run comes from the evaluations it made before its checkpoint.
-    early = EarlyStopping.for_run(t, run_dir.events() if resume else (), state.step)
+    # The early-stopping count of a resumed run comes from the evaluations it made before its checkpoint. One
+    # written at an epoch's last step, before that epoch's evaluation, resumes by evaluating again: that
+    # evaluation is the resumed run's, not one to count twice.
+    epoch_end_pending = 0 < state.batches_per_epoch <= state.batches_done
+    early = EarlyStopping.for_run(t, run_dir.events() if resume else (), state.step - epoch_end_pending)
     stopped_early = False
 
     def evaluate_at(epoch_at: float, step: int) -> bool:

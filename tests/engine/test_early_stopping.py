@@ -4,6 +4,9 @@ at the same evaluation with the same line."""
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,7 @@ import pytest
 from engine import cli
 from engine.early_stopping import EarlyStopping
 from engine.events import Evaluated, Event, LogMessage, RunFinished
+from engine.faults import ENV
 from engine.runner import Runner
 from tests.conftest import tiny_config, write_jsonl
 
@@ -100,3 +104,51 @@ def test_both_engines_stop_at_the_same_evaluation(
     assert finished.note in capsys.readouterr().out.splitlines()
     shown = [e.message for e in events if isinstance(e, LogMessage)]
     assert not any("EarlyStoppingCallback" in m for m in shown), "transformers' advice is not Tunebench's"
+
+
+def _train_until_killed(cfg: Any, point: str) -> None:
+    os.environ[ENV] = point
+    Runner(cfg).run()
+    os._exit(0)  # not killed: the test says the point was never reached
+
+
+def test_a_run_killed_after_an_epochs_evaluation_resumes_to_the_same_early_stop(
+    tmp_path: Path, tiny_bert_dir: Path
+) -> None:
+    """A checkpoint at an epoch's last step is written before that epoch's evaluation, which the resumed run
+    makes again: it was counted twice, and the run stopped one evaluation early, its note saying "for 1"."""
+    import torch
+
+    rows = write_jsonl(tmp_path / "rows.jsonl", [{"text": f"the cafe was lovely, visit {i}"} for i in range(48)])
+    overrides = {
+        "task": "masked-lm",
+        "data.label_field": None,
+        "train.num_train_epochs": 5,
+        "train.early_stopping_patience": 2,
+        "train.early_stopping_threshold": 100.0,  # no evaluation improves by that much: it stops after epoch 3
+        "train.torch_threads": 1,
+    }
+    _, events = run(tiny_config(tiny_bert_dir, rows, tmp_path / "straight", overrides))
+    per_epoch = next(e for e in events if isinstance(e, Evaluated)).step
+    want = next(e for e in events if isinstance(e, RunFinished)).note
+    assert f"stopped early at step {3 * per_epoch}: " in want
+
+    cfg = tiny_config(
+        tiny_bert_dir,
+        rows,
+        tmp_path / "runs",
+        {**overrides, "train.save_strategy": "steps", "train.save_steps": per_epoch},
+    )
+    child = multiprocessing.get_context("fork").Process(
+        target=_train_until_killed, args=(cfg, f"step@{2 * per_epoch + 1}")
+    )
+    child.start()
+    child.join(timeout=300)
+    assert child.exitcode == -signal.SIGKILL, f"never reached step {2 * per_epoch + 1} (exit code {child.exitcode})"
+    (killed,) = (tmp_path / "runs").iterdir()
+    threads = torch.get_num_threads()
+    resumed: list[Event] = []
+    result = Runner.from_run_dir(killed, subscribers=[resumed.append]).run()
+    torch.set_num_threads(threads)
+    assert result.status == "finished", result.error
+    assert next(e for e in resumed if isinstance(e, RunFinished)).note == want
