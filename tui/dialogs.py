@@ -13,6 +13,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Static
 
+from tui.widgets.in_order_input import InOrderInput
+
 if TYPE_CHECKING:
     from rich.console import Group
 
@@ -133,7 +135,7 @@ class ExportScreen(ModalScreen[ExportChoice | None]):
         with Vertical(id="export-dialog"):
             yield Static(f"Export {self.run_name}", classes="panel-title")
             yield Static("A Hugging Face model folder that transformers.pipeline loads without Tunebench.")
-            yield Input(self.choice.out, id="export-out")
+            yield InOrderInput(self.choice.out, id="export-out")
             yield Checkbox(
                 "merge the LoRA adapter into its base (a standalone model)", self.choice.merge, id="export-merge"
             )

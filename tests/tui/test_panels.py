@@ -682,6 +682,40 @@ async def on_field(pilot: Any, app: WorkbenchApp, path: str) -> None:
     await pilot.pause()
 
 
+def burst(app: WorkbenchApp, *keys: str) -> None:
+    """Queue ``keys`` on the app at once, as a fast typist, key repeat or a paste without bracketed paste does
+    (Pilot's press waits after each key)."""
+    from textual import events
+
+    for key in keys:
+        name = {".": "full_stop", "_": "underscore"}.get(key, key)
+        app.post_message(events.Key(name, key if len(key) == 1 else None))
+
+
+async def drain(pilot: Any) -> None:
+    for _ in range(10):
+        await pilot.pause()
+
+
+@pytest.mark.parametrize(("field", "typed"), [("train.learning_rate", "0.000123456789"), ("data.train_split", "va_l")])
+async def test_keys_typed_in_a_burst_edit_the_field_in_the_order_typed(
+    make_app: Callable[..., WorkbenchApp], field: str, typed: str
+) -> None:
+    """Input runs its backspace binding only once the key has bubbled back up to the app, behind the letters
+    queued meanwhile: a backspace typed before a letter deleted it, and the field was left valid with a value
+    other than the one typed."""
+    app = make_app(panel="config")
+    async with app.run_test(size=(100, 40)) as pilot:
+        await on_field(pilot, app, field)
+        editor = app.config_panel.editor
+        burst(app, "end", *["backspace"] * len(editor.value), *typed)
+        await drain(pilot)
+        assert editor.value == typed
+        burst(app, "left", "left", "backspace", "5", "end", "x")
+        await drain(pilot)
+        assert editor.value == f"{typed[:-3]}5{typed[-2:]}x"
+
+
 async def test_group_by_length_is_a_true_false_choice_with_its_help(make_app: Callable[..., WorkbenchApp]) -> None:
     app = make_app(panel="config")
     async with app.run_test(size=(100, 40)) as pilot:

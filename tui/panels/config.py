@@ -40,6 +40,7 @@ from engine.runs import CONFIG_FILE as RUN_CONFIG_FILE
 from engine.runs import EVENTS_FILE
 from tui.panels import PANELS
 from tui.widgets.fixed_text import FixedText
+from tui.widgets.in_order_input import InOrderInput
 
 TITLE = PANELS["config"][1]
 REMOTE_CODE_PATH = "model.trust_remote_code"
@@ -199,7 +200,7 @@ EDIT_ACTIONS = frozenset(
 )
 
 
-class FieldEditor(Input):
+class FieldEditor(InOrderInput):
     """The form's one editor, on the field under the form's cursor. Edits, and the keys that move it to another
     field or step through a choice field's values, are handled in the editor's own turn: a key typed right
     after a move edits the field moved to, and an edit is never applied to a field the editor has left."""
@@ -386,7 +387,7 @@ class ConfigPanel(Vertical):
         yield FixedText(TITLE, id="config-title", classes="panel-title")
         with Horizontal(id="config-file", classes="controls"):
             yield Label("file ", classes="field-key-short")
-            yield Input(self.path, suggester=PathSuggester(), compact=True, id="config-path")
+            yield InOrderInput(self.path, suggester=PathSuggester(), compact=True, id="config-path")
         yield Static("", id="config-status")
         with FormFrame(id="config-form"):
             yield FieldLines(id="config-above")

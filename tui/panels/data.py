@@ -26,6 +26,7 @@ from tui.bridge import LibraryLog
 from tui.panels import PANELS
 from tui.widgets.fixed_text import FixedText
 from tui.widgets.footer import WorkbenchFooter
+from tui.widgets.in_order_input import InOrderInput
 from tui.widgets.paged_table import Column, PagedTable
 from tui.widgets.score_bars import ScoreBars
 
@@ -137,7 +138,7 @@ class DataPanel(Vertical):
         yield FixedText(TITLE, id="data-title", classes="panel-title")
         with Horizontal(id="data-controls", classes="controls"):
             yield Select[str]([], prompt="split", compact=True, allow_blank=True, id="data-split")
-            yield Input(placeholder="filter: text, then Enter", compact=True, id="data-filter")
+            yield InOrderInput(placeholder="filter: text, then Enter", compact=True, id="data-filter")
         with Horizontal(id="data-status-row", classes="status-row"):
             yield ProgressBar(total=1, show_eta=False, show_percentage=False, id="data-progress")
             yield Static("", id="data-status")

@@ -29,6 +29,7 @@ from tui import heap
 from tui.bridge import LibraryLog
 from tui.panels import PANELS
 from tui.panels.data import classes_key
+from tui.widgets.in_order_input import InOrderInput
 from tui.widgets.score_bars import ScoreBars
 
 TITLE = PANELS["predict"][1]
@@ -231,10 +232,10 @@ class PredictPanel(Vertical):
     def compose(self) -> ComposeResult:
         yield Static(TITLE, id="predict-title", classes="panel-title")
         with Horizontal(id="predict-controls", classes="controls"):
-            yield Input(placeholder=self._placeholder(), id="predict-input", compact=True)
+            yield InOrderInput(placeholder=self._placeholder(), id="predict-input", compact=True)
             for option, label in ((TOP_K, "top-k"), (MAX_NEW_TOKENS, "max new")):
                 yield Label(label, classes="option-key", id=f"{option.widget_id}-key")
-                yield Input(
+                yield InOrderInput(
                     str(option.default),
                     type="integer",
                     max_length=len(str(option.high)),
