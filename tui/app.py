@@ -91,6 +91,10 @@ class WorkbenchApp(App[int]):
                 key_display="F2-F6" if panel == "data" else key.upper(),
                 show=panel == "data",
                 tooltip=f"Show the {name} panel: {title}",
+                # Acted on as the key arrives: a binding without priority acts once the key has bubbled back up
+                # from the focused field, after the keys typed behind it went to that field. check_action keeps
+                # them off dialogs.
+                priority=True,
             )
             for panel, key in PANEL_KEYS.items()
             for name, title in [PANELS[panel]]
@@ -305,6 +309,8 @@ class WorkbenchApp(App[int]):
         """s shows on the Train panel (during a run too: it then says what stops the run); space and x wherever
         a run is active (greyed on Train when idle)."""
         on_train = self.active_panel == "train"
+        if action == "show_panel":
+            return len(self.screen_stack) == 1  # a dialog or the palette holds the panel keys
         if action == "start":
             return on_train
         if action in ("toggle_pause", "resume_run", "stop"):

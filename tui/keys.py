@@ -70,8 +70,13 @@ def key_places(app: App[Any]) -> list[KeyPlace]:
     # App bindings that the app's check_action lets act only in some places: the help says where.
     run_keys = {"start": "Train", "toggle_pause": RUN_GOING, "resume_run": RUN_GOING, "stop": STOP_GOING}
     # A dialog or the sample view holds every key but the priority ones (^q, ^p) and the screens' own (tab): the
-    # rest act on the panels.
-    anywhere = [b for b in listed if b.action not in run_keys and (b.priority or b.action.startswith("app.focus"))]
+    # rest act on the panels (the panel keys too, priority to act on arrival, refused over a dialog).
+    anywhere = [
+        b
+        for b in listed
+        if b.action not in run_keys
+        and ((b.priority and not b.action.startswith("show_panel")) or b.action.startswith("app.focus"))
+    ]
     return [
         KeyPlace("everywhere", tuple(anywhere)),
         KeyPlace("every panel", tuple(b for b in listed if b.action not in run_keys and b not in anywhere)),

@@ -716,6 +716,22 @@ async def test_keys_typed_in_a_burst_edit_the_field_in_the_order_typed(
         assert editor.value == f"{typed[:-3]}5{typed[-2:]}x"
 
 
+async def test_keys_typed_right_after_a_panel_key_go_to_the_panel_shown(make_app: Callable[..., WorkbenchApp]) -> None:
+    """The focus moved a turn after the panel key, behind the keys already queued: they went to the field of
+    the panel just left (here they would have changed the task in the hidden Config form)."""
+    app = make_app(panel="config")
+    async with app.run_test(size=(100, 40)) as pilot:
+        await on_field(pilot, app, "task")
+        before = app.config_panel.config
+        burst(app, "f5", *"abc")
+        await drain(pilot)
+        assert app.query_one("#predict-input", Input).value == "abc"
+        assert app.config_panel.config == before and app.config_panel.editor.value == "classification"
+        burst(app, "f3", *"ab")  # and back: the form's editor gets them (on the task, a letter picks a choice)
+        await drain(pilot)
+        assert app.query_one("#predict-input", Input).value == "abc"
+
+
 async def test_group_by_length_is_a_true_false_choice_with_its_help(make_app: Callable[..., WorkbenchApp]) -> None:
     app = make_app(panel="config")
     async with app.run_test(size=(100, 40)) as pilot:

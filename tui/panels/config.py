@@ -41,6 +41,7 @@ from engine.runs import EVENTS_FILE
 from tui.panels import PANELS
 from tui.widgets.fixed_text import FixedText
 from tui.widgets.in_order_input import InOrderInput
+from tui.widgets.panel_bar import focus_now
 
 TITLE = PANELS["config"][1]
 REMOTE_CODE_PATH = "model.trust_remote_code"
@@ -306,7 +307,7 @@ class FormFrame(VerticalScroll):
     ]
 
     def action_edit(self) -> None:
-        self.query_one(FieldEditor).focus()
+        focus_now(self.query_one(FieldEditor))
 
     def action_move(self, step: int) -> None:
         self.query_ancestor(ConfigPanel).pick_field(step)
@@ -514,13 +515,13 @@ class ConfigPanel(Vertical):
     def focus_main(self) -> None:
         focused = self.app.focused
         if focused is None or self not in focused.ancestors:
-            self.editor.focus()
+            focus_now(self.editor)
 
     def focus_field(self, path: str) -> None:
         index = self.specs.index(self.by_path[path])
         if index != self.cursor:
             self._go_to(index)
-        self.editor.focus()
+        focus_now(self.editor)
 
     # -- editing --------------------------------------------------------------------------------------------
     def _on_edit(self, text: str) -> None:

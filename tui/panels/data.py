@@ -28,6 +28,7 @@ from tui.widgets.fixed_text import FixedText
 from tui.widgets.footer import WorkbenchFooter
 from tui.widgets.in_order_input import InOrderInput
 from tui.widgets.paged_table import Column, PagedTable
+from tui.widgets.panel_bar import focus_now
 from tui.widgets.score_bars import ScoreBars
 
 if TYPE_CHECKING:
@@ -340,7 +341,7 @@ class DataPanel(Vertical):
         if self.view is not None:
             self.applied_filter = event.value.strip()
             self.show_split(self.view.name, self.applied_filter)
-            self.query_one(SamplesTable).focus()
+            focus_now(self.query_one(SamplesTable))
 
     @on(Input.Blurred, "#data-filter")
     def _on_filter_left(self, event: Input.Blurred) -> None:
@@ -349,7 +350,7 @@ class DataPanel(Vertical):
             event.input.value = self.applied_filter
 
     def action_focus_filter(self) -> None:
-        self.query_one("#data-filter", Input).focus()
+        focus_now(self.query_one("#data-filter", Input))
 
     def action_next_split(self) -> None:
         if self.browser is None or self.view is None:
@@ -362,7 +363,7 @@ class DataPanel(Vertical):
         self.query_one("#data-split", Select).value = following
 
     def focus_main(self) -> None:
-        self.query_one(SamplesTable).focus()
+        focus_now(self.query_one(SamplesTable))
 
     @on(PagedTable.RowOpened)
     def _on_open(self, event: PagedTable.RowOpened) -> None:
@@ -420,7 +421,7 @@ class SampleScreen(ModalScreen[None]):
     def on_mount(self) -> None:
         table = self._tokens_table
         table.add_columns("#", "token", "input_id", "attention_mask", "token_type_id")
-        table.focus()
+        focus_now(table)
         self._show()
 
     def _show(self) -> None:

@@ -30,6 +30,7 @@ from tui.bridge import LibraryLog
 from tui.panels import PANELS
 from tui.panels.data import classes_key
 from tui.widgets.in_order_input import InOrderInput
+from tui.widgets.panel_bar import focus_now
 from tui.widgets.score_bars import ScoreBars
 
 TITLE = PANELS["predict"][1]
@@ -271,7 +272,7 @@ class PredictPanel(Vertical):
             self.query_one(f"#{option.widget_id}-key").display = shown
 
     def focus_main(self) -> None:
-        self.query_one("#predict-input", Input).focus()
+        focus_now(self.query_one("#predict-input", Input))
 
     # -- models ---------------------------------------------------------------------------------------------
     def set_config(self, cfg: RunConfig) -> None:
@@ -409,7 +410,7 @@ class PredictPanel(Vertical):
             value = self.option_value(shown)
         except ValueError as exc:
             self._status(f"not predicted: {exc}", error=True)
-            self.query_one(f"#{shown.widget_id}", Input).focus()
+            focus_now(self.query_one(f"#{shown.widget_id}", Input))
             return
         if self._classes_unread():
             self._waits_for_classes = text
@@ -506,7 +507,7 @@ class PredictPanel(Vertical):
     def action_example(self) -> None:
         field_ = self.query_one("#predict-input", Input)
         field_.value = EXAMPLES[self.mode]
-        field_.focus()
+        focus_now(field_)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """ctrl+b sets the fine-tuned run aside, and brings it back: one of the two shows at a time."""

@@ -29,6 +29,7 @@ from tui.widgets.epoch_table import EpochTable, RunCurves
 from tui.widgets.fixed_text import FixedText
 from tui.widgets.loss_chart import LossChart
 from tui.widgets.paged_table import Column, PagedTable, RowList, column_widths
+from tui.widgets.panel_bar import focus_now
 
 if TYPE_CHECKING:
     from engine.export import NotEmptyError
@@ -365,7 +366,7 @@ class RunsPanel(Vertical):
         return [r for r in self.runs if r.status in LIVE and r.name != but]
 
     def focus_main(self) -> None:
-        self.query_one(RunsTable).focus()
+        focus_now(self.query_one(RunsTable))
 
     @staticmethod
     def _columns(widths: list[int]) -> list[Column]:

@@ -34,6 +34,7 @@ from tui.panels import PANELS
 from tui.widgets.epoch_table import EpochTable, RunCurves
 from tui.widgets.fixed_text import FixedText
 from tui.widgets.loss_chart import LossChart
+from tui.widgets.panel_bar import focus_now
 
 TITLE = PANELS["train"][1]
 
@@ -120,7 +121,7 @@ class TrainPanel(Vertical):
         self._render_progress()
 
     def focus_main(self) -> None:
-        self.query_one(EpochTable).focus()
+        focus_now(self.query_one(EpochTable))
 
     def on_resize(self) -> None:
         self._render_progress()  # the progress line's long or short form, for its new width

@@ -8,12 +8,14 @@ its own messages and drew its own lines, time the UI thread spent before the new
 
 from __future__ import annotations
 
+import contextlib
 from typing import ClassVar
 
 from textual import events
 from textual.app import RenderResult
 from textual.containers import Container
 from textual.content import Content, Span
+from textual.dom import NoScreen
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
@@ -73,6 +75,13 @@ class PanelBar(Widget):
             if start <= event.x < end:
                 self.post_message(self.Picked(panel))
                 return
+
+
+def focus_now(widget: Widget) -> None:
+    """Focus ``widget`` in this turn. ``Widget.focus`` waits for the app's next turn, behind the keys already
+    queued: the letters typed right after F3 or / went to the field being left (a hidden panel's)."""
+    with contextlib.suppress(NoScreen):  # not mounted (yet, or any more)
+        widget.screen.set_focus(widget)
 
 
 class Pane(Container):
