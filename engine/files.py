@@ -63,6 +63,15 @@ def write_synced(path: Path, text: str) -> None:
         os.fsync(fh.fileno())
 
 
+def share_tree(folder: Path) -> None:
+    """Give every file below ``folder`` the mode the umask gives a new file: safetensors writes weights private
+    (0600), and a model or checkpoint folder is meant to be read by others as the umask allows."""
+    mode = 0o666 & ~_umask()
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(mode)
+
+
 def sync_tree(folder: Path) -> None:
     """fsync every file and folder below ``folder``, and ``folder`` itself, before it is renamed into place."""
     for path in folder.rglob("*"):

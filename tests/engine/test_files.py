@@ -50,6 +50,28 @@ def test_files_and_folders_written_whole_get_the_umask_mode_not_a_private_one(tm
     assert model.stat().st_mode & 0o777 == 0o777 & ~_umask()
 
 
+@pytest.mark.parametrize("folder", ["model", "checkpoint"])
+def test_weights_that_safetensors_writes_private_get_the_umask_mode(tmp_path: Path, folder: str) -> None:
+    """safetensors writes its file 0600: a teammate on a shared server could not load an exported model."""
+    import torch
+    from safetensors.torch import save_file
+
+    from engine.checkpoint import write_checkpoint
+    from engine.files import _umask
+    from engine.runs import save_dir_atomically
+
+    def write(tmp: Path) -> None:
+        save_file({"w": torch.zeros(2)}, str(tmp / "model.safetensors"))
+        assert (tmp / "model.safetensors").stat().st_mode & 0o777 == 0o600  # what the test is about
+
+    if folder == "model":
+        save_dir_atomically(tmp_path / "model", write)
+        written = tmp_path / "model" / "model.safetensors"
+    else:
+        written = write_checkpoint(tmp_path / "checkpoints", 3, write) / "model.safetensors"
+    assert written.stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
 def test_atomic_write_through_a_link_replaces_the_file_it_names_and_keeps_the_link(tmp_path: Path) -> None:
     real = tmp_path / "presets" / "real.yaml"
     real.parent.mkdir()
