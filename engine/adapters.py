@@ -207,6 +207,8 @@ def peft_config(model: torch.nn.Module, lora: LoraConfig, task: str, fresh: Sequ
     from transformers.pytorch_utils import Conv1D
 
     targets = target_modules(model, lora)
+    saved = modules_to_save(model, lora, task, fresh)
+    _check_not_saved(model, targets, saved)
     # GPT-2's Conv1D keeps its weight transposed; peft needs telling (it would warn and do so itself)
     transposed = any(
         isinstance(module, Conv1D) and _matches([name], wanted)
@@ -218,10 +220,27 @@ def peft_config(model: torch.nn.Module, lora: LoraConfig, task: str, fresh: Sequ
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
         target_modules=targets,
-        modules_to_save=modules_to_save(model, lora, task, fresh) or None,
+        modules_to_save=saved or None,
         task_type=TASK_TYPES.get(task),
         fan_in_fan_out=transposed,
     )
+
+
+def _check_not_saved(model: torch.nn.Module, targets: list[str], saved: list[str]) -> None:
+    """peft leaves a module trained in full without an adapter, and fails when no target is left."""
+
+    def inside(name: str) -> bool:
+        return any(name == s or name.startswith(s + ".") or name.endswith("." + s) or f".{s}." in name for s in saved)
+
+    layers = [n for names in adaptable_layers(model).values() for n in names]
+    for wanted in targets:
+        names = [n for n in layers if n == wanted or n.endswith("." + wanted)]
+        if names and all(inside(n) for n in names):
+            raise ConfigError(
+                "model.lora.target_modules",
+                f'"{wanted}" is trained in full already (modules_to_save: {", ".join(saved)}); adapt other '
+                "layers, or set model.lora.modules_to_save yourself",
+            )
 
 
 @contextlib.contextmanager
