@@ -660,10 +660,13 @@ def validate_field(cfg: RunConfig, path: str, value: Any) -> RunConfig:
 
 
 def _set_path(raw: dict[str, Any], parts: list[str], value: Any) -> None:
-    """``raw[a][b][c] = value`` for ``parts`` [a, b, c]; what is on the way and not a mapping becomes one."""
+    """``raw[a][b][c] = value`` for ``parts`` [a, b, c]; a null on the way becomes a mapping (``model.lora.r=8``
+    turns model.lora on), any other value on the way is refused, as the config would refuse it."""
     where = raw
-    for part in parts[:-1]:
+    for depth, part in enumerate(parts[:-1], 1):
         inner = where.get(part)
+        if inner is not None and not isinstance(inner, Mapping):
+            raise ConfigError(".".join(parts[:depth]), f"expected a mapping of keys, got {_show(inner)}")
         where[part] = dict(inner) if isinstance(inner, Mapping) else {}
         where = where[part]
     where[parts[-1]] = value
