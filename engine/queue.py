@@ -52,6 +52,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from engine.config import RunConfig, apply_overrides, config_path, from_dict, load_config, parse_yaml
 from engine.errors import ConfigError, UserError
+from engine.events import plural
 from engine.faults import kill_point
 from engine.files import atomic_write_text
 from engine.runs import (
@@ -434,15 +435,16 @@ def run_status(runs_dir: str | os.PathLike[str], entry: QueueEntry) -> str:
         return entry.state
     root = Path(runs_dir).expanduser()
     run = entry.run_dir(root)
-    if entry.state == CLAIMED or run is None:
+    if run is None:
         return "starting"
+    # A claimed entry's run may have trained and ended already: its runner died before marking it started.
     status = (run.read_summary() or {}).get("status")
     if status:
         return str(status)
     live = run.live_state()
     if live is not None:
         return live
-    if _is_held(_claim_path(root, entry.id)):
+    if entry.state == CLAIMED or _is_held(_claim_path(root, entry.id)):
         return "starting"  # its process lives but has not taken the run's lock yet
     return "killed" if run.path.is_dir() else "gone"
 
@@ -504,6 +506,10 @@ def expand_grid(
     twice = [key for key, n in Counter(keys).items() if n > 1]
     if twice:
         raise ConfigError(f"--grid {twice[0]}", "is given twice; list all its values in one --grid")
+    for key in keys:  # model.lora=null and model.lora.r=4,8: which wins would depend on their order
+        outer = next((k for k in keys if key.startswith(f"{k}.")), None)
+        if outer is not None:
+            raise ConfigError(f"--grid {key}", f"overlaps --grid {outer}; keep one of them")
     set_keys = {o.partition("=")[0].strip() for o in overrides}
     for key in keys:  # the grid's values would win over --set's without a word, for a key or one inside it
         overlap = [g for g in set_keys if g == key or g.startswith(f"{key}.") or key.startswith(f"{g}.")]
@@ -1256,6 +1262,13 @@ def follow_sweep(root: Path, sweep: str, ids: Sequence[str]) -> int:
                     print(line.rstrip(), flush=True)
             if all(row.ended for row in rows):
                 break
+            waiting = [row for row in rows if row.status in (QUEUED, "starting")]
+            if waiting and len(waiting) == sum(not row.ended for row in rows) and runner_state(root) is None:
+                print(
+                    f"the queue runner of {root}/ is not running, so {plural(len(waiting), 'run')} of the sweep "
+                    f"cannot start; tunebench queue start{runs_dir_option(root)} starts it"
+                )
+                return 1
             time.sleep(FOLLOW_SECONDS)
             rows = sweep_rows(root, sweep, ids)
     except KeyboardInterrupt:

@@ -400,6 +400,14 @@ def test_a_grid_key_also_set_with_set_is_refused(tmp_path: Path) -> None:
         queue.expand_grid(write_config(tmp_path), ["model.lora.r=4,8"], ["model.lora=null"])
 
 
+def test_two_grids_one_inside_the_other_are_refused_in_either_order(tmp_path: Path) -> None:
+    """Which one won depended on their order: model.lora=null after model.lora.r=4,8 queued the same run twice,
+    labelled r=4 and r=8, with no LoRA at all."""
+    for grids in (["model.lora.r=4,8", "model.lora=null"], ["model.lora=null", "model.lora.r=4,8"]):
+        with pytest.raises(ConfigError, match=r"^--grid model.lora.r: overlaps --grid model.lora; keep one of them"):
+            queue.expand_grid(write_config(tmp_path), grids)
+
+
 def test_a_combination_that_breaks_a_rule_between_settings_names_its_grid_values(tmp_path: Path) -> None:
     config = write_config(tmp_path, "train:\n  load_best_model_at_end: true\n")
     with pytest.raises(ConfigError, match=r"train.load_best_model_at_end: .*\(with --grid train.save_strategy=steps"):
@@ -427,6 +435,27 @@ def test_following_a_sweep_prints_a_row_per_run_as_it_ends(
     assert rows[3] == ["sweep", "s1:", "1", "of", "3", "runs", "finished"]
 
 
+def test_following_a_sweep_whose_runner_died_ends_and_says_how_to_start_it(
+    tmp_path: Path, runs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The runner was killed with one run ended and one claimed: the run still trained to its end, and the
+    entry read "starting" for ever, and --follow waited for ever on the one still queued."""
+    entries = queue.add_sweep(runs, queue.expand_grid(write_config(tmp_path), ["train.seed=1,2,3"]), "s3", "x")
+    folder = runs / "20250101-000000-classification-minilm-seed2"
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps({"status": "finished"}))
+    with queue._changing(runs) as q:  # as a runner killed after starting its second run leaves them
+        q.entries[0].state, q.entries[0].run = "failed", None
+        q.entries[1].state, q.entries[1].run = "claimed", folder.name
+    assert queue.run_status(runs, queue.list_queue(runs)[1]) == "finished"
+    assert queue.follow_sweep(runs, "s3", [e.id for e in entries]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == (
+        f"the queue runner of {runs}/ is not running, so 1 run of the sweep cannot start; "
+        f"tunebench queue start --runs-dir {runs} starts it"
+    )
+
+
 def test_ctrl_c_stops_following_a_sweep_and_leaves_it_queued(
     tmp_path: Path, runs: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -436,6 +465,7 @@ def test_ctrl_c_stops_following_a_sweep_and_leaves_it_queued(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(queue.time, "sleep", interrupt)
+    monkeypatch.setattr(queue, "runner_state", lambda _runs_dir: 4242)  # a runner would start them
     assert queue.follow_sweep(runs, "s2", [e.id for e in entries]) == 130
     assert "the sweep goes on" in capsys.readouterr().out
     assert [e.state for e in queue.list_queue(runs)] == ["queued", "queued"]
