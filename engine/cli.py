@@ -623,7 +623,7 @@ def predict_text(result: PredictResult) -> str:
         return "\n\n".join(blocks)
     if isinstance(result, ClassifyResult):
         return _score_table([(s.label, s.score) for s in result.labels], _echo(result.text), "label")
-    return f"{result.prompt}{result.completion if result.completion.startswith(' ') else ' ' + result.completion}"
+    return result.prompt + result.completion  # the completion starts with the space it follows the prompt by
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

@@ -358,10 +358,22 @@ class Predictor:
             ids = ids.to(self.device)
             generate: Any = self.model.generate
             out = generate(input_ids=ids, attention_mask=torch.ones_like(ids), **settings)
-        completion = str(self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
+        completion = _continuation(self.tokenizer, out[0], ids.shape[1])
         return GenerateResult(
             self.name, text, completion, self.untrained_head, self._warnings(note), description=self.description
         )
+
+
+def _continuation(tokenizer: Any, ids: Any, prompt_length: int) -> str:
+    """What follows the prompt in ``ids`` (prompt and new tokens), as text that follows the prompt's own: the
+    whole decoded less the prompt decoded, as transformers' text-generation pipeline does. Decoded alone, the
+    new tokens lose the space before them (WordPiece, SentencePiece): "the cafe wasdigital"."""
+    prompt = str(tokenizer.decode(ids[:prompt_length], skip_special_tokens=True))
+    whole = str(tokenizer.decode(ids, skip_special_tokens=True))
+    if whole.startswith(prompt):
+        return whole[len(prompt) :]
+    alone = str(tokenizer.decode(ids[prompt_length:], skip_special_tokens=True))
+    return alone if not alone or alone[0].isspace() else " " + alone
 
 
 _CACHE: dict[tuple[Any, ...], Predictor] = {}

@@ -160,6 +160,8 @@ def test_generate_continues_a_prompt_greedily_within_max_new_tokens(tiny_gpt2_di
     assert isinstance(first, GenerateResult) and first.prompt == "the cafe was"
     assert 1 <= len(predictor.tokenizer(first.completion, add_special_tokens=False)["input_ids"]) <= 3
     assert predictor.generate("the cafe was", max_new_tokens=3) == first  # greedy is deterministic
+    # WordPiece decodes the new tokens alone without the space before them: "the cafe wasdigital"
+    assert (first.prompt + first.completion).split()[:3] == ["the", "cafe", "was"]
     sampled = predictor.generate("the cafe was", max_new_tokens=3, do_sample=True, seed=1)
     assert sampled == predictor.generate("the cafe was", max_new_tokens=3, do_sample=True, seed=1)
 

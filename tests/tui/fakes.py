@@ -180,6 +180,10 @@ class FakePredictor:
 
     def __call__(self, request: PredictRequest) -> PredictionView:
         self.requests.append(request)
+        if request.task == "causal-lm":
+            base_view = ModelView(request.base, "generate", text=" and then it rained", prompt=request.text)
+            tuned_view = ModelView(request.tuned, "generate", text=" and it was good", prompt=request.text)
+            return PredictionView(base_view, tuned_view if request.tuned else None)
         base_scores: tuple[tuple[str, float], ...]
         tuned_scores: tuple[tuple[str, float], ...]
         if request.task == "classification":

@@ -1654,6 +1654,10 @@ async def test_a_causal_lm_offers_max_new_tokens_instead_of_top_k(
         await pilot.press(*"The movie was", "tab", "backspace", "backspace", *"12", "enter")
         await until(pilot, lambda: app.predict_panel.result is not None, "predictions show")
         assert fake_predictor.requests[-1].max_new_tokens == 12  # type: ignore[attr-defined]
+        app.query_one("#predict-input", Input).value = "Another text"  # typed since: not what was continued
+        await pilot.pause()
+        shown = app.query_one("#predict-base .generated", Static).render()
+        assert str(shown) == "The movie was and then it rained"
 
 
 # -- Runs -------------------------------------------------------------------------------------------------------

@@ -84,6 +84,8 @@ class ModelView:
     text: str = ""
     warnings: tuple[str, ...] = ()
     untrained_head: bool = False
+    #: generate: the prompt ``text`` continues, as it was asked (the field may hold another text by now).
+    prompt: str = ""
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,15 @@ def to_view(result: Any) -> ModelView:
         groups = (ScoreGroup("labels", tuple((s.label, s.score) for s in result.labels)),)
     else:
         text = result.completion
-    return ModelView(result.model, mode, groups, text, tuple(result.warnings), bool(result.untrained_head))
+    return ModelView(
+        result.model,
+        mode,
+        groups,
+        text,
+        tuple(result.warnings),
+        bool(result.untrained_head),
+        prompt=getattr(result, "prompt", ""),
+    )
 
 
 def _label_names_of(model: str) -> list[str]:
@@ -498,11 +508,8 @@ class PredictPanel(Vertical):
             bars.set_scores(list(group.scores))
             widgets.append(bars)
         if view.mode == "generate":
-            widgets.append(Static(Content.assemble((self.result_prompt(), "dim"), view.text), classes="generated"))
+            widgets.append(Static(Content.assemble((view.prompt, "dim"), view.text), classes="generated"))
         results.mount_all(widgets)
-
-    def result_prompt(self) -> str:
-        return self.query_one("#predict-input", Input).value
 
     def action_example(self) -> None:
         field_ = self.query_one("#predict-input", Input)
