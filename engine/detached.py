@@ -239,8 +239,12 @@ class DetachedRun:
         if process is not None:
             # Its events could not say why (a full disk): its last words on stderr may.
             error, user_error = died_message(run, process.returncode)
-        else:
-            error = f"{run.name} is not live: it was killed (resume continues it from its last checkpoint)"
+        else:  # attached: its process was another's
+            from engine.checkpoint import complete_checkpoints
+
+            saved = complete_checkpoints(run.checkpoints_dir)
+            since = f"its last checkpoint is {saved[-1].name}" if saved else "no checkpoint: a resume starts over"
+            error, user_error = f"{run.name} was killed before it ended; {since}", False
         fan_out(self._subscribers, RunFailed(error=error, user_error=user_error))
         return RunResult("failed", kept, error=error, user_error=user_error)
 

@@ -298,8 +298,8 @@ class RunDriver:
             return ""
         name = Path(controller.run_dir).name
         info = next((r for r in self.app.runs_panel.runs if r.name == name), None)
-        left = "stopped" if controller.state is RunState.STOPPED else "failed"
-        if info is None or info.status == left:
+        left = {"stopped"} if controller.state is RunState.STOPPED else {"failed", "killed"}  # killed: no summary
+        if info is None or info.status in left:
             return ""
         if info.status in LIVE:
             # A listing made before the run's end here can still say it trains: its lock says for sure.

@@ -200,3 +200,26 @@ def test_a_run_process_leaves_with_its_code_its_output_flushed_and_exit_handlers
     done = subprocess.run([sys.executable, "-c", code, str(marker)], capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout, done.stderr) == (3, "to stdout", "to stderr")
     assert marker.read_text() == "ran"
+
+
+def test_a_viewer_attached_to_a_run_killed_elsewhere_says_so_and_what_a_resume_does(
+    make_config: Callable[..., Any], tmp_path: Path
+) -> None:
+    """It said "is not live: it was killed (resume continues it from its last checkpoint)" as a user error,
+    which the Train panel answered with "n in Runs starts a config from this run to fix"; the run had no
+    checkpoint, so a resume would start over."""
+    from engine.detached import start_detached
+
+    cfg = make_config(train={"num_train_epochs": 20})
+    run, pid = start_detached(cfg, tmp_path)
+    killed = threading.Event()
+
+    def kill(event: Event) -> None:
+        if isinstance(event, StepLogged) and not killed.is_set():
+            killed.set()
+            os.kill(pid, signal.SIGKILL)
+
+    result = DetachedRun(cfg, subscribers=[kill], attach_dir=run.path).run()
+    assert killed.is_set()
+    assert result.status == "failed" and not result.user_error
+    assert result.error == f"{run.name} was killed before it ended; no checkpoint: a resume starts over"
