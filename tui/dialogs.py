@@ -122,6 +122,8 @@ class ExportScreen(ModalScreen[ExportChoice | None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "dismiss", "Cancel", tooltip="Close without exporting"),
+        # priority: on a checkbox too, whose own enter would tick it (space does that)
+        Binding("enter", "export", "Export", priority=True, tooltip="Export with the answers given"),
     ]
 
     def __init__(self, run_name: str, *, adapter: bool, choice: ExportChoice | None = None, error: str = "") -> None:
@@ -148,9 +150,9 @@ class ExportScreen(ModalScreen[ExportChoice | None]):
         self.query_one("#export-error", Static).display = bool(self.error)
         self.query_one("#export-out", Input).focus()
 
-    @on(Input.Submitted, "#export-out")
-    def _on_submit(self, event: Input.Submitted) -> None:
-        if not event.value.strip():
+    def action_export(self) -> None:
+        out = self.query_one("#export-out", Input).value.strip()
+        if not out:
             return
         merge = self.adapter and self.query_one("#export-merge", Checkbox).value
-        self.dismiss(ExportChoice(event.value.strip(), merge, self.query_one("#export-force", Checkbox).value))
+        self.dismiss(ExportChoice(out, merge, self.query_one("#export-force", Checkbox).value))

@@ -2111,6 +2111,11 @@ async def test_e_exports_the_highlighted_runs_model_to_the_folder_given(
         assert str(app.screen.query_one("#export-error", Static).render()) == (
             "exports/mine holds a model already: tick “replace the model already there”, or pick another folder"
         )
+        await pilot.press("tab", "space", "enter")  # ticked, enter on the box exports (its own enter would untick)
+        await until(pilot, lambda: not isinstance(app.screen, ExportScreen), "the export replaces it")
+        await until(pilot, lambda: sum(n.startswith("exports/mine: the model of") for n in notes) == 2, "done")
+        await pilot.press("e")
+        await pilot.pause()
         Path("exports/notes").mkdir()
         Path("exports/notes/notes.txt").write_text("mine")
         app.screen.query_one("#export-out", Input).value = "exports/notes"
@@ -2119,7 +2124,7 @@ async def test_e_exports_the_highlighted_runs_model_to_the_folder_given(
         assert str(app.screen.query_one("#export-error", Static).render()) == (
             "exports/notes holds notes.txt, not an exported model; export into a new or empty folder"
         )
-        assert sum(n.startswith("exporting") for n in notes) == 1, "no “exporting…” for the exports refused"
+        assert sum(n.startswith("exporting") for n in notes) == 2, "no “exporting…” for the exports refused"
         await pilot.press("escape")
         await pilot.pause()
         assert not isinstance(app.screen, ExportScreen)
