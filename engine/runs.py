@@ -474,7 +474,7 @@ def list_runs(runs_dir: str | os.PathLike[str], cache: RunsCache | None = None) 
             live = run.read_live() or {}
             status = run.live_state(live) or ended_status(run.events_path) or "killed"
             info = RunInfo(path, entry.name, status, "", "", _made(entry), None, None, None)
-            info.parent, info.sweep = _lineage(run)
+            _from_config(run, info)
             # live.json says the run's best score so far; a killed run's is its last word, with its seconds.
             best = live.get("best")
             if isinstance(best, list) and len(best) == 2 and isinstance(best[1], int | float):
@@ -563,15 +563,21 @@ def _safe_yaml(text: str) -> Any:
         loader.dispose()
 
 
-def _lineage(run: RunDir) -> tuple[str | None, str | None]:
-    """``output.parent`` and ``output.sweep`` from a run's config.yaml: a run without a summary (live, killed) has
-    them nowhere else."""
+def _from_config(run: RunDir, info: RunInfo) -> None:
+    """Fill ``info``'s task, model, ``output.parent`` and ``output.sweep`` from the run's config.yaml: a run
+    without a summary (live, killed) has them nowhere else."""
     try:
-        output = (_safe_yaml(run.config_path.read_text(encoding="utf-8")) or {}).get("output") or {}
-    except (OSError, yaml.YAMLError, AttributeError):
-        return None, None
-    parent, sweep = output.get("parent"), output.get("sweep")
-    return (str(parent) if parent else None), (str(sweep) if sweep else None)
+        cfg = _safe_yaml(run.config_path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return
+    if not isinstance(cfg, dict):
+        return
+    model, output = cfg.get("model"), cfg.get("output")
+    info.task = str(cfg.get("task") or "")
+    info.model = str(model.get("name_or_path") or "") if isinstance(model, dict) else ""
+    if isinstance(output, dict):
+        parent, sweep = output.get("parent"), output.get("sweep")
+        info.parent, info.sweep = (str(parent) if parent else None), (str(sweep) if sweep else None)
 
 
 def lineage(name: str, runs: list[RunInfo]) -> list[str]:

@@ -131,8 +131,10 @@ def test_a_killed_run_lists_its_last_known_best_score_and_time(tmp_path: Path) -
     log.close()
     record = {"pid": 1, "state": "running", "heartbeat": 0.0, "best": ["accuracy", 0.7292], "seconds": 28.5}
     (folder / "live.json").write_text(json.dumps(record), encoding="utf-8")
+    (folder / "config.yaml").write_text("task: classification\nmodel:\n  name_or_path: minilm\n", encoding="utf-8")
     [info] = list_runs(tmp_path)
     assert (info.status, info.best_text, info.duration_seconds) == ("killed", "acc 0.7292", 28.5)
+    assert (info.task, info.model) == ("classification", "minilm")  # from its config: it has no summary
 
 
 def test_a_run_started_from_a_runs_model_is_named_after_the_model_not_the_folder() -> None:
