@@ -32,7 +32,11 @@ def left_run_line(run_dir: Path) -> str:
     """What the terminal says after the workbench quit and left a run going: where it is, how to see it again."""
     from engine.runs import RunDir, run_ref
 
-    return f"the run goes on without the workbench: {run_dir}; tunebench attach {run_ref(RunDir(run_dir))} shows it"
+    run = RunDir(run_dir)
+    ref = run_ref(run)
+    if run.live_state() == "paused":  # left paused (l in the quit question): it waits for a resume
+        return f"the run waits paused without the workbench: {run_dir}; tunebench resume {ref} continues it"
+    return f"the run goes on without the workbench: {run_dir}; tunebench attach {ref} shows it"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from rich.console import Console
 from textual.command import CommandPalette
 from textual.widgets import Button, Input, Static
@@ -445,6 +446,14 @@ async def test_q_then_l_leaves_the_run_and_exits(make_app: Callable[..., Workben
     assert app.training.left_run == Path("runs/gated")
     assert left_run_line(Path("runs/gated")) == (
         "the run goes on without the workbench: runs/gated; tunebench attach gated shows it"
+    )
+
+
+def test_a_run_left_paused_is_said_to_wait_and_how_to_resume_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It said "the run goes on without the workbench" of a run left paused, which waits for a resume."""
+    monkeypatch.setattr(RunDir, "live_state", lambda _self, _record=None: "paused")
+    assert left_run_line(Path("runs/gated")) == (
+        "the run waits paused without the workbench: runs/gated; tunebench resume gated continues it"
     )
 
 
