@@ -844,7 +844,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     names = list(args.runs)
     if len(names) == 1:  # a sweep's id (tunebench sweep, queue ls): its runs, oldest first, as the Runs panel does
-        names = [r.path.name for r in reversed(list_runs(args.runs_dir)) if r.sweep == names[0]] or names
+        members = [r.path.name for r in reversed(list_runs(args.runs_dir)) if r.sweep == names[0]]
+        if len(members) == 1:
+            raise UserError(
+                f"compare: sweep {names[0]} has one run in {args.runs_dir}/ so far ({members[0]}); compare needs "
+                "two or more"
+            )
+        names = members or names
     if len(names) < 2:
         raise UserError(
             f"compare: give two runs or more, or a sweep's id (got {len(args.runs)}); "

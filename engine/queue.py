@@ -1215,6 +1215,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     for _grid, cfg in runs:  # --dry-run too: what it lists would start
         check_local_paths(cfg)
     twins = waiting_twins(root, [cfg for _grid, cfg in runs])
+    earlier = _sweep_given_again(root, twins)
+    if earlier is not None:  # its runs are this one's: the new ones join it, and its id names them all
+        sweep = earlier
+        runs = [
+            (grid, dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, sweep=sweep))) for grid, cfg in runs
+        ]
     print(f"sweep {sweep}: {len(runs)} run{'' if len(runs) == 1 else 's'} of {args.config}")
     width = max(len(cfg.output.run_name or "") for _grid, cfg in runs)
     for (grid, cfg), twin in zip(runs, twins, strict=True):
@@ -1243,6 +1249,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if not args.follow:
         return 0
     return follow_sweep(root, sweep, [e.id for e in [*entries, *waiting]])
+
+
+def _sweep_given_again(root: Path, twins: Sequence[QueueEntry | None]) -> str | None:
+    """The id of the earlier sweep that a sweep now given holds whole (the same grid, or one with more values),
+    none of whose runs has started: the new sweep continues it. Else None: a sweep of its own."""
+    earlier = {t.sweep for t in twins if t is not None}
+    if len(earlier) != 1 or None in earlier:
+        return None
+    (sweep,) = earlier
+    members = {e.id for e in list_queue(root) if e.sweep == sweep}
+    return sweep if members == {t.id for t in twins if t is not None} else None
 
 
 def follow_sweep(root: Path, sweep: str, ids: Sequence[str]) -> int:

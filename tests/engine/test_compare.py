@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -470,6 +471,12 @@ def test_a_sweeps_id_compares_its_runs(runs: Path, capsys: pytest.CaptureFixture
     assert cli.main(["compare", "4f2a01", "--runs-dir", str(runs), "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in shown["runs"]] == ["20250101-100000-a", "20250101-110000-b"]
+    shutil.rmtree(runs / "20250101-110000-b")  # a sweep of one run so far: said so, not "give two runs (got 1)"
+    assert cli.main(["compare", "4f2a01", "--runs-dir", str(runs)]) == 2
+    assert capsys.readouterr().err == (
+        f"tunebench: error: compare: sweep 4f2a01 has one run in {runs}/ so far (20250101-100000-a); compare needs "
+        "two or more\n"
+    )
 
 
 @pytest.mark.parametrize(

@@ -339,6 +339,19 @@ def test_the_same_sweep_given_again_queues_only_the_runs_not_waiting_already(
     assert [row.entry.id for row in queue.sweep_rows(runs, new_sweep, ["2"]) if row.entry] == ["2", "3"]
 
 
+def test_a_waiting_sweep_given_again_with_more_values_continues_under_its_id(
+    tmp_path: Path, runs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its waiting runs kept the first sweep's id and the new one got another: the id printed named only the
+    run added, so compare and queue rm on it missed the rest."""
+    config = write_config(tmp_path)
+    assert cli.main(["sweep", str(config), "--grid", "train.seed=1,2"]) == 0
+    first = queue.list_queue(runs)[0].sweep
+    assert cli.main(["sweep", str(config), "--grid", "train.seed=1,2,3"]) == 0
+    assert f"sweep {first}: 3 runs of" in capsys.readouterr().out
+    assert [(e.sweep, e.config["output"]["sweep"]) for e in queue.list_queue(runs)] == [(first, first)] * 3
+
+
 def test_a_grid_path_written_two_ways_is_one_value_and_values_that_slug_alike_get_their_own_names(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
