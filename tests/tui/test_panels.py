@@ -2337,6 +2337,29 @@ async def test_the_log_follows_new_lines_after_a_resize(make_app: Callable[..., 
         assert log.scroll_offset.y == 0
 
 
+async def test_the_step_count_of_a_run_that_started_over_is_its_new_sessions(
+    make_app: Callable[..., WorkbenchApp],
+) -> None:
+    """Attached to a run killed at step 10 and started again from 0, the bar kept the first session's 10."""
+    from textual.widgets import ProgressBar
+
+    from engine.events import RunStarted, StepDone, StepLogged
+    from tests.tui.fakes import run_script
+
+    app = make_app(panel="train")
+    async with app.run_test(size=(120, 40)) as pilot:
+        script = run_script("runs/r")
+        panel = app.train_panel
+        panel.handle(next(e for e in script if isinstance(e, RunStarted)))
+        first = [e for e in script if isinstance(e, StepLogged)][:10]
+        panel.add_steps([*first, *first[:3]])  # as an attach replays both sessions' events
+        await pilot.pause()
+        assert app.query_one("#train-progress", ProgressBar).progress == 3
+        panel.add_steps([first[3], StepDone(step=5, total_steps=24)])
+        await pilot.pause()
+        assert app.query_one("#train-progress", ProgressBar).progress == 5
+
+
 async def test_the_progress_bar_counts_optimizer_steps_between_logged_steps(
     make_app: Callable[..., WorkbenchApp],
 ) -> None:

@@ -197,7 +197,13 @@ class TrainPanel(Vertical):
     # -- events ---------------------------------------------------------------------------------------------
     def add_steps(self, steps: list[StepLogged | StepDone]) -> None:
         logged = [s for s in steps if isinstance(s, StepLogged)]
-        self.step_done = max([self.step_done, *(s.step for s in steps)])
+        last = self.last_step.step if self.last_step is not None else None
+        for step in steps:
+            if isinstance(step, StepLogged):
+                if last is not None and step.step <= last:
+                    self.step_done = 0  # a later session, resumed below the last one's steps (a killed run's)
+                last = step.step
+            self.step_done = max(self.step_done, step.step)
         if logged:
             points = self.curves.add_steps(logged)
             self.last_step = logged[-1]
