@@ -277,9 +277,10 @@ class EventCallback:
     def on_epoch_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        if self.stopped:
-            # A stop mid-epoch is not an epoch: no epoch event and no eval of a partial pass (its checkpoint
-            # was written at the stop).
+        epoch = state.epoch or 0
+        if self.stopped or (control.should_training_stop and abs(epoch - round(epoch)) > 1e-6):
+            # A stop mid-epoch (asked for, or early stopping after an evaluation between epochs' ends) is not an
+            # epoch: no epoch event and no eval of a partial pass (a stop's checkpoint was written at the stop).
             control.should_evaluate = False
             control.should_save = False
             return

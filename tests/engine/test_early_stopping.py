@@ -152,3 +152,26 @@ def test_a_run_killed_after_an_epochs_evaluation_resumes_to_the_same_early_stop(
     torch.set_num_threads(threads)
     assert result.status == "finished", result.error
     assert next(e for e in resumed if isinstance(e, RunFinished)).note == want
+
+
+@pytest.mark.parametrize("engine", ["loop", "sft"])
+def test_a_run_stopped_early_between_epochs_ends_no_epoch(engine: str, tmp_path: Path, tiny_bert_dir: Path) -> None:
+    """The SFT engine wrote an EpochEnded for the part of the epoch run before early stopping ended it, which
+    the epoch table showed as a whole epoch; the loop engine writes none."""
+    from engine.events import EpochEnded
+
+    rows = write_jsonl(tmp_path / "rows.jsonl", [{"text": f"the cafe was lovely, visit {i}"} for i in range(48)])
+    overrides = {
+        "task": "masked-lm",
+        "engine": engine,
+        "data.label_field": None,
+        "train.num_train_epochs": 2,
+        "train.eval_strategy": "steps",
+        "train.eval_steps": 2,
+        "train.early_stopping_patience": 1,
+        "train.early_stopping_threshold": 100.0,
+    }
+    _, events = run(tiny_config(tiny_bert_dir, rows, tmp_path / "runs", overrides))
+    evaluated = [e.step for e in events if isinstance(e, Evaluated)]
+    assert evaluated[:2] == [2, 4]
+    assert not [e for e in events if isinstance(e, EpochEnded)], "4 steps of the first epoch are no epoch"
