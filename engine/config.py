@@ -454,8 +454,11 @@ def _key_text(key: Any) -> str:
 
 
 def _unknown_key(path: str, key: Any, known: list[str]) -> ConfigError:
-    hint = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
     where = f"{path}.{_key_text(key)}" if path else _key_text(key)
+    name, colon, value = str(key).partition(":")
+    if colon and name.strip() in known:  # {r:8}: YAML reads "r:8" as one key; a value needs the space
+        return ConfigError(where, f'unknown key; write "{name.strip()}: {value.strip()}", with a space after the colon')
+    hint = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
     extra = f' (did you mean "{hint[0]}"?)' if hint else f" (known keys: {', '.join(known)})"
     return ConfigError(where, f"unknown key{extra}")
 
@@ -548,6 +551,13 @@ def _check_launch(launch: LaunchConfig) -> None:
     (``engine.detached.check_launch``)."""
     if launch.gpu_ids is not None and not _GPU_IDS.fullmatch(launch.gpu_ids.replace(" ", "")):
         raise ConfigError("launch.gpu_ids", f'expected GPU numbers such as "0,1", got {_show(launch.gpu_ids)}')
+    if launch.gpu_ids is not None:
+        ids = launch.gpu_ids.replace(" ", "").split(",")
+        twice = next((i for i in ids if ids.count(i) > 1), None)
+        if twice is not None:
+            raise ConfigError(
+                "launch.gpu_ids", f"GPU {twice} is named twice in {_show(launch.gpu_ids)}; name each once"
+            )
     if launch.accelerate_config is not None:
         problem = _accelerate_config_problem(launch.accelerate_config)
         if problem is not None:

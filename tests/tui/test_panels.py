@@ -830,6 +830,9 @@ async def test_a_pipe_is_not_loaded_and_a_link_is_saved_through(
         await until(pilot, lambda: app.config_panel.form_built, "the form is built")
         said = await with_path(pilot, app, "pipe.yaml", "ctrl+l")
         assert "pipe.yaml: not a regular file (a pipe or a device)" in said
+        Path("typo.yaml").write_text("task: classification\ntrain:\n  learning_rte: 0.1\n")
+        said = await with_path(pilot, app, "typo.yaml", "ctrl+l")  # a key's mistake names its file too
+        assert said.startswith('typo.yaml: train.learning_rte: unknown key (did you mean "learning_rate"?)')
         await with_path(pilot, app, "link.yaml", "ctrl+l")
         await edit_then_press(pilot, app, "train.num_train_epochs", "5", "ctrl+s")
         assert Path("link.yaml").is_symlink() and load_config("shared/real.yaml").train.num_train_epochs == 5

@@ -666,8 +666,8 @@ class ConfigPanel(Vertical):
             return False
         try:
             cfg = load_config(path)
-        except ConfigError as exc:
-            self._path_status(str(exc))
+        except ConfigError as exc:  # a key's mistake names the key: the file goes first, as its other errors say it
+            self._path_status(f"{path}: {exc}" if exc.path else str(exc))
             return False
         before = self.config
         self.path = path
