@@ -1692,6 +1692,22 @@ async def test_runs_panel_lists_runs_newest_first_and_opens_one(
         assert len(app.query_one("#runs-chart", LossChart).series["train loss (step)"].points) == 24
 
 
+async def test_at_80_columns_run_names_are_cut_in_the_middle_and_the_best_score_shows(
+    make_app: Callable[..., WorkbenchApp], two_runs: list[str]
+) -> None:
+    """The run column took its longest name's width, and at 80 columns the best score read "acc 0."."""
+    app = make_app(panel="runs")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: len(app.runs_panel.runs) == 2, "the runs list")
+        table = app.query_one("#runs-table", RunsTable)
+        await pilot.pause()
+        line = table.render_line(1).text
+        assert "acc 0.8000" in line and "20240102-100…tion-minilm" in line
+        await pilot.resize_terminal(160, 24)
+        await pilot.pause()
+        assert two_runs[1] in table.render_line(1).text  # wide enough: whole again
+
+
 async def test_the_panel_on_show_lists_its_runs_once_and_again_on_its_key(
     make_app: Callable[..., WorkbenchApp], two_runs: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -105,6 +105,8 @@ def row_key(row: Row) -> str:
 
 #: The columns after the mark's.
 TITLES = ("run", "status", "best", "date", "time", "task", "model", "memory")
+#: The narrowest the run column is cut to, to fit a narrow terminal: its date and the end of its name show.
+RUN_COLUMN_LEAST = 24
 
 
 #: A queued entry's label past a run name's width widens the list's first column past the screen.
@@ -326,6 +328,8 @@ class RunsPanel(Vertical):
         self._title_has_classes = False
         self._detail_failure: str | None = None
         self._detail_note: str | None = None
+        #: The columns' widths as the rows need them, before the run column is fitted to the view.
+        self._widths: list[int] | None = None
 
     def compose(self) -> ComposeResult:
         yield FixedText(TITLE, id="runs-title", classes="panel-title")
@@ -368,9 +372,23 @@ class RunsPanel(Vertical):
     def focus_main(self) -> None:
         focus_now(self.query_one(RunsTable))
 
-    @staticmethod
-    def _columns(widths: list[int]) -> list[Column]:
-        return [Column(" ", 1), *(Column(title, width) for title, width in zip(TITLES, widths, strict=True))]
+    def _columns(self, widths: list[int]) -> list[Column]:
+        """The columns, the run's names cut in their middle where the whole line would not fit the view: at 80
+        columns a run's name took the room of its status and best score."""
+        self._widths = widths
+        room = self.query_one(RunsTable).size.width if self.is_mounted else 0
+        line = sum(w + 2 for w in [1, *widths])  # each cell is padded by one on either side
+        run = widths[0]
+        if room and line > room:
+            run = max(RUN_COLUMN_LEAST, run - (line - room))
+        cut = run < widths[0]  # in the middle: a sweep's runs differ at the end of their names
+        fitted = [run, *widths[1:]]
+        columns = [Column(t, w, middle=cut and i == 0) for i, (t, w) in enumerate(zip(TITLES, fitted, strict=True))]
+        return [Column(" ", 1), *columns]
+
+    def on_resize(self) -> None:
+        if self._widths is not None:
+            self.query_one(RunsTable).set_columns(self._columns(self._widths))
 
     def _cells(self, line: ListedRow) -> tuple[str, ...]:
         row = line.row

@@ -213,6 +213,14 @@ class PagedTable(ScrollView, Generic[RowT], can_focus=True):
             self.cursor = 0
         self.refresh()
 
+    def set_columns(self, columns: Sequence[Column]) -> None:
+        """New column widths for the same rows (the view's width changed)."""
+        if list(columns) == self._columns:
+            return
+        self._columns = list(columns)
+        self.virtual_size = Size(self._content_width(), self._count + 1)
+        self.refresh()
+
     @property
     def row_count(self) -> int:
         return self._count
