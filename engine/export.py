@@ -159,12 +159,12 @@ def _export(source: RunDir, out: Path, *, merge: bool, force: bool) -> Exported:
         return Exported(out, "model", f"{out}: {described}, merged from {source.name}'s adapter, for transformers")
     base = _portable_base(folder)
     save_dir_atomically(out, lambda tmp: _write_adapter(folder, tmp, base))
-    size = (out / adapters.ADAPTER_WEIGHTS).stat().st_size / 2**20
+    size = (out / adapters.ADAPTER_WEIGHTS).stat().st_size
+    shown = f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{max(size // 1024, 1)} KiB"  # a small one read 0.0 MB
     return Exported(
         out,
         "adapter",
-        f"{out}: the LoRA adapter of {source.name} ({size:.1f} MB) on {base}, for peft; --merge writes a "
-        "standalone model",
+        f"{out}: the LoRA adapter of {source.name} ({shown}) on {base}, for peft; --merge writes a standalone model",
     )
 
 

@@ -77,7 +77,7 @@ def test_export_of_a_fully_fine_tuned_run_is_its_model(full_run: Path, tmp_path:
 
 
 def test_export_without_merge_writes_the_adapter_that_peft_loads_on_its_base(
-    lora_run: Path, tmp_path: Path, tiny_bert_dir: Path
+    lora_run: Path, tmp_path: Path, tiny_bert_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import torch
     from peft import PeftModel
@@ -85,6 +85,8 @@ def test_export_without_merge_writes_the_adapter_that_peft_loads_on_its_base(
 
     out = tmp_path / "adapter"
     assert main(["export", str(lora_run), str(out)]) == 0
+    size = (out / "adapter_model.safetensors").stat().st_size  # a tiny model's: it read "(0.0 MB)"
+    assert f"({size // 1024} KiB) on " in capsys.readouterr().out
     names = {p.name for p in out.iterdir()}
     assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json"} <= names
     assert "config.json" not in names, "beside an adapter, transformers would take the folder for a whole model"
