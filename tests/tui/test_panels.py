@@ -2043,6 +2043,26 @@ async def test_queued_entries_list_under_live_runs_and_k_j_x_reorder_and_remove_
         assert text_of(app, "#runs-detail-title").endswith(sets)  # the whole label, on the line above
 
 
+def test_a_sweeps_heading_counts_its_runs_still_going_and_queued() -> None:
+    """Its heading said "2 runs · 2 finished" while the sweep's two other runs trained and waited above."""
+    from engine import queue
+    from engine.runs import RunInfo
+    from tui.panels.runs import SweepRow, list_rows, row_cells
+
+    def run(name: str, status: str) -> RunInfo:
+        info = RunInfo(Path("runs") / name, name, status, "classification", "minilm", 0.0, None, None, None)
+        info.sweep = "4f2a01"
+        return info
+
+    ended = [run("20240103-a2", "finished"), run("20240102-a1", "finished")]
+    waiting = queue.QueueEntry("4", "base.yaml seed=4", 0.0, {}, sweep="4f2a01")
+    rows = list_rows([run("20240104-a3", "running"), *ended], [waiting])
+    heading = next(row for row in rows if isinstance(row, SweepRow))
+    assert heading.runs == ended
+    cells = row_cells(rows)[rows.index(heading)]
+    assert cells[:2] == ("sweep 4f2a01: 4 runs", "2 finished, 1 running, 1 queued")
+
+
 async def test_a_sweeps_runs_list_together_under_a_heading_that_compares_them(
     make_app: Callable[..., WorkbenchApp], workbench_config: RunConfig
 ) -> None:

@@ -53,12 +53,14 @@ class SweepRow:
 
     sweep: str
     runs: list[RunInfo]
+    #: How its other runs stand (running, paused, queued): they are listed above, with the live runs and the queue.
+    pending: tuple[str, ...] = ()
 
     @property
     def status_text(self) -> str:
         counts: dict[str, int] = {}
-        for r in self.runs:
-            counts[r.status] = counts.get(r.status, 0) + 1
+        for status in [*(r.status for r in self.runs), *self.pending]:
+            counts[status] = counts.get(status, 0) + 1
         return ", ".join(f"{n} {status}" for status, n in counts.items())
 
     @property
@@ -86,11 +88,19 @@ def list_rows(runs: list[RunInfo], entries: list[queue.QueueEntry]) -> list[Row]
     for r in rest:
         if r.sweep is not None:
             sweeps.setdefault(r.sweep, []).append(r)
+    pending: dict[str, list[str]] = {}  # a sweep's runs still to end, listed above: its heading counts them
+    for r in live:
+        if r.sweep is not None:
+            pending.setdefault(r.sweep, []).append(r.status)
+    for e in waiting:
+        if e.sweep is not None:
+            pending.setdefault(e.sweep, []).append("queued" if e.state == queue.QUEUED else "starting")
     for r in rest:
         if r.sweep is None:
             rows.append(r)
         elif (members := sweeps.pop(r.sweep, None)) is not None:  # at the sweep's newest run, once
-            rows += [SweepRow(r.sweep, members), *members] if len(members) > 1 else members
+            heading = SweepRow(r.sweep, members, tuple(pending.get(r.sweep, ())))
+            rows += [heading, *members] if len(members) > 1 else members
     return rows
 
 
@@ -160,7 +170,7 @@ def row_cells(rows: list[Row]) -> list[tuple[str, ...]]:
             best = row.best
             out.append(
                 (
-                    f"sweep {row.sweep}: {len(row.runs)} runs",
+                    f"sweep {row.sweep}: {len(row.runs) + len(row.pending)} runs",
                     row.status_text,
                     best.best_text if best is not None else "-",
                     *[""] * 5,
