@@ -1165,8 +1165,20 @@ def cmd_queue_clear(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parallel_note(parallel: int | None) -> None:
+    """Say where --parallel asks for more runs at a time than the CPU has cores: on a CPU they share them, one
+    thread each (on GPUs, runs are spread over the GPUs, and cores are rarely so few)."""
+    cores = os.cpu_count() or 1
+    if parallel is not None and parallel > cores:
+        print(
+            f"tunebench: warning: --parallel {parallel}: more runs at a time than this machine's {cores} CPU "
+            "cores; on CPU they share them, one thread each"
+        )
+
+
 def cmd_queue_start(args: argparse.Namespace) -> int:
     root = Path(args.runs_dir)
+    _parallel_note(args.parallel)
     pid = start_runner(root, args.parallel)
     how = f"{args.parallel} at a time" if args.parallel else "one at a time (one per GPU where there are several)"
     print(f"queue runner started (pid {pid}) on {root}/: it starts the queued runs {how}, and waits for more")
@@ -1239,6 +1251,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         ids = f"entry {entries[0].id}" if len(entries) == 1 else f"entries {entries[0].id}-{entries[-1].id}"
         print(f"queued as {ids} in {root}/.queue{left_out}{_ls_hint(root)}")
     if args.follow or args.parallel is not None:
+        _parallel_note(args.parallel)
         try:
             pid = start_runner(root, args.parallel)
             print(f"queue runner started (pid {pid})")

@@ -488,6 +488,20 @@ def test_ctrl_c_stops_following_a_sweep_and_leaves_it_queued(
 # The runner: one per runs folder, GPUs, and the claim across a kill -9
 
 
+def test_more_runs_at_a_time_than_cores_is_said(
+    runs: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(queue, "start_runner", lambda root, parallel: 4242)
+    monkeypatch.setattr(queue.os, "cpu_count", lambda: 2)
+    assert cli.main(["queue", "start", "--runs-dir", str(runs), "--parallel", "99"]) == 0
+    assert capsys.readouterr().out.startswith(
+        "tunebench: warning: --parallel 99: more runs at a time than this machine's 2 CPU cores; on CPU they share "
+        "them, one thread each\n"
+    )
+    assert cli.main(["queue", "start", "--runs-dir", str(runs), "--parallel", "2"]) == 0
+    assert "warning" not in capsys.readouterr().out
+
+
 def test_two_queue_runners_on_one_runs_folder_never_both_run(runs: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pid = queue.start_runner(runs)
     assert queue.runner_state(runs) == pid and os.getsid(pid) == pid  # a session of its own
