@@ -519,6 +519,14 @@ def check_consistency(cfg: RunConfig) -> None:
             "train.metric_for_best_model",
             f"{_show(metric)} is not an eval metric of {cfg.task}; use one of {', '.join(known)}{extra}",
         )
+    natural, greater = metric_greater_is_better(metric), cfg.train.greater_is_better
+    if greater is not None and greater != natural:
+        name = metric.removeprefix("eval_")
+        raise ConfigError(
+            "train.greater_is_better",
+            f"{str(greater).lower()} would keep the worst evaluation: {name} is better "
+            f"{'higher' if natural else 'lower'}; set it to {str(natural).lower()} or null (null follows the metric)",
+        )
     _check_evaluation_schedule(cfg)
     split, fraction = cfg.data.eval_split, cfg.data.eval_fraction
     if split not in (None, "auto") and fraction not in (None, DEFAULT_EVAL_FRACTION):

@@ -1155,9 +1155,9 @@ async def test_an_optional_switch_offers_null_and_takes_it_back(make_app: Callab
         await until(pilot, lambda: app.config_panel.form_built, "the form is built")
         app.config_panel.focus_field("train.greater_is_better")
         assert app.config_panel.editor.value == "null"
+        await pilot.press("left")  # false: eval_loss, the default metric, is better lower (true is refused)
+        assert app.config_panel.config.train.greater_is_better is False
         await pilot.press("right")
-        assert app.config_panel.config.train.greater_is_better is True
-        await pilot.press("left")
         await pilot.pause()
         assert app.config_panel.config.train.greater_is_better is None and app.config_panel.is_valid
 
