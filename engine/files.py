@@ -64,12 +64,16 @@ def write_synced(path: Path, text: str) -> None:
 
 
 def share_tree(folder: Path) -> None:
-    """Give every file below ``folder`` the mode the umask gives a new file: safetensors writes weights private
-    (0600), and a model or checkpoint folder is meant to be read by others as the umask allows."""
-    mode = 0o666 & ~_umask()
+    """Add the read bits the umask allows to every file below ``folder``: safetensors writes weights private
+    (0600), and a model or checkpoint folder is meant to be read by others as the umask allows. Other bits stay
+    (a copied file's own); a file system without modes (FAT) keeps its own."""
+    readable = 0o444 & ~_umask()
     for path in folder.rglob("*"):
         if path.is_file() and not path.is_symlink():
-            path.chmod(mode)
+            mode = path.stat().st_mode & 0o7777
+            if mode | readable != mode:
+                with contextlib.suppress(PermissionError):
+                    path.chmod(mode | readable)
 
 
 def sync_tree(folder: Path) -> None:

@@ -714,6 +714,9 @@ async def test_keys_typed_in_a_burst_edit_the_field_in_the_order_typed(
         burst(app, "left", "left", "backspace", "5", "end", "x")
         await drain(pilot)
         assert editor.value == f"{typed[:-3]}5{typed[-2:]}x"
+        editor._cursor_visible = False  # mid-blink: a key that moves the cursor shows it again, as in any Input
+        await pilot.press("left")
+        assert editor._cursor_visible
 
 
 async def test_keys_typed_right_after_a_panel_key_go_to_the_panel_shown(make_app: Callable[..., WorkbenchApp]) -> None:

@@ -16,6 +16,5 @@ class InOrderInput(Input):
     async def _on_key(self, event: events.Key) -> None:
         for binding in self._bindings.key_to_bindings.get(event.key, ()):
             if not binding.priority and await self.app.run_action(binding.action, self):
-                event.stop()
-                event.prevent_default()
+                event.stop()  # not prevent_default: Input's own handler restarts the cursor's blink
                 return
