@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from textual.actions import parse as parse_action
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
@@ -156,6 +157,10 @@ def _runner(app: WorkbenchApp, panel: str | None, action: str) -> Callable[[], A
         if panel is None:
             if action in ON_TRAIN:
                 app.action_show_panel("train")
+            if action.startswith("show_panel("):  # chosen in the palette: acts as asked, a dialog up or not
+                _target, _name, params = parse_action(action)
+                app.action_show_panel(str(params[0]))
+                return
             await app.run_action(action)
             return
         app.action_show_panel(panel)

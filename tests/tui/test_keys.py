@@ -166,6 +166,11 @@ async def test_ctrl_p_palette_offers_every_bound_action_and_runs_it(make_app: Ca
         await pilot.press("ctrl+p", *"Data: Filter", "enter")  # a panel's action: its panel, then the action
         await settle(pilot)
         assert app.active_panel == "data" and app.focused is app.query_one("#data-filter")
+        await pilot.press("f1", "ctrl+p", *"Show the Runs panel", "enter")  # over Help: F6 would not act there
+        await settle(pilot)
+        assert app.active_panel == "runs" and isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        await pilot.pause()
         notes = record_notes(app)
         app.action_toggle_pause()  # what the palette's Pause does with no run going: said, not nothing
         app.action_stop()
