@@ -94,3 +94,28 @@ def test_every_bundled_preset_keeps_each_of_its_lines_but_the_changed_ones(prese
     assert out is not None
     kept = [line for line in text.splitlines() if "learning_rate" not in line and " seed:" not in line]
     assert [line for line in out.splitlines() if "learning_rate" not in line and " seed:" not in line] == kept
+
+
+def test_a_key_added_to_a_section_goes_above_the_next_sections_heading_comment() -> None:
+    text = (
+        "task: classification\nmodel:\n  lora:\n    target_modules:\n    - query\n    - value\n\n"
+        "# ---- training ----\ntrain:\n  seed: 1\n"
+    )
+    _, out = edited(text, ("model.trust_remote_code", True))
+    assert out == text.replace("    - value\n", "    - value\n  trust_remote_code: true\n")
+
+
+def test_an_empty_section_a_block_turned_off_and_a_block_list_are_edited_in_place() -> None:
+    text = "# keep me\ntask: classification\nmodel:\n  lora:\n    r: 4\n    target_modules:\n    - query\ntrain:\n"
+    _, out = edited(text, ("train.seed", 7))
+    assert out == text + "  seed: 7\n"
+    _, out = edited(text, ("model.lora.target_modules", ["query", "key"]))
+    assert out == text.replace("    target_modules:\n    - query\n", "    target_modules: [query, key]\n")
+    _, out = edited(text, ("model.lora", None))
+    assert out == "# keep me\ntask: classification\nmodel:\n  lora: null\ntrain:\n"
+
+
+def test_a_preset_with_windows_line_ends_keeps_them_in_the_lines_added() -> None:
+    text = PRESET.replace("\n", "\r\n")
+    _, out = edited(text, ("train.weight_decay", 0.01), ("launch.gpu_ids", "0"))
+    assert out is not None and out.count("\r\n") == out.count("\n") and "# A preset with comments." in out

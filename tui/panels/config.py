@@ -769,7 +769,8 @@ class ConfigPanel(Vertical):
         if _is_special(self.path):
             return None
         try:
-            return Path(self.path).expanduser().read_text(encoding="utf-8")
+            with open(Path(self.path).expanduser(), encoding="utf-8", newline="") as fh:  # its line ends kept
+                return fh.read()
         except (OSError, UnicodeDecodeError, RuntimeError):
             return None
 
