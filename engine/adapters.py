@@ -227,7 +227,8 @@ def peft_config(model: torch.nn.Module, lora: LoraConfig, task: str, fresh: Sequ
 
 
 def _check_not_saved(model: torch.nn.Module, targets: list[str], saved: list[str]) -> None:
-    """peft leaves a module trained in full without an adapter, and fails when no target is left."""
+    """A target that is trained in full already (modules_to_save): peft would give it no adapter, without a
+    word (or fail, where no target is left), so it is refused, naming the module."""
 
     def inside(name: str) -> bool:
         return any(name == s or name.startswith(s + ".") or name.endswith("." + s) or f".{s}." in name for s in saved)

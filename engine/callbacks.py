@@ -277,8 +277,8 @@ class EventCallback:
     def on_epoch_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        epoch = state.epoch or 0
-        if self.stopped or (control.should_training_stop and abs(epoch - round(epoch)) > 1e-6):
+        mid_epoch = bool(self._updates_per_epoch) and not self._at_epoch_end(state.global_step)
+        if self.stopped or (control.should_training_stop and mid_epoch):
             # A stop mid-epoch (asked for, or early stopping after an evaluation between epochs' ends) is not an
             # epoch: no epoch event and no eval of a partial pass (a stop's checkpoint was written at the stop).
             control.should_evaluate = False

@@ -560,7 +560,7 @@ def _check_launch(launch: LaunchConfig) -> None:
     if launch.gpu_ids is not None and not _GPU_IDS.fullmatch(launch.gpu_ids.replace(" ", "")):
         raise ConfigError("launch.gpu_ids", f'expected GPU numbers such as "0,1", got {_show(launch.gpu_ids)}')
     if launch.gpu_ids is not None:
-        ids = launch.gpu_ids.replace(" ", "").split(",")
+        ids = [int(i) for i in launch.gpu_ids.replace(" ", "").split(",")]  # 0 and 00 are one GPU
         twice = next((i for i in ids if ids.count(i) > 1), None)
         if twice is not None:
             raise ConfigError(

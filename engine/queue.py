@@ -97,6 +97,9 @@ FOLLOW_SECONDS = 1.0
 LOCK_TRY_SECONDS = 1.0
 #: How long ``start_runner`` waits for the runner to hold its lock, and ``stop_runner`` for it to exit.
 START_WAIT_SECONDS = 15.0
+#: How long a sweep's --follow waits for a queue runner that is not there (a slow one may take the lock only
+#: after start_runner gave up waiting for it) before it says none runs.
+RUNNER_GONE_SECONDS = START_WAIT_SECONDS + 5.0
 STOP_WAIT_SECONDS = 10.0
 #: How long the runner waits for a run's process to end after the run said it failed to start.
 FAILED_EXIT_SECONDS = 10.0
@@ -1275,10 +1278,21 @@ def _sweep_given_again(root: Path, twins: Sequence[QueueEntry | None]) -> str | 
     return sweep if members == {t.id for t in twins if t is not None} else None
 
 
+def _waits_for_runner(root: Path, row: SweepRow) -> bool:
+    """Whether the row's run can start only through a queue runner: queued, or claimed by a runner that left it
+    (no process of the run holds its claim)."""
+    entry = row.entry
+    if entry is None or row.ended:
+        return False
+    return entry.state == QUEUED or (entry.state == CLAIMED and not _is_held(_claim_path(root, entry.id)))
+
+
 def follow_sweep(root: Path, sweep: str, ids: Sequence[str]) -> int:
-    """Print a row per run of the sweep as each ends, until all have; Ctrl+C leaves them running."""
+    """Print a row per run of the sweep as each ends, until all have; Ctrl+C leaves them running. Ends too when
+    the runs left wait for a queue runner and none has run for ``RUNNER_GONE_SECONDS``."""
     print(f"following sweep {sweep}: a row per run as it ends (Ctrl+C leaves the runs going)")
     shown: set[str] = set()
+    runner_gone: float | None = None  # since when no runner runs while the runs left wait for one
     rows = sweep_rows(root, sweep, ids)
     width = max((len(row.entry.grid_text) for row in rows if row.entry is not None), default=0)
     try:
@@ -1292,8 +1306,10 @@ def follow_sweep(root: Path, sweep: str, ids: Sequence[str]) -> int:
                     print(line.rstrip(), flush=True)
             if all(row.ended for row in rows):
                 break
-            waiting = [row for row in rows if row.status in (QUEUED, "starting")]
-            if waiting and len(waiting) == sum(not row.ended for row in rows) and runner_state(root) is None:
+            waiting = [row for row in rows if _waits_for_runner(root, row)]
+            stuck = bool(waiting) and len(waiting) == sum(not row.ended for row in rows) and runner_state(root) is None
+            runner_gone = (runner_gone or time.monotonic()) if stuck else None
+            if runner_gone is not None and time.monotonic() - runner_gone >= RUNNER_GONE_SECONDS:
                 print(
                     f"the queue runner of {root}/ is not running, so {plural(len(waiting), 'run')} of the sweep "
                     f"cannot start; tunebench queue start{runs_dir_option(root)} starts it"

@@ -449,7 +449,7 @@ def test_following_a_sweep_prints_a_row_per_run_as_it_ends(
 
 
 def test_following_a_sweep_whose_runner_died_ends_and_says_how_to_start_it(
-    tmp_path: Path, runs: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, runs: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The runner was killed with one run ended and one claimed: the run still trained to its end, and the
     entry read "starting" for ever, and --follow waited for ever on the one still queued."""
@@ -461,7 +461,11 @@ def test_following_a_sweep_whose_runner_died_ends_and_says_how_to_start_it(
         q.entries[0].state, q.entries[0].run = "failed", None
         q.entries[1].state, q.entries[1].run = "claimed", folder.name
     assert queue.run_status(runs, queue.list_queue(runs)[1]) == "finished"
+    clock = iter(range(0, 1000, 5))  # five seconds a look
+    monkeypatch.setattr(queue.time, "monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr(queue.time, "sleep", lambda _seconds: None)
     assert queue.follow_sweep(runs, "s3", [e.id for e in entries]) == 1
+    assert next(clock) > queue.RUNNER_GONE_SECONDS  # not at the first look: a slow runner may not hold its lock yet
     out = capsys.readouterr().out.splitlines()
     assert out[-1] == (
         f"the queue runner of {runs}/ is not running, so 1 run of the sweep cannot start; "

@@ -2059,11 +2059,13 @@ def test_a_sweeps_heading_counts_its_runs_still_going_and_queued() -> None:
 
     ended = [run("20240103-a2", "finished"), run("20240102-a1", "finished")]
     waiting = queue.QueueEntry("4", "base.yaml seed=4", 0.0, {}, sweep="4f2a01")
-    rows = list_rows([run("20240104-a3", "running"), *ended], [waiting])
+    claimed = queue.QueueEntry("3", "base.yaml seed=3", 0.0, {}, sweep="4f2a01", state="claimed", run="20240104-a3")
+    failed = queue.QueueEntry("5", "base.yaml seed=5", 0.0, {}, sweep="4f2a01", state="failed")
+    rows = list_rows([run("20240104-a3", "running"), *ended], [claimed, waiting, failed])
     heading = next(row for row in rows if isinstance(row, SweepRow))
     assert heading.runs == ended
     cells = row_cells(rows)[rows.index(heading)]
-    assert cells[:2] == ("sweep 4f2a01: 4 runs", "2 finished, 1 running, 1 queued")
+    assert cells[:2] == ("sweep 4f2a01: 5 runs", "2 finished, 1 running, 1 queued, 1 failed to start")
 
 
 async def test_a_sweeps_runs_list_together_under_a_heading_that_compares_them(

@@ -92,9 +92,11 @@ def list_rows(runs: list[RunInfo], entries: list[queue.QueueEntry]) -> list[Row]
     for r in live:
         if r.sweep is not None:
             pending.setdefault(r.sweep, []).append(r.status)
+    live_names = {r.name for r in live}
     for e in waiting:
-        if e.sweep is not None:
-            pending.setdefault(e.sweep, []).append("queued" if e.state == queue.QUEUED else "starting")
+        if e.sweep is not None and e.run not in live_names:  # a claimed entry whose run trains is that run
+            state = {queue.QUEUED: "queued", queue.CLAIMED: "starting"}.get(e.state, "failed to start")
+            pending.setdefault(e.sweep, []).append(state)
     for r in rest:
         if r.sweep is None:
             rows.append(r)
