@@ -147,7 +147,7 @@ class DataPanel(Vertical):
             yield SamplesTable(self.cfg.data.label_field or "label", id="data-table")
             with Vertical(id="data-side"):
                 yield Static("Labels", classes="side-title")
-                yield ScoreBars(id="data-histogram")
+                yield ScoreBars(id="data-histogram", fit=True)  # "… N more" where its classes need more lines
                 yield Static("", id="data-hint", classes="hint")
 
     def on_mount(self) -> None:
@@ -190,7 +190,7 @@ class DataPanel(Vertical):
         self.view = None
         self.error = None
         self.query_one(SamplesTable).show(None)
-        self._show_counts([])
+        self.query_one(ScoreBars).set_counts([])
         with self.prevent(Select.Changed):  # the last source's splits go with its rows
             self.query_one("#data-split", Select).set_options([])
         self._busy(f"loading {key[0]}…")
@@ -250,14 +250,9 @@ class DataPanel(Vertical):
             # a filter that matches nothing keeps the label column: the table's shape does not jump
             label_width=min(max((text_width(x) for x in labels), default=1), 16) if view.label_field else 0,
         )
-        self._show_counts([(c.label, c.count) for c in message.histogram])
+        self.query_one(ScoreBars).set_counts([(c.label, c.count) for c in message.histogram])
         self.query_one("#data-hint", Static).update(Content(self._hint(message)))
         self._idle()
-
-    def _show_counts(self, counts: list[tuple[str, int]]) -> None:
-        bars = self.query_one(ScoreBars)
-        bars.set_counts(counts)
-        bars.display = bool(counts)  # it takes the column's height: hidden, the hint sits under the title
 
     def _hint(self, shown: ViewReady) -> str:
         """What the side column says under the histogram: why it is empty, or why the table is."""

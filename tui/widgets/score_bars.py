@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from textual.content import Content
+from textual.geometry import Size
 from textual.widget import Widget
 
 from engine.events import text_width
@@ -28,10 +29,12 @@ class ScoreBars(Widget):
     ScoreBars { height: auto; width: 1fr; }
     """
 
-    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+    def __init__(self, *, id: str | None = None, classes: str | None = None, fit: bool = False) -> None:
         super().__init__(id=id, classes=classes)
         self._rows: list[tuple[str, float, str]] = []
         self._scale = 1.0
+        #: At most as tall as its container leaves it (the Data panel's side column), not one line a row.
+        self._fit = fit
 
     @property
     def rows(self) -> list[tuple[str, float, str]]:
@@ -49,8 +52,12 @@ class ScoreBars(Widget):
         self._scale = max((c for _, c in counts), default=1) or 1
         self.refresh(layout=True)
 
-    def get_content_height(self, container: object, viewport: object, width: int) -> int:
-        return max(len(self._rows), 1)
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        rows = max(len(self._rows), 1)
+        if self._fit and self.parent is not None:  # the room its container's other widgets leave
+            others = sum(w.outer_size.height for w in self.parent.children if w is not self and w.display)
+            rows = min(rows, max(container.height - others, 2))
+        return rows
 
     def render(self) -> Content:
         if not self._rows:
