@@ -235,7 +235,7 @@ def _check_not_saved(model: torch.nn.Module, targets: list[str], saved: list[str
 
     layers = [n for names in adaptable_layers(model).values() for n in names]
     for wanted in targets:
-        names = [n for n in layers if n == wanted or n.endswith("." + wanted)]
+        names = [n for n in layers if _matches([n], wanted)]
         if names and all(inside(n) for n in names):
             raise ConfigError(
                 "model.lora.target_modules",

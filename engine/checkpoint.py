@@ -40,7 +40,7 @@ from engine import adapters
 from engine.errors import DISK_ERRNOS, CheckpointError, os_error_of
 from engine.events import plural
 from engine.faults import kill_point
-from engine.files import fsync_path, make_temp_dir, rename_durably, share_tree, sync_tree, write_synced
+from engine.files import fsync_path, make_temp_dir, rename_durably, seal_tree, write_synced
 
 if TYPE_CHECKING:
     import torch
@@ -143,8 +143,7 @@ def write_checkpoint(
         raise _disk_error(checkpoints_dir, exc) from None
     try:
         write(tmp)
-        share_tree(tmp)
-        sync_tree(tmp)
+        seal_tree(tmp)
         kill_point("checkpoint-write", step)
         write_synced(tmp / MARKER, json.dumps({"step": step}) + "\n")
         fsync_path(tmp)

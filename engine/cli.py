@@ -419,9 +419,9 @@ def attach_target(name: str | None, runs_dir: str) -> Any:
     if name is not None:
         return resolve_run(name, runs_dir)
     live = [r for r in list_runs(runs_dir) if r.status in LIVE]
-    if not live and not Path(runs_dir).expanduser().is_dir():
-        raise UserError(f"{runs_dir}/: no such runs folder; give the one your runs are in with --runs-dir")
     if not live:
+        if not Path(runs_dir).expanduser().is_dir():
+            raise UserError(f"{runs_dir}/: no such runs folder; give the one your runs are in with --runs-dir")
         raise UserError(
             f"no live run in {runs_dir}/; tunebench attach RUN opens any run, "
             f"tunebench runs{runs_dir_option(runs_dir)} lists them"

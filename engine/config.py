@@ -557,9 +557,9 @@ def _is_file(path: str) -> bool:
 def _check_launch(launch: LaunchConfig) -> None:
     """What can be told from the config alone; the GPUs and cores there are are checked when the run launches
     (``engine.detached.check_launch``)."""
-    if launch.gpu_ids is not None and not _GPU_IDS.fullmatch(launch.gpu_ids.replace(" ", "")):
-        raise ConfigError("launch.gpu_ids", f'expected GPU numbers such as "0,1", got {_show(launch.gpu_ids)}')
     if launch.gpu_ids is not None:
+        if not _GPU_IDS.fullmatch(launch.gpu_ids.replace(" ", "")):
+            raise ConfigError("launch.gpu_ids", f'expected GPU numbers such as "0,1", got {_show(launch.gpu_ids)}')
         ids = [int(i) for i in launch.gpu_ids.replace(" ", "").split(",")]  # 0 and 00 are one GPU
         twice = next((i for i in ids if ids.count(i) > 1), None)
         if twice is not None:

@@ -63,10 +63,11 @@ def write_synced(path: Path, text: str) -> None:
         os.fsync(fh.fileno())
 
 
-def share_tree(folder: Path) -> None:
-    """Add the read bits the umask allows to every file below ``folder``: safetensors writes weights private
-    (0600), and a model or checkpoint folder is meant to be read by others as the umask allows. Other bits stay
-    (a copied file's own); a file system without modes (FAT) keeps its own."""
+def seal_tree(folder: Path) -> None:
+    """Ready a folder written whole to be renamed into place, in one walk: each file gets the read bits the umask
+    allows (safetensors writes weights 0600, and a model or checkpoint folder is meant to be read by others; other
+    bits stay, and a file system without modes keeps its own), and every file and folder is fsynced, ``folder``
+    too."""
     readable = 0o444 & ~_umask()
     for path in folder.rglob("*"):
         if path.is_file() and not path.is_symlink():
@@ -74,11 +75,6 @@ def share_tree(folder: Path) -> None:
             if mode | readable != mode:
                 with contextlib.suppress(PermissionError):
                     path.chmod(mode | readable)
-
-
-def sync_tree(folder: Path) -> None:
-    """fsync every file and folder below ``folder``, and ``folder`` itself, before it is renamed into place."""
-    for path in folder.rglob("*"):
         fsync_path(path)
     fsync_path(folder)
 

@@ -43,9 +43,10 @@ def edit_config_text(text: str, cfg: RunConfig) -> str | None:
             root = yaml.compose(text, Loader=yaml.SafeLoader)
             if not isinstance(root, yaml.MappingNode) or root.flow_style:
                 return None
-            text = _edit(root, text, path, value, newline)  # type: ignore[assignment]
-            if text is None:
+            edited = _edit(root, text, path, value, newline)
+            if edited is None:
                 return None
+            text = edited
         return text if from_dict(parse_yaml(text)) == cfg else None
     except (ConfigError, yaml.YAMLError, RecursionError):
         return None

@@ -1308,7 +1308,10 @@ def follow_sweep(root: Path, sweep: str, ids: Sequence[str]) -> int:
                 break
             waiting = [row for row in rows if _waits_for_runner(root, row)]
             stuck = bool(waiting) and len(waiting) == sum(not row.ended for row in rows) and runner_state(root) is None
-            runner_gone = (runner_gone or time.monotonic()) if stuck else None
+            if not stuck:
+                runner_gone = None
+            elif runner_gone is None:
+                runner_gone = time.monotonic()
             if runner_gone is not None and time.monotonic() - runner_gone >= RUNNER_GONE_SECONDS:
                 print(
                     f"the queue runner of {root}/ is not running, so {plural(len(waiting), 'run')} of the sweep "

@@ -35,7 +35,7 @@ from engine.events import (
     fmt_duration,
 )
 from engine.faults import kill_point
-from engine.files import atomic_write_text, make_temp_dir, not_a_folder, rename_durably, share_tree, sync_tree
+from engine.files import atomic_write_text, make_temp_dir, not_a_folder, rename_durably, seal_tree
 
 CONFIG_FILE = "config.yaml"
 #: How a run folder's name starts: when it was made.
@@ -323,8 +323,7 @@ def save_dir_atomically(path: Path, write: Callable[[Path], None]) -> None:
     tmp = make_temp_dir(path.parent, f".{path.name}.")
     try:
         write(tmp)
-        share_tree(tmp)
-        sync_tree(tmp)
+        seal_tree(tmp)
         kill_point("model-save")
         old = path.with_name(f".{path.name}.old")
         if path.exists():
