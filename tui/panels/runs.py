@@ -387,7 +387,6 @@ class RunsPanel(Vertical):
     def _columns(self, widths: list[int]) -> list[Column]:
         """The columns, the run's names cut in their middle where the whole line would not fit the view: at 80
         columns a run's name took the room of its status and best score."""
-        self._widths = widths
         room = self.query_one(RunsTable).size.width if self.is_mounted else 0
         line = sum(w + 2 for w in [1, *widths])  # each cell is padded by one on either side
         run = widths[0]
@@ -448,6 +447,7 @@ class RunsPanel(Vertical):
         self.rows = [line.row for line in message.lines]
         self.marked &= {r.name for r in self.runs}
         table = self.query_one(RunsTable)
+        self._widths = message.widths  # fitted to the view again as it is resized
         table.set_source(RowList(message.lines), self._columns(message.widths), keep_place=True)
         if highlighted is not None:  # the cursor stays on its run, entry or sweep where the rows around it moved
             key = row_key(highlighted)
